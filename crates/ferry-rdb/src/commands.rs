@@ -1,0 +1,347 @@
+//! Turn decoded keys into the Redis commands that recreate them.
+//!
+//! | value | commands |
+//! |---|---|
+//! | string | `SET k v` |
+//! | list / set / zset / hash | `RPUSH` / `SADD` / `ZADD` / `HSET` in batches bounded by element count and bytes |
+//! | hash field TTLs | `HPEXPIREAT k <ms> FIELDS n f…` per distinct expiry |
+//! | stream | `XADD k <id> f v…` per entry, `XSETID`, `XGROUP CREATE`, `XGROUP CREATECONSUMER`, `XCLAIM … FORCE JUSTID` per pending entry |
+//! | module | `RESTORE k 0 <payload>` (needs the module on the target) |
+//! | key TTL | `PEXPIREAT k <ms>` after the value |
+//!
+//! With [`CommandOptions::replace`], aggregates start with `DEL k` so the
+//! result does not depend on what the target held. Big keys arrive in chunks:
+//! call [`CommandBuilder::chunk`] for each, then [`CommandBuilder::finish_key`].
+
+use bytes::Bytes;
+
+use crate::item::{
+    HashField, KeyHeader, Kind, Stream, StreamId, StreamMeta, Value, restore_payload,
+};
+
+/// One command: its arguments, name first.
+pub type Command = Vec<Bytes>;
+
+/// How commands are built.
+#[derive(Debug, Clone)]
+pub struct CommandOptions {
+    /// Most elements per command (RPUSH/SADD/ZADD/HSET).
+    pub max_elements: usize,
+    /// Most argument bytes per command (a single element may exceed it).
+    pub max_bytes: usize,
+    /// Emit `DEL k` before rebuilding an aggregate (and `REPLACE` on `RESTORE`).
+    pub replace: bool,
+    /// RDB version stamped on module `RESTORE` payloads.
+    pub payload_version: u16,
+    /// Include `ENTRIESADDED`/`MAXDELETEDID`/`ENTRIESREAD` (Redis 7.0+ targets).
+    pub stream_v2_args: bool,
+}
+
+impl Default for CommandOptions {
+    fn default() -> Self {
+        CommandOptions {
+            max_elements: 512,
+            max_bytes: 1 << 20,
+            replace: false,
+            payload_version: 9,
+            stream_v2_args: true,
+        }
+    }
+}
+
+/// What could not be expressed as commands (reported by the caller, never dropped silently).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The key.
+    pub key: Bytes,
+    /// Why.
+    pub reason: String,
+}
+
+/// Builds commands for keys, whole or chunked.
+#[derive(Debug, Clone, Default)]
+pub struct CommandBuilder {
+    /// Options.
+    pub opts: CommandOptions,
+}
+
+fn b(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+fn num(v: impl itoa::Integer) -> Bytes {
+    Bytes::copy_from_slice(itoa::Buffer::new().format(v).as_bytes())
+}
+
+fn id(id: StreamId) -> Bytes {
+    Bytes::from(id.to_string())
+}
+
+/// Shortest text that parses back to exactly `v` (`inf`, `-inf` for infinities).
+pub fn score_text(v: f64) -> Bytes {
+    if v == f64::INFINITY {
+        b("inf")
+    } else if v == f64::NEG_INFINITY {
+        b("-inf")
+    } else {
+        Bytes::from(format!("{v}"))
+    }
+}
+
+impl CommandBuilder {
+    /// A builder with these options.
+    pub fn new(opts: CommandOptions) -> Self {
+        CommandBuilder { opts }
+    }
+
+    /// Commands for a whole key (value and TTL). `raw` is the serialized value (for modules).
+    pub fn whole(
+        &self,
+        h: &KeyHeader,
+        value: &Value,
+        raw: &[u8],
+        out: &mut dyn FnMut(Command),
+    ) -> Result<(), Unsupported> {
+        if let Value::Module(_) = value {
+            let mut c = vec![
+                b("RESTORE"),
+                h.key.clone(),
+                h.expire_ms.map_or_else(|| b("0"), num),
+                restore_payload(h.rdb_type, raw, self.opts.payload_version),
+            ];
+            if h.expire_ms.is_some() {
+                c.push(b("ABSTTL"));
+            }
+            if self.opts.replace {
+                c.push(b("REPLACE"));
+            }
+            out(c);
+            return Ok(());
+        }
+        self.chunk(h, value, true, out)?;
+        self.finish_key(h, out);
+        Ok(())
+    }
+
+    /// Commands for one chunk of a key's value (`first`: the first chunk).
+    pub fn chunk(
+        &self,
+        h: &KeyHeader,
+        value: &Value,
+        first: bool,
+        out: &mut dyn FnMut(Command),
+    ) -> Result<(), Unsupported> {
+        let k = &h.key;
+        if first && self.opts.replace && h.kind != Kind::String {
+            out(vec![b("DEL"), k.clone()]);
+        }
+        match value {
+            Value::String(v) => out(vec![b("SET"), k.clone(), v.clone()]),
+            Value::List(items) => self.batched("RPUSH", k, items.iter().map(|e| [e.clone()]), out),
+            Value::Set(items) => self.batched("SADD", k, items.iter().map(|e| [e.clone()]), out),
+            Value::SortedSet(items) => self.batched(
+                "ZADD",
+                k,
+                items.iter().map(|(m, s)| [score_text(*s), m.clone()]),
+                out,
+            ),
+            Value::Hash(fields) => {
+                self.batched(
+                    "HSET",
+                    k,
+                    fields.iter().map(|f| [f.field.clone(), f.value.clone()]),
+                    out,
+                );
+                self.field_ttls(k, fields, out);
+            }
+            Value::Stream(s) => self.stream(h, s, out)?,
+            Value::Module(_) => {
+                return Err(Unsupported {
+                    key: k.clone(),
+                    reason: "module value too big to carry whole".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Commands after the last chunk (the key's TTL).
+    pub fn finish_key(&self, h: &KeyHeader, out: &mut dyn FnMut(Command)) {
+        if let Some(ms) = h.expire_ms {
+            out(vec![b("PEXPIREAT"), h.key.clone(), num(ms)]);
+        }
+    }
+
+    fn batched<const N: usize>(
+        &self,
+        cmd: &'static str,
+        key: &Bytes,
+        elems: impl Iterator<Item = [Bytes; N]>,
+        out: &mut dyn FnMut(Command),
+    ) {
+        let mut c: Command = Vec::new();
+        let mut bytes = 0;
+        let mut n = 0;
+        for e in elems {
+            if c.is_empty() {
+                c.reserve(2 + N * self.opts.max_elements.min(64));
+                c.push(b(cmd));
+                c.push(key.clone());
+            }
+            for a in e {
+                bytes += a.len();
+                c.push(a);
+            }
+            n += 1;
+            if n >= self.opts.max_elements || bytes >= self.opts.max_bytes {
+                out(std::mem::take(&mut c));
+                n = 0;
+                bytes = 0;
+            }
+        }
+        if !c.is_empty() {
+            out(c);
+        }
+    }
+
+    fn field_ttls(&self, key: &Bytes, fields: &[HashField], out: &mut dyn FnMut(Command)) {
+        let mut with_ttl: Vec<(i64, &Bytes)> = fields
+            .iter()
+            .filter_map(|f| f.expire_ms.map(|t| (t, &f.field)))
+            .collect();
+        if with_ttl.is_empty() {
+            return;
+        }
+        with_ttl.sort_by_key(|(t, _)| *t);
+        for group in with_ttl.chunk_by(|a, b| a.0 == b.0) {
+            for part in group.chunks(self.opts.max_elements.max(1)) {
+                let mut c = vec![
+                    b("HPEXPIREAT"),
+                    key.clone(),
+                    num(part[0].0),
+                    b("FIELDS"),
+                    num(part.len()),
+                ];
+                c.extend(part.iter().map(|(_, f)| (*f).clone()));
+                out(c);
+            }
+        }
+    }
+
+    fn stream(
+        &self,
+        h: &KeyHeader,
+        s: &Stream,
+        out: &mut dyn FnMut(Command),
+    ) -> Result<(), Unsupported> {
+        let k = &h.key;
+        for e in &s.entries {
+            let mut c = Vec::with_capacity(3 + e.fields.len() * 2);
+            c.push(b("XADD"));
+            c.push(k.clone());
+            c.push(id(e.id));
+            for (f, v) in &e.fields {
+                c.push(f.clone());
+                c.push(v.clone());
+            }
+            out(c);
+        }
+        if let Some(meta) = &s.meta {
+            self.stream_tail(k, meta, !s.entries.is_empty(), out)?;
+        }
+        Ok(())
+    }
+
+    fn stream_tail(
+        &self,
+        k: &Bytes,
+        meta: &StreamMeta,
+        had_entries: bool,
+        out: &mut dyn FnMut(Command),
+    ) -> Result<(), Unsupported> {
+        if !had_entries && meta.length == 0 {
+            // An empty stream: create it by adding an entry at last_id and trimming it away.
+            if meta.last_id == StreamId::default() {
+                if meta.groups.is_empty() {
+                    return Err(Unsupported {
+                        key: k.clone(),
+                        reason: "empty stream with last id 0-0 and no groups cannot be created by commands".into(),
+                    });
+                }
+            } else {
+                out(vec![
+                    b("XADD"),
+                    k.clone(),
+                    b("MAXLEN"),
+                    b("0"),
+                    id(meta.last_id),
+                    b("f"),
+                    b("v"),
+                ]);
+            }
+        }
+        if meta.last_id != StreamId::default() {
+            let mut c = vec![b("XSETID"), k.clone(), id(meta.last_id)];
+            if self.opts.stream_v2_args
+                && let (Some(added), Some(maxdel)) = (meta.entries_added, meta.max_deleted_id)
+            {
+                c.extend([b("ENTRIESADDED"), num(added), b("MAXDELETEDID"), id(maxdel)]);
+            }
+            out(c);
+        }
+        for g in &meta.groups {
+            let mut c = vec![
+                b("XGROUP"),
+                b("CREATE"),
+                k.clone(),
+                g.name.clone(),
+                id(g.last_id),
+            ];
+            if meta.last_id == StreamId::default() && !had_entries && meta.length == 0 {
+                c.push(b("MKSTREAM"));
+            }
+            if self.opts.stream_v2_args
+                && let Some(r) = g.entries_read
+            {
+                c.extend([b("ENTRIESREAD"), num(r)]);
+            }
+            out(c);
+            for consumer in &g.consumers {
+                out(vec![
+                    b("XGROUP"),
+                    b("CREATECONSUMER"),
+                    k.clone(),
+                    g.name.clone(),
+                    consumer.name.clone(),
+                ]);
+            }
+            for p in &g.pending {
+                let Some(owner) = &p.consumer else {
+                    return Err(Unsupported {
+                        key: k.clone(),
+                        reason: format!(
+                            "pending entry {} of group {:?} has no consumer",
+                            p.id,
+                            String::from_utf8_lossy(&g.name)
+                        ),
+                    });
+                };
+                out(vec![
+                    b("XCLAIM"),
+                    k.clone(),
+                    g.name.clone(),
+                    owner.clone(),
+                    b("0"),
+                    id(p.id),
+                    b("TIME"),
+                    num(p.delivery_time),
+                    b("RETRYCOUNT"),
+                    num(p.delivery_count),
+                    b("FORCE"),
+                    b("JUSTID"),
+                ]);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! The fast path for the replication stream: arrays of bulk strings only.
+//!
+//! After the snapshot, a master sends nothing but commands framed as
+//!
+//! ```text
+//! *<argc>\r\n  then argc times  $<len>\r\n<len bytes>\r\n
+//! ```
+//!
+//! [`Decoder::decode_command`] parses exactly that, with no intermediate
+//! [`Value`]: the arguments are `Bytes` slices of the input (one reference
+//! count increment each, no copy) and [`Command::wire_len`] is the exact
+//! number of bytes the frame occupied, which is what the replication offset
+//! advances by. It follows the same rules and limits as
+//! [`Decoder::decode`], so on any input where `decode` yields an array of
+//! bulk strings, `decode_command` yields the same arguments and length (and
+//! vice versa); anything else (`*-1`, a `$-1` or non-bulk element, a non-array
+//! frame) is [`RespError::NotCommand`] or [`RespError::UnexpectedByte`].
+//!
+//! Because lengths never have leading zeros or signs, every accepted frame is
+//! the canonical encoding of its arguments: `wire_len ==
+//! command_len(&args)`.
+//!
+//! Lengths are parsed digit by digit and payloads are skipped by length, so
+//! nothing is searched for CRLF at all.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::decode::{LenKind, PREALLOC_MAX, Step, expect_crlf, parse_count};
+use crate::{Decoder, RespError, Value};
+
+/// One command from the replication stream (or any client request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The arguments, name first. Empty only for the degenerate frame
+    /// `*0\r\n`, which Redis accepts and ignores.
+    pub args: Vec<Bytes>,
+    /// Bytes the frame occupied on the wire.
+    pub wire_len: usize,
+}
+
+/// Decodes one command from `buf` with the default limits. See
+/// [`Decoder::decode_command`].
+pub fn decode_command(buf: &Bytes) -> Step<Command> {
+    Decoder::new().decode_command(buf)
+}
+
+/// Decodes one command from the front of `buf` and removes its bytes, with
+/// the default limits. See [`Decoder::split_command`].
+pub fn split_command(buf: &mut BytesMut) -> Step<Command> {
+    Decoder::new().split_command(buf)
+}
+
+impl Decoder {
+    /// Decodes one command (an array of bulk strings) from the start of
+    /// `buf`. The arguments are slices of `buf`. `Ok(None)` means `buf` is a
+    /// proper prefix of a command.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// let buf = Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n");
+    /// let cmd = ferry_resp::decode_command(&buf).unwrap().unwrap();
+    /// assert!(cmd.is("set"));
+    /// assert_eq!(cmd.args[1], "k");
+    /// assert_eq!(cmd.wire_len, 27);
+    /// ```
+    pub fn decode_command(&self, buf: &Bytes) -> Step<Command> {
+        let mut sink = Collect {
+            buf,
+            args: Vec::new(),
+        };
+        Ok(self.scan_command(buf, &mut sink)?.map(|wire_len| Command {
+            args: sink.args,
+            wire_len,
+        }))
+    }
+
+    /// Like [`decode_command`](Self::decode_command), for a read buffer: on
+    /// success the command's bytes are split off the front of `buf` (no copy;
+    /// the arguments share them) and the rest stays in `buf`. On `Ok(None)`
+    /// or an error `buf` is unchanged.
+    pub fn split_command(&self, buf: &mut BytesMut) -> Step<Command> {
+        let mut ranges = Ranges::default();
+        let Some(wire_len) = self.scan_command(buf, &mut ranges)? else {
+            return Ok(None);
+        };
+        // Split each argument straight off the buffer: one reference-count
+        // increment per argument, and none for the frame as a whole.
+        let mut args = Vec::with_capacity(ranges.len);
+        let mut cursor = 0;
+        for (start, end) in ranges.iter() {
+            buf.advance(start - cursor);
+            args.push(buf.split_to(end - start).freeze());
+            cursor = end;
+        }
+        buf.advance(wire_len - cursor);
+        Ok(Some(Command { args, wire_len }))
+    }
+
+    /// Validates one command frame, reporting each argument's range to `sink`.
+    /// Returns the frame length.
+    #[inline]
+    fn scan_command<S: ArgSink>(&self, buf: &[u8], sink: &mut S) -> Step<usize> {
+        let Some(&t) = buf.first() else {
+            return Ok(None);
+        };
+        if t != b'*' {
+            return Err(RespError::NotCommand {
+                offset: 0,
+                byte: t,
+                expected: "'*' (an array)",
+            });
+        }
+        let Some((argc, mut pos)) = parse_count(buf, 0, self.max_array_len, LenKind::Aggregate)?
+        else {
+            return Ok(None);
+        };
+        if self.max_depth == 0 {
+            return Err(RespError::TooDeep { offset: 0, max: 0 });
+        }
+        // Each argument takes at least 6 bytes (`$0\r\n\r\n`).
+        sink.begin(argc.min((buf.len() - pos) / 6 + 1).min(PREALLOC_MAX));
+        for _ in 0..argc {
+            match buf.get(pos) {
+                None => return Ok(None),
+                Some(b'$') => {}
+                Some(&b) => {
+                    return Err(RespError::NotCommand {
+                        offset: pos,
+                        byte: b,
+                        expected: "'$' (a bulk string)",
+                    });
+                }
+            }
+            let Some((len, data)) = parse_count(buf, pos, self.max_bulk_len, LenKind::Bulk)? else {
+                return Ok(None);
+            };
+            let end = data.saturating_add(len);
+            if buf.len() < end {
+                return Ok(None);
+            }
+            let Some(next) = expect_crlf(buf, end)? else {
+                return Ok(None);
+            };
+            sink.arg(data, end);
+            pos = next;
+        }
+        Ok(Some(pos))
+    }
+}
+
+/// Receives argument ranges from [`Decoder::scan_command`].
+trait ArgSink {
+    fn begin(&mut self, capacity: usize);
+    fn arg(&mut self, start: usize, end: usize);
+}
+
+/// Argument ranges: the first [`INLINE_ARGS`] on the stack, the rest in a `Vec`.
+#[derive(Default)]
+struct Ranges {
+    inline: [(usize, usize); INLINE_ARGS],
+    len: usize,
+    spill: Vec<(usize, usize)>,
+}
+
+/// Enough for every common replicated command (`SET k v PXAT ms` has 5).
+const INLINE_ARGS: usize = 8;
+
+impl Ranges {
+    fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.inline[..self.len.min(INLINE_ARGS)]
+            .iter()
+            .chain(&self.spill)
+            .copied()
+    }
+}
+
+impl ArgSink for Ranges {
+    #[inline]
+    fn begin(&mut self, capacity: usize) {
+        self.spill
+            .reserve_exact(capacity.saturating_sub(INLINE_ARGS));
+    }
+    #[inline]
+    fn arg(&mut self, start: usize, end: usize) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = (start, end),
+            None => self.spill.push((start, end)),
+        }
+        self.len += 1;
+    }
+}
+
+/// Collects zero-copy slices of `buf`.
+struct Collect<'a> {
+    buf: &'a Bytes,
+    args: Vec<Bytes>,
+}
+
+impl ArgSink for Collect<'_> {
+    #[inline]
+    fn begin(&mut self, capacity: usize) {
+        self.args.reserve_exact(capacity);
+    }
+    #[inline]
+    fn arg(&mut self, start: usize, end: usize) {
+        self.args.push(self.buf.slice(start..end));
+    }
+}
+
+impl Command {
+    /// The command name (first argument), as sent.
+    pub fn name(&self) -> Option<&Bytes> {
+        self.args.first()
+    }
+
+    /// The command name in ASCII upper case (empty for an empty command).
+    /// Allocates only if the name has lower-case letters.
+    pub fn name_upper(&self) -> Bytes {
+        match self.args.first() {
+            None => Bytes::new(),
+            Some(n) if !n.iter().any(u8::is_ascii_lowercase) => n.clone(),
+            Some(n) => Bytes::from(n.to_ascii_uppercase()),
+        }
+    }
+
+    /// Whether the command name is `name`, ASCII case-insensitively.
+    pub fn is(&self, name: &str) -> bool {
+        self.arg_is(0, name)
+    }
+
+    /// Whether argument `i` (0 = the name) is `s`, ASCII case-insensitively.
+    /// Handy for subcommands: `cmd.is("REPLCONF") && cmd.arg_is(1, "GETACK")`.
+    pub fn arg_is(&self, i: usize, s: &str) -> bool {
+        self.args
+            .get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(s.as_bytes()))
+    }
+
+    /// The command as a [`Value::Array`] of [`Value::Bulk`]s.
+    pub fn to_value(&self) -> Value {
+        Value::Array(self.args.iter().cloned().map(Value::Bulk).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::unexpected;
+
+    fn cmd(wire: &'static [u8]) -> Command {
+        decode_command(&Bytes::from_static(wire))
+            .expect("valid")
+            .expect("complete")
+    }
+
+    #[test]
+    fn replication_stream_samples() {
+        let ping = cmd(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!((ping.wire_len, ping.is("ping")), (14, true));
+        let getack = cmd(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n");
+        assert_eq!(getack.wire_len, 37);
+        assert!(getack.is("REPLCONF") && getack.arg_is(1, "getack") && getack.arg_is(2, "*"));
+        let select = cmd(b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n");
+        assert_eq!(select.args, [&b"SELECT"[..], b"0"]);
+        let set = cmd(
+            b"*5\r\n$3\r\nset\r\n$3\r\nkey\r\n$0\r\n\r\n$4\r\nPXAT\r\n$13\r\n1700000000000\r\n",
+        );
+        assert_eq!(set.name_upper(), "SET");
+        assert_eq!(set.args[2], "");
+        assert_eq!(set.wire_len, crate::command_len(&set.args));
+        assert_eq!(
+            set.to_value(),
+            crate::decode(
+                b"*5\r\n$3\r\nset\r\n$3\r\nkey\r\n$0\r\n\r\n$4\r\nPXAT\r\n$13\r\n1700000000000\r\n"
+            )
+            .unwrap()
+            .unwrap()
+            .0
+        );
+        let empty = cmd(b"*0\r\n");
+        assert_eq!(
+            (empty.args.len(), empty.wire_len, empty.is("")),
+            (0, 4, false)
+        );
+        assert_eq!(empty.name_upper(), "");
+    }
+
+    #[test]
+    fn incomplete_and_invalid() {
+        let full = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
+        for k in 0..full.len() {
+            assert_eq!(
+                decode_command(&Bytes::copy_from_slice(&full[..k])),
+                Ok(None),
+                "prefix {k}"
+            );
+        }
+        let err = |w: &'static [u8]| decode_command(&Bytes::from_static(w)).unwrap_err();
+        assert_eq!(
+            err(b"+OK\r\n"),
+            RespError::NotCommand {
+                offset: 0,
+                byte: b'+',
+                expected: "'*' (an array)"
+            }
+        );
+        assert_eq!(
+            err(b"*1\r\n:1\r\n"),
+            RespError::NotCommand {
+                offset: 4,
+                byte: b':',
+                expected: "'$' (a bulk string)"
+            }
+        );
+        assert_eq!(err(b"*-1\r\n"), unexpected(1, b'-', "a decimal digit"));
+        assert_eq!(
+            err(b"*1\r\n$-1\r\n"),
+            unexpected(5, b'-', "a decimal digit")
+        );
+        assert_eq!(err(b"*1\r\n$1\r\nab\r\n"), unexpected(9, b'b', "CR"));
+        assert_eq!(
+            err(b"*3000000000\r\n"),
+            RespError::ArrayTooLong {
+                offset: 0,
+                max: crate::DEFAULT_MAX_ARRAY_LEN
+            }
+        );
+        assert_eq!(
+            err(b"*1\r\n$999999999\r\n"),
+            RespError::BulkTooLong {
+                offset: 4,
+                max: crate::DEFAULT_MAX_BULK_LEN
+            }
+        );
+    }
+
+    #[test]
+    fn split_command_takes_one_frame() {
+        let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n*2\r\n$6\r\nSEL"[..]);
+        let c = split_command(&mut buf).unwrap().unwrap();
+        assert_eq!((c.wire_len, &buf[..]), (14, &b"*2\r\n$6\r\nSEL"[..]));
+        assert_eq!(split_command(&mut buf), Ok(None));
+        assert_eq!(buf.len(), 11);
+        buf.extend_from_slice(b"ECT\r\n$1\r\n9\r\n");
+        let c = split_command(&mut buf).unwrap().unwrap();
+        assert_eq!(c.args, [&b"SELECT"[..], b"9"]);
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! RESP encoding: commands (arrays of bulk strings) and arbitrary [`Value`]s.
+//!
+//! ```text
+//! write_command(out, ["SET", "k", "v"])  =>  *3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n
+//! ```
+//!
+//! [`command_len`] is the exact encoded length, so a writer can reserve once
+//! and a replica can predict offsets. Lengths are formatted with `itoa`.
+//!
+//! [`write_value`] emits the RESP2 form where one exists (`Null` as `$-1`,
+//! `NullArray` as `*-1`) and the RESP3 form otherwise. Simple strings cannot
+//! hold CR or LF: in a `Simple` (and a `BigNumber`) those bytes are replaced
+//! by spaces, as Redis does for status replies; an `Error` containing them
+//! is written as a RESP3 blob error (`!<len>`) so that it survives intact.
+//! For every value the decoder can produce, `decode(write_value(v)) == v`.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::Value;
+
+/// Byte sinks the encoder writes to.
+trait Sink {
+    fn put(&mut self, b: &[u8]);
+    fn reserve_more(&mut self, n: usize);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+    #[inline]
+    fn reserve_more(&mut self, n: usize) {
+        self.reserve(n);
+    }
+}
+
+impl Sink for BytesMut {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.put_slice(b);
+    }
+    #[inline]
+    fn reserve_more(&mut self, n: usize) {
+        self.reserve(n);
+    }
+}
+
+/// Number of decimal digits in `n`.
+#[inline]
+fn digits(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// The exact number of bytes [`write_command`] produces for `args`.
+pub fn command_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
+    let body: usize = args
+        .iter()
+        .map(|a| {
+            let n = a.as_ref().len();
+            1 + digits(n) + 2 + n + 2
+        })
+        .sum();
+    1 + digits(args.len()) + 2 + body
+}
+
+/// Appends `args` to `out` as an array of bulk strings.
+pub fn write_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
+    put_command_into(out, args);
+}
+
+/// Appends `args` to `out` as an array of bulk strings.
+pub fn put_command<A: AsRef<[u8]>>(out: &mut BytesMut, args: &[A]) {
+    put_command_into(out, args);
+}
+
+fn put_command_into<S: Sink, A: AsRef<[u8]>>(out: &mut S, args: &[A]) {
+    out.reserve_more(command_len(args));
+    header(out, b'*', args.len());
+    for a in args {
+        bulk(out, b'$', a.as_ref());
+    }
+}
+
+/// Appends the encoding of `v` to `out`.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    value(out, v);
+}
+
+/// Appends the encoding of `v` to `out`.
+pub fn put_value(out: &mut BytesMut, v: &Value) {
+    value(out, v);
+}
+
+#[inline]
+fn header<S: Sink>(out: &mut S, t: u8, n: usize) {
+    let mut buf = itoa::Buffer::new();
+    out.put(&[t]);
+    out.put(buf.format(n).as_bytes());
+    out.put(b"\r\n");
+}
+
+#[inline]
+fn bulk<S: Sink>(out: &mut S, t: u8, b: &[u8]) {
+    header(out, t, b.len());
+    out.put(b);
+    out.put(b"\r\n");
+}
+
+/// Writes `t`, then `b` with CR and LF replaced by spaces, then CRLF.
+fn line<S: Sink>(out: &mut S, t: u8, b: &[u8]) {
+    out.put(&[t]);
+    let mut rest = b;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+        out.put(&rest[..i]);
+        out.put(b" ");
+        rest = &rest[i + 1..];
+    }
+    out.put(rest);
+    out.put(b"\r\n");
+}
+
+fn value<S: Sink>(out: &mut S, v: &Value) {
+    match v {
+        Value::Simple(b) => line(out, b'+', b),
+        Value::Error(b) if memchr::memchr2(b'\r', b'\n', b).is_some() => bulk(out, b'!', b),
+        Value::Error(b) => line(out, b'-', b),
+        Value::Integer(i) => {
+            let mut buf = itoa::Buffer::new();
+            out.put(b":");
+            out.put(buf.format(*i).as_bytes());
+            out.put(b"\r\n");
+        }
+        Value::Bulk(b) => bulk(out, b'$', b),
+        Value::Null => out.put(b"$-1\r\n"),
+        Value::NullArray => out.put(b"*-1\r\n"),
+        Value::Array(items) => aggregate(out, b'*', items),
+        Value::Set(items) => aggregate(out, b'~', items),
+        Value::Push(items) => aggregate(out, b'>', items),
+        Value::Map(pairs) => {
+            header(out, b'%', pairs.len());
+            for (k, v) in pairs {
+                value(out, k);
+                value(out, v);
+            }
+        }
+        Value::Double(d) => {
+            let text = if d.is_nan() {
+                "nan".to_owned()
+            } else if d.is_infinite() {
+                if *d > 0.0 { "inf" } else { "-inf" }.to_owned()
+            } else {
+                // `{:?}` is the shortest text that parses back to the same f64.
+                format!("{d:?}")
+            };
+            line(out, b',', text.as_bytes());
+        }
+        Value::Boolean(b) => out.put(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+        Value::BigNumber(b) => line(out, b'(', b),
+        Value::Verbatim { format, text } => {
+            header(out, b'=', text.len() + 4);
+            out.put(format);
+            out.put(b":");
+            out.put(text);
+            out.put(b"\r\n");
+        }
+    }
+}
+
+fn aggregate<S: Sink>(out: &mut S, t: u8, items: &[Value]) {
+    header(out, t, items.len());
+    for v in items {
+        value(out, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn enc(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_value(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn commands() {
+        let mut out = Vec::new();
+        write_command(&mut out, &["PSYNC", "?", "-1"]);
+        assert_eq!(out, b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n");
+        assert_eq!(command_len(&["PSYNC", "?", "-1"]), out.len());
+        let mut bm = BytesMut::new();
+        put_command(&mut bm, &[Bytes::from_static(b"PING")]);
+        assert_eq!(&bm[..], b"*1\r\n$4\r\nPING\r\n");
+        let big = vec![b'x'; 12345];
+        let args: [&[u8]; 2] = [b"SET", &big];
+        out.clear();
+        write_command(&mut out, &args);
+        assert_eq!(out.len(), command_len(&args));
+        assert_eq!(command_len::<&[u8]>(&[]), 4);
+        assert_eq!(digits(0), 1);
+        assert_eq!(digits(9), 1);
+        assert_eq!(digits(10), 2);
+        assert_eq!(digits(usize::MAX), 20);
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(enc(&Value::simple("OK")), b"+OK\r\n");
+        assert_eq!(enc(&Value::simple("a\r\nb")), b"+a  b\r\n");
+        assert_eq!(
+            enc(&Value::Error("MOVED 1 h:1".into())),
+            b"-MOVED 1 h:1\r\n"
+        );
+        assert_eq!(enc(&Value::Error("x\ny".into())), b"!3\r\nx\ny\r\n");
+        assert_eq!(enc(&Value::Integer(i64::MIN)), b":-9223372036854775808\r\n");
+        assert_eq!(enc(&Value::Null), b"$-1\r\n");
+        assert_eq!(enc(&Value::NullArray), b"*-1\r\n");
+        assert_eq!(enc(&Value::Double(1.5)), b",1.5\r\n");
+        assert_eq!(enc(&Value::Double(-0.0)), b",-0.0\r\n");
+        assert_eq!(enc(&Value::Double(1e300)), b",1e300\r\n");
+        assert_eq!(enc(&Value::Double(f64::NEG_INFINITY)), b",-inf\r\n");
+        assert_eq!(enc(&Value::Double(f64::NAN)), b",nan\r\n");
+        assert_eq!(enc(&Value::Boolean(false)), b"#f\r\n");
+        assert_eq!(
+            enc(&Value::Verbatim {
+                format: *b"txt",
+                text: "hi".into()
+            }),
+            b"=6\r\ntxt:hi\r\n"
+        );
+        let m = Value::Map(vec![(
+            Value::simple("k"),
+            Value::Set(vec![Value::Boolean(true)]),
+        )]);
+        assert_eq!(enc(&m), b"%1\r\n+k\r\n~1\r\n#t\r\n");
+        assert_eq!(enc(&Value::Push(vec![])), b">0\r\n");
+        let mut bm = BytesMut::new();
+        put_value(&mut bm, &m);
+        assert_eq!(&bm[..], enc(&m));
+    }
+}

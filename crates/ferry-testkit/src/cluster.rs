@@ -1,0 +1,268 @@
+//! A Redis Cluster of masters (no replicas) on free loopback ports.
+//!
+//! Bring-up: start N servers with `cluster-enabled yes` (each on a port whose
+//! bus port, port + 10000, is free too), run `redis-cli --cluster create
+//! ... --cluster-replicas 0 --cluster-yes`, then wait (bounded) until every
+//! node reports `cluster_state:ok`, knows all N nodes, sees all 16384 slots
+//! assigned and returns the same `CLUSTER SLOTS` map. A fresh master needs at
+//! least 2 s before it reports `ok`, so start one cluster per test binary
+//! ([`Cluster::shared`]) and [`Cluster::flushall`] between tests.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, TestkitError};
+use crate::flavor::Flavor;
+use crate::server::{LOG_TAIL_LINES, Server, ServerBuilder, info_field};
+use crate::tools::run_bounded;
+
+/// Bound on `redis-cli --cluster create`.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on the wait for a consistent, healthy cluster.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running cluster. Dropping it kills every node.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The nodes, all masters, in start order.
+    pub nodes: Vec<Server>,
+}
+
+/// One `CLUSTER SLOTS` range: (first slot, last slot, master port).
+pub type SlotRange = (u16, u16, u16);
+
+impl Cluster {
+    /// Starts `masters` nodes of `flavor` and joins them into a cluster.
+    pub fn start(flavor: Flavor, masters: usize) -> Result<Cluster> {
+        Cluster::start_with(flavor, masters, |b| b)
+    }
+
+    /// Like [`Cluster::start`], with `configure` applied to every node's
+    /// builder (e.g. `|b| b.modules(true)` or `|b| b.password("p")`).
+    pub fn start_with(
+        flavor: Flavor,
+        masters: usize,
+        configure: impl Fn(ServerBuilder) -> ServerBuilder,
+    ) -> Result<Cluster> {
+        assert!(masters >= 1, "a cluster needs at least one master");
+        let nodes = (0..masters)
+            .map(|_| configure(Server::builder(flavor)).cluster(true).start())
+            .collect::<Result<Vec<_>>>()?;
+        let cluster = Cluster { nodes };
+        cluster.create()?;
+        cluster.wait_converged(CONVERGE_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    /// A 3-master cluster of `flavor` shared by every test in this process.
+    /// It is never dropped: its servers' watchdogs kill them when the test
+    /// process exits. Call [`Cluster::flushall`] at the start of each test.
+    ///
+    /// # Panics
+    /// If the cluster cannot be started.
+    pub fn shared(flavor: Flavor) -> &'static Cluster {
+        static SHARED: [OnceLock<Cluster>; 4] = [
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+        ];
+        let idx = Flavor::all()
+            .iter()
+            .position(|f| *f == flavor)
+            .expect("every flavor is in Flavor::all");
+        SHARED[idx].get_or_init(|| {
+            Cluster::start(flavor, 3).unwrap_or_else(|e| panic!("shared {flavor} cluster: {e}"))
+        })
+    }
+
+    fn create(&self) -> Result<()> {
+        let mut cmd = std::process::Command::new(Flavor::cli_binary()?);
+        cmd.arg("--cluster").arg("create");
+        cmd.args(self.nodes.iter().map(Server::addr));
+        cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        if let Some(pw) = self.nodes[0].password() {
+            cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        run_bounded(&mut cmd, CREATE_TIMEOUT).map_err(|e| match e {
+            TestkitError::CommandFailed {
+                command,
+                status,
+                output,
+            } => TestkitError::CommandFailed {
+                command,
+                status,
+                output: format!("{output}\n{}", self.log_tails()),
+            },
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// Waits until every node is healthy and agrees on the slot map.
+    pub fn wait_converged(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let Err(last) = self.check_converged() else {
+                return Ok(());
+            };
+            if start.elapsed() > timeout {
+                return Err(TestkitError::Timeout {
+                    what: format!(
+                        "{}-node {} cluster to converge (last: {last})",
+                        self.nodes.len(),
+                        self.nodes[0].flavor()
+                    ),
+                    seconds: timeout.as_secs_f64(),
+                    log_tail: self.log_tails(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `Ok` if converged, else what is still missing.
+    fn check_converged(&self) -> std::result::Result<(), String> {
+        let n = self.nodes.len();
+        let mut first_map: Option<Vec<SlotRange>> = None;
+        for node in &self.nodes {
+            let mut conn = node.try_conn().map_err(|e| e.to_string())?;
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut conn)
+                .map_err(|e| format!("{}: CLUSTER INFO: {e}", node.addr()))?;
+            let field = |f: &str| info_field(&info, f).unwrap_or_default();
+            if field("cluster_state") != "ok" {
+                return Err(format!(
+                    "{}: cluster_state:{}",
+                    node.addr(),
+                    field("cluster_state")
+                ));
+            }
+            if field("cluster_known_nodes") != n.to_string() {
+                return Err(format!(
+                    "{}: knows {} of {n} nodes",
+                    node.addr(),
+                    field("cluster_known_nodes")
+                ));
+            }
+            if field("cluster_slots_assigned") != "16384" {
+                return Err(format!("{}: slots not all assigned", node.addr()));
+            }
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut conn)
+                .map_err(|e| format!("{}: CLUSTER NODES: {e}", node.addr()))?;
+            for line in nodes.lines().filter(|l| !l.trim().is_empty()) {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let flags = fields.get(2).copied().unwrap_or("");
+                let link = fields.get(7).copied().unwrap_or("");
+                if flags.contains("handshake") || flags.contains("fail") || link != "connected" {
+                    return Err(format!("{}: not settled: {line}", node.addr()));
+                }
+            }
+            let map =
+                slot_map(&mut conn).map_err(|e| format!("{}: CLUSTER SLOTS: {e}", node.addr()))?;
+            match &first_map {
+                None => first_map = Some(map),
+                Some(m) if *m != map => {
+                    return Err(format!(
+                        "{}: slot map differs from the first node's",
+                        node.addr()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The first node's URL (any node would do as a seed).
+    pub fn seed_url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Every node's URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Server::url).collect()
+    }
+
+    /// `FLUSHALL` on every node. Panics on error.
+    pub fn flushall(&self) {
+        for node in &self.nodes {
+            let mut conn = node.conn();
+            redis::cmd("FLUSHALL")
+                .query::<()>(&mut conn)
+                .unwrap_or_else(|e| node.fail(&e));
+        }
+    }
+
+    /// The slot map as the first node reports it, sorted by first slot.
+    pub fn slot_map(&self) -> Vec<SlotRange> {
+        let node = &self.nodes[0];
+        slot_map(&mut node.conn()).unwrap_or_else(|e| node.fail(&e))
+    }
+
+    /// The node that serves `key`, by asking `CLUSTER KEYSLOT` and looking
+    /// the slot up in the slot map. Panics on error.
+    pub fn node_for_key(&self, key: &[u8]) -> &Server {
+        let seed = &self.nodes[0];
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut seed.conn())
+            .unwrap_or_else(|e| seed.fail(&e));
+        let port = self
+            .slot_map()
+            .into_iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+            .map(|(_, _, port)| port)
+            .unwrap_or_else(|| panic!("slot {slot} is not served\n{}", self.log_tails()));
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("slot {slot} served by unknown port {port}"))
+    }
+
+    /// Every node's log tail, labelled.
+    pub fn log_tails(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} (pid {}) ---\n{}",
+                    n.addr(),
+                    n.pid(),
+                    n.log_tail(LOG_TAIL_LINES)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `CLUSTER SLOTS` as sorted (first, last, master port) triples.
+fn slot_map(conn: &mut redis::Connection) -> redis::RedisResult<Vec<SlotRange>> {
+    let reply: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(conn)?;
+    let mut out = Vec::new();
+    for range in reply {
+        let redis::Value::Array(items) = range else {
+            continue;
+        };
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(i)) => u16::try_from(*i).ok(),
+            _ => None,
+        };
+        let master_port = match items.get(2) {
+            Some(redis::Value::Array(node)) => int(node.get(1)),
+            _ => None,
+        };
+        if let (Some(lo), Some(hi), Some(port)) =
+            (int(items.first()), int(items.get(1)), master_port)
+        {
+            out.push((lo, hi, port));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}

@@ -1,0 +1,49 @@
+//! `ferry`: move a live Redis into a Redis Cluster with zero downtime.
+//!
+//! This binary is the operator's edge: it parses the command line, runs the
+//! chosen subcommand and prints the whole error chain on failure.
+
+mod rdb_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Move a live Redis into a Redis Cluster by posing as its replica.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode an RDB dump offline into commands, JSON, or a summary.
+    Rdb(rdb_cmd::RdbArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rdb(args) => rdb_cmd::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ferry: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A closed stdout (e.g. `| head`) is not an error worth reporting.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
