@@ -9,12 +9,12 @@
 //!            \________ covered by the CRC ________/
 //! ```
 //!
-//! Speed: inputs of 4 KiB and more are split into four 1 KiB lanes whose
-//! CRCs are computed together (slice-by-8 each, so the four dependency
-//! chains overlap in the CPU), then joined with a "shift by 1 KiB of zeros"
-//! table: `crc(A ‖ B) = shift(crc(A)) ^ crc(B)`, which holds because init
-//! and final xor are 0. Shorter tails use the `crc` crate's slice-by-16.
-//! Measured about 1.5× the plain slice-by-16 (≈ 3.3 vs 2.2 GB/s).
+//! Speed: input is taken in 16 KiB rounds of four 4 KiB lanes whose CRCs
+//! are computed together (slice-by-8 each, so the four dependency chains
+//! overlap in the CPU), then joined with a "shift by 4 KiB of zeros" table:
+//! `crc(A ‖ B) = shift(crc(A)) ^ crc(B)`, which holds because init and final
+//! xor are 0. Shorter tails use the `crc` crate's slice-by-16. Measured on
+//! the dev VM: ≈ 3.5 GB/s, against ≈ 2.2 GB/s for the plain slice-by-16.
 
 use std::sync::LazyLock;
 
@@ -24,7 +24,7 @@ use crc::{CRC_64_REDIS, Crc, Table};
 static REDIS_CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// Bytes per lane in the interleaved loop.
-const LANE: usize = 1024;
+const LANE: usize = 4096;
 /// Lanes processed together.
 const LANES: usize = 4;
 
@@ -181,7 +181,7 @@ mod tests {
         let data: Vec<u8> = (0..40_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        for n in [4095, 4096, 4097, 8192, 12_345, 40_000] {
+        for n in [16_383, 16_384, 16_385, 32_768, 33_333, 40_000] {
             assert_eq!(crc64(&data[..n]), reference(&data[..n]), "{n}");
             assert_eq!(crc64(&data[..n]), REDIS_CRC64.checksum(&data[..n]), "{n}");
         }

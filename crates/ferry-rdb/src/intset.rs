@@ -113,6 +113,9 @@ impl Iterator for Intset<'_> {
 
 impl ExactSizeIterator for Intset<'_> {}
 
+/// Once it has returned `None`, it keeps returning `None`.
+impl std::iter::FusedIterator for Intset<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

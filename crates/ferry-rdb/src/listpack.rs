@@ -206,6 +206,9 @@ impl<'a> Iterator for Listpack<'a> {
     }
 }
 
+/// Once it has returned `None` (or an error), it keeps returning `None`.
+impl std::iter::FusedIterator for Listpack<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

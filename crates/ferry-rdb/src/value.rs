@@ -66,6 +66,8 @@ pub(crate) struct ValueState {
     acc: Acc,
     min_expire: i64,
     module: Option<ModuleId>,
+    /// Bytes held in owned strings (decompressed or integer text) since the last release.
+    owned: usize,
     /// At least one chunk was released (the key is delivered as a big key).
     pub big: bool,
 }
@@ -83,6 +85,7 @@ impl ValueState {
             acc: Acc::default(),
             min_expire: 0,
             module: None,
+            owned: 0,
             big: false,
         }
     }
@@ -97,12 +100,20 @@ impl ValueState {
             if self.phase == Phase::Done {
                 return Ok(Status::Done);
             }
-            if self.pos >= big_at && self.chunkable() {
+            if self.pos + self.owned >= big_at && self.chunkable() {
                 return Ok(Status::Flush);
             }
             let mut cur = mk(self.pos);
+            let before = self.acc.strs.len();
             self.unit(&mut cur)?;
             self.pos = cur.pos;
+            self.owned += self.acc.strs[before.min(self.acc.strs.len())..]
+                .iter()
+                .map(|s| match s {
+                    S::O(b) => b.len(),
+                    S::R(..) => 0,
+                })
+                .sum::<usize>();
         }
     }
 
@@ -453,6 +464,7 @@ impl ValueState {
     /// Release what was read as a [`Value`]; `chunk` holds the bytes `0..pos` of the buffer.
     pub(crate) fn take_value(&mut self, chunk: &Bytes) -> Value {
         let acc = std::mem::take(&mut self.acc);
+        self.owned = 0;
         let mut strs = acc.strs.into_iter().map(|s| s.mat(chunk));
         match self.header.kind {
             crate::Kind::String => Value::String(strs.next().unwrap_or_default()),

@@ -225,6 +225,9 @@ impl<'a> Iterator for Ziplist<'a> {
     }
 }
 
+/// Once it has returned `None` (or an error), it keeps returning `None`.
+impl std::iter::FusedIterator for Ziplist<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

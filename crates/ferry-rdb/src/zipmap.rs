@@ -143,6 +143,9 @@ impl<'a> Iterator for Zipmap<'a> {
     }
 }
 
+/// Once it has returned `None` (or an error), it keeps returning `None`.
+impl std::iter::FusedIterator for Zipmap<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

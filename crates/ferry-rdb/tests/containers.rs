@@ -31,11 +31,13 @@ impl Owned {
 
 /// Integers around every encoding boundary, plus anything.
 fn int_strategy() -> impl Strategy<Value = i64> {
-    let edges: Vec<i64> = [0i64, 12, 13, 127, 128, 4095, 4096, 32767, 32768, 8_388_607, 8_388_608]
-        .iter()
-        .flat_map(|&b| [b, -b, b - 1, -b - 1, b + 1])
-        .chain([i64::from(i32::MAX), i64::from(i32::MIN), i64::MAX, i64::MIN])
-        .collect();
+    let edges: Vec<i64> = [
+        0i64, 12, 13, 127, 128, 4095, 4096, 32767, 32768, 8_388_607, 8_388_608,
+    ]
+    .iter()
+    .flat_map(|&b| [b, -b, b - 1, -b - 1, b + 1])
+    .chain([i64::from(i32::MAX), i64::from(i32::MIN), i64::MAX, i64::MIN])
+    .collect();
     prop_oneof![prop::sample::select(edges), any::<i64>(), -300i64..300]
 }
 
@@ -69,10 +71,8 @@ fn decode_ziplist(buf: &[u8]) -> Result<Vec<Entry<'_>>, ContainerError> {
 fn poke_all(bytes: &[u8]) {
     if let Ok(lp) = Listpack::new(bytes) {
         let _ = lp.count_hint();
-        for e in lp {
-            if let Ok(e) = e {
-                let _ = (e.to_vec(), e.as_int());
-            }
+        for e in lp.flatten() {
+            let _ = (e.to_vec(), e.as_int());
         }
     }
     if let Ok(zl) = Ziplist::new(bytes) {
