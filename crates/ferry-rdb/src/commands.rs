@@ -154,7 +154,7 @@ impl CommandBuilder {
                 );
                 self.field_ttls(k, fields, out);
             }
-            Value::Stream(s) => self.stream(h, s, out)?,
+            Value::Stream(s) => self.stream(h, s, first, out)?,
             Value::Module(_) => {
                 return Err(Unsupported {
                     key: k.clone(),
@@ -232,22 +232,52 @@ impl CommandBuilder {
         &self,
         h: &KeyHeader,
         s: &Stream,
+        first: bool,
         out: &mut dyn FnMut(Command),
     ) -> Result<(), Unsupported> {
         let k = &h.key;
-        for e in &s.entries {
-            let mut c = Vec::with_capacity(3 + e.fields.len() * 2);
+        // Pending entries whose stream entry was deleted ("ghosts") can only be
+        // recreated by adding a placeholder at that id, claiming it, then deleting
+        // it. That needs all entries at hand, i.e. a whole (not chunked) stream.
+        let mut ghosts: Vec<StreamId> = Vec::new();
+        if let (true, Some(meta)) = (first, &s.meta) {
+            for g in &meta.groups {
+                for p in &g.pending {
+                    if s.entries.binary_search_by(|e| e.id.cmp(&p.id)).is_err() {
+                        ghosts.push(p.id);
+                    }
+                }
+            }
+            ghosts.sort();
+            ghosts.dedup();
+        }
+        let xadd = |id_: StreamId, fields: &[(Bytes, Bytes)], out: &mut dyn FnMut(Command)| {
+            let mut c = Vec::with_capacity(5 + fields.len() * 2);
             c.push(b("XADD"));
             c.push(k.clone());
-            c.push(id(e.id));
-            for (f, v) in &e.fields {
+            c.push(id(id_));
+            if fields.is_empty() {
+                c.extend([b("ferry-placeholder"), b("")]);
+            }
+            for (f, v) in fields {
                 c.push(f.clone());
                 c.push(v.clone());
             }
             out(c);
+        };
+        let mut gi = ghosts.iter().peekable();
+        for e in &s.entries {
+            while let Some(g) = gi.next_if(|g| **g < e.id) {
+                xadd(*g, &[], out);
+            }
+            xadd(e.id, &e.fields, out);
+        }
+        for g in gi {
+            xadd(*g, &[], out);
         }
         if let Some(meta) = &s.meta {
-            self.stream_tail(k, meta, !s.entries.is_empty(), out)?;
+            let had_entries = !s.entries.is_empty() || !ghosts.is_empty() || !first;
+            self.stream_tail(k, meta, had_entries, &ghosts, out)?;
         }
         Ok(())
     }
@@ -257,37 +287,27 @@ impl CommandBuilder {
         k: &Bytes,
         meta: &StreamMeta,
         had_entries: bool,
+        ghosts: &[StreamId],
         out: &mut dyn FnMut(Command),
     ) -> Result<(), Unsupported> {
-        if !had_entries && meta.length == 0 {
+        let mut problems = Vec::new();
+        let empty = !had_entries && meta.length == 0;
+        if empty && meta.last_id != StreamId::default() {
             // An empty stream: create it by adding an entry at last_id and trimming it away.
-            if meta.last_id == StreamId::default() {
-                if meta.groups.is_empty() {
-                    return Err(Unsupported {
-                        key: k.clone(),
-                        reason: "empty stream with last id 0-0 and no groups cannot be created by commands".into(),
-                    });
-                }
-            } else {
-                out(vec![
-                    b("XADD"),
-                    k.clone(),
-                    b("MAXLEN"),
-                    b("0"),
-                    id(meta.last_id),
-                    b("f"),
-                    b("v"),
-                ]);
-            }
-        }
-        if meta.last_id != StreamId::default() {
-            let mut c = vec![b("XSETID"), k.clone(), id(meta.last_id)];
-            if self.opts.stream_v2_args
-                && let (Some(added), Some(maxdel)) = (meta.entries_added, meta.max_deleted_id)
-            {
-                c.extend([b("ENTRIESADDED"), num(added), b("MAXDELETEDID"), id(maxdel)]);
-            }
-            out(c);
+            out(vec![
+                b("XADD"),
+                k.clone(),
+                b("MAXLEN"),
+                b("0"),
+                id(meta.last_id),
+                b("f"),
+                b("v"),
+            ]);
+        } else if empty && meta.groups.is_empty() {
+            problems.push(
+                "empty stream with last id 0-0 and no groups cannot be created by commands"
+                    .to_string(),
+            );
         }
         for g in &meta.groups {
             let mut c = vec![
@@ -297,7 +317,7 @@ impl CommandBuilder {
                 g.name.clone(),
                 id(g.last_id),
             ];
-            if meta.last_id == StreamId::default() && !had_entries && meta.length == 0 {
+            if empty && meta.last_id == StreamId::default() {
                 c.push(b("MKSTREAM"));
             }
             if self.opts.stream_v2_args
@@ -317,14 +337,12 @@ impl CommandBuilder {
             }
             for p in &g.pending {
                 let Some(owner) = &p.consumer else {
-                    return Err(Unsupported {
-                        key: k.clone(),
-                        reason: format!(
-                            "pending entry {} of group {:?} has no consumer",
-                            p.id,
-                            String::from_utf8_lossy(&g.name)
-                        ),
-                    });
+                    problems.push(format!(
+                        "pending entry {} of group {:?} has no consumer",
+                        p.id,
+                        String::from_utf8_lossy(&g.name)
+                    ));
+                    continue;
                 };
                 out(vec![
                     b("XCLAIM"),
@@ -342,6 +360,27 @@ impl CommandBuilder {
                 ]);
             }
         }
-        Ok(())
+        if !ghosts.is_empty() {
+            let mut c = vec![b("XDEL"), k.clone()];
+            c.extend(ghosts.iter().map(|g| id(*g)));
+            out(c);
+        }
+        if meta.last_id != StreamId::default() {
+            let mut c = vec![b("XSETID"), k.clone(), id(meta.last_id)];
+            if self.opts.stream_v2_args
+                && let (Some(added), Some(maxdel)) = (meta.entries_added, meta.max_deleted_id)
+            {
+                c.extend([b("ENTRIESADDED"), num(added), b("MAXDELETEDID"), id(maxdel)]);
+            }
+            out(c);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Unsupported {
+                key: k.clone(),
+                reason: problems.join("; "),
+            })
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::lzf::LzfError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RdbError {
     /// The first 9 bytes are not `REDIS%04d` or `VALKEY%03d`.
-    #[error("not an RDB file: header {found:?} is neither REDISnnnn nor VALKEYnnn")]
+    #[error("not an RDB file: header {found:?} at offset 0 is neither REDISnnnn nor VALKEYnnn")]
     BadMagic {
         /// The bytes found (lossy text).
         found: String,

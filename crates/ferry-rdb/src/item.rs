@@ -184,7 +184,7 @@ pub struct StreamGroup {
     pub name: Bytes,
     /// Last delivered id.
     pub last_id: StreamId,
-    /// Entries read counter (RDB type 19+).
+    /// Entries read counter (RDB type 19+; None also when the server marked it unknown).
     pub entries_read: Option<u64>,
     /// Pending entries, in id order, each with its owner.
     pub pending: Vec<PendingEntry>,

@@ -149,7 +149,12 @@ pub(crate) fn parse_tail(cur: &mut Cur, t: u8) -> R<StreamMeta> {
 fn group(cur: &mut Cur, t: u8) -> R<StreamGroup> {
     let name = cur.string_bytes()?;
     let last_id = cur.len_id()?;
-    let entries_read = if t >= 19 { Some(cur.len()?) } else { None };
+    // -1 (stored as 2^64-1) means "unknown" (SCG_INVALID_ENTRIES_READ).
+    let entries_read = if t >= 19 {
+        Some(cur.len()?).filter(|&n| n != u64::MAX)
+    } else {
+        None
+    };
     let n_pel = cur.len()?;
     let mut pending = Vec::with_capacity(n_pel.min(1024) as usize);
     for _ in 0..n_pel {

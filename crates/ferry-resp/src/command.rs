@@ -13,8 +13,10 @@
 //! advances by. It follows the same rules and limits as
 //! [`Decoder::decode`], so on any input where `decode` yields an array of
 //! bulk strings, `decode_command` yields the same arguments and length (and
-//! vice versa); anything else (`*-1`, a `$-1` or non-bulk element, a non-array
-//! frame) is [`RespError::NotCommand`] or [`RespError::UnexpectedByte`].
+//! vice versa), with one exception: `decode` skips RESP3 attributes (`|`),
+//! which a master never sends, while `decode_command` rejects them. Anything
+//! else (`*-1`, a `$-1` or non-bulk element, a non-array frame) is
+//! [`RespError::NotCommand`] or [`RespError::UnexpectedByte`].
 //!
 //! Because lengths never have leading zeros or signs, every accepted frame is
 //! the canonical encoding of its arguments: `wire_len ==

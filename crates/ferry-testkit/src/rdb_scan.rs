@@ -126,7 +126,7 @@ impl std::error::Error for ScanError {}
 type Res<T> = Result<T, ScanError>;
 
 /// Walks a whole dump.
-pub fn scan(rdb: &[u8]) -> Res<RdbSummary> {
+pub fn scan(rdb: &[u8]) -> Result<RdbSummary, ScanError> {
     let mut r = Reader { b: rdb, pos: 0 };
     let head = r.take(9)?;
     let (magic, digits) = if head.starts_with(b"VALKEY") {
