@@ -63,11 +63,14 @@ fn count(v: i64, what: &str) -> Result<usize, ContainerError> {
     usize::try_from(v).map_err(|_| bad(format!("negative {what} {v}")))
 }
 
+/// Field/value pairs of one stream entry.
+pub(crate) type Pairs<'a> = [(Entry<'a>, Entry<'a>)];
+
 /// Decode one node; `each` gets every live entry's id and field/value pairs.
 pub(crate) fn parse_node<'a>(
     master: StreamId,
     lp: &'a [u8],
-    each: &mut dyn FnMut(StreamId, &[(Entry<'a>, Entry<'a>)]),
+    each: &mut dyn FnMut(StreamId, &Pairs<'a>),
 ) -> Result<(), ContainerError> {
     let mut it = Listpack::new(lp)?.peekable();
     let _count = int(it.next(), "entry count")?;

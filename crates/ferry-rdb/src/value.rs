@@ -419,8 +419,7 @@ impl ValueState {
                     }
                 }
                 HashListpackExPreGa | HashListpackEx => {
-                    let mut i = 0usize;
-                    for e in Listpack::new(bytes)? {
+                    for (i, e) in Listpack::new(bytes)?.enumerate() {
                         let e = e?;
                         if i % 3 == 2 {
                             let t = e.as_int().ok_or_else(|| ContainerError {
@@ -435,7 +434,6 @@ impl ValueState {
                                 Entry::Int(v) => S::int(v),
                             });
                         }
-                        i += 1;
                     }
                 }
                 _ => {}

@@ -27,7 +27,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::decode::{LenKind, PREALLOC_MAX, Step, expect_crlf, parse_count};
+use crate::decode::PREALLOC_MAX;
+use crate::scan::{LenKind, Step, expect_crlf, parse_count};
 use crate::{Decoder, RespError, Value};
 
 /// One command from the replication stream (or any client request).
@@ -247,7 +248,7 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::unexpected;
+    use crate::scan::unexpected;
 
     fn cmd(wire: &'static [u8]) -> Command {
         decode_command(&Bytes::from_static(wire))

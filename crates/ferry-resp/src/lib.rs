@@ -1,6 +1,6 @@
 //! Sans-IO RESP2/RESP3 codec for ferry: bytes in, values out; values in, bytes out.
 //!
-//! * [`decode`] / [`decode_bytes`] / [`Decoder`]: any reply or frame into a
+//! * [`decode()`] / [`decode_bytes`] / [`Decoder`]: any reply or frame into a
 //!   [`Value`] (`Ok(None)` = need more bytes).
 //! * [`decode_command`] / [`split_command`]: the replication-stream fast path,
 //!   an array of bulk strings into a [`Command`] of zero-copy `Bytes` with its
@@ -16,6 +16,7 @@ pub mod command;
 pub mod decode;
 pub mod encode;
 pub mod error;
+mod scan;
 pub mod value;
 
 pub use command::{Command, decode_command, split_command};

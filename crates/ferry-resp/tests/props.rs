@@ -213,6 +213,14 @@ proptest! {
                 "prefix {} gave {:?}, whole gave {:?}", k, part, whole);
         }
         check_command_agrees(&shared, &whole)?;
+        // The same with tight limits, so limit errors are exercised too.
+        let small = Decoder { max_bulk_len: 5, max_array_len: 3, max_depth: 2 };
+        let whole = small.decode(&b);
+        for k in 0..b.len() {
+            let part = small.decode(&b[..k]);
+            prop_assert!(matches!(part, Ok(None)) || same(&part, &whole),
+                "small limits: prefix {} gave {:?}, whole gave {:?}", k, part, whole);
+        }
     }
 
     #[test]

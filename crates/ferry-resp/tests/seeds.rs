@@ -39,7 +39,10 @@ fn every_seed_decodes_completely() {
 #[test]
 fn stream_seeds_are_commands() {
     let mut total = 0;
-    for (name, mut buf) in seeds().into_iter().filter(|(n, _)| n.starts_with("stream_")) {
+    for (name, mut buf) in seeds()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("stream_"))
+    {
         while !buf.is_empty() {
             let cmd = decode_command(&buf)
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
