@@ -26,18 +26,19 @@ rm -f "$meta"
 
 cmd=(cargo bench -p ferry-benches --bench rdb_decode -- --noplot "$@")
 echo "+ ${cmd[*]}" >&2
+load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"
 start=$(date +%s)
 FERRY_BENCH_META="$meta" "${cmd[@]}"
 end=$(date +%s)
 
-python3 - "$target_dir/criterion" "$meta" "$start" "$((end - start))" "${cmd[*]}" <<'EOF'
+python3 - "$target_dir/criterion" "$meta" "$start" "$((end - start))" "${cmd[*]}" "$load_before" <<'EOF'
 import datetime
 import json
 import os
 import subprocess
 import sys
 
-crit_dir, meta_path, start, wall, command = sys.argv[1:6]
+crit_dir, meta_path, start, wall, command, load_before = sys.argv[1:7]
 start, wall = int(start), int(wall)
 with open(meta_path) as f:
     meta = json.load(f)
@@ -104,7 +105,10 @@ for m in meta:
         if rdb["keys"] != keys:
             cell += f" (returned {rdb['keys']:,} of {keys:,} keys)"
         cells.append(cell)
-        if dec:
+        if rdb["keys"] != keys:
+            # Not the same work (streams are skipped, not decoded).
+            cells.append("n/a (not comparable)")
+        elif dec:
             row["ratio"] = row["ferry_decoder_mb_s"] / row["rdb_crate_mb_s"]
             cells.append(f"{row['ratio']:.2f}x")
         else:
@@ -118,6 +122,11 @@ try:
 except (OSError, subprocess.CalledProcessError, ValueError):
     pass
 rustc = subprocess.check_output(["rustc", "--version"], text=True).strip()
+try:
+    git = subprocess.check_output(["git", "describe", "--always", "--dirty"], text=True,
+                                  stderr=subprocess.DEVNULL).strip()
+except (OSError, subprocess.CalledProcessError):
+    git = ""
 cpu = ""
 try:
     with open("/proc/cpuinfo") as f:
@@ -129,7 +138,9 @@ date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ
 table = "\n".join(lines)
 md = f"""# RDB decode throughput
 
-{date}, {nproc} CPUs ({cpu or 'unknown CPU'}), {rustc}, `cargo bench` profile.
+{date}, {nproc} CPUs ({cpu or 'unknown CPU'}), {rustc}, `cargo bench` profile,
+commit {git or 'unknown'}.
+Load average before the run: {load_before or 'unknown'}.
 Command: `{command}` ({wall} s wall).
 
 {table}
@@ -146,8 +157,8 @@ print(md)
 with open("benches/results/rdb_decode.md", "w") as f:
     f.write(md)
 with open("benches/results/rdb_decode.json", "w") as f:
-    json.dump({"date": date, "nproc": nproc, "cpu": cpu, "rustc": rustc,
-               "command": command, "wall_seconds": wall, "mb": "1e6 bytes",
+    json.dump({"date": date, "nproc": nproc, "cpu": cpu, "rustc": rustc, "git": git,
+               "loadavg_before": load_before, "command": command, "wall_seconds": wall, "mb": "1e6 bytes",
                "results": rows}, f, indent=2)
     f.write("\n")
 EOF

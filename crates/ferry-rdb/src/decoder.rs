@@ -69,6 +69,9 @@ pub struct Decoder {
     header: Option<(Flavor, u16)>,
     offset: u64,
     crc: Crc64,
+    /// Consumed bytes not yet hashed: small records are gathered so the
+    /// checksum runs over large blocks (its per-call cost dominates otherwise).
+    crc_pending: Vec<u8>,
     db: u64,
     pending: Pending,
     value: Option<Box<ValueState>>,
@@ -91,6 +94,7 @@ impl Decoder {
             header: None,
             offset: 0,
             crc: Crc64::new(),
+            crc_pending: Vec::new(),
             db: 0,
             pending: Pending::default(),
             value: None,
@@ -177,10 +181,29 @@ impl Decoder {
     }
 
     fn consume(&mut self, src: &mut BytesMut, n: usize) -> Bytes {
+        const BLOCK: usize = 64 << 10;
         let chunk = src.split_to(n).freeze();
-        self.crc.update(&chunk);
+        if chunk.len() >= BLOCK / 4 {
+            self.flush_crc();
+            self.crc.update(&chunk);
+        } else {
+            if self.crc_pending.capacity() == 0 {
+                self.crc_pending.reserve(BLOCK);
+            }
+            self.crc_pending.extend_from_slice(&chunk);
+            if self.crc_pending.len() >= BLOCK {
+                self.flush_crc();
+            }
+        }
         self.offset += n as u64;
         chunk
+    }
+
+    fn flush_crc(&mut self) {
+        if !self.crc_pending.is_empty() {
+            self.crc.update(&self.crc_pending);
+            self.crc_pending.clear();
+        }
     }
 
     fn read_header(&mut self, src: &mut BytesMut) -> R<()> {
@@ -251,6 +274,8 @@ impl Decoder {
                 }
                 let stored = cur.u64_le()?;
                 self.consume(src, 1);
+                self.flush_crc();
+                self.crc_pending = Vec::new();
                 let computed = self.crc.value();
                 let _ = src.split_to(8);
                 self.offset += 8;

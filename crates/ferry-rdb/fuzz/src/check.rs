@@ -20,6 +20,8 @@
 //! memory   each phase's peak allocation <= input length * 200 + 64 MiB
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use bytes::{Bytes, BytesMut};
 use ferry_rdb::commands::{Command, CommandBuilder, CommandOptions};
 use ferry_rdb::{DecodeOptions, Decoder, Item, Key, KeyHeader, Kind, RdbError, Value, decode_all};
@@ -79,11 +81,26 @@ impl Plan {
     }
 }
 
-/// Run `f`, failing if its peak allocation passes `bound`.
-fn measured<T>(what: &str, bound: usize, f: impl FnOnce() -> T) -> Result<T, String> {
+/// The largest phase peak seen (bytes) and the length of its input.
+pub static MAX_PEAK: AtomicUsize = AtomicUsize::new(0);
+pub static MAX_PEAK_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The largest phase peak beyond its first MiB (the reader's buffers) per
+/// input byte, for inputs of at least 4 KiB.
+pub static MAX_RATIO: AtomicUsize = AtomicUsize::new(0);
+
+/// Run `f`, failing if its peak allocation passes the bound for `len` bytes.
+fn measured<T>(what: &str, len: usize, f: impl FnOnce() -> T) -> Result<T, String> {
+    let bound = memory_bound(len);
     let base = alloc::reset_peak();
     let out = f();
     let used = alloc::peak().saturating_sub(base);
+    if used > MAX_PEAK.load(Relaxed) {
+        MAX_PEAK.store(used, Relaxed);
+        MAX_PEAK_LEN.store(len, Relaxed);
+    }
+    if len >= 4096 {
+        MAX_RATIO.fetch_max(used.saturating_sub(MIB) / len, Relaxed);
+    }
     if used > bound {
         return Err(format!(
             "{what}: peak allocation {used} bytes, more than the bound {bound}"
@@ -94,15 +111,15 @@ fn measured<T>(what: &str, bound: usize, f: impl FnOnce() -> T) -> Result<T, Str
 
 /// All checks on one input; `Ok` carries a coarse outcome signature.
 pub fn check(input: &[u8], plan: &Plan) -> Result<String, String> {
-    let bound = memory_bound(input.len());
-    alloc::set_cap(bound);
-    let r = check_inner(input, plan, bound);
+    alloc::set_cap(memory_bound(input.len()));
+    let r = check_inner(input, plan);
     alloc::set_cap(usize::MAX);
     r
 }
 
-fn check_inner(input: &[u8], plan: &Plan, bound: usize) -> Result<String, String> {
-    let whole = measured("decode_all", bound, || decode_all(input))?;
+fn check_inner(input: &[u8], plan: &Plan) -> Result<String, String> {
+    let len = input.len();
+    let whole = measured("decode_all", len, || decode_all(input))?;
     let whole: Result<Vec<Item>, RdbError> = match whole {
         Ok(items) => Ok(items),
         Err(ferry_rdb::ReadError::Rdb(e)) => Err(e),
@@ -120,7 +137,7 @@ fn check_inner(input: &[u8], plan: &Plan, bound: usize) -> Result<String, String
         big_value_bytes: plan.big_value_bytes,
         ..Default::default()
     };
-    let (citems, cres) = measured("chunked decode", bound, || chunked(input, opts, plan))??;
+    let (citems, cres) = measured("chunked decode", len, || chunked(input, opts, plan))??;
 
     match (&whole, &cres) {
         (Ok(_), Err(e)) => {
@@ -153,7 +170,7 @@ fn check_inner(input: &[u8], plan: &Plan, bound: usize) -> Result<String, String
         CommandBuilder::default(),
         CommandBuilder::new(plan.small.clone()),
     ];
-    measured("commands", bound, || {
+    measured("commands", len, || {
         if let Ok(items) = &whole {
             run_commands(items, &builders)?;
         }
@@ -218,7 +235,6 @@ fn whole_sanity(input: &[u8], items: &[Item]) -> Result<(), String> {
 }
 
 /// Decode `input` fed in random pieces; the outer `Err` is a violated invariant.
-#[allow(clippy::type_complexity)]
 fn chunked(
     input: &[u8],
     opts: DecodeOptions,
@@ -435,7 +451,7 @@ impl Sink {
             _ => return,
         };
         let args = c.len() - 2;
-        if args == 0 || args % per != 0 || args / per > opts.max_elements.max(1) {
+        if args == 0 || !args.is_multiple_of(per) || args / per > opts.max_elements.max(1) {
             self.bad = Some(format!(
                 "{name} with {args} element arguments (max_elements {})",
                 opts.max_elements
@@ -539,7 +555,9 @@ fn error_signature(e: &RdbError) -> String {
             source.container,
             strip_digits(&source.what)
         ),
-        RdbError::UnknownType { byte, .. } => format!("unknown:{byte}"),
+        RdbError::UnknownType { byte, .. } => {
+            format!("unknown:{}", if *byte >= 0xF0 { "opcode" } else { "type" })
+        }
         RdbError::TooLarge { what, .. } => format!("too-large:{what}"),
         RdbError::Lzf { source, .. } => format!("lzf:{}", strip_digits(&source.to_string())),
         RdbError::Truncated { context, .. } => {

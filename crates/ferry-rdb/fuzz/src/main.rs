@@ -112,6 +112,8 @@ static CURRENT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static ARTIFACTS: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// Milliseconds since `EPOCH_START` when the current input started; 0 = idle.
 static BUSY_SINCE: AtomicU64 = AtomicU64::new(0);
+/// The check seed of the current input.
+static CHECK_SEED: AtomicU64 = AtomicU64::new(0);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -138,6 +140,30 @@ fn save_artifact(input: &[u8]) -> PathBuf {
     path
 }
 
+/// The frames of the current backtrace that are in ferry-rdb or the checks.
+fn short_backtrace() -> String {
+    let full = std::backtrace::Backtrace::force_capture().to_string();
+    let mut out = String::new();
+    let mut keep = false;
+    for line in full.lines().take(400) {
+        let t = line.trim_start();
+        if !t.starts_with("at ") {
+            keep = (t.contains("ferry_rdb::") || t.contains("fuzz_rdb::check"))
+                && !t.contains("short_backtrace");
+        }
+        if keep {
+            out.push_str(if t.starts_with("at ") {
+                "          "
+            } else {
+                "    "
+            });
+            out.push_str(t);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Called by the allocator when one allocation passes the per-input cap:
 /// save the input and exit before the OS is asked for it.
 pub fn huge_allocation(size: usize, cap: usize) {
@@ -147,9 +173,13 @@ pub fn huge_allocation(size: usize, cap: usize) {
         "fuzz_rdb: FAILED: a single allocation of {size} bytes, over the cap of {cap} \
          for a {}-byte input\n  {}",
         input.len(),
-        std::backtrace::Backtrace::force_capture()
+        short_backtrace()
     );
-    eprintln!("  input saved to {}", path.display());
+    eprintln!(
+        "  input saved to {} (check seed {})",
+        path.display(),
+        CHECK_SEED.load(Relaxed)
+    );
     std::process::exit(1);
 }
 
@@ -166,7 +196,11 @@ fn watchdog(timeout: Duration) {
                     input.len(),
                     timeout.as_secs()
                 );
-                eprintln!("  input saved to {}", path.display());
+                eprintln!(
+                    "  input saved to {} (check seed {})",
+                    path.display(),
+                    CHECK_SEED.load(Relaxed)
+                );
                 std::process::exit(1);
             }
         }
@@ -183,20 +217,27 @@ fn run_one(input: &[u8], seed: u64) -> Result<String, String> {
     if let Ok(mut p) = LAST_PANIC.lock() {
         *p = None;
     }
+    CHECK_SEED.store(seed, Relaxed);
     BUSY_SINCE.store(now_ms(), Relaxed);
     let r = panic::catch_unwind(AssertUnwindSafe(|| check::check(input, &plan)));
     BUSY_SINCE.store(0, Relaxed);
     alloc::set_cap(usize::MAX);
     match r {
         Ok(Ok(sig)) => Ok(sig),
-        Ok(Err(msg)) => Err(format!("invariant violated: {msg}\n  plan: {plan:?}")),
+        Ok(Err(msg)) => Err(format!(
+            "invariant violated: {msg}\n  check seed {} (--check-seed), plan: {plan:?}",
+            plan.seed
+        )),
         Err(_) => {
             let msg = LAST_PANIC
                 .lock()
                 .ok()
                 .and_then(|p| p.clone())
                 .unwrap_or_else(|| "panic without a message".into());
-            Err(format!("panic: {msg}\n  plan: {plan:?}"))
+            Err(format!(
+                "panic: {msg}\n  check seed {} (--check-seed), plan: {plan:?}",
+                plan.seed
+            ))
         }
     }
 }
@@ -206,7 +247,7 @@ fn bounds_of(data: &[u8]) -> Vec<usize> {
     panic::catch_unwind(|| {
         let mut d = Decoder::new(DecodeOptions::default());
         let mut buf = BytesMut::from(data);
-        let mut out = vec![0];
+        let mut out = Vec::new();
         let mut last = 0;
         while let Ok(Some(item)) = d.decode(&mut buf) {
             if let Item::Key(k) = &item {
@@ -240,6 +281,7 @@ fn load_corpus(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Reports a failure of the current input and returns the exit status.
 fn crash(input: &[u8], msg: &str) -> ExitCode {
     let path = save_artifact(input);
     eprintln!("fuzz_rdb: FAILED: {msg}");
@@ -250,8 +292,9 @@ fn crash(input: &[u8], msg: &str) -> ExitCode {
     );
     eprintln!(
         "  reproduce: cargo run --release --manifest-path crates/ferry-rdb/fuzz/Cargo.toml -- \
-         --replay {}",
-        path.display()
+         --replay {} --check-seed {}",
+        path.display(),
+        CHECK_SEED.load(Relaxed)
     );
     ExitCode::FAILURE
 }
@@ -314,9 +357,13 @@ fn main() -> ExitCode {
     if let Ok(mut a) = ARTIFACTS.lock() {
         *a = Some(opts.artifacts.clone());
     }
-    // Panics are caught; keep their message (with a backtrace) for the report.
+    // Panics inside a check are caught: keep their message (with a backtrace)
+    // for the report. Anywhere else (a bug of the fuzzer itself) say it now.
     panic::set_hook(Box::new(|info| {
-        let msg = format!("{info}\n{}", std::backtrace::Backtrace::force_capture());
+        let msg = format!("{info}\n{}", short_backtrace());
+        if BUSY_SINCE.load(Relaxed) == 0 {
+            eprintln!("fuzz_rdb: internal error: {info}");
+        }
         if let Ok(mut p) = LAST_PANIC.lock() {
             *p = Some(msg);
         }
@@ -360,21 +407,28 @@ fn main() -> ExitCode {
             data,
         });
     }
+    let n_seeds = corpus.len();
     let mut corpus_bytes: usize = corpus.iter().map(|i| i.data.len()).sum();
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(opts.seconds);
     let mut last_report = start;
     let mut iterations: u64 = 0;
+    let mut slowest = (Duration::ZERO, 0usize);
     loop {
         match opts.iterations {
             Some(n) if iterations >= n => break,
             None if iterations.is_multiple_of(16) && Instant::now() >= deadline => break,
             _ => {}
         }
-        let base = rng.below(corpus.len());
+        // Half the time a seed: mutants of mutants mostly fail early.
+        let pool = if rng.chance(2) { n_seeds } else { corpus.len() };
+        let base = rng.below(pool);
         let input = mutate::mutant(&mut rng, &corpus[base], &corpus, opts.max_len);
-        match run_one(&input, rng.next()) {
+        let t0 = Instant::now();
+        let result = run_one(&input, rng.next());
+        slowest = slowest.max((t0.elapsed(), input.len()));
+        match result {
             Ok(o) => {
                 if seen.insert(o)
                     && corpus.len() < MAX_CORPUS
@@ -407,6 +461,15 @@ fn main() -> ExitCode {
         iterations as f64 / secs.max(1e-9),
         corpus.len(),
         seen.len()
+    );
+    println!(
+        "  slowest input {:.1} ms ({} bytes); largest phase peak allocation {:.1} MiB \
+         ({}-byte input); beyond 1 MiB at most {} bytes per input byte (inputs >= 4 KiB)",
+        slowest.0.as_secs_f64() * 1e3,
+        slowest.1,
+        check::MAX_PEAK.load(Relaxed) as f64 / (1 << 20) as f64,
+        check::MAX_PEAK_LEN.load(Relaxed),
+        check::MAX_RATIO.load(Relaxed)
     );
     ExitCode::SUCCESS
 }
