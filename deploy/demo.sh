@@ -28,17 +28,19 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# start VAR: start a server on a free port, store the port in VAR (no subshell,
+# so the PID is remembered and the server never holds a pipe of ours open).
 start() {
     local port dir
     port="$(free_port)"; dir="$work/$port"; mkdir -p "$dir"
     "$SERVER" --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-        --daemonize no --enable-debug-command yes --logfile "$dir/log" &
+        --daemonize no --enable-debug-command yes --logfile "$dir/log" </dev/null >/dev/null 2>&1 &
     pids+=("$!")
     for _ in $(seq 50); do "$CLI" -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    echo "$port"
+    printf -v "$1" '%s' "$port"
 }
 
-src="$(start)"
+start src
 echo "== source: Redis $($SERVER --version | sed 's/.*v=\([^ ]*\).*/\1/') on 127.0.0.1:$src"
 "$CLI" -p "$src" debug populate 200000 user: 100 >/dev/null
 {
@@ -58,7 +60,7 @@ dump="$work/$src/dump.rdb"
 echo "== ferry rdb --format summary ($(stat -c %s "$dump") bytes)"
 time "$FERRY" rdb "$dump" --format summary --top 5
 
-dst="$(start)"
+start dst
 echo "== replay: ferry rdb --format resp | redis-cli --pipe into 127.0.0.1:$dst"
 "$FERRY" rdb "$dump" --format resp | "$CLI" -p "$dst" --pipe
 a="$("$CLI" -p "$src" debug digest)"; b="$("$CLI" -p "$dst" debug digest)"
