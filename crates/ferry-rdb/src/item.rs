@@ -276,6 +276,24 @@ impl Value {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Append the next chunk of the same big key (elements in order; a
+    /// stream chunk's metadata is kept once it arrives). Hands `more` back
+    /// if it is of another kind, or if it follows the chunk that carried a
+    /// stream's metadata (which is always the last).
+    pub fn append(&mut self, more: Value) -> Result<(), Value> {
+        match (self, more) {
+            (Value::List(a), Value::List(b)) | (Value::Set(a), Value::Set(b)) => a.extend(b),
+            (Value::SortedSet(a), Value::SortedSet(b)) => a.extend(b),
+            (Value::Hash(a), Value::Hash(b)) => a.extend(b),
+            (Value::Stream(a), Value::Stream(b)) if a.meta.is_none() => {
+                a.entries.extend(b.entries);
+                a.meta = b.meta;
+            }
+            (_, more) => return Err(more),
+        }
+        Ok(())
+    }
 }
 
 /// A whole key.

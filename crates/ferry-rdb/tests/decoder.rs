@@ -3,9 +3,7 @@
 //! chunked feeding, big-value batching and bad input.
 
 use bytes::{Bytes, BytesMut};
-use ferry_rdb::build::{
-    QuicklistNode, RdbWriter, StreamNodeEntry, module_id, stream_node_listpack,
-};
+use ferry_rdb::build::{QuicklistNode, RdbWriter, module_id, samples};
 use ferry_rdb::container::Entry;
 use ferry_rdb::{
     DecodeOptions, Decoder, Flavor, HashField, Item, Kind, RdbError, StreamId, Value, decode_all,
@@ -75,72 +73,9 @@ fn kitchen_sink(version: u16) -> Vec<u8> {
         .module_float(2.5)
         .module_sint(-1)
         .module_eof();
-    stream(&mut w, 21, b"stream");
+    samples::stream(&mut w, 21, b"stream");
     w.slot_info(42, 1, 0);
     w.finish()
-}
-
-/// A type-`t` stream with one node (one deleted entry), a group with two
-/// pending entries and two consumers.
-fn stream(w: &mut RdbWriter, t: u8, key: &[u8]) {
-    let lp = stream_node_listpack(
-        &[b"f"],
-        &[
-            StreamNodeEntry {
-                ms_delta: 0,
-                seq_delta: 0,
-                deleted: false,
-                fields: vec![(b"f", b"1")],
-            },
-            StreamNodeEntry {
-                ms_delta: 1,
-                seq_delta: 0,
-                deleted: true,
-                fields: vec![(b"f", b"2")],
-            },
-            StreamNodeEntry {
-                ms_delta: 2,
-                seq_delta: 5,
-                deleted: false,
-                fields: vec![(b"g", b"3"), (b"h", b"4")],
-            },
-        ],
-    );
-    w.key(t, key).len(1).stream_node(100, 0, &lp);
-    w.len(2).len(102).len(5); // length, last id
-    if t >= 19 {
-        w.len(100).len(0).len(101).len(0).len(3);
-    }
-    w.len(1).string(b"grp").len(102).len(5);
-    if t >= 19 {
-        w.len(2);
-    }
-    w.len(2);
-    w.stream_id_raw(100, 0).u64_le(1_700_000_000_000).len(3);
-    w.stream_id_raw(102, 5).u64_le(1_700_000_000_001).len(1);
-    w.len(2);
-    w.string(b"alice").u64_le(1_700_000_000_002);
-    if t >= 21 {
-        w.u64_le(1_700_000_000_003);
-    }
-    w.len(1).stream_id_raw(100, 0);
-    w.string(b"bob").u64_le(1_700_000_000_004);
-    if t >= 21 {
-        w.u64_le(1_700_000_000_005);
-    }
-    w.len(1).stream_id_raw(102, 5);
-    if t >= 27 {
-        w.len(0);
-    }
-    if t >= 26 {
-        w.len(100)
-            .len(1000)
-            .len(1)
-            .string(b"iid-1")
-            .stream_id_raw(100, 0)
-            .len(1)
-            .len(0);
-    }
 }
 
 fn keys(items: &[Item]) -> Vec<&ferry_rdb::Key> {
@@ -313,7 +248,7 @@ fn check_stream(v: &Value, t: u8) {
 fn older_stream_types_decode() {
     for t in [15u8, 19] {
         let mut w = RdbWriter::new("REDIS", 10);
-        stream(&mut w, t, b"s");
+        samples::stream(&mut w, t, b"s");
         let items = decode_all(&w.finish()).expect("decodes");
         check_stream(&key(&items, "s").value, t);
     }
@@ -329,9 +264,9 @@ fn rdb13_key_meta_and_stream_26() {
         .module_uint(7)
         .module_eof();
     w.key(0, b"k").string(b"v");
-    stream(&mut w, 26, b"s26");
+    samples::stream(&mut w, 26, b"s26");
     let mut w14 = RdbWriter::new("REDIS", 14);
-    stream(&mut w14, 27, b"s27");
+    samples::stream(&mut w14, 27, b"s27");
     let items = decode_all(&w.finish()).expect("rdb 13 decodes");
     let k = key(&items, "k");
     assert!(k.header.meta.is_some());
@@ -430,31 +365,10 @@ fn merge(items: Vec<Item>) -> Vec<(Bytes, Value)> {
             Item::BigKeyStart(h) => cur = Some((h.key, None)),
             Item::BigKeyChunk(v) => {
                 let (_, acc) = cur.as_mut().expect("chunk outside a big key");
-                *acc = Some(match (acc.take(), v) {
-                    (None, v) => v,
-                    (Some(Value::List(mut a)), Value::List(b)) => {
-                        a.extend(b);
-                        Value::List(a)
-                    }
-                    (Some(Value::Set(mut a)), Value::Set(b)) => {
-                        a.extend(b);
-                        Value::Set(a)
-                    }
-                    (Some(Value::SortedSet(mut a)), Value::SortedSet(b)) => {
-                        a.extend(b);
-                        Value::SortedSet(a)
-                    }
-                    (Some(Value::Hash(mut a)), Value::Hash(b)) => {
-                        a.extend(b);
-                        Value::Hash(a)
-                    }
-                    (Some(Value::Stream(mut a)), Value::Stream(b)) => {
-                        a.entries.extend(b.entries);
-                        a.meta = b.meta.or(a.meta.take());
-                        Value::Stream(a)
-                    }
-                    (a, b) => panic!("chunk kinds differ: {a:?} {b:?}"),
-                });
+                match acc {
+                    None => *acc = Some(v),
+                    Some(a) => a.append(v).expect("chunk of the same kind"),
+                }
             }
             Item::BigKeyEnd => {
                 let (k, v) = cur.take().expect("end outside a big key");
@@ -549,7 +463,7 @@ fn big_values_come_in_bounded_chunks_equal_to_whole() {
 #[test]
 fn chunked_streams_merge_to_whole() {
     let mut w = RdbWriter::new("REDIS", 11);
-    stream(&mut w, 21, b"s");
+    samples::stream(&mut w, 21, b"s");
     let data = w.finish();
     let whole = merge(decode_all(&data).unwrap());
     for size in [1usize, 2, 3, 7, 64] {

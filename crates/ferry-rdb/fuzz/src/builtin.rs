@@ -15,7 +15,7 @@
 //! ```
 
 use ferry_rdb::build::{
-    QuicklistNode, RdbWriter, StreamNodeEntry, module_id, stream_node_listpack,
+    QuicklistNode, RdbWriter, StreamNodeEntry, module_id, samples, stream_node_listpack,
 };
 use ferry_rdb::container::Entry;
 
@@ -31,96 +31,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("builtin:valkey80", valkey80()),
         ("builtin:redis11-big", big()),
     ]
-}
-
-/// A type-`t` stream: one node with a deleted entry, a group with two
-/// pending entries owned by two consumers (the layout of tests/decoder.rs).
-fn stream(w: &mut RdbWriter, t: u8, key: &[u8]) {
-    let lp = stream_node_listpack(
-        &[b"f"],
-        &[
-            StreamNodeEntry {
-                ms_delta: 0,
-                seq_delta: 0,
-                deleted: false,
-                fields: vec![(b"f", b"1")],
-            },
-            StreamNodeEntry {
-                ms_delta: 1,
-                seq_delta: 0,
-                deleted: true,
-                fields: vec![(b"f", b"2")],
-            },
-            StreamNodeEntry {
-                ms_delta: 2,
-                seq_delta: 5,
-                deleted: false,
-                fields: vec![(b"g", b"3"), (b"h", b"4")],
-            },
-        ],
-    );
-    w.key(t, key).len(1).stream_node(100, 0, &lp);
-    w.len(2).len(102).len(5);
-    if t >= 19 {
-        w.len(100).len(0).len(101).len(0).len(3);
-    }
-    w.len(1).string(b"grp").len(102).len(5);
-    if t >= 19 {
-        w.len(2);
-    }
-    w.len(2);
-    w.stream_id_raw(100, 0).u64_le(1_700_000_000_000).len(3);
-    w.stream_id_raw(102, 5).u64_le(1_700_000_000_001).len(1);
-    w.len(2);
-    w.string(b"alice").u64_le(1_700_000_000_002);
-    if t >= 21 {
-        w.u64_le(1_700_000_000_003);
-    }
-    w.len(1).stream_id_raw(100, 0);
-    w.string(b"bob").u64_le(1_700_000_000_004);
-    if t >= 21 {
-        w.u64_le(1_700_000_000_005);
-    }
-    w.len(1).stream_id_raw(102, 5);
-    if t >= 27 {
-        w.len(1).stream_id_raw(101, 0);
-    }
-    if t >= 26 {
-        w.len(100)
-            .len(1000)
-            .len(2)
-            .string(b"iid-1")
-            .stream_id_raw(100, 0)
-            .string(b"iid-2")
-            .stream_id_raw(102, 5)
-            .len(2)
-            .len(1);
-    }
-}
-
-/// An empty stream (no nodes) with a group and a ghost pending entry.
-fn empty_stream(w: &mut RdbWriter, t: u8, key: &[u8]) {
-    w.key(t, key).len(0);
-    w.len(0).len(7).len(1);
-    if t >= 19 {
-        w.len(0).len(0).len(7).len(1).len(4);
-    }
-    w.len(1).string(b"g").len(7).len(1);
-    if t >= 19 {
-        w.len(u64::MAX);
-    }
-    w.len(1).stream_id_raw(5, 0).u64_le(1).len(1);
-    w.len(1).string(b"c").u64_le(2);
-    if t >= 21 {
-        w.u64_le(3);
-    }
-    w.len(1).stream_id_raw(5, 0);
-    if t >= 27 {
-        w.len(0);
-    }
-    if t >= 26 {
-        w.len(0).len(0).len(0).len(0).len(0);
-    }
 }
 
 fn redis3() -> Vec<u8> {
@@ -164,7 +74,7 @@ fn redis9() -> Vec<u8> {
     ]);
     w.select_db(5);
     w.expire_ms(1_900_000_000_000).idle(5);
-    stream(&mut w, 15, b"st15");
+    samples::stream(&mut w, 15, b"st15");
     w.finish()
 }
 
@@ -200,9 +110,9 @@ fn redis11() -> Vec<u8> {
         .module_sint(-1)
         .module_eof();
     w.expire_ms(1_900_000_000_000);
-    stream(&mut w, 19, b"st19");
-    stream(&mut w, 21, b"st21");
-    empty_stream(&mut w, 21, b"empty21");
+    samples::stream(&mut w, 19, b"st19");
+    samples::stream(&mut w, 21, b"st21");
+    samples::empty_stream(&mut w, 21, b"empty21");
     w.select_db(1);
     w.expire_ms(-5).key(0, b"past").string(b"x");
     w.finish_without_checksum()
@@ -245,8 +155,8 @@ fn redis13() -> Vec<u8> {
     w.key(0, b"k").string(b"v");
     w.expire_ms(1_900_000_000_000);
     key_meta(&mut w);
-    stream(&mut w, 26, b"s26");
-    empty_stream(&mut w, 26, b"e26");
+    samples::stream(&mut w, 26, b"s26");
+    samples::empty_stream(&mut w, 26, b"e26");
     key_meta(&mut w);
     w.key(25, b"hlpex")
         .hash_listpack_ex(5_000, &[(b"f", b"v", 5_000)]);
@@ -257,9 +167,9 @@ fn redis14() -> Vec<u8> {
     let mut w = RdbWriter::new("REDIS", 14);
     w.select_db(0);
     key_meta(&mut w);
-    stream(&mut w, 27, b"s27");
-    stream(&mut w, 26, b"s26");
-    empty_stream(&mut w, 27, b"e27");
+    samples::stream(&mut w, 27, b"s27");
+    samples::stream(&mut w, 26, b"s26");
+    samples::empty_stream(&mut w, 27, b"e27");
     w.finish()
 }
 
@@ -281,7 +191,7 @@ fn valkey80() -> Vec<u8> {
     ]);
     w.key(16, b"hlp").hash_listpack(&[(b"f", b"v")]);
     w.key(20, b"slp").set_listpack(&[b"a"]);
-    stream(&mut w, 21, b"st");
+    samples::stream(&mut w, 21, b"st");
     w.finish()
 }
 

@@ -355,40 +355,15 @@ fn same_items(a: &[Item], b: &[Item], with_raw: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn append(acc: Value, more: Value) -> Result<Value, String> {
-    Ok(match (acc, more) {
-        (Value::List(mut a), Value::List(b)) => {
-            a.extend(b);
-            Value::List(a)
-        }
-        (Value::Set(mut a), Value::Set(b)) => {
-            a.extend(b);
-            Value::Set(a)
-        }
-        (Value::SortedSet(mut a), Value::SortedSet(b)) => {
-            a.extend(b);
-            Value::SortedSet(a)
-        }
-        (Value::Hash(mut a), Value::Hash(b)) => {
-            a.extend(b);
-            Value::Hash(a)
-        }
-        (Value::Stream(mut a), Value::Stream(b)) => {
-            if a.meta.is_some() {
-                return Err("a stream chunk after the one with the metadata".into());
-            }
-            a.entries.extend(b.entries);
-            a.meta = b.meta;
-            Value::Stream(a)
-        }
-        (a, b) => {
-            return Err(format!(
-                "chunks of different kinds: {:?} then {:?}",
-                kind_of(&a),
-                kind_of(&b)
-            ));
-        }
-    })
+fn append(mut acc: Value, more: Value) -> Result<Value, String> {
+    match acc.append(more) {
+        Ok(()) => Ok(acc),
+        Err(b) => Err(format!(
+            "chunk {:?} cannot follow {:?} (other kind, or after the stream metadata)",
+            kind_of(&b),
+            kind_of(&acc)
+        )),
+    }
 }
 
 /// Big keys merged into whole keys (raw left empty), for comparison with

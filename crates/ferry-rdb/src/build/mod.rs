@@ -21,6 +21,7 @@
 
 mod encode;
 mod float;
+pub mod samples;
 mod values;
 
 pub use encode::{
