@@ -69,13 +69,14 @@ def mbps(nbytes, est):
 
 rows = []
 lines = [
-    "| dataset | MB | ferry MB/s | ferry keys/s | ferry RdbReader MB/s | rdb crate MB/s | ratio (ferry / rdb) |",
+    "| dataset | MB | ferry MB/s | ferry keys/s | ferry without CRC MB/s | ferry RdbReader MB/s | rdb crate MB/s | ratio (ferry / rdb) | ratio without CRC |",
     "|---|---:|---:|---:|---:|---:|---:|",
 ]
 for m in meta:
     ds, nbytes, keys, rdb = m["dataset"], m["bytes"], m["keys"], m["rdb_crate"]
     dec = estimate(ds, "ferry_decoder")
     rdr = estimate(ds, "ferry_reader")
+    nocrc = estimate(ds, "ferry_decoder_nocrc")
     crate = estimate(ds, "rdb_crate") if rdb["ok"] else None
     if dec is None and rdr is None and crate is None:
         continue  # filtered out of this run
@@ -89,6 +90,11 @@ for m in meta:
         cells += [f"{row['ferry_decoder_mb_s']:.0f}", f"{row['ferry_decoder_keys_s']:,.0f}"]
     else:
         cells += ["not run", "not run"]
+    if nocrc:
+        row["ferry_nocrc_mb_s"] = mbps(nbytes, nocrc)
+        cells.append(f"{row['ferry_nocrc_mb_s']:.0f}")
+    else:
+        cells.append("not run")
     if rdr:
         row["ferry_reader_mb_s"] = mbps(nbytes, rdr)
         cells.append(f"{row['ferry_reader_mb_s']:.0f}")
@@ -96,9 +102,9 @@ for m in meta:
         cells.append("not run")
     if not rdb["ok"]:
         err = rdb["error"].replace("|", "\\|")
-        cells += [f"fails: {err}", "n/a"]
+        cells += [f"fails: {err}", "n/a", "n/a"]
     elif crate is None:
-        cells += ["not run", "n/a"]
+        cells += ["not run", "n/a", "n/a"]
     else:
         row["rdb_crate_mb_s"] = mbps(nbytes, crate)
         cell = f"{row['rdb_crate_mb_s']:.0f}"
@@ -107,12 +113,14 @@ for m in meta:
         cells.append(cell)
         if rdb["keys"] != keys:
             # Not the same work (streams are skipped, not decoded).
-            cells.append("n/a (not comparable)")
-        elif dec:
-            row["ratio"] = row["ferry_decoder_mb_s"] / row["rdb_crate_mb_s"]
-            cells.append(f"{row['ratio']:.2f}x")
+            cells += ["n/a (not comparable)", "n/a"]
         else:
-            cells.append("n/a")
+            for key, name in (("ferry_decoder_mb_s", "ratio"), ("ferry_nocrc_mb_s", "ratio_nocrc")):
+                if key in row:
+                    row[name] = row[key] / row["rdb_crate_mb_s"]
+                    cells.append(f"{row[name]:.2f}x")
+                else:
+                    cells.append("n/a")
     rows.append(row)
     lines.append("| " + " | ".join(cells) + " |")
 

@@ -280,7 +280,16 @@ fn count_ferry_item(item: &Item) -> u64 {
 
 /// `Decoder` fed `CHUNK`-sized slices from memory; returns the key count.
 fn ferry_decoder(data: &[u8]) -> u64 {
-    let mut dec = Decoder::default();
+    ferry_decoder_with(data, true)
+}
+
+/// As [`ferry_decoder`], optionally without computing the CRC64 (the `rdb`
+/// crate computes none), for a like-for-like comparison.
+fn ferry_decoder_with(data: &[u8], verify_checksum: bool) -> u64 {
+    let mut dec = Decoder::new(ferry_rdb::DecodeOptions {
+        verify_checksum,
+        ..Default::default()
+    });
     let mut buf = BytesMut::with_capacity(2 * CHUNK);
     let mut keys = 0;
     for chunk in data.chunks(CHUNK) {
@@ -378,6 +387,9 @@ fn bench(c: &mut Criterion) {
             .throughput(Throughput::Bytes(len));
         group.bench_function("ferry_decoder", |b| {
             b.iter(|| ferry_decoder(black_box(&ds.bytes)))
+        });
+        group.bench_function("ferry_decoder_nocrc", |b| {
+            b.iter(|| ferry_decoder_with(black_box(&ds.bytes), false))
         });
         group.bench_function("ferry_reader", |b| {
             b.iter(|| ferry_reader(black_box(&ds.bytes)))

@@ -288,27 +288,32 @@ impl<'a> Cur<'a> {
 
     /// Skip a module opcode-framed value sequence up to and including its EOF opcode.
     pub(crate) fn skip_module_values(&mut self) -> R<()> {
-        loop {
-            let at = self.pos;
-            match self.len()? {
-                0 => return Ok(()),
-                1 | 2 => {
-                    self.len()?;
-                }
-                3 => {
-                    self.take(4)?;
-                }
-                4 => {
-                    self.take(8)?;
-                }
-                5 => {
-                    self.string()?;
-                }
-                op => {
-                    self.pos = at;
-                    return Err(self.corrupt(format!("unknown module value opcode {op}")));
-                }
+        while !self.module_value()? {}
+        Ok(())
+    }
+
+    /// Skip one opcode-framed module value; true if it was the EOF opcode.
+    pub(crate) fn module_value(&mut self) -> R<bool> {
+        let at = self.pos;
+        match self.len()? {
+            0 => return Ok(true),
+            1 | 2 => {
+                self.len()?;
+            }
+            3 => {
+                self.take(4)?;
+            }
+            4 => {
+                self.take(8)?;
+            }
+            5 => {
+                self.string()?;
+            }
+            op => {
+                self.pos = at;
+                return Err(self.corrupt(format!("unknown module value opcode {op}")));
             }
         }
+        Ok(false)
     }
 }

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::crc64::Crc64;
-use crate::cursor::{Cur, Limits, R, S, Stop};
+use crate::cursor::{Cur, Limits, R, Stop};
 use crate::error::RdbError;
 use crate::item::{Flavor, Item, Key, KeyHeader, ModuleId};
 use crate::types::{self, Layout};
@@ -39,7 +39,8 @@ pub struct DecodeOptions {
     pub big_value_bytes: usize,
     /// Largest single string accepted. Default 4 GiB.
     pub max_string_bytes: u64,
-    /// Check the CRC64 trailer (a zero checksum always means "not computed"). Default true.
+    /// Compute and check the CRC64 trailer (a zero checksum always means
+    /// "not computed"). Default true; false skips the hashing entirely.
     pub verify_checksum: bool,
 }
 
@@ -183,6 +184,10 @@ impl Decoder {
     fn consume(&mut self, src: &mut BytesMut, n: usize) -> Bytes {
         const BLOCK: usize = 64 << 10;
         let chunk = src.split_to(n).freeze();
+        self.offset += n as u64;
+        if !self.opts.verify_checksum {
+            return chunk;
+        }
         if chunk.len() >= BLOCK / 4 {
             self.flush_crc();
             self.crc.update(&chunk);
@@ -195,7 +200,6 @@ impl Decoder {
                 self.flush_crc();
             }
         }
-        self.offset += n as u64;
         chunk
     }
 
@@ -436,10 +440,12 @@ impl Decoder {
                 };
                 let value_end = cur.pos;
                 let pending = std::mem::take(&mut self.pending);
-                let prefix = self.consume(src, key_end);
+                // One split for a whole string key; a key whose value goes
+                // on in a `ValueState` releases only its prefix.
+                let chunk = self.consume(src, if value.is_some() { value_end } else { key_end });
                 let header = KeyHeader {
                     db: self.db,
-                    key: key.mat(&prefix),
+                    key: key.mat(&chunk),
                     rdb_type: t,
                     kind,
                     expire_ms: pending.expire_ms,
@@ -450,16 +456,10 @@ impl Decoder {
                 };
                 match value {
                     Some(v) => {
-                        let end = value_end - key_end;
-                        let raw = self.consume(src, end);
-                        let v = match v {
-                            S::R(a, b) => raw.slice(a - key_end..b - key_end),
-                            S::O(b) => b,
-                        };
                         self.out.push_back(Item::Key(Key {
                             header,
-                            value: crate::Value::String(v),
-                            raw,
+                            value: crate::Value::String(v.mat(&chunk)),
+                            raw: chunk.slice(key_end..),
                         }));
                     }
                     None => self.value = Some(Box::new(ValueState::new(header, layout))),

@@ -113,101 +113,262 @@ pub(crate) fn parse_node<'a>(
     Ok(())
 }
 
-/// Decode the metadata and groups that follow the nodes of a type-`t` stream.
-pub(crate) fn parse_tail(cur: &mut Cur, t: u8) -> R<StreamMeta> {
-    let mut meta = StreamMeta {
-        length: cur.len()?,
-        last_id: cur.len_id()?,
-        ..StreamMeta::default()
-    };
-    if t >= 19 {
-        meta.first_id = Some(cur.len_id()?);
-        meta.max_deleted_id = Some(cur.len_id()?);
-        meta.entries_added = Some(cur.len()?);
-    }
-    let n_groups = cur.len()?;
-    for _ in 0..n_groups {
-        meta.groups.push(group(cur, t)?);
-    }
-    if t >= 26 {
-        let duration = cur.len()?;
-        let max_entries = cur.len()?;
-        let n = cur.len()?;
-        let mut entries = Vec::with_capacity(n.min(1024) as usize);
-        for _ in 0..n {
-            let iid = cur.string_bytes()?;
-            entries.push((iid, cur.raw_id()?));
-        }
-        meta.idmp = Some(StreamIdmp {
-            duration,
-            max_entries,
-            entries,
-            iids_added: cur.len()?,
-            iids_duplicates: cur.len()?,
-        });
-    }
-    Ok(meta)
+/// Where the decoding of a stream's tail stands. Every step reads one small
+/// unit (a header, one pending entry, one consumer id), so a tail with
+/// millions of pending entries arriving in pieces is never re-read.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    t: u8,
+    step: Step,
+    meta: StreamMeta,
+    groups_left: u64,
+    group: Option<StreamGroup>,
+    /// Pending entries, consumers, NACK ids or idmp entries left in the current list.
+    left: u64,
+    /// Ids left in the current consumer's own PEL.
+    consumer_pel_left: u64,
+    consumer: Option<Bytes>,
+    idmp: Option<StreamIdmp>,
 }
 
-fn group(cur: &mut Cur, t: u8) -> R<StreamGroup> {
-    let name = cur.string_bytes()?;
-    let last_id = cur.len_id()?;
-    // -1 (stored as 2^64-1) means "unknown" (SCG_INVALID_ENTRIES_READ).
-    let entries_read = if t >= 19 {
-        Some(cur.len()?).filter(|&n| n != u64::MAX)
-    } else {
-        None
-    };
-    let n_pel = cur.len()?;
-    let mut pending = Vec::with_capacity(n_pel.min(1024) as usize);
-    for _ in 0..n_pel {
-        let id = cur.raw_id()?;
-        let delivery_time = cur.u64_le()?;
-        let delivery_count = cur.len()?;
-        pending.push(PendingEntry {
-            id,
-            delivery_time,
-            delivery_count,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Meta,
+    GroupHeader,
+    Pel,
+    ConsumerCount,
+    ConsumerHeader,
+    ConsumerPel,
+    NackCount,
+    Nack,
+    IdmpHeader,
+    IdmpEntry,
+    IdmpCounters,
+    Done,
+}
+
+impl Tail {
+    /// A tail of a type-`t` stream, about to be read.
+    pub(crate) fn new(t: u8) -> Tail {
+        Tail {
+            t,
+            step: Step::Meta,
+            meta: StreamMeta::default(),
+            groups_left: 0,
+            group: None,
+            left: 0,
+            consumer_pel_left: 0,
             consumer: None,
-        });
+            idmp: None,
+        }
     }
-    let n_consumers = cur.len()?;
-    let mut consumers = Vec::with_capacity(n_consumers.min(1024) as usize);
-    for _ in 0..n_consumers {
-        let name: Bytes = cur.string_bytes()?;
-        let seen_time = cur.u64_le()?;
-        let active_time = if t >= 21 { Some(cur.u64_le()?) } else { None };
-        let n = cur.len()?;
-        for _ in 0..n {
-            let at = cur.offset();
-            let id = cur.raw_id()?;
-            match pending.binary_search_by(|p| p.id.cmp(&id)) {
-                Ok(i) => pending[i].consumer = Some(name.clone()),
-                Err(_) => {
-                    return Err(Stop::Fail(RdbError::Corrupt {
-                        offset: at,
-                        what: format!("consumer PEL id {id} is not in the group PEL"),
-                    }));
+
+    /// The decoded tail once [`Tail::unit`] returned true.
+    pub(crate) fn finish(self) -> StreamMeta {
+        self.meta
+    }
+
+    fn after_groups(&mut self) -> Step {
+        if self.groups_left > 0 {
+            Step::GroupHeader
+        } else if self.t >= 26 {
+            Step::IdmpHeader
+        } else {
+            Step::Done
+        }
+    }
+
+    fn group_done(&mut self) -> Step {
+        if let Some(g) = self.group.take() {
+            self.meta.groups.push(g);
+        }
+        self.after_groups()
+    }
+
+    /// Read one unit; true when the tail is complete.
+    pub(crate) fn unit(&mut self, cur: &mut Cur) -> R<bool> {
+        let t = self.t;
+        self.step = match self.step {
+            Step::Meta => {
+                let length = cur.len()?;
+                let last_id = cur.len_id()?;
+                let v2 = if t >= 19 {
+                    Some((cur.len_id()?, cur.len_id()?, cur.len()?))
+                } else {
+                    None
+                };
+                let groups = cur.len()?;
+                self.meta.length = length;
+                self.meta.last_id = last_id;
+                if let Some((first, maxdel, added)) = v2 {
+                    self.meta.first_id = Some(first);
+                    self.meta.max_deleted_id = Some(maxdel);
+                    self.meta.entries_added = Some(added);
+                }
+                self.groups_left = groups;
+                self.after_groups()
+            }
+            Step::GroupHeader => {
+                let name = cur.string_bytes()?;
+                let last_id = cur.len_id()?;
+                // -1 (stored as 2^64-1) means "unknown" (SCG_INVALID_ENTRIES_READ).
+                let entries_read = if t >= 19 {
+                    Some(cur.len()?).filter(|&n| n != u64::MAX)
+                } else {
+                    None
+                };
+                let n_pel = cur.len()?;
+                self.groups_left -= 1;
+                self.group = Some(StreamGroup {
+                    name,
+                    last_id,
+                    entries_read,
+                    pending: Vec::with_capacity(n_pel.min(1024) as usize),
+                    consumers: Vec::new(),
+                });
+                self.left = n_pel;
+                if n_pel > 0 {
+                    Step::Pel
+                } else {
+                    Step::ConsumerCount
                 }
             }
-        }
-        consumers.push(StreamConsumer {
-            name,
-            seen_time,
-            active_time,
-        });
+            Step::Pel => {
+                let id = cur.raw_id()?;
+                let delivery_time = cur.u64_le()?;
+                let delivery_count = cur.len()?;
+                if let Some(g) = &mut self.group {
+                    g.pending.push(PendingEntry {
+                        id,
+                        delivery_time,
+                        delivery_count,
+                        consumer: None,
+                    });
+                }
+                self.left -= 1;
+                if self.left > 0 {
+                    Step::Pel
+                } else {
+                    Step::ConsumerCount
+                }
+            }
+            Step::ConsumerCount => {
+                self.left = cur.len()?;
+                self.next_consumer()
+            }
+            Step::ConsumerHeader => {
+                let name = cur.string_bytes()?;
+                let seen_time = cur.u64_le()?;
+                let active_time = if t >= 21 { Some(cur.u64_le()?) } else { None };
+                let n = cur.len()?;
+                if let Some(g) = &mut self.group {
+                    g.consumers.push(StreamConsumer {
+                        name: name.clone(),
+                        seen_time,
+                        active_time,
+                    });
+                }
+                self.left -= 1;
+                self.consumer = Some(name);
+                self.consumer_pel_left = n;
+                if n > 0 {
+                    Step::ConsumerPel
+                } else {
+                    self.next_consumer()
+                }
+            }
+            Step::ConsumerPel => {
+                let at = cur.offset();
+                let id = cur.raw_id()?;
+                let Some(g) = &mut self.group else {
+                    return Err(cur.corrupt("internal: consumer outside a group"));
+                };
+                match g.pending.binary_search_by(|p| p.id.cmp(&id)) {
+                    Ok(i) => g.pending[i].consumer = self.consumer.clone(),
+                    Err(_) => {
+                        return Err(Stop::Fail(RdbError::Corrupt {
+                            offset: at,
+                            what: format!("consumer PEL id {id} is not in the group PEL"),
+                        }));
+                    }
+                }
+                self.consumer_pel_left -= 1;
+                if self.consumer_pel_left > 0 {
+                    Step::ConsumerPel
+                } else {
+                    self.next_consumer()
+                }
+            }
+            Step::NackCount => {
+                self.left = cur.len()?;
+                if self.left > 0 {
+                    Step::Nack
+                } else {
+                    self.group_done()
+                }
+            }
+            Step::Nack => {
+                cur.raw_id()?;
+                self.left -= 1;
+                if self.left > 0 {
+                    Step::Nack
+                } else {
+                    self.group_done()
+                }
+            }
+            Step::IdmpHeader => {
+                let duration = cur.len()?;
+                let max_entries = cur.len()?;
+                let n = cur.len()?;
+                self.idmp = Some(StreamIdmp {
+                    duration,
+                    max_entries,
+                    entries: Vec::with_capacity(n.min(1024) as usize),
+                    iids_added: 0,
+                    iids_duplicates: 0,
+                });
+                self.left = n;
+                if n > 0 {
+                    Step::IdmpEntry
+                } else {
+                    Step::IdmpCounters
+                }
+            }
+            Step::IdmpEntry => {
+                let iid = cur.string_bytes()?;
+                let id = cur.raw_id()?;
+                if let Some(i) = &mut self.idmp {
+                    i.entries.push((iid, id));
+                }
+                self.left -= 1;
+                if self.left > 0 {
+                    Step::IdmpEntry
+                } else {
+                    Step::IdmpCounters
+                }
+            }
+            Step::IdmpCounters => {
+                let added = cur.len()?;
+                let dups = cur.len()?;
+                if let Some(mut i) = self.idmp.take() {
+                    i.iids_added = added;
+                    i.iids_duplicates = dups;
+                    self.meta.idmp = Some(i);
+                }
+                Step::Done
+            }
+            Step::Done => Step::Done,
+        };
+        Ok(self.step == Step::Done)
     }
-    if t >= 27 {
-        let n = cur.len()?;
-        for _ in 0..n {
-            cur.raw_id()?;
+
+    fn next_consumer(&mut self) -> Step {
+        if self.left > 0 {
+            Step::ConsumerHeader
+        } else if self.t >= 27 {
+            Step::NackCount
+        } else {
+            self.group_done()
         }
     }
-    Ok(StreamGroup {
-        name,
-        last_id,
-        entries_read,
-        pending,
-        consumers,
-    })
 }

@@ -28,8 +28,10 @@ enum Phase {
     Nodes(u64),
     /// Stream listpack nodes left.
     StreamNodes(u64),
-    /// Stream metadata and consumer groups.
+    /// Stream metadata and consumer groups (progress in `ValueState::tail`).
     StreamTail,
+    /// Module value opcodes, one per unit.
+    ModuleOps,
     Done,
 }
 
@@ -66,6 +68,8 @@ pub(crate) struct ValueState {
     acc: Acc,
     min_expire: i64,
     module: Option<ModuleId>,
+    /// Progress through a stream's tail.
+    tail: Option<Box<stream::Tail>>,
     /// Bytes held in owned strings (decompressed or integer text) since the last release.
     owned: usize,
     /// At least one chunk was released (the key is delivered as a big key).
@@ -85,6 +89,7 @@ impl ValueState {
             acc: Acc::default(),
             min_expire: 0,
             module: None,
+            tail: None,
             owned: 0,
             big: false,
         }
@@ -181,10 +186,8 @@ impl ValueState {
                     };
                 }
                 Module => {
-                    let id = cur.len()?;
-                    cur.skip_module_values()?;
-                    self.module = Some(ModuleId(id));
-                    self.phase = Phase::Done;
+                    self.module = Some(ModuleId(cur.len()?));
+                    self.phase = Phase::ModuleOps;
                 }
                 HashListpackEx => {
                     let _min = cur.i64_le()?;
@@ -246,8 +249,18 @@ impl ValueState {
                 let Stream(t) = self.layout else {
                     return Err(cur.corrupt("internal: stream tail outside a stream"));
                 };
-                self.acc.meta = Some(stream::parse_tail(cur, t)?);
-                self.phase = Phase::Done;
+                let tail = self
+                    .tail
+                    .get_or_insert_with(|| Box::new(stream::Tail::new(t)));
+                if tail.unit(cur)? {
+                    self.acc.meta = self.tail.take().map(|t| t.finish());
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::ModuleOps => {
+                if cur.module_value()? {
+                    self.phase = Phase::Done;
+                }
             }
             Phase::Done => {}
         }
