@@ -70,7 +70,7 @@ def mbps(nbytes, est):
 rows = []
 lines = [
     "| dataset | MB | ferry MB/s | ferry keys/s | ferry without CRC MB/s | ferry RdbReader MB/s | rdb crate MB/s | ratio (ferry / rdb) | ratio without CRC |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for m in meta:
     ds, nbytes, keys, rdb = m["dataset"], m["bytes"], m["keys"], m["rdb_crate"]
