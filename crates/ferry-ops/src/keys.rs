@@ -1,0 +1,742 @@
+//! Where the keys are in a replicated command.
+//!
+//! A static table, sorted by upper-case command name, gives each command a
+//! [`KeySpec`]: Redis's legacy `(first, last, step)` triple where that is
+//! exact, or one of the few "movable keys" rules:
+//!
+//! ```text
+//! SET k v ...                 Range(1, 1, 1)    -> [1]
+//! MSET k v k v                Range(1, -1, 2)   -> [1, 3]        (-1 = last argument)
+//! DEL k k k                   Range(1, -1, 1)   -> [1, 2, 3]
+//! RENAME src dst              Range(1, 2, 1)    -> [1, 2]
+//! BITOP AND dst k k           Range(2, -1, 1)   -> [2, 3, 4]
+//! ZUNIONSTORE dst 2 k k ...   NumKeys{dest 1, numkeys at 2}  -> [1, 3, 4]
+//! EVAL body 2 k k arg         NumKeys{numkeys at 2}          -> [3, 4]
+//! MSETEX 2 k v k v PXAT t     NumKeys{numkeys at 1, step 2}  -> [2, 4]
+//! SORT k BY p STORE dst       Sort              -> [1, 5]
+//! GEORADIUS k .. STORE dst    GeoRadius         -> [1, 8]
+//! XGROUP CREATE k g $         XGroup            -> [2]
+//! ```
+//!
+//! The table covers the commands a replication stream carries (writes, after
+//! the master's rewrites; see `docs/protocol.md` §2), a few reads named by
+//! tests, and the keyless control commands, which are classified
+//! ([`NoKeysKind`]) so the caller can handle them. A command not in the table
+//! is [`KeySpec::Unknown`] and [`command_keys`] reports it as
+//! [`KeyError::UnknownCommand`]: the caller decides, nothing here guesses.
+//! Commands the master never propagates (`XREADGROUP`, `BLPOP`, `LMPOP`, ...:
+//! they arrive rewritten) are deliberately absent.
+//!
+//! Patterns that `SORT ... BY/GET` read are not keys here: a cluster target
+//! enforces its own rule for them.
+
+use bytes::Bytes;
+
+use crate::show;
+
+/// How to find the keys of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// Keys at `first`, `first + step`, ... up to `last` inclusive; a
+    /// negative `last` counts from the end (`-1` = the last argument). This
+    /// is Redis's legacy `(first, last, step)` triple.
+    Range {
+        /// Index of the first key.
+        first: usize,
+        /// Index of the last key; negative counts from the end.
+        last: isize,
+        /// Distance between keys (2 for `MSET`'s key/value pairs).
+        step: usize,
+    },
+    /// A key count at `numkeys_at`, then that many keys `step` apart; plus
+    /// an optional destination key before it (`ZUNIONSTORE dst numkeys k...`,
+    /// `EVAL body numkeys k... arg...`, `MSETEX numkeys k v k v ... [opts]`).
+    NumKeys {
+        /// Index of the destination key, if the command has one.
+        dest: Option<usize>,
+        /// Index of the key count; the keys follow it.
+        numkeys_at: usize,
+        /// Distance between keys (2 for `MSETEX`'s key/value pairs).
+        step: usize,
+    },
+    /// `SORT key ... [STORE dst]`: key 1, plus the argument after the last
+    /// `STORE` (skipping `LIMIT a b`, `BY p`, `GET p`).
+    Sort,
+    /// `GEORADIUS[BYMEMBER] key ... [STORE|STOREDIST dst]`: key 1, plus the
+    /// argument after the last `STORE`/`STOREDIST` from index 5 on.
+    GeoRadius,
+    /// `XGROUP <sub> key ...`: key 2 for `CREATE`, `SETID`, `DESTROY`,
+    /// `CREATECONSUMER`, `DELCONSUMER`.
+    XGroup,
+    /// `COPY src dst [DB n] [REPLACE]`: keys 1 and 2; [`Class::CrossDb`]
+    /// when a `DB` option is present.
+    Copy,
+    /// `MOVE key db`: key 1, always [`Class::CrossDb`].
+    Move,
+    /// No keys; what kind of command it is.
+    NoKeys(NoKeysKind),
+    /// Not in the table.
+    Unknown,
+}
+
+/// What a command without keys is, for the caller to handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoKeysKind {
+    /// `FLUSHALL` / `FLUSHDB`.
+    Flush,
+    /// `FUNCTION LOAD|DELETE|FLUSH|RESTORE ...`.
+    Function,
+    /// `SCRIPT LOAD|FLUSH` (propagated by sources before 7.0).
+    Script,
+    /// `SELECT db`.
+    Select,
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `PING` (the master's keepalive).
+    Ping,
+    /// `REPLCONF ...` (`GETACK`, or vendor noise such as `TIMESTAMP`).
+    Replconf,
+    /// `PUBLISH` / `SPUBLISH` (a channel, not a key).
+    Publish,
+    /// `SWAPDB a b`.
+    SwapDb,
+    /// Vendor stream noise: Aliyun `OPINFO`.
+    Vendor,
+}
+
+/// How a command with a known spec should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Reads or writes data under the listed keys, in the current database.
+    DataKeys,
+    /// Has no keys; the kind says what it is.
+    NoKeys(NoKeysKind),
+    /// Has keys (listed) but acts across databases: `MOVE key db`,
+    /// `COPY src dst DB n`. A cluster target refuses these unless the caller
+    /// maps databases.
+    CrossDb,
+}
+
+/// The key argument indexes of one command, and its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// How to treat the command.
+    pub class: Class,
+    /// Indexes into the argument list (0 = the command name), in argument
+    /// order. Empty for [`Class::NoKeys`] and for scripts declaring no keys.
+    pub indexes: Vec<usize>,
+}
+
+impl Keys {
+    /// The key arguments themselves, in order.
+    pub fn keys<'a>(&'a self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.indexes.iter().filter_map(|&i| args.get(i))
+    }
+}
+
+/// Why the keys of a command could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The argument list is empty.
+    #[error("empty command")]
+    Empty,
+    /// The command is not in the table.
+    #[error("unknown command {}: no key spec, not routed", show(.name))]
+    UnknownCommand {
+        /// The command name as received.
+        name: Bytes,
+    },
+    /// The command has fewer arguments than its key positions need.
+    #[error("{} with {got} arguments: too few for its key positions", show(.command))]
+    MissingArguments {
+        /// The command name as received.
+        command: Bytes,
+        /// The number of arguments, the name included.
+        got: usize,
+    },
+    /// The key count is not a decimal number or exceeds the arguments.
+    #[error("{}: bad key count {} at argument {index}", show(.command), show(.value))]
+    BadNumKeys {
+        /// The command name as received.
+        command: Bytes,
+        /// Where the count is.
+        index: usize,
+        /// The count argument.
+        value: Bytes,
+    },
+    /// A container command with a subcommand this crate does not route.
+    #[error("{} {}: unexpected subcommand in a replication stream", show(.command), show(.subcommand))]
+    UnknownSubcommand {
+        /// The command name as received.
+        command: Bytes,
+        /// The subcommand as received.
+        subcommand: Bytes,
+    },
+}
+
+/// `(first, last, step)` shorthand for the table.
+const fn r(first: usize, last: isize, step: usize) -> KeySpec {
+    KeySpec::Range { first, last, step }
+}
+
+/// Single key at index 1.
+const K1: KeySpec = r(1, 1, 1);
+/// Keys at 1 and 2 (source, destination).
+const K12: KeySpec = r(1, 2, 1);
+/// Every argument from 1 on is a key.
+const ALL: KeySpec = r(1, -1, 1);
+
+/// `EVAL body numkeys key... arg...`.
+const SCRIPT_KEYS: KeySpec = KeySpec::NumKeys {
+    dest: None,
+    numkeys_at: 2,
+    step: 1,
+};
+/// `ZUNIONSTORE dst numkeys key... [options]`.
+const STORE_KEYS: KeySpec = KeySpec::NumKeys {
+    dest: Some(1),
+    numkeys_at: 2,
+    step: 1,
+};
+
+/// The table, sorted by name (byte order); a test checks the order.
+static TABLE: &[(&str, KeySpec)] = &[
+    ("APPEND", K1),
+    ("BITFIELD", K1),
+    ("BITOP", r(2, -1, 1)),
+    ("COPY", KeySpec::Copy),
+    ("DECR", K1),
+    ("DECRBY", K1),
+    ("DEL", ALL),
+    ("DELIFEQ", K1),
+    ("DISCARD", KeySpec::NoKeys(NoKeysKind::Discard)),
+    ("EVAL", SCRIPT_KEYS),
+    ("EVALSHA", SCRIPT_KEYS),
+    ("EVALSHA_RO", SCRIPT_KEYS),
+    ("EVAL_RO", SCRIPT_KEYS),
+    ("EXEC", KeySpec::NoKeys(NoKeysKind::Exec)),
+    ("EXISTS", ALL),
+    ("EXPIRE", K1),
+    ("EXPIREAT", K1),
+    ("FCALL", SCRIPT_KEYS),
+    ("FCALL_RO", SCRIPT_KEYS),
+    ("FLUSHALL", KeySpec::NoKeys(NoKeysKind::Flush)),
+    ("FLUSHDB", KeySpec::NoKeys(NoKeysKind::Flush)),
+    ("FUNCTION", KeySpec::NoKeys(NoKeysKind::Function)),
+    ("GEOADD", K1),
+    ("GEORADIUS", KeySpec::GeoRadius),
+    ("GEORADIUSBYMEMBER", KeySpec::GeoRadius),
+    ("GEOSEARCHSTORE", K12),
+    ("GET", K1),
+    ("GETDEL", K1),
+    ("GETEX", K1),
+    ("GETSET", K1),
+    ("HDEL", K1),
+    ("HEXPIRE", K1),
+    ("HEXPIREAT", K1),
+    ("HGETDEL", K1),
+    ("HGETEX", K1),
+    ("HINCRBY", K1),
+    ("HINCRBYFLOAT", K1),
+    ("HMSET", K1),
+    ("HPERSIST", K1),
+    ("HPEXPIRE", K1),
+    ("HPEXPIREAT", K1),
+    ("HSET", K1),
+    ("HSETEX", K1),
+    ("HSETNX", K1),
+    ("INCR", K1),
+    ("INCRBY", K1),
+    ("INCRBYFLOAT", K1),
+    ("LINSERT", K1),
+    ("LMOVE", K12),
+    ("LPOP", K1),
+    ("LPUSH", K1),
+    ("LPUSHX", K1),
+    ("LREM", K1),
+    ("LSET", K1),
+    ("LTRIM", K1),
+    ("MOVE", KeySpec::Move),
+    ("MSET", r(1, -1, 2)),
+    (
+        "MSETEX",
+        KeySpec::NumKeys {
+            dest: None,
+            numkeys_at: 1,
+            step: 2,
+        },
+    ),
+    ("MSETNX", r(1, -1, 2)),
+    ("MULTI", KeySpec::NoKeys(NoKeysKind::Multi)),
+    ("OPINFO", KeySpec::NoKeys(NoKeysKind::Vendor)),
+    ("PERSIST", K1),
+    ("PEXPIRE", K1),
+    ("PEXPIREAT", K1),
+    ("PFADD", K1),
+    ("PFCOUNT", ALL),
+    ("PFMERGE", ALL),
+    ("PING", KeySpec::NoKeys(NoKeysKind::Ping)),
+    ("PSETEX", K1),
+    ("PUBLISH", KeySpec::NoKeys(NoKeysKind::Publish)),
+    ("RENAME", K12),
+    ("RENAMENX", K12),
+    ("REPLCONF", KeySpec::NoKeys(NoKeysKind::Replconf)),
+    ("RESTORE", K1),
+    ("RESTORE-ASKING", K1),
+    ("RPOP", K1),
+    ("RPOPLPUSH", K12),
+    ("RPUSH", K1),
+    ("RPUSHX", K1),
+    ("SADD", K1),
+    ("SCRIPT", KeySpec::NoKeys(NoKeysKind::Script)),
+    ("SDIFFSTORE", ALL),
+    ("SELECT", KeySpec::NoKeys(NoKeysKind::Select)),
+    ("SET", K1),
+    ("SETBIT", K1),
+    ("SETEX", K1),
+    ("SETNX", K1),
+    ("SETRANGE", K1),
+    ("SINTERSTORE", ALL),
+    ("SMOVE", K12),
+    ("SORT", KeySpec::Sort),
+    ("SPOP", K1),
+    ("SPUBLISH", KeySpec::NoKeys(NoKeysKind::Publish)),
+    ("SREM", K1),
+    ("SUNIONSTORE", ALL),
+    ("SWAPDB", KeySpec::NoKeys(NoKeysKind::SwapDb)),
+    ("TOUCH", ALL),
+    ("UNLINK", ALL),
+    ("XACK", K1),
+    ("XACKDEL", K1),
+    ("XADD", K1),
+    ("XAUTOCLAIM", K1),
+    ("XCLAIM", K1),
+    ("XDEL", K1),
+    ("XDELEX", K1),
+    ("XGROUP", KeySpec::XGroup),
+    ("XSETID", K1),
+    ("XTRIM", K1),
+    ("ZADD", K1),
+    ("ZDIFFSTORE", STORE_KEYS),
+    ("ZINCRBY", K1),
+    ("ZINTERSTORE", STORE_KEYS),
+    ("ZPOPMAX", K1),
+    ("ZPOPMIN", K1),
+    ("ZRANGESTORE", K12),
+    ("ZREM", K1),
+    ("ZREMRANGEBYLEX", K1),
+    ("ZREMRANGEBYRANK", K1),
+    ("ZREMRANGEBYSCORE", K1),
+    ("ZUNIONSTORE", STORE_KEYS),
+];
+
+/// Longest name in the table; longer names are unknown without a lookup.
+const MAX_NAME: usize = 24;
+
+/// Every command name in the table with its spec, sorted by name.
+pub fn table() -> &'static [(&'static str, KeySpec)] {
+    TABLE
+}
+
+/// The key spec of command `name` (any case). [`KeySpec::Unknown`] if the
+/// command is not in the table.
+///
+/// ```
+/// use ferry_ops::{KeySpec, key_spec};
+/// assert_eq!(key_spec(b"mset"), KeySpec::Range { first: 1, last: -1, step: 2 });
+/// assert_eq!(key_spec(b"XREADGROUP"), KeySpec::Unknown);
+/// ```
+pub fn key_spec(name: &[u8]) -> KeySpec {
+    if name.len() > MAX_NAME {
+        return KeySpec::Unknown;
+    }
+    let mut buf = [0u8; MAX_NAME];
+    let upper = &mut buf[..name.len()];
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    TABLE
+        .binary_search_by(|(n, _)| n.as_bytes().cmp(upper))
+        .map_or(KeySpec::Unknown, |i| TABLE[i].1)
+}
+
+/// The key argument indexes and class of a command (`args[0]` is its name).
+///
+/// ```
+/// use bytes::Bytes;
+/// use ferry_ops::{Class, command_keys};
+/// let args: Vec<Bytes> = ["ZUNIONSTORE", "dst", "2", "a", "b", "WEIGHTS", "1", "2"]
+///     .into_iter().map(Bytes::from).collect();
+/// let keys = command_keys(&args)?;
+/// assert_eq!(keys.class, Class::DataKeys);
+/// assert_eq!(keys.indexes, [1, 3, 4]);
+/// # Ok::<(), ferry_ops::KeyError>(())
+/// ```
+///
+/// # Errors
+/// [`KeyError`] for an empty list, an unknown command or subcommand, too few
+/// arguments for the key positions, or a bad key count.
+pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
+    let name = args.first().ok_or(KeyError::Empty)?;
+    let missing = || KeyError::MissingArguments {
+        command: name.clone(),
+        got: args.len(),
+    };
+    let data = |indexes| {
+        Ok(Keys {
+            class: Class::DataKeys,
+            indexes,
+        })
+    };
+    match key_spec(name) {
+        KeySpec::Unknown => Err(KeyError::UnknownCommand { name: name.clone() }),
+        KeySpec::NoKeys(kind) => Ok(Keys {
+            class: Class::NoKeys(kind),
+            indexes: Vec::new(),
+        }),
+        KeySpec::Range { first, last, step } => range(args.len(), first, last, step)
+            .ok_or_else(missing)
+            .and_then(data),
+        KeySpec::NumKeys {
+            dest,
+            numkeys_at,
+            step,
+        } => {
+            let count = args.get(numkeys_at).ok_or_else(missing)?;
+            let bad = || KeyError::BadNumKeys {
+                command: name.clone(),
+                index: numkeys_at,
+                value: count.clone(),
+            };
+            let n = parse_count(count).ok_or_else(bad)?;
+            let start = numkeys_at + 1;
+            let step = step.max(1);
+            // n groups of `step` arguments must follow the count.
+            if n > (args.len() - start) / step {
+                return Err(bad());
+            }
+            let mut indexes = Vec::with_capacity(n + usize::from(dest.is_some()));
+            indexes.extend(dest);
+            indexes.extend((0..n).map(|i| start + i * step));
+            data(indexes)
+        }
+        KeySpec::Sort => {
+            if args.len() < 2 {
+                return Err(missing());
+            }
+            let mut store = None;
+            let mut i = 2;
+            while i < args.len() {
+                let a = &args[i];
+                if a.eq_ignore_ascii_case(b"LIMIT") {
+                    i += 2;
+                } else if a.eq_ignore_ascii_case(b"GET") || a.eq_ignore_ascii_case(b"BY") {
+                    i += 1;
+                } else if a.eq_ignore_ascii_case(b"STORE") && i + 1 < args.len() {
+                    store = Some(i + 1);
+                }
+                i += 1;
+            }
+            data([1].into_iter().chain(store).collect())
+        }
+        KeySpec::GeoRadius => {
+            if args.len() < 2 {
+                return Err(missing());
+            }
+            let mut store = None;
+            let mut i = 5;
+            while i + 1 < args.len() {
+                let a = &args[i];
+                if a.eq_ignore_ascii_case(b"STORE") || a.eq_ignore_ascii_case(b"STOREDIST") {
+                    store = Some(i + 1);
+                    i += 1;
+                }
+                i += 1;
+            }
+            data([1].into_iter().chain(store).collect())
+        }
+        KeySpec::XGroup => {
+            let sub = args.get(1).ok_or_else(missing)?;
+            const SUBS: [&[u8]; 5] = [
+                b"CREATE",
+                b"SETID",
+                b"DESTROY",
+                b"CREATECONSUMER",
+                b"DELCONSUMER",
+            ];
+            if !SUBS.iter().any(|s| sub.eq_ignore_ascii_case(s)) {
+                return Err(KeyError::UnknownSubcommand {
+                    command: name.clone(),
+                    subcommand: sub.clone(),
+                });
+            }
+            if args.len() < 3 {
+                return Err(missing());
+            }
+            data(vec![2])
+        }
+        KeySpec::Copy => {
+            if args.len() < 3 {
+                return Err(missing());
+            }
+            let cross_db = args[3..]
+                .iter()
+                .enumerate()
+                .any(|(i, a)| a.eq_ignore_ascii_case(b"DB") && 3 + i + 1 < args.len());
+            Ok(Keys {
+                class: if cross_db {
+                    Class::CrossDb
+                } else {
+                    Class::DataKeys
+                },
+                indexes: vec![1, 2],
+            })
+        }
+        KeySpec::Move => {
+            if args.len() < 3 {
+                return Err(missing());
+            }
+            Ok(Keys {
+                class: Class::CrossDb,
+                indexes: vec![1],
+            })
+        }
+    }
+}
+
+/// The indexes of a legacy `(first, last, step)` spec over `len` arguments,
+/// or `None` if the arguments are too few (or, for `step > 1`, do not come
+/// in whole groups).
+fn range(len: usize, first: usize, last: isize, step: usize) -> Option<Vec<usize>> {
+    let from_end = last < 0;
+    let last = if from_end {
+        len.checked_sub(last.unsigned_abs())?
+    } else {
+        last.unsigned_abs()
+    };
+    if first == 0 || last < first || last >= len {
+        return None;
+    }
+    // `len > first` holds here. MSET's pairs must be whole.
+    if from_end && step > 1 && (len - first) % step != 0 {
+        return None;
+    }
+    Some((first..=last).step_by(step.max(1)).collect())
+}
+
+/// A key count: decimal digits only, no sign, no leading zeros (as Redis's
+/// `string2ll` reads it), at most 18 digits.
+fn parse_count(b: &[u8]) -> Option<usize> {
+    if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if b.len() > 1 && b[0] == b'0' {
+        return None;
+    }
+    let n = b.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    usize::try_from(n).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    fn idx(s: &str) -> Vec<usize> {
+        command_keys(&args(s)).unwrap().indexes
+    }
+
+    #[test]
+    fn table_is_sorted_upper_case_and_short() {
+        for w in TABLE.windows(2) {
+            assert!(w[0].0 < w[1].0, "{} before {}", w[0].0, w[1].0);
+        }
+        for (name, spec) in TABLE {
+            assert_eq!(*name, name.to_ascii_uppercase());
+            assert!(name.len() <= MAX_NAME);
+            assert_eq!(key_spec(name.as_bytes()), *spec);
+            assert_eq!(key_spec(name.to_ascii_lowercase().as_bytes()), *spec);
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(idx("SET k v PXAT 1"), [1]);
+        assert_eq!(idx("set k v"), [1]);
+        assert_eq!(idx("MSET a 1 b 2 c 3"), [1, 3, 5]);
+        assert_eq!(idx("MSETNX a 1"), [1]);
+        assert_eq!(idx("DEL a b c"), [1, 2, 3]);
+        assert_eq!(idx("UNLINK a"), [1]);
+        assert_eq!(idx("RENAME a b"), [1, 2]);
+        assert_eq!(idx("LMOVE a b LEFT RIGHT"), [1, 2]);
+        assert_eq!(idx("SMOVE a b m"), [1, 2]);
+        assert_eq!(idx("SINTERSTORE d a b"), [1, 2, 3]);
+        assert_eq!(idx("BITOP AND d a b"), [2, 3, 4]);
+        assert_eq!(idx("BITOP NOT d a"), [2, 3]);
+        assert_eq!(idx("PFMERGE d"), [1]);
+        assert_eq!(idx("PFMERGE d a b"), [1, 2, 3]);
+        assert_eq!(idx("ZRANGESTORE d s 0 -1"), [1, 2]);
+        assert_eq!(idx("GEOSEARCHSTORE d s FROMMEMBER m BYRADIUS 1 km"), [1, 2]);
+        assert_eq!(idx("XADD s 1-1 f v"), [1]);
+    }
+
+    #[test]
+    fn numkeys() {
+        assert_eq!(idx("ZUNIONSTORE d 2 a b WEIGHTS 1 2"), [1, 3, 4]);
+        assert_eq!(idx("ZINTERSTORE d 1 a"), [1, 3]);
+        assert_eq!(idx("ZDIFFSTORE d 0"), [1]);
+        assert_eq!(idx("EVAL body 2 a b x y"), [3, 4]);
+        assert_eq!(idx("EVALSHA sha 0 x"), Vec::<usize>::new());
+        assert_eq!(idx("FCALL f 1 a"), [3]);
+        assert_eq!(idx("MSETEX 2 a 1 b 2 NX PXAT 5"), [2, 4]);
+        assert_eq!(idx("MSETEX 1 a 1"), [2]);
+        for bad in ["MSETEX 2 a 1 b", "MSETEX 0x a", "MSETEX 3 a 1 b 2"] {
+            assert!(
+                matches!(
+                    command_keys(&args(bad)),
+                    Err(KeyError::BadNumKeys { index: 1, .. })
+                ),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "EVAL b -1",
+            "EVAL b x",
+            "EVAL b 01",
+            "EVAL b 3 a b",
+            "EVAL b +1 a",
+            "EVAL b ",
+        ] {
+            assert!(
+                matches!(
+                    command_keys(&args(bad)),
+                    Err(KeyError::BadNumKeys { index: 2, .. })
+                ),
+                "{bad}"
+            );
+        }
+        let huge = "EVAL b 99999999999999999999 a";
+        assert!(matches!(
+            command_keys(&args(huge)),
+            Err(KeyError::BadNumKeys { .. })
+        ));
+        assert!(matches!(
+            command_keys(&args("EVAL b")),
+            Err(KeyError::MissingArguments { got: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn sort_and_georadius() {
+        assert_eq!(idx("SORT k"), [1]);
+        assert_eq!(idx("SORT k STORE d"), [1, 3]);
+        assert_eq!(
+            idx("SORT k BY store LIMIT 0 10 GET store ALPHA STORE d"),
+            [1, 11]
+        );
+        assert_eq!(idx("SORT k STORE a STORE b"), [1, 5]);
+        assert_eq!(idx("SORT k STORE"), [1]);
+        assert_eq!(idx("GEORADIUS k 0 0 1 km STORE d"), [1, 7]);
+        assert_eq!(idx("GEORADIUS k 0 0 1 km STOREDIST d ASC"), [1, 7]);
+        assert_eq!(idx("GEORADIUSBYMEMBER k m 1 km STORE d"), [1, 6]);
+        assert_eq!(
+            idx("GEORADIUSBYMEMBER k m 1 km STORE a STOREDIST b"),
+            [1, 8]
+        );
+        assert_eq!(idx("GEORADIUS k 0 0 1 km"), [1]);
+    }
+
+    #[test]
+    fn xgroup_copy_move() {
+        assert_eq!(idx("XGROUP CREATE s g $ MKSTREAM"), [2]);
+        assert_eq!(idx("xgroup setid s g 0 ENTRIESREAD 3"), [2]);
+        assert_eq!(idx("XGROUP CREATECONSUMER s g c"), [2]);
+        assert!(matches!(
+            command_keys(&args("XGROUP HELP")),
+            Err(KeyError::UnknownSubcommand { .. })
+        ));
+        assert!(matches!(
+            command_keys(&args("XGROUP")),
+            Err(KeyError::MissingArguments { .. })
+        ));
+        let k = command_keys(&args("COPY a b REPLACE")).unwrap();
+        assert_eq!((k.class, k.indexes), (Class::DataKeys, vec![1, 2]));
+        let k = command_keys(&args("COPY a b DB 3")).unwrap();
+        assert_eq!((k.class, k.indexes), (Class::CrossDb, vec![1, 2]));
+        let k = command_keys(&args("COPY a b DB")).unwrap();
+        assert_eq!(k.class, Class::DataKeys);
+        let k = command_keys(&args("MOVE a 1")).unwrap();
+        assert_eq!((k.class, k.indexes), (Class::CrossDb, vec![1]));
+    }
+
+    #[test]
+    fn no_keys_are_classified() {
+        for (cmd, kind) in [
+            ("FLUSHALL ASYNC", NoKeysKind::Flush),
+            ("flushdb", NoKeysKind::Flush),
+            ("FUNCTION LOAD x", NoKeysKind::Function),
+            ("SCRIPT LOAD x", NoKeysKind::Script),
+            ("SELECT 1", NoKeysKind::Select),
+            ("MULTI", NoKeysKind::Multi),
+            ("EXEC", NoKeysKind::Exec),
+            ("PING", NoKeysKind::Ping),
+            ("REPLCONF GETACK *", NoKeysKind::Replconf),
+            ("PUBLISH ch m", NoKeysKind::Publish),
+            ("SWAPDB 0 1", NoKeysKind::SwapDb),
+            ("OPINFO x", NoKeysKind::Vendor),
+        ] {
+            let k = command_keys(&args(cmd)).unwrap();
+            assert_eq!(k.class, Class::NoKeys(kind), "{cmd}");
+            assert!(k.indexes.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(command_keys(&[]), Err(KeyError::Empty));
+        assert!(matches!(
+            command_keys(&args("XREADGROUP GROUP g c STREAMS s >")),
+            Err(KeyError::UnknownCommand { .. })
+        ));
+        assert!(matches!(
+            command_keys(&[Bytes::from(vec![b'X'; 1000])]),
+            Err(KeyError::UnknownCommand { .. })
+        ));
+        for short in [
+            "SET",
+            "DEL",
+            "RENAME a",
+            "MSET a",
+            "MSET a 1 b",
+            "BITOP AND",
+            "MOVE a",
+            "SORT",
+        ] {
+            assert!(
+                matches!(
+                    command_keys(&args(short)),
+                    Err(KeyError::MissingArguments { .. })
+                ),
+                "{short}"
+            );
+        }
+        let e = command_keys(&args("NOPE\u{1}")).unwrap_err().to_string();
+        assert_eq!(e, "unknown command NOPE\\x01: no key spec, not routed");
+    }
+
+    #[test]
+    fn keys_iterates_key_arguments() {
+        let a = args("MSET a 1 b 2");
+        let k = command_keys(&a).unwrap();
+        let got: Vec<&[u8]> = k.keys(&a).map(|b| &b[..]).collect();
+        assert_eq!(got, [&b"a"[..], b"b"]);
+    }
+}

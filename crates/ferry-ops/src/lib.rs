@@ -1,0 +1,56 @@
+//! Pure cluster-routing data for ferry's writer: no I/O, no async runtime.
+//!
+//! * [`slot`]: [`key_slot`], the CRC16/hash-tag rule that maps a key to one of
+//!   16384 slots.
+//! * [`keys`]: where the keys are in each command a replication stream can
+//!   carry ([`command_keys`], [`key_spec`]); unknown commands are reported,
+//!   never guessed.
+//! * [`split`](mod@split): [`route`] decides where a replicated command goes on a
+//!   cluster target: one slot, one command per slot (multi-key `MSET`/`DEL`
+//!   split), every master (`FLUSHALL`, `FUNCTION LOAD`), nowhere (`PING`,
+//!   `SELECT`, `MULTI` — the caller's business) or not at all (cross-slot
+//!   `RENAME`, `PUBLISH`) with a typed reason.
+//! * [`topology`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (RESP2 or RESP3)
+//!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
+//! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
+//!   server error replies are classified ([`ErrorKind`]).
+//!
+//! No input makes any function here panic: malformed commands and replies
+//! are typed errors ([`KeyError`], [`TopologyError`]) or `None`.
+
+pub mod keys;
+pub mod redirect;
+pub mod slot;
+pub mod split;
+pub mod topology;
+
+pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
+pub use redirect::{ErrorKind, Redirect, RedirectKind};
+pub use slot::{SLOTS, key_slot};
+pub use split::{Route, Split, Unreplayable, route, split};
+pub use topology::{Node, SlotMap, Topology, TopologyError};
+
+/// Bytes for an error message or log line: printable ASCII as is, anything
+/// else escaped, cut after 64 bytes (a command argument can be 512 MiB).
+pub(crate) fn show(b: &[u8]) -> String {
+    const MAX: usize = 64;
+    let mut s = b[..b.len().min(MAX)].escape_ascii().to_string();
+    if b.len() > MAX {
+        s.push_str(&format!("...({} bytes)", b.len()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn show_escapes_and_truncates() {
+        assert_eq!(super::show(b"SET"), "SET");
+        assert_eq!(super::show(b"a\x00\xff"), "a\\x00\\xff");
+        let long = vec![b'x'; 100];
+        assert_eq!(
+            super::show(&long),
+            format!("{}...(100 bytes)", "x".repeat(64))
+        );
+    }
+}

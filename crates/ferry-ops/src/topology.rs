@@ -1,0 +1,744 @@
+//! Cluster topology: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies into a slot map.
+//!
+//! ```text
+//! CLUSTER SLOTS  (RESP2 and RESP3 alike; deprecated in 7.0, still everywhere)
+//!   [ [start, end, [endpoint, port, id, {ip|hostname meta}], replica..., ], ... ]
+//! CLUSTER SHARDS (7.0+; maps in RESP3, flat key/value arrays in RESP2)
+//!   [ { slots: [start, end, start, end, ...],
+//!       nodes: [ { id, port, tls-port?, ip, endpoint, hostname?, role,
+//!                  replication-offset, health }, ... ] }, ... ]
+//!
+//! endpoint (cluster-preferred-endpoint-type of the node that answered):
+//!   ip or hostname  -> used as is
+//!   "?"             -> hostname preferred but not announced: the node's ip
+//!                      (SHARDS `ip`, SLOTS meta `ip`), else the answering host
+//!   "" / null       -> unknown-endpoint: the host of the node that answered
+//! ```
+//!
+//! [`SlotMap`] is keyed by range end: `BTreeMap<end, (start, node)>`, so a
+//! lookup is one `range(slot..)` step. It is also what the writer mutates
+//! after `-MOVED` ([`SlotMap::set`], [`Topology::apply_redirect`]); adjacent
+//! ranges of one node are merged, so a resharding moving slots one by one
+//! does not grow the map. `CLUSTER SHARDS` also lists masters serving no
+//! slot (they still need `FLUSHALL`/`FUNCTION LOAD`); `CLUSTER SLOTS` cannot.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use ferry_resp::Value;
+
+use crate::redirect::{HostPort, Redirect, RedirectKind};
+use crate::show;
+use crate::slot::MAX_SLOT;
+
+/// A master node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Node {
+    /// The 40-character node id; `None` when learned from a redirect (or a
+    /// pre-4.0 `CLUSTER SLOTS`).
+    pub id: Option<String>,
+    /// Host to connect to (ip or hostname; IPv6 without brackets), endpoint
+    /// rules applied.
+    pub host: String,
+    /// Client port.
+    pub port: u16,
+}
+
+impl Node {
+    /// `host:port`, with brackets around an IPv6 host.
+    pub fn addr(&self) -> String {
+        HostPort(&self.host, self.port).to_string()
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        HostPort(&self.host, self.port).fmt(f)
+    }
+}
+
+/// Slot ranges to node indexes, keyed by range end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotMap {
+    /// end -> (start, node index); ranges never overlap.
+    ranges: BTreeMap<u16, (u16, usize)>,
+}
+
+impl SlotMap {
+    /// An empty map (every slot uncovered).
+    pub fn new() -> SlotMap {
+        SlotMap::default()
+    }
+
+    /// The node index serving `slot`, if any.
+    pub fn node_for(&self, slot: u16) -> Option<usize> {
+        let (_, &(start, node)) = self.ranges.range(slot..).next()?;
+        (start <= slot).then_some(node)
+    }
+
+    /// Points one slot at `node` (after `-MOVED`).
+    ///
+    /// # Errors
+    /// [`TopologyError::BadRange`] if `slot` > 16383.
+    pub fn set(&mut self, slot: u16, node: usize) -> Result<(), TopologyError> {
+        self.set_range(slot, slot, node)
+    }
+
+    /// Points slots `start..=end` at `node`, replacing whatever served them.
+    ///
+    /// # Errors
+    /// [`TopologyError::BadRange`] if `start > end` or `end` > 16383.
+    pub fn set_range(&mut self, start: u16, end: u16, node: usize) -> Result<(), TopologyError> {
+        if start > end || end > MAX_SLOT {
+            return Err(TopologyError::BadRange {
+                start: start.into(),
+                end: end.into(),
+            });
+        }
+        let overlapping: Vec<(u16, (u16, usize))> = self
+            .ranges
+            .range(start..)
+            .take_while(|(_, (s, _))| *s <= end)
+            .map(|(e, v)| (*e, *v))
+            .collect();
+        for (e, (s, n)) in overlapping {
+            self.ranges.remove(&e);
+            if s < start {
+                self.ranges.insert(start - 1, (s, n));
+            }
+            if e > end {
+                self.ranges.insert(e, (end + 1, n));
+            }
+        }
+        let (mut lo, mut hi) = (start, end);
+        if let Some(before) = start.checked_sub(1)
+            && let Some(&(s, n)) = self.ranges.get(&before)
+            && n == node
+        {
+            self.ranges.remove(&before);
+            lo = s;
+        }
+        if end < MAX_SLOT
+            && let Some((&e, &(s, n))) = self.ranges.range(end + 1..).next()
+            && s == end + 1
+            && n == node
+        {
+            self.ranges.remove(&e);
+            hi = e;
+        }
+        self.ranges.insert(hi, (lo, node));
+        Ok(())
+    }
+
+    /// Whether any slot in `start..=end` is already served.
+    fn overlaps(&self, start: u16, end: u16) -> bool {
+        self.ranges
+            .range(start..)
+            .next()
+            .is_some_and(|(_, (s, _))| *s <= end)
+    }
+
+    /// The slot ranges no node serves, in order (empty when complete).
+    pub fn uncovered(&self) -> Vec<(u16, u16)> {
+        let mut out = Vec::new();
+        let mut next: u32 = 0;
+        for (&end, &(start, _)) in &self.ranges {
+            if u32::from(start) > next {
+                out.push((next as u16, start - 1));
+            }
+            next = u32::from(end) + 1;
+        }
+        if next <= u32::from(MAX_SLOT) {
+            out.push((next as u16, MAX_SLOT));
+        }
+        out
+    }
+
+    /// Whether every slot is served.
+    pub fn is_complete(&self) -> bool {
+        self.uncovered().is_empty()
+    }
+
+    /// The ranges as `(start, end, node index)`, in slot order.
+    pub fn ranges(&self) -> impl Iterator<Item = (u16, u16, usize)> + '_ {
+        self.ranges.iter().map(|(&e, &(s, n))| (s, e, n))
+    }
+}
+
+/// The masters of a cluster and the slots each serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Master nodes; [`SlotMap`] values index this list.
+    pub masters: Vec<Node>,
+    /// Which master serves each slot.
+    pub slots: SlotMap,
+}
+
+/// Why a topology reply could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// The node answered with an error (e.g. cluster support disabled, or
+    /// `CLUSTER SHARDS` unknown before 7.0).
+    #[error("the node answered with an error: {}", show(.message))]
+    ErrorReply {
+        /// The error text.
+        message: Bytes,
+    },
+    /// A part of the reply has the wrong type or length.
+    #[error("{at}: expected {expected}")]
+    Shape {
+        /// Where, e.g. `reply[2][2]` or `shard 1 nodes[0]`.
+        at: String,
+        /// What was expected there.
+        expected: &'static str,
+    },
+    /// A required field of a `CLUSTER SHARDS` map is missing.
+    #[error("{at}: missing field {field:?}")]
+    MissingField {
+        /// Where.
+        at: String,
+        /// The field name.
+        field: &'static str,
+    },
+    /// A port outside 1..=65535.
+    #[error("{at}: bad port {value}")]
+    BadPort {
+        /// Where.
+        at: String,
+        /// The value received.
+        value: i64,
+    },
+    /// A slot range with start > end or a slot outside 0..=16383.
+    #[error("bad slot range {start}-{end}")]
+    BadRange {
+        /// First slot as received.
+        start: i64,
+        /// Last slot as received.
+        end: i64,
+    },
+    /// Two ranges of the reply share slots.
+    #[error("slot range {start}-{end} overlaps another range of the reply")]
+    Overlap {
+        /// First slot.
+        start: u16,
+        /// Last slot.
+        end: u16,
+    },
+    /// A shard serves slots but lists no master.
+    #[error("{at}: serves slots but lists no master")]
+    NoMaster {
+        /// Where.
+        at: String,
+    },
+}
+
+impl Topology {
+    /// Parses a `CLUSTER SHARDS` reply (RESP2 or RESP3). `answered_by` is the
+    /// host of the connection that got it, used for empty endpoints.
+    ///
+    /// # Errors
+    /// [`TopologyError`] on an error reply or a malformed one.
+    pub fn from_shards(reply: &Value, answered_by: &str) -> Result<Topology, TopologyError> {
+        let mut topo = Topology::default();
+        for (i, shard) in array(reply, || "reply".into())?.iter().enumerate() {
+            let at = || format!("shard {i}");
+            let fields = pairs(shard).ok_or_else(|| shape(at(), "a map"))?;
+            let slots = field(&fields, "slots").ok_or_else(|| missing(at(), "slots"))?;
+            let slots = array(slots, || format!("{} slots", at()))?;
+            if slots.len() % 2 != 0 {
+                return Err(shape(format!("{} slots", at()), "start/end pairs"));
+            }
+            let nodes = field(&fields, "nodes").ok_or_else(|| missing(at(), "nodes"))?;
+            let mut master: Option<(Node, bool)> = None;
+            for (j, node) in array(nodes, || format!("{} nodes", at()))?
+                .iter()
+                .enumerate()
+            {
+                let at = || format!("shard {i} nodes[{j}]");
+                let fields = pairs(node).ok_or_else(|| shape(at(), "a map"))?;
+                let text_field = |name| field(&fields, name).and_then(text);
+                if text_field("role") != Some("master") {
+                    continue;
+                }
+                let online = text_field("health") == Some("online");
+                if master.as_ref().is_some_and(|(_, best)| *best || !online) {
+                    continue;
+                }
+                let port = match field(&fields, "port").and_then(Value::as_int) {
+                    Some(p) if p != 0 => p,
+                    _ => field(&fields, "tls-port")
+                        .and_then(Value::as_int)
+                        .ok_or_else(|| missing(at(), "port"))?,
+                };
+                let host = resolve_host(
+                    field(&fields, "endpoint").and_then(text),
+                    text_field("ip"),
+                    answered_by,
+                );
+                let node = Node {
+                    id: text_field("id").map(str::to_owned),
+                    host,
+                    port: port_u16(port, at)?,
+                };
+                master = Some((node, online));
+            }
+            let Some((node, _)) = master else {
+                if slots.is_empty() {
+                    continue;
+                }
+                return Err(TopologyError::NoMaster { at: at() });
+            };
+            let index = topo.add_master(node);
+            for (k, pair) in slots.chunks_exact(2).enumerate() {
+                let at = || format!("shard {i} slots[{}]", 2 * k);
+                let start = pair[0].as_int().ok_or_else(|| shape(at(), "an integer"))?;
+                let end = pair[1].as_int().ok_or_else(|| shape(at(), "an integer"))?;
+                topo.add_range(start, end, index)?;
+            }
+        }
+        Ok(topo)
+    }
+
+    /// Parses a `CLUSTER SLOTS` reply (RESP2 or RESP3). `answered_by` is the
+    /// host of the connection that got it, used for empty endpoints.
+    ///
+    /// # Errors
+    /// [`TopologyError`] on an error reply or a malformed one.
+    pub fn from_slots(reply: &Value, answered_by: &str) -> Result<Topology, TopologyError> {
+        let mut topo = Topology::default();
+        for (i, entry) in array(reply, || "reply".into())?.iter().enumerate() {
+            let at = || format!("reply[{i}]");
+            let items = array(entry, at)?;
+            if items.len() < 3 {
+                return Err(shape(at(), "[start, end, master, replicas...]"));
+            }
+            let start = items[0]
+                .as_int()
+                .ok_or_else(|| shape(format!("reply[{i}][0]"), "an integer"))?;
+            let end = items[1]
+                .as_int()
+                .ok_or_else(|| shape(format!("reply[{i}][1]"), "an integer"))?;
+            let at = || format!("reply[{i}][2]");
+            let node = array(&items[2], at)?;
+            if node.len() < 2 {
+                return Err(shape(at(), "[endpoint, port, id, meta]"));
+            }
+            let endpoint = match &node[0] {
+                Value::Null => None,
+                v => Some(text(v).ok_or_else(|| shape(at(), "a string endpoint"))?),
+            };
+            let port = node[1]
+                .as_int()
+                .ok_or_else(|| shape(at(), "an integer port"))?;
+            let id = node.get(2).and_then(text).map(str::to_owned);
+            let meta = node.get(3).and_then(pairs).unwrap_or_default();
+            let ip = field(&meta, "ip").and_then(text);
+            let node = Node {
+                id,
+                host: resolve_host(endpoint, ip, answered_by),
+                port: port_u16(port, at)?,
+            };
+            let index = topo.add_master(node);
+            topo.add_range(start, end, index)?;
+        }
+        Ok(topo)
+    }
+
+    /// The master serving `slot`, if any.
+    pub fn node_for(&self, slot: u16) -> Option<&Node> {
+        self.slots.node_for(slot).and_then(|i| self.masters.get(i))
+    }
+
+    /// The index of the master at `host:port`, if known.
+    pub fn index_of(&self, host: &str, port: u16) -> Option<usize> {
+        self.masters
+            .iter()
+            .position(|n| n.port == port && n.host == host)
+    }
+
+    /// Applies a redirect received on a connection to `answered_by`: returns
+    /// the index of the node to send to, adding it to
+    /// [`masters`](Topology::masters) if unknown; for `MOVED` also points the
+    /// slot at it (`ASK` leaves the map alone).
+    pub fn apply_redirect(&mut self, redirect: &Redirect, answered_by: &str) -> usize {
+        let host = redirect.host_or(answered_by);
+        let index = self.index_of(host, redirect.port).unwrap_or_else(|| {
+            self.masters.push(Node {
+                id: None,
+                host: host.to_owned(),
+                port: redirect.port,
+            });
+            self.masters.len() - 1
+        });
+        if redirect.kind == RedirectKind::Moved {
+            // Redirect::parse only yields slots <= 16383, so this cannot fail.
+            let _ = self.slots.set(redirect.slot, index);
+        }
+        index
+    }
+
+    /// Adds `node` unless a master with the same id (or, without ids, the
+    /// same address) is known; returns its index.
+    fn add_master(&mut self, node: Node) -> usize {
+        let same = |m: &Node| match (&m.id, &node.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => m.host == node.host && m.port == node.port,
+        };
+        self.masters.iter().position(same).unwrap_or_else(|| {
+            self.masters.push(node);
+            self.masters.len() - 1
+        })
+    }
+
+    /// Adds a range from a reply: checked, and never over another.
+    fn add_range(&mut self, start: i64, end: i64, node: usize) -> Result<(), TopologyError> {
+        let bad = TopologyError::BadRange { start, end };
+        let (Ok(s), Ok(e)) = (u16::try_from(start), u16::try_from(end)) else {
+            return Err(bad);
+        };
+        if s > e || e > MAX_SLOT {
+            return Err(bad);
+        }
+        if self.slots.overlaps(s, e) {
+            return Err(TopologyError::Overlap { start: s, end: e });
+        }
+        self.slots.set_range(s, e, node)
+    }
+}
+
+/// The endpoint rules (see the module docs).
+fn resolve_host(endpoint: Option<&str>, ip: Option<&str>, answered_by: &str) -> String {
+    match endpoint {
+        None | Some("") => answered_by,
+        Some("?") => ip
+            .filter(|ip| !ip.is_empty() && *ip != "?")
+            .unwrap_or(answered_by),
+        Some(e) => e,
+    }
+    .to_owned()
+}
+
+fn shape(at: String, expected: &'static str) -> TopologyError {
+    TopologyError::Shape { at, expected }
+}
+
+fn missing(at: String, field: &'static str) -> TopologyError {
+    TopologyError::MissingField { at, field }
+}
+
+fn port_u16(value: i64, at: impl Fn() -> String) -> Result<u16, TopologyError> {
+    u16::try_from(value)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| TopologyError::BadPort { at: at(), value })
+}
+
+/// The elements of an array (or set); an error reply or anything else is an error.
+fn array(v: &Value, at: impl Fn() -> String) -> Result<&[Value], TopologyError> {
+    match v {
+        Value::Error(message) => Err(TopologyError::ErrorReply {
+            message: message.clone(),
+        }),
+        _ => v.as_array().ok_or_else(|| shape(at(), "an array")),
+    }
+}
+
+/// A map's pairs: a RESP3 map, or a RESP2 flat array of even length.
+fn pairs(v: &Value) -> Option<Vec<(&Value, &Value)>> {
+    match v {
+        Value::Map(m) => Some(m.iter().map(|(k, v)| (k, v)).collect()),
+        Value::Array(a) if a.len() % 2 == 0 => {
+            Some(a.chunks_exact(2).map(|kv| (&kv[0], &kv[1])).collect())
+        }
+        _ => None,
+    }
+}
+
+/// The value of the first pair whose key is the string `name`.
+fn field<'a>(pairs: &[(&'a Value, &'a Value)], name: &str) -> Option<&'a Value> {
+    pairs
+        .iter()
+        .find(|(k, _)| text(k) == Some(name))
+        .map(|(_, v)| *v)
+}
+
+/// A string value as UTF-8.
+fn text(v: &Value) -> Option<&str> {
+    v.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_of(m: &SlotMap) -> Vec<(u16, u16, usize)> {
+        m.ranges().collect()
+    }
+
+    #[test]
+    fn slot_map_set_splits_and_merges() {
+        let mut m = SlotMap::new();
+        assert_eq!(m.uncovered(), [(0, 16383)]);
+        assert_eq!(m.node_for(0), None);
+        m.set_range(0, 5460, 0).unwrap();
+        m.set_range(5461, 10922, 1).unwrap();
+        m.set_range(10923, 16383, 2).unwrap();
+        assert!(m.is_complete());
+        assert_eq!(m.node_for(0), Some(0));
+        assert_eq!(m.node_for(5460), Some(0));
+        assert_eq!(m.node_for(5461), Some(1));
+        assert_eq!(m.node_for(16383), Some(2));
+        assert_eq!(m.node_for(16384), None);
+        // MOVED in the middle of a range splits it in three.
+        m.set(100, 2).unwrap();
+        assert_eq!(
+            map_of(&m),
+            [
+                (0, 99, 0),
+                (100, 100, 2),
+                (101, 5460, 0),
+                (5461, 10922, 1),
+                (10923, 16383, 2)
+            ]
+        );
+        // Moving it back merges again.
+        m.set(100, 0).unwrap();
+        assert_eq!(
+            map_of(&m),
+            [(0, 5460, 0), (5461, 10922, 1), (10923, 16383, 2)]
+        );
+        // Migrating the edge slot by slot keeps two ranges.
+        for s in (5461..=5470).rev() {
+            m.set(s, 0).unwrap();
+        }
+        assert_eq!(
+            map_of(&m),
+            [(0, 5470, 0), (5471, 10922, 1), (10923, 16383, 2)]
+        );
+        m.set(16383, 0).unwrap();
+        m.set(0, 2).unwrap();
+        assert_eq!(
+            map_of(&m),
+            [
+                (0, 0, 2),
+                (1, 5470, 0),
+                (5471, 10922, 1),
+                (10923, 16382, 2),
+                (16383, 16383, 0)
+            ]
+        );
+        // A range over several replaces them all.
+        m.set_range(3, 16000, 1).unwrap();
+        assert_eq!(
+            map_of(&m),
+            [
+                (0, 0, 2),
+                (1, 2, 0),
+                (3, 16000, 1),
+                (16001, 16382, 2),
+                (16383, 16383, 0)
+            ]
+        );
+        assert!(m.set(16384, 0).is_err());
+        assert!(m.set_range(5, 4, 0).is_err());
+    }
+
+    #[test]
+    fn uncovered_ranges() {
+        let mut m = SlotMap::new();
+        m.set_range(10, 20, 0).unwrap();
+        m.set_range(21, 30, 1).unwrap();
+        m.set_range(100, 16382, 0).unwrap();
+        assert_eq!(m.uncovered(), [(0, 9), (31, 99), (16383, 16383)]);
+        m.set_range(0, 16383, 3).unwrap();
+        assert_eq!(map_of(&m), [(0, 16383, 3)]);
+        assert!(m.is_complete());
+    }
+
+    fn b(s: &str) -> Value {
+        Value::bulk(s.to_owned())
+    }
+
+    fn slots_entry(start: i64, end: i64, ep: Value, port: i64, id: &str, meta: Value) -> Value {
+        Value::Array(vec![
+            Value::Integer(start),
+            Value::Integer(end),
+            Value::Array(vec![ep, Value::Integer(port), b(id), meta]),
+        ])
+    }
+
+    #[test]
+    fn slots_endpoints() {
+        let meta = Value::Map(vec![(b("ip"), b("10.0.0.2"))]);
+        let reply = Value::Array(vec![
+            slots_entry(0, 99, b("h1"), 7000, "a", Value::Array(vec![])),
+            slots_entry(100, 199, b("?"), 7001, "b", meta.clone()),
+            slots_entry(200, 299, Value::Null, 7002, "c", meta),
+            slots_entry(300, 16383, b("?"), 7003, "d", Value::Array(vec![])),
+            slots_entry(16000, 16000, b("h1"), 7000, "a", Value::Array(vec![])),
+        ]);
+        assert_eq!(
+            Topology::from_slots(&reply, "seed"),
+            Err(TopologyError::Overlap {
+                start: 16000,
+                end: 16000
+            })
+        );
+        let Value::Array(mut entries) = reply else {
+            unreachable!()
+        };
+        entries.pop();
+        let t = Topology::from_slots(&Value::Array(entries), "seed").unwrap();
+        let hosts: Vec<String> = t.masters.iter().map(Node::addr).collect();
+        assert_eq!(
+            hosts,
+            ["h1:7000", "10.0.0.2:7001", "seed:7002", "seed:7003"]
+        );
+        assert_eq!(t.node_for(150).unwrap().id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        let err = Value::Error(Bytes::from_static(
+            b"ERR This instance has cluster support disabled",
+        ));
+        assert!(matches!(
+            Topology::from_slots(&err, "h"),
+            Err(TopologyError::ErrorReply { .. })
+        ));
+        assert!(matches!(
+            Topology::from_shards(&err, "h"),
+            Err(TopologyError::ErrorReply { .. })
+        ));
+        let cases = [
+            Value::Integer(1),
+            Value::Array(vec![Value::Integer(1)]),
+            Value::Array(vec![Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(1),
+            ])]),
+            Value::Array(vec![slots_entry(0, 16384, b("h"), 1, "a", Value::Null)]),
+            Value::Array(vec![slots_entry(5, 4, b("h"), 1, "a", Value::Null)]),
+            Value::Array(vec![slots_entry(-1, 4, b("h"), 1, "a", Value::Null)]),
+            Value::Array(vec![slots_entry(0, 4, b("h"), 0, "a", Value::Null)]),
+            Value::Array(vec![slots_entry(0, 4, b("h"), 65536, "a", Value::Null)]),
+            Value::Array(vec![slots_entry(
+                0,
+                4,
+                Value::Integer(3),
+                1,
+                "a",
+                Value::Null,
+            )]),
+        ];
+        for c in &cases {
+            assert!(Topology::from_slots(c, "h").is_err(), "{c:?}");
+        }
+        let shard = |fields: Vec<(Value, Value)>| Value::Array(vec![Value::Map(fields)]);
+        let node = |role: &str| {
+            Value::Map(vec![
+                (b("port"), Value::Integer(1)),
+                (b("role"), b(role)),
+                (b("ip"), b("i")),
+            ])
+        };
+        let shards = [
+            shard(vec![(b("nodes"), Value::Array(vec![]))]),
+            shard(vec![
+                (b("slots"), Value::Array(vec![Value::Integer(1)])),
+                (b("nodes"), Value::Array(vec![])),
+            ]),
+            shard(vec![
+                (
+                    b("slots"),
+                    Value::Array(vec![Value::Integer(1), Value::Integer(2)]),
+                ),
+                (b("nodes"), Value::Array(vec![node("replica")])),
+            ]),
+            shard(vec![
+                (b("slots"), Value::Array(vec![b("x"), Value::Integer(2)])),
+                (b("nodes"), Value::Array(vec![node("master")])),
+            ]),
+        ];
+        for c in &shards {
+            assert!(Topology::from_shards(c, "h").is_err(), "{c:?}");
+        }
+        // A slotless shard with only a replica is skipped; a slotless master is listed.
+        let ok = Value::Array(vec![
+            Value::Map(vec![
+                (b("slots"), Value::Array(vec![])),
+                (b("nodes"), Value::Array(vec![node("replica")])),
+            ]),
+            Value::Map(vec![
+                (b("slots"), Value::Array(vec![])),
+                (b("nodes"), Value::Array(vec![node("master")])),
+            ]),
+        ]);
+        let t = Topology::from_shards(&ok, "h").unwrap();
+        assert_eq!(t.masters.len(), 1);
+        assert_eq!(t.slots.uncovered(), [(0, 16383)]);
+    }
+
+    #[test]
+    fn shards_prefers_an_online_master_and_applies_endpoint_rules() {
+        let node = |id: &str, ep: &str, health: &str| {
+            Value::Array(vec![
+                b("id"),
+                b(id),
+                b("port"),
+                Value::Integer(7000),
+                b("ip"),
+                b("10.0.0.9"),
+                b("endpoint"),
+                b(ep),
+                b("role"),
+                b("master"),
+                b("health"),
+                b(health),
+            ])
+        };
+        let reply = Value::Array(vec![Value::Array(vec![
+            b("slots"),
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(10),
+                Value::Integer(20),
+                Value::Integer(16383),
+            ]),
+            b("nodes"),
+            Value::Array(vec![
+                node("dead", "x", "failed"),
+                node("live", "?", "online"),
+            ]),
+        ])]);
+        let t = Topology::from_shards(&reply, "seed").unwrap();
+        assert_eq!(t.masters.len(), 1);
+        assert_eq!(t.masters[0].id.as_deref(), Some("live"));
+        assert_eq!(t.masters[0].host, "10.0.0.9");
+        assert_eq!(t.slots.uncovered(), [(11, 19)]);
+    }
+
+    #[test]
+    fn redirects_update_the_map() {
+        let mut t = Topology::default();
+        t.masters.push(Node {
+            id: Some("a".into()),
+            host: "h".into(),
+            port: 1,
+        });
+        t.slots.set_range(0, 16383, 0).unwrap();
+        let moved = Redirect::parse(b"MOVED 5 :2").unwrap();
+        assert_eq!(t.apply_redirect(&moved, "h"), 1);
+        assert_eq!(t.node_for(5).unwrap().addr(), "h:2");
+        assert_eq!(t.node_for(6).unwrap().addr(), "h:1");
+        let ask = Redirect::parse(b"ASK 6 ::1:3").unwrap();
+        assert_eq!(t.apply_redirect(&ask, "h"), 2);
+        assert_eq!(t.masters[2].addr(), "[::1]:3");
+        assert_eq!(t.node_for(6).unwrap().addr(), "h:1");
+        assert_eq!(
+            t.apply_redirect(&Redirect::parse(b"MOVED 7 h:2").unwrap(), "x"),
+            1
+        );
+    }
+}
