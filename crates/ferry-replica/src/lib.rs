@@ -18,20 +18,26 @@
 //! * [`position`]: the saved resume point (replid, offset, db), written
 //!   atomically, and the `REPLCONF ACK` encoder.
 //!
-//! No I/O, no async runtime, no `unsafe`: a thin driver owns the socket and
-//! the buffer, appends what it reads, and asks these types what to do. Every
+//! * [`link`]: the thin tokio driver around all of the above: socket,
+//!   spool, decoder task, ACKs, saved position, reconnects.
+//!
+//! Apart from [`link`]: no I/O, no async runtime, no `unsafe`: the driver owns
+//! the socket and the buffer, appends what it reads, and asks these types
+//! what to do. Every
 //! decoder here follows the same contract: `Ok(None)` means "read more",
 //! bytes are removed from the front of the buffer only when used, and no
 //! input can make them panic; feeding the input in pieces of any size gives
 //! the same results as feeding it whole.
 
 pub mod handshake;
+pub mod link;
 pub mod position;
 pub mod snapshot;
 pub mod spool;
 pub mod stream;
 
 pub use handshake::{Auth, Handshake, HandshakeConfig, HandshakeError, Outcome, Warning};
+pub use link::{Applied, Link, LinkConfig, LinkError, LinkEvent, LinkHandle, LinkStatus, Phase};
 pub use position::{Position, PositionError, ack_command};
 pub use snapshot::{Preamble, SnapshotError, SnapshotEvent, SnapshotFramer};
 pub use spool::{Spool, SpoolConfig, SpoolError};

@@ -1,0 +1,349 @@
+//! One connection to one node: a request/response mode for the handshake,
+//! then a pipelined mode for the write path.
+//!
+//! ```text
+//! Conn::connect(addr, auth)      TCP (bounded by a timeout), NODELAY, AUTH
+//! Conn::call(args)               one command, one reply (discovery, handshake)
+//! Conn::into_pipeline(tag, tx)   split the socket:
+//!     writer task: Bytes chunks from an unbounded channel -> BufWriter,
+//!                  flushed once the channel is momentarily empty (one flush
+//!                  per batch, not per command)
+//!     reader task: socket -> buffer -> every complete reply decoded, sent
+//!                  as one (tag, Replies(vec)) event per read, in order
+//!     either side failing sends (tag, Lost(error)) once; both tasks are
+//!     aborted when the Pipeline is dropped
+//! ```
+//!
+//! The pipeline does not know what it carries: matching replies to commands
+//! (an in-flight queue per connection) is the engine's job. The caller bounds
+//! the bytes in flight, which is why the command channel can be unbounded.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use ferry_resp::{RespError, Value, write_command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+/// Write buffer of the pipeline's writer task.
+const WRITE_BUF: usize = 256 * 1024;
+
+/// Credentials for `AUTH`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// ACL user name; `None` authenticates as `default` (`AUTH <password>`).
+    pub user: Option<String>,
+    /// Password; `None` sends no `AUTH` at all.
+    pub password: Option<String>,
+}
+
+impl Auth {
+    /// No authentication.
+    pub fn none() -> Auth {
+        Auth::default()
+    }
+
+    /// `AUTH <password>`.
+    pub fn password(password: impl Into<String>) -> Auth {
+        Auth {
+            user: None,
+            password: Some(password.into()),
+        }
+    }
+
+    /// `AUTH <user> <password>`.
+    pub fn user(user: impl Into<String>, password: impl Into<String>) -> Auth {
+        Auth {
+            user: Some(user.into()),
+            password: Some(password.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Why a connection failed. Cloneable (I/O errors are kept as text) so one
+/// failure can be reported to every waiter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    /// A socket error.
+    #[error("{addr}: {message}")]
+    Io {
+        /// The node.
+        addr: String,
+        /// The I/O error kind.
+        kind: io::ErrorKind,
+        /// The I/O error text.
+        message: String,
+    },
+    /// Connecting or a handshake reply took too long.
+    #[error("{addr}: {what} timed out after {} ms", .after.as_millis())]
+    Timeout {
+        /// The node.
+        addr: String,
+        /// What was being waited for.
+        what: &'static str,
+        /// The bound.
+        after: Duration,
+    },
+    /// The node closed the connection.
+    #[error("{addr}: connection closed by the server")]
+    Closed {
+        /// The node.
+        addr: String,
+    },
+    /// The node sent bytes that are not RESP.
+    #[error("{addr}: bad reply: {error}")]
+    Protocol {
+        /// The node.
+        addr: String,
+        /// The decoder's error.
+        error: RespError,
+    },
+    /// `AUTH` was refused.
+    #[error("{addr}: AUTH refused: {reply}")]
+    Auth {
+        /// The node.
+        addr: String,
+        /// The error reply.
+        reply: String,
+    },
+}
+
+impl ConnError {
+    fn io(addr: &str, e: &io::Error) -> ConnError {
+        ConnError::Io {
+            addr: addr.to_owned(),
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A connected, authenticated node in request/response mode.
+#[derive(Debug)]
+pub struct Conn {
+    addr: String,
+    stream: TcpStream,
+    rbuf: BytesMut,
+}
+
+impl Conn {
+    /// Connects to `addr` (`host:port`) and authenticates; both steps are
+    /// bounded by `timeout`.
+    ///
+    /// # Errors
+    /// [`ConnError`] if the node is unreachable, slow or refuses `AUTH`.
+    pub async fn connect(addr: &str, auth: &Auth, timeout: Duration) -> Result<Conn, ConnError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnError::Timeout {
+                addr: addr.to_owned(),
+                what: "connect",
+                after: timeout,
+            })?
+            .map_err(|e| ConnError::io(addr, &e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| ConnError::io(addr, &e))?;
+        let mut conn = Conn {
+            addr: addr.to_owned(),
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+        };
+        if let Some(password) = &auth.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &auth.user {
+                args.push(user.as_bytes());
+            }
+            args.push(password.as_bytes());
+            let reply = conn.call(&args, timeout).await?;
+            if let Value::Error(e) = reply {
+                return Err(ConnError::Auth {
+                    addr: addr.to_owned(),
+                    reply: String::from_utf8_lossy(&e).into_owned(),
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The node's address as given to [`Conn::connect`].
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one command and reads its reply (an error reply is `Ok`).
+    ///
+    /// # Errors
+    /// [`ConnError`] on a socket error, a timeout, EOF or bad RESP.
+    pub async fn call<A: AsRef<[u8]>>(
+        &mut self,
+        args: &[A],
+        timeout: Duration,
+    ) -> Result<Value, ConnError> {
+        let mut out = Vec::new();
+        write_command(&mut out, args);
+        let addr = self.addr.clone();
+        let timed_out = || ConnError::Timeout {
+            addr: addr.clone(),
+            what: "reply",
+            after: timeout,
+        };
+        tokio::time::timeout(timeout, self.stream.write_all(&out))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| ConnError::io(&self.addr, &e))?;
+        tokio::time::timeout(timeout, self.read_value())
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    async fn read_value(&mut self) -> Result<Value, ConnError> {
+        loop {
+            if let Some((value, used)) =
+                ferry_resp::decode(&self.rbuf).map_err(|error| ConnError::Protocol {
+                    addr: self.addr.clone(),
+                    error,
+                })?
+            {
+                self.rbuf.advance(used);
+                return Ok(value);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|e| ConnError::io(&self.addr, &e))?;
+            if n == 0 {
+                return Err(ConnError::Closed {
+                    addr: self.addr.clone(),
+                });
+            }
+        }
+    }
+
+    /// Switches to pipelined mode: spawns the reader and writer tasks, which
+    /// report to `events` tagged with `tag`.
+    pub fn into_pipeline<T>(self, tag: T, events: mpsc::UnboundedSender<(T, PipeEvent)>) -> Pipeline
+    where
+        T: Clone + Send + 'static,
+    {
+        let Conn { addr, stream, rbuf } = self;
+        let (read_half, write_half) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+
+        let writer = {
+            let events = events.clone();
+            let tag = tag.clone();
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let mut out = BufWriter::with_capacity(WRITE_BUF, write_half);
+                while let Some(chunk) = rx.recv().await {
+                    let mut result = out.write_all(&chunk).await;
+                    while result.is_ok() {
+                        match rx.try_recv() {
+                            Ok(chunk) => result = out.write_all(&chunk).await,
+                            Err(_) => break,
+                        }
+                    }
+                    if result.is_ok() {
+                        result = out.flush().await;
+                    }
+                    if let Err(e) = result {
+                        let _ = events.send((tag, PipeEvent::Lost(ConnError::io(&addr, &e))));
+                        return;
+                    }
+                }
+            })
+        };
+
+        let reader = tokio::spawn(async move {
+            let mut read_half = read_half;
+            let mut rbuf = rbuf;
+            loop {
+                let mut replies = Vec::new();
+                loop {
+                    match ferry_resp::decode(&rbuf) {
+                        Ok(Some((value, used))) => {
+                            rbuf.advance(used);
+                            replies.push(value);
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            let _ = events.send((
+                                tag.clone(),
+                                PipeEvent::Lost(ConnError::Protocol { addr, error }),
+                            ));
+                            return;
+                        }
+                    }
+                }
+                if !replies.is_empty()
+                    && events
+                        .send((tag.clone(), PipeEvent::Replies(replies)))
+                        .is_err()
+                {
+                    return;
+                }
+                rbuf.reserve(READ_CHUNK);
+                let lost = match read_half.read_buf(&mut rbuf).await {
+                    Ok(0) => ConnError::Closed { addr: addr.clone() },
+                    Ok(_) => continue,
+                    Err(e) => ConnError::io(&addr, &e),
+                };
+                let _ = events.send((tag, PipeEvent::Lost(lost)));
+                return;
+            }
+        });
+
+        Pipeline { tx, reader, writer }
+    }
+}
+
+/// What a pipeline reports.
+#[derive(Debug)]
+pub enum PipeEvent {
+    /// Replies, in the order the node sent them.
+    Replies(Vec<Value>),
+    /// The connection is gone; nothing more comes from this pipeline.
+    Lost(ConnError),
+}
+
+/// A pipelined connection: send encoded commands, replies arrive as
+/// [`PipeEvent`]s. Dropping it closes the connection.
+#[derive(Debug)]
+pub struct Pipeline {
+    tx: mpsc::UnboundedSender<Bytes>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Queues encoded commands for writing; `false` if the writer is gone
+    /// (a [`PipeEvent::Lost`] is then on its way).
+    pub fn send(&self, bytes: Bytes) -> bool {
+        self.tx.send(bytes).is_ok()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}

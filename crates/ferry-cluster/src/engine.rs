@@ -1,0 +1,693 @@
+//! The engine task: owns the topology, one pipeline and one in-flight queue
+//! per node, and the per-slot holds that keep order across redirects.
+//!
+//! ```text
+//! node queue:  [ e0 e1 e2 | e3 e4 ]      replies match entries front to back
+//!                 written   ^ sent       entries past `sent` are written at the
+//!                                        end of the current batch (or after a
+//!                                        reconnect, when `sent` drops to 0)
+//!
+//! slot hold (one per slot being redirected or retried):
+//!   reply MOVED/ASK/TRYAGAIN/... for entry e of slot s
+//!     -> e goes to hold[s].resend (with its target: slot map, or ASK node)
+//!     -> new ops for s go to hold[s].queued
+//!     -> when no entry of s is in any node queue any more (inflight[s] == 0)
+//!        and the backoff has passed: resend sorted by submission seq, then
+//!        queued, each to its target; the hold is removed
+//! ```
+//!
+//! Invariants: an entry is in exactly one place (a node queue, a hold's
+//! resend list or queued list); `inflight[s]` counts entries of slot s in
+//! node queues; an entry answered with a non-error reply is never sent
+//! again. Ops for every master (`slot: None`) are not redirected: any error
+//! reply on them is fatal, and they are resent only after a reconnect.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferry_ops::{ErrorKind, Redirect, SLOTS, Topology};
+use ferry_resp::{Value, put_command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
+use crate::error::WriterError;
+use crate::writer::{Op, Shared, WriterConfig};
+
+/// `*1\r\n$6\r\nASKING\r\n`.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Events handled per loop turn before writes are flushed.
+const BATCH_EVENTS: usize = 256;
+/// Ops taken per loop turn before writes are flushed.
+const BATCH_OPS: usize = 4096;
+/// Chunks larger than this are passed to the writer task without copying.
+const COPY_MAX: usize = 64 * 1024;
+/// Watchdog period (stalled nodes).
+const TICK: Duration = Duration::from_millis(500);
+
+/// A request from the handle.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Op(Op),
+    Flush(oneshot::Sender<Result<(), WriterError>>),
+}
+
+/// (node index, connection generation).
+type Tag = (usize, u64);
+
+enum Event {
+    Pipe(Tag, PipeEvent),
+    Connected(Tag, Result<Conn, ConnError>),
+}
+
+/// One op on its way to one node.
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    group: u64,
+    op: Arc<Op>,
+    wire: Bytes,
+    /// Send `ASKING` first (after `-ASK`).
+    asking: bool,
+    /// The `ASKING` reply has been consumed.
+    asking_done: bool,
+    attempts: u32,
+    first_failure: Option<Instant>,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.wire.len() + if self.asking { ASKING.len() } else { 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// Wherever the slot map says.
+    Map,
+    /// `ASKING` + the op on this node, once.
+    Ask(usize),
+}
+
+#[derive(Debug)]
+struct Hold {
+    resend: Vec<(Entry, Target)>,
+    queued: VecDeque<Entry>,
+    not_before: Instant,
+}
+
+struct NodeState {
+    addr: String,
+    host: String,
+    pipe: Option<Pipeline>,
+    generation: u64,
+    connecting: bool,
+    queue: VecDeque<Entry>,
+    /// Entries of `queue` written on the current connection.
+    sent: usize,
+    /// Bytes of the entries in `queue`.
+    bytes: usize,
+    /// When the oldest unanswered write was sent or the last reply came.
+    waiting_since: Option<Instant>,
+}
+
+pub(crate) struct Engine {
+    topology: Topology,
+    nodes: Vec<NodeState>,
+    holds: HashMap<u16, Hold>,
+    /// Entries per slot in node queues.
+    inflight: Vec<u32>,
+    held_bytes: usize,
+    progress: crate::progress::Progress,
+    seq: u64,
+    config: WriterConfig,
+    shared: Arc<Shared>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    pipe_tx: mpsc::UnboundedSender<(Tag, PipeEvent)>,
+    pipe_rx: mpsc::UnboundedReceiver<(Tag, PipeEvent)>,
+    pending: Option<Op>,
+    flushes: Vec<oneshot::Sender<Result<(), WriterError>>>,
+    fatal: Option<WriterError>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        topology: Topology,
+        conns: Vec<Conn>,
+        config: WriterConfig,
+        shared: Arc<Shared>,
+    ) -> Engine {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (pipe_tx, pipe_rx) = mpsc::unbounded_channel();
+        let mut engine = Engine {
+            nodes: Vec::new(),
+            holds: HashMap::new(),
+            inflight: vec![0; usize::from(SLOTS)],
+            held_bytes: 0,
+            progress: crate::progress::Progress::default(),
+            seq: 0,
+            config,
+            shared,
+            events_tx,
+            events_rx,
+            pipe_tx,
+            pipe_rx,
+            pending: None,
+            flushes: Vec::new(),
+            fatal: None,
+            topology,
+        };
+        engine.sync_nodes();
+        for (i, conn) in conns.into_iter().enumerate() {
+            let pipe = conn.into_pipeline((i, 0), engine.pipe_tx.clone());
+            engine.nodes[i].pipe = Some(pipe);
+        }
+        engine
+    }
+
+    /// Adds a [`NodeState`] for every master the topology gained.
+    fn sync_nodes(&mut self) {
+        while self.nodes.len() < self.topology.masters.len() {
+            let node = &self.topology.masters[self.nodes.len()];
+            self.nodes.push(NodeState {
+                addr: node.addr(),
+                host: node.host.clone(),
+                pipe: None,
+                generation: 0,
+                connecting: false,
+                queue: VecDeque::new(),
+                sent: 0,
+                bytes: 0,
+                waiting_since: None,
+            });
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+        let mut cmds_open = true;
+        loop {
+            if self.fatal.is_some() {
+                break;
+            }
+            let wake = self.next_wake();
+            let accept = cmds_open && self.pending.is_none();
+            tokio::select! {
+                biased;
+                Some((tag, ev)) = self.pipe_rx.recv() => self.on_event(Event::Pipe(tag, ev)),
+                Some(ev) = self.events_rx.recv() => self.on_event(ev),
+                cmd = cmds.recv(), if accept => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => cmds_open = false,
+                },
+                () = tokio::time::sleep_until(wake) => self.on_timer(),
+            }
+            for _ in 0..BATCH_EVENTS {
+                match self.pipe_rx.try_recv() {
+                    Ok((tag, ev)) => self.on_event(Event::Pipe(tag, ev)),
+                    Err(_) => break,
+                }
+            }
+            self.retry_pending();
+            for _ in 0..BATCH_OPS {
+                if !cmds_open || self.pending.is_some() || self.fatal.is_some() {
+                    break;
+                }
+                match cmds.try_recv() {
+                    Ok(cmd) => self.on_cmd(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => cmds_open = false,
+                }
+            }
+            self.write_out();
+            self.shared
+                .applied
+                .store(self.progress.applied(), Ordering::Release);
+            if self.is_idle() {
+                for f in self.flushes.drain(..) {
+                    let _ = f.send(Ok(()));
+                }
+                if !cmds_open {
+                    break;
+                }
+            }
+        }
+        if let Some(e) = self.fatal.take() {
+            self.shared.fail(e.clone());
+            for f in self.flushes.drain(..) {
+                let _ = f.send(Err(e.clone()));
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.is_none() && self.progress.is_idle() && self.holds.is_empty()
+    }
+
+    fn fail(&mut self, e: WriterError) {
+        if self.fatal.is_none() {
+            self.fatal = Some(e);
+        }
+    }
+
+    /// The earliest hold deadline that is the only thing keeping a hold,
+    /// else the watchdog tick.
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + TICK;
+        for (&slot, hold) in &self.holds {
+            if self.inflight[usize::from(slot)] == 0 {
+                wake = wake.min(hold.not_before);
+            }
+        }
+        wake
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<u16> = self
+            .holds
+            .iter()
+            .filter(|(s, h)| self.inflight[usize::from(**s)] == 0 && h.not_before <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for slot in ready {
+            self.release(slot);
+        }
+        for node in &self.nodes {
+            if let Some(since) = node.waiting_since
+                && node.sent > 0
+                && since.elapsed() > self.config.reply_timeout
+            {
+                let e = WriterError::Stalled {
+                    node: node.addr.clone(),
+                    over: since.elapsed(),
+                    pending: node.sent,
+                };
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Flush(tx) => self.flushes.push(tx),
+            Cmd::Op(op) => {
+                if self.has_room(&op) {
+                    self.accept(op);
+                } else {
+                    self.pending = Some(op);
+                }
+            }
+        }
+    }
+
+    fn retry_pending(&mut self) {
+        if let Some(op) = self.pending.take() {
+            if self.has_room(&op) {
+                self.accept(op);
+            } else {
+                self.pending = Some(op);
+            }
+        }
+    }
+
+    /// Whether `op` fits under the in-flight bound of where it goes. A node
+    /// with nothing in flight always takes one op, however big.
+    fn has_room(&self, op: &Op) -> bool {
+        let len = ferry_resp::command_len(&op.args);
+        let limit = self.config.max_inflight_bytes;
+        let fits = |n: &NodeState| n.queue.is_empty() || n.bytes + len <= limit;
+
+        match op.slot {
+            Some(slot) if self.holds.contains_key(&slot) => {
+                self.held_bytes == 0 || self.held_bytes + len <= limit
+            }
+            Some(slot) => match self.topology.slots.node_for(slot) {
+                Some(i) => fits(&self.nodes[i]),
+                None => self.held_bytes == 0 || self.held_bytes + len <= limit,
+            },
+            // A barrier: everything before it must be acknowledged, so a
+            // redirected or retried op cannot land after a FLUSHALL it
+            // preceded at the source.
+            None => self.progress.is_idle() && self.holds.is_empty(),
+        }
+    }
+
+    fn accept(&mut self, op: Op) {
+        let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&op.args));
+        put_command(&mut wire, &op.args);
+        let copies = match op.slot {
+            Some(_) => 1,
+            None => u32::try_from(self.nodes.len()).unwrap_or(u32::MAX),
+        };
+        let group = self.progress.add(op.offset, copies);
+        self.seq += 1;
+        let slot = op.slot;
+        let entry = Entry {
+            seq: self.seq,
+            group,
+            op: Arc::new(op),
+            wire: wire.freeze(),
+            asking: false,
+            asking_done: false,
+            attempts: 0,
+            first_failure: None,
+        };
+        match slot {
+            Some(slot) => self.route(slot, entry),
+            None => {
+                for i in 0..self.nodes.len() {
+                    self.push(i, entry.clone());
+                }
+            }
+        }
+    }
+
+    /// Sends `entry` for `slot` where it belongs now: behind a hold, to the
+    /// slot's node, or into a new hold if no node serves the slot.
+    fn route(&mut self, slot: u16, mut entry: Entry) {
+        if let Some(hold) = self.holds.get_mut(&slot) {
+            self.held_bytes += entry.wire.len();
+            hold.queued.push_back(entry);
+            return;
+        }
+        match self.topology.slots.node_for(slot) {
+            Some(i) => self.push(i, entry),
+            None => {
+                if self.count_failure(slot, &mut entry, "slot not served by any node") {
+                    let backoff = self.backoff(entry.attempts);
+                    self.hold(slot, entry, Target::Map, backoff);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, i: usize, entry: Entry) {
+        if let Some(slot) = entry.op.slot {
+            self.inflight[usize::from(slot)] += 1;
+        }
+        let node = &mut self.nodes[i];
+        node.bytes += entry.bytes();
+        node.queue.push_back(entry);
+        if node.pipe.is_none() && !node.connecting {
+            self.connect(i);
+        }
+    }
+
+    /// Counts a failed attempt; `false` (and fatal) once past the bound.
+    fn count_failure(&mut self, slot: u16, entry: &mut Entry, last: &str) -> bool {
+        entry.attempts += 1;
+        let first = *entry.first_failure.get_or_insert_with(Instant::now);
+        if first.elapsed() > self.config.retry_for {
+            self.fail(WriterError::RetriesExhausted {
+                slot,
+                attempts: entry.attempts,
+                over: first.elapsed(),
+                last: last.to_owned(),
+            });
+            return false;
+        }
+        true
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(16);
+        (self.config.backoff_min * factor).min(self.config.backoff_max)
+    }
+
+    /// Puts an answered-with-redirect/retry entry into the slot's hold.
+    fn hold(&mut self, slot: u16, mut entry: Entry, target: Target, backoff: Duration) {
+        entry.asking = matches!(target, Target::Ask(_));
+        entry.asking_done = false;
+        self.held_bytes += entry.wire.len();
+        let not_before = Instant::now() + backoff;
+        let hold = self.holds.entry(slot).or_insert_with(|| Hold {
+            resend: Vec::new(),
+            queued: VecDeque::new(),
+            not_before,
+        });
+        hold.not_before = hold.not_before.max(not_before);
+        hold.resend.push((entry, target));
+    }
+
+    /// Releases the hold of `slot` if nothing of it is in flight and its
+    /// backoff has passed.
+    fn maybe_release(&mut self, slot: u16) {
+        if self.inflight[usize::from(slot)] == 0
+            && self
+                .holds
+                .get(&slot)
+                .is_some_and(|h| h.not_before <= Instant::now())
+        {
+            self.release(slot);
+        }
+    }
+
+    fn release(&mut self, slot: u16) {
+        let Some(mut hold) = self.holds.remove(&slot) else {
+            return;
+        };
+        hold.resend.sort_by_key(|(e, _)| e.seq);
+        for (entry, target) in hold.resend {
+            self.held_bytes -= entry.wire.len();
+            match target {
+                Target::Ask(i) if !self.holds.contains_key(&slot) => self.push(i, entry),
+                _ => self.route(slot, entry),
+            }
+        }
+        for entry in hold.queued {
+            self.held_bytes -= entry.wire.len();
+            self.route(slot, entry);
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Pipe((i, generation), ev) => {
+                if self.nodes[i].generation != generation {
+                    return;
+                }
+                match ev {
+                    PipeEvent::Replies(values) => self.on_replies(i, values),
+                    PipeEvent::Lost(e) => self.on_lost(i, e),
+                }
+            }
+            Event::Connected((i, generation), result) => {
+                if self.nodes[i].generation != generation {
+                    return;
+                }
+                let node = &mut self.nodes[i];
+                node.connecting = false;
+                match result {
+                    Ok(conn) => {
+                        node.pipe = Some(conn.into_pipeline((i, generation), self.pipe_tx.clone()));
+                        node.sent = 0;
+                        if generation > 0 {
+                            self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(reason) => {
+                        let e = WriterError::Unreachable {
+                            node: node.addr.clone(),
+                            over: self.config.reconnect_for,
+                            reason,
+                        };
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_lost(&mut self, i: usize, _error: ConnError) {
+        let node = &mut self.nodes[i];
+        node.pipe = None;
+        node.generation += 1;
+        node.sent = 0;
+        node.waiting_since = None;
+        for e in &mut node.queue {
+            e.asking_done = false;
+        }
+        self.connect(i);
+    }
+
+    /// Spawns a (bounded) reconnect loop for node `i`'s current generation.
+    fn connect(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.connecting = true;
+        let tag = (i, node.generation);
+        let addr = node.addr.clone();
+        let auth = self.config.auth.clone();
+        let timeout = self.config.connect_timeout;
+        let give_up = Instant::now() + self.config.reconnect_for;
+        let (min, max) = (self.config.backoff_min, self.config.backoff_max);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let mut delay = min;
+            let result = loop {
+                match Conn::connect(&addr, &auth, timeout).await {
+                    Ok(conn) => break Ok(conn),
+                    Err(e) if Instant::now() + delay >= give_up => break Err(e),
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(max);
+                    }
+                }
+            };
+            let _ = tx.send(Event::Connected(tag, result));
+        });
+    }
+
+    fn on_replies(&mut self, i: usize, values: Vec<Value>) {
+        let mut touched: Vec<u16> = Vec::new();
+        for value in values {
+            let node = &mut self.nodes[i];
+            let Some(front) = node.queue.front_mut() else {
+                let e = WriterError::Unexpected {
+                    node: node.addr.clone(),
+                    reply: format!("{value:?}"),
+                };
+                self.fail(e);
+                return;
+            };
+            if front.asking && !front.asking_done {
+                front.asking_done = true;
+                if value.is_error() {
+                    let e = WriterError::Unexpected {
+                        node: node.addr.clone(),
+                        reply: format!("{value:?} to ASKING"),
+                    };
+                    self.fail(e);
+                    return;
+                }
+                continue;
+            }
+            let entry = node.queue.pop_front().expect("front exists");
+            node.sent = node.sent.saturating_sub(1);
+            node.bytes -= entry.bytes();
+            if let Some(slot) = entry.op.slot {
+                self.inflight[usize::from(slot)] -= 1;
+                touched.push(slot);
+            }
+            self.on_reply(i, entry, value);
+            if self.fatal.is_some() {
+                return;
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.waiting_since = (node.sent > 0).then(Instant::now);
+        touched.sort_unstable();
+        touched.dedup();
+        for slot in touched {
+            self.maybe_release(slot);
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, mut entry: Entry, value: Value) {
+        let Value::Error(message) = &value else {
+            self.progress.ack(entry.group);
+            self.shared.acked.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let kind = ErrorKind::classify(message);
+        let text = String::from_utf8_lossy(message).into_owned();
+        let redirect = if kind.is_redirect() {
+            Redirect::parse(message)
+        } else {
+            None
+        };
+        match (entry.op.slot, kind, redirect) {
+            (Some(slot), ErrorKind::Moved | ErrorKind::Ask, Some(r)) => {
+                let host = self.nodes[i].host.clone();
+                let to = self.topology.apply_redirect(&r, &host);
+                self.sync_nodes();
+                let target = if kind == ErrorKind::Moved {
+                    self.shared.moved.fetch_add(1, Ordering::Relaxed);
+                    Target::Map
+                } else {
+                    self.shared.ask.fetch_add(1, Ordering::Relaxed);
+                    Target::Ask(to)
+                };
+                // A redirect loop (e.g. two nodes disagreeing) is bounded
+                // like any retry.
+                if entry.attempts >= 16 && !self.count_failure(slot, &mut entry, &text) {
+                    return;
+                }
+                entry.attempts += 1;
+                self.hold(slot, entry, target, Duration::ZERO);
+            }
+            (
+                Some(slot),
+                ErrorKind::TryAgain
+                | ErrorKind::ClusterDown
+                | ErrorKind::Loading
+                | ErrorKind::Busy
+                | ErrorKind::MasterDown
+                | ErrorKind::ReadOnly,
+                _,
+            ) => {
+                self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                if self.count_failure(slot, &mut entry, &text) {
+                    let backoff = self.backoff(entry.attempts);
+                    self.hold(slot, entry, Target::Map, backoff);
+                }
+            }
+            _ => {
+                let args = &entry.op.args;
+                let show = |b: Option<&Bytes>| {
+                    b.map_or_else(
+                        || "-".to_owned(),
+                        |b| {
+                            let mut s = b[..b.len().min(64)].escape_ascii().to_string();
+                            if b.len() > 64 {
+                                s.push_str(&format!("...({} bytes)", b.len()));
+                            }
+                            s
+                        },
+                    )
+                };
+                let e = WriterError::Rejected {
+                    node: self.nodes[i].addr.clone(),
+                    command: show(args.first()),
+                    key: show(args.get(1)),
+                    reply: text,
+                };
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Writes every entry not yet written, one chunk per node.
+    fn write_out(&mut self) {
+        for node in &mut self.nodes {
+            let Some(pipe) = &node.pipe else { continue };
+            if node.sent >= node.queue.len() {
+                continue;
+            }
+            let mut buf = BytesMut::new();
+            for e in node.queue.range(node.sent..) {
+                if e.asking && !e.asking_done {
+                    buf.extend_from_slice(ASKING);
+                }
+                if e.wire.len() > COPY_MAX {
+                    if !buf.is_empty() {
+                        pipe.send(buf.split().freeze());
+                    }
+                    pipe.send(e.wire.clone());
+                } else {
+                    buf.extend_from_slice(&e.wire);
+                }
+            }
+            if !buf.is_empty() {
+                pipe.send(buf.freeze());
+            }
+            if node.sent == 0 {
+                node.waiting_since = Some(Instant::now());
+            }
+            node.sent = node.queue.len();
+        }
+    }
+}

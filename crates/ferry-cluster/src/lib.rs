@@ -1,0 +1,33 @@
+//! ferry's cluster writer: the tokio half of the write path into a Redis
+//! Cluster (the pure half — slots, routing, topology, redirects — is
+//! `ferry-ops`).
+//!
+//! ```text
+//! ClusterWriter::submit(Op { args, slot, offset })
+//!        │ bounded channel (blocks when full, never drops)
+//!        ▼
+//!   engine task ── slot map ──▶ node queue (in flight, in order) ──▶ Pipeline ──▶ master
+//!        ▲                                                              │
+//!        └──────────── replies, matched front to back ◀─────────────────┘
+//!   MOVED: hold the slot, wait for its in-flight replies, update the map,
+//!          resend the redirected op and everything after it, in order
+//!   ASK:   hold likewise, then ASKING + op on the importing node, once
+//!   TRYAGAIN / CLUSTERDOWN / LOADING / BUSY / MASTERDOWN / READONLY:
+//!          hold with bounded exponential backoff, resend in order
+//!   connection lost: reconnect (bounded), resend every unanswered op in order
+//!   anything else (OOM, NOPERM, ERR ...): fatal WriterError::Rejected
+//! ```
+//!
+//! * [`conn`]: one connection — handshake calls, then a pipeline.
+//! * [`writer`]: [`ClusterWriter`], [`Op`], [`WriterConfig`], discovery.
+//! * [`error`](mod@error): [`WriterError`].
+
+pub mod conn;
+mod engine;
+pub mod error;
+mod progress;
+pub mod writer;
+
+pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
+pub use error::WriterError;
+pub use writer::{ClusterWriter, Op, WriterConfig, WriterStats};

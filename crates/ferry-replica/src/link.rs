@@ -1,0 +1,597 @@
+//! The tokio driver of the replica link: a thin shell around the sans-IO
+//! parts of this crate.
+//!
+//! ```text
+//!            ┌───────── connection task (one socket at a time) ──────────┐
+//! source ───▶│ reader: socket ─▶ Spool (memory, then segment files, cap) │
+//!        ◀───│ acker:  REPLCONF ACK <applied> every ack_interval/GETACK  │
+//!            └───────────────────────────┬───────────────────────────────┘
+//!                        bytes + in-band session marks (FullSync, Continue, Reconnecting)
+//!                                        ▼
+//!            decoder task: SnapshotFramer + ferry_rdb::Decoder, then CommandStream
+//!                                        │ bounded mpsc (blocks when full, never drops)
+//!                                        ▼
+//!                              consumer ── Link::applied(Applied) ──▶ watch ─▶ acker, position task
+//! position task: saves state_dir/position.json (at most once per ack_interval, and on shutdown)
+//! info poller:   INFO replication on a second connection, once a second (source offset, for lag)
+//! ```
+//!
+//! Invariants:
+//! * The socket is read at line rate whatever the consumer does; only a
+//!   full spool (its cap) stops reading, and [`LinkStatus::spool_full`]
+//!   says so.
+//! * The ACK reports what the consumer *applied* (an [`Applied`] it handed
+//!   back), never what was received. Before the consumer applied anything of
+//!   the current history (e.g. during a full sync) the ACK says `0`.
+//! * ACKs start as soon as `PSYNC` is answered and go out every
+//!   `ack_interval`: a diskless master starts the stream only on an ACK
+//!   received after it put the replica online (slightly after the EOF mark).
+//! * Reconnects inside one process resume at the *received* offset: bytes
+//!   already spooled are still decoded and delivered, so the consumer sees
+//!   every command exactly once (a `MULTI` cut by a reconnect continues).
+//!   Only a restart resumes from the saved, applied position.
+//! * Histories are numbered by an *epoch* that grows on every full sync; an
+//!   [`Applied`] from an older epoch is ignored (it belongs to data the new
+//!   snapshot replaces).
+
+mod conn;
+mod decode;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ferry_rdb::{DecodeOptions, Item};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Auth, HandshakeError, Position, PositionError, SnapshotError, Spool, SpoolConfig, SpoolError,
+    StreamError, StreamEvent,
+};
+
+/// Name of the saved position file in [`LinkConfig::state_dir`].
+pub const POSITION_FILE: &str = "position.json";
+
+/// How the link connects and paces itself.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The source, `host:port`.
+    pub addr: String,
+    /// `AUTH` credentials (also used by the INFO poller).
+    pub auth: Option<Auth>,
+    /// Port announced with `REPLCONF listening-port`.
+    pub listening_port: Option<u16>,
+    /// Version announced with `REPLCONF version` (default `"9.0.0"`, so a
+    /// Valkey 9 source sends `VALKEY080`); `None` skips it.
+    pub announce_version: Option<String>,
+    /// Directory of the saved position and (by default) the spool segments.
+    pub state_dir: PathBuf,
+    /// Spool limits; `spool.dir` is usually `state_dir/spool`.
+    pub spool: SpoolConfig,
+    /// Interval between `REPLCONF ACK`s (and between position saves).
+    pub ack_interval: Duration,
+    /// No byte from the source for this long (not even a `PING` or a `\n`
+    /// keepalive) means the link is dead: reconnect. Also bounds connecting.
+    pub timeout: Duration,
+    /// First delay before a reconnect; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest delay between reconnects.
+    pub reconnect_max: Duration,
+    /// Capacity of the event channel (events, not bytes). When full, the
+    /// decoder waits; the spool absorbs the socket meanwhile.
+    pub channel_capacity: usize,
+    /// Interval of the `INFO replication` poller; `None` disables it.
+    pub info_interval: Option<Duration>,
+    /// RDB decoder options.
+    pub rdb: DecodeOptions,
+}
+
+impl LinkConfig {
+    /// Defaults for `addr` with state (and spool segments) under `state_dir`:
+    /// 1 s ACKs, 60 s timeout, 64 MiB spool memory, 1 GiB segments, 16 GiB cap.
+    pub fn new(addr: impl Into<String>, state_dir: impl Into<PathBuf>) -> LinkConfig {
+        let state_dir = state_dir.into();
+        LinkConfig {
+            addr: addr.into(),
+            auth: None,
+            listening_port: None,
+            announce_version: Some("9.0.0".into()),
+            spool: SpoolConfig {
+                dir: state_dir.join("spool"),
+                memory_bytes: 64 << 20,
+                segment_bytes: 1 << 30,
+                cap_bytes: 16 << 30,
+            },
+            state_dir,
+            ack_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            channel_capacity: 1024,
+            info_interval: Some(Duration::from_secs(1)),
+            rdb: DecodeOptions::default(),
+        }
+    }
+}
+
+/// A point the consumer has applied, handed back with [`Link::applied`].
+/// Taken from [`LinkEvent::SnapshotEnd`] or [`LinkEvent::Stream`]; it is
+/// always a boundary outside `MULTI` (inside a transaction it stays at the
+/// position before `MULTI`), so it is safe to ACK and to resume from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Applied {
+    /// History number: grows on every full sync.
+    pub epoch: u64,
+    /// Replication offset.
+    pub offset: u64,
+    /// Database selected at `offset`.
+    pub db: u64,
+}
+
+/// What the link delivers, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// `+FULLRESYNC`: a snapshot follows; whatever the consumer held from an
+    /// earlier history is superseded.
+    FullSync {
+        /// The source's replication id.
+        replid: String,
+        /// Offset of the snapshot point.
+        offset: u64,
+        /// The new history's epoch.
+        epoch: u64,
+    },
+    /// `+CONTINUE`: the stream goes on from `offset` (after a restart: the
+    /// saved position; after a reconnect: the last byte received, so
+    /// nothing is delivered twice).
+    Continue {
+        /// The replication id now in force (adopt it if it changed).
+        replid: String,
+        /// The last byte before the resumed stream.
+        offset: u64,
+    },
+    /// One decoded RDB record.
+    Rdb(Item),
+    /// The snapshot is complete; apply it, then report `applied`.
+    SnapshotEnd {
+        /// The snapshot point, with the RDB's `repl-stream-db`.
+        applied: Applied,
+    },
+    /// One command-stream event; after applying it, report `applied`.
+    Stream {
+        /// The event, with its end offset.
+        event: StreamEvent,
+        /// The position to report once `event` (and everything before) is applied.
+        applied: Applied,
+    },
+    /// The connection was lost; the link reconnects by itself.
+    Reconnecting {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Connecting or in the handshake.
+    #[default]
+    Connecting,
+    /// Decoding a snapshot.
+    Snapshot,
+    /// Decoding the command stream.
+    Streaming,
+    /// Ended (cancelled or failed).
+    Stopped,
+}
+
+/// A snapshot of the link's state, for status pages and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// A replication connection is established (handshake done).
+    pub connected: bool,
+    /// What the decoder is doing.
+    pub phase: Phase,
+    /// The replication id in force.
+    pub replid: Option<String>,
+    /// Replication offset of the last byte received (known in the stream,
+    /// or once the snapshot's end has been decoded).
+    pub received_offset: Option<u64>,
+    /// The offset the consumer reported applied (current history).
+    pub applied_offset: Option<u64>,
+    /// The source's `master_repl_offset` (INFO poller).
+    pub source_offset: Option<u64>,
+    /// Bytes held by the spool (memory and disk).
+    pub spool_bytes: u64,
+    /// Bytes held by the spool on disk.
+    pub spool_disk_bytes: u64,
+    /// The spool is at its cap: the socket is not being read.
+    pub spool_full: bool,
+    /// Reconnects so far.
+    pub reconnects: u64,
+}
+
+/// Why the link failed (or a connection attempt did).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The snapshot transfer failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The command stream is not decodable.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The saved position cannot be read or written.
+    #[error(transparent)]
+    Position(#[from] PositionError),
+    /// The spool failed (disk).
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// A socket operation failed.
+    #[error("{what} {addr}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The source address.
+        addr: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Nothing arrived for too long.
+    #[error("no data from {addr} for {after:?} while {what}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// The source address.
+        addr: String,
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// The source closed the connection.
+    #[error("{addr} closed the connection while {what}")]
+    Closed {
+        /// What was going on.
+        what: &'static str,
+        /// The source address.
+        addr: String,
+    },
+    /// A bug: state that should not happen.
+    #[error("internal error in the replica link: {0}")]
+    Internal(String),
+}
+
+impl LinkError {
+    /// Whether reconnecting may help (network, timeouts, a source that is
+    /// loading or aborted its snapshot). Fatal: credentials, ACL, PSYNC
+    /// refused, corrupt data, disk errors.
+    pub fn retriable(&self) -> bool {
+        match self {
+            LinkError::Handshake(e) => e.retriable(),
+            LinkError::Snapshot(e) => e.retriable(),
+            LinkError::Io { .. } | LinkError::Timeout { .. } | LinkError::Closed { .. } => true,
+            LinkError::Stream(_)
+            | LinkError::Position(_)
+            | LinkError::Spool(_)
+            | LinkError::Internal(_) => false,
+        }
+    }
+}
+
+/// A replication session as the reader sees it.
+#[derive(Debug, Clone)]
+struct Session {
+    epoch: u64,
+    replid: String,
+    /// Offset of the last byte before this session's stream.
+    base: u64,
+    /// Spool position (bytes pushed) where this session's bytes start.
+    start_pos: u64,
+    full: bool,
+}
+
+/// An in-band mark, at a spool position, for the decoder.
+#[derive(Debug, Clone)]
+enum Mark {
+    FullSync {
+        epoch: u64,
+        replid: String,
+        offset: u64,
+    },
+    Continue {
+        epoch: u64,
+        replid: String,
+        offset: u64,
+        db: u64,
+    },
+    Reconnecting {
+        reason: String,
+    },
+}
+
+/// State shared by the tasks, behind one mutex (held briefly; spool file
+/// I/O happens under it, one read-sized chunk at a time).
+struct Inner {
+    spool: Spool,
+    /// Bytes ever pushed / popped.
+    pushed: u64,
+    popped: u64,
+    marks: std::collections::VecDeque<(u64, Mark)>,
+    session: Option<Session>,
+    /// (epoch, spool position) where the decoder found that epoch's snapshot end.
+    snapshot_end: Option<(u64, u64)>,
+    connected: bool,
+    phase: Phase,
+    spool_full: bool,
+    reconnects: u64,
+    source_offset: Option<u64>,
+}
+
+impl Inner {
+    /// Offset of the last byte received, if known.
+    fn received_offset(&self) -> Option<u64> {
+        let s = self.session.as_ref()?;
+        if !s.full {
+            return Some(s.base + (self.pushed - s.start_pos));
+        }
+        match self.snapshot_end {
+            Some((epoch, pos)) if epoch == s.epoch => Some(s.base + (self.pushed - pos)),
+            _ => None,
+        }
+    }
+}
+
+/// What the position task knows: the history whose applied offsets it saves.
+struct PositionState {
+    epoch: u64,
+    replid: Option<String>,
+    saved: Option<(u64, u64)>,
+}
+
+struct Shared {
+    cfg: LinkConfig,
+    inner: Mutex<Inner>,
+    position: Mutex<PositionState>,
+    /// Reader → decoder: bytes or a mark were pushed.
+    data: Notify,
+    /// Decoder → reader: room was made in the spool.
+    room: Notify,
+    /// Decoder → acker: GETACK, or the snapshot ended.
+    ack_now: Notify,
+    /// Decoder → connection: drop this connection (snapshot aborted).
+    reconnect: Notify,
+    applied: watch::Sender<Option<Applied>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_position(&self) -> MutexGuard<'_, PositionState> {
+        self.position.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn position_path(&self) -> PathBuf {
+        self.cfg.state_dir.join(POSITION_FILE)
+    }
+
+    /// Saves the applied position if it belongs to the current history and moved.
+    fn save_position(&self) -> Result<(), LinkError> {
+        let Some(a) = *self.applied.borrow() else {
+            return Ok(());
+        };
+        let mut p = self.lock_position();
+        let Some(replid) = p.replid.clone() else {
+            return Ok(());
+        };
+        if a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
+            return Ok(());
+        }
+        Position {
+            replid,
+            offset: a.offset,
+            db: a.db,
+        }
+        .save(&self.position_path())?;
+        p.saved = Some((a.offset, a.db));
+        Ok(())
+    }
+}
+
+/// A running replica link; see the [module docs](self).
+pub struct Link {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    handle: JoinHandle<Result<(), LinkError>>,
+}
+
+impl Link {
+    /// Starts the link: loads the saved position (if any), creates the
+    /// spool and spawns the tasks. Events arrive on the returned receiver;
+    /// the link stops when `cancel` is cancelled, on a fatal error (see
+    /// [`Link::finish`]), or when the receiver is dropped.
+    pub fn start(
+        cfg: LinkConfig,
+        cancel: CancellationToken,
+    ) -> Result<(Link, mpsc::Receiver<LinkEvent>), LinkError> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| {
+            LinkError::Position(PositionError::Io {
+                action: "create the state directory",
+                path: cfg.state_dir.clone(),
+                source,
+            })
+        })?;
+        let saved = Position::load(&cfg.state_dir.join(POSITION_FILE))?;
+        let spool = Spool::new(cfg.spool.clone())?;
+        let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let (applied, _) = watch::channel(saved.as_ref().map(|p| Applied {
+            epoch: 0,
+            offset: p.offset,
+            db: p.db,
+        }));
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                spool,
+                pushed: 0,
+                popped: 0,
+                marks: Default::default(),
+                session: None,
+                snapshot_end: None,
+                connected: false,
+                phase: Phase::Connecting,
+                spool_full: false,
+                reconnects: 0,
+                source_offset: None,
+            }),
+            position: Mutex::new(PositionState {
+                epoch: 0,
+                replid: saved.as_ref().map(|p| p.replid.clone()),
+                saved: saved.as_ref().map(|p| (p.offset, p.db)),
+            }),
+            cfg,
+            data: Notify::new(),
+            room: Notify::new(),
+            ack_now: Notify::new(),
+            reconnect: Notify::new(),
+            applied,
+        });
+        let token = cancel.child_token();
+        let handle = tokio::spawn(run(shared.clone(), token.clone(), tx, saved));
+        Ok((
+            Link {
+                shared,
+                cancel: token,
+                handle,
+            },
+            rx,
+        ))
+    }
+
+    /// Reports that everything up to `applied` has been applied to the
+    /// target. Marks from an older epoch are ignored.
+    pub fn applied(&self, applied: Applied) {
+        self.handle().applied(applied);
+    }
+
+    /// The link's current state.
+    pub fn status(&self) -> LinkStatus {
+        self.handle().status()
+    }
+
+    /// A cloneable handle for the consumer side ([`LinkHandle::applied`],
+    /// [`LinkHandle::status`]), e.g. to move into the task that applies events.
+    pub fn handle(&self) -> LinkHandle {
+        LinkHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stops the link (saving the applied position) and waits for it.
+    pub async fn shutdown(self) -> Result<(), LinkError> {
+        self.cancel.cancel();
+        self.finish().await
+    }
+
+    /// Waits for the link to end: `Ok` after cancellation, the error after a
+    /// fatal one.
+    pub async fn finish(self) -> Result<(), LinkError> {
+        match self.handle.await {
+            Ok(r) => r,
+            Err(e) => Err(LinkError::Internal(format!("link task: {e}"))),
+        }
+    }
+}
+
+/// The consumer's side of a [`Link`]: report progress, read status.
+#[derive(Clone)]
+pub struct LinkHandle {
+    shared: Arc<Shared>,
+}
+
+impl LinkHandle {
+    /// See [`Link::applied`].
+    pub fn applied(&self, applied: Applied) {
+        self.shared.applied.send_replace(Some(applied));
+    }
+
+    /// See [`Link::status`].
+    pub fn status(&self) -> LinkStatus {
+        let applied = *self.shared.applied.borrow();
+        let epoch = self.shared.lock_position().epoch;
+        let inner = self.shared.lock();
+        LinkStatus {
+            connected: inner.connected,
+            phase: inner.phase,
+            replid: inner.session.as_ref().map(|s| s.replid.clone()),
+            received_offset: inner.received_offset(),
+            applied_offset: applied.filter(|a| a.epoch == epoch).map(|a| a.offset),
+            source_offset: inner.source_offset,
+            spool_bytes: inner.spool.len(),
+            spool_disk_bytes: inner.spool.disk_bytes(),
+            spool_full: inner.spool_full,
+            reconnects: inner.reconnects,
+        }
+    }
+}
+
+/// Runs the tasks until cancellation or the first fatal error.
+async fn run(
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    tx: mpsc::Sender<LinkEvent>,
+    saved: Option<Position>,
+) -> Result<(), LinkError> {
+    let guard = |r: Result<(), LinkError>, token: &CancellationToken| {
+        if r.is_err() {
+            token.cancel();
+        }
+        r
+    };
+    let conn = {
+        let (s, t) = (shared.clone(), token.clone());
+        tokio::spawn(async move { guard(conn::run(&s, &t, saved).await, &t) })
+    };
+    let dec = {
+        let (s, t) = (shared.clone(), token.clone());
+        tokio::spawn(async move { guard(decode::run(&s, &t, tx).await, &t) })
+    };
+    let info = {
+        let (s, t) = (shared.clone(), token.clone());
+        tokio::spawn(async move { conn::poll_info(&s, &t).await })
+    };
+    let pos = {
+        let (s, t) = (shared.clone(), token.clone());
+        tokio::spawn(async move { guard(position_task(&s, &t).await, &t) })
+    };
+    let mut first: Result<(), LinkError> = Ok(());
+    for h in [conn, dec, pos, info] {
+        let r = h
+            .await
+            .unwrap_or_else(|e| Err(LinkError::Internal(format!("task: {e}"))));
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    let mut inner = shared.lock();
+    inner.phase = Phase::Stopped;
+    inner.connected = false;
+    first
+}
+
+/// Saves the applied position every `ack_interval` when it moved, and once
+/// more on shutdown.
+async fn position_task(shared: &Shared, token: &CancellationToken) -> Result<(), LinkError> {
+    let mut tick = tokio::time::interval(shared.cfg.ack_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.save_position()?,
+            _ = token.cancelled() => return shared.save_position(),
+        }
+    }
+}

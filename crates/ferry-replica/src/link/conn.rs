@@ -1,0 +1,414 @@
+//! The connection task: connect, handshake, then read the socket into the
+//! spool while acking; reconnect with backoff. Also the INFO poller.
+//!
+//! Which `PSYNC` a (re)connection sends:
+//!
+//! ```text
+//! first connection of the process     saved position ─▶ PSYNC <replid> <applied+1>, else PSYNC ? -1
+//! later, received offset known        PSYNC <replid> <received+1>   (spooled bytes are still delivered)
+//! later, snapshot end not yet decoded PSYNC ? -1
+//! ```
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use super::{LinkError, Mark, Session, Shared};
+use crate::{Handshake, HandshakeConfig, Outcome, Position, ack_command};
+
+/// Largest single socket read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reconnects until cancelled or a fatal error.
+pub(super) async fn run(
+    shared: &Shared,
+    token: &CancellationToken,
+    saved: Option<Position>,
+) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    let mut backoff = cfg.reconnect_min;
+    let mut resume = saved;
+    let mut epoch = 0u64;
+    loop {
+        let mut handshook = false;
+        let r = tokio::select! {
+            r = connection(shared, token, resume.clone(), &mut epoch, &mut handshook) => r,
+            _ = token.cancelled() => Ok(()),
+        };
+        {
+            let mut inner = shared.lock();
+            inner.connected = false;
+            inner.spool_full = false;
+        }
+        if token.is_cancelled() {
+            return Ok(());
+        }
+        let e = match r {
+            Ok(()) => return Ok(()),
+            Err(e) if !e.retriable() => return Err(e),
+            Err(e) => e,
+        };
+        if handshook {
+            backoff = cfg.reconnect_min;
+        }
+        {
+            let mut inner = shared.lock();
+            inner.reconnects += 1;
+            let at = inner.pushed;
+            inner.marks.push_back((
+                at,
+                Mark::Reconnecting {
+                    reason: e.to_string(),
+                },
+            ));
+            // Resume where the bytes stop, if that is known.
+            resume = match (&inner.session, inner.received_offset()) {
+                (Some(s), Some(offset)) => Some(Position {
+                    replid: s.replid.clone(),
+                    offset,
+                    db: 0,
+                }),
+                (Some(_), None) => None,
+                (None, _) => resume,
+            };
+        }
+        shared.data.notify_one();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = token.cancelled() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(cfg.reconnect_max);
+    }
+}
+
+/// One connection: handshake, then read and ack until it fails.
+async fn connection(
+    shared: &Shared,
+    token: &CancellationToken,
+    resume: Option<Position>,
+    epoch: &mut u64,
+    handshook: &mut bool,
+) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    let mut sock = connect(shared).await?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut hs = Handshake::new(HandshakeConfig {
+        auth: cfg.auth.clone(),
+        listening_port: cfg.listening_port,
+        announce_version: cfg.announce_version.clone(),
+        resume: resume.clone(),
+    });
+    let mut out = hs.take_request_bytes();
+    let outcome = loop {
+        if !out.is_empty() {
+            sock.write_all(&out).await.map_err(io("write to", cfg))?;
+        }
+        if let Some(o) = hs.feed(&mut buf)? {
+            break o;
+        }
+        out = hs.take_request_bytes();
+        if out.is_empty() {
+            read_some(
+                &mut sock,
+                &mut buf,
+                cfg,
+                "waiting for the handshake replies",
+            )
+            .await?;
+        }
+    };
+    *handshook = true;
+    let (replid, base, full, db) = match outcome {
+        Outcome::FullResync { replid, offset } => {
+            *epoch += 1;
+            (replid, offset, true, 0)
+        }
+        Outcome::Continue { replid } => {
+            let asked = resume
+                .ok_or_else(|| LinkError::Internal("+CONTINUE without a resume position".into()))?;
+            (
+                replid.unwrap_or(asked.replid),
+                asked.offset,
+                false,
+                asked.db,
+            )
+        }
+    };
+    {
+        let mut inner = shared.lock();
+        let at = inner.pushed;
+        let mark = if full {
+            Mark::FullSync {
+                epoch: *epoch,
+                replid: replid.clone(),
+                offset: base,
+            }
+        } else {
+            Mark::Continue {
+                epoch: *epoch,
+                replid: replid.clone(),
+                offset: base,
+                db,
+            }
+        };
+        inner.marks.push_back((at, mark));
+        inner.session = Some(Session {
+            epoch: *epoch,
+            replid,
+            base,
+            start_pos: at,
+            full,
+        });
+        inner.connected = true;
+    }
+    shared.data.notify_one();
+    let (mut rd, mut wr) = sock.into_split();
+    let epoch = *epoch;
+    tokio::select! {
+        r = read_loop(shared, token, &mut rd, buf.split().freeze()) => r,
+        r = ack_loop(shared, &mut wr, epoch) => r,
+        _ = shared.reconnect.notified() => Err(LinkError::Closed {
+            what: "the snapshot was aborted",
+            addr: cfg.addr.clone(),
+        }),
+    }
+}
+
+async fn connect(shared: &Shared) -> Result<TcpStream, LinkError> {
+    let cfg = &shared.cfg;
+    let sock = tokio::time::timeout(cfg.timeout, TcpStream::connect(&cfg.addr))
+        .await
+        .map_err(|_| LinkError::Timeout {
+            what: "connecting",
+            addr: cfg.addr.clone(),
+            after: cfg.timeout,
+        })?
+        .map_err(io("connect to", cfg))?;
+    sock.set_nodelay(true).map_err(io("configure", cfg))?;
+    Ok(sock)
+}
+
+/// Reads more into `buf`, bounded by the timeout; EOF is an error.
+async fn read_some<R: AsyncReadExt + Unpin>(
+    sock: &mut R,
+    buf: &mut BytesMut,
+    cfg: &super::LinkConfig,
+    what: &'static str,
+) -> Result<usize, LinkError> {
+    buf.reserve(READ_CHUNK);
+    let n = tokio::time::timeout(cfg.timeout, sock.read_buf(buf))
+        .await
+        .map_err(|_| LinkError::Timeout {
+            what,
+            addr: cfg.addr.clone(),
+            after: cfg.timeout,
+        })?
+        .map_err(io("read from", cfg))?;
+    if n == 0 {
+        return Err(LinkError::Closed {
+            what,
+            addr: cfg.addr.clone(),
+        });
+    }
+    Ok(n)
+}
+
+/// Moves socket bytes into the spool, at line rate unless the spool is at its cap.
+async fn read_loop(
+    shared: &Shared,
+    token: &CancellationToken,
+    rd: &mut OwnedReadHalf,
+    leftover: Bytes,
+) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    if !leftover.is_empty() {
+        push(shared, token, leftover).await?;
+    }
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let room = wait_room(shared, token).await;
+        if room == 0 {
+            return Ok(()); // cancelled
+        }
+        let mut limited = (&mut *rd).take(room.min(READ_CHUNK) as u64);
+        read_some(&mut limited, &mut buf, cfg, "streaming").await?;
+        push(shared, token, buf.split().freeze()).await?;
+    }
+}
+
+/// Waits until the spool has room; returns it (0 when cancelled).
+async fn wait_room(shared: &Shared, token: &CancellationToken) -> usize {
+    loop {
+        {
+            let mut inner = shared.lock();
+            let room = inner.spool.room();
+            if room > 0 {
+                inner.spool_full = false;
+                return usize::try_from(room).unwrap_or(usize::MAX);
+            }
+            inner.spool_full = true;
+        }
+        tokio::select! {
+            _ = shared.room.notified() => {}
+            // Re-check now and then: a notification may race the check.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = token.cancelled() => return 0,
+        }
+    }
+}
+
+async fn push(
+    shared: &Shared,
+    token: &CancellationToken,
+    mut data: Bytes,
+) -> Result<(), LinkError> {
+    while !data.is_empty() {
+        let room = wait_room(shared, token).await;
+        if room == 0 {
+            return Ok(());
+        }
+        let part = data.split_to(room.min(data.len()));
+        {
+            let mut inner = shared.lock();
+            let n = part.len() as u64;
+            inner.spool.push(part)?;
+            inner.pushed += n;
+        }
+        shared.data.notify_one();
+    }
+    Ok(())
+}
+
+/// ACK period while a full sync waits for its first stream byte.
+const FAST_ACK: Duration = Duration::from_millis(20);
+
+/// Whether this connection is a full sync whose stream has not started:
+/// after a diskless transfer the master buffers the stream (within the
+/// replica output-buffer limit) until an ACK arrives *after* it put the
+/// replica online, a moment after the EOF mark. ACKing fast then keeps that
+/// window (and the buffer) small.
+fn awaiting_stream(shared: &Shared, epoch: u64) -> bool {
+    let inner = shared.lock();
+    if !inner
+        .session
+        .as_ref()
+        .is_some_and(|s| s.full && s.epoch == epoch)
+    {
+        return false;
+    }
+    match inner.snapshot_end {
+        Some((e, pos)) if e == epoch => inner.pushed == pos,
+        _ => true,
+    }
+}
+
+/// Sends `REPLCONF ACK` every `ack_interval` and when asked (GETACK,
+/// snapshot end), with the applied offset of this connection's history.
+async fn ack_loop(shared: &Shared, wr: &mut OwnedWriteHalf, epoch: u64) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    loop {
+        let period = if awaiting_stream(shared, epoch) {
+            FAST_ACK.min(cfg.ack_interval)
+        } else {
+            cfg.ack_interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shared.ack_now.notified() => {}
+        }
+        let offset = match *shared.applied.borrow() {
+            Some(a) if a.epoch == epoch => a.offset,
+            _ => 0,
+        };
+        wr.write_all(&ack_command(offset))
+            .await
+            .map_err(io("write an ACK to", cfg))?;
+    }
+}
+
+fn io(what: &'static str, cfg: &super::LinkConfig) -> impl FnOnce(std::io::Error) -> LinkError {
+    let addr = cfg.addr.clone();
+    move |source| LinkError::Io { what, addr, source }
+}
+
+/// Polls `INFO replication` on an ordinary connection for the source's
+/// `master_repl_offset`. Errors (including an ACL user without `+info`)
+/// only leave the offset unknown; it retries every few seconds.
+pub(super) async fn poll_info(shared: &Shared, token: &CancellationToken) -> Result<(), LinkError> {
+    let Some(every) = shared.cfg.info_interval else {
+        return Ok(());
+    };
+    loop {
+        let r = tokio::select! {
+            r = info_session(shared, every) => r,
+            _ = token.cancelled() => return Ok(()),
+        };
+        if r.is_err() {
+            shared.lock().source_offset = None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every.max(Duration::from_secs(5))) => {}
+            _ = token.cancelled() => return Ok(()),
+        }
+    }
+}
+
+async fn info_session(shared: &Shared, every: Duration) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    let mut sock = connect(shared).await?;
+    let mut buf = BytesMut::new();
+    if let Some(auth) = &cfg.auth {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(u) = &auth.user {
+            args.push(u.as_bytes());
+        }
+        args.push(auth.password.as_bytes());
+        request(&mut sock, &mut buf, cfg, &args).await?;
+    }
+    loop {
+        let reply = request(&mut sock, &mut buf, cfg, &[b"INFO", b"replication"]).await?;
+        let offset = match reply {
+            ferry_resp::Value::Bulk(text) => String::from_utf8_lossy(&text)
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            _ => None,
+        };
+        shared.lock().source_offset = offset;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Sends one command and reads its reply; an error reply is an error.
+async fn request(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    cfg: &super::LinkConfig,
+    args: &[&[u8]],
+) -> Result<ferry_resp::Value, LinkError> {
+    let mut out = Vec::new();
+    ferry_resp::write_command(&mut out, args);
+    sock.write_all(&out).await.map_err(io("write to", cfg))?;
+    loop {
+        match ferry_resp::decode(buf) {
+            Ok(Some((v, n))) => {
+                let _ = buf.split_to(n);
+                if let ferry_resp::Value::Error(e) = &v {
+                    return Err(LinkError::Internal(format!(
+                        "INFO poller: {}",
+                        String::from_utf8_lossy(e)
+                    )));
+                }
+                return Ok(v);
+            }
+            Ok(None) => {
+                read_some(sock, buf, cfg, "polling INFO").await?;
+            }
+            Err(e) => return Err(LinkError::Internal(format!("INFO poller: {e}"))),
+        }
+    }
+}

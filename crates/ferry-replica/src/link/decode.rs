@@ -1,0 +1,285 @@
+//! The decoder task: pops bytes and session marks from the spool, in
+//! order, runs the snapshot framer / RDB decoder / command stream over them
+//! and sends [`LinkEvent`]s into the bounded channel (waiting when it is
+//! full; the spool absorbs the socket meanwhile).
+//!
+//! ```text
+//! mark FullSync  ─▶ drop buffered bytes, new epoch, delete the saved position ─▶ Snapshot
+//! mark Continue  ─▶ same epoch and contiguous: keep decoding; else new CommandStream ─▶ Stream
+//! Snapshot: Preamble, Item…, Complete ─▶ SnapshotEnd (and ACK now) ─▶ Stream
+//! Stream:   StreamEvent… (GETACK ─▶ ACK now)
+//! a retriable snapshot error (source aborted) ─▶ Discard until the next mark
+//! ```
+
+use bytes::BytesMut;
+use ferry_rdb::Item;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Applied, LinkError, LinkEvent, Mark, Phase, Shared};
+use crate::{CommandStream, SnapshotEvent, SnapshotFramer, StreamEvent};
+
+/// Most bytes popped from the spool at once.
+const POP_CHUNK: usize = 256 * 1024;
+
+enum State {
+    /// Before the first session, or discarding an aborted snapshot.
+    Idle,
+    Snapshot {
+        framer: SnapshotFramer,
+        rdb: Box<ferry_rdb::Decoder>,
+        offset: u64,
+        db: u64,
+    },
+    Stream(CommandStream),
+}
+
+enum Work {
+    Bytes(bytes::Bytes),
+    Mark(Mark),
+    Wait,
+}
+
+struct Dec<'a> {
+    shared: &'a Shared,
+    token: &'a CancellationToken,
+    tx: mpsc::Sender<LinkEvent>,
+    buf: BytesMut,
+    state: State,
+    epoch: u64,
+    popped: u64,
+}
+
+/// Decodes until cancelled, the consumer is gone, or a fatal error.
+pub(super) async fn run(
+    shared: &Shared,
+    token: &CancellationToken,
+    tx: mpsc::Sender<LinkEvent>,
+) -> Result<(), LinkError> {
+    let mut d = Dec {
+        shared,
+        token,
+        tx,
+        buf: BytesMut::new(),
+        state: State::Idle,
+        epoch: 0,
+        popped: 0,
+    };
+    loop {
+        let work = {
+            let mut inner = shared.lock();
+            match inner.marks.front() {
+                Some((pos, _)) if *pos == d.popped => match inner.marks.pop_front() {
+                    Some((_, m)) => Work::Mark(m),
+                    None => Work::Wait,
+                },
+                next => {
+                    let limit = next.map_or(POP_CHUNK, |(pos, _)| {
+                        usize::try_from(pos - d.popped).map_or(POP_CHUNK, |n| n.min(POP_CHUNK))
+                    });
+                    match inner.spool.pop(limit)? {
+                        Some(b) => {
+                            d.popped += b.len() as u64;
+                            inner.popped = d.popped;
+                            Work::Bytes(b)
+                        }
+                        None => Work::Wait,
+                    }
+                }
+            }
+        };
+        let go_on = match work {
+            Work::Wait => {
+                tokio::select! {
+                    _ = shared.data.notified() => true,
+                    _ = token.cancelled() => false,
+                }
+            }
+            Work::Bytes(b) => {
+                shared.room.notify_one();
+                d.buf.extend_from_slice(&b);
+                d.process().await?
+            }
+            Work::Mark(m) => d.mark(m).await?,
+        };
+        if !go_on {
+            return Ok(());
+        }
+    }
+}
+
+impl Dec<'_> {
+    /// Sends an event; `false` when the link is stopping (cancelled, or
+    /// the consumer dropped the receiver, which stops the link).
+    async fn send(&self, ev: LinkEvent) -> bool {
+        tokio::select! {
+            r = self.tx.send(ev) => {
+                if r.is_err() {
+                    self.token.cancel();
+                }
+                r.is_ok()
+            }
+            _ = self.token.cancelled() => false,
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.shared.lock().phase = phase;
+    }
+
+    async fn mark(&mut self, mark: Mark) -> Result<bool, LinkError> {
+        match mark {
+            Mark::Reconnecting { reason } => {
+                Ok(self.send(LinkEvent::Reconnecting { reason }).await)
+            }
+            Mark::FullSync {
+                epoch,
+                replid,
+                offset,
+            } => {
+                self.buf.clear();
+                self.epoch = epoch;
+                self.state = State::Snapshot {
+                    framer: SnapshotFramer::new(),
+                    rdb: Box::new(ferry_rdb::Decoder::new(self.shared.cfg.rdb.clone())),
+                    offset,
+                    db: 0,
+                };
+                {
+                    // The old position belongs to a history the snapshot
+                    // replaces: a crash before the snapshot is applied must
+                    // not resume from it.
+                    let mut p = self.shared.lock_position();
+                    p.epoch = epoch;
+                    p.replid = Some(replid.clone());
+                    p.saved = None;
+                    let path = self.shared.position_path();
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(LinkError::Position(crate::PositionError::Io {
+                                action: "remove",
+                                path,
+                                source: e,
+                            }));
+                        }
+                        _ => {}
+                    }
+                }
+                self.set_phase(Phase::Snapshot);
+                Ok(self
+                    .send(LinkEvent::FullSync {
+                        replid,
+                        offset,
+                        epoch,
+                    })
+                    .await)
+            }
+            Mark::Continue {
+                epoch,
+                replid,
+                offset,
+                db,
+            } => {
+                match &self.state {
+                    State::Stream(stream) if self.epoch == epoch => {
+                        let at = stream.offset() + self.buf.len() as u64;
+                        if at != offset {
+                            return Err(LinkError::Internal(format!(
+                                "resumed at {offset} but the decoder holds bytes up to {at}"
+                            )));
+                        }
+                    }
+                    _ => {
+                        self.buf.clear();
+                        self.epoch = epoch;
+                        self.state = State::Stream(CommandStream::new(offset, db));
+                    }
+                }
+                {
+                    let mut p = self.shared.lock_position();
+                    p.epoch = epoch;
+                    p.replid = Some(replid.clone());
+                }
+                self.set_phase(Phase::Streaming);
+                if !self.send(LinkEvent::Continue { replid, offset }).await {
+                    return Ok(false);
+                }
+                self.process().await
+            }
+        }
+    }
+
+    /// Decodes everything decodable in the buffer.
+    async fn process(&mut self) -> Result<bool, LinkError> {
+        loop {
+            let ev = match &mut self.state {
+                State::Idle => {
+                    self.buf.clear();
+                    return Ok(true);
+                }
+                State::Snapshot {
+                    framer,
+                    rdb,
+                    offset,
+                    db,
+                } => match framer.next_event(rdb, &mut self.buf) {
+                    Ok(None) => return Ok(true),
+                    Ok(Some(SnapshotEvent::Preamble(_))) => continue,
+                    Ok(Some(SnapshotEvent::Item(item))) => {
+                        if let Item::Aux { key, value } = &item
+                            && &key[..] == b"repl-stream-db"
+                            && let Some(n) = crate::parse_decimal(value)
+                        {
+                            *db = n;
+                        }
+                        LinkEvent::Rdb(item)
+                    }
+                    Ok(Some(SnapshotEvent::Complete)) => {
+                        let (offset, db) = (*offset, *db);
+                        let end = self.popped - self.buf.len() as u64;
+                        self.shared.lock().snapshot_end = Some((self.epoch, end));
+                        self.shared.ack_now.notify_one();
+                        self.state = State::Stream(CommandStream::new(offset, db));
+                        self.set_phase(Phase::Streaming);
+                        LinkEvent::SnapshotEnd {
+                            applied: Applied {
+                                epoch: self.epoch,
+                                offset,
+                                db,
+                            },
+                        }
+                    }
+                    Err(e) if e.retriable() => {
+                        // The source aborted; it closes the link (make
+                        // sure), and the next session starts over.
+                        self.state = State::Idle;
+                        self.buf.clear();
+                        self.shared.reconnect.notify_waiters();
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                State::Stream(stream) => match stream.next_event(&mut self.buf)? {
+                    None => return Ok(true),
+                    Some(event) => {
+                        if let StreamEvent::GetAck { .. } = event {
+                            self.shared.ack_now.notify_one();
+                        }
+                        let cp = stream.checkpoint();
+                        LinkEvent::Stream {
+                            event,
+                            applied: Applied {
+                                epoch: self.epoch,
+                                offset: cp.offset,
+                                db: cp.db,
+                            },
+                        }
+                    }
+                },
+            };
+            if !self.send(ev).await {
+                return Ok(false);
+            }
+        }
+    }
+}

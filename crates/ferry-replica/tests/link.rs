@@ -1,0 +1,440 @@
+//! The tokio link against real servers: full sync (disk and diskless) and
+//! stream with exact offsets and applied ACKs, resume after a restart,
+//! a stalled consumer spooling to disk, credentials and ACL, Valkey 9.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_rdb::{Flavor as RdbFlavor, Item};
+use ferry_replica::{
+    Auth, HandshakeError, Link, LinkConfig, LinkError, LinkEvent, LinkHandle, LinkStatus, Position,
+    StreamEvent,
+};
+use ferry_testkit::{Flavor, Server, info_field};
+use tokio_util::sync::CancellationToken;
+
+/// Bound of every wait in these tests.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(server: &Server, dir: &std::path::Path) -> LinkConfig {
+    let mut cfg = LinkConfig::new(server.addr(), dir);
+    cfg.ack_interval = Duration::from_millis(250);
+    cfg.timeout = Duration::from_secs(10);
+    cfg.listening_port = Some(7777);
+    cfg
+}
+
+/// A consumer that reports every event as applied at once, unless stalled.
+struct Consumer {
+    events: Arc<Mutex<Vec<LinkEvent>>>,
+    stall: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    fn spawn(handle: LinkHandle, mut rx: tokio::sync::mpsc::Receiver<LinkEvent>) -> Consumer {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stall = Arc::new(AtomicBool::new(false));
+        let (ev, st) = (events.clone(), stall.clone());
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                while st.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                match &e {
+                    LinkEvent::SnapshotEnd { applied } | LinkEvent::Stream { applied, .. } => {
+                        handle.applied(*applied)
+                    }
+                    _ => {}
+                }
+                ev.lock().unwrap().push(e);
+            }
+        });
+        Consumer { events, stall }
+    }
+
+    fn snapshot(&self) -> Vec<LinkEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn last_stream_offset(&self) -> Option<u64> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                LinkEvent::Stream { event, .. } => Some(event.end_offset()),
+                LinkEvent::SnapshotEnd { applied } => Some(applied.offset),
+                _ => None,
+            })
+    }
+
+    async fn wait_snapshot(&self) {
+        wait_for("the snapshot", || {
+            self.has(|e| matches!(e, LinkEvent::SnapshotEnd { .. }))
+        })
+        .await;
+    }
+
+    fn has(&self, f: impl Fn(&LinkEvent) -> bool) -> bool {
+        self.events.lock().unwrap().iter().any(f)
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after [`WAIT`].
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn info_u64(server: &Server, section: &str, field: &str) -> u64 {
+    info_field(&server.info(section), field)
+        .unwrap_or_else(|| panic!("no {field}"))
+        .parse()
+        .expect("number")
+}
+
+fn master_offset(server: &Server) -> u64 {
+    info_u64(server, "replication", "master_repl_offset")
+}
+
+/// ~1000 keys of mixed types, some with a TTL.
+fn populate(server: &Server) {
+    let mut conn = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        let k = format!("key:{i}");
+        match i % 5 {
+            0 => pipe.cmd("SET").arg(&k).arg(i),
+            1 => pipe.cmd("RPUSH").arg(&k).arg("a").arg("b").arg(i),
+            2 => pipe.cmd("HSET").arg(&k).arg("f").arg(i).arg("g").arg("x"),
+            3 => pipe.cmd("SADD").arg(&k).arg("m").arg(i),
+            _ => pipe.cmd("ZADD").arg(&k).arg(1.5).arg("m").arg(i).arg("n"),
+        };
+        if i % 7 == 0 {
+            pipe.cmd("EXPIRE").arg(&k).arg(3600);
+        }
+    }
+    pipe.query::<redis::Value>(&mut conn).expect("populate");
+}
+
+fn write_some(server: &Server, tag: &str, n: usize) -> Vec<String> {
+    let mut conn = server.conn();
+    let mut expected = Vec::new();
+    for i in 0..n {
+        redis::cmd("SET")
+            .arg(format!("{tag}:{i}"))
+            .arg(i)
+            .query::<()>(&mut conn)
+            .expect("SET");
+        redis::cmd("INCR")
+            .arg(format!("{tag}:ctr"))
+            .query::<i64>(&mut conn)
+            .expect("INCR");
+        expected.push(format!("SET {tag}:{i} {i}"));
+        expected.push(format!("INCR {tag}:ctr"));
+    }
+    expected
+}
+
+fn data_commands(events: &[LinkEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            LinkEvent::Stream {
+                event: StreamEvent::Command { cmd, .. },
+                ..
+            } => Some(
+                cmd.args
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn keys(events: &[LinkEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, LinkEvent::Rdb(Item::Key(_))))
+        .count()
+}
+
+/// Waits until the last delivered offset equals the source's, then until
+/// the source shows our replica online at that offset (applied ACK).
+async fn caught_up(server: &Server, consumer: &Consumer) -> u64 {
+    let mut at = 0;
+    wait_for("the stream to reach master_repl_offset", || {
+        at = master_offset(server);
+        consumer.last_stream_offset() == Some(at)
+    })
+    .await;
+    wait_for("INFO replication to show the applied offset", || {
+        let info = server.info("replication");
+        let at = master_offset(server);
+        consumer.last_stream_offset() == Some(at)
+            && info.contains(&format!("port=7777,state=online,offset={at},"))
+    })
+    .await;
+    master_offset(server)
+}
+
+async fn full_sync(diskless: bool) {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", if diskless { "yes" } else { "no" })
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    populate(&server);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    let events = consumer.snapshot();
+    assert!(matches!(events[0], LinkEvent::FullSync { epoch: 1, .. }));
+    assert_eq!(keys(&events), 1000);
+
+    let expected = write_some(&server, "w", 25);
+    let at = caught_up(&server, &consumer).await;
+    assert_eq!(data_commands(&consumer.snapshot()), expected);
+    let status: LinkStatus = link.status();
+    assert!(status.connected);
+    assert_eq!(status.received_offset, Some(at));
+    assert_eq!(status.applied_offset, Some(at));
+    assert_eq!(status.spool_disk_bytes, 0);
+    wait_for("the INFO poller", || {
+        link.status().source_offset == Some(at)
+    })
+    .await;
+    assert!(
+        !consumer.has(|e| matches!(e, LinkEvent::Reconnecting { .. })),
+        "{:?}",
+        consumer.snapshot()
+    );
+    link.shutdown().await.expect("clean shutdown");
+    let saved = Position::load(&dir.path().join("position.json"))
+        .unwrap()
+        .expect("saved");
+    assert_eq!(saved.offset, at);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis70_disk_full_sync_then_stream() {
+    full_sync(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis70_diskless_full_sync_then_stream() {
+    full_sync(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_resumes_with_continue_exactly_once() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    populate(&server);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    let before = write_some(&server, "a", 10);
+    caught_up(&server, &consumer).await;
+    assert_eq!(data_commands(&consumer.snapshot()), before);
+    link.shutdown().await.expect("shutdown");
+
+    let full = info_u64(&server, "stats", "sync_full");
+    let partial = info_u64(&server, "stats", "sync_partial_ok");
+    // Writes while ferry is down, including a db switch.
+    let mut expected = write_some(&server, "b", 10);
+    let mut conn = server.conn();
+    redis::cmd("SELECT").arg(2).query::<()>(&mut conn).unwrap();
+    redis::cmd("SET")
+        .arg("in2")
+        .arg("x")
+        .query::<()>(&mut conn)
+        .unwrap();
+    expected.push("SET in2 x".into());
+
+    let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    let more = write_some(&server, "c", 5);
+    expected.extend(more);
+    caught_up(&server, &consumer).await;
+    let events = consumer.snapshot();
+    assert!(
+        matches!(events[0], LinkEvent::Continue { .. }),
+        "{:?}",
+        events[0]
+    );
+    assert_eq!(data_commands(&events), expected);
+    assert_eq!(info_u64(&server, "stats", "sync_full"), full);
+    assert_eq!(info_u64(&server, "stats", "sync_partial_ok"), partial + 1);
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_consumer_spools_to_disk_without_losing_the_link() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("replica 256kb 128kb 5")
+        .query::<()>(&mut server.conn())
+        .unwrap();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    cfg.spool.memory_bytes = 64 << 10;
+    cfg.spool.segment_bytes = 1 << 20;
+    cfg.channel_capacity = 64;
+    let spool_dir = cfg.spool.dir.clone();
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    caught_up(&server, &consumer).await;
+
+    consumer.stall.store(true, Ordering::Relaxed);
+    let stalled_at = Instant::now();
+    let addr_server = server.url();
+    let writer = tokio::task::spawn_blocking(move || {
+        let client = redis::Client::open(addr_server).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let value = vec![b'v'; 1000];
+        // 20 000 × ~1 KB = ~20 MB, in pipelines of 200.
+        for batch in 0..100 {
+            let mut pipe = redis::pipe();
+            for i in 0..200 {
+                pipe.cmd("SET")
+                    .arg(format!("big:{batch}:{i}"))
+                    .arg(&value[..])
+                    .ignore();
+            }
+            pipe.query::<()>(&mut conn).unwrap();
+        }
+    });
+    let mut max_disk = 0;
+    while stalled_at.elapsed() < Duration::from_secs(5) {
+        max_disk = max_disk.max(link.status().spool_disk_bytes);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.await.unwrap();
+    max_disk = max_disk.max(link.status().spool_disk_bytes);
+    consumer.stall.store(false, Ordering::Relaxed);
+    assert!(max_disk > 0, "the spool never spilled to disk");
+    caught_up(&server, &consumer).await;
+    let reconnects: Vec<_> = consumer
+        .snapshot()
+        .into_iter()
+        .filter(|e| matches!(e, LinkEvent::Reconnecting { .. }))
+        .collect();
+    assert!(
+        reconnects.is_empty(),
+        "the link was dropped: {reconnects:?}"
+    );
+    assert_eq!(data_commands(&consumer.snapshot()).len(), 20_000);
+    assert_eq!(info_u64(&server, "stats", "sync_full"), 1);
+    let status = link.status();
+    assert_eq!((status.reconnects, status.spool_disk_bytes), (0, 0));
+    let left: Vec<_> = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "segments left: {left:?}");
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_password_is_fatal_and_a_replication_only_acl_user_syncs() {
+    let server = Server::builder(Flavor::Redis70)
+        .password("p")
+        .start()
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    cfg.auth = Some(Auth {
+        user: None,
+        password: "wrong".into(),
+    });
+    let started = Instant::now();
+    let (link, _rx) = Link::start(cfg.clone(), CancellationToken::new()).unwrap();
+    let r = tokio::time::timeout(WAIT, link.finish())
+        .await
+        .expect("ends");
+    assert!(
+        matches!(
+            r,
+            Err(LinkError::Handshake(HandshakeError::WrongPassword { .. }))
+        ),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "repl",
+            "on",
+            ">pw",
+            "+psync",
+            "+replconf",
+            "+ping",
+        ])
+        .query::<()>(&mut server.conn())
+        .unwrap();
+    cfg.auth = Some(Auth {
+        user: Some("repl".into()),
+        password: "pw".into(),
+    });
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    let expected = write_some(&server, "acl", 3);
+    wait_for("the stream", || {
+        data_commands(&consumer.snapshot()).len() == expected.len()
+    })
+    .await;
+    assert_eq!(data_commands(&consumer.snapshot()), expected);
+    // The user may not run INFO: the source offset stays unknown.
+    assert_eq!(link.status().source_offset, None);
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn valkey9_diskless_sends_valkey080() {
+    let server = Server::builder(Flavor::Valkey9)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    populate(&server);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    let events = consumer.snapshot();
+    assert_eq!(
+        events[1],
+        LinkEvent::Rdb(Item::Header {
+            flavor: RdbFlavor::Valkey,
+            version: 80
+        })
+    );
+    assert_eq!(keys(&events), 1000);
+    let expected = write_some(&server, "v", 5);
+    caught_up(&server, &consumer).await;
+    assert_eq!(data_commands(&consumer.snapshot()), expected);
+    link.shutdown().await.expect("shutdown");
+}
