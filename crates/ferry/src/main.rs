@@ -3,7 +3,10 @@
 //! This binary is the operator's edge: it parses the command line, runs the
 //! chosen subcommand and prints the whole error chain on failure.
 
+mod apply;
+mod config;
 mod rdb_cmd;
+mod run;
 
 use std::process::ExitCode;
 
@@ -19,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Migrate: replicate the source into the target cluster until stopped.
+    Run(run::RunArgs),
     /// Decode an RDB dump offline into commands, JSON, or a summary.
     Rdb(rdb_cmd::RdbArgs),
 }
@@ -26,6 +31,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => {
+            init_logging();
+            run::run(&args)
+        }
         Command::Rdb(args) => rdb_cmd::run(&args),
     };
     match result {
@@ -38,6 +47,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` (e.g. `info`, `ferry=debug`) sets the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// A closed stdout (e.g. `| head`) is not an error worth reporting.

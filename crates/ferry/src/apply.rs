@@ -1,0 +1,372 @@
+//! Turn what the replica link delivers into cluster writes.
+//!
+//! ```text
+//! LinkEvent::Rdb(Key)        → RESTORE k ttl payload ABSTTL REPLACE   (target reads the format)
+//!                            → DEL + SET/RPUSH/SADD/ZADD/HSET/XADD…   (otherwise, and big keys)
+//! LinkEvent::Stream(Command) → ferry_ops::route: one slot, split per slot, every master
+//! Applied tokens             → reported to the link once the writer has acknowledged
+//!                              every op at or below their offset
+//! ```
+//! Anything not carried is counted by reason and logged with its key, never
+//! dropped silently: keys in a db other than 0 (a cluster has only db 0),
+//! already expired keys, commands that cannot be replayed on a cluster.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use ferry_cluster::{ClusterWriter, Op};
+use ferry_ops::{Route, key_slot};
+use ferry_rdb::commands::{CommandBuilder, CommandOptions};
+use ferry_rdb::{Flavor, Item, KeyHeader};
+use ferry_replica::{Applied, LinkEvent, StreamEvent};
+
+/// What the target can `RESTORE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetFormat {
+    /// Valkey (as opposed to Redis).
+    pub valkey: bool,
+    /// Highest RDB version it reads (Valkey: 11 for `REDIS` payloads, 80 for its own).
+    pub rdb_version: u16,
+}
+
+impl TargetFormat {
+    /// From `INFO server` text.
+    pub fn from_info(info: &str) -> TargetFormat {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let version = |v: &str| {
+            let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            (it.next().unwrap_or(0), it.next().unwrap_or(0))
+        };
+        if let Some(v) = field("valkey_version") {
+            let (major, _) = version(v);
+            return TargetFormat {
+                valkey: true,
+                rdb_version: if major >= 9 { 80 } else { 11 },
+            };
+        }
+        let (major, minor) = version(field("redis_version").unwrap_or("0.0"));
+        let rdb_version = match (major, minor) {
+            (m, _) if m >= 8 => 12,
+            (7, n) if n >= 4 => 12,
+            (7, n) if n >= 2 => 11,
+            (7, _) => 10,
+            (6, _) | (5, _) => 9,
+            _ => 8,
+        };
+        TargetFormat {
+            valkey: false,
+            rdb_version,
+        }
+    }
+
+    /// The version to stamp on a payload of `rdb_type` from a `flavor`/`version`
+    /// file, or `None` if the target cannot read it (use commands).
+    pub fn stamp(&self, flavor: Flavor, version: u16, rdb_type: u8) -> Option<u16> {
+        match (flavor, self.valkey) {
+            (Flavor::Redis, false) => (version <= self.rdb_version).then_some(version),
+            (Flavor::Valkey, true) => (version <= self.rdb_version).then_some(version),
+            // Valkey reads REDIS payloads up to 11 for types that exist there.
+            (Flavor::Redis, true) => (rdb_type <= 21).then_some(version.min(11)),
+            (Flavor::Valkey, false) => None,
+        }
+    }
+}
+
+/// Counters for the status page.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Snapshot keys written.
+    pub keys_applied: u64,
+    /// Stream commands written.
+    pub commands_applied: u64,
+    /// Keys or commands not carried, by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+/// Feeds the cluster writer and tracks what is applied.
+pub struct Applier {
+    writer: ClusterWriter,
+    target: TargetFormat,
+    restore: bool,
+    builder: CommandBuilder,
+    file: Option<(Flavor, u16)>,
+    snapshot_offset: u64,
+    big: Option<(KeyHeader, bool)>,
+    /// Tokens to report, with the offset of the last op submitted before them.
+    tokens: VecDeque<(u64, Applied)>,
+    last_op_offset: u64,
+    /// Counters.
+    pub counters: Counters,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Applier {
+    /// An applier writing through `writer`.
+    pub fn new(writer: ClusterWriter, target: TargetFormat, restore: bool) -> Applier {
+        Applier {
+            writer,
+            target,
+            restore,
+            builder: CommandBuilder::new(CommandOptions {
+                replace: true,
+                ..Default::default()
+            }),
+            file: None,
+            snapshot_offset: 0,
+            big: None,
+            tokens: VecDeque::new(),
+            last_op_offset: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    fn skip(&mut self, reason: &'static str, what: &str) {
+        *self.counters.skipped.entry(reason).or_default() += 1;
+        tracing::warn!(reason, what, "not carried");
+    }
+
+    async fn submit(&mut self, args: Vec<Bytes>, slot: Option<u16>, offset: u64) -> Result<()> {
+        self.last_op_offset = offset;
+        self.writer
+            .submit(Op { args, slot, offset })
+            .await
+            .context("writing to the target cluster")
+    }
+
+    async fn submit_all(&mut self, cmds: Vec<Vec<Bytes>>, slot: u16, offset: u64) -> Result<()> {
+        for c in cmds {
+            self.submit(c, Some(slot), offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Apply one link event.
+    pub async fn event(&mut self, ev: LinkEvent) -> Result<()> {
+        match ev {
+            LinkEvent::FullSync { offset, .. } => {
+                self.snapshot_offset = offset;
+                self.file = None;
+            }
+            LinkEvent::Continue { .. } | LinkEvent::Reconnecting { .. } => {}
+            LinkEvent::Rdb(item) => self.rdb(item).await?,
+            LinkEvent::SnapshotEnd { applied } => {
+                self.tokens.push_back((self.last_op_offset, applied))
+            }
+            LinkEvent::Stream { event, applied } => {
+                self.stream(event, applied.offset).await?;
+                self.tokens.push_back((self.last_op_offset, applied));
+            }
+        }
+        Ok(())
+    }
+
+    async fn rdb(&mut self, item: Item) -> Result<()> {
+        // +1: a snapshot at offset 0 must still count as "something to acknowledge".
+        let off = self.snapshot_offset + 1;
+        match item {
+            Item::Header { flavor, version } => self.file = Some((flavor, version)),
+            Item::Function { code } => {
+                let args = vec!["FUNCTION".into(), "LOAD".into(), "REPLACE".into(), code];
+                self.submit(args, None, off).await?;
+            }
+            Item::ModuleAux { module, .. } => {
+                self.skip(
+                    "module_aux",
+                    &format!("module aux data of {}", module.name()),
+                );
+            }
+            Item::Key(k) => {
+                let h = &k.header;
+                if h.db != 0 {
+                    self.skip(
+                        "db_not_mapped",
+                        &format!("db {} key {}", h.db, lossy(&h.key)),
+                    );
+                    return Ok(());
+                }
+                if h.expire_ms.is_some_and(|t| t <= now_ms()) {
+                    self.skip("expired", &lossy(&h.key));
+                    return Ok(());
+                }
+                let slot = key_slot(&h.key);
+                let stamp = match (self.restore, self.file) {
+                    (true, Some((flavor, version))) => {
+                        self.target.stamp(flavor, version, h.rdb_type)
+                    }
+                    _ => None,
+                };
+                let mut cmds = Vec::new();
+                if let Some(version) = stamp {
+                    let mut c: Vec<Bytes> = vec![
+                        "RESTORE".into(),
+                        h.key.clone(),
+                        h.expire_ms.unwrap_or(0).to_string().into(),
+                        k.restore_payload(version),
+                        "REPLACE".into(),
+                    ];
+                    if h.expire_ms.is_some() {
+                        c.push("ABSTTL".into());
+                    }
+                    cmds.push(c);
+                } else if let Err(u) = self
+                    .builder
+                    .whole(h, &k.value, &k.raw, &mut |c| cmds.push(c))
+                {
+                    self.skip(
+                        "unsupported_value",
+                        &format!("{}: {}", lossy(&u.key), u.reason),
+                    );
+                }
+                self.submit_all(cmds, slot, off).await?;
+                self.counters.keys_applied += 1;
+            }
+            Item::BigKeyStart(h) => {
+                let skip = h.db != 0;
+                if skip {
+                    self.skip(
+                        "db_not_mapped",
+                        &format!("db {} key {}", h.db, lossy(&h.key)),
+                    );
+                }
+                self.big = (!skip).then_some((h, true));
+            }
+            Item::BigKeyChunk(v) => {
+                if let Some((h, first)) = self.big.take() {
+                    let mut cmds = Vec::new();
+                    if let Err(u) = self.builder.chunk(&h, &v, first, &mut |c| cmds.push(c)) {
+                        self.skip(
+                            "unsupported_value",
+                            &format!("{}: {}", lossy(&u.key), u.reason),
+                        );
+                    }
+                    self.submit_all(cmds, key_slot(&h.key), off).await?;
+                    self.big = Some((h, false));
+                }
+            }
+            Item::BigKeyEnd => {
+                if let Some((h, _)) = self.big.take() {
+                    let mut cmds = Vec::new();
+                    self.builder.finish_key(&h, &mut |c| cmds.push(c));
+                    self.submit_all(cmds, key_slot(&h.key), off).await?;
+                    self.counters.keys_applied += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn stream(&mut self, ev: StreamEvent, _offset: u64) -> Result<()> {
+        let StreamEvent::Command {
+            cmd,
+            db,
+            end_offset,
+        } = ev
+        else {
+            return Ok(());
+        };
+        if db != 0 {
+            self.skip(
+                "db_not_mapped",
+                &format!("db {db}: {}", lossy(&cmd.name_upper())),
+            );
+            return Ok(());
+        }
+        let route = match ferry_ops::route(&cmd.args) {
+            Ok(r) => r,
+            Err(e) => {
+                self.skip("unknown_command", &e.to_string());
+                return Ok(());
+            }
+        };
+        match route {
+            Route::Slot(slot, args) => self.submit(args, Some(slot), end_offset).await?,
+            Route::PerSlot(parts) => {
+                for (slot, args) in parts {
+                    self.submit(args, Some(slot), end_offset).await?;
+                }
+            }
+            Route::AllMasters => self.submit(cmd.args, None, end_offset).await?,
+            Route::None(_) => return Ok(()),
+            Route::Unreplayable { reason } => {
+                self.skip("unreplayable", &reason.to_string());
+                return Ok(());
+            }
+        }
+        self.counters.commands_applied += 1;
+        Ok(())
+    }
+
+    /// The newest token whose ops are all acknowledged (to hand to the link).
+    pub fn applied(&mut self) -> Option<Applied> {
+        let acked = self.writer.applied_offset();
+        let mut last = None;
+        while let Some((op_offset, token)) = self.tokens.front() {
+            if *op_offset > acked && *op_offset != 0 {
+                break;
+            }
+            last = Some(*token);
+            self.tokens.pop_front();
+        }
+        last
+    }
+
+    /// The writer's error, if it stopped.
+    pub fn writer_error(&self) -> Option<ferry_cluster::WriterError> {
+        self.writer.error()
+    }
+
+    /// Wait until everything submitted is acknowledged.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .await
+            .context("flushing the target cluster")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_formats() {
+        let redis70 = TargetFormat::from_info("# Server\r\nredis_version:7.0.15\r\n");
+        assert_eq!(
+            redis70,
+            TargetFormat {
+                valkey: false,
+                rdb_version: 10
+            }
+        );
+        let valkey = TargetFormat::from_info("redis_version:7.2.4\r\nvalkey_version:9.1.2\r\n");
+        assert_eq!(
+            valkey,
+            TargetFormat {
+                valkey: true,
+                rdb_version: 80
+            }
+        );
+        assert_eq!(redis70.stamp(Flavor::Redis, 10, 18), Some(10));
+        assert_eq!(redis70.stamp(Flavor::Redis, 12, 0), None);
+        assert_eq!(valkey.stamp(Flavor::Redis, 12, 18), Some(11));
+        assert_eq!(valkey.stamp(Flavor::Redis, 12, 25), None);
+        assert_eq!(valkey.stamp(Flavor::Valkey, 80, 22), Some(80));
+        assert_eq!(redis70.stamp(Flavor::Valkey, 80, 0), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! `ferry run` configuration (YAML).
+//!
+//! Unknown fields are rejected with their name and line; `${NAME}` in any
+//! value is replaced by the environment variable `NAME` (for secrets), and
+//! an unset variable is an error. Every key, at its default, is listed in
+//! `config/ferry.example.yaml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server to migrate from.
+    pub source: Endpoint,
+    /// Any node of the target cluster.
+    pub target: Endpoint,
+    /// Directory for the saved replication position and the spool.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// HTTP listener for `/status` (JSON) and `/metrics` (Prometheus).
+    #[serde(default)]
+    pub http: Http,
+    /// How snapshot keys are written.
+    #[serde(default)]
+    pub snapshot: Snapshot,
+}
+
+/// A server address.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `redis://[user:password@]host:port`.
+    pub url: String,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// `host:port`; empty disables the listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// Snapshot writing.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// `auto`: `RESTORE` raw payloads when the target reads the source's
+    /// format, commands otherwise; `never`: always commands.
+    #[serde(default)]
+    pub restore: RestoreMode,
+}
+
+/// When to use `RESTORE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// When the target can read the payload.
+    #[default]
+    Auto,
+    /// Never; rebuild keys with commands.
+    Never,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("./ferry-state")
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9121".into()
+}
+
+/// Replace `${NAME}` with `lookup(NAME)` (the environment, in `ferry run`),
+/// except on comment lines.
+fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                bail!("line {}: unterminated ${{…}}", i + 1);
+            };
+            let name = &after[..end];
+            let Some(value) = lookup(name) else {
+                bail!(
+                    "line {}: environment variable {name} (used as ${{{name}}}) is not set",
+                    i + 1
+                );
+            };
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Parse configuration text, expanding `${NAME}` from the environment.
+    pub fn parse(text: &str) -> Result<Config> {
+        Config::parse_with(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse configuration text, expanding `${NAME}` with `lookup`.
+    pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let text = expand_env(text, lookup)?;
+        let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if cfg.source.url == cfg.target.url {
+            bail!(
+                "source and target are the same server ({})",
+                redact(&cfg.source.url)
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// Read and parse a configuration file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => format!("{}***{}", &url[..s + 3], &url[at..]),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Parts of a `redis://[user:password@]host:port` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// ACL user.
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// `host:port`.
+    pub addr: String,
+}
+
+/// Parse a `redis://` URL (TLS `rediss://` is not supported yet).
+pub fn parse_url(url: &str) -> Result<Url> {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        if url.starts_with("rediss://") {
+            bail!("{}: TLS (rediss://) is not supported yet", redact(url));
+        }
+        bail!(
+            "{}: expected redis://[user:password@]host:port",
+            redact(url)
+        );
+    };
+    let rest = rest.trim_end_matches('/');
+    let (creds, addr) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (user, password) = match creds {
+        None => (None, None),
+        Some(c) => match c.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+            None => (None, Some(c.to_string())),
+        },
+    };
+    if addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        bail!("{}: expected host:port after redis://", redact(url));
+    }
+    Ok(Url {
+        user,
+        password,
+        addr: addr.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let text = include_str!("../../../config/ferry.example.yaml");
+        let cfg = Config::parse(text).expect("example parses");
+        assert_eq!(cfg.state_dir, default_state_dir());
+        assert_eq!(cfg.http, Http::default());
+        assert_eq!(cfg.snapshot, Snapshot::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_line() {
+        let err = Config::parse(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nstate_dri: x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("state_dri") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn env_and_urls() {
+        let env = |name: &str| (name == "PW").then(|| "s3cret".to_string());
+        let cfg = Config::parse_with(
+            "source: { url: \"redis://app:${PW}@127.0.0.1:6379\" }\ntarget: { url: \"redis://127.0.0.1:7000\" }\n",
+            &env,
+        )
+        .expect("parses");
+        let u = parse_url(&cfg.source.url).expect("url");
+        assert_eq!(u.user.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        assert_eq!(u.addr, "127.0.0.1:6379");
+        assert_eq!(redact(&cfg.source.url), "redis://app:***@127.0.0.1:6379");
+        let unset = Config::parse_with(
+            "source: { url: \"redis://${NOPE}@h:1\" }\ntarget: { url: \"redis://h:2\" }\n",
+            &env,
+        );
+        assert!(unset.unwrap_err().to_string().contains("NOPE"));
+        assert!(
+            parse_url("rediss://h:1")
+                .unwrap_err()
+                .to_string()
+                .contains("TLS")
+        );
+        assert!(
+            Config::parse("source: { url: \"redis://h:1\" }\ntarget: { url: \"redis://h:1\" }\n")
+                .unwrap_err()
+                .to_string()
+                .contains("same server")
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! `ferry run --config FILE`: the migration daemon.
+//!
+//! ```text
+//! source ─PSYNC─▶ Link ─events─▶ Applier ─ops─▶ ClusterWriter ─▶ target masters
+//!                  ▲                │
+//!                  └── applied ◀────┘  (what the writer acknowledged)
+//! ```
+//! It prints one status line a second and serves `/status` (JSON) and
+//! `/metrics` (Prometheus text) on `http.listen`. SIGINT/SIGTERM stop it
+//! cleanly: in-flight writes are finished and the position is saved.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferry_cluster::{Auth as WAuth, ClusterWriter, Conn, WriterConfig};
+use ferry_replica::{Auth as LAuth, Link, LinkConfig, LinkStatus, Phase};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applier, TargetFormat};
+use crate::config::{Config, RestoreMode, parse_url, redact};
+
+/// Arguments of `ferry run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The YAML configuration (see config/ferry.example.yaml).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// The `/status` document.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// connecting, snapshot, streaming, stopped, error.
+    pub phase: String,
+    /// The source's `master_repl_offset`.
+    pub source_offset: Option<u64>,
+    /// Offset applied to the target.
+    pub applied_offset: Option<u64>,
+    /// Offset received from the source.
+    pub received_offset: Option<u64>,
+    /// source_offset − applied_offset.
+    pub lag_bytes: Option<u64>,
+    /// Seconds since the applied offset last equalled the received one (0 when caught up).
+    pub lag_seconds: f64,
+    /// Snapshot keys written.
+    pub keys_applied: u64,
+    /// Stream commands written.
+    pub commands_applied: u64,
+    /// Not carried, by reason.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Bytes waiting in the spool (disk part included).
+    pub spool_bytes: u64,
+    /// Reconnects to the source.
+    pub reconnects: u64,
+    /// The error that stopped ferry, if any.
+    pub error: Option<String>,
+}
+
+impl Status {
+    fn metrics(&self) -> String {
+        let phase = match self.phase.as_str() {
+            "connecting" => 0,
+            "snapshot" => 1,
+            "streaming" => 2,
+            "stopped" => 3,
+            _ => 4,
+        };
+        let mut m = format!(
+            "# TYPE ferry_phase gauge\nferry_phase {phase}\n\
+             # TYPE ferry_lag_bytes gauge\nferry_lag_bytes {}\n\
+             # TYPE ferry_lag_seconds gauge\nferry_lag_seconds {}\n\
+             # TYPE ferry_applied_offset gauge\nferry_applied_offset {}\n\
+             # TYPE ferry_source_offset gauge\nferry_source_offset {}\n\
+             # TYPE ferry_keys_applied_total counter\nferry_keys_applied_total {}\n\
+             # TYPE ferry_commands_applied_total counter\nferry_commands_applied_total {}\n\
+             # TYPE ferry_spool_bytes gauge\nferry_spool_bytes {}\n\
+             # TYPE ferry_reconnects_total counter\nferry_reconnects_total{{side=\"source\"}} {}\n\
+             # TYPE ferry_keys_skipped_total counter\n",
+            self.lag_bytes.unwrap_or(0),
+            self.lag_seconds,
+            self.applied_offset.unwrap_or(0),
+            self.source_offset.unwrap_or(0),
+            self.keys_applied,
+            self.commands_applied,
+            self.spool_bytes,
+            self.reconnects,
+        );
+        for (reason, n) in &self.skipped {
+            m.push_str(&format!(
+                "ferry_keys_skipped_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+        m
+    }
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Connecting => "connecting",
+        Phase::Snapshot => "snapshot",
+        Phase::Streaming => "streaming",
+        Phase::Stopped => "stopped",
+    }
+}
+
+/// Serve `/status` and `/metrics` until cancelled.
+async fn serve_http(
+    listen: String,
+    status: Arc<Mutex<Status>>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    tracing::info!(%listen, "status page: http://{listen}/status, metrics: http://{listen}/metrics");
+    loop {
+        let (mut sock, _) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = listener.accept() => r?,
+        };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
+            let (code, ctype, body) = match path {
+                "/status" => (
+                    "200 OK",
+                    "application/json",
+                    serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
+                ),
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", snapshot.metrics()),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /status or /metrics\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Run `ferry run`.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(daemon(cfg))
+}
+
+async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
+    let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cannot connect to the target {addr}"))?;
+    let info = conn
+        .call(&["INFO", "server"], Duration::from_secs(5))
+        .await
+        .with_context(|| format!("INFO server on the target {addr}"))?;
+    let text = info
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    match text {
+        Some(t) => Ok(TargetFormat::from_info(&t)),
+        None => bail!("target {addr} answered INFO with {info:?}"),
+    }
+}
+
+async fn daemon(cfg: Config) -> Result<()> {
+    let src = parse_url(&cfg.source.url)?;
+    let dst = parse_url(&cfg.target.url)?;
+    let wauth = WAuth {
+        user: dst.user.clone(),
+        password: dst.password.clone(),
+    };
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("stopping: finishing in-flight writes and saving the position");
+            cancel.cancel();
+        });
+    }
+
+    let format = target_format(&dst.addr, &wauth).await?;
+    let writer = ClusterWriter::connect_with(
+        &dst.addr,
+        WriterConfig {
+            auth: wauth,
+            ..Default::default()
+        },
+    )
+    .await
+    .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
+    tracing::info!(masters = ?writer.masters(), "target cluster");
+    let mut applier = Applier::new(writer, format, cfg.snapshot.restore == RestoreMode::Auto);
+
+    let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
+    lcfg.auth = src.password.clone().map(|password| LAuth {
+        user: src.user.clone(),
+        password,
+    });
+    let (link, mut events) = Link::start(lcfg, cancel.child_token())
+        .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
+
+    let status = Arc::new(Mutex::new(Status::default()));
+    if !cfg.http.listen.is_empty() {
+        let (listen, status, cancel) = (cfg.http.listen.clone(), status.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(listen, status, cancel).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_print = Instant::now();
+    let mut caught_up_at = Instant::now();
+    let result: Result<()> = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            ev = events.recv() => match ev {
+                Some(ev) => {
+                    if let Err(e) = applier.event(ev).await {
+                        break Err(e);
+                    }
+                }
+                None => break Ok(()),
+            },
+            _ = tick.tick() => {}
+        }
+        if let Some(a) = applier.applied() {
+            link.applied(a);
+        }
+        if let Some(e) = applier.writer_error() {
+            break Err(anyhow::Error::new(e).context("target cluster"));
+        }
+        let ls: LinkStatus = link.status();
+        if ls.applied_offset.is_some() && ls.applied_offset >= ls.received_offset {
+            caught_up_at = Instant::now();
+        }
+        let st = Status {
+            phase: phase_name(ls.phase).into(),
+            source_offset: ls.source_offset,
+            applied_offset: ls.applied_offset,
+            received_offset: ls.received_offset,
+            lag_bytes: match (ls.source_offset, ls.applied_offset) {
+                (Some(s), Some(a)) => Some(s.saturating_sub(a)),
+                _ => None,
+            },
+            lag_seconds: caught_up_at.elapsed().as_secs_f64(),
+            keys_applied: applier.counters.keys_applied,
+            commands_applied: applier.counters.commands_applied,
+            skipped: applier
+                .counters
+                .skipped
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            spool_bytes: ls.spool_bytes,
+            reconnects: ls.reconnects,
+            error: None,
+        };
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            println!(
+                "ferry: {} applied={} source={} lag={} bytes {:.1}s keys={} commands={} skipped={}",
+                st.phase,
+                st.applied_offset.map_or("-".into(), |v| v.to_string()),
+                st.source_offset.map_or("-".into(), |v| v.to_string()),
+                st.lag_bytes.map_or("-".into(), |v| v.to_string()),
+                st.lag_seconds,
+                st.keys_applied,
+                st.commands_applied,
+                st.skipped.values().sum::<u64>(),
+            );
+        }
+        if let Ok(mut s) = status.lock() {
+            *s = st;
+        }
+    };
+    // Finish what is in flight, report it, save the position.
+    let flushed = applier.flush().await;
+    if let Some(a) = applier.applied() {
+        link.applied(a);
+    }
+    cancel.cancel();
+    let link_result = link.shutdown().await;
+    result?;
+    flushed?;
+    link_result.context("source link")?;
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! `ferry run` end to end: a Redis 7.0 source holding every type, a live
+//! write load during the sync, a 3-master Redis 7.0 cluster as target. When
+//! the load stops, lag must reach zero and every key of the source must be
+//! in the cluster with the same type, value and TTL. Once with `RESTORE` of
+//! raw payloads, once rebuilding keys with commands.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_rdb::decode_all;
+use ferry_testkit::fixtures::{self, FixtureOptions};
+use ferry_testkit::{Cluster, Flavor, Server, free_port};
+
+mod common;
+use common::{Norm, normalize};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// Kills the daemon when the test ends, whatever happens.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    std::io::Write::write_all(
+        &mut s,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn status(addr: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(addr, "/status")?).ok()
+}
+
+/// A bounded write load of every kind a replication stream carries.
+fn load(src: &Server, seconds: u64, max_ops: u64) -> u64 {
+    let mut c = src.conn();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut n = 0u64;
+    while Instant::now() < deadline && n < max_ops {
+        let i = n;
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg(format!("load:s:{}", i % 500))
+            .arg(i)
+            .ignore();
+        p.cmd("INCR")
+            .arg(format!("load:counter:{}", i % 7))
+            .ignore();
+        p.cmd("RPUSH")
+            .arg(format!("load:list:{}", i % 11))
+            .arg(i)
+            .ignore();
+        p.cmd("HSET")
+            .arg(format!("load:h:{}", i % 13))
+            .arg(format!("f{}", i % 17))
+            .arg(i)
+            .ignore();
+        p.cmd("ZADD")
+            .arg("load:z")
+            .arg(i % 97)
+            .arg(format!("m{i}"))
+            .ignore();
+        p.cmd("XADD")
+            .arg("load:stream")
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .ignore();
+        p.cmd("MSET")
+            .arg(format!("load:a:{i}"))
+            .arg(1)
+            .arg(format!("load:b:{i}"))
+            .arg(2)
+            .ignore();
+        p.cmd("DEL")
+            .arg(format!("load:a:{}", i.saturating_sub(3)))
+            .arg(format!("load:b:{}", i.saturating_sub(5)))
+            .ignore();
+        p.cmd("PEXPIRE")
+            .arg(format!("load:s:{}", (i + 1) % 500))
+            .arg(86_400_000)
+            .ignore();
+        p.cmd("MULTI").ignore();
+        p.cmd("INCR").arg("{tx}:a").ignore();
+        p.cmd("INCR").arg("{tx}:b").ignore();
+        p.cmd("EXEC").ignore();
+        p.query::<()>(&mut c).expect("load");
+        n += 1;
+    }
+    n
+}
+
+fn dataset(items: &[ferry_rdb::Item]) -> BTreeMap<(u64, Bytes), Norm> {
+    normalize(items)
+        .into_iter()
+        .filter(|((_, k), _)| !k.starts_with(b"ferry:"))
+        .collect()
+}
+
+fn migrate(restore: &str) {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let info = fixtures::populate_with(
+        &mut src.conn(),
+        FixtureOptions::new(Flavor::Redis70).single_db(),
+    )
+    .expect("populate");
+    assert!(info.keys > 20);
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("ferry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{ url: \"{}\" }}\ntarget: {{ url: \"{}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\nsnapshot: {{ restore: {restore} }}\n",
+            src.url(),
+            cluster.seed_url(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let _daemon = Daemon(
+        Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ferry run"),
+    );
+
+    // Writes during the snapshot and the stream.
+    let ops = load(&src, 3, 20_000);
+    assert!(ops > 100, "load too small: {ops}");
+
+    // Lag reaches zero.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let src_offset = || {
+        let info = src.info("replication");
+        ferry_testkit::info_field(&info, "master_repl_offset")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("master_repl_offset")
+    };
+    loop {
+        let st = status(&http);
+        let applied = st.as_ref().and_then(|s| s["applied_offset"].as_u64());
+        if applied == Some(src_offset())
+            && st.as_ref().and_then(|s| s["lag_bytes"].as_u64()) == Some(0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag did not reach 0: {st:?}, source {}",
+            src_offset()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = status(&http).expect("status");
+    assert_eq!(st["phase"], "streaming");
+    let metrics = http_get(&http, "/metrics").expect("metrics");
+    assert!(metrics.contains("ferry_lag_bytes 0"), "{metrics}");
+
+    // Same data.
+    let want = dataset(&decode_all(&src.dump_rdb().expect("dump")).expect("decode source"));
+    let mut got = BTreeMap::new();
+    for node in &cluster.nodes {
+        got.extend(dataset(
+            &decode_all(&node.dump_rdb().expect("dump")).expect("decode node"),
+        ));
+    }
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "restore={restore}: key {k:?}");
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "restore={restore}: extra keys in the target"
+    );
+}
+
+#[test]
+fn run_migrates_snapshot_and_live_writes_with_restore() {
+    migrate("auto");
+}
+
+#[test]
+fn run_migrates_snapshot_and_live_writes_with_commands() {
+    migrate("never");
+}
+
+#[test]
+fn bad_configs_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            "source: { url: \"redis://127.0.0.1:1\" }\ntarget: { url: \"redis://127.0.0.1:2\" }\nstate_dri: x\n",
+            "state_dri",
+        ),
+        ("source: { url: \"redis://127.0.0.1:1\" }\n", "target"),
+        (
+            "source: { url: \"redis://127.0.0.1:1\" }\ntarget: { url: \"redis://127.0.0.1:1\" }\n",
+            "same server",
+        ),
+        (
+            "source: { url: \"redis://127.0.0.1:1\" }\ntarget: { url: \"redis://127.0.0.1:2\" }\n",
+            "cannot connect to the target",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let f = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(&f, text).expect("write");
+        let out = Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&f)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{want}: exit 0");
+        assert!(err.contains(want), "{want}: stderr {err}");
+    }
+    // A standalone server is not a cluster.
+    let s = Server::start(Flavor::Redis70).expect("server");
+    let src = Server::start(Flavor::Redis70).expect("server");
+    let f = dir.path().join("standalone.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "source: {{ url: \"{}\" }}\ntarget: {{ url: \"{}\" }}\nhttp: {{ listen: \"\" }}\n",
+            src.url(),
+            s.url()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(FERRY)
+        .args(["run", "--config"])
+        .arg(&f)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.to_lowercase().contains("cluster"), "{err}");
+}
