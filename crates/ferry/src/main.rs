@@ -7,6 +7,7 @@ mod apply;
 mod config;
 mod rdb_cmd;
 mod run;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Migrate: replicate the source into the target cluster until stopped.
     Run(run::RunArgs),
+    /// Compare source and target now: exit 0 identical, 1 differences, 2 error.
+    Verify(verify::VerifyArgs),
     /// Decode an RDB dump offline into commands, JSON, or a summary.
     Rdb(rdb_cmd::RdbArgs),
 }
@@ -35,6 +38,14 @@ fn main() -> ExitCode {
             init_logging();
             run::run(&args)
         }
+        Command::Verify(args) => match verify::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => {
+                eprintln!("ferry: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Rdb(args) => rdb_cmd::run(&args),
     };
     match result {

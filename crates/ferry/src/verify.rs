@@ -1,0 +1,215 @@
+//! `ferry verify --config FILE`: compare the source and the target now.
+//!
+//! Walks the source with `SCAN` (never `KEYS`), reads each key's type, TTL
+//! and value on both sides (the target key from the master that owns its
+//! slot) and compares by value: sets and hashes as sorted sets, scores as
+//! numbers, TTLs within a tolerance. Exit status: 0 identical, 1 differences
+//! (each listed), 2 error. Keys of dbs other than 0 are not compared (a
+//! cluster has only db 0).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferry_cluster::{Auth, Conn};
+use ferry_ops::{Topology, key_slot};
+use ferry_resp::Value;
+
+use crate::config::{Config, parse_url};
+
+/// Arguments of `ferry verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The YAML configuration of `ferry run`.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// TTLs may differ by this many milliseconds (the time between the two reads).
+    #[arg(long, default_value_t = 2000)]
+    pub ttl_tolerance_ms: i64,
+    /// Stop listing differences after this many (they are still counted).
+    #[arg(long, default_value_t = 50)]
+    pub show: usize,
+}
+
+const T: Duration = Duration::from_secs(10);
+
+async fn call(conn: &mut Conn, args: &[&[u8]]) -> Result<Value> {
+    let v = conn.call(args, T).await?;
+    if let Some(m) = v.error_message() {
+        bail!(
+            "{} on {}: {}",
+            String::from_utf8_lossy(args[0]),
+            conn.addr(),
+            String::from_utf8_lossy(m)
+        );
+    }
+    Ok(v)
+}
+
+/// A value in a comparable form: sets and hashes sorted, scores as numbers.
+fn canon(kind: &str, v: &Value) -> String {
+    let items: Vec<&[u8]> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_bytes().map(|b| &b[..]))
+                .collect()
+        })
+        .unwrap_or_default();
+    match kind {
+        "set" => {
+            let mut m = items;
+            m.sort();
+            format!("{m:?}")
+        }
+        "hash" => {
+            let mut pairs: Vec<&[&[u8]]> = items.chunks(2).collect();
+            pairs.sort();
+            format!("{pairs:?}")
+        }
+        "zset" => {
+            let mut pairs: Vec<(&[u8], f64)> = items
+                .chunks(2)
+                .map(|c| {
+                    let score = c
+                        .get(1)
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN);
+                    // -0 and 0 are the same score.
+                    (c[0], score + 0.0)
+                })
+                .collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            format!("{pairs:?}")
+        }
+        _ => format!("{v:?}"),
+    }
+}
+
+fn value_command(kind: &str) -> Option<&'static [&'static [u8]]> {
+    Some(match kind {
+        "string" => &[b"GET"],
+        "list" => &[b"LRANGE", b"0", b"-1"],
+        "set" => &[b"SMEMBERS"],
+        "zset" => &[b"ZRANGE", b"0", b"-1", b"WITHSCORES"],
+        "hash" => &[b"HGETALL"],
+        "stream" => &[b"XRANGE", b"-", b"+"],
+        _ => return None,
+    })
+}
+
+struct Side {
+    kind: String,
+    pttl: i64,
+    value: Option<String>,
+}
+
+async fn read(conn: &mut Conn, key: &[u8]) -> Result<Side> {
+    let kind = call(conn, &[b"TYPE", key]).await?;
+    let kind = kind
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let pttl = call(conn, &[b"PTTL", key]).await?.as_int().unwrap_or(-2);
+    let value = match value_command(&kind) {
+        Some(cmd) => {
+            let mut args: Vec<&[u8]> = vec![cmd[0], key];
+            args.extend_from_slice(&cmd[1..]);
+            Some(canon(&kind, &call(conn, &args).await?))
+        }
+        None => None,
+    };
+    Ok(Side { kind, pttl, value })
+}
+
+/// Run `ferry verify`; Ok(true) when identical.
+pub fn run(args: &VerifyArgs) -> Result<bool> {
+    let cfg = Config::load(&args.config)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(verify(cfg, args))
+}
+
+async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
+    let src = parse_url(&cfg.source.url)?;
+    let dst = parse_url(&cfg.target.url)?;
+    let sauth = Auth {
+        user: src.user,
+        password: src.password,
+    };
+    let dauth = Auth {
+        user: dst.user,
+        password: dst.password,
+    };
+    let mut s = Conn::connect(&src.addr, &sauth, T)
+        .await
+        .with_context(|| format!("source {}", src.addr))?;
+    let mut seed = Conn::connect(&dst.addr, &dauth, T)
+        .await
+        .with_context(|| format!("target {}", dst.addr))?;
+    let shards = seed.call(&["CLUSTER", "SLOTS"], T).await?;
+    let topo = Topology::from_slots(&shards, &dst.addr)
+        .with_context(|| format!("target {} is not a usable cluster", dst.addr))?;
+    let mut nodes = Vec::new();
+    for n in &topo.masters {
+        nodes.push(
+            Conn::connect(&n.addr(), &dauth, T)
+                .await
+                .with_context(|| format!("target node {}", n.addr()))?,
+        );
+    }
+    let (mut compared, mut diffs) = (0u64, 0u64);
+    let mut cursor = b"0".to_vec();
+    loop {
+        let reply = call(&mut s, &[b"SCAN", &cursor, b"COUNT", b"500"]).await?;
+        let parts = reply.as_array().context("SCAN reply")?;
+        cursor = parts
+            .first()
+            .and_then(|c| c.as_bytes())
+            .context("SCAN cursor")?
+            .to_vec();
+        for k in parts.get(1).and_then(|k| k.as_array()).unwrap_or_default() {
+            let Some(key) = k.as_bytes() else { continue };
+            let a = read(&mut s, key).await?;
+            if a.kind == "none" {
+                continue; // deleted meanwhile
+            }
+            let Some(node) = topo.slots.node_for(key_slot(key)) else {
+                bail!("slot {} of the target is not served", key_slot(key));
+            };
+            let b = read(&mut nodes[node], key).await?;
+            compared += 1;
+            let what = if a.kind != b.kind {
+                Some(format!(
+                    "type {} on the source, {} on the target",
+                    a.kind, b.kind
+                ))
+            } else if a.value != b.value {
+                Some("value differs".to_string())
+            } else if (a.pttl < 0) != (b.pttl < 0)
+                || (a.pttl - b.pttl).abs() > args.ttl_tolerance_ms
+            {
+                Some(format!(
+                    "ttl {} ms on the source, {} ms on the target",
+                    a.pttl, b.pttl
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                diffs += 1;
+                if diffs as usize <= args.show {
+                    println!("differs: {:?}: {what}", String::from_utf8_lossy(key));
+                }
+            }
+        }
+        if cursor == b"0" {
+            break;
+        }
+    }
+    println!("verify: {compared} keys compared, {diffs} differ");
+    Ok(diffs == 0)
+}
