@@ -143,13 +143,13 @@ fn decode(input: &[u8], expected: usize, out: &mut Vec<u8>, base: usize) -> Resu
 /// where the source may overlap the bytes being appended.
 /// The caller guarantees `1 <= distance <= out.len()`.
 fn copy_back(out: &mut Vec<u8>, distance: usize, mut len: usize) {
-    let mut from = out.len() - distance;
+    let from = out.len() - distance;
     while len > 0 {
-        // Copy in pieces no longer than the distance, so each piece's
-        // source already exists; the pattern doubles on every step.
+        // Copy from the start of the repeated pattern: every piece's source
+        // already exists, and since each piece is a whole number of periods
+        // long, the available run doubles on every step.
         let step = len.min(out.len() - from);
         out.extend_from_within(from..from + step);
-        from += step;
         len -= step;
     }
 }

@@ -9,6 +9,8 @@
 //!   on until every node agrees.
 //! * [`fixtures`]: a dataset that makes each server write every RDB type and
 //!   encoding it has; bulk data for benchmarks.
+//! * [`proxy`]: [`FaultProxy`], a TCP proxy that cuts, pauses, delays and
+//!   throttles connections to a server (network faults for link tests).
 //! * [`rdb_scan`]: a small RDB walker that lists the type byte of every key,
 //!   used to check the fixtures.
 //!
@@ -37,11 +39,13 @@ mod server;
 mod tools;
 
 pub mod fixtures;
+pub mod proxy;
 pub mod rdb_scan;
 
 pub use cluster::{Cluster, SlotRange};
 pub use error::{Result, TestkitError};
 pub use flavor::Flavor;
 pub use port::{CLUSTER_BUS_OFFSET, free_cluster_port, free_port};
+pub use proxy::{FaultProxy, ProxyStats};
 pub use server::{Server, ServerBuilder, info_field, pid_alive};
 pub use tools::{check_rdb, run_bounded};

@@ -1,0 +1,70 @@
+//! Receive rate of one full sync with a no-op consumer: runs a [`Link`]
+//! until `SnapshotEnd`, reporting every applied point at once, and prints
+//! the wall time (from start to the snapshot's end, handshake and the
+//! source's fork included, like `redis-cli --rdb`).
+//!
+//! ```text
+//! cargo run --release -p ferry-replica --example sync_rate -- 127.0.0.1:6379 [--bytes N]
+//! ferry seconds=3.214 keys=1500000 items=1500007 bytes=N mb_per_s=...
+//! ```
+//!
+//! `--bytes N` (the snapshot's size, e.g. from `redis-cli --rdb`) adds the
+//! rate. Used by `benches/replica_rate.sh`.
+
+use std::time::{Duration, Instant};
+
+use ferry_rdb::Item;
+use ferry_replica::{Link, LinkConfig, LinkEvent};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args
+        .next()
+        .ok_or("usage: sync_rate <host:port> [--bytes N]")?;
+    let mut bytes: Option<u64> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bytes" => bytes = Some(args.next().ok_or("--bytes needs a value")?.parse()?),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let mut cfg = LinkConfig::new(addr, dir.path());
+    cfg.info_interval = None;
+    cfg.timeout = Duration::from_secs(120);
+
+    let started = Instant::now();
+    let (link, mut rx) = Link::start(cfg, CancellationToken::new())?;
+    let (mut keys, mut items) = (0u64, 0u64);
+    let elapsed = loop {
+        match rx.recv().await {
+            Some(LinkEvent::Rdb(item)) => {
+                items += 1;
+                if matches!(item, Item::Key(_) | Item::BigKeyStart(_)) {
+                    keys += 1;
+                }
+            }
+            Some(LinkEvent::SnapshotEnd { applied }) => {
+                link.applied(applied);
+                break started.elapsed();
+            }
+            Some(LinkEvent::Stream { applied, .. }) => link.applied(applied),
+            Some(LinkEvent::Reconnecting { reason }) => {
+                return Err(format!("the link dropped during the snapshot: {reason}").into());
+            }
+            Some(_) => {}
+            None => break started.elapsed(),
+        }
+    };
+    drop(rx);
+    link.shutdown().await?;
+    let secs = elapsed.as_secs_f64();
+    let mut line = format!("ferry seconds={secs:.3} keys={keys} items={items}");
+    if let Some(b) = bytes {
+        line.push_str(&format!(" bytes={b} mb_per_s={:.1}", b as f64 / 1e6 / secs));
+    }
+    println!("{line}");
+    Ok(())
+}
