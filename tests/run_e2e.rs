@@ -193,6 +193,189 @@ fn migrate(restore: &str) {
         want.len(),
         "restore={restore}: extra keys in the target"
     );
+
+    // `ferry verify` agrees, and notices a difference.
+    let verify = || {
+        Command::new(FERRY)
+            .args(["verify", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("verify")
+    };
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(" 0 differ"), "{text}");
+    let owner = cluster.node_for_key(b"load:s:1");
+    redis::cmd("SET")
+        .arg("load:s:1")
+        .arg("tampered")
+        .query::<()>(&mut owner.conn())
+        .expect("tamper");
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "verify after tampering: {text}");
+    assert!(text.contains("load:s:1"), "{text}");
+
+    // `ferry status` and `ferry cutover`.
+    let out = Command::new(FERRY)
+        .args(["status", "--http", &http])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("streaming"), "{text}");
+    let out = Command::new(FERRY)
+        .args(["cutover", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("cutover");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cutover: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("in sync at offset"), "{text}");
+}
+
+/// A config for `src` → `cluster` with extra YAML lines.
+fn config(
+    dir: &std::path::Path,
+    src: &Server,
+    cluster: &Cluster,
+    http: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join("ferry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{ url: \"{}\" }}\ntarget: {{ url: \"{}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n{extra}",
+            src.url(),
+            cluster.seed_url(),
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+#[test]
+fn filter_carries_only_the_selected_prefix_and_refuses_other_dbs_by_default() {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let mut c = src.conn();
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("app1:k{i}"))
+            .arg(i)
+            .query::<()>(&mut c)
+            .expect("set");
+        redis::cmd("SET")
+            .arg(format!("app2:k{i}"))
+            .arg(i)
+            .query::<()>(&mut c)
+            .expect("set");
+    }
+    redis::cmd("SELECT")
+        .arg(3)
+        .query::<()>(&mut c)
+        .expect("select");
+    redis::cmd("SET")
+        .arg("app1:in-db3")
+        .arg(1)
+        .query::<()>(&mut c)
+        .expect("set");
+    redis::cmd("SELECT")
+        .arg(0)
+        .query::<()>(&mut c)
+        .expect("select");
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // db 3 holds keys and filter.dbs is not set: refuse, naming the option.
+    let cfg = config(dir.path(), &src, &cluster, "", "");
+    let out = Command::new(FERRY)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("filter.dbs") && err.contains("db 3"),
+        "{err}"
+    );
+
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(
+        dir.path(),
+        &src,
+        &cluster,
+        &http,
+        "filter: { include_prefixes: [\"app1:\"], dbs: [0] }\n",
+    );
+    let _daemon = Daemon(
+        Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    for i in 0..100 {
+        redis::cmd("INCR")
+            .arg(format!("app1:live{}", i % 10))
+            .query::<()>(&mut c)
+            .expect("incr");
+        redis::cmd("INCR")
+            .arg(format!("app2:live{}", i % 10))
+            .query::<()>(&mut c)
+            .expect("incr");
+        redis::cmd("DEL")
+            .arg(format!("app1:k{i}"))
+            .arg(format!("app2:k{i}"))
+            .query::<()>(&mut c)
+            .expect("del");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offset = || {
+        ferry_testkit::info_field(&src.info("replication"), "master_repl_offset")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("offset")
+    };
+    while status(&http).and_then(|s| s["applied_offset"].as_u64()) != Some(offset()) {
+        assert!(
+            Instant::now() < deadline,
+            "lag did not reach 0: {:?}",
+            status(&http)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut got = Vec::new();
+    for node in &cluster.nodes {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut node.conn())
+            .expect("keys");
+        got.extend(keys);
+    }
+    got.sort();
+    let mut want: Vec<String> = (100..200)
+        .map(|i| format!("app1:k{i}"))
+        .chain((0..10).map(|i| format!("app1:live{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    let st = status(&http).expect("status");
+    assert!(
+        st["skipped"]["filtered_key"].as_u64().unwrap_or(0) > 0,
+        "{st}"
+    );
 }
 
 #[test]

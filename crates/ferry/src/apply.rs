@@ -22,6 +22,8 @@ use ferry_rdb::commands::{CommandBuilder, CommandOptions};
 use ferry_rdb::{Flavor, Item, KeyHeader};
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
 
+use crate::config::Filter;
+
 /// What the target can `RESTORE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetFormat {
@@ -101,6 +103,7 @@ pub struct Applier {
     /// Tokens to report, with the offset of the last op submitted before them.
     tokens: VecDeque<(u64, Applied)>,
     last_op_offset: u64,
+    filter: Filter,
     /// Counters.
     pub counters: Counters,
 }
@@ -117,7 +120,12 @@ fn lossy(b: &[u8]) -> String {
 
 impl Applier {
     /// An applier writing through `writer`.
-    pub fn new(writer: ClusterWriter, target: TargetFormat, restore: bool) -> Applier {
+    pub fn new(
+        writer: ClusterWriter,
+        target: TargetFormat,
+        restore: bool,
+        filter: Filter,
+    ) -> Applier {
         Applier {
             writer,
             target,
@@ -131,8 +139,14 @@ impl Applier {
             big: None,
             tokens: VecDeque::new(),
             last_op_offset: 0,
+            filter,
             counters: Counters::default(),
         }
+    }
+
+    /// Left out by the filter: counted, not an error.
+    fn filtered(&mut self, reason: &'static str) {
+        *self.counters.skipped.entry(reason).or_default() += 1;
     }
 
     fn skip(&mut self, reason: &'static str, what: &str) {
@@ -168,7 +182,7 @@ impl Applier {
                 self.tokens.push_back((self.last_op_offset, applied))
             }
             LinkEvent::Stream { event, applied } => {
-                self.stream(event, applied.offset).await?;
+                self.stream(event).await?;
                 self.tokens.push_back((self.last_op_offset, applied));
             }
         }
@@ -192,11 +206,12 @@ impl Applier {
             }
             Item::Key(k) => {
                 let h = &k.header;
-                if h.db != 0 {
-                    self.skip(
-                        "db_not_mapped",
-                        &format!("db {} key {}", h.db, lossy(&h.key)),
-                    );
+                if !self.filter.db(h.db) {
+                    self.filtered("filtered_db");
+                    return Ok(());
+                }
+                if !self.filter.key(&h.key) {
+                    self.filtered("filtered_key");
                     return Ok(());
                 }
                 if h.expire_ms.is_some_and(|t| t <= now_ms()) {
@@ -236,14 +251,16 @@ impl Applier {
                 self.counters.keys_applied += 1;
             }
             Item::BigKeyStart(h) => {
-                let skip = h.db != 0;
-                if skip {
-                    self.skip(
-                        "db_not_mapped",
-                        &format!("db {} key {}", h.db, lossy(&h.key)),
-                    );
+                let keep = self.filter.db(h.db) && self.filter.key(&h.key);
+                if !keep {
+                    let reason = if self.filter.db(h.db) {
+                        "filtered_key"
+                    } else {
+                        "filtered_db"
+                    };
+                    self.filtered(reason);
                 }
-                self.big = (!skip).then_some((h, true));
+                self.big = keep.then_some((h, true));
             }
             Item::BigKeyChunk(v) => {
                 if let Some((h, first)) = self.big.take() {
@@ -271,7 +288,7 @@ impl Applier {
         Ok(())
     }
 
-    async fn stream(&mut self, ev: StreamEvent, _offset: u64) -> Result<()> {
+    async fn stream(&mut self, ev: StreamEvent) -> Result<()> {
         let StreamEvent::Command {
             cmd,
             db,
@@ -280,14 +297,14 @@ impl Applier {
         else {
             return Ok(());
         };
-        if db != 0 {
-            self.skip(
-                "db_not_mapped",
-                &format!("db {db}: {}", lossy(&cmd.name_upper())),
-            );
+        if !self.filter.db(db) {
+            self.filtered("filtered_db");
             return Ok(());
         }
-        let route = match ferry_ops::route(&cmd.args) {
+        let Some(args) = self.filter_keys(cmd.args) else {
+            return Ok(());
+        };
+        let route = match ferry_ops::route(&args) {
             Ok(r) => r,
             Err(e) => {
                 self.skip("unknown_command", &e.to_string());
@@ -301,7 +318,23 @@ impl Applier {
                     self.submit(args, Some(slot), end_offset).await?;
                 }
             }
-            Route::AllMasters => self.submit(cmd.args, None, end_offset).await?,
+            Route::AllMasters => {
+                let flush = args.first().is_some_and(|n| {
+                    n.eq_ignore_ascii_case(b"FLUSHALL") || n.eq_ignore_ascii_case(b"FLUSHDB")
+                });
+                let filtering = !self.filter.include_prefixes.is_empty()
+                    || !self.filter.exclude_prefixes.is_empty()
+                    || self.filter.dbs.len() > 1;
+                if flush && filtering {
+                    // It would also delete keys the filter keeps out of this migration.
+                    self.skip(
+                        "flush_with_filter",
+                        &format!("{} (db {db})", lossy(&args[0])),
+                    );
+                    return Ok(());
+                }
+                self.submit(args, None, end_offset).await?
+            }
             Route::None(_) => return Ok(()),
             Route::Unreplayable { reason } => {
                 self.skip("unreplayable", &reason.to_string());
@@ -310,6 +343,54 @@ impl Applier {
         }
         self.counters.commands_applied += 1;
         Ok(())
+    }
+
+    /// Apply the key filter to a command: all keys pass → as is; none →
+    /// `None` (counted); some → the passing keys of a per-key command
+    /// (DEL, UNLINK, TOUCH, MSET), or `None` reported as unreplayable.
+    fn filter_keys(&mut self, args: Vec<Bytes>) -> Option<Vec<Bytes>> {
+        let keys = match ferry_ops::command_keys(&args) {
+            Ok(k) => k,
+            Err(_) => return Some(args), // reported by `route`
+        };
+        let pass: Vec<bool> = keys
+            .indexes
+            .iter()
+            .map(|&i| self.filter.key(&args[i]))
+            .collect();
+        if pass.iter().all(|p| *p) {
+            return Some(args);
+        }
+        if !pass.iter().any(|p| *p) {
+            self.filtered("filtered_key");
+            return None;
+        }
+        let name = args[0].to_ascii_uppercase();
+        let pairs = match &name[..] {
+            b"DEL" | b"UNLINK" | b"TOUCH" => 1,
+            b"MSET" | b"MSETNX" => 2,
+            _ => {
+                self.skip(
+                    "unreplayable",
+                    &format!(
+                        "{} with keys both inside and outside the filter",
+                        lossy(&args[0])
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut out = vec![if pairs == 2 {
+            Bytes::from_static(b"MSET")
+        } else {
+            args[0].clone()
+        }];
+        for (n, &i) in keys.indexes.iter().enumerate() {
+            if pass[n] {
+                out.extend(args[i..i + pairs].iter().cloned());
+            }
+        }
+        Some(out)
     }
 
     /// The newest token whose ops are all acknowledged (to hand to the link).

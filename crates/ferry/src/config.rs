@@ -27,6 +27,49 @@ pub struct Config {
     /// How snapshot keys are written.
     #[serde(default)]
     pub snapshot: Snapshot,
+    /// Which keys to carry (for splitting a shared server).
+    #[serde(default)]
+    pub filter: Filter,
+}
+
+/// Which keys to carry. Keys left out are counted (`filtered`), not errors.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Carry only keys starting with one of these (empty: all keys).
+    #[serde(default)]
+    pub include_prefixes: Vec<String>,
+    /// Never carry keys starting with one of these.
+    #[serde(default)]
+    pub exclude_prefixes: Vec<String>,
+    /// Source databases to carry, all merged into the cluster's db 0. Empty
+    /// means db 0 only, and ferry refuses to start if another db holds keys.
+    #[serde(default)]
+    pub dbs: Vec<u64>,
+}
+
+impl Filter {
+    /// Whether a key passes the prefix rules.
+    pub fn key(&self, key: &[u8]) -> bool {
+        (self.include_prefixes.is_empty()
+            || self
+                .include_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_bytes())))
+            && !self
+                .exclude_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_bytes()))
+    }
+
+    /// Whether keys of source db `db` are carried.
+    pub fn db(&self, db: u64) -> bool {
+        if self.dbs.is_empty() {
+            db == 0
+        } else {
+            self.dbs.contains(&db)
+        }
+    }
 }
 
 /// A server address.
@@ -214,6 +257,7 @@ mod tests {
         assert_eq!(cfg.state_dir, default_state_dir());
         assert_eq!(cfg.http, Http::default());
         assert_eq!(cfg.snapshot, Snapshot::default());
+        assert_eq!(cfg.filter, Filter::default());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod apply;
 mod config;
+mod control;
 mod rdb_cmd;
 mod run;
 mod verify;
@@ -25,6 +26,10 @@ struct Cli {
 enum Command {
     /// Migrate: replicate the source into the target cluster until stopped.
     Run(run::RunArgs),
+    /// One screen of the running daemon's state (its /status).
+    Status(control::StatusArgs),
+    /// Pause the source's writes until the target has everything (switch clients then).
+    Cutover(control::CutoverArgs),
     /// Compare source and target now: exit 0 identical, 1 differences, 2 error.
     Verify(verify::VerifyArgs),
     /// Decode an RDB dump offline into commands, JSON, or a summary.
@@ -38,6 +43,15 @@ fn main() -> ExitCode {
             init_logging();
             run::run(&args)
         }
+        Command::Status(args) => control::status(&args),
+        Command::Cutover(args) => match control::cutover(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => {
+                eprintln!("ferry: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Verify(args) => match verify::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

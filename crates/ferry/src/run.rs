@@ -182,6 +182,48 @@ async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
     }
 }
 
+/// Refuse to start when the source holds keys in a db the filter leaves out
+/// by default (a cluster has only db 0), naming the option that decides.
+async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> {
+    if !cfg.filter.dbs.is_empty() {
+        return Ok(());
+    }
+    let auth = WAuth {
+        user: src.user.clone(),
+        password: src.password.clone(),
+    };
+    let Ok(mut conn) = Conn::connect(&src.addr, &auth, Duration::from_secs(5)).await else {
+        return Ok(()); // the link reports connection problems with their cause
+    };
+    let Ok(info) = conn
+        .call(&["INFO", "keyspace"], Duration::from_secs(5))
+        .await
+    else {
+        return Ok(());
+    };
+    let text = info
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    for line in text.lines() {
+        let Some((db, rest)) = line.strip_prefix("db").and_then(|l| l.split_once(':')) else {
+            continue;
+        };
+        let keys = rest
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("keys="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if db != "0" && keys > 0 {
+            bail!(
+                "the source's db {db} holds {keys} keys, but a cluster has only db 0: \
+                 set filter.dbs (e.g. dbs: [0, {db}] merges them into db 0) or leave them out with dbs: [0]"
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn daemon(cfg: Config) -> Result<()> {
     let src = parse_url(&cfg.source.url)?;
     let dst = parse_url(&cfg.target.url)?;
@@ -215,7 +257,13 @@ async fn daemon(cfg: Config) -> Result<()> {
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
     tracing::info!(masters = ?writer.masters(), "target cluster");
-    let mut applier = Applier::new(writer, format, cfg.snapshot.restore == RestoreMode::Auto);
+    check_source_dbs(&src, &cfg).await?;
+    let mut applier = Applier::new(
+        writer,
+        format,
+        cfg.snapshot.restore == RestoreMode::Auto,
+        cfg.filter.clone(),
+    );
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
     lcfg.auth = src.password.clone().map(|password| LAuth {

@@ -1,0 +1,177 @@
+//! Commands that talk to a running daemon: `ferry status` and `ferry cutover`.
+//!
+//! Cutover, the switch-over procedure:
+//! ```text
+//! 1. the daemon must be streaming            (its /status)
+//! 2. CLIENT PAUSE <pause_ms> WRITE on the source: writes wait, reads go on
+//! 3. wait until applied offset == source master_repl_offset
+//! 4. "in sync at offset N after M ms" → exit 0   (switch clients now)
+//!    not reached within the pause → exit 1 with the remaining lag
+//! 5. CLIENT UNPAUSE in both cases
+//! ```
+//! The source's writes are paused, never refused; ferry keeps streaming
+//! until it is stopped.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferry_cluster::{Auth, Conn};
+
+use crate::config::{Config, parse_url};
+
+/// Arguments of `ferry status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The daemon's HTTP listener (`http.listen` of its configuration).
+    #[arg(long, default_value = "127.0.0.1:9121")]
+    pub http: String,
+}
+
+/// Arguments of `ferry cutover`.
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    /// The configuration the daemon runs with.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// How long the source's writes may be paused.
+    #[arg(long, default_value_t = 2000)]
+    pub pause_ms: u64,
+}
+
+/// GET a path from the daemon's HTTP listener.
+fn get(addr: &str, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr).with_context(|| {
+        format!(
+            "no ferry daemon answers on {addr} (is `ferry run` running with http.listen {addr}?)"
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => bail!(
+            "unexpected answer from {addr}{path}: {}",
+            out.lines().next().unwrap_or("")
+        ),
+    }
+}
+
+fn status_json(addr: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(&get(addr, "/status")?).context("the daemon's /status is not JSON")
+}
+
+/// Run `ferry status`.
+pub fn status(args: &StatusArgs) -> Result<()> {
+    let s = status_json(&args.http)?;
+    let n = |k: &str| s[k].as_u64().map_or("-".to_string(), |v| v.to_string());
+    println!("phase:            {}", s["phase"].as_str().unwrap_or("?"));
+    println!("source offset:    {}", n("source_offset"));
+    println!("applied offset:   {}", n("applied_offset"));
+    println!(
+        "lag:              {} bytes, {:.1} s",
+        n("lag_bytes"),
+        s["lag_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!("keys applied:     {}", n("keys_applied"));
+    println!("commands applied: {}", n("commands_applied"));
+    println!("spool:            {} bytes", n("spool_bytes"));
+    println!("reconnects:       {}", n("reconnects"));
+    if let Some(skipped) = s["skipped"].as_object().filter(|m| !m.is_empty()) {
+        println!("not carried:");
+        for (reason, count) in skipped {
+            println!("  {reason}: {count}");
+        }
+    }
+    if let Some(e) = s["error"].as_str() {
+        println!("error:            {e}");
+    }
+    Ok(())
+}
+
+async fn call(conn: &mut Conn, args: &[&str]) -> Result<ferry_resp::Value> {
+    let v = conn.call(args, Duration::from_secs(5)).await?;
+    if let Some(m) = v.error_message() {
+        bail!(
+            "{} on the source: {}",
+            args.join(" "),
+            String::from_utf8_lossy(m)
+        );
+    }
+    Ok(v)
+}
+
+async fn source_offset(conn: &mut Conn) -> Result<u64> {
+    let info = call(conn, &["INFO", "replication"]).await?;
+    let text = info
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("the source's INFO replication has no master_repl_offset")
+}
+
+/// Run `ferry cutover`; Ok(true) when in sync.
+pub fn cutover(args: &CutoverArgs) -> Result<bool> {
+    let cfg = Config::load(&args.config)?;
+    if cfg.http.listen.is_empty() {
+        bail!(
+            "cutover needs the daemon's status page: set http.listen in {}",
+            args.config.display()
+        );
+    }
+    let st = status_json(&cfg.http.listen)?;
+    if st["phase"] != "streaming" {
+        bail!(
+            "ferry is not streaming yet (phase {}): wait until the snapshot is applied",
+            st["phase"]
+        );
+    }
+    let src = parse_url(&cfg.source.url)?;
+    let auth = Auth {
+        user: src.user,
+        password: src.password,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let mut conn = Conn::connect(&src.addr, &auth, Duration::from_secs(5))
+                .await
+                .with_context(|| format!("source {}", src.addr))?;
+            let pause = args.pause_ms.to_string();
+            call(&mut conn, &["CLIENT", "PAUSE", &pause, "WRITE"]).await?;
+            let started = Instant::now();
+            let deadline = started + Duration::from_millis(args.pause_ms);
+            let result = loop {
+                let target = source_offset(&mut conn).await;
+                let applied = status_json(&cfg.http.listen).map(|s| s["applied_offset"].as_u64());
+                match (target, applied) {
+                    (Ok(t), Ok(Some(a))) if a >= t => break Ok((true, t, 0)),
+                    (Ok(t), Ok(a)) if Instant::now() >= deadline => {
+                        break Ok((false, t, t.saturating_sub(a.unwrap_or(0))));
+                    }
+                    (Err(e), _) | (_, Err(e)) => break Err(e),
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            let unpaused = call(&mut conn, &["CLIENT", "UNPAUSE"]).await;
+            let (ok, offset, lag) = result?;
+            unpaused?;
+            let ms = started.elapsed().as_millis();
+            if ok {
+                println!("in sync at offset {offset} after {ms} ms: switch clients to the target now");
+            } else {
+                println!("NOT in sync after {ms} ms: {lag} bytes behind offset {offset}; writes resumed, try again");
+            }
+            Ok(ok)
+        })
+}
