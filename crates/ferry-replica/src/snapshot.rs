@@ -272,10 +272,14 @@ impl SnapshotFramer {
                 // the rest is command stream. split_off + unsplit is O(1)
                 // here: the two halves stay contiguous.
                 let visible = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-                let tail = buf.split_off(visible);
-                let r = decoder.decode(buf);
-                buf.unsplit(tail);
-                let item = r?;
+                let item = if visible == buf.len() {
+                    decoder.decode(buf)?
+                } else {
+                    let tail = buf.split_off(visible);
+                    let r = decoder.decode(buf);
+                    buf.unsplit(tail);
+                    r?
+                };
                 // Every byte up to `len` was shown and the decoder still
                 // wants more: the RDB is longer than announced.
                 let left = len.saturating_sub(decoder.offset());

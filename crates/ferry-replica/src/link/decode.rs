@@ -112,6 +112,15 @@ impl Dec<'_> {
     /// Sends an event; `false` when the link is stopping (cancelled, or
     /// the consumer dropped the receiver, which stops the link).
     async fn send(&self, ev: LinkEvent) -> bool {
+        // Fast path: room in the channel (the common case when the consumer keeps up).
+        let ev = match self.tx.try_send(ev) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.token.cancel();
+                return false;
+            }
+            Err(mpsc::error::TrySendError::Full(ev)) => ev,
+        };
         tokio::select! {
             r = self.tx.send(ev) => {
                 if r.is_err() {
