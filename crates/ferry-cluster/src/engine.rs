@@ -21,6 +21,12 @@
 //! node queues; an entry answered with a non-error reply is never sent
 //! again. Ops for every master (`slot: None`) are not redirected: any error
 //! reply on them is fatal, and they are resent only after a reconnect.
+//!
+//! Checkpoints (optional) are entries of their own kind in a node's queue:
+//! `SET <key> <offset>` with the highest offset all of whose ops for that
+//! node are acknowledged. They are not ops: no progress group, no slot
+//! accounting, never redirected (an error reply drops them and the next one
+//! is written with a recomputed key).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,7 +41,7 @@ use tokio::time::Instant;
 
 use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
 use crate::error::WriterError;
-use crate::writer::{Op, Shared, WriterConfig};
+use crate::writer::{Op, Shared, WriterConfig, checkpoint_key};
 
 /// `*1\r\n$6\r\nASKING\r\n`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -53,7 +59,23 @@ const TICK: Duration = Duration::from_millis(500);
 pub(crate) enum Cmd {
     Op(Op),
     Flush(oneshot::Sender<Result<(), WriterError>>),
+    /// Stop checkpointing and `DEL` these keys (plus the current ones).
+    RemoveCheckpoints(Vec<String>, RemoveReply),
 }
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A user op.
+    Op,
+    /// `SET <checkpoint key> <offset>`.
+    Checkpoint(u64),
+    /// `DEL <checkpoint key>...`.
+    Remove,
+}
+
+/// The answer to `remove_checkpoints`: keys deleted.
+type RemoveReply = oneshot::Sender<Result<u64, WriterError>>;
 
 /// (node index, connection generation).
 type Tag = (usize, u64);
@@ -66,6 +88,7 @@ enum Event {
 /// One op on its way to one node.
 #[derive(Debug, Clone)]
 struct Entry {
+    kind: Kind,
     seq: u64,
     group: u64,
     op: Arc<Op>,
@@ -112,6 +135,19 @@ struct NodeState {
     bytes: usize,
     /// When the oldest unanswered write was sent or the last reply came.
     waiting_since: Option<Instant>,
+    /// Checkpoint read at connect time (ops at or below it are skipped
+    /// with `skip_applied`).
+    resume: Option<u64>,
+    /// Current checkpoint key (recomputed when its slot moves).
+    ckpt_key: Option<String>,
+    /// Highest checkpoint value queued (or read at connect time).
+    ckpt_written: u64,
+    /// Highest checkpoint value acknowledged.
+    ckpt_acked: u64,
+    /// When the last checkpoint was queued.
+    ckpt_at: Option<Instant>,
+    /// No checkpoint before this (after an error reply to one).
+    ckpt_retry_at: Option<Instant>,
 }
 
 pub(crate) struct Engine {
@@ -132,12 +168,23 @@ pub(crate) struct Engine {
     pending: Option<Op>,
     flushes: Vec<oneshot::Sender<Result<(), WriterError>>>,
     fatal: Option<WriterError>,
+    /// Offset of the last op taken from the channel.
+    last_offset: u64,
+    /// Highest offset all of whose ops have been taken from the channel.
+    complete: u64,
+    /// Checkpoint and remove entries in node queues.
+    ckpt_inflight: usize,
+    /// Checkpoints stopped (`remove_checkpoints`).
+    ckpt_off: bool,
+    /// A `remove_checkpoints` waiting: (answer, DELs outstanding, deleted).
+    removing: Option<(RemoveReply, usize, u64)>,
 }
 
 impl Engine {
     pub(crate) fn new(
         topology: Topology,
         conns: Vec<Conn>,
+        resume: Vec<Option<u64>>,
         config: WriterConfig,
         shared: Arc<Shared>,
     ) -> Engine {
@@ -159,9 +206,19 @@ impl Engine {
             pending: None,
             flushes: Vec::new(),
             fatal: None,
+            last_offset: 0,
+            complete: 0,
+            ckpt_inflight: 0,
+            ckpt_off: false,
+            removing: None,
             topology,
         };
         engine.sync_nodes();
+        for (node, r) in engine.nodes.iter_mut().zip(resume) {
+            node.resume = r;
+            node.ckpt_written = r.unwrap_or(0);
+            node.ckpt_acked = r.unwrap_or(0);
+        }
         for (i, conn) in conns.into_iter().enumerate() {
             let pipe = conn.into_pipeline((i, 0), engine.pipe_tx.clone());
             engine.nodes[i].pipe = Some(pipe);
@@ -183,6 +240,12 @@ impl Engine {
                 sent: 0,
                 bytes: 0,
                 waiting_since: None,
+                resume: None,
+                ckpt_key: None,
+                ckpt_written: 0,
+                ckpt_acked: 0,
+                ckpt_at: None,
+                ckpt_retry_at: None,
             });
         }
     }
@@ -222,11 +285,17 @@ impl Engine {
                     Err(mpsc::error::TryRecvError::Disconnected) => cmds_open = false,
                 }
             }
+            if !cmds_open {
+                // Every op is taken: the last command is complete.
+                self.complete = self.last_offset;
+            }
+            let force = (!self.flushes.is_empty() || !cmds_open) && self.is_idle();
+            self.queue_checkpoints(force);
             self.write_out();
             self.shared
                 .applied
                 .store(self.progress.applied(), Ordering::Release);
-            if self.is_idle() {
+            if self.is_idle() && self.ckpt_inflight == 0 {
                 for f in self.flushes.drain(..) {
                     let _ = f.send(Ok(()));
                 }
@@ -239,6 +308,189 @@ impl Engine {
             self.shared.fail(e.clone());
             for f in self.flushes.drain(..) {
                 let _ = f.send(Err(e.clone()));
+            }
+            if let Some((tx, _, _)) = self.removing.take() {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+
+    /// The highest offset such that every op at or below it that node `i`
+    /// may still have to apply is acknowledged: bounded by the complete
+    /// frontier, the node's unanswered ops and every held op (held ops may
+    /// be pinned anywhere, so they bound all nodes).
+    fn checkpoint_value(&self, i: usize) -> u64 {
+        let mut c = self.complete;
+        let mut bound = |e: &Entry| {
+            if e.kind == Kind::Op {
+                c = c.min(e.op.offset.saturating_sub(1));
+            }
+        };
+        self.nodes[i].queue.iter().for_each(&mut bound);
+        for hold in self.holds.values() {
+            hold.resend.iter().for_each(|(e, _)| bound(e));
+            hold.queued.iter().for_each(&mut bound);
+        }
+        c
+    }
+
+    /// Queues `SET <key> <offset>` on every node whose checkpoint moved and
+    /// is due (`force`: ignore the interval).
+    fn queue_checkpoints(&mut self, force: bool) {
+        let Some(cfg) = &self.config.checkpoint else {
+            return;
+        };
+        if self.ckpt_off || self.fatal.is_some() {
+            return;
+        }
+        let (every, prefix) = (cfg.every, cfg.key_prefix.clone());
+        let now = Instant::now();
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if self.complete <= node.ckpt_written
+                || node.ckpt_retry_at.is_some_and(|t| t > now)
+                || (!force && node.ckpt_at.is_some_and(|t| now < t + every))
+            {
+                continue;
+            }
+            let value = self.checkpoint_value(i);
+            if value <= self.nodes[i].ckpt_written {
+                continue;
+            }
+            let Some(key) = self.current_key(i, &prefix) else {
+                continue;
+            };
+            let args = vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from(key),
+                Bytes::from(value.to_string()),
+            ];
+            self.push_internal(i, Kind::Checkpoint(value), args);
+            let node = &mut self.nodes[i];
+            node.ckpt_written = value;
+            node.ckpt_at = Some(now);
+        }
+    }
+
+    /// Node `i`'s checkpoint key for the current slot map.
+    fn current_key(&mut self, i: usize, prefix: &str) -> Option<String> {
+        let valid = self.nodes[i].ckpt_key.as_ref().is_some_and(|k| {
+            self.topology
+                .slots
+                .node_for(ferry_ops::key_slot(k.as_bytes()))
+                == Some(i)
+        });
+        if !valid {
+            self.nodes[i].ckpt_key = checkpoint_key(prefix, &self.topology, i);
+        }
+        self.nodes[i].ckpt_key.clone()
+    }
+
+    /// Queues a checkpoint or remove entry on node `i`.
+    fn push_internal(&mut self, i: usize, kind: Kind, args: Vec<Bytes>) {
+        let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&args));
+        put_command(&mut wire, &args);
+        let entry = Entry {
+            kind,
+            seq: 0,
+            group: 0,
+            op: Arc::new(Op::all_masters(args, 0)),
+            wire: wire.freeze(),
+            asking: false,
+            asking_done: false,
+            attempts: 0,
+            first_failure: None,
+        };
+        self.ckpt_inflight += 1;
+        self.push(i, entry);
+    }
+
+    fn remove_checkpoints(&mut self, mut keys: Vec<String>, tx: RemoveReply) {
+        self.ckpt_off = true;
+        let prefix = self.config.checkpoint_prefix().to_owned();
+        for i in 0..self.nodes.len() {
+            if let Some(k) = self.current_key(i, &prefix) {
+                keys.push(k);
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        // One DEL per key, on the node that serves it now.
+        let mut sent = 0;
+        for key in keys {
+            let slot = ferry_ops::key_slot(key.as_bytes());
+            let Some(i) = self.topology.slots.node_for(slot) else {
+                continue;
+            };
+            let args = vec![Bytes::from_static(b"DEL"), Bytes::from(key)];
+            self.push_internal(i, Kind::Remove, args);
+            sent += 1;
+        }
+        if sent == 0 {
+            let _ = tx.send(Ok(0));
+        } else {
+            self.removing = Some((tx, sent, 0));
+        }
+    }
+
+    /// A reply to a checkpoint or remove entry.
+    fn on_internal_reply(&mut self, i: usize, entry: &Entry, value: &Value) {
+        self.ckpt_inflight -= 1;
+        if let Value::Error(message) = value {
+            let kind = ErrorKind::classify(message);
+            if kind.is_redirect() {
+                // The key's slot moved: learn it, so the key is recomputed.
+                if let Some(r) = Redirect::parse(message) {
+                    let host = self.nodes[i].host.clone();
+                    self.topology.apply_redirect(&r, &host);
+                    self.sync_nodes();
+                }
+            } else if !kind.is_transient() && kind != ErrorKind::ReadOnly {
+                self.fail(WriterError::Rejected {
+                    node: self.nodes[i].addr.clone(),
+                    command: String::from_utf8_lossy(&entry.op.args[0]).into_owned(),
+                    key: String::from_utf8_lossy(&entry.op.args[1]).into_owned(),
+                    reply: String::from_utf8_lossy(message).into_owned(),
+                });
+                return;
+            }
+            let node = &mut self.nodes[i];
+            match entry.kind {
+                Kind::Checkpoint(_) => {
+                    node.ckpt_written = node.ckpt_acked;
+                    node.ckpt_retry_at = Some(Instant::now() + self.config.backoff_max);
+                }
+                Kind::Remove => self.removed(0),
+                Kind::Op => {}
+            }
+            return;
+        }
+        match entry.kind {
+            Kind::Checkpoint(v) => {
+                let node = &mut self.nodes[i];
+                node.ckpt_acked = node.ckpt_acked.max(v);
+                node.ckpt_retry_at = None;
+                self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Kind::Remove => {
+                let n = match value {
+                    Value::Integer(n) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                };
+                self.removed(n);
+            }
+            Kind::Op => {}
+        }
+    }
+
+    fn removed(&mut self, n: u64) {
+        if let Some((_, left, deleted)) = &mut self.removing {
+            *left -= 1;
+            *deleted += n;
+            if *left == 0
+                && let Some((tx, _, deleted)) = self.removing.take()
+            {
+                let _ = tx.send(Ok(deleted));
             }
         }
     }
@@ -257,6 +509,23 @@ impl Engine {
     /// else the watchdog tick.
     fn next_wake(&self) -> Instant {
         let mut wake = Instant::now() + TICK;
+        if let Some(cfg) = &self.config.checkpoint
+            && !self.ckpt_off
+        {
+            // Only future deadlines: a due checkpoint that cannot move yet
+            // waits for the replies that will move it.
+            let now = Instant::now();
+            for node in &self.nodes {
+                if self.complete > node.ckpt_written {
+                    let due = node.ckpt_at.map(|t| t + cfg.every);
+                    for t in [due, node.ckpt_retry_at].into_iter().flatten() {
+                        if t > now {
+                            wake = wake.min(t);
+                        }
+                    }
+                }
+            }
+        }
         for (&slot, hold) in &self.holds {
             if self.inflight[usize::from(slot)] == 0 {
                 wake = wake.min(hold.not_before);
@@ -293,8 +562,17 @@ impl Engine {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Flush(tx) => self.flushes.push(tx),
+            Cmd::Flush(tx) => {
+                // Everything before the flush is taken.
+                self.complete = self.last_offset;
+                self.flushes.push(tx);
+            }
+            Cmd::RemoveCheckpoints(keys, tx) => self.remove_checkpoints(keys, tx),
             Cmd::Op(op) => {
+                if op.offset > self.last_offset {
+                    self.complete = self.complete.max(self.last_offset);
+                    self.last_offset = op.offset;
+                }
                 if self.has_room(&op) {
                     self.accept(op);
                 } else {
@@ -336,17 +614,41 @@ impl Engine {
         }
     }
 
+    /// Whether node `i` already holds `offset` by its connect-time
+    /// checkpoint (only with `skip_applied`).
+    fn applied_on(&self, i: usize, offset: u64) -> bool {
+        self.config.skip_applied && self.nodes[i].resume.is_some_and(|c| offset <= c)
+    }
+
     fn accept(&mut self, op: Op) {
+        let targets: Vec<usize> = match op.slot {
+            Some(slot) => match self.topology.slots.node_for(slot) {
+                Some(i) if self.applied_on(i, op.offset) => Vec::new(),
+                _ => vec![usize::MAX],
+            },
+            None => (0..self.nodes.len())
+                .filter(|&i| !self.applied_on(i, op.offset))
+                .collect(),
+        };
+        let skipped = match op.slot {
+            Some(_) => u64::from(targets.is_empty()),
+            None => (self.nodes.len() - targets.len()) as u64,
+        };
+        if skipped > 0 {
+            self.shared.skipped.fetch_add(skipped, Ordering::Relaxed);
+        }
+        if targets.is_empty() {
+            self.progress.add(op.offset, 0);
+            return;
+        }
         let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&op.args));
         put_command(&mut wire, &op.args);
-        let copies = match op.slot {
-            Some(_) => 1,
-            None => u32::try_from(self.nodes.len()).unwrap_or(u32::MAX),
-        };
+        let copies = u32::try_from(targets.len()).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
         self.seq += 1;
         let slot = op.slot;
         let entry = Entry {
+            kind: Kind::Op,
             seq: self.seq,
             group,
             op: Arc::new(op),
@@ -359,7 +661,7 @@ impl Engine {
         match slot {
             Some(slot) => self.route(slot, entry),
             None => {
-                for i in 0..self.nodes.len() {
+                for i in targets {
                     self.push(i, entry.clone());
                 }
             }
@@ -568,6 +870,13 @@ impl Engine {
             let entry = node.queue.pop_front().expect("front exists");
             node.sent = node.sent.saturating_sub(1);
             node.bytes -= entry.bytes();
+            if entry.kind != Kind::Op {
+                self.on_internal_reply(i, &entry, &value);
+                if self.fatal.is_some() {
+                    return;
+                }
+                continue;
+            }
             if let Some(slot) = entry.op.slot {
                 self.inflight[usize::from(slot)] -= 1;
                 touched.push(slot);

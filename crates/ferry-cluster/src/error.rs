@@ -89,6 +89,17 @@ pub enum WriterError {
         /// What it sent.
         reply: String,
     },
+    /// A checkpoint key could not be read (not a number, or an error
+    /// reply such as `MOVED` when the topology changed during connect).
+    #[error("{node}: cannot read checkpoint {key}: {reply}")]
+    Checkpoint {
+        /// The node asked.
+        node: String,
+        /// The key.
+        key: String,
+        /// What it answered.
+        reply: String,
+    },
     /// The writer task is gone (it panicked or was shut down).
     #[error("the cluster writer has stopped")]
     Stopped,

@@ -16,7 +16,13 @@
 //!          hold with bounded exponential backoff, resend in order
 //!   connection lost: reconnect (bounded), resend every unanswered op in order
 //!   anything else (OOM, NOPERM, ERR ...): fatal WriterError::Rejected
+//!   checkpoints (optional): SET <prefix>:{tag} <offset> per master, in its
+//!          pipeline, with what that master has acknowledged; read back at
+//!          connect time to skip what a previous run applied
 //! ```
+//!
+//! Checkpoints give no loss and at-least-once replay after a crash, exactly
+//! once after a clean stop; see [`writer`] for the guarantee and its limits.
 //!
 //! * [`conn`]: one connection — handshake calls, then a pipeline.
 //! * [`writer`]: [`ClusterWriter`], [`Op`], [`WriterConfig`], discovery.
@@ -30,4 +36,6 @@ pub mod writer;
 
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
-pub use writer::{ClusterWriter, Op, WriterConfig, WriterStats};
+pub use writer::{
+    CheckpointConfig, ClusterWriter, DEFAULT_CHECKPOINT_PREFIX, Op, WriterConfig, WriterStats,
+};

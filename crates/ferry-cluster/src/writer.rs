@@ -12,13 +12,66 @@
 //! flush()   --------------------> engine   (answered once every op before it is)
 //! applied_offset()  <- atomic, updated by the engine after each batch of replies
 //! ```
+//!
+//! # Checkpoints and resume (design decision 3)
+//!
+//! With [`WriterConfig::checkpoint`] set, the engine keeps one key per
+//! master, `<key_prefix>:{<tag>}`, whose hash tag is chosen so the key lives
+//! on that master (first tag `0`, `1`, ... whose slot it serves; recomputed
+//! when the slot map changes). At most every [`CheckpointConfig::every`], and
+//! once more on `flush`/`close`/drop, it appends `SET <key> <offset>` to that
+//! master's pipeline, where `offset` is the highest source offset such that
+//! every op with an offset at or below it that belongs to that master has
+//! already been **acknowledged** by it (ops held for a redirect or retry, and
+//! ops of a command not yet fully submitted, hold it back). The value only
+//! states facts the writer has seen, so a `TRYAGAIN` or `MOVED` on an op
+//! ahead of it can never make it claim too much.
+//!
+//! On restart, [`ClusterWriter::checkpoints`] has every master's value (a
+//! `GET` per master at connect time), [`ClusterWriter::min_checkpoint`] is
+//! where to resume the source, and with [`WriterConfig::skip_applied`] an op
+//! whose offset is at or below the checkpoint of the master that owns its
+//! slot *now* is acknowledged without being sent ([`WriterStats::skipped`]).
+//!
+//! **What this guarantees, and what not:**
+//! * No op is lost: everything at or below a master's checkpoint is on that
+//!   master; everything above it is replayed.
+//! * Replay is **at-least-once, not exactly-once**, for ops a master applied
+//!   after its last stored checkpoint: a crash (kill -9, runtime dropped)
+//!   between an op landing and the next checkpoint landing replays that op.
+//!   The window is about `every` plus one round trip of in-flight ops per
+//!   master. Idempotent writes (`SET`, `RESTORE REPLACE`, `DEL`, `HSET`,
+//!   `PEXPIREAT`...) are unaffected; `INCR`, `RPUSH`, `APPEND`, `XADD` in the
+//!   window are applied twice. A checkpoint in the same pipeline cannot
+//!   close this window: only an atomic commit of ops and checkpoint on the
+//!   node can (a per-slot `MULTI ... SET ckpt ... EXEC`, or a Lua batch with
+//!   `allow-cross-slot-keys` on 7.0+), which this writer does not do yet.
+//!   A clean stop (`flush`/`close`, or dropping the handle and letting the
+//!   engine drain) leaves every checkpoint exact, so a resume after it
+//!   applies every command exactly once.
+//! * A master with no checkpoint while others have one (it never stored
+//!   one before the crash, or was added while ferry was down) counts as 0
+//!   in [`ClusterWriter::min_checkpoint`]: resume from the beginning (full
+//!   resync) rather than risk losing its ops.
+//! * Resharding or failover while ferry is down can move slots between
+//!   checkpoints: an op is judged by the checkpoint of the slot's owner at
+//!   restart, which may not be the node that applied it. Resume only onto
+//!   the topology that was checkpointed (or full-resync).
+//! * The target replicates asynchronously: a target failover can lose
+//!   acknowledged writes *and* the checkpoint with them, or keep a
+//!   checkpoint whose writes were lost. `WAIT` is not used.
+//! * The checkpoint keys live in the target (prefix `ferry:`): `verify`
+//!   must ignore them, and [`ClusterWriter::remove_checkpoints`] deletes
+//!   them after cutover. Their names are in
+//!   [`ClusterWriter::checkpoint_keys`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_ops::{ErrorKind, Topology, TopologyError};
+use ferry_ops::{ErrorKind, Topology, TopologyError, key_slot};
 use ferry_resp::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -81,6 +134,56 @@ pub struct WriterConfig {
     pub backoff_max: Duration,
     /// How long a node with commands in flight may stay silent.
     pub reply_timeout: Duration,
+    /// Per-master checkpoint keys (see the module docs); `None` writes none.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Acknowledge without sending every op at or below the connect-time
+    /// checkpoint of the master that owns its slot (resume after a restart).
+    /// Reads the keys of [`WriterConfig::checkpoint`]'s prefix, or of the
+    /// default prefix when that is `None`.
+    pub skip_applied: bool,
+}
+
+/// Where and how often the per-master checkpoints are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Key prefix; a master's key is `<key_prefix>:{<tag>}`.
+    pub key_prefix: String,
+    /// At most one checkpoint write per master per this interval (plus one
+    /// on `flush`/`close`).
+    pub every: Duration,
+}
+
+/// The default checkpoint key prefix.
+pub const DEFAULT_CHECKPOINT_PREFIX: &str = "ferry:ckpt";
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            key_prefix: DEFAULT_CHECKPOINT_PREFIX.to_owned(),
+            every: Duration::from_millis(200),
+        }
+    }
+}
+
+impl WriterConfig {
+    /// The checkpoint key prefix in use.
+    pub(crate) fn checkpoint_prefix(&self) -> &str {
+        self.checkpoint
+            .as_ref()
+            .map_or(DEFAULT_CHECKPOINT_PREFIX, |c| c.key_prefix.as_str())
+    }
+}
+
+/// The checkpoint key of master `node`: `<prefix>:{<n>}` for the smallest
+/// `n` whose slot `node` serves; `None` if it serves no slot.
+pub(crate) fn checkpoint_key(prefix: &str, topology: &Topology, node: usize) -> Option<String> {
+    if !topology.slots.ranges().any(|(_, _, n)| n == node) {
+        return None;
+    }
+    (0u32..)
+        .map(|n| n.to_string())
+        .find(|tag| topology.slots.node_for(key_slot(tag.as_bytes())) == Some(node))
+        .map(|tag| format!("{prefix}:{{{tag}}}"))
 }
 
 impl Default for WriterConfig {
@@ -95,6 +198,8 @@ impl Default for WriterConfig {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(60),
+            checkpoint: None,
+            skip_applied: false,
         }
     }
 }
@@ -112,6 +217,12 @@ pub struct WriterStats {
     pub retries: u64,
     /// Connections re-established after a loss.
     pub reconnects: u64,
+    /// Ops acknowledged without sending, at or below a checkpoint
+    /// ([`WriterConfig::skip_applied`]; a per-master op counts once per
+    /// master skipped).
+    pub skipped: u64,
+    /// Checkpoint writes acknowledged (not counted in `acked`).
+    pub checkpoints: u64,
 }
 
 /// State shared between the handle and the engine.
@@ -123,6 +234,8 @@ pub(crate) struct Shared {
     pub(crate) ask: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,
 }
 
@@ -144,13 +257,15 @@ impl Shared {
 /// is sent again. An op the node executed but whose reply was lost is then
 /// applied twice. That is harmless for idempotent writes (`SET`, `RESTORE
 /// ... REPLACE`, `HSET`, `DEL`, `PEXPIREAT`) but not for `INCR`, `RPUSH`,
-/// `APPEND`...; exactly-once across reconnects needs the per-node
-/// checkpoints of the daemon (design decision 3).
+/// `APPEND`...; see the module docs for what the checkpoints do and do not
+/// guarantee.
 #[derive(Debug)]
 pub struct ClusterWriter {
     cmds: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
     masters: Vec<String>,
+    checkpoints: BTreeMap<String, u64>,
+    checkpoint_keys: BTreeMap<String, String>,
 }
 
 impl ClusterWriter {
@@ -190,15 +305,34 @@ impl ClusterWriter {
         for node in &topology.masters {
             conns.push(Conn::connect(&node.addr(), &config.auth, config.connect_timeout).await?);
         }
-        let masters = topology.masters.iter().map(|n| n.addr()).collect();
+        let masters: Vec<String> = topology.masters.iter().map(|n| n.addr()).collect();
+        let mut resume = vec![None; masters.len()];
+        let mut checkpoints = BTreeMap::new();
+        let mut checkpoint_keys = BTreeMap::new();
+        if config.checkpoint.is_some() || config.skip_applied {
+            let prefix = config.checkpoint_prefix().to_owned();
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let Some(key) = checkpoint_key(&prefix, &topology, i) else {
+                    continue;
+                };
+                let value = read_checkpoint(conn, &key, config.connect_timeout).await?;
+                if let Some(v) = value {
+                    checkpoints.insert(masters[i].clone(), v);
+                }
+                resume[i] = value;
+                checkpoint_keys.insert(masters[i].clone(), key);
+            }
+        }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(config.queue_ops.max(1));
-        let engine = Engine::new(topology, conns, config, Arc::clone(&shared));
+        let engine = Engine::new(topology, conns, resume, config, Arc::clone(&shared));
         tokio::spawn(engine.run(rx));
         Ok(ClusterWriter {
             cmds: tx,
             shared,
             masters,
+            checkpoints,
+            checkpoint_keys,
         })
     }
 
@@ -239,6 +373,46 @@ impl ClusterWriter {
         self.flush().await
     }
 
+    /// Every master's checkpoint as read at connect time (`host:port` ->
+    /// offset); masters without one are absent. Empty unless
+    /// [`WriterConfig::checkpoint`] or [`WriterConfig::skip_applied`] is set.
+    pub fn checkpoints(&self) -> &BTreeMap<String, u64> {
+        &self.checkpoints
+    }
+
+    /// The checkpoint key of every master at connect time (`host:port` ->
+    /// key). Empty unless checkpoints or `skip_applied` are configured.
+    pub fn checkpoint_keys(&self) -> &BTreeMap<String, String> {
+        &self.checkpoint_keys
+    }
+
+    /// Where to resume the source after a restart: the smallest connect-time
+    /// checkpoint, a master without one counting as 0 as soon as any master
+    /// has one (see the module docs); `None` if no master has one.
+    pub fn min_checkpoint(&self) -> Option<u64> {
+        let min = self.checkpoints.values().min().copied()?;
+        if self.checkpoints.len() < self.checkpoint_keys.len() {
+            return Some(0);
+        }
+        Some(min)
+    }
+
+    /// Stops writing checkpoints and deletes every master's checkpoint key
+    /// (in each master's pipeline, after everything submitted before);
+    /// returns how many keys existed. For cleanup after cutover.
+    ///
+    /// # Errors
+    /// The writer's fatal error.
+    pub async fn remove_checkpoints(&mut self) -> Result<u64, WriterError> {
+        let (tx, rx) = oneshot::channel();
+        let keys = self.checkpoint_keys.values().cloned().collect();
+        self.cmds
+            .send(Cmd::RemoveCheckpoints(keys, tx))
+            .await
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
     /// The highest source offset such that every op with an offset at or
     /// below it is acknowledged by its node (0 before the first).
     pub fn applied_offset(&self) -> u64 {
@@ -259,6 +433,8 @@ impl ClusterWriter {
             ask: get(&self.shared.ask),
             retries: get(&self.shared.retries),
             reconnects: get(&self.shared.reconnects),
+            skipped: get(&self.shared.skipped),
+            checkpoints: get(&self.shared.checkpoints),
         }
     }
 
@@ -288,6 +464,29 @@ fn parse_seed(seed: &str) -> (String, Auth) {
         None => Auth::password(creds),
     };
     (host.to_owned(), auth)
+}
+
+/// `GET` of a checkpoint key: `None` if absent.
+async fn read_checkpoint(
+    conn: &mut Conn,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<u64>, WriterError> {
+    let reply = conn.call(&["GET", key], timeout).await?;
+    let bad = |reply: String| WriterError::Checkpoint {
+        node: conn.addr().to_owned(),
+        key: key.to_owned(),
+        reply,
+    };
+    match &reply {
+        Value::Null => Ok(None),
+        Value::Bulk(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .map(Some)
+            .ok_or_else(|| bad(format!("{reply:?}"))),
+        _ => Err(bad(format!("{reply:?}"))),
+    }
 }
 
 /// `CLUSTER SHARDS`, falling back to `CLUSTER SLOTS`.
