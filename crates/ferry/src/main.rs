@@ -6,6 +6,7 @@
 mod apply;
 mod config;
 mod control;
+mod dashboard;
 mod rdb_cmd;
 mod run;
 mod verify;

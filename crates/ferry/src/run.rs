@@ -117,7 +117,7 @@ async fn serve_http(
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
-    tracing::info!(%listen, "status page: http://{listen}/status, metrics: http://{listen}/metrics");
+    tracing::info!(%listen, "dashboard: http://{listen}/  status: http://{listen}/status  metrics: http://{listen}/metrics");
     loop {
         let (mut sock, _) = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -140,10 +140,15 @@ async fn serve_http(
                     serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
                 ),
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", snapshot.metrics()),
+                "/" => (
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    crate::dashboard::PAGE.to_string(),
+                ),
                 _ => (
                     "404 Not Found",
                     "text/plain",
-                    "try /status or /metrics\n".to_string(),
+                    "try /, /status or /metrics\n".to_string(),
                 ),
             };
             let resp = format!(
