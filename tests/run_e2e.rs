@@ -418,6 +418,27 @@ fn bad_configs_fail_with_a_clear_message() {
         assert!(!out.status.success(), "{want}: exit 0");
         assert!(err.contains(want), "{want}: stderr {err}");
     }
+    // A target that already holds keys is refused unless allowed.
+    let src = Server::start(Flavor::Redis70).expect("server");
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    redis::cmd("SET")
+        .arg("already")
+        .arg("here")
+        .query::<()>(&mut cluster.node_for_key(b"already").conn())
+        .expect("set");
+    let cfg = config(dir.path(), &src, &cluster, "", "");
+    let out = Command::new(FERRY)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--allow-nonempty-target"),
+        "{err}"
+    );
+    drop((src, cluster));
+
     // A standalone server is not a cluster.
     let s = Server::start(Flavor::Redis70).expect("server");
     let src = Server::start(Flavor::Redis70).expect("server");

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// The YAML configuration (see config/ferry.example.yaml).
     #[arg(long)]
     pub config: PathBuf,
+    /// Start even if the target already holds keys (ferry overwrites the
+    /// keys it migrates and leaves the others alone).
+    #[arg(long)]
+    pub allow_nonempty_target: bool,
 }
 
 /// The `/status` document.
@@ -167,7 +171,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(daemon(cfg))
+    rt.block_on(daemon(cfg, args.allow_nonempty_target))
 }
 
 async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
@@ -185,6 +189,29 @@ async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
         Some(t) => Ok(TargetFormat::from_info(&t)),
         None => bail!("target {addr} answered INFO with {info:?}"),
     }
+}
+
+/// Refuse to start a new migration into a target that already holds keys:
+/// it may be the wrong cluster, or another application's.
+async fn check_target_empty(masters: &[String], auth: &WAuth) -> Result<()> {
+    for addr in masters {
+        let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("target node {addr}"))?;
+        let n = conn
+            .call(&["DBSIZE"], Duration::from_secs(5))
+            .await
+            .with_context(|| format!("DBSIZE on {addr}"))?
+            .as_int()
+            .unwrap_or(0);
+        if n > 0 {
+            bail!(
+                "the target is not empty: {addr} holds {n} keys. Start with --allow-nonempty-target \
+                 to migrate into it anyway (migrated keys are overwritten, others are left alone)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuse to start when the source holds keys in a db the filter leaves out
@@ -229,7 +256,7 @@ async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> 
     Ok(())
 }
 
-async fn daemon(cfg: Config) -> Result<()> {
+async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     let src = parse_url(&cfg.source.url)?;
     let dst = parse_url(&cfg.target.url)?;
     let wauth = WAuth {
@@ -255,7 +282,7 @@ async fn daemon(cfg: Config) -> Result<()> {
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
-            auth: wauth,
+            auth: wauth.clone(),
             ..Default::default()
         },
     )
@@ -263,6 +290,13 @@ async fn daemon(cfg: Config) -> Result<()> {
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
     tracing::info!(masters = ?writer.masters(), "target cluster");
     check_source_dbs(&src, &cfg).await?;
+    let resuming = cfg
+        .state_dir
+        .join(ferry_replica::link::POSITION_FILE)
+        .exists();
+    if !resuming && !allow_nonempty_target {
+        check_target_empty(writer.masters(), &wauth).await?;
+    }
     let mut applier = Applier::new(
         writer,
         format,
