@@ -49,7 +49,7 @@ pub struct Status {
     pub received_offset: Option<u64>,
     /// source_offset − applied_offset.
     pub lag_bytes: Option<u64>,
-    /// Seconds since the applied offset last equalled the received one (0 when caught up).
+    /// Age of the oldest byte received but not yet applied (0 when caught up).
     pub lag_seconds: f64,
     /// Snapshot keys written.
     pub keys_applied: u64,
@@ -324,7 +324,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
-    let mut caught_up_at = Instant::now();
+    // (received offset, when it was first seen): the age of the oldest
+    // received-but-unapplied byte is the lag in seconds.
+    let mut unapplied: std::collections::VecDeque<(u64, Instant)> = Default::default();
     let result: Result<()> = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
@@ -345,9 +347,18 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
             break Err(anyhow::Error::new(e).context("target cluster"));
         }
         let ls: LinkStatus = link.status();
-        if ls.applied_offset.is_some() && ls.applied_offset >= ls.received_offset {
-            caught_up_at = Instant::now();
+        if let Some(r) = ls.received_offset
+            && unapplied.back().is_none_or(|(o, _)| r > *o)
+        {
+            unapplied.push_back((r, Instant::now()));
         }
+        let applied = ls.applied_offset.unwrap_or(0);
+        while unapplied.front().is_some_and(|(o, _)| *o <= applied) {
+            unapplied.pop_front();
+        }
+        let lag_seconds = unapplied
+            .front()
+            .map_or(0.0, |(_, t)| t.elapsed().as_secs_f64());
         let st = Status {
             phase: phase_name(ls.phase).into(),
             source_offset: ls.source_offset,
@@ -357,7 +368,7 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 (Some(s), Some(a)) => Some(s.saturating_sub(a)),
                 _ => None,
             },
-            lag_seconds: caught_up_at.elapsed().as_secs_f64(),
+            lag_seconds,
             keys_applied: applier.counters.keys_applied,
             commands_applied: applier.counters.commands_applied,
             skipped: applier
