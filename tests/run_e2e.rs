@@ -47,6 +47,32 @@ fn status(addr: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&http_get(addr, "/status")?).ok()
 }
 
+/// Wait (at most 60 s) until the daemon on `http` has applied everything the
+/// source has written and reports zero lag.
+fn wait_caught_up(src: &Server, http: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let src_offset = || {
+        ferry_testkit::info_field(&src.info("replication"), "master_repl_offset")
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("master_repl_offset")
+    };
+    loop {
+        let st = status(http);
+        let applied = st.as_ref().and_then(|s| s["applied_offset"].as_u64());
+        if applied == Some(src_offset())
+            && st.as_ref().and_then(|s| s["lag_bytes"].as_u64()) == Some(0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag did not reach 0: {st:?}, source {}",
+            src_offset()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A bounded write load of every kind a replication stream carries.
 fn load(src: &Server, seconds: u64, max_ops: u64) -> u64 {
     let mut c = src.conn();
@@ -150,28 +176,7 @@ fn migrate(restore: &str) {
     assert!(ops > 100, "load too small: {ops}");
 
     // Lag reaches zero.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let src_offset = || {
-        let info = src.info("replication");
-        ferry_testkit::info_field(&info, "master_repl_offset")
-            .and_then(|v| v.parse::<u64>().ok())
-            .expect("master_repl_offset")
-    };
-    loop {
-        let st = status(&http);
-        let applied = st.as_ref().and_then(|s| s["applied_offset"].as_u64());
-        if applied == Some(src_offset())
-            && st.as_ref().and_then(|s| s["lag_bytes"].as_u64()) == Some(0)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lag did not reach 0: {st:?}, source {}",
-            src_offset()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_caught_up(&src, &http);
     let st = status(&http).expect("status");
     assert_eq!(st["phase"], "streaming");
     let metrics = http_get(&http, "/metrics").expect("metrics");
@@ -342,20 +347,7 @@ fn filter_carries_only_the_selected_prefix_and_refuses_other_dbs_by_default() {
             .query::<()>(&mut c)
             .expect("del");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let offset = || {
-        ferry_testkit::info_field(&src.info("replication"), "master_repl_offset")
-            .and_then(|v| v.parse::<u64>().ok())
-            .expect("offset")
-    };
-    while status(&http).and_then(|s| s["applied_offset"].as_u64()) != Some(offset()) {
-        assert!(
-            Instant::now() < deadline,
-            "lag did not reach 0: {:?}",
-            status(&http)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_caught_up(&src, &http);
     let mut got = Vec::new();
     for node in &cluster.nodes {
         let keys: Vec<String> = redis::cmd("KEYS")
