@@ -407,6 +407,11 @@ impl Applier {
         last
     }
 
+    /// The writer's counters (redirects, retries, reconnects).
+    pub fn writer_stats(&self) -> ferry_cluster::WriterStats {
+        self.writer.stats()
+    }
+
     /// The writer's error, if it stopped.
     pub fn writer_error(&self) -> Option<ferry_cluster::WriterError> {
         self.writer.error()

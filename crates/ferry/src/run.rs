@@ -36,6 +36,19 @@ pub struct RunArgs {
     pub allow_nonempty_target: bool,
 }
 
+/// What the cluster writer has coped with.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TargetStats {
+    /// `-MOVED` replies followed.
+    pub moved: u64,
+    /// `-ASK` replies followed.
+    pub ask: u64,
+    /// `TRYAGAIN`/`CLUSTERDOWN`/`LOADING`/… replies retried.
+    pub retry: u64,
+    /// Connections to target nodes re-established.
+    pub reconnects: u64,
+}
+
 /// The `/status` document.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
@@ -61,6 +74,9 @@ pub struct Status {
     pub spool_bytes: u64,
     /// Reconnects to the source.
     pub reconnects: u64,
+    /// Target replies handled by redirecting or retrying, by kind
+    /// (`moved`, `ask`, `retry`), and target reconnects.
+    pub target: TargetStats,
     /// The error that stopped ferry, if any.
     pub error: Option<String>,
 }
@@ -84,7 +100,7 @@ impl Status {
              # TYPE ferry_commands_applied_total counter\nferry_commands_applied_total {}\n\
              # TYPE ferry_spool_bytes gauge\nferry_spool_bytes {}\n\
              # TYPE ferry_reconnects_total counter\nferry_reconnects_total{{side=\"source\"}} {}\n\
-             # TYPE ferry_keys_skipped_total counter\n",
+             ferry_reconnects_total{{side=\"target\"}} {}\n",
             self.lag_bytes.unwrap_or(0),
             self.lag_seconds,
             self.applied_offset.unwrap_or(0),
@@ -93,7 +109,17 @@ impl Status {
             self.commands_applied,
             self.spool_bytes,
             self.reconnects,
+            self.target.reconnects,
         );
+        let t = &self.target;
+        m.push_str(&format!(
+            "# TYPE ferry_target_errors_total counter\n\
+             ferry_target_errors_total{{kind=\"moved\"}} {}\n\
+             ferry_target_errors_total{{kind=\"ask\"}} {}\n\
+             ferry_target_errors_total{{kind=\"retry\"}} {}\n\
+             # TYPE ferry_keys_skipped_total counter\n",
+            t.moved, t.ask, t.retry
+        ));
         for (reason, n) in &self.skipped {
             m.push_str(&format!(
                 "ferry_keys_skipped_total{{reason=\"{reason}\"}} {n}\n"
@@ -379,6 +405,15 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 .collect(),
             spool_bytes: ls.spool_bytes,
             reconnects: ls.reconnects,
+            target: {
+                let w = applier.writer_stats();
+                TargetStats {
+                    moved: w.moved,
+                    ask: w.ask,
+                    retry: w.retries,
+                    reconnects: w.reconnects,
+                }
+            },
             error: None,
         };
         if last_print.elapsed() >= Duration::from_secs(1) {
