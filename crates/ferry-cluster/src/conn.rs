@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Conn::connect(addr, auth)      TCP (bounded by a timeout), NODELAY, AUTH
+//! Conn::connect_tls(.., tls)     the same, with TLS when `tls` is given
 //! Conn::call(args)               one command, one reply (discovery, handshake)
 //! Conn::into_pipeline(tag, tx)   split the socket:
 //!     writer task: Bytes chunks from an unbounded channel -> BufWriter,
@@ -24,8 +25,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_resp::{RespError, Value, write_command};
+use ferry_tls::{ConnectError, Stream, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -113,6 +114,15 @@ pub enum ConnError {
         /// The decoder's error.
         error: RespError,
     },
+    /// TLS is misconfigured or the handshake was refused (bad
+    /// certificate, not a TLS port): reconnecting will not help.
+    #[error("{addr}: {message}")]
+    Tls {
+        /// The node.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
     /// `AUTH` was refused.
     #[error("{addr}: AUTH refused: {reply}")]
     Auth {
@@ -137,7 +147,7 @@ impl ConnError {
 #[derive(Debug)]
 pub struct Conn {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
 }
 
@@ -148,17 +158,34 @@ impl Conn {
     /// # Errors
     /// [`ConnError`] if the node is unreachable, slow or refuses `AUTH`.
     pub async fn connect(addr: &str, auth: &Auth, timeout: Duration) -> Result<Conn, ConnError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        Conn::connect_tls(addr, auth, timeout, None).await
+    }
+
+    /// [`Conn::connect`], over TLS when `tls` is given.
+    ///
+    /// # Errors
+    /// As [`Conn::connect`]; [`ConnError::Tls`] for TLS configuration and
+    /// certificate errors.
+    pub async fn connect_tls(
+        addr: &str,
+        auth: &Auth,
+        timeout: Duration,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Conn, ConnError> {
+        let stream = ferry_tls::connect(addr, tls, timeout)
             .await
-            .map_err(|_| ConnError::Timeout {
-                addr: addr.to_owned(),
-                what: "connect",
-                after: timeout,
-            })?
-            .map_err(|e| ConnError::io(addr, &e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| ConnError::io(addr, &e))?;
+            .map_err(|e| match e {
+                ConnectError::Timeout(after) => ConnError::Timeout {
+                    addr: addr.to_owned(),
+                    what: "connect",
+                    after,
+                },
+                ConnectError::Io(e) => ConnError::io(addr, &e),
+                ConnectError::Tls(e) => ConnError::Tls {
+                    addr: addr.to_owned(),
+                    message: e.to_string(),
+                },
+            })?;
         let mut conn = Conn {
             addr: addr.to_owned(),
             stream,
@@ -186,6 +213,11 @@ impl Conn {
         &self.addr
     }
 
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
     /// Sends one command and reads its reply (an error reply is `Ok`).
     ///
     /// # Errors
@@ -203,7 +235,11 @@ impl Conn {
             what: "reply",
             after: timeout,
         };
-        tokio::time::timeout(timeout, self.stream.write_all(&out))
+        let write = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(timeout, write)
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| ConnError::io(&self.addr, &e))?;
@@ -244,7 +280,7 @@ impl Conn {
         T: Clone + Send + 'static,
     {
         let Conn { addr, stream, rbuf } = self;
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
 
         let writer = {

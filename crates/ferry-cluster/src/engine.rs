@@ -22,6 +22,21 @@
 //! again. Ops for every master (`slot: None`) are not redirected: any error
 //! reply on them is fatal, and they are resent only after a reconnect.
 //!
+//! Topology refresh: when a node has been unreachable for [`REFRESH_GRACE`]
+//! (and still serves slots or holds entries), or a reply is `CLUSTERDOWN`,
+//! `READONLY` or `MASTERDOWN`, the engine re-reads `CLUSTER SHARDS`
+//! (fallback `CLUSTER SLOTS`) in a task, from reachable masters first, then
+//! every other address seen (other masters, replicas, the seed); at most one
+//! refresh runs and they start at most every [`REFRESH_EVERY`]. The new map
+//! replaces the slot map (node indexes are kept; new masters are appended
+//! and connected), and every unsent entry whose slot is now served by
+//! another node, which on a disconnected node is every entry, moves into
+//! its slot's hold as if redirected, so the hold machinery resends it in
+//! submission order once nothing of the slot is in flight. Failing to get a
+//! topology from any node for longer than `reconnect_for` is fatal; so is a
+//! node that stays unreachable for `reconnect_for` while it still serves
+//! slots or holds entries that cannot move (ops for every master).
+//!
 //! Checkpoints (optional) are entries of their own kind in a node's queue:
 //! `SET <key> <offset>` with the highest offset all of whose ops for that
 //! node are acknowledged. They are not ops: no progress group, no slot
@@ -34,14 +49,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ferry_ops::{ErrorKind, Redirect, SLOTS, Topology};
+use ferry_ops::{ErrorKind, Redirect, SLOTS, SlotMap, Topology};
 use ferry_resp::{Value, put_command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
 use crate::error::WriterError;
-use crate::writer::{Op, Shared, WriterConfig, checkpoint_key};
+use crate::writer::{Op, Shared, WriterConfig, checkpoint_key, refresh_topology};
 
 /// `*1\r\n$6\r\nASKING\r\n`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -51,8 +66,12 @@ const BATCH_EVENTS: usize = 256;
 const BATCH_OPS: usize = 4096;
 /// Chunks larger than this are passed to the writer task without copying.
 const COPY_MAX: usize = 64 * 1024;
-/// Watchdog period (stalled nodes).
-const TICK: Duration = Duration::from_millis(500);
+/// Watchdog period (stalled nodes, unreachable nodes).
+const TICK: Duration = Duration::from_millis(250);
+/// How long a node may be unreachable before the topology is re-read.
+const REFRESH_GRACE: Duration = Duration::from_secs(1);
+/// Least time between the starts of two topology refreshes.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// A request from the handle.
 #[derive(Debug)]
@@ -83,6 +102,22 @@ type Tag = (usize, u64);
 enum Event {
     Pipe(Tag, PipeEvent),
     Connected(Tag, Result<Conn, ConnError>),
+    Refreshed(Result<(Topology, Vec<String>), WriterError>),
+}
+
+/// Topology refresh state.
+#[derive(Debug, Default)]
+struct Refresh {
+    /// A refresh task is running.
+    running: bool,
+    /// A refresh is wanted (started when none runs and the interval passed).
+    wanted: bool,
+    /// When the last one started.
+    started: Option<Instant>,
+    /// Since when refreshes have been failing.
+    failing_since: Option<Instant>,
+    /// Every node address seen (seed, replicas), fallback seeds.
+    known: Vec<String>,
 }
 
 /// One op on its way to one node.
@@ -135,6 +170,8 @@ struct NodeState {
     bytes: usize,
     /// When the oldest unanswered write was sent or the last reply came.
     waiting_since: Option<Instant>,
+    /// Unreachable since (connection lost or never made).
+    lost_at: Option<Instant>,
     /// Checkpoint read at connect time (ops at or below it are skipped
     /// with `skip_applied`).
     resume: Option<u64>,
@@ -178,6 +215,7 @@ pub(crate) struct Engine {
     ckpt_off: bool,
     /// A `remove_checkpoints` waiting: (answer, DELs outstanding, deleted).
     removing: Option<(RemoveReply, usize, u64)>,
+    refresh: Refresh,
 }
 
 impl Engine {
@@ -185,6 +223,7 @@ impl Engine {
         topology: Topology,
         conns: Vec<Conn>,
         resume: Vec<Option<u64>>,
+        known: Vec<String>,
         config: WriterConfig,
         shared: Arc<Shared>,
     ) -> Engine {
@@ -211,6 +250,10 @@ impl Engine {
             ckpt_inflight: 0,
             ckpt_off: false,
             removing: None,
+            refresh: Refresh {
+                known,
+                ..Refresh::default()
+            },
             topology,
         };
         engine.sync_nodes();
@@ -240,6 +283,7 @@ impl Engine {
                 sent: 0,
                 bytes: 0,
                 waiting_since: None,
+                lost_at: None,
                 resume: None,
                 ckpt_key: None,
                 ckpt_written: 0,
@@ -445,7 +489,9 @@ impl Engine {
                     self.topology.apply_redirect(&r, &host);
                     self.sync_nodes();
                 }
-            } else if !kind.is_transient() && kind != ErrorKind::ReadOnly {
+            } else if kind.needs_refresh() {
+                self.request_refresh();
+            } else if !kind.is_transient() {
                 self.fail(WriterError::Rejected {
                     node: self.nodes[i].addr.clone(),
                     command: String::from_utf8_lossy(&entry.op.args[0]).into_owned(),
@@ -531,10 +577,17 @@ impl Engine {
                 wake = wake.min(hold.not_before);
             }
         }
+        if self.refresh.wanted
+            && !self.refresh.running
+            && let Some(t) = self.refresh.started
+        {
+            wake = wake.min(t + REFRESH_EVERY);
+        }
         wake
     }
 
-    fn on_timer(&mut self) {
+    /// Releases every hold with nothing in flight whose backoff has passed.
+    fn release_ready(&mut self) {
         let now = Instant::now();
         let ready: Vec<u16> = self
             .holds
@@ -545,6 +598,20 @@ impl Engine {
         for slot in ready {
             self.release(slot);
         }
+    }
+
+    fn on_timer(&mut self) {
+        self.release_ready();
+        let serving = self.serving();
+        let unreachable = self.nodes.iter().zip(&serving).any(|(n, &serves)| {
+            n.pipe.is_none()
+                && (serves || !n.queue.is_empty())
+                && n.lost_at.is_some_and(|t| t.elapsed() >= REFRESH_GRACE)
+        });
+        if unreachable {
+            self.request_refresh();
+        }
+        self.maybe_start_refresh();
         for node in &self.nodes {
             if let Some(since) = node.waiting_since
                 && node.sent > 0
@@ -626,13 +693,21 @@ impl Engine {
                 Some(i) if self.applied_on(i, op.offset) => Vec::new(),
                 _ => vec![usize::MAX],
             },
-            None => (0..self.nodes.len())
-                .filter(|&i| !self.applied_on(i, op.offset))
-                .collect(),
+            // Every node that serves slots now (a master demoted by a
+            // failover stays in `nodes` without slots).
+            None => {
+                let serving = self.serving();
+                (0..self.nodes.len())
+                    .filter(|&i| serving[i] && !self.applied_on(i, op.offset))
+                    .collect()
+            }
         };
         let skipped = match op.slot {
             Some(_) => u64::from(targets.is_empty()),
-            None => (self.nodes.len() - targets.len()) as u64,
+            None => {
+                let serving = self.serving().iter().filter(|s| **s).count();
+                serving.saturating_sub(targets.len()) as u64
+            }
         };
         if skipped > 0 {
             self.shared.skipped.fetch_add(skipped, Ordering::Relaxed);
@@ -777,20 +852,27 @@ impl Engine {
                     PipeEvent::Lost(e) => self.on_lost(i, e),
                 }
             }
+            Event::Refreshed(result) => self.on_refreshed(result),
             Event::Connected((i, generation), result) => {
                 if self.nodes[i].generation != generation {
                     return;
                 }
+                let serves = self.serving()[i];
                 let node = &mut self.nodes[i];
                 node.connecting = false;
                 match result {
                     Ok(conn) => {
                         node.pipe = Some(conn.into_pipeline((i, generation), self.pipe_tx.clone()));
                         node.sent = 0;
+                        node.lost_at = None;
                         if generation > 0 {
                             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    // A master that a failover replaced, with nothing left
+                    // to send: forget it (connected again if it ever gets
+                    // slots back).
+                    Err(_) if !serves && node.queue.is_empty() => {}
                     Err(reason) => {
                         let e = WriterError::Unreachable {
                             node: node.addr.clone(),
@@ -820,6 +902,7 @@ impl Engine {
     fn connect(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.connecting = true;
+        node.lost_at.get_or_insert_with(Instant::now);
         let tag = (i, node.generation);
         let addr = node.addr.clone();
         let auth = self.config.auth.clone();
@@ -939,6 +1022,9 @@ impl Engine {
                 _,
             ) => {
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                if kind.needs_refresh() {
+                    self.request_refresh();
+                }
                 if self.count_failure(slot, &mut entry, &text) {
                     let backoff = self.backoff(entry.attempts);
                     self.hold(slot, entry, Target::Map, backoff);
@@ -966,6 +1052,188 @@ impl Engine {
                 };
                 self.fail(e);
             }
+        }
+    }
+
+    /// Which nodes serve at least one slot in the current map.
+    fn serving(&self) -> Vec<bool> {
+        let mut serving = vec![false; self.nodes.len()];
+        for (_, _, n) in self.topology.slots.ranges() {
+            if let Some(s) = serving.get_mut(n) {
+                *s = true;
+            }
+        }
+        serving
+    }
+
+    fn request_refresh(&mut self) {
+        self.refresh.wanted = true;
+        self.maybe_start_refresh();
+    }
+
+    /// Starts a refresh task if one is wanted, none runs and the last one
+    /// started at least [`REFRESH_EVERY`] ago.
+    fn maybe_start_refresh(&mut self) {
+        let r = &self.refresh;
+        if !r.wanted
+            || r.running
+            || self.fatal.is_some()
+            || r.started.is_some_and(|t| t.elapsed() < REFRESH_EVERY)
+        {
+            return;
+        }
+        // Reachable masters that serve slots, other reachable nodes, the
+        // unreachable ones, then every other address seen.
+        let serving = self.serving();
+        let mut order: Vec<(u8, String)> = self
+            .nodes
+            .iter()
+            .zip(&serving)
+            .map(|(n, &serves)| {
+                let rank = match (n.pipe.is_some(), serves) {
+                    (true, true) => 0,
+                    (true, false) => 1,
+                    (false, _) => 3,
+                };
+                (rank, n.addr.clone())
+            })
+            .collect();
+        order.extend(self.refresh.known.iter().map(|a| (2, a.clone())));
+        order.sort_by_key(|(rank, _)| *rank);
+        let mut addrs: Vec<String> = Vec::with_capacity(order.len());
+        for (_, a) in order {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        self.refresh.wanted = false;
+        self.refresh.running = true;
+        self.refresh.started = Some(Instant::now());
+        let config = self.config.clone();
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = refresh_topology(addrs, config).await;
+            let _ = tx.send(Event::Refreshed(result));
+        });
+    }
+
+    fn on_refreshed(&mut self, result: Result<(Topology, Vec<String>), WriterError>) {
+        self.refresh.running = false;
+        match result {
+            Err(e) => {
+                let since = *self.refresh.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.config.reconnect_for {
+                    self.fail(WriterError::TopologyRefresh {
+                        over: since.elapsed(),
+                        last: e.to_string(),
+                    });
+                    return;
+                }
+                self.refresh.wanted = true;
+            }
+            Ok((topology, known)) => {
+                self.refresh.failing_since = None;
+                self.shared.refreshes.fetch_add(1, Ordering::Relaxed);
+                for a in known {
+                    if !self.refresh.known.contains(&a) {
+                        self.refresh.known.push(a);
+                    }
+                }
+                self.apply_topology(&topology);
+            }
+        }
+    }
+
+    /// Replaces the slot map with `new`'s (keeping node indexes), connects
+    /// to masters that serve slots and have no connection, and moves every
+    /// entry that now belongs elsewhere into its slot's hold.
+    fn apply_topology(&mut self, new: &Topology) {
+        let index: Vec<usize> = new
+            .masters
+            .iter()
+            .map(|m| {
+                self.topology.index_of(&m.host, m.port).unwrap_or_else(|| {
+                    self.topology.masters.push(m.clone());
+                    self.topology.masters.len() - 1
+                })
+            })
+            .collect();
+        let mut slots = SlotMap::new();
+        for (start, end, n) in new.slots.ranges() {
+            // Ranges of a parsed map never overlap.
+            let _ = slots.set_range(start, end, index[n]);
+        }
+        let changed = slots != self.topology.slots;
+        self.topology.slots = slots;
+        self.sync_nodes();
+        let serving = self.serving();
+        for (i, &serves) in serving.iter().enumerate() {
+            let node = &self.nodes[i];
+            if serves && node.pipe.is_none() && !node.connecting {
+                self.connect(i);
+            }
+        }
+        self.reroute();
+        if changed {
+            // Retry what the old map made wait, now.
+            let now = Instant::now();
+            for hold in self.holds.values_mut() {
+                hold.not_before = hold.not_before.min(now);
+            }
+        }
+        self.release_ready();
+    }
+
+    /// Moves every unsent op entry whose slot another node serves now (on a
+    /// disconnected node: every such entry, sent or not) into its slot's
+    /// hold; drops checkpoints queued on a disconnected node that serves no
+    /// slot any more (the next one goes to the slot's new owner).
+    fn reroute(&mut self) {
+        let serving = self.serving();
+        let mut touched: Vec<u16> = Vec::new();
+        for (i, &serves) in serving.iter().enumerate() {
+            let slots = &self.topology.slots;
+            let node = &mut self.nodes[i];
+            let from = node.sent;
+            let disconnected = node.pipe.is_none();
+            if from >= node.queue.len() {
+                continue;
+            }
+            let tail: Vec<Entry> = node.queue.drain(from..).collect();
+            let mut moved = Vec::new();
+            let mut dropped = 0;
+            for e in tail {
+                let elsewhere =
+                    e.op.slot
+                        .filter(|_| e.kind == Kind::Op && (disconnected || !e.asking))
+                        .is_some_and(|s| slots.node_for(s) != Some(i));
+                let stale_ckpt = disconnected && !serves && matches!(e.kind, Kind::Checkpoint(_));
+                if elsewhere || stale_ckpt {
+                    node.bytes -= e.bytes();
+                    if stale_ckpt {
+                        dropped += 1;
+                    } else {
+                        moved.push(e);
+                    }
+                } else {
+                    node.queue.push_back(e);
+                }
+            }
+            if dropped > 0 {
+                node.ckpt_written = node.ckpt_acked;
+                self.ckpt_inflight -= dropped;
+            }
+            for e in moved {
+                let slot = e.op.slot.expect("moved entries have a slot");
+                self.inflight[usize::from(slot)] -= 1;
+                touched.push(slot);
+                self.hold(slot, e, Target::Map, Duration::ZERO);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for slot in touched {
+            self.maybe_release(slot);
         }
     }
 

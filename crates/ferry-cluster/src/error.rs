@@ -70,6 +70,16 @@ pub enum WriterError {
         /// The last connection error.
         reason: ConnError,
     },
+    /// The topology was needed (a node unreachable, `CLUSTERDOWN`,
+    /// `READONLY`, `MASTERDOWN`) but no known node answered `CLUSTER
+    /// SHARDS` / `CLUSTER SLOTS` for longer than the reconnect bound.
+    #[error("cannot re-read the cluster topology from any known node for {:.1} s (last: {last})", .over.as_secs_f64())]
+    TopologyRefresh {
+        /// How long.
+        over: Duration,
+        /// The last error.
+        last: String,
+    },
     /// A node holds commands but answered nothing for too long.
     #[error("{node} answered nothing for {:.1} s with {pending} commands in flight", .over.as_secs_f64())]
     Stalled {

@@ -13,8 +13,12 @@
 //!          resend the redirected op and everything after it, in order
 //!   ASK:   hold likewise, then ASKING + op on the importing node, once
 //!   TRYAGAIN / CLUSTERDOWN / LOADING / BUSY / MASTERDOWN / READONLY:
-//!          hold with bounded exponential backoff, resend in order
-//!   connection lost: reconnect (bounded), resend every unanswered op in order
+//!          hold with bounded exponential backoff, resend in order;
+//!          CLUSTERDOWN / READONLY / MASTERDOWN also re-read the topology
+//!   connection lost: reconnect (bounded), resend every unanswered op in order;
+//!          a node unreachable for 1 s triggers a topology refresh
+//!          (CLUSTER SHARDS, or SLOTS, from any known node) and its pending
+//!          ops move, in order, to the slots' new owners (failover)
 //!   anything else (OOM, NOPERM, ERR ...): fatal WriterError::Rejected
 //!   checkpoints (optional): SET <prefix>:{tag} <offset> per master, in its
 //!          pipeline, with what that master has acknowledged; read back at

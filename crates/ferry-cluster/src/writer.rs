@@ -11,6 +11,12 @@
 //!                                           the bound: it blocks, it never drops)
 //! flush()   --------------------> engine   (answered once every op before it is)
 //! applied_offset()  <- atomic, updated by the engine after each batch of replies
+//! failover          -> a node unreachable for 1 s, or CLUSTERDOWN / READONLY /
+//!                      MASTERDOWN: the engine re-reads CLUSTER SHARDS from any
+//!                      reachable known node (masters first, then replicas and
+//!                      the seed), connects to new masters and resends held and
+//!                      unanswered ops of the moved slots there, in order; bounded
+//!                      by `reconnect_for` (see the `engine` module)
 //! ```
 //!
 //! # Checkpoints and resume (design decision 3)
@@ -141,6 +147,8 @@ pub struct WriterConfig {
     /// Reads the keys of [`WriterConfig::checkpoint`]'s prefix, or of the
     /// default prefix when that is `None`.
     pub skip_applied: bool,
+    /// TLS to every node (`rediss://`); `None` is plain TCP.
+    pub tls: Option<ferry_tls::TlsConfig>,
 }
 
 /// Where and how often the per-master checkpoints are written.
@@ -200,6 +208,7 @@ impl Default for WriterConfig {
             reply_timeout: Duration::from_secs(60),
             checkpoint: None,
             skip_applied: false,
+            tls: None,
         }
     }
 }
@@ -223,6 +232,9 @@ pub struct WriterStats {
     pub skipped: u64,
     /// Checkpoint writes acknowledged (not counted in `acked`).
     pub checkpoints: u64,
+    /// Topology refreshes completed (`CLUSTER SHARDS` re-read after a
+    /// node stayed unreachable or a `CLUSTERDOWN`/`READONLY`/`MASTERDOWN`).
+    pub refreshes: u64,
 }
 
 /// State shared between the handle and the engine.
@@ -236,6 +248,7 @@ pub(crate) struct Shared {
     pub(crate) reconnects: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,
 }
 
@@ -300,10 +313,18 @@ impl ClusterWriter {
         if config.auth.password.is_none() {
             config.auth = url_auth;
         }
-        let topology = discover(&addr, &config).await?;
+        let (topology, known) = discover(&addr, &config).await?;
         let mut conns = Vec::with_capacity(topology.masters.len());
         for node in &topology.masters {
-            conns.push(Conn::connect(&node.addr(), &config.auth, config.connect_timeout).await?);
+            conns.push(
+                Conn::connect_tls(
+                    &node.addr(),
+                    &config.auth,
+                    config.connect_timeout,
+                    config.tls.as_ref(),
+                )
+                .await?,
+            );
         }
         let masters: Vec<String> = topology.masters.iter().map(|n| n.addr()).collect();
         let mut resume = vec![None; masters.len()];
@@ -325,7 +346,9 @@ impl ClusterWriter {
         }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(config.queue_ops.max(1));
-        let engine = Engine::new(topology, conns, resume, config, Arc::clone(&shared));
+        let mut known = known;
+        known.push(addr);
+        let engine = Engine::new(topology, conns, resume, known, config, Arc::clone(&shared));
         tokio::spawn(engine.run(rx));
         Ok(ClusterWriter {
             cmds: tx,
@@ -435,6 +458,7 @@ impl ClusterWriter {
             reconnects: get(&self.shared.reconnects),
             skipped: get(&self.shared.skipped),
             checkpoints: get(&self.shared.checkpoints),
+            refreshes: get(&self.shared.refreshes),
         }
     }
 
@@ -489,9 +513,38 @@ async fn read_checkpoint(
     }
 }
 
-/// `CLUSTER SHARDS`, falling back to `CLUSTER SLOTS`.
-async fn discover(addr: &str, config: &WriterConfig) -> Result<Topology, WriterError> {
-    let mut conn = Conn::connect(addr, &config.auth, config.connect_timeout).await?;
+/// Re-reads the topology from the first of `addrs` that answers with a
+/// usable one (the engine puts reachable masters first, then every other
+/// address it has seen). Returns it with every node address it names, or
+/// the last error.
+pub(crate) async fn refresh_topology(
+    addrs: Vec<String>,
+    config: WriterConfig,
+) -> Result<(Topology, Vec<String>), WriterError> {
+    let mut last = WriterError::Stopped;
+    for addr in addrs {
+        match discover(&addr, &config).await {
+            Ok(found) => return Ok(found),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// `CLUSTER SHARDS`, falling back to `CLUSTER SLOTS`; also returns the
+/// address of every node the reply names (replicas included), as fallback
+/// seeds for a later topology refresh.
+async fn discover(
+    addr: &str,
+    config: &WriterConfig,
+) -> Result<(Topology, Vec<String>), WriterError> {
+    let mut conn = Conn::connect_tls(
+        addr,
+        &config.auth,
+        config.connect_timeout,
+        config.tls.as_ref(),
+    )
+    .await?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let not_a_cluster = |reply: &Value| match reply {
@@ -513,7 +566,7 @@ async fn discover(addr: &str, config: &WriterConfig) -> Result<Topology, WriterE
     if let Some(e) = not_a_cluster(&reply) {
         return Err(e);
     }
-    let topology = match &reply {
+    let (topology, known) = match &reply {
         Value::Error(e) if ErrorKind::classify(e) == ErrorKind::Other => {
             // Before 7.0: unknown subcommand.
             let reply = conn
@@ -522,9 +575,13 @@ async fn discover(addr: &str, config: &WriterConfig) -> Result<Topology, WriterE
             if let Some(e) = not_a_cluster(&reply) {
                 return Err(e);
             }
-            Topology::from_slots(&reply, host).map_err(topo_err)?
+            let topology = Topology::from_slots(&reply, host).map_err(topo_err)?;
+            (topology, slots_addrs(&reply, host))
         }
-        _ => Topology::from_shards(&reply, host).map_err(topo_err)?,
+        _ => {
+            let topology = Topology::from_shards(&reply, host).map_err(topo_err)?;
+            (topology, shards_addrs(&reply, host))
+        }
     };
     if topology.masters.is_empty() {
         return Err(WriterError::Topology {
@@ -534,7 +591,88 @@ async fn discover(addr: &str, config: &WriterConfig) -> Result<Topology, WriterE
             },
         });
     }
-    Ok(topology)
+    Ok((topology, known))
+}
+
+/// Key/value pairs of a RESP2 flat array or a RESP3 map.
+fn pairs(v: &Value) -> Vec<(&Value, &Value)> {
+    match v {
+        Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
+        Value::Array(a) if a.len() % 2 == 0 => {
+            a.chunks_exact(2).map(|kv| (&kv[0], &kv[1])).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    v.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// `host:port` for a node entry, with the endpoint rules of `ferry-ops`
+/// (empty endpoint: the answering host; `?`: the ip).
+fn node_addr(
+    endpoint: Option<&str>,
+    ip: Option<&str>,
+    port: i64,
+    answered_by: &str,
+) -> Option<String> {
+    let port = u16::try_from(port).ok().filter(|p| *p != 0)?;
+    let host = match endpoint {
+        None | Some("") => answered_by,
+        Some("?") => ip
+            .filter(|ip| !ip.is_empty() && *ip != "?")
+            .unwrap_or(answered_by),
+        Some(e) => e,
+    };
+    Some(
+        ferry_ops::Node {
+            id: None,
+            host: host.to_owned(),
+            port,
+        }
+        .addr(),
+    )
+}
+
+/// Every node address in a `CLUSTER SHARDS` reply.
+fn shards_addrs(reply: &Value, answered_by: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in reply.as_array().unwrap_or_default() {
+        let shard = pairs(shard);
+        let nodes = shard
+            .iter()
+            .find(|(k, _)| text(k) == Some("nodes"))
+            .and_then(|(_, v)| v.as_array())
+            .unwrap_or_default();
+        for node in nodes {
+            let f = pairs(node);
+            let get = |name: &str| {
+                f.iter()
+                    .find(|(k, _)| text(k) == Some(name))
+                    .map(|(_, v)| *v)
+            };
+            let port = get("port").and_then(Value::as_int).unwrap_or(0);
+            let endpoint = get("endpoint").and_then(text);
+            let ip = get("ip").and_then(text);
+            out.extend(node_addr(endpoint, ip, port, answered_by));
+        }
+    }
+    out
+}
+
+/// Every node address in a `CLUSTER SLOTS` reply.
+fn slots_addrs(reply: &Value, answered_by: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for range in reply.as_array().unwrap_or_default() {
+        for node in range.as_array().unwrap_or_default().iter().skip(2) {
+            let node = node.as_array().unwrap_or_default();
+            let endpoint = node.first().and_then(text);
+            let port = node.get(1).and_then(Value::as_int).unwrap_or(0);
+            out.extend(node_addr(endpoint, None, port, answered_by));
+        }
+    }
+    out
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

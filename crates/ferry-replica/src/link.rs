@@ -87,6 +87,9 @@ pub struct LinkConfig {
     pub info_interval: Option<Duration>,
     /// RDB decoder options.
     pub rdb: DecodeOptions,
+    /// TLS to the source (`rediss://`), also for the INFO poller; `None`
+    /// is plain TCP.
+    pub tls: Option<ferry_tls::TlsConfig>,
 }
 
 impl LinkConfig {
@@ -113,6 +116,7 @@ impl LinkConfig {
             channel_capacity: 1024,
             info_interval: Some(Duration::from_secs(1)),
             rdb: DecodeOptions::default(),
+            tls: None,
         }
     }
 }
@@ -260,6 +264,9 @@ pub enum LinkError {
         /// The source address.
         addr: String,
     },
+    /// TLS is misconfigured or the source's certificate is refused.
+    #[error(transparent)]
+    Tls(#[from] ferry_tls::TlsError),
     /// A bug: state that should not happen.
     #[error("internal error in the replica link: {0}")]
     Internal(String),
@@ -277,6 +284,7 @@ impl LinkError {
             LinkError::Stream(_)
             | LinkError::Position(_)
             | LinkError::Spool(_)
+            | LinkError::Tls(_)
             | LinkError::Internal(_) => false,
         }
     }

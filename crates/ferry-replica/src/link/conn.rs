@@ -12,9 +12,8 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use ferry_tls::{ConnectError, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::{LinkError, Mark, Session, Shared};
@@ -106,6 +105,8 @@ async fn connection(
     let outcome = loop {
         if !out.is_empty() {
             sock.write_all(&out).await.map_err(io("write to", cfg))?;
+            // TLS may hold written bytes until flushed (no-op for TCP).
+            sock.flush().await.map_err(io("write to", cfg))?;
         }
         if let Some(o) = hs.feed(&mut buf)? {
             break o;
@@ -166,7 +167,7 @@ async fn connection(
         inner.connected = true;
     }
     shared.data.notify_one();
-    let (mut rd, mut wr) = sock.into_split();
+    let (mut rd, mut wr) = tokio::io::split(sock);
     let epoch = *epoch;
     tokio::select! {
         r = read_loop(shared, token, &mut rd, buf.split().freeze()) => r,
@@ -178,18 +179,20 @@ async fn connection(
     }
 }
 
-async fn connect(shared: &Shared) -> Result<TcpStream, LinkError> {
+/// TCP (and TLS when configured) to the source, bounded by the timeout.
+async fn connect(shared: &Shared) -> Result<Stream, LinkError> {
     let cfg = &shared.cfg;
-    let sock = tokio::time::timeout(cfg.timeout, TcpStream::connect(&cfg.addr))
+    ferry_tls::connect(&cfg.addr, cfg.tls.as_ref(), cfg.timeout)
         .await
-        .map_err(|_| LinkError::Timeout {
-            what: "connecting",
-            addr: cfg.addr.clone(),
-            after: cfg.timeout,
-        })?
-        .map_err(io("connect to", cfg))?;
-    sock.set_nodelay(true).map_err(io("configure", cfg))?;
-    Ok(sock)
+        .map_err(|e| match e {
+            ConnectError::Timeout(after) => LinkError::Timeout {
+                what: "connecting",
+                addr: cfg.addr.clone(),
+                after,
+            },
+            ConnectError::Io(source) => io("connect to", cfg)(source),
+            ConnectError::Tls(e) => LinkError::Tls(e),
+        })
 }
 
 /// Reads more into `buf`, bounded by the timeout; EOF is an error.
@@ -221,7 +224,7 @@ async fn read_some<R: AsyncReadExt + Unpin>(
 async fn read_loop(
     shared: &Shared,
     token: &CancellationToken,
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf<Stream>,
     leftover: Bytes,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
@@ -308,7 +311,11 @@ fn awaiting_stream(shared: &Shared, epoch: u64) -> bool {
 
 /// Sends `REPLCONF ACK` every `ack_interval` and when asked (GETACK,
 /// snapshot end), with the applied offset of this connection's history.
-async fn ack_loop(shared: &Shared, wr: &mut OwnedWriteHalf, epoch: u64) -> Result<(), LinkError> {
+async fn ack_loop(
+    shared: &Shared,
+    wr: &mut WriteHalf<Stream>,
+    epoch: u64,
+) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
     loop {
         let period = if awaiting_stream(shared, epoch) {
@@ -327,6 +334,7 @@ async fn ack_loop(shared: &Shared, wr: &mut OwnedWriteHalf, epoch: u64) -> Resul
         wr.write_all(&ack_command(offset))
             .await
             .map_err(io("write an ACK to", cfg))?;
+        wr.flush().await.map_err(io("write an ACK to", cfg))?;
     }
 }
 
@@ -385,7 +393,7 @@ async fn info_session(shared: &Shared, every: Duration) -> Result<(), LinkError>
 
 /// Sends one command and reads its reply; an error reply is an error.
 async fn request(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     buf: &mut BytesMut,
     cfg: &super::LinkConfig,
     args: &[&[u8]],
@@ -393,6 +401,7 @@ async fn request(
     let mut out = Vec::new();
     ferry_resp::write_command(&mut out, args);
     sock.write_all(&out).await.map_err(io("write to", cfg))?;
+    sock.flush().await.map_err(io("write to", cfg))?;
     loop {
         match ferry_resp::decode(buf) {
             Ok(Some((v, n))) => {
