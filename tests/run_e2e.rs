@@ -453,3 +453,65 @@ fn bad_configs_fail_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(err.to_lowercase().contains("cluster"), "{err}");
 }
+
+#[test]
+fn run_migrates_from_a_tls_source() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = ferry_tls::test_pki::TestPki::generate(dir.path());
+    let tls_port = free_port();
+    let src = Server::builder(Flavor::Redis70)
+        .raw_args(pki.redis_args(tls_port, false))
+        .start()
+        .expect("TLS source");
+    let mut c = src.conn();
+    for i in 0..300 {
+        redis::cmd("SET")
+            .arg(format!("t:{i}"))
+            .arg(i)
+            .query::<()>(&mut c)
+            .expect("set");
+    }
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("tls.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{ url: \"rediss://127.0.0.1:{tls_port}\", tls: {{ ca_file: \"{}\" }} }}\n\
+             target: {{ url: \"{}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n",
+            pki.ca_cert.display(),
+            cluster.seed_url(),
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let _daemon = Daemon(
+        Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    for i in 0..100 {
+        redis::cmd("INCR")
+            .arg("t:counter")
+            .query::<()>(&mut c)
+            .expect("incr");
+        let _ = i;
+    }
+    wait_caught_up(&src, &http);
+    let mut total = 0u64;
+    for node in &cluster.nodes {
+        total += redis::cmd("DBSIZE")
+            .query::<u64>(&mut node.conn())
+            .expect("dbsize");
+    }
+    assert_eq!(total, 301);
+    let owner = cluster.node_for_key(b"t:counter");
+    let v: u64 = redis::cmd("GET")
+        .arg("t:counter")
+        .query(&mut owner.conn())
+        .expect("get");
+    assert_eq!(v, 100);
+}

@@ -76,8 +76,47 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// `redis://[user:password@]host:port`.
+    /// `redis://[user:password@]host:port`, or `rediss://` for TLS.
     pub url: String,
+    /// TLS settings (used with `rediss://`); certificates are verified by default.
+    #[serde(default)]
+    pub tls: Tls,
+}
+
+/// TLS settings of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM CA certificate(s) to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS); needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Skip certificate verification (logged as a warning). Default false.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Name to verify the certificate against (default: the host of the URL).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl Endpoint {
+    /// The TLS configuration when the URL is `rediss://`.
+    pub fn tls_config(&self) -> Option<ferry_tls::TlsConfig> {
+        self.url
+            .starts_with("rediss://")
+            .then(|| ferry_tls::TlsConfig {
+                ca_file: self.tls.ca_file.clone(),
+                cert_file: self.tls.cert_file.clone(),
+                key_file: self.tls.key_file.clone(),
+                insecure: self.tls.insecure,
+                server_name: self.tls.server_name.clone(),
+            })
+    }
 }
 
 /// The HTTP listener.
@@ -209,14 +248,14 @@ pub struct Url {
     pub addr: String,
 }
 
-/// Parse a `redis://` URL (TLS `rediss://` is not supported yet).
+/// Parse a `redis://` or `rediss://` (TLS) URL.
 pub fn parse_url(url: &str) -> Result<Url> {
-    let Some(rest) = url.strip_prefix("redis://") else {
-        if url.starts_with("rediss://") {
-            bail!("{}: TLS (rediss://) is not supported yet", redact(url));
-        }
+    let Some(rest) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    else {
         bail!(
-            "{}: expected redis://[user:password@]host:port",
+            "{}: expected redis://[user:password@]host:port (rediss:// for TLS)",
             redact(url)
         );
     };
@@ -288,12 +327,7 @@ mod tests {
             &env,
         );
         assert!(unset.unwrap_err().to_string().contains("NOPE"));
-        assert!(
-            parse_url("rediss://h:1")
-                .unwrap_err()
-                .to_string()
-                .contains("TLS")
-        );
+        assert_eq!(parse_url("rediss://h:1").expect("tls url").addr, "h:1");
         assert!(
             Config::parse("source: { url: \"redis://h:1\" }\ntarget: { url: \"redis://h:1\" }\n")
                 .unwrap_err()

@@ -144,7 +144,8 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
         .enable_all()
         .build()?
         .block_on(async {
-            let mut conn = Conn::connect(&src.addr, &auth, Duration::from_secs(5))
+            let src_tls = cfg.source.tls_config();
+            let mut conn = Conn::connect_tls(&src.addr, &auth, Duration::from_secs(5), src_tls.as_ref())
                 .await
                 .with_context(|| format!("source {}", src.addr))?;
             let pause = args.pause_ms.to_string();

@@ -250,7 +250,10 @@ async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> 
         user: src.user.clone(),
         password: src.password.clone(),
     };
-    let Ok(mut conn) = Conn::connect(&src.addr, &auth, Duration::from_secs(5)).await else {
+    let tls = cfg.source.tls_config();
+    let Ok(mut conn) =
+        Conn::connect_tls(&src.addr, &auth, Duration::from_secs(5), tls.as_ref()).await
+    else {
         return Ok(()); // the link reports connection problems with their cause
     };
     let Ok(info) = conn
@@ -285,6 +288,12 @@ async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> 
 async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     let src = parse_url(&cfg.source.url)?;
     let dst = parse_url(&cfg.target.url)?;
+    if cfg.target.tls_config().is_some() {
+        bail!(
+            "{}: TLS to the target cluster is not supported yet (the source may use rediss://)",
+            redact(&cfg.target.url)
+        );
+    }
     let wauth = WAuth {
         user: dst.user.clone(),
         password: dst.password.clone(),
@@ -331,6 +340,10 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     );
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
+    lcfg.tls = cfg.source.tls_config();
+    if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
+        tracing::warn!("source: {w}");
+    }
     lcfg.auth = src.password.clone().map(|password| LAuth {
         user: src.user.clone(),
         password,

@@ -144,7 +144,7 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         user: dst.user,
         password: dst.password,
     };
-    let mut s = Conn::connect(&src.addr, &sauth, T)
+    let mut s = Conn::connect_tls(&src.addr, &sauth, T, cfg.source.tls_config().as_ref())
         .await
         .with_context(|| format!("source {}", src.addr))?;
     let mut seed = Conn::connect(&dst.addr, &dauth, T)
