@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Streaming-lag benchmark (issue 6, part 3): how far behind the source ferry
+# runs while the source takes writes, once the snapshot is done.
+#
+#   1. max load: `redis-benchmark -P 16 -c 50 -r KEYS -d 100 -t set,incr,lpush,
+#      hset,sadd,zadd -n MAX_N` (each test MAX_N requests, bounded) — the
+#      highest write load redis-benchmark puts on the source on this machine;
+#   2. half load: benches/tools/loadgen.py at half that rate (a fixed-rate
+#      pipelined mix of SET/INCR/LPUSH/HSET/SADD/ZADD/APPEND/PEXPIRE/DEL) for
+#      HALF_SECONDS.
+# During each, benches/tools/lag_sampler.py reads the source's
+# master_repl_offset and ferry's /status every 100 ms: lag in bytes (source
+# offset − applied offset, same instant) and ferry's lag_seconds (the age of
+# the oldest received-but-unapplied byte). After each load stops: the time
+# until the lag is 0 ("keeps up" = within 1 s). Finally `ferry verify`.
+#
+#   benches/results/streaming_lag.md / .json
+#
+# Environment: MAX_N (default 300000 per test), HALF_SECONDS (default 15),
+# KEYS (default 100000), VERIFY (default 1), STEP_TIMEOUT, FERRY_BIN,
+# FERRY_REDIS70 / FERRY_REDIS_CLI / FERRY_REDIS_BENCHMARK.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+MAX_N="${MAX_N:-300000}"
+HALF_SECONDS="${HALF_SECONDS:-15}"
+KEYS="${KEYS:-100000}"
+VERIFY="${VERIFY:-1}"
+wall0=$(now)
+load_before="$(loadavg)"
+bench_init streaming-lag
+build_ferry
+
+free_port SRC
+start "$SRC"
+fill "$SRC" 10000 100 base:
+start_cluster 3
+free_port HTTP
+ferry_config "$work/ferry.yaml" "$SRC" "${nodes[0]}" "$HTTP"
+"$FERRY" run --config "$work/ferry.yaml" >"$work/ferry.out" 2>"$work/ferry.log" &
+FERRY_PID=$!
+pids+=("$FERRY_PID")
+wait_caught_up "$(now)" "$FERRY_PID" "$HTTP" "$SRC" >/dev/null ||
+    { echo "ferry did not reach streaming; log:" >&2; tail -20 "$work/ferry.log" >&2; exit 1; }
+log "ferry streaming (pid $FERRY_PID, http 127.0.0.1:$HTTP)"
+
+# sample NAME CMD...: runs CMD with the lag sampler on, then keeps sampling
+# until the lag is 0 (at most 60 s); writes $work/NAME.samples and
+# $work/NAME.times ("<load start> <load end>").
+sample() {
+    local name="$1"; shift
+    rm -f "$work/$name.stop"
+    python3 benches/tools/lag_sampler.py "$SRC" "$HTTP" 0.1 "$work/$name.stop" "$step_timeout" \
+        >"$work/$name.samples" &
+    local sp=$!
+    sleep 0.5
+    local t0 t1
+    t0=$(now)
+    "$@"
+    t1=$(now)
+    echo "$t0 $t1" >"$work/$name.times"
+    python3 - "$work/$name.samples" "$t1" <<'PY' || true
+import json, sys, time
+path, t1 = sys.argv[1], float(sys.argv[2])
+deadline = time.time() + 60
+while time.time() < deadline:
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    if any(r.get("t", 0) > t1 and r.get("lag_bytes") == 0 for r in rows):
+        break
+    time.sleep(0.1)
+time.sleep(0.5)
+PY
+    touch "$work/$name.stop"
+    wait "$sp" || true
+}
+
+# --- 1. max load ------------------------------------------------------------------
+load_max="$(loadavg)"
+log "max load: redis-benchmark -P 16 -c 50 -n $MAX_N per test, 6 tests (load $load_max)"
+run_bench() {
+    timeout "$step_timeout" "$BENCH" -h 127.0.0.1 -p "$SRC" -P 16 -c 50 -n "$MAX_N" -r "$KEYS" -d 100 \
+        -t set,incr,lpush,hset,sadd,zadd -q >"$work/bench.out" 2>&1 || { cat "$work/bench.out" >&2; exit 1; }
+}
+sample max run_bench
+tr '\r' '\n' <"$work/bench.out" | grep 'requests per second' | sed 's/^/  /' >&2 || true
+
+# --- 2. half load ------------------------------------------------------------------
+read -r mt0 mt1 <"$work/max.times"
+max_rate="$(py "round(6 * $MAX_N / ($mt1 - $mt0))")"
+half_rate="$(py "round($max_rate / 2)")"
+half_count="$(py "int($half_rate * $HALF_SECONDS * 1.2)")"
+load_half="$(loadavg)"
+log "half load: loadgen.py at $half_rate cmd/s for $HALF_SECONDS s (max was $max_rate cmd/s; load $load_half)"
+run_loadgen() {
+    timeout "$step_timeout" python3 benches/tools/loadgen.py "$SRC" "$half_rate" "$HALF_SECONDS" "$half_count" "$KEYS" \
+        >"$work/loadgen.out" || { cat "$work/loadgen.out" >&2; exit 1; }
+}
+sample half run_loadgen
+log "  loadgen: $(cat "$work/loadgen.out")"
+
+# --- 3. verify ---------------------------------------------------------------------
+verify_exit=""
+if [[ "$VERIFY" == 1 ]]; then
+    log "ferry verify"
+    set +e
+    timeout "$step_timeout" "$FERRY" verify --config "$work/ferry.yaml" >"$work/verify.out" 2>&1
+    verify_exit=$?
+    set -e
+    tail -3 "$work/verify.out" | sed 's/^/  /' >&2
+fi
+stop_pid "$FERRY_PID"
+
+load_after="$(loadavg)"
+wall_s="$(py "round($(now) - $wall0, 1)")"
+mkdir -p benches/results
+python3 - "$work" <<PY
+import json, os, datetime
+work = "$work"
+
+def stats(name):
+    t0, t1 = map(float, open(f"{work}/{name}.times").read().split())
+    rows = [json.loads(l) for l in open(f"{work}/{name}.samples") if l.strip()]
+    rows = [r for r in rows if "lag_bytes" in r]
+    during = [r for r in rows if t0 <= r["t"] <= t1]
+    after = [r for r in rows if r["t"] > t1]
+    zero = next((r["t"] for r in after if r["lag_bytes"] == 0), None)
+
+    def pct(xs, p):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
+
+    ms = [1000 * (r["lag_seconds"] or 0) for r in during]
+    by = [r["lag_bytes"] for r in during]
+    src = [r["source_offset"] for r in rows]
+    return dict(
+        load_seconds=round(t1 - t0, 3), samples=len(during),
+        lag_ms=dict(p50=pct(ms, 50), p99=pct(ms, 99), max=max(ms) if ms else None),
+        lag_bytes=dict(p50=pct(by, 50), p99=pct(by, 99), max=max(by) if by else None),
+        stream_bytes=(max(src) - min(src)) if src else None,
+        catch_up_seconds=(round(zero - t1, 3) if zero is not None else None),
+    )
+
+mx, hf = stats("max"), stats("half")
+lg = json.loads(open(f"{work}/loadgen.out").read())
+max_rate, half_rate = float("$max_rate"), float("$half_rate")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+verify_exit = "$verify_exit"
+targets = [
+    dict(target="keeps up with the redis-benchmark -P 16 maximum (lag 0 within 1 s after it stops)",
+         value=(f"{mx['catch_up_seconds']:.2f} s" if mx["catch_up_seconds"] is not None else "not caught up in 60 s"),
+         met=mx["catch_up_seconds"] is not None and mx["catch_up_seconds"] <= 1.0),
+    dict(target="p99 lag ≤ 50 ms at half that load",
+         value=f"{hf['lag_ms']['p99']:.0f} ms" if hf["lag_ms"]["p99"] is not None else "no samples",
+         met=hf["lag_ms"]["p99"] is not None and hf["lag_ms"]["p99"] <= 50),
+]
+doc = dict(
+    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    nproc=os.cpu_count(), cpu=cpu, redis="$server_version", commit="$(git_commit)", ferry_binary="$ferry_note",
+    load_average=dict(before="$load_before", max="$load_max", half="$load_half", after="$load_after"),
+    wall_seconds=float("$wall_s"), max_rate=max_rate, half_rate_target=half_rate, half_rate_achieved=lg["rate"],
+    max=mx, half=hf, loadgen=lg, verify_exit=(int(verify_exit) if verify_exit else None), targets=targets,
+)
+json.dump(doc, open("benches/results/streaming_lag.json", "w"), indent=2, ensure_ascii=False)
+mark = {True: "met", False: "**not met**"}
+def row(label, s, rate):
+    return (f"| {label} | {rate:,.0f} | {s['load_seconds']:.1f} | {s['lag_ms']['p50']:.0f} / {s['lag_ms']['p99']:.0f} / {s['lag_ms']['max']:.0f} "
+            f"| {s['lag_bytes']['p50']:,} / {s['lag_bytes']['p99']:,} / {s['lag_bytes']['max']:,} | "
+            + (f"{s['catch_up_seconds']:.2f}" if s["catch_up_seconds"] is not None else "> 60") + " |")
+md = [
+    "# Streaming lag: writes on the source while ferry streams into a 3-master cluster",
+    "",
+    f"{doc['date']}, {doc['nproc']} CPUs ({cpu}), Redis {doc['redis']}, commit {doc['commit']}; ferry {doc['ferry_binary']}.",
+    f"Load average: before {doc['load_average']['before']}, at max load {doc['load_average']['max']}, at half load {doc['load_average']['half']}, after {doc['load_average']['after']}.",
+    f"Command: \`benches/streaming_lag.sh\` (MAX_N=$MAX_N, HALF_SECONDS=$HALF_SECONDS, KEYS=$KEYS). Wall time {doc['wall_seconds']} s.",
+    "",
+    "| load | commands/s on the source | seconds | lag ms p50 / p99 / max | lag bytes p50 / p99 / max | lag 0 after load stops (s) |",
+    "|---|---:|---:|---:|---:|---:|",
+    row("max: redis-benchmark -P 16 -c 50, 6 write tests", mx, max_rate),
+    row(f"half: loadgen.py fixed rate (target {half_rate:,.0f}/s)", hf, lg["rate"]),
+    "",
+    "| target (issue 6) | measured | |",
+    "|---|---:|---|",
+] + [f"| {t['target']} | {t['value']} | {mark[t['met']]} |" for t in targets] + [
+    "",
+    f"\`ferry verify\` afterwards: exit {verify_exit or 'not run'}.",
+    "Lag ms is ferry's \`lag_seconds\` (age of the oldest received-but-unapplied byte); lag bytes is the",
+    "source's \`master_repl_offset\` minus ferry's \`applied_offset\`, both read in the same 100 ms sample.",
+    "Everything (source, load generator, ferry, 3 masters) shares this machine's cores.",
+]
+open("benches/results/streaming_lag.md", "w").write("\n".join(md) + "\n")
+PY
+cat benches/results/streaming_lag.md
