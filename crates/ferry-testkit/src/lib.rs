@@ -11,6 +11,8 @@
 //!   encoding it has; bulk data for benchmarks.
 //! * [`proxy`]: [`FaultProxy`], a TCP proxy that cuts, pauses, delays and
 //!   throttles connections to a server (network faults for link tests).
+//! * [`workload`]: a seeded random write workload of every type with a
+//!   checker of acknowledged counter values (fault tests).
 //! * [`rdb_scan`]: a small RDB walker that lists the type byte of every key,
 //!   used to check the fixtures.
 //!
@@ -41,6 +43,7 @@ mod tools;
 pub mod fixtures;
 pub mod proxy;
 pub mod rdb_scan;
+pub mod workload;
 
 pub use cluster::{Cluster, SlotRange};
 pub use error::{Result, TestkitError};
