@@ -37,10 +37,13 @@ fn assert_counters(cluster: &Cluster, expected: &BTreeMap<String, i64>) {
     assert!(!expected.is_empty(), "the workload wrote no counters");
     let mut wrong = Vec::new();
     for (key, want) in expected {
-        let got: Option<i64> = redis::cmd("GET")
-            .arg(key)
-            .query(&mut cluster.node_for_key(key.as_bytes()).conn())
-            .expect("GET counter");
+        // Ask every node; only the owner answers (the others reply MOVED),
+        // whatever address it announces.
+        let got: Option<i64> = cluster
+            .nodes
+            .iter()
+            .find_map(|n| redis::cmd("GET").arg(key).query(&mut n.conn()).ok())
+            .unwrap_or_else(|| panic!("no node serves {key}"));
         if got != Some(*want) {
             wrong.push(format!("{key}: target {got:?}, source acknowledged {want}"));
         }
@@ -173,4 +176,78 @@ fn slow_target_spools_and_drains_without_loss() {
     setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
     assert_eq!(ferry.stop(), Some(0), "{}", ferry.log());
+}
+
+/// Node 0 of the target announces a fault proxy's port as its own
+/// (`cluster-announce-port`), so ferry reaches it only through the proxy;
+/// returns the proxy once every node reports the new address.
+fn proxy_target_node(cluster: &Cluster) -> FaultProxy {
+    let node = &cluster.nodes[0];
+    let proxy = FaultProxy::start(node.addr()).expect("proxy");
+    let port = proxy.addr().port();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("cluster-announce-port")
+        .arg(port)
+        .query::<()>(&mut node.conn())
+        .expect("CONFIG SET cluster-announce-port");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let needle = format!(":{port}@");
+    loop {
+        let all = cluster.nodes.iter().all(|n| {
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query::<String>(&mut n.conn())
+                .is_ok_and(|s| s.contains(&needle))
+        });
+        if all {
+            return proxy;
+        }
+        assert!(Instant::now() < deadline, "announce port not propagated");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The connection to one target master is cut three times and paused once
+/// during streaming: ferry reconnects and resends what was not
+/// acknowledged, and nothing is lost or applied twice.
+#[test]
+#[ignore = "resend after a target reconnect is at-least-once until per-slot checkpoints land"]
+fn target_link_cuts_resume_without_loss() {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let proxy = proxy_target_node(&cluster);
+    let setup = Setup::new(
+        &src.url(),
+        &format!("redis://{}", cluster.nodes[1].addr()),
+        "",
+    );
+    let mut ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    assert!(
+        proxy.wait_connections(1, Duration::from_secs(10)),
+        "ferry did not connect through the proxy"
+    );
+
+    let wl = workload(&src, 3, 10, 400_000);
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(1500));
+        proxy.cut();
+    }
+    thread::sleep(Duration::from_millis(500));
+    proxy.pause(true);
+    thread::sleep(Duration::from_secs(2));
+    proxy.pause(false);
+    let wl = wl.join().expect("workload thread");
+    if let Some(code) = ferry.wait_exit(Duration::from_secs(1)) {
+        panic!("ferry exited with {code}: {}", ferry.log());
+    }
+    wait_caught_up(&src, &setup.http, Duration::from_secs(90));
+    let st = setup.status().expect("status");
+    assert!(
+        st["target"]["reconnects"].as_u64().unwrap_or(0) >= 3,
+        "expected target reconnects: {st}"
+    );
+    setup.assert_verified();
+    assert_counters(&cluster, wl.expected_counters());
 }
