@@ -251,3 +251,125 @@ fn target_link_cuts_resume_without_loss() {
     setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
 }
+
+/// One target master runs out of memory (`maxmemory`, `noeviction`): ferry
+/// stops with an error naming the node and the key; after the limit is
+/// raised, a restarted ferry completes with nothing lost or doubled.
+#[test]
+fn target_out_of_memory_stops_clearly_and_resumes_after_the_limit_is_raised() {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
+    let mut ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let small = &cluster.nodes[1];
+    let used: u64 = ferry_testkit::info_field(&small.info("memory"), "used_memory")
+        .and_then(|v| v.parse().ok())
+        .expect("used_memory");
+    for (k, v) in [
+        ("maxmemory", (used + 2 * 1024 * 1024).to_string()),
+        ("maxmemory-policy", "noeviction".to_string()),
+    ] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query::<()>(&mut small.conn())
+            .expect("CONFIG SET");
+    }
+    let wl = workload(&src, 4, 8, 300_000);
+    // About 3 MB per master: more than the small one takes.
+    let mut c = src.conn();
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("wl:big:{i}"))
+            .arg(vec![b'x'; 50_000])
+            .query::<()>(&mut c)
+            .expect("SET big");
+    }
+    let code = ferry.wait_exit(Duration::from_secs(60));
+    let log = ferry.log();
+    assert_eq!(code, Some(1), "ferry did not stop on OOM: {log}");
+    assert!(
+        log.contains(&small.addr()) && log.contains("OOM") && log.contains("(key "),
+        "the error must name the node, the key and OOM: {log}"
+    );
+    let wl = wl.join().expect("workload thread");
+
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query::<()>(&mut small.conn())
+        .expect("CONFIG SET maxmemory 0");
+    let _ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    wait_caught_up(&src, &setup.http, Duration::from_secs(90));
+    setup.assert_verified();
+    assert_counters(&cluster, wl.expected_counters());
+}
+
+/// ferry is down while the source writes more than its backlog holds: on
+/// restart the source refuses `+CONTINUE`, ferry takes a new snapshot by
+/// itself, says why, and the target ends equal to the source (keys deleted
+/// meanwhile are gone from the target too).
+#[test]
+#[ignore = "needs the resync reason in the log and the target flushed before a new snapshot"]
+fn backlog_exceeded_while_down_falls_back_to_a_full_resync() {
+    let src = Server::builder(Flavor::Redis70)
+        .arg("repl-backlog-size", "16kb")
+        .start()
+        .expect("source");
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
+    let mut ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let mut wl = Workload::new(WorkloadOptions {
+        seed: 5,
+        ..WorkloadOptions::default()
+    });
+    wl.run(&mut src.conn(), Duration::from_secs(3), 20_000)
+        .expect("workload");
+    wait_caught_up(&src, &setup.http, Duration::from_secs(60));
+    assert_eq!(ferry.stop(), Some(0), "{}", ferry.log());
+    let full_before = stat(&src, "sync_full");
+
+    // Far more than 16 KB of writes, including deletes, while ferry is down.
+    wl.run(&mut src.conn(), Duration::from_secs(3), 20_000)
+        .expect("workload");
+    redis::cmd("DEL")
+        .arg("wl:s:1")
+        .arg("wl:s:2")
+        .arg("wl:l:3")
+        .query::<()>(&mut src.conn())
+        .expect("DEL");
+
+    let ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    wait_caught_up(&src, &setup.http, Duration::from_secs(90));
+    assert_eq!(stat(&src, "sync_full"), full_before + 1, "no new full sync");
+    let log = ferry.log();
+    assert!(
+        log.to_lowercase().contains("full"),
+        "ferry must say why it takes a new snapshot: {log}"
+    );
+    setup.assert_verified();
+    assert_counters(&cluster, wl.expected_counters());
+    for key in ["wl:s:1", "wl:s:2", "wl:l:3"] {
+        let exists: bool = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query::<i64>(&mut n.conn())
+                    .unwrap_or(0)
+            })
+            .sum::<i64>()
+            > 0;
+        assert!(
+            !exists,
+            "{key} was deleted on the source but survives in the target"
+        );
+    }
+}
