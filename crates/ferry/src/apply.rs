@@ -19,7 +19,7 @@ use bytes::Bytes;
 use ferry_cluster::{ClusterWriter, Op};
 use ferry_ops::{Route, key_slot};
 use ferry_rdb::commands::{CommandBuilder, CommandOptions};
-use ferry_rdb::{Flavor, Item, KeyHeader};
+use ferry_rdb::{Flavor, Item, KeyHeader, Value};
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
 
 use crate::config::Filter;
@@ -226,7 +226,12 @@ impl Applier {
                     _ => None,
                 };
                 let mut cmds = Vec::new();
-                if let Some(version) = stamp {
+                if let (Some(_), Value::String(v), None) = (stamp, &k.value, h.expire_ms) {
+                    // A plain string without TTL: SET leaves the same key as
+                    // RESTORE REPLACE and costs the target less (no payload
+                    // to check and parse).
+                    cmds.push(vec!["SET".into(), h.key.clone(), v.clone()]);
+                } else if let Some(version) = stamp {
                     let mut c: Vec<Bytes> = vec![
                         "RESTORE".into(),
                         h.key.clone(),
