@@ -10,6 +10,9 @@
 //!   split), every master (`FLUSHALL`, `FUNCTION LOAD`), nowhere (`PING`,
 //!   `SELECT`, `MULTI` — the caller's business) or not at all (cross-slot
 //!   `RENAME`, `PUBLISH`) with a typed reason.
+//! * [`emulate`]: [`plan`]s that replay a cross-slot command so the target
+//!   ends with the same values (`RENAME` as a key copy, `SMOVE` split,
+//!   `SUNIONSTORE` & co. computed next to the destination).
 //! * [`topology`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (RESP2 or RESP3)
 //!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
@@ -18,12 +21,14 @@
 //! No input makes any function here panic: malformed commands and replies
 //! are typed errors ([`KeyError`], [`TopologyError`]) or `None`.
 
+pub mod emulate;
 pub mod keys;
 pub mod redirect;
 pub mod slot;
 pub mod split;
 pub mod topology;
 
+pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use slot::{SLOTS, key_slot};
