@@ -13,6 +13,7 @@
 //! * [`emulate`]: [`plan`]s that replay a cross-slot command so the target
 //!   ends with the same values (`RENAME` as a key copy, `SMOVE` split,
 //!   `SUNIONSTORE` & co. computed next to the destination).
+//! * [`rewrite`]: key names prefixed per source db ([`prefix_keys`]).
 //! * [`topology`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (RESP2 or RESP3)
 //!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
@@ -24,6 +25,7 @@
 pub mod emulate;
 pub mod keys;
 pub mod redirect;
+pub mod rewrite;
 pub mod slot;
 pub mod split;
 pub mod topology;
@@ -31,6 +33,7 @@ pub mod topology;
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
+pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
 pub use split::{Route, Split, Unreplayable, route, split};
 pub use topology::{Node, SlotMap, Topology, TopologyError};
