@@ -30,6 +30,39 @@ pub struct Config {
     /// Which keys to carry (for splitting a shared server).
     #[serde(default)]
     pub filter: Filter,
+    /// Sampled verify while streaming.
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// Continuous sampled verify during streaming (see `sampler.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// Random source keys compared with the target per second; 0 turns
+    /// the sampler off.
+    #[serde(default = "default_sample_per_second")]
+    pub sample_per_second: u32,
+    /// TTLs may differ by this many milliseconds.
+    #[serde(default = "default_ttl_tolerance_ms")]
+    pub ttl_tolerance_ms: i64,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            sample_per_second: default_sample_per_second(),
+            ttl_tolerance_ms: default_ttl_tolerance_ms(),
+        }
+    }
+}
+
+fn default_sample_per_second() -> u32 {
+    5
+}
+
+fn default_ttl_tolerance_ms() -> i64 {
+    2000
 }
 
 /// Which keys to carry. Keys left out are counted (`filtered`), not errors.
@@ -126,12 +159,22 @@ pub struct Http {
     /// `host:port`; empty disables the listener.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// When set, `/`, `/status` and control endpoints need
+    /// `Authorization: Bearer <token>` (`${ENV}` recommended).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Whether `/metrics` needs the token too (default false: Prometheus
+    /// scrapes without one).
+    #[serde(default)]
+    pub protect_metrics: bool,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: default_listen(),
+            token: None,
+            protect_metrics: false,
         }
     }
 }
@@ -141,7 +184,9 @@ impl Default for Http {
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// `auto`: `RESTORE` raw payloads when the target reads the source's
-    /// format, commands otherwise; `never`: always commands.
+    /// format, commands otherwise; `always`: like `auto`, but refuse to
+    /// start when the target cannot read the source's RDB version;
+    /// `never`: always commands.
     #[serde(default)]
     pub restore: RestoreMode,
 }
@@ -155,6 +200,9 @@ pub enum RestoreMode {
     Auto,
     /// Never; rebuild keys with commands.
     Never,
+    /// Required: refuse to start if the target cannot read the source's
+    /// RDB version.
+    Always,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -206,6 +254,9 @@ impl Config {
     pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let text = expand_env(text, lookup)?;
         let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if cfg.http.token.as_deref() == Some("") {
+            bail!("http.token is empty (remove it to serve without a token)");
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -297,6 +348,7 @@ mod tests {
         assert_eq!(cfg.http, Http::default());
         assert_eq!(cfg.snapshot, Snapshot::default());
         assert_eq!(cfg.filter, Filter::default());
+        assert_eq!(cfg.verify, Verify::default());
     }
 
     #[test]
