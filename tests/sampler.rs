@@ -167,3 +167,151 @@ fn sampled_verify_counts_no_mismatch_under_load_and_finds_a_tampered_key() {
         .unwrap_or_else(|| panic!("no mismatch logged:\n{text}"));
     assert!(line.contains("k:1"), "{line}");
 }
+
+/// A config for `src` → `cluster` with extra YAML lines.
+fn config(dir: &std::path::Path, src: &Server, cluster: &Cluster, http: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("ferry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{ url: \"{}\" }}\ntarget: {{ url: \"{}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n{extra}",
+            src.url(),
+            cluster.seed_url(),
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+fn verify(cfg: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(FERRY)
+        .args(["verify", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("verify");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `ferry verify` lists keys only the target has (inside the filter), and
+/// never ferry's own `__ferry:` keys. `/status` shows the snapshot's size
+/// from a disk-based transfer and the key total from `INFO keyspace`.
+#[test]
+fn verify_reports_target_only_keys_and_snapshot_totals() {
+    let src = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "no")
+        .start()
+        .expect("source");
+    let mut c = src.conn();
+    for i in 0..500 {
+        redis::cmd("SET")
+            .arg(format!("app:{i}"))
+            .arg(i)
+            .query::<()>(&mut c)
+            .expect("set");
+    }
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(
+        dir.path(),
+        &src,
+        &cluster,
+        &http,
+        "filter: { include_prefixes: [\"app:\"] }\nverify: { sample_per_second: 0 }\n",
+    );
+    let _daemon = Daemon(
+        Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start ferry run"),
+    );
+    wait_status(&http, "streaming", 60, |s| {
+        s["phase"] == "streaming" && s["lag_bytes"] == 0
+    });
+    let st = status(&http).expect("status");
+    let sn = &st["snapshot"];
+    assert_eq!(sn["transfer"], "disk", "{st}");
+    assert_eq!(sn["keys_total"], 500, "{st}");
+    assert_eq!(sn["percent"], 100.0, "{st}");
+    let total = sn["bytes_total"].as_u64().expect("bytes_total");
+    assert!(total > 500 * 5, "{st}");
+    assert_eq!(sn["bytes_done"].as_u64(), Some(total), "{st}");
+
+    let (code, text) = verify(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+    // ferry's own keys and keys outside the filter are not differences.
+    for (key, tag) in [("__ferry:ckpt:{0}", "a"), ("other:x", "b")] {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(tag)
+            .query::<()>(&mut cluster.node_for_key(key.as_bytes()).conn())
+            .expect("set");
+    }
+    let (code, text) = verify(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+    // A key only the target has, inside the filter, is one.
+    redis::cmd("SET")
+        .arg("app:stray")
+        .arg(1)
+        .query::<()>(&mut cluster.node_for_key(b"app:stray").conn())
+        .expect("set");
+    let (code, text) = verify(&cfg);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("app:stray") && text.contains("present on the target, not on the source"),
+        "{text}"
+    );
+    assert!(text.contains("1 differ (1 only on the target)"), "{text}");
+    assert!(!text.contains("__ferry") && !text.contains("other:x"), "{text}");
+}
+
+/// A diskless transfer has no size: `/status` says so.
+#[test]
+fn diskless_snapshot_has_no_byte_total() {
+    let src = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .start()
+        .expect("source");
+    let mut c = src.conn();
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("d:{i}"))
+            .arg(i)
+            .query::<()>(&mut c)
+            .expect("set");
+    }
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(dir.path(), &src, &cluster, &http, "");
+    let _daemon = Daemon(
+        Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start ferry run"),
+    );
+    wait_status(&http, "streaming", 60, |s| s["phase"] == "streaming");
+    let st = status(&http).expect("status");
+    assert_eq!(st["snapshot"]["transfer"], "diskless", "{st}");
+    assert!(st["snapshot"]["bytes_total"].is_null(), "{st}");
+    assert!(st["snapshot"]["bytes_done"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert_eq!(st["snapshot"]["keys_total"], 100, "{st}");
+    let out = Command::new(FERRY)
+        .args(["status", "--http", &http])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("size unknown (diskless)"), "{text}");
+}
