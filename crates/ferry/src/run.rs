@@ -667,3 +667,65 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     link_result.context("source link")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    fn http(token: Option<&str>, protect_metrics: bool) -> HttpConfig {
+        HttpConfig {
+            listen: "127.0.0.1:0".into(),
+            token: token.map(str::to_string),
+            protect_metrics,
+        }
+    }
+
+    fn code(req: &str, h: &HttpConfig) -> &'static str {
+        respond(req, h, &Status::default()).0
+    }
+
+    #[test]
+    fn token_rules() {
+        let open = http(None, false);
+        assert!(code("GET /status HTTP/1.1\r\n\r\n", &open).starts_with("200"));
+        let t = http(Some("abc"), false);
+        assert!(code("GET /status HTTP/1.1\r\n\r\n", &t).starts_with("401"));
+        assert!(
+            code(
+                "GET /status HTTP/1.1\r\nauthorization: Bearer abc\r\n\r\n",
+                &t
+            )
+            .starts_with("200")
+        );
+        assert!(
+            code(
+                "GET /status HTTP/1.1\r\nAuthorization: Bearer abd\r\n\r\n",
+                &t
+            )
+            .starts_with("401")
+        );
+        assert!(code("GET /metrics HTTP/1.1\r\n\r\n", &t).starts_with("200"));
+        assert!(code("GET /?token=a%62c HTTP/1.1\r\n\r\n", &t).starts_with("200"));
+        assert!(code("GET /status?token=abc HTTP/1.1\r\n\r\n", &t).starts_with("401"));
+        assert!(code("GET /nothing HTTP/1.1\r\n\r\n", &t).starts_with("401"));
+        let m = http(Some("abc"), true);
+        assert!(code("GET /metrics HTTP/1.1\r\n\r\n", &m).starts_with("401"));
+        assert!(
+            code(
+                "GET /metrics HTTP/1.1\r\nAuthorization: Bearer abc\r\n\r\n",
+                &m
+            )
+            .starts_with("200")
+        );
+    }
+
+    #[test]
+    fn listens_on_loopback_by_default() {
+        let cfg =
+            Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n")
+                .expect("config");
+        let addr: std::net::SocketAddr = cfg.http.listen.parse().expect("an IP address");
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(cfg.http.token, None);
+    }
+}
