@@ -352,6 +352,21 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_configmap_holds_a_valid_configuration() {
+        let manifest = include_str!("../../../deploy/k8s/configmap.yaml");
+        let start = manifest.find("ferry.yaml: |\n").expect("ferry.yaml key") + 14;
+        let text: String = manifest[start..]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg = Config::parse_with(&text, &|name| Some(format!("<{name}>")))
+            .expect("the ConfigMap's ferry.yaml parses");
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/ferry"));
+        assert_eq!(cfg.http.token.as_deref(), Some("<FERRY_HTTP_TOKEN>"));
+    }
+
+    #[test]
     fn unknown_fields_are_named_with_their_line() {
         let err = Config::parse(
             "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nstate_dri: x\n",
