@@ -426,7 +426,11 @@ fn dashboard_sends_the_token() {
     let (port, served) = serve(Mode::Token);
     let dom = dump_dom(&format!("http://127.0.0.1:{port}/?token={TOKEN}"));
     let s = served.lock().unwrap();
-    assert!(s.lag_bytes.len() >= 3, "{} authorized polls", s.lag_bytes.len());
+    assert!(
+        s.lag_bytes.len() >= 3,
+        "{} authorized polls",
+        s.lag_bytes.len()
+    );
     assert_eq!(s.unauthorized, 0, "polls without the token");
     drop(s);
     assert_eq!(text_of(&dom, "phase"), "streaming");

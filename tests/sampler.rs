@@ -169,7 +169,13 @@ fn sampled_verify_counts_no_mismatch_under_load_and_finds_a_tampered_key() {
 }
 
 /// A config for `src` → `cluster` with extra YAML lines.
-fn config(dir: &std::path::Path, src: &Server, cluster: &Cluster, http: &str, extra: &str) -> std::path::PathBuf {
+fn config(
+    dir: &std::path::Path,
+    src: &Server,
+    cluster: &Cluster,
+    http: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     let cfg = dir.join("ferry.yaml");
     std::fs::write(
         &cfg,
@@ -272,7 +278,10 @@ fn verify_reports_target_only_keys_and_snapshot_totals() {
         "{text}"
     );
     assert!(text.contains("1 differ (1 only on the target)"), "{text}");
-    assert!(!text.contains("__ferry") && !text.contains("other:x"), "{text}");
+    assert!(
+        !text.contains("__ferry") && !text.contains("other:x"),
+        "{text}"
+    );
 }
 
 /// A diskless transfer has no size: `/status` says so.
@@ -306,7 +315,10 @@ fn diskless_snapshot_has_no_byte_total() {
     let st = status(&http).expect("status");
     assert_eq!(st["snapshot"]["transfer"], "diskless", "{st}");
     assert!(st["snapshot"]["bytes_total"].is_null(), "{st}");
-    assert!(st["snapshot"]["bytes_done"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert!(
+        st["snapshot"]["bytes_done"].as_u64().unwrap_or(0) > 0,
+        "{st}"
+    );
     assert_eq!(st["snapshot"]["keys_total"], 100, "{st}");
     let out = Command::new(FERRY)
         .args(["status", "--http", &http])
