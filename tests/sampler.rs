@@ -126,6 +126,14 @@ fn sampled_verify_counts_no_mismatch_under_load_and_finds_a_tampered_key() {
     wait_status(&http, "200 keys sampled", 60, |s| {
         s["verify"]["checked"].as_u64().unwrap_or(0) >= 200
     });
+    // Caught up: nothing of the load is still to be applied (it would
+    // overwrite the tampering below).
+    let src_offset = ferry_testkit::info_field(&src.info("replication"), "master_repl_offset")
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("master_repl_offset");
+    wait_status(&http, "caught up", 60, |s| {
+        s["applied_offset"].as_u64() == Some(src_offset)
+    });
     let st = status(&http).expect("status");
     println!("after the load: {}", st["verify"]);
     assert_eq!(st["verify"]["mismatches"], 0, "{st}");
@@ -139,9 +147,20 @@ fn sampled_verify_counts_no_mismatch_under_load_and_finds_a_tampered_key() {
             .query::<()>(&mut cluster.node_for_key(key.as_bytes()).conn())
             .expect("tamper");
     }
-    wait_status(&http, "a mismatch found", 60, |s| {
-        s["verify"]["mismatches"].as_u64().unwrap_or(0) > 0
+    let found = std::panic::catch_unwind(|| {
+        wait_status(&http, "a mismatch found", 60, |s| {
+            s["verify"]["mismatches"].as_u64().unwrap_or(0) > 0
+        })
     });
+    if found.is_err() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        panic!(
+            "no mismatch found; verify: {}\nlog tail:\n{}",
+            status(&http).map_or("-".into(), |s| s["verify"].to_string()),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     let st = status(&http).expect("status");
     println!("after tampering: {}", st["verify"]);
     let last = st["verify"]["last_mismatch"].as_str().unwrap_or("");
