@@ -106,7 +106,7 @@ impl Filter {
 }
 
 /// A server address.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `redis://[user:password@]host:port`, or `rediss://` for TLS.
@@ -137,6 +137,16 @@ pub struct Tls {
     pub server_name: Option<String>,
 }
 
+/// The password never shows in debug output.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &redact(&self.url))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 impl Endpoint {
     /// The TLS configuration when the URL is `rediss://`.
     pub fn tls_config(&self) -> Option<ferry_tls::TlsConfig> {
@@ -153,7 +163,7 @@ impl Endpoint {
 }
 
 /// The HTTP listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
     /// `host:port`; empty disables the listener.
@@ -167,6 +177,17 @@ pub struct Http {
     /// scrapes without one).
     #[serde(default)]
     pub protect_metrics: bool,
+}
+
+/// The token never shows in debug output.
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("protect_metrics", &self.protect_metrics)
+            .finish()
+    }
 }
 
 impl Default for Http {
@@ -389,6 +410,17 @@ mod tests {
         assert_eq!(u.password.as_deref(), Some("s3cret"));
         assert_eq!(u.addr, "127.0.0.1:6379");
         assert_eq!(redact(&cfg.source.url), "redis://app:***@127.0.0.1:6379");
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@"),
+            "{shown}"
+        );
+        let with_token = Config::parse_with(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nhttp: { token: \"${PW}\" }\n",
+            &env,
+        )
+        .expect("parses");
+        assert!(!format!("{with_token:?}").contains("s3cret"));
         let unset = Config::parse_with(
             "source: { url: \"redis://${NOPE}@h:1\" }\ntarget: { url: \"redis://h:2\" }\n",
             &env,
