@@ -628,7 +628,8 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
             last_print = Instant::now();
             let progress = match (st.phase.as_str(), st.snapshot.percent) {
                 ("snapshot", Some(p)) => format!(
-                    " {p:.1}%{}",
+                    " [{:<20}] {p:.1}%{}",
+                    "#".repeat((p / 5.0) as usize),
                     if st.snapshot.transfer == Some("diskless") {
                         " (of keys; diskless: size unknown)"
                     } else {

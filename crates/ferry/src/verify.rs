@@ -274,18 +274,13 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         loop {
             let (next, keys) = scan(&mut target.nodes[node], &cursor).await?;
             cursor = next;
-            for key in keys {
-                if !compared_key(&cfg.filter, &key) {
-                    continue;
-                }
-                let exists = call(&mut s, &[b"EXISTS", &key])
-                    .await?
-                    .as_int()
-                    .unwrap_or(0);
-                if exists == 0 {
-                    extra += 1;
-                    report(&key, "present on the target, not on the source", &mut diffs);
-                }
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| compared_key(&cfg.filter, k))
+                .collect();
+            for key in missing(&mut s, &keys).await? {
+                extra += 1;
+                report(key, "present on the target, not on the source", &mut diffs);
             }
             if cursor == b"0" {
                 break;
@@ -297,6 +292,26 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
          {ignored} source keys outside the filter"
     );
     Ok(diffs == 0)
+}
+
+/// The keys of `keys` the server does not have: one `EXISTS` for all of
+/// them, key by key only when some are missing.
+async fn missing<'a>(conn: &mut Conn, keys: &'a [Vec<u8>]) -> Result<Vec<&'a [u8]>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<&[u8]> = vec![b"EXISTS"];
+    args.extend(keys.iter().map(|k| &k[..]));
+    if call(conn, &args).await?.as_int() == Some(keys.len() as i64) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        if call(conn, &[b"EXISTS", key]).await?.as_int() == Some(0) {
+            out.push(&key[..]);
+        }
+    }
+    Ok(out)
 }
 
 /// One `SCAN` step: the next cursor and the keys.
