@@ -310,3 +310,82 @@ fn restore_always_refuses_a_target_older_than_the_source() {
     let _ = child.wait();
     assert!(streaming, "restore: auto did not reach streaming");
 }
+
+fn http_status(http: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(http).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    std::io::Write::write_all(&mut s, b"GET /status HTTP/1.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// A new migration with an unreachable source stops at once (above); a
+/// restart that resumes from a saved position waits for a source that is
+/// down (being restarted) instead.
+#[test]
+fn resume_waits_for_a_source_that_is_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = Server::start(Flavor::Redis70).expect("source");
+    redis::cmd("SET")
+        .arg("a")
+        .arg(1)
+        .query::<()>(&mut src.conn())
+        .expect("set");
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let http = format!("127.0.0.1:{}", free_port());
+    let f = config(
+        dir.path(),
+        "resume.yaml",
+        &src.url(),
+        &cluster.seed_url(),
+        "",
+    );
+    let text = std::fs::read_to_string(&f)
+        .expect("read")
+        .replace("listen: \"\"", &format!("listen: \"{http}\""));
+    std::fs::write(&f, text).expect("write");
+    let start = || {
+        Command::new(FERRY)
+            .args(["run", "--config"])
+            .arg(&f)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start")
+    };
+    let wait_phase = |child: &mut std::process::Child, phase: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http_status(&http).is_some_and(|b| b.contains(&format!("\"phase\": \"{phase}\""))) {
+                return;
+            }
+            assert!(child.try_wait().expect("wait").is_none(), "ferry stopped");
+            assert!(Instant::now() < deadline, "phase {phase} not reached");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Migrate, then stop cleanly (SIGTERM saves the position).
+    let mut child = start();
+    wait_phase(&mut child, "streaming");
+    std::thread::sleep(Duration::from_millis(1500)); // an ACK, a saved position
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    let stopped = child.wait().expect("wait");
+    assert!(stopped.success(), "ferry exited {stopped:?} on SIGTERM");
+    drop(src); // the source goes away
+
+    // Restart: it resumes and waits (connecting) rather than exiting.
+    let mut child = start();
+    wait_phase(&mut child, "connecting");
+    std::thread::sleep(Duration::from_secs(3));
+    let still = child.try_wait().expect("wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        still.is_none(),
+        "ferry exited {still:?} while the source was down"
+    );
+}

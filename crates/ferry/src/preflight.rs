@@ -2,7 +2,9 @@
 //! that names the problem:
 //!
 //! * the source answers and accepts the credentials (otherwise the link would
-//!   retry forever with the phase stuck at `connecting`);
+//!   retry forever with the phase stuck at `connecting`); when resuming from a
+//!   saved position only the credentials must be right: a source that is
+//!   down for a while is waited for;
 //! * the source is not one of the target's nodes (same `run_id`);
 //! * `snapshot.restore: always`: the target reads the source's RDB version.
 //!
@@ -13,7 +15,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_cluster::{Auth, Conn};
+use ferry_cluster::{Auth, Conn, ConnError};
 use ferry_rdb::Flavor;
 
 use crate::apply::TargetFormat;
@@ -70,15 +72,37 @@ fn keys_in_carried_dbs(cfg: &Config, keyspace: &str) -> u64 {
 
 /// Run the checks; `masters` are the target's masters (already connected
 /// to with `target_auth`).
-pub async fn check(cfg: &Config, masters: &[String], target_auth: &Auth) -> Result<SourceFacts> {
+pub async fn check(
+    cfg: &Config,
+    masters: &[String],
+    target_auth: &Auth,
+    resuming: bool,
+) -> Result<SourceFacts> {
     let src = parse_url(&cfg.source.url)?;
     let auth = Auth {
         user: src.user.clone(),
         password: src.password.clone(),
     };
-    let mut conn = Conn::connect_tls(&src.addr, &auth, T, cfg.source.tls_config().as_ref())
-        .await
-        .with_context(|| format!("cannot connect to the source {}", redact(&cfg.source.url)))?;
+    let mut conn =
+        match Conn::connect_tls(&src.addr, &auth, T, cfg.source.tls_config().as_ref()).await {
+            Ok(c) => c,
+            // Resuming after a restart, a source that is down (restarting,
+            // unreachable for a while) is waited for by the link; wrong
+            // credentials never get better.
+            Err(e) if resuming && !matches!(e, ConnError::Auth { .. } | ConnError::Tls { .. }) => {
+                tracing::warn!(
+                    "cannot connect to the source {} yet: {e}; resuming, the link keeps trying",
+                    redact(&cfg.source.url)
+                );
+                return Ok(SourceFacts::default());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot connect to the source {}",
+                    redact(&cfg.source.url)
+                )));
+            }
+        };
     let server = match info(&mut conn, "server").await {
         Ok(s) => s,
         Err(e) => {

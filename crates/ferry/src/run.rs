@@ -482,12 +482,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
     tracing::info!(masters = ?writer.masters(), "target cluster");
-    let facts = crate::preflight::check(&cfg, writer.masters(), &wauth).await?;
-    check_source_dbs(&src, &cfg).await?;
     let resuming = cfg
         .state_dir
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
+    let facts = crate::preflight::check(&cfg, writer.masters(), &wauth, resuming).await?;
+    check_source_dbs(&src, &cfg).await?;
     if !resuming && !allow_nonempty_target {
         check_target_empty(writer.masters(), &wauth).await?;
     }
