@@ -46,7 +46,13 @@ enum Mode {
     DiesAfter(usize),
     /// `/status` reports phase `error` with an error message.
     Failed,
+    /// `/status` answers only with `Authorization: Bearer <TOKEN>` (401
+    /// otherwise), as with `http.token`.
+    Token,
 }
+
+/// The token of `Mode::Token`.
+const TOKEN: &str = "s3cret-token";
 
 /// What the fake daemon has served.
 #[derive(Default)]
@@ -55,6 +61,8 @@ struct Served {
     lag_bytes: Vec<u64>,
     /// `/status` requests refused (in `DiesAfter` mode).
     refused: usize,
+    /// `/status` requests without the right token (in `Token` mode).
+    unauthorized: usize,
 }
 
 /// The error of `Mode::Failed` (no characters that need JSON escaping).
@@ -96,8 +104,11 @@ fn status_json(n: u64, failed: bool) -> String {
   "reconnects": 1,
   "error": {error},
   "snapshot": {{ "keys_done": {keys}, "keys_total": {keys_total},
-                "bytes_done": {bytes_done}, "bytes_total": 9000000 }}
+                "bytes_done": {bytes_done}, "bytes_total": 9000000, "transfer": "disk" }},
+  "verify": {{ "sample_per_second": 5, "checked": {checked}, "mismatches": 0, "pending": 0,
+              "unsettled": 0, "last_mismatch": null }}
 }}"#,
+        checked = 1000 + n * 5,
         applied = source - lag,
         received = source - lag / 4,
         lag_seconds = lag_seconds(n),
@@ -138,10 +149,26 @@ fn handle(mut sock: TcpStream, mode: Mode, served: &Mutex<Served>) {
     }
     let req = String::from_utf8_lossy(&req);
     let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (code, ctype, body) = match path.as_str() {
+    let route = path.split('?').next().unwrap_or("/");
+    let (code, ctype, body) = match route {
         "/" => ("200 OK", "text/html; charset=utf-8", page().to_string()),
         "/status" => {
             let mut s = served.lock().unwrap();
+            if matches!(mode, Mode::Token)
+                && !req.contains(&format!("\r\nAuthorization: Bearer {TOKEN}\r\n"))
+            {
+                s.unauthorized += 1;
+                drop(s);
+                let body = "needs the token\n";
+                let _ = sock.write_all(
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                return;
+            }
             let n = s.lag_bytes.len();
             if let Mode::DiesAfter(k) = mode {
                 if n >= k {
@@ -316,6 +343,11 @@ fn dashboard_renders_live_status() {
         );
     }
     assert_eq!(text_of(&dom, "snapshot-pct"), "100 %", "snapshot progress");
+    let verify = text_of(&dom, "verify-line");
+    assert!(
+        verify.starts_with("sampled verify: ") && verify.contains("keys checked, 0 mismatches"),
+        "{verify}"
+    );
     assert!(
         dom.contains(">filtered_key<") && dom.contains(">unsupported_value<"),
         "skipped reasons"
@@ -385,4 +417,26 @@ fn dashboard_shows_the_error() {
     assert!(!tag_of(&dom, "error").contains("hidden"), "error box shown");
     assert_eq!(text_of(&dom, "error-text"), FAILURE.replace('>', "&gt;"));
     assert!(tag_of(&dom, "unreachable").contains("hidden"));
+}
+
+#[test]
+fn dashboard_sends_the_token() {
+    require_chromium();
+    // Opened as /?token=...: the page sends it as a bearer header.
+    let (port, served) = serve(Mode::Token);
+    let dom = dump_dom(&format!("http://127.0.0.1:{port}/?token={TOKEN}"));
+    let s = served.lock().unwrap();
+    assert!(
+        s.lag_bytes.len() >= 3,
+        "{} authorized polls",
+        s.lag_bytes.len()
+    );
+    assert_eq!(s.unauthorized, 0, "polls without the token");
+    drop(s);
+    assert_eq!(text_of(&dom, "phase"), "streaming");
+    // Without it: the page says what is missing.
+    let (port, served) = serve(Mode::Token);
+    let dom = dump_dom(&format!("http://127.0.0.1:{port}/"));
+    assert!(served.lock().unwrap().unauthorized >= 1);
+    assert!(dom.contains("needs the token"), "{dom}");
 }

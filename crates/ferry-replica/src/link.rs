@@ -216,6 +216,11 @@ pub struct LinkStatus {
     pub spool_full: bool,
     /// Reconnects so far.
     pub reconnects: u64,
+    /// RDB bytes of the current snapshot decoded so far.
+    pub snapshot_bytes_done: u64,
+    /// Size of the current snapshot from its `$<len>` preamble (disk-based
+    /// sync); `None` for a diskless sync (`$EOF:`) or before the preamble.
+    pub snapshot_bytes_total: Option<u64>,
 }
 
 /// Why the link failed (or a connection attempt did).
@@ -373,6 +378,10 @@ struct Shared {
     /// Decoder → connection: drop this connection (snapshot aborted).
     reconnect: Notify,
     applied: watch::Sender<Option<Applied>>,
+    /// Snapshot progress: RDB bytes decoded, and the announced size
+    /// (`u64::MAX`: unknown).
+    snapshot_done: std::sync::atomic::AtomicU64,
+    snapshot_total: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -467,6 +476,8 @@ impl Link {
             ack_now: Notify::new(),
             reconnect: Notify::new(),
             applied,
+            snapshot_done: Default::default(),
+            snapshot_total: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         let token = cancel.child_token();
         let handle = tokio::spawn(run(shared.clone(), token.clone(), tx, saved));
@@ -543,6 +554,16 @@ impl LinkHandle {
             spool_disk_bytes: inner.spool.disk_bytes(),
             spool_full: inner.spool_full,
             reconnects: inner.reconnects,
+            snapshot_bytes_done: self
+                .shared
+                .snapshot_done
+                .load(std::sync::atomic::Ordering::Relaxed),
+            snapshot_bytes_total: Some(
+                self.shared
+                    .snapshot_total
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .filter(|t| *t != u64::MAX),
         }
     }
 }

@@ -30,6 +30,39 @@ pub struct Config {
     /// Which keys to carry (for splitting a shared server).
     #[serde(default)]
     pub filter: Filter,
+    /// Sampled verify while streaming.
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// Continuous sampled verify during streaming (see `sampler.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// Random source keys compared with the target per second; 0 turns
+    /// the sampler off.
+    #[serde(default = "default_sample_per_second")]
+    pub sample_per_second: u32,
+    /// TTLs may differ by this many milliseconds.
+    #[serde(default = "default_ttl_tolerance_ms")]
+    pub ttl_tolerance_ms: i64,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            sample_per_second: default_sample_per_second(),
+            ttl_tolerance_ms: default_ttl_tolerance_ms(),
+        }
+    }
+}
+
+fn default_sample_per_second() -> u32 {
+    5
+}
+
+fn default_ttl_tolerance_ms() -> i64 {
+    2000
 }
 
 /// Which keys to carry. Keys left out are counted (`filtered`), not errors.
@@ -73,7 +106,7 @@ impl Filter {
 }
 
 /// A server address.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `redis://[user:password@]host:port`, or `rediss://` for TLS.
@@ -104,6 +137,16 @@ pub struct Tls {
     pub server_name: Option<String>,
 }
 
+/// The password never shows in debug output.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &redact(&self.url))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 impl Endpoint {
     /// The TLS configuration when the URL is `rediss://`.
     pub fn tls_config(&self) -> Option<ferry_tls::TlsConfig> {
@@ -120,18 +163,39 @@ impl Endpoint {
 }
 
 /// The HTTP listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
     /// `host:port`; empty disables the listener.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// When set, `/`, `/status` and control endpoints need
+    /// `Authorization: Bearer <token>` (`${ENV}` recommended).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Whether `/metrics` needs the token too (default false: Prometheus
+    /// scrapes without one).
+    #[serde(default)]
+    pub protect_metrics: bool,
+}
+
+/// The token never shows in debug output.
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("protect_metrics", &self.protect_metrics)
+            .finish()
+    }
 }
 
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: default_listen(),
+            token: None,
+            protect_metrics: false,
         }
     }
 }
@@ -141,7 +205,9 @@ impl Default for Http {
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// `auto`: `RESTORE` raw payloads when the target reads the source's
-    /// format, commands otherwise; `never`: always commands.
+    /// format, commands otherwise; `always`: like `auto`, but refuse to
+    /// start when the target cannot read the source's RDB version;
+    /// `never`: always commands.
     #[serde(default)]
     pub restore: RestoreMode,
 }
@@ -155,6 +221,9 @@ pub enum RestoreMode {
     Auto,
     /// Never; rebuild keys with commands.
     Never,
+    /// Required: refuse to start if the target cannot read the source's
+    /// RDB version.
+    Always,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -206,6 +275,9 @@ impl Config {
     pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let text = expand_env(text, lookup)?;
         let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if cfg.http.token.as_deref() == Some("") {
+            bail!("http.token is empty (remove it to serve without a token)");
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -297,6 +369,22 @@ mod tests {
         assert_eq!(cfg.http, Http::default());
         assert_eq!(cfg.snapshot, Snapshot::default());
         assert_eq!(cfg.filter, Filter::default());
+        assert_eq!(cfg.verify, Verify::default());
+    }
+
+    #[test]
+    fn kubernetes_configmap_holds_a_valid_configuration() {
+        let manifest = include_str!("../../../deploy/k8s/configmap.yaml");
+        let start = manifest.find("ferry.yaml: |\n").expect("ferry.yaml key") + 14;
+        let text: String = manifest[start..]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg = Config::parse_with(&text, &|name| Some(format!("<{name}>")))
+            .expect("the ConfigMap's ferry.yaml parses");
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/ferry"));
+        assert_eq!(cfg.http.token.as_deref(), Some("<FERRY_HTTP_TOKEN>"));
     }
 
     #[test]
@@ -322,6 +410,17 @@ mod tests {
         assert_eq!(u.password.as_deref(), Some("s3cret"));
         assert_eq!(u.addr, "127.0.0.1:6379");
         assert_eq!(redact(&cfg.source.url), "redis://app:***@127.0.0.1:6379");
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@"),
+            "{shown}"
+        );
+        let with_token = Config::parse_with(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nhttp: { token: \"${PW}\" }\n",
+            &env,
+        )
+        .expect("parses");
+        assert!(!format!("{with_token:?}").contains("s3cret"));
         let unset = Config::parse_with(
             "source: { url: \"redis://${NOPE}@h:1\" }\ntarget: { url: \"redis://h:2\" }\n",
             &env,

@@ -28,6 +28,10 @@ pub struct StatusArgs {
     /// The daemon's HTTP listener (`http.listen` of its configuration).
     #[arg(long, default_value = "127.0.0.1:9121")]
     pub http: String,
+    /// The daemon's `http.token`, if it has one (default: the environment
+    /// variable FERRY_HTTP_TOKEN; a flag shows in `ps`).
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// Arguments of `ferry cutover`.
@@ -41,21 +45,31 @@ pub struct CutoverArgs {
     pub pause_ms: u64,
 }
 
-/// GET a path from the daemon's HTTP listener.
-fn get(addr: &str, path: &str) -> Result<String> {
+/// GET a path from the daemon's HTTP listener, with the bearer token if any.
+fn get(addr: &str, path: &str, token: Option<&str>) -> Result<String> {
     let mut s = TcpStream::connect(addr).with_context(|| {
         format!(
             "no ferry daemon answers on {addr} (is `ferry run` running with http.listen {addr}?)"
         )
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     match out.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        Some((head, _)) if head.starts_with("HTTP/1.1 401") => bail!(
+            "the daemon on {addr} needs its http.token: {}",
+            if token.is_some() {
+                "the token given is not the one it has"
+            } else {
+                "pass --token (or set FERRY_HTTP_TOKEN)"
+            }
+        ),
         _ => bail!(
             "unexpected answer from {addr}{path}: {}",
             out.lines().next().unwrap_or("")
@@ -63,13 +77,18 @@ fn get(addr: &str, path: &str) -> Result<String> {
     }
 }
 
-fn status_json(addr: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(&get(addr, "/status")?).context("the daemon's /status is not JSON")
+fn status_json(addr: &str, token: Option<&str>) -> Result<serde_json::Value> {
+    serde_json::from_str(&get(addr, "/status", token)?).context("the daemon's /status is not JSON")
 }
 
 /// Run `ferry status`.
 pub fn status(args: &StatusArgs) -> Result<()> {
-    let s = status_json(&args.http)?;
+    let token = args.token.clone().or_else(|| {
+        std::env::var("FERRY_HTTP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    let s = status_json(&args.http, token.as_deref())?;
     let n = |k: &str| s[k].as_u64().map_or("-".to_string(), |v| v.to_string());
     println!("phase:            {}", s["phase"].as_str().unwrap_or("?"));
     println!("source offset:    {}", n("source_offset"));
@@ -79,6 +98,20 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         n("lag_bytes"),
         s["lag_seconds"].as_f64().unwrap_or(0.0)
     );
+    if let Some(p) = s["snapshot"]["percent"].as_f64() {
+        let sn = &s["snapshot"];
+        let total = |k: &str| sn[k].as_u64().map_or("?".to_string(), |v| v.to_string());
+        let bytes = if sn["transfer"] == "diskless" {
+            "size unknown (diskless)".to_string()
+        } else {
+            format!("{} / {} bytes", total("bytes_done"), total("bytes_total"))
+        };
+        println!(
+            "snapshot:         {p:.1}% ({} / {} keys, {bytes})",
+            total("keys_done"),
+            total("keys_total")
+        );
+    }
     println!("keys applied:     {}", n("keys_applied"));
     println!("commands applied: {}", n("commands_applied"));
     println!("spool:            {} bytes", n("spool_bytes"));
@@ -88,6 +121,14 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         for (reason, count) in skipped {
             println!("  {reason}: {count}");
         }
+    }
+    let v = &s["verify"];
+    if v["sample_per_second"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "sampled verify:   {} checked, {} mismatches",
+            v["checked"].as_u64().unwrap_or(0),
+            v["mismatches"].as_u64().unwrap_or(0)
+        );
     }
     if let Some(e) = s["error"].as_str() {
         println!("error:            {e}");
@@ -128,7 +169,7 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             args.config.display()
         );
     }
-    let st = status_json(&cfg.http.listen)?;
+    let st = status_json(&cfg.http.listen, cfg.http.token.as_deref())?;
     if st["phase"] != "streaming" {
         bail!(
             "ferry is not streaming yet (phase {}): wait until the snapshot is applied",
@@ -154,7 +195,7 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             let deadline = started + Duration::from_millis(args.pause_ms);
             let result = loop {
                 let target = source_offset(&mut conn).await;
-                let applied = status_json(&cfg.http.listen).map(|s| s["applied_offset"].as_u64());
+                let applied = status_json(&cfg.http.listen, cfg.http.token.as_deref()).map(|s| s["applied_offset"].as_u64());
                 match (target, applied) {
                     (Ok(t), Ok(Some(a))) if a >= t => break Ok((true, t, 0)),
                     (Ok(t), Ok(a)) if Instant::now() >= deadline => {

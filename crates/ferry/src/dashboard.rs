@@ -14,7 +14,13 @@
 //!   carries a `snapshot` object with `keys_done`/`keys_total` or
 //!   `bytes_done`/`bytes_total` (or `percent`);
 //! * keys not carried by reason (`skipped`), spool bytes, reconnects and
-//!   the error, if any.
+//!   the error, if any;
+//! * the sampled verify line (`verify`: keys checked, mismatches, the last
+//!   one), red when a mismatch was confirmed.
+//!
+//! With `http.token` set, open the page once as `/?token=<token>`: the script
+//! keeps the token for the tab (sessionStorage), removes it from the address
+//! bar and sends it as `Authorization: Bearer` with every `/status` poll.
 //!
 //! When `/status` cannot be fetched the page keeps the last values (dimmed),
 //! shows "daemon not reachable" and keeps retrying. The history lives only in
@@ -82,6 +88,7 @@ pub const PAGE: &str = r#"<!doctype html>
   td.n { text-align: right; font-family: ui-monospace, 'DejaVu Sans Mono', monospace; }
   tfoot td { border-bottom: none; font-weight: 600; }
   .none { color: var(--muted); }
+  .sub.bad { color: var(--bad); font-weight: 600; }
 </style>
 </head>
 <body>
@@ -124,7 +131,8 @@ pub const PAGE: &str = r#"<!doctype html>
     <div class="card"><h2>Snapshot</h2>
       <div class="value" id="snapshot-pct">&ndash;</div>
       <div class="bar"><div id="snapshot-bar"></div></div>
-      <div class="sub" id="snapshot-detail"></div></div>
+      <div class="sub" id="snapshot-detail"></div>
+      <div class="sub" id="verify-line">sampled verify: &ndash;</div></div>
     <div class="card"><h2>Not carried (by reason)</h2>
       <table><tbody id="skipped-body"><tr><td class="none" colspan="2">none</td></tr></tbody>
         <tfoot><tr><td>total</td><td class="n" id="skipped-total">0</td></tr></tfoot></table></div>
@@ -137,6 +145,19 @@ pub const PAGE: &str = r#"<!doctype html>
   var hist = [];          // {t, b, s} with b/s null for a gap (daemon unreachable)
   var prev = null;        // last good status and its time, for rates
   var lastOk = 0;
+  // http.token: taken once from ?token=..., kept for this tab only and
+  // removed from the address bar.
+  var TOKEN = null;
+  try {
+    var m = /[?&]token=([^&]*)/.exec(location.search);
+    if (m) {
+      TOKEN = decodeURIComponent(m[1]);
+      sessionStorage.setItem('ferry-token', TOKEN);
+      history.replaceState(null, '', location.pathname);
+    } else {
+      TOKEN = sessionStorage.getItem('ferry-token');
+    }
+  } catch (e) { /* no storage: the token lives in this page only */ }
 
   function $(id) { return document.getElementById(id); }
   function set(id, text) { $(id).textContent = text; }
@@ -211,6 +232,7 @@ pub const PAGE: &str = r#"<!doctype html>
 
     renderSnapshot(st, ka);
     renderSkipped(st.skipped || {});
+    renderVerify(st.verify);
 
     if (st.error) { $('error').hidden = false; set('error-text', String(st.error)); }
     else { $('error').hidden = true; }
@@ -233,7 +255,18 @@ pub const PAGE: &str = r#"<!doctype html>
     var keys = kd !== null ? kd : ka;
     if (keys !== null) parts.push(group(keys) + (kt ? ' / ' + group(kt) : '') + ' keys');
     if (bd !== null) parts.push(bytes(bd) + (bt ? ' / ' + bytes(bt) : ''));
+    if (sn.transfer === 'diskless') parts.push('diskless sync: size unknown');
     set('snapshot-detail', parts.join(' \u00b7 '));
+  }
+
+  function renderVerify(v) {
+    var el = $('verify-line');
+    if (!v || typeof v !== 'object') { el.textContent = 'sampled verify: \u2013'; return; }
+    if (!num(v.sample_per_second)) { el.textContent = 'sampled verify: off'; el.className = 'sub'; return; }
+    var mm = num(v.mismatches) || 0;
+    el.textContent = 'sampled verify: ' + group(num(v.checked) || 0) + ' keys checked, ' + group(mm) +
+      ' mismatch' + (mm === 1 ? '' : 'es') + (v.last_mismatch ? ' (last: ' + v.last_mismatch + ')' : '');
+    el.className = mm > 0 ? 'sub bad' : 'sub';
   }
 
   function renderSkipped(sk) {
@@ -343,8 +376,10 @@ pub const PAGE: &str = r#"<!doctype html>
   function poll() {
     var ctl = typeof AbortController === 'function' ? new AbortController() : null;
     var timer = setTimeout(function () { if (ctl) ctl.abort(); }, TIMEOUT_MS);
-    fetch('/status', { cache: 'no-store', signal: ctl ? ctl.signal : undefined })
+    var headers = TOKEN ? { 'Authorization': 'Bearer ' + TOKEN } : {};
+    fetch('/status', { cache: 'no-store', headers: headers, signal: ctl ? ctl.signal : undefined })
       .then(function (r) {
+        if (r.status === 401) throw new Error('/status needs the token: open this page as /?token=<http.token>');
         if (!r.ok) throw new Error('/status answered ' + r.status);
         return r.json();
       })

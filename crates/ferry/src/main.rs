@@ -7,8 +7,10 @@ mod apply;
 mod config;
 mod control;
 mod dashboard;
+mod preflight;
 mod rdb_cmd;
 mod run;
+mod sampler;
 mod verify;
 
 use std::process::ExitCode;

@@ -79,6 +79,49 @@ pub struct Status {
     pub target: TargetStats,
     /// The error that stopped ferry, if any.
     pub error: Option<String>,
+    /// Snapshot progress.
+    pub snapshot: SnapshotProgress,
+    /// Sampled verify during streaming.
+    pub verify: crate::sampler::VerifyStatus,
+}
+
+/// Snapshot progress for `/status`, the status line and the dashboard.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SnapshotProgress {
+    /// RDB bytes decoded.
+    pub bytes_done: u64,
+    /// The RDB's size from its `$<len>` preamble; `None` for a diskless
+    /// transfer (the source streams it with no size).
+    pub bytes_total: Option<u64>,
+    /// `disk` (size known), `diskless` (size unknown) or `None` before the
+    /// transfer starts (or after a resume without a snapshot).
+    pub transfer: Option<&'static str>,
+    /// Snapshot keys handled (written or skipped).
+    pub keys_done: u64,
+    /// Keys in the carried dbs from the source's `INFO keyspace` at start.
+    pub keys_total: Option<u64>,
+    /// Done, in percent: from the bytes when the size is known, from the
+    /// keys otherwise; 100 once streaming.
+    pub percent: Option<f64>,
+}
+
+impl SnapshotProgress {
+    fn compute(&mut self, streaming: bool) {
+        self.transfer = match (self.bytes_total, self.bytes_done) {
+            (Some(_), _) => Some("disk"),
+            (None, 0) => None,
+            (None, _) => Some("diskless"),
+        };
+        self.percent = if streaming {
+            Some(100.0)
+        } else if let Some(t) = self.bytes_total.filter(|t| *t > 0) {
+            Some((100.0 * self.bytes_done as f64 / t as f64).min(100.0))
+        } else {
+            self.keys_total
+                .filter(|t| *t > 0)
+                .map(|t| (100.0 * self.keys_done as f64 / t as f64).min(99.9))
+        };
+    }
 }
 
 impl Status {
@@ -125,6 +168,16 @@ impl Status {
                 "ferry_keys_skipped_total{{reason=\"{reason}\"}} {n}\n"
             ));
         }
+        m.push_str(&format!(
+            "# TYPE ferry_verify_checked_total counter\nferry_verify_checked_total {}\n\
+             # TYPE ferry_verify_mismatches_total counter\nferry_verify_mismatches_total {}\n\
+             # TYPE ferry_verify_pending gauge\nferry_verify_pending {}\n\
+             # TYPE ferry_snapshot_percent gauge\nferry_snapshot_percent {}\n",
+            self.verify.checked,
+            self.verify.mismatches,
+            self.verify.pending,
+            self.snapshot.percent.unwrap_or(0.0),
+        ));
         m
     }
 }
@@ -138,51 +191,156 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
-/// Serve `/status` and `/metrics` until cancelled.
+/// Whether `req` (request head) carries `Authorization: Bearer <token>`.
+fn bearer_ok(req: &str, token: &str) -> bool {
+    req.lines().skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("authorization")
+                && value
+                    .trim()
+                    .strip_prefix("Bearer ")
+                    .is_some_and(|t| same_secret(t.trim(), token))
+        })
+    })
+}
+
+/// Compares without stopping at the first different byte.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The `token` query parameter (accepted for `/` only, so that a browser can
+/// open the dashboard; the page then sends it as a bearer header).
+fn query_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let v = kv.strip_prefix("token=")?;
+        // %XX decoding, enough for tokens.
+        let (mut out, b) = (Vec::new(), v.as_bytes());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%'
+                && let Some(x) = v
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(x);
+                i += 3;
+                continue;
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        String::from_utf8(out).ok()
+    })
+}
+
+/// What the HTTP listener serves, and who may see it.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `host:port`.
+    pub listen: String,
+    /// Bearer token for `/`, `/status` and control endpoints.
+    pub token: Option<String>,
+    /// `/metrics` needs the token too.
+    pub protect_metrics: bool,
+}
+
+/// Answer one request head: (status line, content type, body).
+fn respond(req: &str, http: &HttpConfig, status: &Status) -> (&'static str, &'static str, String) {
+    let target = req.split_whitespace().nth(1).unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let needs_token = match path {
+        "/metrics" => http.protect_metrics,
+        _ => true,
+    };
+    if let Some(token) = http.token.as_deref().filter(|_| needs_token) {
+        let by_query = path == "/" && query_token(query).is_some_and(|t| same_secret(&t, token));
+        if !bearer_ok(req, token) && !by_query {
+            return (
+                "401 Unauthorized",
+                "text/plain",
+                "this ferry needs its http.token: send `Authorization: Bearer <token>` \
+                 (ferry status --token), or open the dashboard as /?token=<token>\n"
+                    .to_string(),
+            );
+        }
+    }
+    match path {
+        "/status" => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string_pretty(status).unwrap_or_default(),
+        ),
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", status.metrics()),
+        "/" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            crate::dashboard::PAGE.to_string(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /, /status or /metrics\n".to_string(),
+        ),
+    }
+}
+
+/// Serve `/`, `/status` and `/metrics` until cancelled.
 async fn serve_http(
-    listen: String,
+    http: HttpConfig,
     status: Arc<Mutex<Status>>,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let listen = http.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    if !loopback && http.token.is_none() {
+        tracing::warn!(
+            %listen,
+            "the HTTP listener is reachable from other hosts without a token: set http.token"
+        );
+    }
     tracing::info!(%listen, "dashboard: http://{listen}/  status: http://{listen}/status  metrics: http://{listen}/metrics");
+    let http = Arc::new(http);
     loop {
         let (mut sock, _) = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             r = listener.accept() => r?,
         };
         let status = status.clone();
+        let http = http.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            // Read the request head (bounded in size and time).
+            while n < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(k)) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            if n == 0 {
+                return;
+            }
             let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
             let snapshot = status.lock().map(|s| s.clone()).unwrap_or_default();
-            let (code, ctype, body) = match path {
-                "/status" => (
-                    "200 OK",
-                    "application/json",
-                    serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
-                ),
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", snapshot.metrics()),
-                "/" => (
-                    "200 OK",
-                    "text/html; charset=utf-8",
-                    crate::dashboard::PAGE.to_string(),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /, /status or /metrics\n".to_string(),
-                ),
+            let (code, ctype, body) = respond(&req, &http, &snapshot);
+            let auth = if code.starts_with("401") {
+                "WWW-Authenticate: Bearer realm=\"ferry\"\r\n"
+            } else {
+                ""
             };
             let resp = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{auth}Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = sock.write_all(resp.as_bytes()).await;
@@ -324,18 +482,19 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
     tracing::info!(masters = ?writer.masters(), "target cluster");
-    check_source_dbs(&src, &cfg).await?;
     let resuming = cfg
         .state_dir
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
+    let facts = crate::preflight::check(&cfg, writer.masters(), &wauth, resuming).await?;
+    check_source_dbs(&src, &cfg).await?;
     if !resuming && !allow_nonempty_target {
         check_target_empty(writer.masters(), &wauth).await?;
     }
     let mut applier = Applier::new(
         writer,
         format,
-        cfg.snapshot.restore == RestoreMode::Auto,
+        cfg.snapshot.restore != RestoreMode::Never,
         cfg.filter.clone(),
     );
 
@@ -353,13 +512,39 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
 
     let status = Arc::new(Mutex::new(Status::default()));
     if !cfg.http.listen.is_empty() {
-        let (listen, status, cancel) = (cfg.http.listen.clone(), status.clone(), cancel.clone());
+        let http = HttpConfig {
+            listen: cfg.http.listen.clone(),
+            token: cfg.http.token.clone(),
+            protect_metrics: cfg.http.protect_metrics,
+        };
+        let (status, cancel) = (status.clone(), cancel.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_http(listen, status, cancel).await {
+            if let Err(e) = serve_http(http, status, cancel).await {
                 tracing::error!("{e:#}");
             }
         });
     }
+
+    let sampler = Arc::new(crate::sampler::SamplerStats::default());
+    {
+        let status = status.clone();
+        crate::sampler::spawn(
+            &cfg,
+            sampler.clone(),
+            move || {
+                let s = status.lock().map(|s| s.clone()).unwrap_or_default();
+                crate::sampler::Progress {
+                    streaming: s.phase == "streaming",
+                    applied: s.applied_offset,
+                }
+            },
+            cancel.child_token(),
+        );
+    }
+    let mut snapshot = SnapshotProgress {
+        keys_total: facts.keys_total,
+        ..Default::default()
+    };
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
@@ -398,7 +583,17 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         let lag_seconds = unapplied
             .front()
             .map_or(0.0, |(_, t)| t.elapsed().as_secs_f64());
+        let streaming = ls.phase == Phase::Streaming;
+        snapshot.bytes_done = ls.snapshot_bytes_done;
+        snapshot.bytes_total = ls.snapshot_bytes_total;
+        if ls.phase == Phase::Snapshot {
+            snapshot.keys_done =
+                applier.counters.keys_applied + applier.counters.skipped.values().sum::<u64>();
+        }
+        snapshot.compute(streaming);
         let st = Status {
+            snapshot: snapshot.clone(),
+            verify: sampler.status(cfg.verify.sample_per_second),
             phase: phase_name(ls.phase).into(),
             source_offset: ls.source_offset,
             applied_offset: ls.applied_offset,
@@ -431,8 +626,20 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         };
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
+            let progress = match (st.phase.as_str(), st.snapshot.percent) {
+                ("snapshot", Some(p)) => format!(
+                    " [{:<20}] {p:.1}%{}",
+                    "#".repeat((p / 5.0) as usize),
+                    if st.snapshot.transfer == Some("diskless") {
+                        " (of keys; diskless: size unknown)"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => String::new(),
+            };
             println!(
-                "ferry: {} applied={} source={} lag={} bytes {:.1}s keys={} commands={} skipped={}",
+                "ferry: {}{progress} applied={} source={} lag={} bytes {:.1}s keys={} commands={} skipped={} verify={}/{}",
                 st.phase,
                 st.applied_offset.map_or("-".into(), |v| v.to_string()),
                 st.source_offset.map_or("-".into(), |v| v.to_string()),
@@ -441,6 +648,8 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 st.keys_applied,
                 st.commands_applied,
                 st.skipped.values().sum::<u64>(),
+                st.verify.mismatches,
+                st.verify.checked,
             );
         }
         if let Ok(mut s) = status.lock() {
@@ -458,4 +667,66 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     flushed?;
     link_result.context("source link")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    fn http(token: Option<&str>, protect_metrics: bool) -> HttpConfig {
+        HttpConfig {
+            listen: "127.0.0.1:0".into(),
+            token: token.map(str::to_string),
+            protect_metrics,
+        }
+    }
+
+    fn code(req: &str, h: &HttpConfig) -> &'static str {
+        respond(req, h, &Status::default()).0
+    }
+
+    #[test]
+    fn token_rules() {
+        let open = http(None, false);
+        assert!(code("GET /status HTTP/1.1\r\n\r\n", &open).starts_with("200"));
+        let t = http(Some("abc"), false);
+        assert!(code("GET /status HTTP/1.1\r\n\r\n", &t).starts_with("401"));
+        assert!(
+            code(
+                "GET /status HTTP/1.1\r\nauthorization: Bearer abc\r\n\r\n",
+                &t
+            )
+            .starts_with("200")
+        );
+        assert!(
+            code(
+                "GET /status HTTP/1.1\r\nAuthorization: Bearer abd\r\n\r\n",
+                &t
+            )
+            .starts_with("401")
+        );
+        assert!(code("GET /metrics HTTP/1.1\r\n\r\n", &t).starts_with("200"));
+        assert!(code("GET /?token=a%62c HTTP/1.1\r\n\r\n", &t).starts_with("200"));
+        assert!(code("GET /status?token=abc HTTP/1.1\r\n\r\n", &t).starts_with("401"));
+        assert!(code("GET /nothing HTTP/1.1\r\n\r\n", &t).starts_with("401"));
+        let m = http(Some("abc"), true);
+        assert!(code("GET /metrics HTTP/1.1\r\n\r\n", &m).starts_with("401"));
+        assert!(
+            code(
+                "GET /metrics HTTP/1.1\r\nAuthorization: Bearer abc\r\n\r\n",
+                &m
+            )
+            .starts_with("200")
+        );
+    }
+
+    #[test]
+    fn listens_on_loopback_by_default() {
+        let cfg =
+            Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n")
+                .expect("config");
+        let addr: std::net::SocketAddr = cfg.http.listen.parse().expect("an IP address");
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(cfg.http.token, None);
+    }
 }

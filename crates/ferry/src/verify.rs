@@ -3,9 +3,15 @@
 //! Walks the source with `SCAN` (never `KEYS`), reads each key's type, TTL
 //! and value on both sides (the target key from the master that owns its
 //! slot) and compares by value: sets and hashes as sorted sets, scores as
-//! numbers, TTLs within a tolerance. Exit status: 0 identical, 1 differences
-//! (each listed), 2 error. Keys of dbs other than 0 are not compared (a
-//! cluster has only db 0).
+//! numbers, TTLs within a tolerance. Then it walks every target master with
+//! `SCAN` and reports keys the source does not have. Only keys inside the
+//! configured filter are compared, and keys under ferry's reserved prefix
+//! `__ferry:` (its checkpoints) never are. Exit status: 0 identical,
+//! 1 differences (each listed), 2 error. Keys of dbs other than 0 are not
+//! compared (a cluster has only db 0).
+//!
+//! [`read`], [`compare`] and [`Target`] are shared with the sampled verify
+//! that runs during streaming (`sampler.rs`).
 
 use std::time::Duration;
 
@@ -15,7 +21,7 @@ use ferry_cluster::{Auth, Conn};
 use ferry_ops::{Topology, key_slot};
 use ferry_resp::Value;
 
-use crate::config::{Config, parse_url};
+use crate::config::{Config, Filter, parse_url};
 
 /// Arguments of `ferry verify`.
 #[derive(Debug, Args)]
@@ -99,13 +105,19 @@ fn value_command(kind: &str) -> Option<&'static [&'static [u8]]> {
     })
 }
 
-struct Side {
-    kind: String,
-    pttl: i64,
-    value: Option<String>,
+/// One side's view of a key: type, PTTL and the value in comparable form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Side {
+    /// `TYPE` (`none` when the key does not exist).
+    pub kind: String,
+    /// `PTTL` (-1 no expiry, -2 missing).
+    pub pttl: i64,
+    /// The value, canonicalised (`None` for types not compared by value).
+    pub value: Option<String>,
 }
 
-async fn read(conn: &mut Conn, key: &[u8]) -> Result<Side> {
+/// Read a key's type, TTL and value (read-only commands).
+pub async fn read(conn: &mut Conn, key: &[u8]) -> Result<Side> {
     let kind = call(conn, &[b"TYPE", key]).await?;
     let kind = kind
         .as_bytes()
@@ -123,6 +135,93 @@ async fn read(conn: &mut Conn, key: &[u8]) -> Result<Side> {
     Ok(Side { kind, pttl, value })
 }
 
+/// What differs between the source's and the target's view of a key
+/// (`None`: the same, TTLs within `ttl_tolerance_ms`).
+pub fn compare(a: &Side, b: &Side, ttl_tolerance_ms: i64) -> Option<String> {
+    if a.kind != b.kind {
+        Some(format!(
+            "type {} on the source, {} on the target",
+            a.kind, b.kind
+        ))
+    } else if a.value != b.value {
+        Some("value differs".to_string())
+    } else if (a.pttl < 0) != (b.pttl < 0) || (a.pttl - b.pttl).abs() > ttl_tolerance_ms {
+        Some(format!(
+            "ttl {} ms on the source, {} ms on the target",
+            a.pttl, b.pttl
+        ))
+    } else {
+        None
+    }
+}
+
+/// Keys under this prefix are ferry's own (checkpoints in the target): never
+/// compared, never reported as extra, removed by cleanup.
+pub const RESERVED_PREFIX: &[u8] = b"__ferry:";
+
+/// Whether a key takes part in a comparison: inside the filter and not one
+/// of ferry's own keys.
+pub fn compared_key(filter: &Filter, key: &[u8]) -> bool {
+    !key.starts_with(RESERVED_PREFIX) && filter.key(key)
+}
+
+/// Connections to every master of the target cluster, by slot.
+pub struct Target {
+    topo: Topology,
+    nodes: Vec<Conn>,
+}
+
+impl Target {
+    /// Discover the cluster from `url`'s node and connect to every master.
+    pub async fn connect(url: &str) -> Result<Target> {
+        let dst = parse_url(url)?;
+        let auth = Auth {
+            user: dst.user,
+            password: dst.password,
+        };
+        let mut seed = Conn::connect(&dst.addr, &auth, T)
+            .await
+            .with_context(|| format!("target {}", dst.addr))?;
+        let shards = seed.call(&["CLUSTER", "SLOTS"], T).await?;
+        let topo = Topology::from_slots(&shards, &dst.addr)
+            .with_context(|| format!("target {} is not a usable cluster", dst.addr))?;
+        let mut nodes = Vec::new();
+        for n in &topo.masters {
+            nodes.push(
+                Conn::connect(&n.addr(), &auth, T)
+                    .await
+                    .with_context(|| format!("target node {}", n.addr()))?,
+            );
+        }
+        Ok(Target { topo, nodes })
+    }
+
+    /// The connection to the master serving `key`'s slot.
+    pub fn node_for(&mut self, key: &[u8]) -> Result<&mut Conn> {
+        let Some(node) = self.topo.slots.node_for(key_slot(key)) else {
+            bail!("slot {} of the target is not served", key_slot(key));
+        };
+        Ok(&mut self.nodes[node])
+    }
+
+    /// Read `key` from the master that owns it.
+    pub async fn read(&mut self, key: &[u8]) -> Result<Side> {
+        read(self.node_for(key)?, key).await
+    }
+}
+
+/// Connect to the source (read-only use).
+pub async fn connect_source(cfg: &Config) -> Result<Conn> {
+    let src = parse_url(&cfg.source.url)?;
+    let auth = Auth {
+        user: src.user,
+        password: src.password,
+    };
+    Conn::connect_tls(&src.addr, &auth, T, cfg.source.tls_config().as_ref())
+        .await
+        .with_context(|| format!("source {}", src.addr))
+}
+
 /// Run `ferry verify`; Ok(true) when identical.
 pub fn run(args: &VerifyArgs) -> Result<bool> {
     let cfg = Config::load(&args.config)?;
@@ -134,82 +233,102 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
 }
 
 async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
-    let src = parse_url(&cfg.source.url)?;
-    let dst = parse_url(&cfg.target.url)?;
-    let sauth = Auth {
-        user: src.user,
-        password: src.password,
+    let mut s = connect_source(&cfg).await?;
+    let mut target = Target::connect(&cfg.target.url).await?;
+    let (mut compared, mut diffs, mut ignored) = (0u64, 0u64, 0u64);
+    let report = |key: &[u8], what: &str, diffs: &mut u64| {
+        *diffs += 1;
+        if *diffs as usize <= args.show {
+            println!("differs: {:?}: {what}", String::from_utf8_lossy(key));
+        }
     };
-    let dauth = Auth {
-        user: dst.user,
-        password: dst.password,
-    };
-    let mut s = Conn::connect_tls(&src.addr, &sauth, T, cfg.source.tls_config().as_ref())
-        .await
-        .with_context(|| format!("source {}", src.addr))?;
-    let mut seed = Conn::connect(&dst.addr, &dauth, T)
-        .await
-        .with_context(|| format!("target {}", dst.addr))?;
-    let shards = seed.call(&["CLUSTER", "SLOTS"], T).await?;
-    let topo = Topology::from_slots(&shards, &dst.addr)
-        .with_context(|| format!("target {} is not a usable cluster", dst.addr))?;
-    let mut nodes = Vec::new();
-    for n in &topo.masters {
-        nodes.push(
-            Conn::connect(&n.addr(), &dauth, T)
-                .await
-                .with_context(|| format!("target node {}", n.addr()))?,
-        );
-    }
-    let (mut compared, mut diffs) = (0u64, 0u64);
+    // Source → target: every source key inside the filter.
     let mut cursor = b"0".to_vec();
     loop {
-        let reply = call(&mut s, &[b"SCAN", &cursor, b"COUNT", b"500"]).await?;
-        let parts = reply.as_array().context("SCAN reply")?;
-        cursor = parts
-            .first()
-            .and_then(|c| c.as_bytes())
-            .context("SCAN cursor")?
-            .to_vec();
-        for k in parts.get(1).and_then(|k| k.as_array()).unwrap_or_default() {
-            let Some(key) = k.as_bytes() else { continue };
-            let a = read(&mut s, key).await?;
+        let (next, keys) = scan(&mut s, &cursor).await?;
+        cursor = next;
+        for key in keys {
+            if !compared_key(&cfg.filter, &key) {
+                ignored += 1;
+                continue;
+            }
+            let a = read(&mut s, &key).await?;
             if a.kind == "none" {
                 continue; // deleted meanwhile
             }
-            let Some(node) = topo.slots.node_for(key_slot(key)) else {
-                bail!("slot {} of the target is not served", key_slot(key));
-            };
-            let b = read(&mut nodes[node], key).await?;
+            let b = target.read(&key).await?;
             compared += 1;
-            let what = if a.kind != b.kind {
-                Some(format!(
-                    "type {} on the source, {} on the target",
-                    a.kind, b.kind
-                ))
-            } else if a.value != b.value {
-                Some("value differs".to_string())
-            } else if (a.pttl < 0) != (b.pttl < 0)
-                || (a.pttl - b.pttl).abs() > args.ttl_tolerance_ms
-            {
-                Some(format!(
-                    "ttl {} ms on the source, {} ms on the target",
-                    a.pttl, b.pttl
-                ))
-            } else {
-                None
-            };
-            if let Some(what) = what {
-                diffs += 1;
-                if diffs as usize <= args.show {
-                    println!("differs: {:?}: {what}", String::from_utf8_lossy(key));
-                }
+            if let Some(what) = compare(&a, &b, args.ttl_tolerance_ms) {
+                report(&key, &what, &mut diffs);
             }
         }
         if cursor == b"0" {
             break;
         }
     }
-    println!("verify: {compared} keys compared, {diffs} differ");
+    // Target → source: keys the target holds (inside the filter) that the
+    // source does not.
+    let mut extra = 0u64;
+    for node in 0..target.nodes.len() {
+        let mut cursor = b"0".to_vec();
+        loop {
+            let (next, keys) = scan(&mut target.nodes[node], &cursor).await?;
+            cursor = next;
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| compared_key(&cfg.filter, k))
+                .collect();
+            for key in missing(&mut s, &keys).await? {
+                extra += 1;
+                report(key, "present on the target, not on the source", &mut diffs);
+            }
+            if cursor == b"0" {
+                break;
+            }
+        }
+    }
+    println!(
+        "verify: {compared} keys compared, {diffs} differ ({extra} only on the target), \
+         {ignored} source keys outside the filter"
+    );
     Ok(diffs == 0)
+}
+
+/// The keys of `keys` the server does not have: one `EXISTS` for all of
+/// them, key by key only when some are missing.
+async fn missing<'a>(conn: &mut Conn, keys: &'a [Vec<u8>]) -> Result<Vec<&'a [u8]>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<&[u8]> = vec![b"EXISTS"];
+    args.extend(keys.iter().map(|k| &k[..]));
+    if call(conn, &args).await?.as_int() == Some(keys.len() as i64) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        if call(conn, &[b"EXISTS", key]).await?.as_int() == Some(0) {
+            out.push(&key[..]);
+        }
+    }
+    Ok(out)
+}
+
+/// One `SCAN` step: the next cursor and the keys.
+async fn scan(conn: &mut Conn, cursor: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+    let reply = call(conn, &[b"SCAN", cursor, b"COUNT", b"500"]).await?;
+    let parts = reply.as_array().context("SCAN reply")?;
+    let next = parts
+        .first()
+        .and_then(|c| c.as_bytes())
+        .context("SCAN cursor")?
+        .to_vec();
+    let keys = parts
+        .get(1)
+        .and_then(|k| k.as_array())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|k| k.as_bytes().map(|b| b.to_vec()))
+        .collect();
+    Ok((next, keys))
 }

@@ -11,6 +11,8 @@
 //! a retriable snapshot error (source aborted) ─▶ Discard until the next mark
 //! ```
 
+use std::sync::atomic::Ordering;
+
 use bytes::BytesMut;
 use ferry_rdb::Item;
 use tokio::sync::mpsc;
@@ -148,6 +150,10 @@ impl Dec<'_> {
             } => {
                 self.buf.clear();
                 self.epoch = epoch;
+                self.shared.snapshot_done.store(0, Ordering::Relaxed);
+                self.shared
+                    .snapshot_total
+                    .store(u64::MAX, Ordering::Relaxed);
                 self.state = State::Snapshot {
                     framer: SnapshotFramer::new(),
                     rdb: Box::new(ferry_rdb::Decoder::new(self.shared.cfg.rdb.clone())),
@@ -233,8 +239,16 @@ impl Dec<'_> {
                     db,
                 } => match framer.next_event(rdb, &mut self.buf) {
                     Ok(None) => return Ok(true),
-                    Ok(Some(SnapshotEvent::Preamble(_))) => continue,
+                    Ok(Some(SnapshotEvent::Preamble(p))) => {
+                        if let crate::Preamble::Disk { len } = p {
+                            self.shared.snapshot_total.store(len, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
                     Ok(Some(SnapshotEvent::Item(item))) => {
+                        self.shared
+                            .snapshot_done
+                            .store(rdb.offset(), Ordering::Relaxed);
                         if let Item::Aux { key, value } = &item
                             && &key[..] == b"repl-stream-db"
                             && let Some(n) = crate::parse_decimal(value)
@@ -245,6 +259,9 @@ impl Dec<'_> {
                     }
                     Ok(Some(SnapshotEvent::Complete)) => {
                         let (offset, db) = (*offset, *db);
+                        self.shared
+                            .snapshot_done
+                            .store(rdb.offset(), Ordering::Relaxed);
                         let end = self.popped - self.buf.len() as u64;
                         self.shared.lock().snapshot_end = Some((self.epoch, end));
                         self.shared.ack_now.notify_one();

@@ -1,0 +1,184 @@
+//! Checks `ferry run` makes before it starts, each failing with a message
+//! that names the problem:
+//!
+//! * the source answers and accepts the credentials (otherwise the link would
+//!   retry forever with the phase stuck at `connecting`); when resuming from a
+//!   saved position only the credentials must be right: a source that is
+//!   down for a while is waited for;
+//! * the source is not one of the target's nodes (same `run_id`);
+//! * `snapshot.restore: always`: the target reads the source's RDB version.
+//!
+//! It also reads the number of keys to migrate (`INFO keyspace`) for the
+//! snapshot progress. A source user without `+info` only loses the last two
+//! (a warning says so).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferry_cluster::{Auth, Conn, ConnError};
+use ferry_rdb::Flavor;
+
+use crate::apply::TargetFormat;
+use crate::config::{Config, RestoreMode, parse_url, redact};
+
+const T: Duration = Duration::from_secs(5);
+
+/// What the checks learnt about the source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFacts {
+    /// Keys in the dbs the filter carries (`INFO keyspace`).
+    pub keys_total: Option<u64>,
+}
+
+/// `INFO <section>` as text.
+async fn info(conn: &mut Conn, section: &str) -> Result<String> {
+    let v = conn.call(&["INFO", section], T).await?;
+    if let Some(e) = v.error_message() {
+        bail!("INFO {section}: {}", String::from_utf8_lossy(e));
+    }
+    Ok(v.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default())
+}
+
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// `Redis 7.0.15` / `Valkey 9.0.0`.
+fn product(info: &str) -> String {
+    match field(info, "valkey_version") {
+        Some(v) => format!("Valkey {v}"),
+        None => format!("Redis {}", field(info, "redis_version").unwrap_or("?")),
+    }
+}
+
+/// Keys in the dbs `cfg.filter` carries, from `INFO keyspace` text.
+fn keys_in_carried_dbs(cfg: &Config, keyspace: &str) -> u64 {
+    keyspace
+        .lines()
+        .filter_map(|l| l.strip_prefix("db")?.split_once(':'))
+        .filter(|(db, _)| db.parse::<u64>().is_ok_and(|d| cfg.filter.db(d)))
+        .filter_map(|(_, rest)| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("keys="))?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Run the checks; `masters` are the target's masters (already connected
+/// to with `target_auth`).
+pub async fn check(
+    cfg: &Config,
+    masters: &[String],
+    target_auth: &Auth,
+    resuming: bool,
+) -> Result<SourceFacts> {
+    let src = parse_url(&cfg.source.url)?;
+    let auth = Auth {
+        user: src.user.clone(),
+        password: src.password.clone(),
+    };
+    let mut conn =
+        match Conn::connect_tls(&src.addr, &auth, T, cfg.source.tls_config().as_ref()).await {
+            Ok(c) => c,
+            // Resuming after a restart, a source that is down (restarting,
+            // unreachable for a while) is waited for by the link; wrong
+            // credentials never get better.
+            Err(e) if resuming && !matches!(e, ConnError::Auth { .. } | ConnError::Tls { .. }) => {
+                tracing::warn!(
+                    "cannot connect to the source {} yet: {e}; resuming, the link keeps trying",
+                    redact(&cfg.source.url)
+                );
+                return Ok(SourceFacts::default());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot connect to the source {}",
+                    redact(&cfg.source.url)
+                )));
+            }
+        };
+    let server = match info(&mut conn, "server").await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "source: {e:#}: no snapshot key total, no same-server check (grant +info)"
+            );
+            if cfg.snapshot.restore == RestoreMode::Always {
+                bail!(
+                    "snapshot.restore: always needs the source's version, but INFO is refused \
+                     on the source: {e:#}"
+                );
+            }
+            return Ok(SourceFacts::default());
+        }
+    };
+    let keys_total = info(&mut conn, "keyspace")
+        .await
+        .ok()
+        .map(|k| keys_in_carried_dbs(cfg, &k));
+
+    // Same server under another name?
+    let run_id = field(&server, "run_id").unwrap_or_default().to_string();
+    let mut target_info = None;
+    for addr in masters {
+        let mut t = Conn::connect(addr, target_auth, T)
+            .await
+            .with_context(|| format!("target node {addr}"))?;
+        let text = info(&mut t, "server")
+            .await
+            .with_context(|| format!("target node {addr}"))?;
+        if !run_id.is_empty() && field(&text, "run_id") == Some(run_id.as_str()) {
+            bail!(
+                "source and target are the same server: the target node {addr} is the source {} \
+                 (same run_id)",
+                src.addr
+            );
+        }
+        target_info.get_or_insert(text);
+    }
+
+    if cfg.snapshot.restore == RestoreMode::Always {
+        let source = TargetFormat::from_info(&server);
+        let flavor = if source.valkey && source.rdb_version >= 80 {
+            Flavor::Valkey
+        } else {
+            Flavor::Redis
+        };
+        let target_text = target_info.unwrap_or_default();
+        let target = TargetFormat::from_info(&target_text);
+        if target.stamp(flavor, source.rdb_version, 0).is_none() {
+            bail!(
+                "snapshot.restore: always, but the target ({}, reads RDB version {} at most) cannot \
+                 read the source's RDB version {} ({}): upgrade the target, or set \
+                 snapshot.restore: auto to rebuild keys with commands",
+                product(&target_text),
+                target.rdb_version,
+                source.rdb_version,
+                product(&server),
+            );
+        }
+    }
+    Ok(SourceFacts { keys_total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_carried_dbs() {
+        let cfg = Config::parse(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nfilter: { dbs: [0, 3] }\n",
+        )
+        .expect("config");
+        let ks = "# Keyspace\r\ndb0:keys=10,expires=1,avg_ttl=0\r\ndb2:keys=5,expires=0\r\ndb3:keys=7,expires=0\r\n";
+        assert_eq!(keys_in_carried_dbs(&cfg, ks), 17);
+        assert_eq!(product("redis_version:7.0.15\r\n"), "Redis 7.0.15");
+    }
+}
