@@ -81,6 +81,10 @@ pub struct Endpoint {
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
+    /// Target only: commit ops per slot with a checkpoint key (exactly-once
+    /// replay after a crash). Default true.
+    #[serde(default)]
+    pub checkpoints: Option<bool>,
 }
 
 /// TLS settings of an endpoint.
@@ -206,6 +210,9 @@ impl Config {
     pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let text = expand_env(text, lookup)?;
         let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if cfg.source.checkpoints.is_some() {
+            bail!("source.checkpoints: checkpoints are a target setting (target.checkpoints)");
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -213,6 +220,11 @@ impl Config {
             );
         }
         Ok(cfg)
+    }
+
+    /// Whether checkpoints are written to the target (`target.checkpoints`).
+    pub fn checkpoints(&self) -> bool {
+        self.target.checkpoints.unwrap_or(true)
     }
 
     /// Read and parse a configuration file.

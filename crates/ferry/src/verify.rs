@@ -173,6 +173,9 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             .to_vec();
         for k in parts.get(1).and_then(|k| k.as_array()).unwrap_or_default() {
             let Some(key) = k.as_bytes() else { continue };
+            if ferry_cluster::checkpoint::is_reserved(key) {
+                continue; // ferry's own keys (checkpoints) are not migrated
+            }
             let a = read(&mut s, key).await?;
             if a.kind == "none" {
                 continue; // deleted meanwhile
