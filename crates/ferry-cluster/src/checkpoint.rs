@@ -178,7 +178,10 @@ pub(crate) async fn read(
         let mut cmds = Vec::with_capacity(slots.len() * 2);
         for &s in &slots {
             cmds.push(vec![Bytes::from_static(b"GET"), Bytes::from(ckpt_key(s))]);
-            cmds.push(vec![Bytes::from_static(b"GET"), Bytes::from(barrier_key(s))]);
+            cmds.push(vec![
+                Bytes::from_static(b"GET"),
+                Bytes::from(barrier_key(s)),
+            ]);
         }
         let addr = node.addr();
         let replies = pipelined(&addr, auth, tls, timeout, &cmds).await?;
@@ -228,8 +231,7 @@ pub async fn remove_all(seed: &str, config: crate::WriterConfig) -> Result<u64, 
     let timeout = config.connect_timeout;
     let mut deleted = 0;
     for addr in masters {
-        let mut conn =
-            Conn::connect_tls(&addr, &config.auth, timeout, config.tls.as_ref()).await?;
+        let mut conn = Conn::connect_tls(&addr, &config.auth, timeout, config.tls.as_ref()).await?;
         let pattern = format!("{RESERVED_PREFIX}*");
         let mut cursor = b"0".to_vec();
         let mut keys: Vec<Bytes> = Vec::new();
@@ -269,7 +271,8 @@ pub async fn remove_all(seed: &str, config: crate::WriterConfig) -> Result<u64, 
             .map(|k| vec![Bytes::from_static(b"DEL"), k.clone()])
             .collect();
         for chunk in cmds.chunks(10_000) {
-            let replies = pipelined(&addr, &config.auth, config.tls.as_ref(), timeout, chunk).await?;
+            let replies =
+                pipelined(&addr, &config.auth, config.tls.as_ref(), timeout, chunk).await?;
             for r in replies {
                 match r {
                     Value::Integer(n) => deleted += u64::try_from(n).unwrap_or(0),

@@ -436,7 +436,9 @@ impl Engine {
             .open
             .keys()
             .copied()
-            .filter(|&s| all || (self.inflight[usize::from(s)] == 0 && !self.holds.contains_key(&s)))
+            .filter(|&s| {
+                all || (self.inflight[usize::from(s)] == 0 && !self.holds.contains_key(&s))
+            })
             .collect();
         ready.sort_unstable();
         for slot in ready {
@@ -532,8 +534,7 @@ impl Engine {
         match value {
             Value::Null => Some(false),
             Value::Bulk(b) => Some(
-                checkpoint::decode(b)
-                    .is_some_and(|(h, o)| h == self.history && o >= txn.offset),
+                checkpoint::decode(b).is_some_and(|(h, o)| h == self.history && o >= txn.offset),
             ),
             _ => None,
         }
@@ -1313,11 +1314,10 @@ impl Engine {
             let tail: Vec<Entry> = node.queue.drain(from..).collect();
             let mut moved = Vec::new();
             for e in tail {
-                let elsewhere = e
-                    .op
-                    .slot
-                    .filter(|_| disconnected || !e.asking)
-                    .is_some_and(|s| slots.node_for(s) != Some(i));
+                let elsewhere =
+                    e.op.slot
+                        .filter(|_| disconnected || !e.asking)
+                        .is_some_and(|s| slots.node_for(s) != Some(i));
                 if elsewhere {
                     node.bytes -= e.bytes();
                     moved.push(e);

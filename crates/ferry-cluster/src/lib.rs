@@ -43,6 +43,4 @@ pub mod writer;
 pub use checkpoint::{CheckpointSummary, RESERVED_PREFIX};
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
-pub use writer::{
-    CheckpointConfig, ClusterWriter, Op, WriterConfig, WriterStats,
-};
+pub use writer::{CheckpointConfig, ClusterWriter, Op, WriterConfig, WriterStats};

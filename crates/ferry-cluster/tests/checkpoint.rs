@@ -65,7 +65,10 @@ fn command(i: u64, flush_at: Option<u64>) -> Cmd {
     Cmd::Ops([
         op(&[b"INCR", c.as_bytes()], offset(i)),
         op(&[b"RPUSH", l.as_bytes(), v.as_bytes()], offset(i)),
-        op(&[b"APPEND", s.as_bytes(), format!("{v},").as_bytes()], offset(i)),
+        op(
+            &[b"APPEND", s.as_bytes(), format!("{v},").as_bytes()],
+            offset(i),
+        ),
     ])
 }
 

@@ -28,11 +28,11 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_cluster::checkpoint::is_reserved;
 use ferry_cluster::{ClusterWriter, Op};
-use serde::{Deserialize, Serialize};
 use ferry_ops::{Route, key_slot};
 use ferry_rdb::commands::{CommandBuilder, CommandOptions};
 use ferry_rdb::{Flavor, Item, KeyHeader};
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Filter;
 
@@ -149,8 +149,7 @@ impl TargetState {
     /// Saves atomically (temp file, fsync, rename, fsync of the directory).
     pub fn save(&self, dir: &Path) -> Result<()> {
         use std::io::Write;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(TARGET_STATE_FILE);
         let tmp = dir.join(format!("{TARGET_STATE_FILE}.tmp"));
         let body = serde_json::to_string(self).context("target state")?;
