@@ -249,6 +249,19 @@ struct NodeState {
     lost_at: Option<Instant>,
     /// Barrier read at connect time (`skip_applied`).
     barrier: u64,
+    /// Probes in flight, on connection generation `.1`.
+    probes: (usize, u64),
+}
+
+impl NodeState {
+    /// Probes in flight on the current connection.
+    fn probing(&self) -> usize {
+        if self.probes.1 == self.generation {
+            self.probes.0
+        } else {
+            0
+        }
+    }
 }
 
 pub(crate) struct Engine {
@@ -355,6 +368,7 @@ impl Engine {
                 waiting_since: None,
                 lost_at: None,
                 barrier: 0,
+                probes: (0, 0),
             });
         }
     }
@@ -683,10 +697,14 @@ impl Engine {
         if !self.txn_on {
             return false;
         }
-        let by_slot = slot.is_some_and(|s| offset <= self.slot_resume[usize::from(s)]);
+        // 0 is "no checkpoint".
+        let by_slot = slot.is_some_and(|s| {
+            let c = self.slot_resume[usize::from(s)];
+            c > 0 && offset <= c
+        });
         let by_barrier = i
             .and_then(|i| self.nodes.get(i))
-            .is_some_and(|n| offset <= n.barrier);
+            .is_some_and(|n| n.barrier > 0 && offset <= n.barrier);
         by_slot || by_barrier
     }
 
@@ -1000,36 +1018,45 @@ impl Engine {
                 self.fail(e);
                 return;
             };
-            if front.probe == Some(generation) {
-                // The answer to a probe: did this transaction commit before
-                // its reply was lost? (The entry is not counted in `sent`.)
-                front.probe = None;
-                let verdict = self.probe_says_committed(&self.nodes[i].queue[0], &value);
-                match verdict {
-                    Some(false) => self.nodes[i].queue[0].written = false,
-                    Some(true) | None => {
-                        let node = &mut self.nodes[i];
-                        let entry = node.queue.pop_front().expect("front exists");
-                        node.bytes -= entry.bytes();
-                        if let Some(slot) = entry.op.slot {
-                            self.inflight[usize::from(slot)] -= 1;
-                            touched.push(slot);
-                        }
-                        if verdict == Some(true) {
-                            let txn = Arc::clone(entry.txn.as_ref().expect("a Txn entry"));
-                            self.committed(&txn);
-                            self.shared.verified.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            // An error reply (e.g. the slot moved): handled
-                            // like one to the transaction; probed again
-                            // wherever it goes next.
-                            let message = match &value {
-                                Value::Error(m) => m.clone(),
-                                other => Bytes::from(format!("{other:?} to GET")),
-                            };
-                            self.on_error(i, entry, &message);
-                        }
-                    }
+            let _ = front;
+            if node.sent == 0 {
+                // Nothing written normally is unanswered: a probe's answer
+                // (probes go out in queue order, after the normal writes).
+                let Some(k) = node.queue.iter().position(|e| e.probe == Some(generation)) else {
+                    let e = WriterError::Unexpected {
+                        node: node.addr.clone(),
+                        reply: format!("{value:?}"),
+                    };
+                    self.fail(e);
+                    return;
+                };
+                node.probes.0 = node.probes.0.saturating_sub(1);
+                node.queue[k].probe = None;
+                let verdict = self.probe_says_committed(&self.nodes[i].queue[k], &value);
+                if verdict == Some(false) {
+                    self.nodes[i].queue[k].written = false;
+                    continue;
+                }
+                let node = &mut self.nodes[i];
+                let entry = node.queue.remove(k).expect("probed entry");
+                node.bytes -= entry.bytes();
+                if let Some(slot) = entry.op.slot {
+                    self.inflight[usize::from(slot)] -= 1;
+                    touched.push(slot);
+                }
+                if verdict == Some(true) {
+                    // It committed before its reply was lost.
+                    let txn = Arc::clone(entry.txn.as_ref().expect("a Txn entry"));
+                    self.committed(&txn);
+                    self.shared.verified.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // An error reply (e.g. the slot moved): handled like one
+                    // to the transaction; probed again where it goes next.
+                    let message = match &value {
+                        Value::Error(m) => m.clone(),
+                        other => Bytes::from(format!("{other:?} to GET")),
+                    };
+                    self.on_error(i, entry, &message);
                 }
                 if self.fatal.is_some() {
                     return;
@@ -1105,6 +1132,19 @@ impl Engine {
             None
         };
         match (entry.op.slot, kind, redirect) {
+            // A transaction mixes keys that may be on either side of a
+            // migrating slot, and its checkpoint key is one of them: it
+            // cannot follow an ASK (the importing node would create the
+            // keys still on the migrating node). It waits, with backoff,
+            // until the migration ends and MOVED sends it whole to the new
+            // owner.
+            (Some(slot), ErrorKind::Ask, _) if entry.kind == Kind::Txn => {
+                self.shared.ask.fetch_add(1, Ordering::Relaxed);
+                if self.count_failure(slot, &mut entry, &text) {
+                    let backoff = self.backoff(entry.attempts);
+                    self.hold(slot, entry, Target::Map, backoff);
+                }
+            }
             (Some(slot), ErrorKind::Moved | ErrorKind::Ask, Some(r)) => {
                 let host = self.nodes[i].host.clone();
                 let to = self.topology.apply_redirect(&r, &host);
@@ -1298,17 +1338,10 @@ impl Engine {
             let node = &mut self.nodes[i];
             let _ = serves;
             let disconnected = node.pipe.is_none();
-            let mut from = node.sent;
-            // An entry whose probe is in flight stays: its reply is due.
-            if !disconnected
-                && node
-                    .queue
-                    .get(from)
-                    .is_some_and(|e| e.probe == Some(node.generation))
-            {
-                from += 1;
-            }
-            if from >= node.queue.len() {
+            let from = node.sent;
+            // Entries whose probes are in flight stay: their replies are
+            // due (a MOVED on the resend redirects them later).
+            if (!disconnected && node.probing() > 0) || from >= node.queue.len() {
                 continue;
             }
             let tail: Vec<Entry> = node.queue.drain(from..).collect();
@@ -1350,19 +1383,27 @@ impl Engine {
                 continue;
             }
             let generation = node.generation;
+            if node.probing() > 0 {
+                // Nothing more until every probe is answered.
+                continue;
+            }
             let mut buf = BytesMut::new();
             let mut written = node.sent;
+            let mut probes = 0;
             for e in node.queue.range_mut(node.sent..) {
+                if e.kind == Kind::Txn && e.written {
+                    // Written before, no final reply: did it commit? Probe
+                    // this and the following ones, then wait.
+                    let key = e.txn.as_ref().map(|t| t.key.clone()).unwrap_or_default();
+                    put_command(&mut buf, &[Bytes::from_static(b"GET"), key]);
+                    e.probe = Some(generation);
+                    probes += 1;
+                    continue;
+                }
+                if probes > 0 {
+                    break;
+                }
                 if e.kind == Kind::Txn {
-                    if e.probe == Some(generation) {
-                        break;
-                    }
-                    if e.written {
-                        let key = e.txn.as_ref().map(|t| t.key.clone()).unwrap_or_default();
-                        put_command(&mut buf, &[Bytes::from_static(b"GET"), key]);
-                        e.probe = Some(generation);
-                        break;
-                    }
                     e.written = true;
                     e.replies = 0;
                     e.queue_error = None;
@@ -1382,6 +1423,9 @@ impl Engine {
             }
             if !buf.is_empty() {
                 pipe.send(buf.freeze());
+            }
+            if probes > 0 {
+                node.probes = (probes, generation);
             }
             if node.sent == 0 {
                 node.waiting_since = Some(Instant::now());

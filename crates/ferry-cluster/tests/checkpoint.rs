@@ -309,6 +309,74 @@ async fn killed_connections_resend_only_uncommitted_transactions() {
     eprintln!("{kills} connections killed: {stats:?}");
 }
 
+/// Replies lost after the commit: a tiny client output buffer limit makes
+/// every master close the writer's connection in the middle of a pipeline,
+/// after executing part of it. The transactions that committed are found by
+/// their probe and not sent again; the others are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replies_lost_after_the_commit_are_not_resent() {
+    let _guard = LOCK.lock().await;
+    let cluster = Cluster::shared(FLAVOR);
+    cluster.flushall();
+    let limit = |value: &str| {
+        for n in &cluster.nodes {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("client-output-buffer-limit")
+                .arg(value)
+                .query(&mut n.conn())
+                .unwrap();
+        }
+    };
+    // Small requests with big replies (GETEX of 8 KiB values), so a
+    // pipeline's replies overflow the limit; APPEND shows whether anything
+    // was applied twice.
+    const KEYS: u64 = 2_000;
+    const ROUNDS: u64 = 10_000;
+    let big = |j: u64| format!("{j:08192}");
+    for j in 0..KEYS {
+        let k = format!("big:{j}");
+        let _: () = redis::cmd("SET")
+            .arg(&k)
+            .arg(big(j))
+            .query(&mut node_for(cluster, &k).conn())
+            .unwrap();
+    }
+    let mut w = writer(cluster, config()).await;
+    limit("normal 32kb 32kb 0");
+    let run = async {
+        for i in 0..ROUNDS {
+            let (k, l) = (format!("big:{}", i % KEYS), format!("log:{}", i % KEYS));
+            w.submit(op(&[b"GETEX", k.as_bytes(), b"PERSIST"], offset(i)))
+                .await
+                .unwrap();
+            w.submit(op(
+                &[b"APPEND", l.as_bytes(), format!("{i},").as_bytes()],
+                offset(i),
+            ))
+            .await
+            .unwrap();
+        }
+        w.flush().await.unwrap();
+    };
+    let done = tokio::time::timeout(TEST_BOUND, run).await;
+    limit("normal 0 0 0");
+    done.expect("writes in time");
+    let stats = w.stats();
+    w.close().await.unwrap();
+    for j in (0..KEYS).step_by(7) {
+        let want: String = (0..ROUNDS)
+            .filter(|i| i % KEYS == j)
+            .map(|i| format!("{i},"))
+            .collect();
+        let key = format!("log:{j}");
+        assert_eq!(get_string(cluster, &key).unwrap_or_default(), want, "{key}");
+    }
+    assert!(stats.reconnects > 0, "{stats:?}");
+    assert!(stats.verified > 0, "{stats:?}");
+    eprintln!("{stats:?}");
+}
+
 /// The keys: one per slot written, on the slot's master, holding the
 /// history and the last offset; removable by prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -335,15 +335,13 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     let format = target_format(&dst.addr, &wauth).await?;
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
     let mut state = TargetState::load(&cfg.state_dir)?;
-    if state.as_ref().is_some_and(|s| s.history.is_none()) || state.is_none() {
-        if position.exists() {
-            // A state_dir from before checkpoints: start one history now
-            // (nothing of it is in the target yet, so nothing is skipped).
-            let mut s = state.clone().unwrap_or_else(|| TargetState::new(false));
-            s.history = Some(history_name("resumed", 0));
-            s.save(&cfg.state_dir)?;
-            state = Some(s);
-        }
+    if state.as_ref().is_none_or(|s| s.history.is_none()) && position.exists() {
+        // A state_dir from before checkpoints: start one history now
+        // (nothing of it is in the target yet, so nothing is skipped).
+        let mut s = state.clone().unwrap_or_else(|| TargetState::new(false));
+        s.history = Some(history_name("resumed", 0));
+        s.save(&cfg.state_dir)?;
+        state = Some(s);
     }
     let history = state.as_ref().and_then(|s| s.history.clone());
     let checkpoints = cfg.checkpoints();
