@@ -225,12 +225,13 @@ impl Shared {
 /// Replays ops into a Redis Cluster: one pipelined connection per master,
 /// per-slot order kept across redirects, retries and reconnects.
 ///
-/// Exactly-once caveat: after a connection loss, every op not yet answered
-/// is sent again. An op the node executed but whose reply was lost is then
-/// applied twice. That is harmless for idempotent writes (`SET`, `RESTORE
-/// ... REPLACE`, `HSET`, `DEL`, `PEXPIREAT`) but not for `INCR`, `RPUSH`,
-/// `APPEND`...; see the module docs for what the checkpoints do and do not
-/// guarantee.
+/// Without checkpoints (or with checkpointing off), after a connection
+/// loss every op not yet answered is sent again: an op the node executed
+/// but whose reply was lost is applied twice. That is harmless for
+/// idempotent writes (`SET`, `RESTORE ... REPLACE`, `HSET`, `DEL`,
+/// `PEXPIREAT`) but not for `INCR`, `RPUSH`, `APPEND`... With checkpoints,
+/// such a transaction is probed first and sent again only if it did not
+/// commit; see the module docs.
 #[derive(Debug)]
 pub struct ClusterWriter {
     cmds: mpsc::Sender<Cmd>,
