@@ -186,6 +186,15 @@ fn load(src: &Server, stop: &AtomicBool, seconds: u64, max: u64) -> u64 {
                 7 => p.cmd("SET").arg(format!("s:{}", r % 50)).arg(&v),
                 8 => p.cmd("DEL").arg(format!("s:{}", r % 50)),
                 9 => p.cmd("INCR").arg(format!("c{{{}}}", r % 1000)),
+                // A transaction across slots: applied per slot, counted.
+                _ if r % 4 == 0 => p
+                    .cmd("MULTI")
+                    .cmd("INCR")
+                    .arg(format!("xa:{}", r % 5))
+                    .cmd("RPUSH")
+                    .arg(format!("xb:{}", r % 7))
+                    .arg(&v)
+                    .cmd("EXEC"),
                 _ => p
                     .cmd("MULTI")
                     .cmd("INCR")
@@ -255,6 +264,8 @@ fn compare(src: &Server, cluster: &Cluster) -> usize {
     keys.extend((0..50).map(|i| format!("s:{i}")));
     keys.extend((0..1000).map(|i| format!("c{{{i}}}")));
     keys.extend(["{tx}:a", "{tx}:l", "{tx}:s"].map(String::from));
+    keys.extend((0..5).map(|i| format!("xa:{i}")));
+    keys.extend((0..7).map(|i| format!("xb:{i}")));
     let mut s = src.conn();
     let mut conns: Vec<(u16, redis::Connection)> =
         cluster.nodes.iter().map(|n| (n.port(), n.conn())).collect();
@@ -327,6 +338,12 @@ fn kill_9_twice_during_streaming_applies_every_command_once() {
             .query::<()>(&mut c)
             .expect("seed");
     }
+    // A source key under ferry's reserved prefix is not carried.
+    redis::cmd("SET")
+        .arg("__ferry:from-source")
+        .arg(1)
+        .query::<()>(&mut c)
+        .expect("reserved");
     let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
     let dir = tempfile::tempdir().expect("tmp");
     let http = format!("127.0.0.1:{}", free_port());
@@ -357,18 +374,35 @@ fn kill_9_twice_during_streaming_applies_every_command_once() {
         loader.join().expect("load thread")
     });
     assert!(ops > 1000, "load too small: {ops}");
+    redis::cmd("SET")
+        .arg("__ferry:live")
+        .arg(1)
+        .query::<()>(&mut c)
+        .expect("reserved");
 
     let st = wait_caught_up(&src, &http, &log);
+    assert_eq!(st["skipped"]["reserved_prefix"], 1, "{st}");
+    assert!(
+        st["target"]["split_transactions"].as_u64() > Some(0),
+        "{st}"
+    );
     let present = compare(&src, &cluster);
     let (verify_code, verify_out) = ferry(&["verify"], &cfg);
     assert_eq!(verify_code, Some(0), "verify: {verify_out}");
     let (user, ours) = target_keys(&cluster);
     assert_eq!(
         user,
-        dbsize(&src),
-        "keys in the target (besides ferry's own)"
+        dbsize(&src) - 2,
+        "keys in the target (besides ferry's own; 2 reserved source keys not carried)"
     );
     assert!(ours > 0, "no checkpoint keys in the target");
+    for key in ["__ferry:from-source", "__ferry:live"] {
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(key)
+            .query(&mut cluster.node_for_key(key.as_bytes()).conn())
+            .expect("EXISTS");
+        assert_eq!(n, 0, "{key} was carried");
+    }
     // The last process continued the stream (no snapshot keys written).
     assert_eq!(st["keys_applied"], 0, "a restart resynced: {st}");
 

@@ -309,6 +309,16 @@ mod tests {
         assert_eq!(cfg.http, Http::default());
         assert_eq!(cfg.snapshot, Snapshot::default());
         assert_eq!(cfg.filter, Filter::default());
+        assert_eq!(cfg.target.checkpoints, Some(true));
+        let default =
+            Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");
+        assert!(default.expect("minimal").checkpoints());
+        let err = Config::parse(
+            "source: { url: \"redis://a:1\", checkpoints: true }\ntarget: { url: \"redis://b:2\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("target.checkpoints"), "{err}");
     }
 
     #[test]
