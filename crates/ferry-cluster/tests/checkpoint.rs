@@ -197,9 +197,9 @@ fn assert_exact(cluster: &Cluster, flush_at: Option<u64>, what: &str) {
 /// workload (INCR, RPUSH, APPEND, one-slot groups, optionally a FLUSHALL in
 /// the middle), restart each time with the checkpoints, replay from a lower
 /// bound: every value is exactly what one application gives.
-async fn crash_rounds(flush_at: Option<u64>) {
+async fn crash_rounds(flavor: Flavor, flush_at: Option<u64>) {
     let _guard = LOCK.lock().await;
-    let cluster = Cluster::shared(FLAVOR);
+    let cluster = Cluster::shared(flavor);
     cluster.flushall();
     let (mut k, mut known) = (0, 0);
     let mut log = Vec::new();
@@ -243,12 +243,18 @@ async fn crash_rounds(flush_at: Option<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crashes_then_resume_apply_every_op_exactly_once() {
-    crash_rounds(None).await;
+    crash_rounds(FLAVOR, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crashes_around_a_flushall_apply_every_op_exactly_once() {
-    crash_rounds(Some(N / 3 + random(N / 3))).await;
+    crash_rounds(FLAVOR, Some(N / 3 + random(N / 3))).await;
+}
+
+/// The same against a Valkey 9 cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn valkey9_crashes_around_a_flushall_apply_every_op_exactly_once() {
+    crash_rounds(Flavor::Valkey9, Some(N / 3 + random(N / 3))).await;
 }
 
 /// Connections killed by the server while transactions are in flight: the
