@@ -29,6 +29,10 @@ impl Drop for Daemon {
 }
 
 fn start(cfg: &Path, log: &Path) -> Daemon {
+    start_with(cfg, log, &[])
+}
+
+fn start_with(cfg: &Path, log: &Path, extra: &[&str]) -> Daemon {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -38,6 +42,7 @@ fn start(cfg: &Path, log: &Path) -> Daemon {
         Command::new(FERRY)
             .args(["run", "--config"])
             .arg(cfg)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -423,6 +428,17 @@ fn kill_9_twice_during_streaming_applies_every_command_once() {
 
 #[test]
 fn full_resync_after_a_source_restart_leaves_the_target_equal_to_the_new_source() {
+    full_resync(false);
+}
+
+/// A target that held keys when ferry first started is not flushed on a
+/// resync: its own keys stay, and a warning says stale keys may remain.
+#[test]
+fn full_resync_into_a_target_not_empty_at_start_keeps_its_keys_and_warns() {
+    full_resync(true);
+}
+
+fn full_resync(nonempty: bool) {
     let mut src = Server::start(Flavor::Redis70).expect("source");
     let port = src.port();
     let mut c = src.conn();
@@ -438,7 +454,14 @@ fn full_resync_after_a_source_restart_leaves_the_target_equal_to_the_new_source(
     let http = format!("127.0.0.1:{}", free_port());
     let cfg = config(dir.path(), &src, &cluster, &http);
     let log = dir.path().join("ferry.log");
-    let _daemon = start(&cfg, &log);
+    if nonempty {
+        redis::cmd("SET")
+            .arg("foreign:1")
+            .arg("theirs")
+            .query::<()>(&mut cluster.node_for_key(b"foreign:1").conn())
+            .expect("foreign key");
+    }
+    let _daemon = start_with(&cfg, &log, &["--allow-nonempty-target"]);
     wait_streaming(&http, &log);
     let stop = AtomicBool::new(false);
     load(&src, &stop, 1, 5_000);
@@ -464,14 +487,32 @@ fn full_resync_after_a_source_restart_leaves_the_target_equal_to_the_new_source(
     }
     load(&src, &stop, 1, 3_000);
     wait_caught_up(&src, &http, &log);
-    compare(&src, &cluster);
+    if !nonempty {
+        // (Not flushed, the target keeps old keys the new source lacks.)
+        compare(&src, &cluster);
+    }
     let (code, out) = ferry(&["verify"], &cfg);
     assert_eq!(code, Some(0), "verify: {out}");
     let (user, _) = target_keys(&cluster);
-    assert_eq!(
-        user,
-        dbsize(&src),
-        "the target holds keys the new source does not (old:*)\n{}",
-        log_tail(&log)
-    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if nonempty {
+        let foreign: Option<String> = redis::cmd("GET")
+            .arg("foreign:1")
+            .query(&mut cluster.node_for_key(b"foreign:1").conn())
+            .expect("GET");
+        assert_eq!(foreign.as_deref(), Some("theirs"));
+        assert!(user > dbsize(&src), "old keys remain: {user}");
+        assert!(
+            text.contains("stale keys") || text.contains("may remain"),
+            "{text}"
+        );
+    } else {
+        assert_eq!(
+            user,
+            dbsize(&src),
+            "the target holds keys the new source does not (old:*)\n{}",
+            log_tail(&log)
+        );
+        assert!(text.contains("flushing the target"), "{text}");
+    }
 }
