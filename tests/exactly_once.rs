@@ -426,6 +426,78 @@ fn kill_9_twice_during_streaming_applies_every_command_once() {
     );
 }
 
+/// `kill -9` in the middle of the snapshot: the restart takes a new full
+/// sync (the position was not saved yet) and, the target having been empty
+/// at the first start, flushes it first; the end state equals the source.
+#[test]
+fn kill_9_during_the_snapshot_then_a_fresh_full_sync() {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let mut c = src.conn();
+    let value = "v".repeat(100);
+    for batch in 0..5 {
+        let mut p = redis::pipe();
+        for i in 0..10_000 {
+            p.cmd("SET")
+                .arg(format!("snap:{}", batch * 10_000 + i))
+                .arg(&value)
+                .ignore();
+        }
+        p.query::<()>(&mut c).expect("populate");
+    }
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(dir.path(), &src, &cluster, &http);
+    let log = dir.path().join("ferry.log");
+    let mut daemon = start(&cfg, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let phase = loop {
+        let st = status(&http);
+        let keys = st
+            .as_ref()
+            .and_then(|s| s["keys_applied"].as_u64())
+            .unwrap_or(0);
+        let phase = st
+            .as_ref()
+            .map(|s| s["phase"].to_string())
+            .unwrap_or_default();
+        if keys > 2_000 || phase.contains("streaming") {
+            break phase;
+        }
+        assert!(Instant::now() < deadline, "no snapshot progress: {st:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    kill_9(&mut daemon);
+    // Deleted on the source while ferry is down: must not survive.
+    for i in 0..1000 {
+        redis::cmd("DEL")
+            .arg(format!("snap:{i}"))
+            .query::<()>(&mut c)
+            .expect("DEL");
+    }
+    let daemon = start(&cfg, &log);
+    wait_streaming(&http, &log);
+    let stop = AtomicBool::new(false);
+    load(&src, &stop, 1, 5_000);
+    wait_caught_up(&src, &http, &log);
+    compare(&src, &cluster);
+    let (code, out) = ferry(&["verify"], &cfg);
+    assert_eq!(code, Some(0), "verify: {out}");
+    let (user, _) = target_keys(&cluster);
+    assert_eq!(
+        user,
+        dbsize(&src),
+        "killed in phase {phase}\n{}",
+        log_tail(&log)
+    );
+    if phase.contains("snapshot") {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains("flushing the target"), "{text}");
+    }
+    drop(daemon);
+    eprintln!("killed in phase {phase}; {user} keys equal after the restart");
+}
+
 #[test]
 fn full_resync_after_a_source_restart_leaves_the_target_equal_to_the_new_source() {
     full_resync(false);
