@@ -38,18 +38,24 @@
 //! slots or holds entries that cannot move (ops for every master).
 //!
 //! Checkpoint mode (with `WriterConfig::checkpoint`, while checkpointing is
-//! on): ops are not queued one by one but collected per slot during a loop
-//! turn ("open groups") and sealed at its end into one `Txn` entry:
+//! on): ops are not queued one by one but collected per slot ("open
+//! groups") and sealed at the end of a loop turn into one `Txn` entry:
 //! `MULTI, ops..., SET <ckpt key of the slot> <history>:<last offset>, EXEC`.
+//! A slot's group is sealed only when no `Txn` of that slot is in a node
+//! queue or a hold (one transaction per slot at a time: a later one must not
+//! commit a higher checkpoint while an earlier one may still be refused).
 //! A `Txn` entry is one entry for the slot accounting and the holds; it
 //! consumes `ops + 3` replies, the last one (`EXEC`) deciding: an array is a
 //! commit (an error inside it is fatal, as for a plain op), an error
-//! (`EXECABORT` after a `MOVED`/`ASK`/`TRYAGAIN` at queue time) means
-//! nothing was applied and the entry is redirected or retried whole. Ops for
-//! every master become one `Txn` per master with a barrier key. A `Txn`
-//! entry written once without a final reply (connection lost, moved by a
-//! failover) is written again only after a `GET` of its key on the node
-//! says it did not commit ("probe"); the node queue waits behind the probe.
+//! (`EXECABORT` after a `MOVED`/`TRYAGAIN` at queue time) means nothing was
+//! applied and the entry is redirected or retried whole; after `ASK` it is
+//! retried with backoff until the migration ends (it cannot follow `ASK`:
+//! its keys may be on both sides). Ops for every master become one `Txn`
+//! per master with a barrier key. `Txn` entries written before without a
+//! final reply (connection lost, moved by a failover) are written again
+//! only after `GET`s of their keys say they did not commit ("probes": sent
+//! together, in queue order, after the normal writes; nothing else is
+//! written on the node until every probe is answered).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
