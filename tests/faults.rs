@@ -212,7 +212,6 @@ fn proxy_target_node(cluster: &Cluster) -> FaultProxy {
 /// during streaming: ferry reconnects and resends what was not
 /// acknowledged, and nothing is lost or applied twice.
 #[test]
-#[ignore = "resend after a target reconnect is at-least-once until per-slot checkpoints land"]
 fn target_link_cuts_resume_without_loss() {
     let src = Server::start(Flavor::Redis70).expect("source");
     let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
@@ -256,7 +255,6 @@ fn target_link_cuts_resume_without_loss() {
 /// stops with an error naming the node and the key; after the limit is
 /// raised, a restarted ferry completes with nothing lost or doubled.
 #[test]
-#[ignore = "the restart may need a full resync: stale keys remain until the target is flushed on a resync"]
 fn target_out_of_memory_stops_clearly_and_resumes_after_the_limit_is_raised() {
     let src = Server::start(Flavor::Redis70).expect("source");
     let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
@@ -315,7 +313,6 @@ fn target_out_of_memory_stops_clearly_and_resumes_after_the_limit_is_raised() {
 /// itself, says why, and the target ends equal to the source (keys deleted
 /// meanwhile are gone from the target too).
 #[test]
-#[ignore = "needs the resync reason in the log and the target flushed before a new snapshot"]
 fn backlog_exceeded_while_down_falls_back_to_a_full_resync() {
     let src = Server::builder(Flavor::Redis70)
         .arg("repl-backlog-size", "16kb")

@@ -37,11 +37,25 @@
 //! node that stays unreachable for `reconnect_for` while it still serves
 //! slots or holds entries that cannot move (ops for every master).
 //!
-//! Checkpoints (optional) are entries of their own kind in a node's queue:
-//! `SET <key> <offset>` with the highest offset all of whose ops for that
-//! node are acknowledged. They are not ops: no progress group, no slot
-//! accounting, never redirected (an error reply drops them and the next one
-//! is written with a recomputed key).
+//! Checkpoint mode (with `WriterConfig::checkpoint`, while checkpointing is
+//! on): ops are not queued one by one but collected per slot ("open
+//! groups") and sealed at the end of a loop turn into one `Txn` entry:
+//! `MULTI, ops..., SET <ckpt key of the slot> <history>:<last offset>, EXEC`.
+//! A slot's group is sealed only when no `Txn` of that slot is in a node
+//! queue or a hold (one transaction per slot at a time: a later one must not
+//! commit a higher checkpoint while an earlier one may still be refused).
+//! A `Txn` entry is one entry for the slot accounting and the holds; it
+//! consumes `ops + 3` replies, the last one (`EXEC`) deciding: an array is a
+//! commit (an error inside it is fatal, as for a plain op), an error
+//! (`EXECABORT` after a `MOVED`/`TRYAGAIN` at queue time) means nothing was
+//! applied and the entry is redirected or retried whole; after `ASK` it is
+//! retried with backoff until the migration ends (it cannot follow `ASK`:
+//! its keys may be on both sides). Ops for every master become one `Txn`
+//! per master with a barrier key. `Txn` entries written before without a
+//! final reply (connection lost, moved by a failover) are written again
+//! only after `GET`s of their keys say they did not commit ("probes": sent
+//! together, in queue order, after the normal writes; nothing else is
+//! written on the node until every probe is answered).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -54,9 +68,10 @@ use ferry_resp::{Value, put_command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::checkpoint::{self, Resume};
 use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
 use crate::error::WriterError;
-use crate::writer::{Op, Shared, WriterConfig, checkpoint_key, refresh_topology};
+use crate::writer::{Op, Shared, WriterConfig, refresh_topology};
 
 /// `*1\r\n$6\r\nASKING\r\n`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -73,28 +88,63 @@ const REFRESH_GRACE: Duration = Duration::from_secs(1);
 /// Least time between the starts of two topology refreshes.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
+/// A command argument for an error message: escaped, cut at 64 bytes; `-`
+/// when absent.
+fn show(b: Option<&Bytes>) -> String {
+    b.map_or_else(
+        || "-".to_owned(),
+        |b| {
+            let mut s = b[..b.len().min(64)].escape_ascii().to_string();
+            if b.len() > 64 {
+                s.push_str(&format!("...({} bytes)", b.len()));
+            }
+            s
+        },
+    )
+}
+
 /// A request from the handle.
 #[derive(Debug)]
 pub(crate) enum Cmd {
     Op(Op),
+    /// Ops to commit together if they share a slot.
+    Group(Vec<Op>),
     Flush(oneshot::Sender<Result<(), WriterError>>),
-    /// Stop checkpointing and `DEL` these keys (plus the current ones).
-    RemoveCheckpoints(Vec<String>, RemoveReply),
+    /// Checkpoint mode on/off for the ops after it.
+    Checkpointing(bool),
+    /// A new source history (sent when idle).
+    NewHistory(String, oneshot::Sender<()>),
 }
 
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A user op.
+    /// A user op, sent as is.
     Op,
-    /// `SET <checkpoint key> <offset>`.
-    Checkpoint(u64),
-    /// `DEL <checkpoint key>...`.
-    Remove,
+    /// `MULTI, ops..., SET <key> <value>, EXEC` (see [`Txn`]).
+    Txn,
 }
 
-/// The answer to `remove_checkpoints`: keys deleted.
-type RemoveReply = oneshot::Sender<Result<u64, WriterError>>;
+/// The parts of a `Txn` entry.
+#[derive(Debug)]
+struct Txn {
+    /// The ops inside (for error messages).
+    ops: Vec<Arc<Op>>,
+    /// Their progress groups, acknowledged on commit.
+    groups: Vec<u64>,
+    /// The checkpoint or barrier key set inside.
+    key: Bytes,
+    /// The offset written into it.
+    offset: u64,
+}
+
+/// Ops of one slot collected during a loop turn.
+#[derive(Debug, Default)]
+struct OpenGroup {
+    ops: Vec<Arc<Op>>,
+    groups: Vec<u64>,
+    bytes: usize,
+}
 
 /// (node index, connection generation).
 type Tag = (usize, u64);
@@ -134,9 +184,40 @@ struct Entry {
     asking_done: bool,
     attempts: u32,
     first_failure: Option<Instant>,
+    /// `Txn` entries: the parts.
+    txn: Option<Arc<Txn>>,
+    /// `Txn` entries: replies consumed in the current attempt.
+    replies: u32,
+    /// `Txn` entries: the first error reply while queueing.
+    queue_error: Option<Bytes>,
+    /// `Txn` entries: written and not known to have failed (a resend needs
+    /// a probe first).
+    written: bool,
+    /// `Txn` entries: a probe `GET` is in flight on this connection
+    /// generation.
+    probe: Option<u64>,
 }
 
 impl Entry {
+    fn new(kind: Kind, seq: u64, group: u64, op: Arc<Op>, wire: Bytes) -> Entry {
+        Entry {
+            kind,
+            seq,
+            group,
+            op,
+            wire,
+            asking: false,
+            asking_done: false,
+            attempts: 0,
+            first_failure: None,
+            txn: None,
+            replies: 0,
+            queue_error: None,
+            written: false,
+            probe: None,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.wire.len() + if self.asking { ASKING.len() } else { 0 }
     }
@@ -172,19 +253,21 @@ struct NodeState {
     waiting_since: Option<Instant>,
     /// Unreachable since (connection lost or never made).
     lost_at: Option<Instant>,
-    /// Checkpoint read at connect time (ops at or below it are skipped
-    /// with `skip_applied`).
-    resume: Option<u64>,
-    /// Current checkpoint key (recomputed when its slot moves).
-    ckpt_key: Option<String>,
-    /// Highest checkpoint value queued (or read at connect time).
-    ckpt_written: u64,
-    /// Highest checkpoint value acknowledged.
-    ckpt_acked: u64,
-    /// When the last checkpoint was queued.
-    ckpt_at: Option<Instant>,
-    /// No checkpoint before this (after an error reply to one).
-    ckpt_retry_at: Option<Instant>,
+    /// Barrier read at connect time (`skip_applied`).
+    barrier: u64,
+    /// Probes in flight, on connection generation `.1`.
+    probes: (usize, u64),
+}
+
+impl NodeState {
+    /// Probes in flight on the current connection.
+    fn probing(&self) -> usize {
+        if self.probes.1 == self.generation {
+            self.probes.0
+        } else {
+            0
+        }
+    }
 }
 
 pub(crate) struct Engine {
@@ -202,27 +285,28 @@ pub(crate) struct Engine {
     events_rx: mpsc::UnboundedReceiver<Event>,
     pipe_tx: mpsc::UnboundedSender<(Tag, PipeEvent)>,
     pipe_rx: mpsc::UnboundedReceiver<(Tag, PipeEvent)>,
-    pending: Option<Op>,
+    /// Units taken from the channel that wait for room, oldest first.
+    pending: VecDeque<Vec<Op>>,
     flushes: Vec<oneshot::Sender<Result<(), WriterError>>>,
     fatal: Option<WriterError>,
-    /// Offset of the last op taken from the channel.
-    last_offset: u64,
-    /// Highest offset all of whose ops have been taken from the channel.
-    complete: u64,
-    /// Checkpoint and remove entries in node queues.
-    ckpt_inflight: usize,
-    /// Checkpoints stopped (`remove_checkpoints`).
-    ckpt_off: bool,
-    /// A `remove_checkpoints` waiting: (answer, DELs outstanding, deleted).
-    removing: Option<(RemoveReply, usize, u64)>,
     refresh: Refresh,
+    /// Checkpoint mode is on.
+    txn_on: bool,
+    /// The source history written into checkpoint values.
+    history: String,
+    /// Per slot: the connect-time checkpoint (0: none; `skip_applied`).
+    slot_resume: Vec<u64>,
+    /// Open groups of this loop turn, per slot.
+    open: HashMap<u16, OpenGroup>,
+    /// Bytes of the open groups.
+    open_bytes: usize,
 }
 
 impl Engine {
     pub(crate) fn new(
         topology: Topology,
         conns: Vec<Conn>,
-        resume: Vec<Option<u64>>,
+        resume: Resume,
         known: Vec<String>,
         config: WriterConfig,
         shared: Arc<Shared>,
@@ -242,25 +326,30 @@ impl Engine {
             events_rx,
             pipe_tx,
             pipe_rx,
-            pending: None,
+            pending: VecDeque::new(),
             flushes: Vec::new(),
             fatal: None,
-            last_offset: 0,
-            complete: 0,
-            ckpt_inflight: 0,
-            ckpt_off: false,
-            removing: None,
             refresh: Refresh {
                 known,
                 ..Refresh::default()
             },
             topology,
+            txn_on: false,
+            history: String::new(),
+            slot_resume: vec![0; usize::from(SLOTS)],
+            open: HashMap::new(),
+            open_bytes: 0,
         };
+        if let Some(c) = &engine.config.checkpoint {
+            engine.txn_on = true;
+            engine.history = c.history.clone();
+        }
         engine.sync_nodes();
-        for (node, r) in engine.nodes.iter_mut().zip(resume) {
-            node.resume = r;
-            node.ckpt_written = r.unwrap_or(0);
-            node.ckpt_acked = r.unwrap_or(0);
+        if engine.config.skip_applied && resume.slot.len() == usize::from(SLOTS) {
+            engine.slot_resume = resume.slot;
+            for (node, b) in engine.nodes.iter_mut().zip(resume.node_barrier) {
+                node.barrier = b;
+            }
         }
         for (i, conn) in conns.into_iter().enumerate() {
             let pipe = conn.into_pipeline((i, 0), engine.pipe_tx.clone());
@@ -284,12 +373,8 @@ impl Engine {
                 bytes: 0,
                 waiting_since: None,
                 lost_at: None,
-                resume: None,
-                ckpt_key: None,
-                ckpt_written: 0,
-                ckpt_acked: 0,
-                ckpt_at: None,
-                ckpt_retry_at: None,
+                barrier: 0,
+                probes: (0, 0),
             });
         }
     }
@@ -301,7 +386,7 @@ impl Engine {
                 break;
             }
             let wake = self.next_wake();
-            let accept = cmds_open && self.pending.is_none();
+            let accept = cmds_open && self.pending.is_empty();
             tokio::select! {
                 biased;
                 Some((tag, ev)) = self.pipe_rx.recv() => self.on_event(Event::Pipe(tag, ev)),
@@ -320,7 +405,7 @@ impl Engine {
             }
             self.retry_pending();
             for _ in 0..BATCH_OPS {
-                if !cmds_open || self.pending.is_some() || self.fatal.is_some() {
+                if !cmds_open || !self.pending.is_empty() || self.fatal.is_some() {
                     break;
                 }
                 match cmds.try_recv() {
@@ -329,17 +414,12 @@ impl Engine {
                     Err(mpsc::error::TryRecvError::Disconnected) => cmds_open = false,
                 }
             }
-            if !cmds_open {
-                // Every op is taken: the last command is complete.
-                self.complete = self.last_offset;
-            }
-            let force = (!self.flushes.is_empty() || !cmds_open) && self.is_idle();
-            self.queue_checkpoints(force);
+            self.seal_open();
             self.write_out();
             self.shared
                 .applied
                 .store(self.progress.applied(), Ordering::Release);
-            if self.is_idle() && self.ckpt_inflight == 0 {
+            if self.is_idle() {
                 for f in self.flushes.drain(..) {
                     let _ = f.send(Ok(()));
                 }
@@ -353,196 +433,135 @@ impl Engine {
             for f in self.flushes.drain(..) {
                 let _ = f.send(Err(e.clone()));
             }
-            if let Some((tx, _, _)) = self.removing.take() {
-                let _ = tx.send(Err(e));
-            }
         }
     }
 
-    /// The highest offset such that every op at or below it that node `i`
-    /// may still have to apply is acknowledged: bounded by the complete
-    /// frontier, the node's unanswered ops and every held op (held ops may
-    /// be pinned anywhere, so they bound all nodes).
-    fn checkpoint_value(&self, i: usize) -> u64 {
-        let mut c = self.complete;
-        let mut bound = |e: &Entry| {
-            if e.kind == Kind::Op {
-                c = c.min(e.op.offset.saturating_sub(1));
-            }
-        };
-        self.nodes[i].queue.iter().for_each(&mut bound);
-        for hold in self.holds.values() {
-            hold.resend.iter().for_each(|(e, _)| bound(e));
-            hold.queued.iter().for_each(&mut bound);
-        }
-        c
+    /// Seals the open group of every slot with no transaction in flight
+    /// or held into a `Txn` entry and routes it (`all`: every open group,
+    /// when leaving checkpoint mode).
+    ///
+    /// One transaction per slot at a time: a later group of a slot must not
+    /// commit (and checkpoint a higher offset) while an earlier one may
+    /// still be refused and retried. Ops arriving meanwhile join the open
+    /// group, so a busy slot commits bigger groups.
+    fn seal_open(&mut self) {
+        self.seal(false);
     }
 
-    /// Queues `SET <key> <offset>` on every node whose checkpoint moved and
-    /// is due (`force`: ignore the interval).
-    fn queue_checkpoints(&mut self, force: bool) {
-        let Some(cfg) = &self.config.checkpoint else {
-            return;
-        };
-        if self.ckpt_off || self.fatal.is_some() {
+    fn seal(&mut self, all: bool) {
+        if self.open.is_empty() {
             return;
         }
-        let (every, prefix) = (cfg.every, cfg.key_prefix.clone());
-        let now = Instant::now();
-        for i in 0..self.nodes.len() {
-            let node = &self.nodes[i];
-            if self.complete <= node.ckpt_written
-                || node.ckpt_retry_at.is_some_and(|t| t > now)
-                || (!force && node.ckpt_at.is_some_and(|t| now < t + every))
-            {
-                continue;
-            }
-            let value = self.checkpoint_value(i);
-            if value <= self.nodes[i].ckpt_written {
-                continue;
-            }
-            let Some(key) = self.current_key(i, &prefix) else {
-                continue;
-            };
-            let args = vec![
-                Bytes::from_static(b"SET"),
-                Bytes::from(key),
-                Bytes::from(value.to_string()),
-            ];
-            self.push_internal(i, Kind::Checkpoint(value), args);
-            let node = &mut self.nodes[i];
-            node.ckpt_written = value;
-            node.ckpt_at = Some(now);
+        let mut ready: Vec<u16> = self
+            .open
+            .keys()
+            .copied()
+            .filter(|&s| {
+                all || (self.inflight[usize::from(s)] == 0 && !self.holds.contains_key(&s))
+            })
+            .collect();
+        ready.sort_unstable();
+        for slot in ready {
+            let g = self.open.remove(&slot).expect("an open group");
+            self.open_bytes -= g.bytes;
+            let offset = g.ops.last().map_or(0, |o| o.offset);
+            let key = Bytes::from(checkpoint::ckpt_key(slot));
+            let ops: Vec<&[Bytes]> = g.ops.iter().map(|o| o.args.as_slice()).collect();
+            let wire = self.txn_wire(&ops, &key, offset);
+            self.seq += 1;
+            let mut entry = Entry::new(
+                Kind::Txn,
+                self.seq,
+                0,
+                Arc::new(Op::slot(Vec::new(), slot, offset)),
+                wire,
+            );
+            entry.txn = Some(Arc::new(Txn {
+                ops: g.ops,
+                groups: g.groups,
+                key,
+                offset,
+            }));
+            self.route(slot, entry);
         }
     }
 
-    /// Node `i`'s checkpoint key for the current slot map.
-    fn current_key(&mut self, i: usize, prefix: &str) -> Option<String> {
-        let valid = self.nodes[i].ckpt_key.as_ref().is_some_and(|k| {
-            self.topology
-                .slots
-                .node_for(ferry_ops::key_slot(k.as_bytes()))
-                == Some(i)
-        });
-        if !valid {
-            self.nodes[i].ckpt_key = checkpoint_key(prefix, &self.topology, i);
+    /// `MULTI, ops..., SET key <history>:<offset>, EXEC`.
+    fn txn_wire(&self, ops: &[&[Bytes]], key: &Bytes, offset: u64) -> Bytes {
+        let value = Bytes::from(checkpoint::encode(&self.history, offset));
+        let set = [Bytes::from_static(b"SET"), key.clone(), value];
+        let len: usize = ops.iter().map(|o| ferry_resp::command_len(o)).sum();
+        let mut wire = BytesMut::with_capacity(len + ferry_resp::command_len(&set) + 40);
+        wire.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        for o in ops {
+            put_command(&mut wire, o);
         }
-        self.nodes[i].ckpt_key.clone()
+        put_command(&mut wire, &set);
+        wire.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        wire.freeze()
     }
 
-    /// Queues a checkpoint or remove entry on node `i`.
-    fn push_internal(&mut self, i: usize, kind: Kind, args: Vec<Bytes>) {
-        let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&args));
-        put_command(&mut wire, &args);
-        let entry = Entry {
-            kind,
-            seq: 0,
-            group: 0,
-            op: Arc::new(Op::all_masters(args, 0)),
-            wire: wire.freeze(),
-            asking: false,
-            asking_done: false,
-            attempts: 0,
-            first_failure: None,
-        };
-        self.ckpt_inflight += 1;
-        self.push(i, entry);
-    }
-
-    fn remove_checkpoints(&mut self, mut keys: Vec<String>, tx: RemoveReply) {
-        self.ckpt_off = true;
-        let prefix = self.config.checkpoint_prefix().to_owned();
-        for i in 0..self.nodes.len() {
-            if let Some(k) = self.current_key(i, &prefix) {
-                keys.push(k);
-            }
-        }
-        keys.sort();
-        keys.dedup();
-        // One DEL per key, on the node that serves it now.
-        let mut sent = 0;
-        for key in keys {
-            let slot = ferry_ops::key_slot(key.as_bytes());
-            let Some(i) = self.topology.slots.node_for(slot) else {
-                continue;
-            };
-            let args = vec![Bytes::from_static(b"DEL"), Bytes::from(key)];
-            self.push_internal(i, Kind::Remove, args);
-            sent += 1;
-        }
-        if sent == 0 {
-            let _ = tx.send(Ok(0));
-        } else {
-            self.removing = Some((tx, sent, 0));
-        }
-    }
-
-    /// A reply to a checkpoint or remove entry.
-    fn on_internal_reply(&mut self, i: usize, entry: &Entry, value: &Value) {
-        self.ckpt_inflight -= 1;
-        if let Value::Error(message) = value {
-            let kind = ErrorKind::classify(message);
-            if kind.is_redirect() {
-                // The key's slot moved: learn it, so the key is recomputed.
-                if let Some(r) = Redirect::parse(message) {
-                    let host = self.nodes[i].host.clone();
-                    self.topology.apply_redirect(&r, &host);
-                    self.sync_nodes();
+    /// The final reply (`EXEC`) of a `Txn` entry.
+    fn on_txn_reply(&mut self, i: usize, mut entry: Entry, value: Value) {
+        let txn = Arc::clone(entry.txn.as_ref().expect("a Txn entry has parts"));
+        match value {
+            Value::Array(results) => {
+                for (k, r) in results.iter().enumerate() {
+                    if let Value::Error(message) = r {
+                        let (command, key) = match txn.ops.get(k) {
+                            Some(op) => (show(op.args.first()), show(op.args.get(1))),
+                            None => ("SET".to_owned(), show(Some(&txn.key))),
+                        };
+                        self.fail(WriterError::Rejected {
+                            node: self.nodes[i].addr.clone(),
+                            command,
+                            key,
+                            reply: String::from_utf8_lossy(message).into_owned(),
+                        });
+                        return;
+                    }
                 }
-            } else if kind.needs_refresh() {
-                self.request_refresh();
-            } else if !kind.is_transient() {
-                self.fail(WriterError::Rejected {
-                    node: self.nodes[i].addr.clone(),
-                    command: String::from_utf8_lossy(&entry.op.args[0]).into_owned(),
-                    key: String::from_utf8_lossy(&entry.op.args[1]).into_owned(),
-                    reply: String::from_utf8_lossy(message).into_owned(),
-                });
-                return;
-            }
-            let node = &mut self.nodes[i];
-            match entry.kind {
-                Kind::Checkpoint(_) => {
-                    node.ckpt_written = node.ckpt_acked;
-                    node.ckpt_retry_at = Some(Instant::now() + self.config.backoff_max);
-                }
-                Kind::Remove => self.removed(0),
-                Kind::Op => {}
-            }
-            return;
-        }
-        match entry.kind {
-            Kind::Checkpoint(v) => {
-                let node = &mut self.nodes[i];
-                node.ckpt_acked = node.ckpt_acked.max(v);
-                node.ckpt_retry_at = None;
+                self.committed(&txn);
                 self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
             }
-            Kind::Remove => {
-                let n = match value {
-                    Value::Integer(n) => u64::try_from(*n).unwrap_or(0),
-                    _ => 0,
-                };
-                self.removed(n);
+            Value::Error(message) => {
+                // Nothing of it was applied: redirect or retry it whole.
+                let cause = entry.queue_error.take().unwrap_or(message);
+                entry.written = false;
+                self.on_error(i, entry, &cause);
             }
-            Kind::Op => {}
+            other => self.fail(WriterError::Unexpected {
+                node: self.nodes[i].addr.clone(),
+                reply: format!("{other:?} to EXEC"),
+            }),
         }
     }
 
-    fn removed(&mut self, n: u64) {
-        if let Some((_, left, deleted)) = &mut self.removing {
-            *left -= 1;
-            *deleted += n;
-            if *left == 0
-                && let Some((tx, _, deleted)) = self.removing.take()
-            {
-                let _ = tx.send(Ok(deleted));
-            }
+    /// Acknowledges every op of a committed transaction.
+    fn committed(&mut self, txn: &Txn) {
+        for g in &txn.groups {
+            self.progress.ack(*g);
+        }
+        self.shared
+            .acked
+            .fetch_add(txn.ops.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The reply to a probe of `entry` (its key, read before a resend):
+    /// `true` if the transaction committed.
+    fn probe_says_committed(&self, entry: &Entry, value: &Value) -> Option<bool> {
+        let txn = entry.txn.as_ref()?;
+        match value {
+            Value::Null => Some(false),
+            Value::Bulk(b) => Some(
+                checkpoint::decode(b).is_some_and(|(h, o)| h == self.history && o >= txn.offset),
+            ),
+            _ => None,
         }
     }
 
     fn is_idle(&self) -> bool {
-        self.pending.is_none() && self.progress.is_idle() && self.holds.is_empty()
+        self.pending.is_empty() && self.progress.is_idle() && self.holds.is_empty()
     }
 
     fn fail(&mut self, e: WriterError) {
@@ -555,23 +574,6 @@ impl Engine {
     /// else the watchdog tick.
     fn next_wake(&self) -> Instant {
         let mut wake = Instant::now() + TICK;
-        if let Some(cfg) = &self.config.checkpoint
-            && !self.ckpt_off
-        {
-            // Only future deadlines: a due checkpoint that cannot move yet
-            // waits for the replies that will move it.
-            let now = Instant::now();
-            for node in &self.nodes {
-                if self.complete > node.ckpt_written {
-                    let due = node.ckpt_at.map(|t| t + cfg.every);
-                    for t in [due, node.ckpt_retry_at].into_iter().flatten() {
-                        if t > now {
-                            wake = wake.min(t);
-                        }
-                    }
-                }
-            }
-        }
         for (&slot, hold) in &self.holds {
             if self.inflight[usize::from(slot)] == 0 {
                 wake = wake.min(hold.not_before);
@@ -629,42 +631,155 @@ impl Engine {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Flush(tx) => {
-                // Everything before the flush is taken.
-                self.complete = self.last_offset;
-                self.flushes.push(tx);
-            }
-            Cmd::RemoveCheckpoints(keys, tx) => self.remove_checkpoints(keys, tx),
-            Cmd::Op(op) => {
-                if op.offset > self.last_offset {
-                    self.complete = self.complete.max(self.last_offset);
-                    self.last_offset = op.offset;
-                }
-                if self.has_room(&op) {
-                    self.accept(op);
+            Cmd::Flush(tx) => self.flushes.push(tx),
+            Cmd::Op(op) => self.take(vec![op]),
+            Cmd::Group(ops) => {
+                let slot = ops[0].slot;
+                let one_slot = slot.is_some() && ops.iter().all(|o| o.slot == slot);
+                if self.txn_on && one_slot {
+                    self.take(ops);
                 } else {
-                    self.pending = Some(op);
+                    if !one_slot {
+                        self.shared.split_groups.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for op in ops {
+                        self.take(vec![op]);
+                    }
                 }
+            }
+            Cmd::Checkpointing(on) => {
+                self.seal(true);
+                self.txn_on = on && self.config.checkpoint.is_some();
+            }
+            Cmd::NewHistory(history, tx) => {
+                self.seal(true);
+                self.history = history;
+                self.slot_resume.iter_mut().for_each(|c| *c = 0);
+                for node in &mut self.nodes {
+                    node.barrier = 0;
+                }
+                if self.is_idle() {
+                    self.progress = crate::progress::Progress::default();
+                    self.shared.applied.store(0, Ordering::Release);
+                }
+                let _ = tx.send(());
             }
         }
     }
 
+    /// Accepts a unit now if it fits and nothing waits before it, else
+    /// queues it.
+    fn take(&mut self, unit: Vec<Op>) {
+        if self.pending.is_empty() && self.has_room(&unit) {
+            self.accept_unit(unit);
+        } else {
+            self.pending.push_back(unit);
+        }
+    }
+
     fn retry_pending(&mut self) {
-        if let Some(op) = self.pending.take() {
-            if self.has_room(&op) {
-                self.accept(op);
-            } else {
-                self.pending = Some(op);
+        while let Some(unit) = self.pending.front() {
+            if !self.has_room(unit) {
+                return;
             }
+            let unit = self.pending.pop_front().expect("front exists");
+            self.accept_unit(unit);
+        }
+    }
+
+    fn accept_unit(&mut self, unit: Vec<Op>) {
+        for op in unit {
+            if self.txn_on {
+                self.accept_txn(op);
+            } else {
+                self.accept(op);
+            }
+        }
+    }
+
+    /// Whether node `i` or slot `slot` already holds `offset` by the
+    /// connect-time checkpoints (checkpoint mode with `skip_applied`).
+    fn applied_on(&self, i: Option<usize>, slot: Option<u16>, offset: u64) -> bool {
+        if !self.txn_on {
+            return false;
+        }
+        // 0 is "no checkpoint".
+        let by_slot = slot.is_some_and(|s| {
+            let c = self.slot_resume[usize::from(s)];
+            c > 0 && offset <= c
+        });
+        let by_barrier = i
+            .and_then(|i| self.nodes.get(i))
+            .is_some_and(|n| n.barrier > 0 && offset <= n.barrier);
+        by_slot || by_barrier
+    }
+
+    /// Checkpoint mode: a slot op joins its slot's open group; an op for
+    /// every master becomes one barrier transaction per master.
+    fn accept_txn(&mut self, op: Op) {
+        let Some(slot) = op.slot else {
+            return self.accept_barrier(op);
+        };
+        let node = self.topology.slots.node_for(slot);
+        if self.applied_on(node, Some(slot), op.offset) {
+            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+            self.progress.add(op.offset, 0);
+            return;
+        }
+        let len = ferry_resp::command_len(&op.args);
+        let group = self.progress.add(op.offset, 1);
+        let g = self.open.entry(slot).or_default();
+        g.ops.push(Arc::new(op));
+        g.groups.push(group);
+        g.bytes += len;
+        self.open_bytes += len;
+    }
+
+    fn accept_barrier(&mut self, op: Op) {
+        let serving = self.serving();
+        let targets: Vec<(usize, u16)> = (0..self.nodes.len())
+            .filter(|&i| serving[i] && !self.applied_on(Some(i), None, op.offset))
+            .filter_map(|i| {
+                let (lo, _, _) = self.topology.slots.ranges().find(|(_, _, n)| *n == i)?;
+                Some((i, lo))
+            })
+            .collect();
+        let skipped = serving.iter().filter(|s| **s).count() - targets.len();
+        if skipped > 0 {
+            self.shared
+                .skipped
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+        }
+        let copies = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let group = self.progress.add(op.offset, copies);
+        let op = Arc::new(op);
+        for (i, slot) in targets {
+            let key = Bytes::from(checkpoint::barrier_key(slot));
+            let wire = self.txn_wire(&[op.args.as_slice()], &key, op.offset);
+            self.seq += 1;
+            let mut entry = Entry::new(Kind::Txn, self.seq, group, Arc::clone(&op), wire);
+            entry.txn = Some(Arc::new(Txn {
+                ops: vec![Arc::clone(&op)],
+                groups: vec![group],
+                key,
+                offset: op.offset,
+            }));
+            self.push(i, entry);
         }
     }
 
     /// Whether `op` fits under the in-flight bound of where it goes. A node
     /// with nothing in flight always takes one op, however big.
-    fn has_room(&self, op: &Op) -> bool {
-        let len = ferry_resp::command_len(&op.args);
+    fn has_room(&self, unit: &[Op]) -> bool {
+        let Some(op) = unit.first() else {
+            return true;
+        };
+        let len: usize = unit.iter().map(|o| ferry_resp::command_len(&o.args)).sum();
         let limit = self.config.max_inflight_bytes;
-        let fits = |n: &NodeState| n.queue.is_empty() || n.bytes + len <= limit;
+        let open = self.open_bytes;
+        let fits = |n: &NodeState| {
+            (n.queue.is_empty() || n.bytes + len <= limit) && (open == 0 || open + len <= limit)
+        };
 
         match op.slot {
             Some(slot) if self.holds.contains_key(&slot) => {
@@ -681,37 +796,17 @@ impl Engine {
         }
     }
 
-    /// Whether node `i` already holds `offset` by its connect-time
-    /// checkpoint (only with `skip_applied`).
-    fn applied_on(&self, i: usize, offset: u64) -> bool {
-        self.config.skip_applied && self.nodes[i].resume.is_some_and(|c| offset <= c)
-    }
-
+    /// Plain mode: one entry per op (per master for `slot: None`).
     fn accept(&mut self, op: Op) {
         let targets: Vec<usize> = match op.slot {
-            Some(slot) => match self.topology.slots.node_for(slot) {
-                Some(i) if self.applied_on(i, op.offset) => Vec::new(),
-                _ => vec![usize::MAX],
-            },
+            Some(_) => vec![usize::MAX],
             // Every node that serves slots now (a master demoted by a
             // failover stays in `nodes` without slots).
             None => {
                 let serving = self.serving();
-                (0..self.nodes.len())
-                    .filter(|&i| serving[i] && !self.applied_on(i, op.offset))
-                    .collect()
+                (0..self.nodes.len()).filter(|&i| serving[i]).collect()
             }
         };
-        let skipped = match op.slot {
-            Some(_) => u64::from(targets.is_empty()),
-            None => {
-                let serving = self.serving().iter().filter(|s| **s).count();
-                serving.saturating_sub(targets.len()) as u64
-            }
-        };
-        if skipped > 0 {
-            self.shared.skipped.fetch_add(skipped, Ordering::Relaxed);
-        }
         if targets.is_empty() {
             self.progress.add(op.offset, 0);
             return;
@@ -722,17 +817,7 @@ impl Engine {
         let group = self.progress.add(op.offset, copies);
         self.seq += 1;
         let slot = op.slot;
-        let entry = Entry {
-            kind: Kind::Op,
-            seq: self.seq,
-            group,
-            op: Arc::new(op),
-            wire: wire.freeze(),
-            asking: false,
-            asking_done: false,
-            attempts: 0,
-            first_failure: None,
-        };
+        let entry = Entry::new(Kind::Op, self.seq, group, Arc::new(op), wire.freeze());
         match slot {
             Some(slot) => self.route(slot, entry),
             None => {
@@ -930,6 +1015,7 @@ impl Engine {
         let mut touched: Vec<u16> = Vec::new();
         for value in values {
             let node = &mut self.nodes[i];
+            let generation = node.generation;
             let Some(front) = node.queue.front_mut() else {
                 let e = WriterError::Unexpected {
                     node: node.addr.clone(),
@@ -938,11 +1024,57 @@ impl Engine {
                 self.fail(e);
                 return;
             };
+            let _ = front;
+            if node.sent == 0 {
+                // Nothing written normally is unanswered: a probe's answer
+                // (probes go out in queue order, after the normal writes).
+                let Some(k) = node.queue.iter().position(|e| e.probe == Some(generation)) else {
+                    let e = WriterError::Unexpected {
+                        node: node.addr.clone(),
+                        reply: format!("{value:?}"),
+                    };
+                    self.fail(e);
+                    return;
+                };
+                node.probes.0 = node.probes.0.saturating_sub(1);
+                node.queue[k].probe = None;
+                let verdict = self.probe_says_committed(&self.nodes[i].queue[k], &value);
+                if verdict == Some(false) {
+                    self.nodes[i].queue[k].written = false;
+                    continue;
+                }
+                let node = &mut self.nodes[i];
+                let entry = node.queue.remove(k).expect("probed entry");
+                node.bytes -= entry.bytes();
+                if let Some(slot) = entry.op.slot {
+                    self.inflight[usize::from(slot)] -= 1;
+                    touched.push(slot);
+                }
+                if verdict == Some(true) {
+                    // It committed before its reply was lost.
+                    let txn = Arc::clone(entry.txn.as_ref().expect("a Txn entry"));
+                    self.committed(&txn);
+                    self.shared.verified.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // An error reply (e.g. the slot moved): handled like one
+                    // to the transaction; probed again where it goes next.
+                    let message = match &value {
+                        Value::Error(m) => m.clone(),
+                        other => Bytes::from(format!("{other:?} to GET")),
+                    };
+                    self.on_error(i, entry, &message);
+                }
+                if self.fatal.is_some() {
+                    return;
+                }
+                continue;
+            }
+            let front = &mut self.nodes[i].queue[0];
             if front.asking && !front.asking_done {
                 front.asking_done = true;
                 if value.is_error() {
                     let e = WriterError::Unexpected {
-                        node: node.addr.clone(),
+                        node: self.nodes[i].addr.clone(),
                         reply: format!("{value:?} to ASKING"),
                     };
                     self.fail(e);
@@ -950,21 +1082,29 @@ impl Engine {
                 }
                 continue;
             }
+            if front.kind == Kind::Txn {
+                front.replies += 1;
+                let expected = front.txn.as_ref().map_or(0, |t| t.ops.len() as u32 + 3);
+                if front.replies < expected {
+                    if let Value::Error(m) = &value {
+                        front.queue_error.get_or_insert_with(|| m.clone());
+                    }
+                    continue;
+                }
+            }
+            let node = &mut self.nodes[i];
             let entry = node.queue.pop_front().expect("front exists");
             node.sent = node.sent.saturating_sub(1);
             node.bytes -= entry.bytes();
-            if entry.kind != Kind::Op {
-                self.on_internal_reply(i, &entry, &value);
-                if self.fatal.is_some() {
-                    return;
-                }
-                continue;
-            }
             if let Some(slot) = entry.op.slot {
                 self.inflight[usize::from(slot)] -= 1;
                 touched.push(slot);
             }
-            self.on_reply(i, entry, value);
+            if entry.kind == Kind::Txn {
+                self.on_txn_reply(i, entry, value);
+            } else {
+                self.on_reply(i, entry, value);
+            }
             if self.fatal.is_some() {
                 return;
             }
@@ -978,12 +1118,18 @@ impl Engine {
         }
     }
 
-    fn on_reply(&mut self, i: usize, mut entry: Entry, value: Value) {
+    fn on_reply(&mut self, i: usize, entry: Entry, value: Value) {
         let Value::Error(message) = &value else {
             self.progress.ack(entry.group);
             self.shared.acked.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        self.on_error(i, entry, message);
+    }
+
+    /// An error reply to `entry` (for a `Txn`: the cause of its abort):
+    /// redirect, retry with backoff, or stop.
+    fn on_error(&mut self, i: usize, mut entry: Entry, message: &Bytes) {
         let kind = ErrorKind::classify(message);
         let text = String::from_utf8_lossy(message).into_owned();
         let redirect = if kind.is_redirect() {
@@ -992,6 +1138,19 @@ impl Engine {
             None
         };
         match (entry.op.slot, kind, redirect) {
+            // A transaction mixes keys that may be on either side of a
+            // migrating slot, and its checkpoint key is one of them: it
+            // cannot follow an ASK (the importing node would create the
+            // keys still on the migrating node). It waits, with backoff,
+            // until the migration ends and MOVED sends it whole to the new
+            // owner.
+            (Some(slot), ErrorKind::Ask, _) if entry.kind == Kind::Txn => {
+                self.shared.ask.fetch_add(1, Ordering::Relaxed);
+                if self.count_failure(slot, &mut entry, &text) {
+                    let backoff = self.backoff(entry.attempts);
+                    self.hold(slot, entry, Target::Map, backoff);
+                }
+            }
             (Some(slot), ErrorKind::Moved | ErrorKind::Ask, Some(r)) => {
                 let host = self.nodes[i].host.clone();
                 let to = self.topology.apply_redirect(&r, &host);
@@ -1031,19 +1190,8 @@ impl Engine {
                 }
             }
             _ => {
-                let args = &entry.op.args;
-                let show = |b: Option<&Bytes>| {
-                    b.map_or_else(
-                        || "-".to_owned(),
-                        |b| {
-                            let mut s = b[..b.len().min(64)].escape_ascii().to_string();
-                            if b.len() > 64 {
-                                s.push_str(&format!("...({} bytes)", b.len()));
-                            }
-                            s
-                        },
-                    )
-                };
+                let first = entry.txn.as_ref().and_then(|t| t.ops.first());
+                let args = first.map_or(&entry.op.args, |op| &op.args);
                 let e = WriterError::Rejected {
                     node: self.nodes[i].addr.clone(),
                     command: show(args.first()),
@@ -1194,34 +1342,27 @@ impl Engine {
         for (i, &serves) in serving.iter().enumerate() {
             let slots = &self.topology.slots;
             let node = &mut self.nodes[i];
-            let from = node.sent;
+            let _ = serves;
             let disconnected = node.pipe.is_none();
-            if from >= node.queue.len() {
+            let from = node.sent;
+            // Entries whose probes are in flight stay: their replies are
+            // due (a MOVED on the resend redirects them later).
+            if (!disconnected && node.probing() > 0) || from >= node.queue.len() {
                 continue;
             }
             let tail: Vec<Entry> = node.queue.drain(from..).collect();
             let mut moved = Vec::new();
-            let mut dropped = 0;
             for e in tail {
                 let elsewhere =
                     e.op.slot
-                        .filter(|_| e.kind == Kind::Op && (disconnected || !e.asking))
+                        .filter(|_| disconnected || !e.asking)
                         .is_some_and(|s| slots.node_for(s) != Some(i));
-                let stale_ckpt = disconnected && !serves && matches!(e.kind, Kind::Checkpoint(_));
-                if elsewhere || stale_ckpt {
+                if elsewhere {
                     node.bytes -= e.bytes();
-                    if stale_ckpt {
-                        dropped += 1;
-                    } else {
-                        moved.push(e);
-                    }
+                    moved.push(e);
                 } else {
                     node.queue.push_back(e);
                 }
-            }
-            if dropped > 0 {
-                node.ckpt_written = node.ckpt_acked;
-                self.ckpt_inflight -= dropped;
             }
             for e in moved {
                 let slot = e.op.slot.expect("moved entries have a slot");
@@ -1237,15 +1378,42 @@ impl Engine {
         }
     }
 
-    /// Writes every entry not yet written, one chunk per node.
+    /// Writes every entry not yet written, one chunk per node. A `Txn`
+    /// entry written before without a final reply is preceded by a probe
+    /// (`GET` of its key), and nothing after it is written until the probe
+    /// is answered.
     fn write_out(&mut self) {
         for node in &mut self.nodes {
             let Some(pipe) = &node.pipe else { continue };
             if node.sent >= node.queue.len() {
                 continue;
             }
+            let generation = node.generation;
+            if node.probing() > 0 {
+                // Nothing more until every probe is answered.
+                continue;
+            }
             let mut buf = BytesMut::new();
-            for e in node.queue.range(node.sent..) {
+            let mut written = node.sent;
+            let mut probes = 0;
+            for e in node.queue.range_mut(node.sent..) {
+                if e.kind == Kind::Txn && e.written {
+                    // Written before, no final reply: did it commit? Probe
+                    // this and the following ones, then wait.
+                    let key = e.txn.as_ref().map(|t| t.key.clone()).unwrap_or_default();
+                    put_command(&mut buf, &[Bytes::from_static(b"GET"), key]);
+                    e.probe = Some(generation);
+                    probes += 1;
+                    continue;
+                }
+                if probes > 0 {
+                    break;
+                }
+                if e.kind == Kind::Txn {
+                    e.written = true;
+                    e.replies = 0;
+                    e.queue_error = None;
+                }
                 if e.asking && !e.asking_done {
                     buf.extend_from_slice(ASKING);
                 }
@@ -1257,14 +1425,18 @@ impl Engine {
                 } else {
                     buf.extend_from_slice(&e.wire);
                 }
+                written += 1;
             }
             if !buf.is_empty() {
                 pipe.send(buf.freeze());
             }
+            if probes > 0 {
+                node.probes = (probes, generation);
+            }
             if node.sent == 0 {
                 node.waiting_since = Some(Instant::now());
             }
-            node.sent = node.queue.len();
+            node.sent = written;
         }
     }
 }

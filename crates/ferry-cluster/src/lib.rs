@@ -20,26 +20,27 @@
 //!          (CLUSTER SHARDS, or SLOTS, from any known node) and its pending
 //!          ops move, in order, to the slots' new owners (failover)
 //!   anything else (OOM, NOPERM, ERR ...): fatal WriterError::Rejected
-//!   checkpoints (optional): SET <prefix>:{tag} <offset> per master, in its
-//!          pipeline, with what that master has acknowledged; read back at
-//!          connect time to skip what a previous run applied
+//!   checkpoints (optional): per slot, MULTI ops... SET __ferry:ckpt:{tag}
+//!          <history>:<offset> EXEC, so ops and checkpoint commit together;
+//!          read back at connect time to skip what a previous run applied
 //! ```
 //!
-//! Checkpoints give no loss and at-least-once replay after a crash, exactly
-//! once after a clean stop; see [`writer`] for the guarantee and its limits.
+//! Checkpoints give exactly-once replay after a crash; see [`writer`] for
+//! the guarantee and its limits, [`checkpoint`] for the keys.
 //!
+//! * [`checkpoint`]: checkpoint key names and values, cleanup.
 //! * [`conn`]: one connection — handshake calls, then a pipeline.
 //! * [`writer`]: [`ClusterWriter`], [`Op`], [`WriterConfig`], discovery.
 //! * [`error`](mod@error): [`WriterError`].
 
+pub mod checkpoint;
 pub mod conn;
 mod engine;
 pub mod error;
 mod progress;
 pub mod writer;
 
+pub use checkpoint::{CheckpointSummary, RESERVED_PREFIX};
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
-pub use writer::{
-    CheckpointConfig, ClusterWriter, DEFAULT_CHECKPOINT_PREFIX, Op, WriterConfig, WriterStats,
-};
+pub use writer::{CheckpointConfig, ClusterWriter, Op, WriterConfig, WriterStats};

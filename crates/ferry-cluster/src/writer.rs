@@ -19,68 +19,44 @@
 //!                      by `reconnect_for` (see the `engine` module)
 //! ```
 //!
-//! # Checkpoints and resume (design decision 3)
+//! # Checkpoints: exactly-once replay after a crash
 //!
-//! With [`WriterConfig::checkpoint`] set, the engine keeps one key per
-//! master, `<key_prefix>:{<tag>}`, whose hash tag is chosen so the key lives
-//! on that master (first tag `0`, `1`, ... whose slot it serves; recomputed
-//! when the slot map changes). At most every [`CheckpointConfig::every`], and
-//! once more on `flush`/`close`/drop, it appends `SET <key> <offset>` to that
-//! master's pipeline, where `offset` is the highest source offset such that
-//! every op with an offset at or below it that belongs to that master has
-//! already been **acknowledged** by it (ops held for a redirect or retry, and
-//! ops of a command not yet fully submitted, hold it back). The value only
-//! states facts the writer has seen, so a `TRYAGAIN` or `MOVED` on an op
-//! ahead of it can never make it claim too much.
+//! With [`WriterConfig::checkpoint`] set and checkpointing on (the default;
+//! [`ClusterWriter::set_checkpointing`] turns it off for idempotent phases
+//! such as a snapshot), the engine commits the ops of one slot taken in one
+//! loop turn as `MULTI, ops..., SET <ckpt key of the slot> <history>:<offset
+//! of the last op>, EXEC` (Redis Cluster runs a transaction on one slot).
+//! The key proves, atomically with the ops, what that slot has applied.
+//! Ops for every master (`FLUSHALL`, `FUNCTION LOAD`, ...) are committed
+//! per master as `MULTI, op, SET <barrier key of a slot it serves>
+//! <history>:<offset>, EXEC`, after everything before them is acknowledged.
+//! A group answered with `EXECABORT` (a `MOVED`/`ASK`/`TRYAGAIN` at queue
+//! time) is redirected or retried as a unit, in order. A group whose `EXEC`
+//! reply was lost (connection cut, failover) is probed with a `GET` of its
+//! key before it is sent again, and acknowledged without resending if it
+//! committed ([`WriterStats::verified`]).
 //!
-//! On restart, [`ClusterWriter::checkpoints`] has every master's value (a
-//! `GET` per master at connect time), [`ClusterWriter::min_checkpoint`] is
-//! where to resume the source, and with [`WriterConfig::skip_applied`] an op
-//! whose offset is at or below the checkpoint of the master that owns its
-//! slot *now* is acknowledged without being sent ([`WriterStats::skipped`]).
-//!
-//! **What this guarantees, and what not:**
-//! * No op is lost: everything at or below a master's checkpoint is on that
-//!   master; everything above it is replayed.
-//! * Replay is **at-least-once, not exactly-once**, for ops a master applied
-//!   after its last stored checkpoint: a crash (kill -9, runtime dropped)
-//!   between an op landing and the next checkpoint landing replays that op.
-//!   The window is about `every` plus one round trip of in-flight ops per
-//!   master. Idempotent writes (`SET`, `RESTORE REPLACE`, `DEL`, `HSET`,
-//!   `PEXPIREAT`...) are unaffected; `INCR`, `RPUSH`, `APPEND`, `XADD` in the
-//!   window are applied twice. A checkpoint in the same pipeline cannot
-//!   close this window: only an atomic commit of ops and checkpoint on the
-//!   node can (a per-slot `MULTI ... SET ckpt ... EXEC`, or a Lua batch with
-//!   `allow-cross-slot-keys` on 7.0+), which this writer does not do yet.
-//!   A clean stop (`flush`/`close`, or dropping the handle and letting the
-//!   engine drain) leaves every checkpoint exact, so a resume after it
-//!   applies every command exactly once.
-//! * A master with no checkpoint while others have one (it never stored
-//!   one before the crash, or was added while ferry was down) counts as 0
-//!   in [`ClusterWriter::min_checkpoint`]: resume from the beginning (full
-//!   resync) rather than risk losing its ops.
-//! * Resharding or failover while ferry is down can move slots between
-//!   checkpoints: an op is judged by the checkpoint of the slot's owner at
-//!   restart, which may not be the node that applied it. Resume only onto
-//!   the topology that was checkpointed (or full-resync).
-//! * The target replicates asynchronously: a target failover can lose
-//!   acknowledged writes *and* the checkpoint with them, or keep a
-//!   checkpoint whose writes were lost. `WAIT` is not used.
-//! * The checkpoint keys live in the target (prefix `ferry:`): `verify`
-//!   must ignore them, and [`ClusterWriter::remove_checkpoints`] deletes
-//!   them after cutover. Their names are in
-//!   [`ClusterWriter::checkpoint_keys`].
+//! With [`WriterConfig::skip_applied`], the keys of the current
+//! [`CheckpointConfig::history`] are read at connect time (one pipelined
+//! `GET` per slot on its master) and, while checkpointing is on, an op is
+//! acknowledged without being sent if its offset is at or below its slot's
+//! checkpoint or at or below the barrier of the master serving its slot (a
+//! committed barrier implies that everything before it was acknowledged,
+//! and that a `FLUSHALL` in it wiped the older checkpoints). See the
+//! [`checkpoint`](crate::checkpoint) module for the key names and
+//! `docs/design.md` for the limits (resharding while ferry is down, target
+//! failover).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_ops::{ErrorKind, Topology, TopologyError, key_slot};
+use ferry_ops::{ErrorKind, Topology, TopologyError};
 use ferry_resp::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::{self, CheckpointSummary};
 use crate::conn::{Auth, Conn};
 use crate::engine::{Cmd, Engine};
 use crate::error::WriterError;
@@ -140,58 +116,32 @@ pub struct WriterConfig {
     pub backoff_max: Duration,
     /// How long a node with commands in flight may stay silent.
     pub reply_timeout: Duration,
-    /// Per-master checkpoint keys (see the module docs); `None` writes none.
+    /// Per-slot checkpoints committed with the ops (see the module docs);
+    /// `None` writes plain pipelined commands and no keys.
     pub checkpoint: Option<CheckpointConfig>,
     /// Acknowledge without sending every op at or below the connect-time
-    /// checkpoint of the master that owns its slot (resume after a restart).
-    /// Reads the keys of [`WriterConfig::checkpoint`]'s prefix, or of the
-    /// default prefix when that is `None`.
+    /// checkpoint of its slot or barrier of its master (resume after a
+    /// restart). Needs [`WriterConfig::checkpoint`].
     pub skip_applied: bool,
     /// TLS to every node (`rediss://`); `None` is plain TCP.
     pub tls: Option<ferry_tls::TlsConfig>,
 }
 
-/// Where and how often the per-master checkpoints are written.
+/// Checkpoint settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointConfig {
-    /// Key prefix; a master's key is `<key_prefix>:{<tag>}`.
-    pub key_prefix: String,
-    /// At most one checkpoint write per master per this interval (plus one
-    /// on `flush`/`close`).
-    pub every: Duration,
+    /// Names the source history (one full sync) the offsets belong to;
+    /// written into every checkpoint value, and checkpoints of another
+    /// history are ignored. No `:` needed; any text.
+    pub history: String,
 }
-
-/// The default checkpoint key prefix.
-pub const DEFAULT_CHECKPOINT_PREFIX: &str = "ferry:ckpt";
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
-            key_prefix: DEFAULT_CHECKPOINT_PREFIX.to_owned(),
-            every: Duration::from_millis(200),
+            history: "0".to_owned(),
         }
     }
-}
-
-impl WriterConfig {
-    /// The checkpoint key prefix in use.
-    pub(crate) fn checkpoint_prefix(&self) -> &str {
-        self.checkpoint
-            .as_ref()
-            .map_or(DEFAULT_CHECKPOINT_PREFIX, |c| c.key_prefix.as_str())
-    }
-}
-
-/// The checkpoint key of master `node`: `<prefix>:{<n>}` for the smallest
-/// `n` whose slot `node` serves; `None` if it serves no slot.
-pub(crate) fn checkpoint_key(prefix: &str, topology: &Topology, node: usize) -> Option<String> {
-    if !topology.slots.ranges().any(|(_, _, n)| n == node) {
-        return None;
-    }
-    (0u32..)
-        .map(|n| n.to_string())
-        .find(|tag| topology.slots.node_for(key_slot(tag.as_bytes())) == Some(node))
-        .map(|tag| format!("{prefix}:{{{tag}}}"))
 }
 
 impl Default for WriterConfig {
@@ -230,8 +180,15 @@ pub struct WriterStats {
     /// ([`WriterConfig::skip_applied`]; a per-master op counts once per
     /// master skipped).
     pub skipped: u64,
-    /// Checkpoint writes acknowledged (not counted in `acked`).
+    /// Transactions (ops plus checkpoint) committed.
     pub checkpoints: u64,
+    /// Transactions whose reply was lost, found committed by a probe of
+    /// their checkpoint and not sent again.
+    pub verified: u64,
+    /// Source `MULTI`/`EXEC` blocks submitted as one group
+    /// ([`ClusterWriter::submit_group`]) whose ops span several slots, so
+    /// they were committed per slot.
+    pub split_groups: u64,
     /// Topology refreshes completed (`CLUSTER SHARDS` re-read after a
     /// node stayed unreachable or a `CLUSTERDOWN`/`READONLY`/`MASTERDOWN`).
     pub refreshes: u64,
@@ -248,6 +205,8 @@ pub(crate) struct Shared {
     pub(crate) reconnects: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) verified: AtomicU64,
+    pub(crate) split_groups: AtomicU64,
     pub(crate) refreshes: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,
 }
@@ -266,19 +225,19 @@ impl Shared {
 /// Replays ops into a Redis Cluster: one pipelined connection per master,
 /// per-slot order kept across redirects, retries and reconnects.
 ///
-/// Exactly-once caveat: after a connection loss, every op not yet answered
-/// is sent again. An op the node executed but whose reply was lost is then
-/// applied twice. That is harmless for idempotent writes (`SET`, `RESTORE
-/// ... REPLACE`, `HSET`, `DEL`, `PEXPIREAT`) but not for `INCR`, `RPUSH`,
-/// `APPEND`...; see the module docs for what the checkpoints do and do not
-/// guarantee.
+/// Without checkpoints (or with checkpointing off), after a connection
+/// loss every op not yet answered is sent again: an op the node executed
+/// but whose reply was lost is applied twice. That is harmless for
+/// idempotent writes (`SET`, `RESTORE ... REPLACE`, `HSET`, `DEL`,
+/// `PEXPIREAT`) but not for `INCR`, `RPUSH`, `APPEND`... With checkpoints,
+/// such a transaction is probed first and sent again only if it did not
+/// commit; see the module docs.
 #[derive(Debug)]
 pub struct ClusterWriter {
     cmds: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
     masters: Vec<String>,
-    checkpoints: BTreeMap<String, u64>,
-    checkpoint_keys: BTreeMap<String, String>,
+    summary: CheckpointSummary,
 }
 
 impl ClusterWriter {
@@ -327,23 +286,20 @@ impl ClusterWriter {
             );
         }
         let masters: Vec<String> = topology.masters.iter().map(|n| n.addr()).collect();
-        let mut resume = vec![None; masters.len()];
-        let mut checkpoints = BTreeMap::new();
-        let mut checkpoint_keys = BTreeMap::new();
-        if config.checkpoint.is_some() || config.skip_applied {
-            let prefix = config.checkpoint_prefix().to_owned();
-            for (i, conn) in conns.iter_mut().enumerate() {
-                let Some(key) = checkpoint_key(&prefix, &topology, i) else {
-                    continue;
-                };
-                let value = read_checkpoint(conn, &key, config.connect_timeout).await?;
-                if let Some(v) = value {
-                    checkpoints.insert(masters[i].clone(), v);
-                }
-                resume[i] = value;
-                checkpoint_keys.insert(masters[i].clone(), key);
+        let resume = match &config.checkpoint {
+            Some(c) if config.skip_applied => {
+                checkpoint::read(
+                    &topology,
+                    &config.auth,
+                    config.tls.as_ref(),
+                    config.connect_timeout,
+                    &c.history,
+                )
+                .await?
             }
-        }
+            _ => checkpoint::Resume::default(),
+        };
+        let summary = resume.summary.clone();
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(config.queue_ops.max(1));
         let mut known = known;
@@ -354,8 +310,7 @@ impl ClusterWriter {
             cmds: tx,
             shared,
             masters,
-            checkpoints,
-            checkpoint_keys,
+            summary,
         })
     }
 
@@ -396,44 +351,64 @@ impl ClusterWriter {
         self.flush().await
     }
 
-    /// Every master's checkpoint as read at connect time (`host:port` ->
-    /// offset); masters without one are absent. Empty unless
-    /// [`WriterConfig::checkpoint`] or [`WriterConfig::skip_applied`] is set.
-    pub fn checkpoints(&self) -> &BTreeMap<String, u64> {
-        &self.checkpoints
-    }
-
-    /// The checkpoint key of every master at connect time (`host:port` ->
-    /// key). Empty unless checkpoints or `skip_applied` are configured.
-    pub fn checkpoint_keys(&self) -> &BTreeMap<String, String> {
-        &self.checkpoint_keys
-    }
-
-    /// Where to resume the source after a restart: the smallest connect-time
-    /// checkpoint, a master without one counting as 0 as soon as any master
-    /// has one (see the module docs); `None` if no master has one.
-    pub fn min_checkpoint(&self) -> Option<u64> {
-        let min = self.checkpoints.values().min().copied()?;
-        if self.checkpoints.len() < self.checkpoint_keys.len() {
-            return Some(0);
+    /// Queues ops that must commit together: a source `MULTI`/`EXEC`
+    /// block. With checkpointing on and every op in one slot they go into
+    /// one transaction; otherwise they are applied per slot (counted in
+    /// [`WriterStats::split_groups`] when they span slots). Offsets must be
+    /// non-decreasing.
+    ///
+    /// # Errors
+    /// The writer's fatal error, once it has stopped.
+    pub async fn submit_group(&mut self, ops: Vec<Op>) -> Result<(), WriterError> {
+        if let Some(e) = self.shared.error() {
+            return Err(e);
         }
-        Some(min)
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.cmds
+            .send(Cmd::Group(ops))
+            .await
+            .map_err(|_| self.stopped())
     }
 
-    /// Stops writing checkpoints and deletes every master's checkpoint key
-    /// (in each master's pipeline, after everything submitted before);
-    /// returns how many keys existed. For cleanup after cutover.
+    /// Turns the per-slot transactions with checkpoints on or off for the
+    /// ops submitted after this call (no effect without
+    /// [`WriterConfig::checkpoint`]). Off, ops are plain pipelined commands
+    /// and nothing is skipped: for idempotent phases (a snapshot's
+    /// `RESTORE ... REPLACE`).
     ///
     /// # Errors
     /// The writer's fatal error.
-    pub async fn remove_checkpoints(&mut self) -> Result<u64, WriterError> {
-        let (tx, rx) = oneshot::channel();
-        let keys = self.checkpoint_keys.values().cloned().collect();
+    pub async fn set_checkpointing(&mut self, on: bool) -> Result<(), WriterError> {
         self.cmds
-            .send(Cmd::RemoveCheckpoints(keys, tx))
+            .send(Cmd::Checkpointing(on))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Starts a new source history (a full resync): waits until everything
+    /// submitted is acknowledged, then forgets the connect-time checkpoints
+    /// (nothing is skipped any more), writes `history` into later
+    /// checkpoints and restarts offset tracking at 0
+    /// ([`ClusterWriter::applied_offset`]).
+    ///
+    /// # Errors
+    /// The writer's fatal error.
+    pub async fn new_history(&mut self, history: String) -> Result<(), WriterError> {
+        self.flush().await?;
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::NewHistory(history, tx))
             .await
             .map_err(|_| self.stopped())?;
-        rx.await.map_err(|_| self.stopped())?
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// What the target held at connect time (with
+    /// [`WriterConfig::skip_applied`]).
+    pub fn checkpoint_summary(&self) -> &CheckpointSummary {
+        &self.summary
     }
 
     /// The highest source offset such that every op with an offset at or
@@ -458,6 +433,8 @@ impl ClusterWriter {
             reconnects: get(&self.shared.reconnects),
             skipped: get(&self.shared.skipped),
             checkpoints: get(&self.shared.checkpoints),
+            verified: get(&self.shared.verified),
+            split_groups: get(&self.shared.split_groups),
             refreshes: get(&self.shared.refreshes),
         }
     }
@@ -490,27 +467,18 @@ fn parse_seed(seed: &str) -> (String, Auth) {
     (host.to_owned(), auth)
 }
 
-/// `GET` of a checkpoint key: `None` if absent.
-async fn read_checkpoint(
-    conn: &mut Conn,
-    key: &str,
-    timeout: Duration,
-) -> Result<Option<u64>, WriterError> {
-    let reply = conn.call(&["GET", key], timeout).await?;
-    let bad = |reply: String| WriterError::Checkpoint {
-        node: conn.addr().to_owned(),
-        key: key.to_owned(),
-        reply,
-    };
-    match &reply {
-        Value::Null => Ok(None),
-        Value::Bulk(b) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .map(Some)
-            .ok_or_else(|| bad(format!("{reply:?}"))),
-        _ => Err(bad(format!("{reply:?}"))),
+/// The masters of the cluster at `seed` (credentials from the URL when
+/// `config.auth` has none) and the config with those credentials.
+pub(crate) async fn masters_of(
+    seed: &str,
+    mut config: WriterConfig,
+) -> Result<(Vec<String>, WriterConfig), WriterError> {
+    let (addr, url_auth) = parse_seed(seed);
+    if config.auth.password.is_none() {
+        config.auth = url_auth;
     }
+    let (topology, _) = discover(&addr, &config).await?;
+    Ok((topology.masters.iter().map(|n| n.addr()).collect(), config))
 }
 
 /// Re-reads the topology from the first of `addrs` that answers with a

@@ -9,18 +9,30 @@
 //! ```
 //! Anything not carried is counted by reason and logged with its key, never
 //! dropped silently: keys in a db other than 0 (a cluster has only db 0),
-//! already expired keys, commands that cannot be replayed on a cluster.
+//! already expired keys, commands that cannot be replayed on a cluster, keys
+//! under ferry's reserved prefix (`__ferry:`).
+//!
+//! Checkpoints (`target.checkpoints`, see `docs/design.md`): the snapshot is
+//! written with plain idempotent commands; from the snapshot's end on, the
+//! writer commits each slot's ops with a checkpoint key, and a source
+//! `MULTI`/`EXEC` block is submitted as one group (one transaction when its
+//! keys share a slot). A full sync starts a new history (recorded in
+//! `state_dir/target.json`); when ferry had written to a target that was
+//! empty at its first start, the target's masters are flushed first.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use ferry_cluster::checkpoint::is_reserved;
 use ferry_cluster::{ClusterWriter, Op};
 use ferry_ops::{Route, key_slot};
 use ferry_rdb::commands::{CommandBuilder, CommandOptions};
 use ferry_rdb::{Flavor, Item, KeyHeader, Value};
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Filter;
 
@@ -91,6 +103,81 @@ pub struct Counters {
     pub skipped: BTreeMap<&'static str, u64>,
 }
 
+/// Name of the target state file in `state_dir`.
+pub const TARGET_STATE_FILE: &str = "target.json";
+/// Ops of one source transaction buffered at most; a bigger one is
+/// submitted in parts (each part still one group).
+const MAX_TXN_OPS: usize = 100_000;
+
+/// What ferry records about the target, in `state_dir/target.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetState {
+    /// `ferry-target/1`.
+    pub format: String,
+    /// The target held no key when ferry first started on this state_dir
+    /// (a later full resync may then flush it).
+    pub empty_at_start: bool,
+    /// The source history (one full sync) the target's checkpoints belong
+    /// to; `None` before the first full sync.
+    pub history: Option<String>,
+}
+
+impl TargetState {
+    /// A fresh state.
+    pub fn new(empty_at_start: bool) -> TargetState {
+        TargetState {
+            format: "ferry-target/1".into(),
+            empty_at_start,
+            history: None,
+        }
+    }
+
+    /// Loads `dir/target.json`; `None` if absent.
+    pub fn load(dir: &Path) -> Result<Option<TargetState>> {
+        let path = dir.join(TARGET_STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let state: TargetState = serde_json::from_str(&text)
+            .with_context(|| format!("corrupt {} (delete it to start over)", path.display()))?;
+        Ok(Some(state))
+    }
+
+    /// Saves atomically (temp file, fsync, rename, fsync of the directory).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(TARGET_STATE_FILE);
+        let tmp = dir.join(format!("{TARGET_STATE_FILE}.tmp"));
+        let body = serde_json::to_string(self).context("target state")?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(body.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot rename over {}", path.display()))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// A name for a new history: the source's replid and offset, plus a nonce
+/// so that two full syncs never share one.
+pub fn history_name(replid: &str, offset: u64) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let nonce = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    let short = &replid[..replid.len().min(12)];
+    format!("{short}-{offset}-{nonce:016x}")
+}
+
 /// Feeds the cluster writer and tracks what is applied.
 pub struct Applier {
     writer: ClusterWriter,
@@ -104,6 +191,13 @@ pub struct Applier {
     tokens: VecDeque<(u64, Applied)>,
     last_op_offset: u64,
     filter: Filter,
+    /// Checkpoint mode for the stream (`target.checkpoints`).
+    checkpoints: bool,
+    /// `state_dir` and what it records about the target.
+    state_dir: PathBuf,
+    state: TargetState,
+    /// Ops of the source transaction being read (between MULTI and EXEC).
+    txn: Option<Vec<Op>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -125,6 +219,9 @@ impl Applier {
         target: TargetFormat,
         restore: bool,
         filter: Filter,
+        checkpoints: bool,
+        state_dir: PathBuf,
+        state: TargetState,
     ) -> Applier {
         Applier {
             writer,
@@ -140,6 +237,10 @@ impl Applier {
             tokens: VecDeque::new(),
             last_op_offset: 0,
             filter,
+            checkpoints,
+            state_dir,
+            state,
+            txn: None,
             counters: Counters::default(),
         }
     }
@@ -155,11 +256,68 @@ impl Applier {
     }
 
     async fn submit(&mut self, args: Vec<Bytes>, slot: Option<u16>, offset: u64) -> Result<()> {
+        if let Some(txn) = &mut self.txn {
+            txn.push(Op { args, slot, offset });
+            if txn.len() >= MAX_TXN_OPS {
+                self.submit_txn().await?;
+                self.txn = Some(Vec::new());
+            }
+            return Ok(());
+        }
         self.last_op_offset = offset;
         self.writer
             .submit(Op { args, slot, offset })
             .await
             .context("writing to the target cluster")
+    }
+
+    /// Submits the buffered source transaction as one group.
+    async fn submit_txn(&mut self) -> Result<()> {
+        let Some(ops) = self.txn.take() else {
+            return Ok(());
+        };
+        if let Some(last) = ops.last() {
+            self.last_op_offset = last.offset;
+        }
+        self.writer
+            .submit_group(ops)
+            .await
+            .context("writing to the target cluster")
+    }
+
+    /// A full sync begins: a new history. Everything before is finished
+    /// first; a target ferry wrote to is flushed if it was empty at the
+    /// first start (keys deleted on the source since must not survive).
+    async fn new_history(&mut self, replid: &str, offset: u64) -> Result<()> {
+        self.txn = None;
+        let history = history_name(replid, offset);
+        self.writer
+            .new_history(history.clone())
+            .await
+            .context("finishing writes before a full resync")?;
+        self.tokens.clear();
+        self.last_op_offset = 0;
+        self.writer
+            .set_checkpointing(false)
+            .await
+            .context("target cluster")?;
+        if self.state.history.is_some() {
+            if self.state.empty_at_start {
+                tracing::warn!(
+                    "full resync: flushing the target's masters before loading the new snapshot \
+                     (the target was empty when ferry first started)"
+                );
+                self.submit(vec!["FLUSHALL".into()], None, offset + 1)
+                    .await?;
+            } else {
+                tracing::warn!(
+                    "full resync into a target that was not empty when ferry first started: \
+                     keys deleted on the source since the last sync may remain in the target"
+                );
+            }
+        }
+        self.state.history = Some(history);
+        self.state.save(&self.state_dir)
     }
 
     async fn submit_all(&mut self, cmds: Vec<Vec<Bytes>>, slot: u16, offset: u64) -> Result<()> {
@@ -172,13 +330,20 @@ impl Applier {
     /// Apply one link event.
     pub async fn event(&mut self, ev: LinkEvent) -> Result<()> {
         match ev {
-            LinkEvent::FullSync { offset, .. } => {
+            LinkEvent::FullSync { replid, offset, .. } => {
+                self.new_history(&replid, offset).await?;
                 self.snapshot_offset = offset;
                 self.file = None;
             }
             LinkEvent::Continue { .. } | LinkEvent::Reconnecting { .. } => {}
             LinkEvent::Rdb(item) => self.rdb(item).await?,
             LinkEvent::SnapshotEnd { applied } => {
+                if self.checkpoints {
+                    self.writer
+                        .set_checkpointing(true)
+                        .await
+                        .context("target cluster")?;
+                }
                 self.tokens.push_back((self.last_op_offset, applied))
             }
             LinkEvent::Stream { event, applied } => {
@@ -206,6 +371,10 @@ impl Applier {
             }
             Item::Key(k) => {
                 let h = &k.header;
+                if is_reserved(&h.key) {
+                    self.skip("reserved_prefix", &lossy(&h.key));
+                    return Ok(());
+                }
                 if !self.filter.db(h.db) {
                     self.filtered("filtered_db");
                     return Ok(());
@@ -256,6 +425,11 @@ impl Applier {
                 self.counters.keys_applied += 1;
             }
             Item::BigKeyStart(h) => {
+                if is_reserved(&h.key) {
+                    self.skip("reserved_prefix", &lossy(&h.key));
+                    self.big = None;
+                    return Ok(());
+                }
                 let keep = self.filter.db(h.db) && self.filter.key(&h.key);
                 if !keep {
                     let reason = if self.filter.db(h.db) {
@@ -294,13 +468,20 @@ impl Applier {
     }
 
     async fn stream(&mut self, ev: StreamEvent) -> Result<()> {
-        let StreamEvent::Command {
-            cmd,
-            db,
-            end_offset,
-        } = ev
-        else {
-            return Ok(());
+        let (cmd, db, end_offset) = match ev {
+            StreamEvent::Command {
+                cmd,
+                db,
+                end_offset,
+            } => (cmd, db, end_offset),
+            StreamEvent::Multi { .. } => {
+                // A nested MULTI cannot happen; keep what was read anyway.
+                self.submit_txn().await?;
+                self.txn = Some(Vec::new());
+                return Ok(());
+            }
+            StreamEvent::Exec { .. } => return self.submit_txn().await,
+            _ => return Ok(()),
         };
         if !self.filter.db(db) {
             self.filtered("filtered_db");
@@ -361,10 +542,19 @@ impl Applier {
         let pass: Vec<bool> = keys
             .indexes
             .iter()
-            .map(|&i| self.filter.key(&args[i]))
+            .map(|&i| self.filter.key(&args[i]) && !is_reserved(&args[i]))
             .collect();
         if pass.iter().all(|p| *p) {
             return Some(args);
+        }
+        if let Some(&i) = keys.indexes.iter().find(|&&i| is_reserved(&args[i])) {
+            self.skip(
+                "reserved_prefix",
+                &format!("{} {}", lossy(&args[0]), lossy(&args[i])),
+            );
+            if !pass.iter().any(|p| *p) {
+                return None;
+            }
         }
         if !pass.iter().any(|p| *p) {
             self.filtered("filtered_key");

@@ -114,6 +114,10 @@ pub struct Endpoint {
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
+    /// Target only: commit ops per slot with a checkpoint key (exactly-once
+    /// replay after a crash). Default true.
+    #[serde(default)]
+    pub checkpoints: Option<bool>,
 }
 
 /// TLS settings of an endpoint.
@@ -278,6 +282,9 @@ impl Config {
         if cfg.http.token.as_deref() == Some("") {
             bail!("http.token is empty (remove it to serve without a token)");
         }
+        if cfg.source.checkpoints.is_some() {
+            bail!("source.checkpoints: checkpoints are a target setting (target.checkpoints)");
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -285,6 +292,11 @@ impl Config {
             );
         }
         Ok(cfg)
+    }
+
+    /// Whether checkpoints are written to the target (`target.checkpoints`).
+    pub fn checkpoints(&self) -> bool {
+        self.target.checkpoints.unwrap_or(true)
     }
 
     /// Read and parse a configuration file.
@@ -370,6 +382,16 @@ mod tests {
         assert_eq!(cfg.snapshot, Snapshot::default());
         assert_eq!(cfg.filter, Filter::default());
         assert_eq!(cfg.verify, Verify::default());
+        assert_eq!(cfg.target.checkpoints, Some(true));
+        let default =
+            Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");
+        assert!(default.expect("minimal").checkpoints());
+        let err = Config::parse(
+            "source: { url: \"redis://a:1\", checkpoints: true }\ntarget: { url: \"redis://b:2\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("target.checkpoints"), "{err}");
     }
 
     #[test]

@@ -217,3 +217,38 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             Ok(ok)
         })
 }
+
+/// Arguments of `ferry cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The configuration ferry ran with (its `target`).
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+}
+
+/// Run `ferry cleanup`: delete every key under ferry's reserved prefix
+/// (`__ferry:`, the checkpoints) from every master of the target. Run it
+/// after cutover, once `ferry run` is stopped (a running daemon writes
+/// them again).
+pub fn cleanup(args: &CleanupArgs) -> Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let dst = parse_url(&cfg.target.url)?;
+    let config = ferry_cluster::WriterConfig {
+        auth: Auth {
+            user: dst.user,
+            password: dst.password,
+        },
+        tls: cfg.target.tls_config(),
+        ..Default::default()
+    };
+    let n = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(ferry_cluster::checkpoint::remove_all(&dst.addr, config))
+        .with_context(|| format!("target {}", crate::config::redact(&cfg.target.url)))?;
+    println!(
+        "removed {n} keys under {} from the target",
+        ferry_cluster::RESERVED_PREFIX
+    );
+    Ok(())
+}

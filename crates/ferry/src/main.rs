@@ -35,6 +35,8 @@ enum Command {
     Cutover(control::CutoverArgs),
     /// Compare source and target now: exit 0 identical, 1 differences, 2 error.
     Verify(verify::VerifyArgs),
+    /// After cutover: delete ferry's own keys (checkpoints, `__ferry:*`) from the target.
+    Cleanup(control::CleanupArgs),
     /// Decode an RDB dump offline into commands, JSON, or a summary.
     Rdb(rdb_cmd::RdbArgs),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Rdb(args) => rdb_cmd::run(&args),
+        Command::Cleanup(args) => control::cleanup(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

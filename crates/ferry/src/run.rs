@@ -8,6 +8,11 @@
 //! It prints one status line a second and serves `/status` (JSON) and
 //! `/metrics` (Prometheus text) on `http.listen`. SIGINT/SIGTERM stop it
 //! cleanly: in-flight writes are finished and the position is saved.
+//!
+//! Restart: the link resumes from `state_dir/position.json` (a lower bound
+//! of what is applied); with `target.checkpoints` (the default) the writer
+//! reads every slot's checkpoint at connect time and skips what the target
+//! already committed, so every command is applied exactly once.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth as WAuth, ClusterWriter, Conn, WriterConfig};
+use ferry_cluster::{Auth as WAuth, CheckpointConfig, ClusterWriter, Conn, WriterConfig};
 use ferry_replica::{Auth as LAuth, Link, LinkConfig, LinkStatus, Phase};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applier, TargetFormat};
+use crate::apply::{Applier, TargetFormat, TargetState, history_name};
 use crate::config::{Config, RestoreMode, parse_url, redact};
 
 /// Arguments of `ferry run`.
@@ -47,6 +52,12 @@ pub struct TargetStats {
     pub retry: u64,
     /// Connections to target nodes re-established.
     pub reconnects: u64,
+    /// Transactions committed with a checkpoint.
+    pub checkpoints: u64,
+    /// Ops not sent because the target had committed them before a restart.
+    pub skipped_applied: u64,
+    /// Source MULTI/EXEC blocks whose keys span slots (applied per slot).
+    pub split_transactions: u64,
 }
 
 /// The `/status` document.
@@ -160,8 +171,11 @@ impl Status {
              ferry_target_errors_total{{kind=\"moved\"}} {}\n\
              ferry_target_errors_total{{kind=\"ask\"}} {}\n\
              ferry_target_errors_total{{kind=\"retry\"}} {}\n\
+             # TYPE ferry_checkpoints_total counter\nferry_checkpoints_total {}\n\
+             # TYPE ferry_skipped_applied_total counter\nferry_skipped_applied_total {}\n\
+             # TYPE ferry_transactions_split_total counter\nferry_transactions_split_total {}\n\
              # TYPE ferry_keys_skipped_total counter\n",
-            t.moved, t.ask, t.retry
+            t.moved, t.ask, t.retry, t.checkpoints, t.skipped_applied, t.split_transactions
         ));
         for (reason, n) in &self.skipped {
             m.push_str(&format!(
@@ -375,9 +389,14 @@ async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
     }
 }
 
-/// Refuse to start a new migration into a target that already holds keys:
-/// it may be the wrong cluster, or another application's.
-async fn check_target_empty(masters: &[String], auth: &WAuth) -> Result<()> {
+/// Whether the target holds no key: `Err(why not)` names a master and its
+/// key count. A new migration into a non-empty target is refused unless
+/// `--allow-nonempty-target`: it may be the wrong cluster, or another
+/// application's.
+async fn target_is_empty(
+    masters: &[String],
+    auth: &WAuth,
+) -> Result<std::result::Result<(), String>> {
     for addr in masters {
         let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
             .await
@@ -389,13 +408,13 @@ async fn check_target_empty(masters: &[String], auth: &WAuth) -> Result<()> {
             .as_int()
             .unwrap_or(0);
         if n > 0 {
-            bail!(
+            return Ok(Err(format!(
                 "the target is not empty: {addr} holds {n} keys. Start with --allow-nonempty-target \
                  to migrate into it anyway (migrated keys are overwritten, others are left alone)"
-            );
+            )));
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Refuse to start when the source holds keys in a db the filter leaves out
@@ -472,30 +491,69 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     }
 
     let format = target_format(&dst.addr, &wauth).await?;
+    let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
+    let mut state = TargetState::load(&cfg.state_dir)?;
+    if state.as_ref().is_none_or(|s| s.history.is_none()) && position.exists() {
+        // A state_dir from before checkpoints: start one history now
+        // (nothing of it is in the target yet, so nothing is skipped).
+        let mut s = state.clone().unwrap_or_else(|| TargetState::new(false));
+        s.history = Some(history_name("resumed", 0));
+        s.save(&cfg.state_dir)?;
+        state = Some(s);
+    }
+    let history = state.as_ref().and_then(|s| s.history.clone());
+    let checkpoints = cfg.checkpoints();
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
             auth: wauth.clone(),
+            checkpoint: checkpoints.then(|| CheckpointConfig {
+                history: history.clone().unwrap_or_default(),
+            }),
+            skip_applied: checkpoints && history.is_some(),
             ..Default::default()
         },
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
     tracing::info!(masters = ?writer.masters(), "target cluster");
-    let resuming = cfg
-        .state_dir
-        .join(ferry_replica::link::POSITION_FILE)
-        .exists();
+    if checkpoints && history.is_some() {
+        let c = writer.checkpoint_summary();
+        tracing::info!(
+            slots = c.slots,
+            barriers = c.barriers,
+            min = ?c.min,
+            max = ?c.max,
+            other_history = c.other_history,
+            "checkpoints in the target: ops at or below them are not applied again"
+        );
+    }
+    let resuming = position.exists();
     let facts = crate::preflight::check(&cfg, writer.masters(), &wauth, resuming).await?;
     check_source_dbs(&src, &cfg).await?;
-    if !resuming && !allow_nonempty_target {
-        check_target_empty(writer.masters(), &wauth).await?;
-    }
+    let state = match state {
+        Some(s) => s,
+        None => {
+            // A new migration.
+            let empty = target_is_empty(writer.masters(), &wauth).await?;
+            if let Err(e) = &empty
+                && !allow_nonempty_target
+            {
+                bail!("{e}");
+            }
+            let s = TargetState::new(empty.is_ok());
+            s.save(&cfg.state_dir)?;
+            s
+        }
+    };
     let mut applier = Applier::new(
         writer,
         format,
         cfg.snapshot.restore != RestoreMode::Never,
         cfg.filter.clone(),
+        checkpoints,
+        cfg.state_dir.clone(),
+        state,
     );
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
@@ -620,6 +678,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                     ask: w.ask,
                     retry: w.retries,
                     reconnects: w.reconnects,
+                    checkpoints: w.checkpoints,
+                    skipped_applied: w.skipped,
+                    split_transactions: w.split_groups,
                 }
             },
             error: None,

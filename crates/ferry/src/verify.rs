@@ -157,7 +157,7 @@ pub fn compare(a: &Side, b: &Side, ttl_tolerance_ms: i64) -> Option<String> {
 
 /// Keys under this prefix are ferry's own (checkpoints in the target): never
 /// compared, never reported as extra, removed by cleanup.
-pub const RESERVED_PREFIX: &[u8] = b"__ferry:";
+pub const RESERVED_PREFIX: &[u8] = ferry_cluster::RESERVED_PREFIX.as_bytes();
 
 /// Whether a key takes part in a comparison: inside the filter and not one
 /// of ferry's own keys.

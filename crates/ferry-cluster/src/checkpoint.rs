@@ -1,0 +1,316 @@
+//! Per-slot checkpoint keys: names, values, reading them back, removing them.
+//!
+//! ```text
+//! __ferry:ckpt:{<tag of slot s>}     "<history>:<offset>"  the last source offset of slot s
+//!                                                           committed in one MULTI/EXEC with
+//!                                                           its ops (written by the engine)
+//! __ferry:barrier:{<tag of slot s>}  "<history>:<offset>"  the last op for every master
+//!                                                           (FLUSHALL, FUNCTION LOAD, ...)
+//!                                                           committed on the node serving s,
+//!                                                           in one MULTI/EXEC with it
+//! ```
+//!
+//! `<tag of slot s>` is a short decimal string whose CRC16 slot is `s`
+//! ([`slot_tag`]; the table of 16384 tags is computed once and checked
+//! with [`ferry_ops::key_slot`]). `<history>` names one full sync of the
+//! source ([`CheckpointConfig::history`](crate::CheckpointConfig)): values
+//! of another history never cause a skip. Everything ferry stores in the
+//! target starts with [`RESERVED_PREFIX`].
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferry_ops::{SLOTS, Topology, key_slot};
+use ferry_resp::{Value, put_command};
+use tokio::sync::mpsc;
+
+use crate::conn::{Auth, Conn, ConnError, PipeEvent};
+use crate::error::WriterError;
+
+/// The prefix of every key ferry itself writes into the target. `verify`
+/// ignores keys under it, `ferry cleanup` deletes them, and source keys
+/// under it are not carried.
+pub const RESERVED_PREFIX: &str = "__ferry:";
+/// The prefix of the per-slot checkpoint keys.
+pub const CKPT_PREFIX: &str = "__ferry:ckpt:";
+/// The prefix of the per-slot barrier keys (see the module docs).
+pub const BARRIER_PREFIX: &str = "__ferry:barrier:";
+
+/// Whether `key` is under [`RESERVED_PREFIX`].
+pub fn is_reserved(key: &[u8]) -> bool {
+    key.starts_with(RESERVED_PREFIX.as_bytes())
+}
+
+fn tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags: Vec<Option<String>> = vec![None; usize::from(SLOTS)];
+        let mut left = usize::from(SLOTS);
+        let mut n = 0u64;
+        while left > 0 {
+            let tag = n.to_string();
+            let slot = usize::from(key_slot(tag.as_bytes()));
+            if tags[slot].is_none() {
+                tags[slot] = Some(tag);
+                left -= 1;
+            }
+            n += 1;
+        }
+        tags.into_iter().map(|t| t.unwrap_or_default()).collect()
+    })
+}
+
+/// A short hash tag whose slot is `slot` (`slot` < 16384).
+pub fn slot_tag(slot: u16) -> &'static str {
+    &tags()[usize::from(slot)]
+}
+
+/// The checkpoint key of `slot`.
+pub fn ckpt_key(slot: u16) -> String {
+    format!("{CKPT_PREFIX}{{{}}}", slot_tag(slot))
+}
+
+/// The barrier key of `slot`.
+pub fn barrier_key(slot: u16) -> String {
+    format!("{BARRIER_PREFIX}{{{}}}", slot_tag(slot))
+}
+
+/// A checkpoint value.
+pub fn encode(history: &str, offset: u64) -> String {
+    format!("{history}:{offset}")
+}
+
+/// `(history, offset)` of a checkpoint value.
+pub fn decode(value: &[u8]) -> Option<(&str, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (history, offset) = text.rsplit_once(':')?;
+    Some((history, offset.parse().ok()?))
+}
+
+/// What a target holds, read at connect time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resume {
+    /// Per slot: the checkpoint of the current history (0: none).
+    pub(crate) slot: Vec<u64>,
+    /// Per master index: the highest barrier of the current history on the
+    /// slots it serves (0: none).
+    pub(crate) node_barrier: Vec<u64>,
+    /// Summary for logs.
+    pub(crate) summary: CheckpointSummary,
+}
+
+/// What was found in the target at connect time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    /// Slots with a checkpoint of the current history.
+    pub slots: usize,
+    /// Masters with a barrier of the current history.
+    pub barriers: usize,
+    /// The smallest and largest checkpoint of the current history.
+    pub min: Option<u64>,
+    /// See `min`.
+    pub max: Option<u64>,
+    /// Checkpoint and barrier keys of another history (ignored).
+    pub other_history: usize,
+}
+
+/// Sends `cmds` on a fresh connection to `addr` in one pipeline and
+/// returns the replies in order.
+pub(crate) async fn pipelined(
+    addr: &str,
+    auth: &Auth,
+    tls: Option<&ferry_tls::TlsConfig>,
+    timeout: Duration,
+    cmds: &[Vec<Bytes>],
+) -> Result<Vec<Value>, ConnError> {
+    let conn = Conn::connect_tls(addr, auth, timeout, tls).await?;
+    if cmds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let pipe = conn.into_pipeline((), tx);
+    let mut buf = BytesMut::new();
+    for c in cmds {
+        put_command(&mut buf, c);
+    }
+    pipe.send(buf.freeze());
+    let mut out = Vec::with_capacity(cmds.len());
+    let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(cmds.len() as u64);
+    while out.len() < cmds.len() {
+        let ev = tokio::time::timeout_at(deadline, rx.recv()).await;
+        match ev {
+            Ok(Some(((), PipeEvent::Replies(v)))) => out.extend(v),
+            Ok(Some(((), PipeEvent::Lost(e)))) => return Err(e),
+            Ok(None) | Err(_) => {
+                return Err(ConnError::Timeout {
+                    addr: addr.to_owned(),
+                    what: "reply",
+                    after: timeout,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the checkpoint and barrier keys of every slot from the master
+/// serving it (one pipeline per master) and keeps those of `history`.
+pub(crate) async fn read(
+    topology: &Topology,
+    auth: &Auth,
+    tls: Option<&ferry_tls::TlsConfig>,
+    timeout: Duration,
+    history: &str,
+) -> Result<Resume, WriterError> {
+    let mut resume = Resume {
+        slot: vec![0; usize::from(SLOTS)],
+        node_barrier: vec![0; topology.masters.len()],
+        summary: CheckpointSummary::default(),
+    };
+    for (i, node) in topology.masters.iter().enumerate() {
+        let slots: Vec<u16> = topology
+            .slots
+            .ranges()
+            .filter(|(_, _, n)| *n == i)
+            .flat_map(|(lo, hi, _)| lo..=hi)
+            .collect();
+        let mut cmds = Vec::with_capacity(slots.len() * 2);
+        for &s in &slots {
+            cmds.push(vec![Bytes::from_static(b"GET"), Bytes::from(ckpt_key(s))]);
+            cmds.push(vec![
+                Bytes::from_static(b"GET"),
+                Bytes::from(barrier_key(s)),
+            ]);
+        }
+        let addr = node.addr();
+        let replies = pipelined(&addr, auth, tls, timeout, &cmds).await?;
+        for (n, reply) in replies.iter().enumerate() {
+            let slot = slots[n / 2];
+            let key = &cmds[n][1];
+            let value = match reply {
+                Value::Null => continue,
+                Value::Bulk(b) => decode(b),
+                _ => None,
+            };
+            let Some((h, offset)) = value else {
+                return Err(WriterError::Checkpoint {
+                    node: addr.clone(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reply: format!("{reply:?}"),
+                });
+            };
+            if h != history {
+                resume.summary.other_history += 1;
+                continue;
+            }
+            if n % 2 == 0 {
+                resume.slot[usize::from(slot)] = offset;
+                resume.summary.slots += 1;
+                resume.summary.min = Some(resume.summary.min.map_or(offset, |m| m.min(offset)));
+                resume.summary.max = Some(resume.summary.max.map_or(offset, |m| m.max(offset)));
+            } else {
+                resume.node_barrier[i] = resume.node_barrier[i].max(offset);
+            }
+        }
+        if resume.node_barrier[i] > 0 {
+            resume.summary.barriers += 1;
+        }
+    }
+    Ok(resume)
+}
+
+/// Deletes every key under [`RESERVED_PREFIX`] from every master of the
+/// cluster at `seed` (`SCAN MATCH` per master, then `DEL` per key);
+/// returns how many were deleted.
+///
+/// # Errors
+/// Connection, topology and reply errors.
+pub async fn remove_all(seed: &str, config: crate::WriterConfig) -> Result<u64, WriterError> {
+    let (masters, config) = crate::writer::masters_of(seed, config).await?;
+    let timeout = config.connect_timeout;
+    let mut deleted = 0;
+    for addr in masters {
+        let mut conn = Conn::connect_tls(&addr, &config.auth, timeout, config.tls.as_ref()).await?;
+        let pattern = format!("{RESERVED_PREFIX}*");
+        let mut cursor = b"0".to_vec();
+        let mut keys: Vec<Bytes> = Vec::new();
+        loop {
+            let reply = conn
+                .call(
+                    &[
+                        b"SCAN".as_slice(),
+                        &cursor,
+                        b"MATCH",
+                        pattern.as_bytes(),
+                        b"COUNT",
+                        b"1000",
+                    ],
+                    timeout,
+                )
+                .await?;
+            let parts = reply.as_array().unwrap_or_default();
+            let (Some(next), Some(found)) = (
+                parts.first().and_then(Value::as_bytes),
+                parts.get(1).and_then(|v| v.as_array()),
+            ) else {
+                return Err(WriterError::Unexpected {
+                    node: addr.clone(),
+                    reply: format!("{reply:?} to SCAN"),
+                });
+            };
+            keys.extend(found.iter().filter_map(|k| k.as_bytes().cloned()));
+            if next.as_ref() == b"0" {
+                break;
+            }
+            cursor = next.to_vec();
+        }
+        drop(conn);
+        let cmds: Vec<Vec<Bytes>> = keys
+            .iter()
+            .map(|k| vec![Bytes::from_static(b"DEL"), k.clone()])
+            .collect();
+        for chunk in cmds.chunks(10_000) {
+            let replies =
+                pipelined(&addr, &config.auth, config.tls.as_ref(), timeout, chunk).await?;
+            for r in replies {
+                match r {
+                    Value::Integer(n) => deleted += u64::try_from(n).unwrap_or(0),
+                    other => {
+                        return Err(WriterError::Unexpected {
+                            node: addr.clone(),
+                            reply: format!("{other:?} to DEL"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_has_a_short_tag_of_its_own() {
+        let mut longest = 0;
+        for s in 0..SLOTS {
+            let tag = slot_tag(s);
+            assert_eq!(key_slot(tag.as_bytes()), s);
+            assert_eq!(key_slot(ckpt_key(s).as_bytes()), s);
+            assert_eq!(key_slot(barrier_key(s).as_bytes()), s);
+            longest = longest.max(tag.len());
+        }
+        assert!(longest <= 6, "{longest}");
+        assert!(is_reserved(ckpt_key(7).as_bytes()));
+    }
+
+    #[test]
+    fn values_round_trip() {
+        assert_eq!(decode(encode("ab:cd", 42).as_bytes()), Some(("ab:cd", 42)));
+        assert_eq!(decode(b"nope"), None);
+        assert_eq!(decode(b"h:x"), None);
+    }
+}
