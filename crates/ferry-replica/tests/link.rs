@@ -1,6 +1,8 @@
 //! The tokio link against real servers: full sync (disk and diskless) and
 //! stream with exact offsets and applied ACKs, resume after a restart,
-//! a stalled consumer spooling to disk, credentials and ACL, Valkey 9.
+//! a stalled consumer spooling to disk (a tight output-buffer limit, and a
+//! 20 s stall under heavy writes at the default limits), handshake
+//! warnings, credentials and ACL, Valkey 9.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,43 @@ use ferry_replica::{
 };
 use ferry_testkit::{Flavor, Server, info_field};
 use tokio_util::sync::CancellationToken;
+
+/// Captures `tracing` output of the whole test binary (the link logs from
+/// tokio worker threads, so a thread-local subscriber would miss it).
+mod logs {
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+
+    static BUF: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Sink;
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            BUF.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Installs the capturing subscriber (once per process).
+    pub fn capture() {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(|| Sink)
+                .with_ansi(false)
+                .try_init();
+        });
+    }
+
+    /// Everything logged so far.
+    pub fn captured() -> String {
+        String::from_utf8_lossy(&BUF.lock().unwrap()).into_owned()
+    }
+}
 
 /// Bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(15);
@@ -32,7 +71,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn spawn(handle: LinkHandle, mut rx: tokio::sync::mpsc::Receiver<LinkEvent>) -> Consumer {
+    fn spawn(handle: LinkHandle, mut rx: ferry_replica::LinkEvents) -> Consumer {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stall = Arc::new(AtomicBool::new(false));
         let (ev, st) = (events.clone(), stall.clone());
@@ -187,6 +226,7 @@ async fn caught_up(server: &Server, consumer: &Consumer) -> u64 {
 }
 
 async fn full_sync(diskless: bool) {
+    logs::capture();
     let server = Server::builder(Flavor::Redis70)
         .arg("repl-diskless-sync", if diskless { "yes" } else { "no" })
         .arg("repl-diskless-sync-delay", "0")
@@ -209,6 +249,29 @@ async fn full_sync(diskless: bool) {
     assert_eq!(status.received_offset, Some(at));
     assert_eq!(status.applied_offset, Some(at));
     assert_eq!(status.spool_disk_bytes, 0);
+    // A consumer that keeps up: the spool never wrote a segment file.
+    assert_eq!(
+        (
+            status.spool_segments_written,
+            status.spool_disk_bytes_written
+        ),
+        (0, 0)
+    );
+    // Redis 7.0 refuses `REPLCONF version`: tolerated, counted, logged.
+    assert_eq!(
+        status.handshake_warnings,
+        1,
+        "{:?}",
+        link.handshake_warnings()
+    );
+    let warnings = link.handshake_warnings();
+    assert_eq!(warnings[0].request, "REPLCONF version");
+    assert!(warnings[0].message.starts_with("ERR"), "{warnings:?}");
+    let logged = logs::captured();
+    assert!(
+        logged.contains("WARN") && logged.contains("REPLCONF version answered -ERR"),
+        "{logged}"
+    );
     wait_for("the INFO poller", || {
         link.status().source_offset == Some(at)
     })
@@ -433,8 +496,220 @@ async fn valkey9_diskless_sends_valkey080() {
         })
     );
     assert_eq!(keys(&events), 1000);
+    // Valkey 9 accepts `REPLCONF version`.
+    assert_eq!(link.status().handshake_warnings, 0);
+    assert!(link.handshake_warnings().is_empty());
     let expected = write_some(&server, "v", 5);
     caught_up(&server, &consumer).await;
     assert_eq!(data_commands(&consumer.snapshot()), expected);
+    link.shutdown().await.expect("shutdown");
+}
+
+/// Counts what a stalled consumer finally receives, without holding the
+/// values: SET keys in order, and every stream offset.
+#[derive(Default)]
+struct Tally {
+    set_keys: Vec<u64>,
+    last_offset: Option<u64>,
+    offsets_increase: bool,
+    reconnects: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
+    /// Stall length (the issue's scenario).
+    const STALL: Duration = Duration::from_secs(20);
+    /// Write load bound: at most this many 1 KB SETs, for at most STALL.
+    /// (300 MB: more than the 256 MB hard limit, so a replica that stopped
+    /// reading would be dropped.)
+    const MAX_WRITES: u64 = 300_000;
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    // The defaults, untouched: replica 256mb hard, 64mb/60s soft.
+    let limits: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("client-output-buffer-limit")
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(
+        limits[1].contains("slave 268435456 67108864 60"),
+        "{limits:?}"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    cfg.spool.memory_bytes = 1 << 20;
+    cfg.spool.segment_bytes = 8 << 20;
+    cfg.channel_capacity = 64;
+    // The source pings every 10 s once the writes stop.
+    cfg.timeout = Duration::from_secs(30);
+    let spool_dir = cfg.spool.dir.clone();
+    assert!(
+        spool_dir.starts_with(dir.path()),
+        "segments go under the state dir"
+    );
+    let (link, mut rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let handle = link.handle();
+    let stall = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally {
+        offsets_increase: true,
+        ..Tally::default()
+    }));
+    let snapshot_done = Arc::new(AtomicBool::new(false));
+    {
+        let (stall, tally, done) = (stall.clone(), tally.clone(), snapshot_done.clone());
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                while stall.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let mut t = tally.lock().unwrap();
+                match &e {
+                    LinkEvent::SnapshotEnd { applied } => {
+                        done.store(true, Ordering::Relaxed);
+                        t.last_offset = Some(applied.offset);
+                        handle.applied(*applied);
+                    }
+                    LinkEvent::Stream { event, applied } => {
+                        let end = event.end_offset();
+                        if t.last_offset.is_some_and(|o| end <= o) {
+                            t.offsets_increase = false;
+                        }
+                        t.last_offset = Some(end);
+                        if let StreamEvent::Command { cmd, .. } = event
+                            && cmd.args[0].eq_ignore_ascii_case(b"SET")
+                            && let Some(n) = std::str::from_utf8(&cmd.args[1])
+                                .ok()
+                                .and_then(|k| k.strip_prefix("s:"))
+                                .and_then(|n| n.parse().ok())
+                        {
+                            t.set_keys.push(n);
+                        }
+                        handle.applied(*applied);
+                    }
+                    LinkEvent::Reconnecting { reason } => t.reconnects.push(reason.clone()),
+                    _ => {}
+                }
+            }
+        });
+    }
+    wait_for("the snapshot", || snapshot_done.load(Ordering::Relaxed)).await;
+    // A diskless source lists the replica online once its fork exited.
+    wait_for("the replica online", || {
+        server
+            .info("replication")
+            .contains("port=7777,state=online")
+    })
+    .await;
+    let full = info_u64(&server, "stats", "sync_full");
+    let partial = info_u64(&server, "stats", "sync_partial_ok");
+
+    stall.store(true, Ordering::Relaxed);
+    let stalled_at = Instant::now();
+    let url = server.url();
+    let writer = tokio::task::spawn_blocking(move || {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let value = vec![b'v'; 1000];
+        let started = Instant::now();
+        let mut n = 0u64;
+        // Spread over most of the stall: a sustained load, not one burst.
+        let pace = STALL.mul_f64(0.9).as_secs_f64() / MAX_WRITES as f64;
+        while n < MAX_WRITES && started.elapsed() < STALL {
+            let due = Duration::from_secs_f64(n as f64 * pace);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let mut pipe = redis::pipe();
+            for _ in 0..500 {
+                pipe.cmd("SET")
+                    .arg(format!("s:{n}"))
+                    .arg(&value[..])
+                    .ignore();
+                n += 1;
+            }
+            pipe.query::<()>(&mut conn).unwrap();
+        }
+        (n, started.elapsed())
+    });
+    let (mut max_disk, mut max_files, mut listed_always) = (0u64, 0usize, true);
+    while stalled_at.elapsed() < STALL {
+        let status = link.status();
+        max_disk = max_disk.max(status.spool_disk_bytes);
+        assert!(!status.spool_full, "the cap was reached");
+        let files = std::fs::read_dir(&spool_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "spool"))
+            })
+            .count();
+        max_files = max_files.max(files);
+        let repl = server.info("replication");
+        if !repl.contains("port=7777,state=online") {
+            eprintln!("not listed: {repl}");
+            listed_always = false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (written, took) = writer.await.unwrap();
+    let held = link.status().spool_bytes;
+    stall.store(false, Ordering::Relaxed);
+    let drain_from = Instant::now();
+    eprintln!(
+        "{written} SETs of 1 KB in {took:?} during a {STALL:?} stall; spool held {held} bytes, \
+         at most {max_disk} on disk in at most {max_files} segment files"
+    );
+    assert!(
+        listed_always,
+        "the replica left INFO replication during the stall"
+    );
+    assert!(
+        max_disk > 0 && max_files > 0,
+        "the spool never grew onto disk"
+    );
+
+    // Drains: the last offset reaches the source's, every SET once, in order.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let at = master_offset(&server);
+        if tally.lock().unwrap().last_offset == Some(at) {
+            break;
+        }
+        assert!(Instant::now() < until, "the spool did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("drained in {:?}", drain_from.elapsed());
+    {
+        let t = tally.lock().unwrap();
+        assert!(
+            t.reconnects.is_empty(),
+            "the link was dropped: {:?}",
+            t.reconnects
+        );
+        assert!(t.offsets_increase);
+        assert_eq!(t.set_keys.len() as u64, written);
+        assert!(
+            t.set_keys.iter().enumerate().all(|(i, n)| *n == i as u64),
+            "SETs out of order or repeated"
+        );
+    }
+    assert_eq!(info_u64(&server, "stats", "sync_full"), full);
+    assert_eq!(info_u64(&server, "stats", "sync_partial_ok"), partial);
+    assert!(
+        server
+            .info("replication")
+            .contains("port=7777,state=online")
+    );
+    let status = link.status();
+    assert_eq!((status.reconnects, status.spool_disk_bytes), (0, 0));
+    assert!(status.spool_segments_written > 0);
+    let left: Vec<_> = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "segments left: {left:?}");
     link.shutdown().await.expect("shutdown");
 }

@@ -56,7 +56,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn spawn(handle: LinkHandle, mut rx: tokio::sync::mpsc::Receiver<LinkEvent>) -> Consumer {
+    fn spawn(handle: LinkHandle, mut rx: ferry_replica::LinkEvents) -> Consumer {
         let events = Arc::new(Mutex::new(Vec::new()));
         let ev = events.clone();
         tokio::spawn(async move {

@@ -54,10 +54,12 @@ pub(super) async fn run(
         if handshook {
             backoff = cfg.reconnect_min;
         }
+        // A push cut off with the connection may still be landing.
+        shared.spool.settle().await;
         {
             let mut inner = shared.lock();
             inner.reconnects += 1;
-            let at = inner.pushed;
+            let at = shared.spool.pushed();
             inner.marks.push_back((
                 at,
                 Mark::Reconnecting {
@@ -65,7 +67,7 @@ pub(super) async fn run(
                 },
             ));
             // Resume where the bytes stop, if that is known.
-            resume = match (&inner.session, inner.received_offset()) {
+            resume = match (&inner.session, inner.received_offset(at)) {
                 (Some(s), Some(offset)) => Some(Position {
                     replid: s.replid.clone(),
                     offset,
@@ -123,6 +125,15 @@ async fn connection(
         }
     };
     *handshook = true;
+    let warnings = hs.warnings().to_vec();
+    for w in &warnings {
+        tracing::warn!(source = %cfg.addr, "replica handshake: {w}");
+    }
+    {
+        let mut inner = shared.lock();
+        inner.warnings_total += warnings.len() as u64;
+        inner.warnings = warnings;
+    }
     let (replid, base, full, db) = match outcome {
         Outcome::FullResync { replid, offset } => {
             *epoch += 1;
@@ -139,9 +150,10 @@ async fn connection(
             )
         }
     };
+    shared.spool.settle().await;
     {
         let mut inner = shared.lock();
-        let at = inner.pushed;
+        let at = shared.spool.pushed();
         let mark = if full {
             Mark::FullSync {
                 epoch: *epoch,
@@ -248,7 +260,7 @@ async fn wait_room(shared: &Shared, token: &CancellationToken) -> usize {
     loop {
         {
             let mut inner = shared.lock();
-            let room = inner.spool.room();
+            let room = shared.spool.room();
             if room > 0 {
                 inner.spool_full = false;
                 return usize::try_from(room).unwrap_or(usize::MAX);
@@ -275,12 +287,7 @@ async fn push(
             return Ok(());
         }
         let part = data.split_to(room.min(data.len()));
-        {
-            let mut inner = shared.lock();
-            let n = part.len() as u64;
-            inner.spool.push(part)?;
-            inner.pushed += n;
-        }
+        shared.spool.push(part).await?;
         shared.data.notify_one();
     }
     Ok(())
@@ -304,7 +311,7 @@ fn awaiting_stream(shared: &Shared, epoch: u64) -> bool {
         return false;
     }
     match inner.snapshot_end {
-        Some((e, pos)) if e == epoch => inner.pushed == pos,
+        Some((e, pos)) if e == epoch => shared.spool.pushed() == pos,
         _ => true,
     }
 }
