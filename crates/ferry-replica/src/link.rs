@@ -347,6 +347,9 @@ struct Inner {
     spool_full: bool,
     reconnects: u64,
     source_offset: Option<u64>,
+    /// (epoch, checkpoint offset) of the latest `REPLCONF GETACK` not yet
+    /// covered by an ACK.
+    getack: Option<(u64, u64)>,
     /// Warnings of the latest handshake, and the count over all of them.
     warnings: Vec<crate::Warning>,
     warnings_total: u64,
@@ -469,6 +472,7 @@ impl Link {
                 spool_full: false,
                 reconnects: 0,
                 source_offset: None,
+                getack: None,
                 warnings: Vec::new(),
                 warnings_total: 0,
             }),

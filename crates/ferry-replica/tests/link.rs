@@ -310,16 +310,32 @@ async fn restart_resumes_with_continue_exactly_once() {
     let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
     let consumer = Consumer::spawn(link.handle(), rx);
     consumer.wait_snapshot().await;
-    let before = write_some(&server, "a", 10);
+    let mut before = write_some(&server, "a", 10);
+    // The stream is in db 2 when ferry stops.
+    let mut conn = server.conn();
+    redis::cmd("SELECT").arg(2).query::<()>(&mut conn).unwrap();
+    redis::cmd("SET")
+        .arg("in2:before")
+        .arg("x")
+        .query::<()>(&mut conn)
+        .unwrap();
+    before.push("SET in2:before x".into());
     caught_up(&server, &consumer).await;
     assert_eq!(data_commands(&consumer.snapshot()), before);
     link.shutdown().await.expect("shutdown");
 
     let full = info_u64(&server, "stats", "sync_full");
     let partial = info_u64(&server, "stats", "sync_partial_ok");
-    // Writes while ferry is down, including a db switch.
-    let mut expected = write_some(&server, "b", 10);
-    let mut conn = server.conn();
+    // Writes while ferry is down: first in db 2, which the source does not
+    // announce again (no SELECT: the saved position carries the db), then
+    // db 0, then db 2 again.
+    redis::cmd("SET")
+        .arg("in2:down")
+        .arg("y")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let mut expected = vec!["SET in2:down y".to_string()];
+    expected.extend(write_some(&server, "b", 10));
     redis::cmd("SELECT").arg(2).query::<()>(&mut conn).unwrap();
     redis::cmd("SET")
         .arg("in2")
@@ -340,6 +356,19 @@ async fn restart_resumes_with_continue_exactly_once() {
         events[0]
     );
     assert_eq!(data_commands(&events), expected);
+    let first = events
+        .iter()
+        .find_map(|e| match e {
+            LinkEvent::Stream { event, .. } if !matches!(event, StreamEvent::Ping { .. }) => {
+                Some(event.clone())
+            }
+            _ => None,
+        })
+        .expect("a stream event");
+    assert!(
+        matches!(&first, StreamEvent::Command { cmd, db: 2, .. } if &cmd.args[1][..] == b"in2:down"),
+        "{first:?}"
+    );
     assert_eq!(info_u64(&server, "stats", "sync_full"), full);
     assert_eq!(info_u64(&server, "stats", "sync_partial_ok"), partial + 1);
     link.shutdown().await.expect("shutdown");
@@ -608,6 +637,11 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
 
     stall.store(true, Ordering::Relaxed);
     let stalled_at = Instant::now();
+    // Let an event already past the stall check finish.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The ACKs report what was applied, never what was received.
+    let applied_before = tally.lock().unwrap().last_offset;
+    let mut acked_beyond_applied = None;
     let url = server.url();
     let writer = tokio::task::spawn_blocking(move || {
         let client = redis::Client::open(url).unwrap();
@@ -651,6 +685,16 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
         if !repl.contains("port=7777,state=online") {
             eprintln!("not listed: {repl}");
             listed_always = false;
+        }
+        let acked = repl
+            .split("port=7777,state=online,offset=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|o| o.parse::<u64>().ok());
+        if let (Some(a), Some(applied)) = (acked, applied_before)
+            && a > applied
+        {
+            acked_beyond_applied = Some((a, applied));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -711,5 +755,107 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "segments left: {left:?}");
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spool_cap_stops_reading_shows_in_status_and_loses_nothing() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    cfg.spool.memory_bytes = 256 << 10;
+    cfg.spool.segment_bytes = 1 << 20;
+    cfg.spool.cap_bytes = 2 << 20;
+    cfg.channel_capacity = 64;
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    caught_up(&server, &consumer).await;
+
+    consumer.stall.store(true, Ordering::Relaxed);
+    // ~4 MB: twice the cap; the rest waits in the source's output buffer.
+    let mut conn = server.conn();
+    let value = vec![b'v'; 1000];
+    let mut expected = Vec::new();
+    for batch in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in 0..200 {
+            let k = format!("cap:{batch}:{i}");
+            pipe.cmd("SET").arg(&k).arg(&value[..]).ignore();
+            expected.push(k);
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    wait_for("the spool to reach its cap", || link.status().spool_full).await;
+    let status = link.status();
+    assert!(status.spool_bytes <= 2 << 20, "{status:?}");
+    assert!(status.spool_bytes > (2 << 20) - (64 << 10), "{status:?}");
+    assert!(
+        server
+            .info("replication")
+            .contains("port=7777,state=online")
+    );
+
+    consumer.stall.store(false, Ordering::Relaxed);
+    caught_up(&server, &consumer).await;
+    let status = link.status();
+    assert!(!status.spool_full);
+    assert_eq!((status.reconnects, status.spool_bytes), (0, 0));
+    let keys: Vec<String> = data_commands(&consumer.snapshot())
+        .into_iter()
+        .map(|c| c.split(' ').nth(1).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(keys, expected);
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn getack_is_answered_once_applied_so_wait_returns() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    // Periodic ACKs far apart: only GETACK can make WAIT return in time.
+    cfg.ack_interval = Duration::from_secs(30);
+    cfg.timeout = Duration::from_secs(30);
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    wait_for("the replica online", || {
+        server
+            .info("replication")
+            .contains("port=7777,state=online")
+    })
+    .await;
+    let mut conn = server.conn();
+    for i in 0..3 {
+        redis::cmd("SET")
+            .arg(format!("w:{i}"))
+            .arg(i)
+            .query::<()>(&mut conn)
+            .unwrap();
+        let started = Instant::now();
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(acked, 1, "WAIT timed out (round {i})");
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
+    assert!(consumer.has(|e| matches!(
+        e,
+        LinkEvent::Stream {
+            event: StreamEvent::GetAck { .. },
+            ..
+        }
+    )));
     link.shutdown().await.expect("shutdown");
 }

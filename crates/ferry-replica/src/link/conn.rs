@@ -317,27 +317,48 @@ fn awaiting_stream(shared: &Shared, epoch: u64) -> bool {
 }
 
 /// Sends `REPLCONF ACK` every `ack_interval` and when asked (GETACK,
-/// snapshot end), with the applied offset of this connection's history.
+/// snapshot end), with the applied offset of this connection's history;
+/// after a GETACK also on every applied report until it covers the GETACK.
 async fn ack_loop(
     shared: &Shared,
     wr: &mut WriteHalf<Stream>,
     epoch: u64,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
+    let mut applied = shared.applied.subscribe();
     loop {
         let period = if awaiting_stream(shared, epoch) {
             FAST_ACK.min(cfg.ack_interval)
         } else {
             cfg.ack_interval
         };
+        // After a GETACK, also ACK as the consumer applies, until it has
+        // applied the GETACK itself (the source's `WAIT` waits for that).
+        let getack = shared
+            .lock()
+            .getack
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, offset)| offset);
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shared.ack_now.notified() => {}
+            r = applied.changed(), if getack.is_some() => {
+                if r.is_err() {
+                    // The link is going away.
+                    tokio::time::sleep(period).await;
+                }
+            }
         }
-        let offset = match *shared.applied.borrow() {
+        let offset = match *applied.borrow_and_update() {
             Some(a) if a.epoch == epoch => a.offset,
             _ => 0,
         };
+        if getack.is_some_and(|target| offset >= target) {
+            let mut inner = shared.lock();
+            if inner.getack == Some((epoch, getack.unwrap_or_default())) {
+                inner.getack = None;
+            }
+        }
         wr.write_all(&ack_command(offset))
             .await
             .map_err(io("write an ACK to", cfg))?;

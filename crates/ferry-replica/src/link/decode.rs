@@ -303,10 +303,11 @@ impl Dec<'_> {
                 State::Stream(stream) => match stream.next_event(&mut self.buf)? {
                     None => return Ok(true),
                     Some(event) => {
+                        let cp = stream.checkpoint();
                         if let StreamEvent::GetAck { .. } = event {
+                            self.shared.lock().getack = Some((self.epoch, cp.offset));
                             self.shared.ack_now.notify_one();
                         }
-                        let cp = stream.checkpoint();
                         LinkEvent::Stream {
                             event,
                             applied: Applied {
