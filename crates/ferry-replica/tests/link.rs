@@ -641,7 +641,7 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The ACKs report what was applied, never what was received.
     let applied_before = tally.lock().unwrap().last_offset;
-    let mut acked_beyond_applied = None;
+    let (mut acked_beyond_applied, mut acks_seen) = (None, 0);
     let url = server.url();
     let writer = tokio::task::spawn_blocking(move || {
         let client = redis::Client::open(url).unwrap();
@@ -691,6 +691,7 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
             .nth(1)
             .and_then(|r| r.split(',').next())
             .and_then(|o| o.parse::<u64>().ok());
+        acks_seen += usize::from(acked.is_some());
         if let (Some(a), Some(applied)) = (acked, applied_before)
             && a > applied
         {
@@ -709,6 +710,11 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
     assert!(
         listed_always,
         "the replica left INFO replication during the stall"
+    );
+    assert!(acks_seen > 0 && applied_before.is_some());
+    assert_eq!(
+        acked_beyond_applied, None,
+        "(acked, applied) during the stall"
     );
     assert!(
         max_disk > 0 && max_files > 0,
