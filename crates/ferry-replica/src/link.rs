@@ -225,9 +225,11 @@ pub struct LinkStatus {
     /// Reconnects so far.
     pub reconnects: u64,
     /// Error replies the handshakes tolerated so far (e.g. a Redis
-    /// answering `-ERR` to `REPLCONF version`), counted once per
-    /// connection; each is also logged with `tracing::warn!`. The daemon
-    /// exports it as a metric; [`LinkHandle::handshake_warnings`] has the text.
+    /// answering `-ERR` to `REPLCONF version`), counted on every
+    /// connection; each is also logged with `tracing::warn!`. Not counted:
+    /// `PING` refused before `AUTH` when credentials are configured (the
+    /// normal case with a password). The daemon exports it as a metric;
+    /// [`LinkHandle::handshake_warnings`] has the text.
     pub handshake_warnings: u64,
 }
 
@@ -625,9 +627,10 @@ impl LinkHandle {
         }
     }
 
-    /// The error replies the latest handshake tolerated (empty when the
-    /// source accepted every request), e.g. `REPLCONF version answered
-    /// -ERR Unrecognized REPLCONF option: version (ignored)` from Redis.
+    /// The error replies the latest handshake tolerated and counted in
+    /// [`LinkStatus::handshake_warnings`] (empty when the source accepted
+    /// every request), e.g. `REPLCONF version answered -ERR Unrecognized
+    /// REPLCONF option: version (ignored)` from Redis 7.0.
     pub fn handshake_warnings(&self) -> Vec<crate::Warning> {
         self.shared.lock().warnings.clone()
     }

@@ -474,6 +474,52 @@ async fn wrong_password_is_fatal_and_a_replication_only_acl_user_syncs() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 
+    // `AUTH <password>` (no user) with the right one syncs.
+    cfg.auth = Some(Auth {
+        user: None,
+        password: "p".into(),
+    });
+    let plain_dir = tempfile::tempdir().expect("tmp");
+    let mut plain = cfg.clone();
+    plain.state_dir = plain_dir.path().to_path_buf();
+    plain.spool.dir = plain_dir.path().join("spool");
+    let (link, rx) = Link::start(plain, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    // PING's -NOAUTH before AUTH is expected, not a warning.
+    assert_eq!(
+        link.status().handshake_warnings,
+        1,
+        "{:?}",
+        link.handshake_warnings()
+    );
+    link.shutdown().await.expect("shutdown");
+
+    // A user without +psync: a clear, fatal permission error.
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "nopsync", "on", ">pw", "+replconf", "+ping"])
+        .query::<()>(&mut server.conn())
+        .unwrap();
+    cfg.auth = Some(Auth {
+        user: Some("nopsync".into()),
+        password: "pw".into(),
+    });
+    let (link, _rx) = Link::start(cfg.clone(), CancellationToken::new()).unwrap();
+    let r = tokio::time::timeout(WAIT, link.finish())
+        .await
+        .expect("ends");
+    assert!(
+        matches!(
+            &r,
+            Err(LinkError::Handshake(HandshakeError::NoPermission {
+                command: "PSYNC",
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    assert!(!r.unwrap_err().retriable());
+
     redis::cmd("ACL")
         .arg(&[
             "SETUSER",
@@ -863,5 +909,64 @@ async fn getack_is_answered_once_applied_so_wait_returns() {
             ..
         }
     )));
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_loading_is_retried_then_syncs() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    populate(&server);
+    let mut conn = server.conn();
+    // Reloading 1000 keys at 2 ms each: ~2 s of -LOADING.
+    for (k, v) in [
+        ("key-load-delay", "2000"),
+        ("loading-process-events-interval-bytes", "1024"),
+    ] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query::<()>(&mut conn)
+            .unwrap();
+    }
+    let reload = std::thread::spawn(move || {
+        redis::cmd("DEBUG")
+            .arg("RELOAD")
+            .query::<()>(&mut conn)
+            .expect("DEBUG RELOAD");
+    });
+    // Until the source answers -LOADING.
+    let until = Instant::now() + WAIT;
+    loop {
+        let r = redis::cmd("PING").query::<String>(&mut server.conn());
+        if r.is_err_and(|e| e.to_string().to_ascii_lowercase().contains("loading")) {
+            break;
+        }
+        assert!(Instant::now() < until, "the source never reported LOADING");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    reload.join().unwrap();
+    let events = consumer.snapshot();
+    assert_eq!(keys(&events), 1000);
+    let reasons: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            LinkEvent::Reconnecting { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| r.contains("loading")),
+        "{reasons:?}"
+    );
+    assert!(link.status().reconnects >= 1);
     link.shutdown().await.expect("shutdown");
 }

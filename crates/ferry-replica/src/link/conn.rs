@@ -125,7 +125,15 @@ async fn connection(
         }
     };
     *handshook = true;
-    let warnings = hs.warnings().to_vec();
+    // Before AUTH, a source with a password refuses PING: expected.
+    let (expected, warnings): (Vec<_>, Vec<_>) = hs
+        .warnings()
+        .iter()
+        .cloned()
+        .partition(|w| w.request == "PING" && cfg.auth.is_some());
+    for w in &expected {
+        tracing::debug!(source = %cfg.addr, "replica handshake: {w}");
+    }
     for w in &warnings {
         tracing::warn!(source = %cfg.addr, "replica handshake: {w}");
     }
