@@ -687,7 +687,7 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The ACKs report what was applied, never what was received.
     let applied_before = tally.lock().unwrap().last_offset;
-    let (mut acked_beyond_applied, mut acks_seen) = (None, 0);
+    let (mut acked_beyond_applied, mut acks_seen, mut max_lag) = (None, 0, 0u64);
     let url = server.url();
     let writer = tokio::task::spawn_blocking(move || {
         let client = redis::Client::open(url).unwrap();
@@ -738,6 +738,15 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
             .and_then(|r| r.split(',').next())
             .and_then(|o| o.parse::<u64>().ok());
         acks_seen += usize::from(acked.is_some());
+        // Seconds since the source's last ACK: the acker kept running while
+        // the spool wrote segments (its I/O is off the tokio workers).
+        let lag = repl
+            .split("port=7777,state=online,")
+            .nth(1)
+            .and_then(|r| r.split("lag=").nth(1))
+            .and_then(|l| l.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|l| l.parse::<u64>().ok());
+        max_lag = max_lag.max(lag.unwrap_or(0));
         if let (Some(a), Some(applied)) = (acked, applied_before)
             && a > applied
         {
@@ -751,13 +760,15 @@ async fn stall_20s_under_heavy_writes_at_default_output_buffer_limits() {
     let drain_from = Instant::now();
     eprintln!(
         "{written} SETs of 1 KB in {took:?} during a {STALL:?} stall; spool held {held} bytes, \
-         at most {max_disk} on disk in at most {max_files} segment files"
+         at most {max_disk} on disk in at most {max_files} segment files, ACK lag at most {max_lag} s"
     );
     assert!(
         listed_always,
         "the replica left INFO replication during the stall"
     );
     assert!(acks_seen > 0 && applied_before.is_some());
+    // ACKs every 250 ms; a few seconds of slack for a loaded machine.
+    assert!(max_lag <= 3, "the source saw no ACK for {max_lag} s");
     assert_eq!(
         acked_beyond_applied, None,
         "(acked, applied) during the stall"

@@ -166,3 +166,62 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| LinkError::Internal(format!("spool I/O thread: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SpoolConfig;
+
+    /// Polls `fut` once; `true` if it completed.
+    async fn poll_once(
+        fut: std::pin::Pin<&mut (impl std::future::Future<Output = ()> + ?Sized)>,
+    ) -> bool {
+        tokio::select! {
+            biased;
+            _ = fut => true,
+            _ = std::future::ready(()) => false,
+        }
+    }
+
+    #[tokio::test]
+    // Deliberate: the test holds the spool to keep a blocking push waiting.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_push_cut_off_on_a_blocking_thread_lands_before_settle_returns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool = SharedSpool::new(
+            Spool::new(SpoolConfig {
+                dir: dir.path().to_path_buf(),
+                memory_bytes: 0,
+                segment_bytes: 1 << 20,
+                cap_bytes: 1 << 30,
+            })
+            .expect("spool"),
+        );
+        // Hold the spool: the push must go to a blocking thread and wait.
+        let held = spool.lock();
+        {
+            let push = async {
+                spool.push(Bytes::from(vec![7; 1000])).await.expect("push");
+            };
+            tokio::pin!(push);
+            assert!(!poll_once(push.as_mut()).await, "the push went inline");
+        } // the push's future is dropped here, its blocking half is not
+        assert_eq!(spool.pushed(), 0);
+        let settle = spool.settle();
+        tokio::pin!(settle);
+        assert!(
+            !poll_once(settle.as_mut()).await,
+            "settled with a push in flight"
+        );
+        drop(held);
+        settle.await;
+        assert_eq!(
+            (spool.pushed(), spool.len(), spool.disk_bytes()),
+            (1000, 1000, 1000)
+        );
+        // Reading back goes through a blocking thread too.
+        let b = spool.pop(4096).await.expect("pop").expect("bytes");
+        assert_eq!(&b[..], &[7; 1000][..]);
+        assert_eq!((spool.len(), spool.segments_written()), (0, 1));
+    }
+}
