@@ -558,11 +558,34 @@ async fn valkey9_diskless_sends_valkey080() {
         .start()
         .expect("server");
     populate(&server);
+    // A hash with a field TTL: without `REPLCONF version` a Valkey 9
+    // source drops the link on every full sync with one.
+    let mut conn = server.conn();
+    redis::cmd("HSET")
+        .arg("ttlhash")
+        .arg(&["a", "1", "b", "2"])
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("HEXPIRE")
+        .arg("ttlhash")
+        .arg(3600)
+        .arg("FIELDS")
+        .arg(1)
+        .arg("a")
+        .query::<redis::Value>(&mut conn)
+        .unwrap();
     let dir = tempfile::tempdir().expect("tmp");
     let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
     let consumer = Consumer::spawn(link.handle(), rx);
     consumer.wait_snapshot().await;
     let events = consumer.snapshot();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, LinkEvent::Rdb(Item::Key(k)) if &k.header.key[..] == b"ttlhash")),
+        "the hash with a field TTL"
+    );
+    assert!(!consumer.has(|e| matches!(e, LinkEvent::Reconnecting { .. })));
     assert_eq!(
         events[1],
         LinkEvent::Rdb(Item::Header {
@@ -570,7 +593,7 @@ async fn valkey9_diskless_sends_valkey080() {
             version: 80
         })
     );
-    assert_eq!(keys(&events), 1000);
+    assert_eq!(keys(&events), 1001);
     // Valkey 9 accepts `REPLCONF version`.
     assert_eq!(link.status().handshake_warnings, 0);
     assert!(link.handshake_warnings().is_empty());
@@ -979,5 +1002,50 @@ async fn source_loading_is_retried_then_syncs() {
         "{reasons:?}"
     );
     assert!(link.status().reconnects >= 1);
+    link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_without_master_link_is_retried_then_syncs() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    populate(&server);
+    // A replica of a master that does not answer: it refuses PSYNC with
+    // -NOMASTERLINK (replica-serve-stale-data does not matter for PSYNC).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut conn = server.conn();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(dead_port)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (link, rx) = Link::start(config(&server, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    wait_for("a refusal", || link.status().reconnects >= 1).await;
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut conn)
+        .unwrap();
+    consumer.wait_snapshot().await;
+    assert_eq!(keys(&consumer.snapshot()), 1000);
+    let reasons: Vec<String> = consumer
+        .snapshot()
+        .iter()
+        .filter_map(|e| match e {
+            LinkEvent::Reconnecting { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| r.contains("master link is down")),
+        "{reasons:?}"
+    );
     link.shutdown().await.expect("shutdown");
 }
