@@ -1049,3 +1049,35 @@ async fn source_without_master_link_is_retried_then_syncs() {
     );
     link.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_at_maxclients_is_retried_then_syncs() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("server");
+    populate(&server);
+    // This connection is the only one the source accepts.
+    let mut conn = server.conn();
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxclients", "1"])
+        .query::<()>(&mut conn)
+        .unwrap();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    cfg.info_interval = None;
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    wait_for("a refusal", || link.status().reconnects >= 1).await;
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxclients", "100"])
+        .query::<()>(&mut conn)
+        .unwrap();
+    consumer.wait_snapshot().await;
+    assert_eq!(keys(&consumer.snapshot()), 1000);
+    assert!(consumer.has(
+        |e| matches!(e, LinkEvent::Reconnecting { reason } if reason.contains("max number of clients"))
+    ));
+    link.shutdown().await.expect("shutdown");
+}
