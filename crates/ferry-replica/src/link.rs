@@ -12,7 +12,7 @@
 //!                                        │ bounded mpsc of event batches (blocks when full, never drops)
 //!                                        ▼
 //!                   LinkEvents::recv ─▶ consumer ── Link::applied(Applied) ──▶ watch ─▶ acker, position task
-//! position task: saves state_dir/position.json (at most once per ack_interval, and on shutdown)
+//! position task: saves state_dir/position.json (at most once per ack_interval, and on shutdown; on a blocking thread)
 //! info poller:   INFO replication on a second connection, once a second (source offset, for lag)
 //! ```
 //!
@@ -384,6 +384,8 @@ struct Shared {
     inner: Mutex<Inner>,
     spool: Arc<spool_io::SharedSpool>,
     position: Mutex<PositionState>,
+    /// Held while `position.json` is written or removed (blocking threads).
+    position_file: Mutex<()>,
     /// Reader → decoder: bytes or a mark were pushed.
     data: Notify,
     /// Decoder → reader: room was made in the spool.
@@ -408,27 +410,66 @@ impl Shared {
         self.cfg.state_dir.join(POSITION_FILE)
     }
 
-    /// Saves the applied position if it belongs to the current history and moved.
-    fn save_position(&self) -> Result<(), LinkError> {
+    /// Saves the applied position if it belongs to the current history and
+    /// moved. Blocking (write, fsync, rename): runs on a blocking thread.
+    /// The file lock orders it with [`Shared::remove_position_blocking`]; the
+    /// history is checked under it, so a save of an older history either
+    /// finishes before the removal or does not happen.
+    fn save_position_blocking(&self) -> Result<(), LinkError> {
+        let _file = self.position_file.lock().unwrap_or_else(|p| p.into_inner());
         let Some(a) = *self.applied.borrow() else {
             return Ok(());
         };
-        let mut p = self.lock_position();
-        let Some(replid) = p.replid.clone() else {
-            return Ok(());
+        let (replid, epoch) = {
+            let p = self.lock_position();
+            let Some(replid) = p.replid.clone() else {
+                return Ok(());
+            };
+            if a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
+                return Ok(());
+            }
+            (replid, p.epoch)
         };
-        if a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
-            return Ok(());
-        }
         Position {
             replid,
             offset: a.offset,
             db: a.db,
         }
         .save(&self.position_path())?;
-        p.saved = Some((a.offset, a.db));
+        let mut p = self.lock_position();
+        if p.epoch == epoch {
+            p.saved = Some((a.offset, a.db));
+        }
         Ok(())
     }
+
+    /// Deletes the saved position (a full sync replaces its history).
+    /// Blocking; see [`Shared::save_position_blocking`].
+    fn remove_position_blocking(&self) -> Result<(), LinkError> {
+        let _file = self.position_file.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.position_path();
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(LinkError::Position(PositionError::Io {
+                    action: "remove",
+                    path,
+                    source: e,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs `f` on a blocking thread (file I/O stays off the tokio workers).
+async fn blocking(
+    shared: &Arc<Shared>,
+    f: fn(&Shared) -> Result<(), LinkError>,
+) -> Result<(), LinkError> {
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| LinkError::Internal(format!("position I/O thread: {e}")))?
 }
 
 /// A running replica link; see the [module docs](self).
@@ -478,6 +519,7 @@ impl Link {
                 warnings: Vec::new(),
                 warnings_total: 0,
             }),
+            position_file: Mutex::new(()),
             position: Mutex::new(PositionState {
                 epoch: 0,
                 replid: saved.as_ref().map(|p| p.replid.clone()),
@@ -682,13 +724,13 @@ async fn run(
 
 /// Saves the applied position every `ack_interval` when it moved, and once
 /// more on shutdown.
-async fn position_task(shared: &Shared, token: &CancellationToken) -> Result<(), LinkError> {
+async fn position_task(shared: &Arc<Shared>, token: &CancellationToken) -> Result<(), LinkError> {
     let mut tick = tokio::time::interval(shared.cfg.ack_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => shared.save_position()?,
-            _ = token.cancelled() => return shared.save_position(),
+            _ = tick.tick() => blocking(shared, Shared::save_position_blocking).await?,
+            _ = token.cancelled() => return blocking(shared, Shared::save_position_blocking).await,
         }
     }
 }

@@ -15,6 +15,8 @@
 //! a retriable snapshot error (source aborted) ─▶ Discard until the next mark
 //! ```
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use ferry_rdb::Item;
 use tokio::sync::mpsc;
@@ -49,7 +51,7 @@ enum Work {
 }
 
 struct Dec<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     token: &'a CancellationToken,
     tx: mpsc::Sender<Vec<LinkEvent>>,
     /// Events decoded but not yet sent.
@@ -62,7 +64,7 @@ struct Dec<'a> {
 
 /// Decodes until cancelled, the consumer is gone, or a fatal error.
 pub(super) async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     token: &CancellationToken,
     tx: mpsc::Sender<Vec<LinkEvent>>,
 ) -> Result<(), LinkError> {
@@ -194,18 +196,8 @@ impl Dec<'_> {
                     p.epoch = epoch;
                     p.replid = Some(replid.clone());
                     p.saved = None;
-                    let path = self.shared.position_path();
-                    match std::fs::remove_file(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(LinkError::Position(crate::PositionError::Io {
-                                action: "remove",
-                                path,
-                                source: e,
-                            }));
-                        }
-                        _ => {}
-                    }
                 }
+                super::blocking(self.shared, Shared::remove_position_blocking).await?;
                 self.set_phase(Phase::Snapshot);
                 Ok(self
                     .send(LinkEvent::FullSync {
