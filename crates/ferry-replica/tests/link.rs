@@ -1081,3 +1081,36 @@ async fn source_at_maxclients_is_retried_then_syncs() {
     ));
     link.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_disk_snapshot_lives_on_newline_keepalives() {
+    let server = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "no")
+        .start()
+        .expect("server");
+    populate(&server);
+    // ~4 s of BGSAVE (4 ms per key); the source sends "\n" every second
+    // meanwhile, and nothing else.
+    redis::cmd("CONFIG")
+        .arg(&["SET", "rdb-key-save-delay", "4000"])
+        .query::<()>(&mut server.conn())
+        .unwrap();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&server, dir.path());
+    // Shorter than the BGSAVE: only the keepalives keep the link up.
+    cfg.timeout = Duration::from_millis(2000);
+    cfg.info_interval = None;
+    let started = Instant::now();
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    assert!(
+        started.elapsed() > Duration::from_millis(3500),
+        "the BGSAVE was not slow: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(keys(&consumer.snapshot()), 1000);
+    assert!(!consumer.has(|e| matches!(e, LinkEvent::Reconnecting { .. })));
+    assert_eq!(link.status().reconnects, 0);
+    link.shutdown().await.expect("shutdown");
+}
