@@ -1,8 +1,10 @@
 //! The tokio link against real servers: full sync (disk and diskless) and
 //! stream with exact offsets and applied ACKs, resume after a restart,
 //! a stalled consumer spooling to disk (a tight output-buffer limit, and a
-//! 20 s stall under heavy writes at the default limits), handshake
-//! warnings, credentials and ACL, Valkey 9.
+//! 20 s stall under heavy writes at the default limits), the spool cap,
+//! GETACK/WAIT, handshake warnings, credentials and ACL, a loading / a
+//! replica-without-master / a full source (retried), newline keepalives,
+//! a promoted source (+CONTINUE with a new id), Valkey 9.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1113,4 +1115,61 @@ async fn slow_disk_snapshot_lives_on_newline_keepalives() {
     assert!(!consumer.has(|e| matches!(e, LinkEvent::Reconnecting { .. })));
     assert_eq!(link.status().reconnects, 0);
     link.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promoted_source_continues_with_its_new_replication_id() {
+    let master = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("master");
+    let source = Server::builder(Flavor::Redis70)
+        .arg("repl-diskless-sync", "yes")
+        .arg("repl-diskless-sync-delay", "0")
+        .start()
+        .expect("source");
+    populate(&master);
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port())
+        .query::<()>(&mut source.conn())
+        .unwrap();
+    wait_for("the source to sync from its master", || {
+        source.info("replication").contains("master_link_status:up")
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (link, rx) = Link::start(config(&source, dir.path()), CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    consumer.wait_snapshot().await;
+    let mut expected = write_some(&master, "m", 5);
+    wait_for("the writes to reach the source", || {
+        master_offset(&source) == master_offset(&master)
+    })
+    .await;
+    caught_up(&source, &consumer).await;
+    let old_id = link.status().replid.expect("replid");
+    let full = info_u64(&source, "stats", "sync_full");
+
+    // Failover: the source becomes a master with a new replication id and
+    // drops its replicas so that they learn it through PSYNC.
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut source.conn())
+        .unwrap();
+    let new_id = info_field(&source.info("replication"), "master_replid").expect("replid");
+    assert_ne!(new_id, old_id);
+    expected.extend(write_some(&source, "s", 5));
+    caught_up(&source, &consumer).await;
+    assert_eq!(data_commands(&consumer.snapshot()), expected);
+    assert!(consumer.has(|e| matches!(e, LinkEvent::Continue { replid, .. } if *replid == new_id)));
+    assert_eq!(info_u64(&source, "stats", "sync_full"), full);
+    assert_eq!(link.status().replid.as_deref(), Some(new_id.as_str()));
+    link.shutdown().await.expect("shutdown");
+    let saved = Position::load(&dir.path().join("position.json"))
+        .unwrap()
+        .expect("saved");
+    assert_eq!(saved.replid, new_id);
 }
