@@ -20,8 +20,14 @@
 # include the handshake and the source's fork/save. MB = 10^6 bytes of
 # RDB, as counted by redis-cli.
 #
+# ferry's line also reports its spool: the peak bytes held (sampled every
+# 10 ms) and the segment files / bytes it wrote to disk (0 while decoding
+# keeps up with the socket: "no disk writes" when the consumer keeps up).
+#
 # Environment: ROUNDS (default 3), RANDOM_KEYS (default 300000),
-# FERRY_REDIS70 (redis-server 7.0 binary), FERRY_REDIS_CLI.
+# FERRY_REDIS70 (redis-server 7.0 binary), FERRY_REDIS_CLI, SYNC_RATE_BIN
+# (a prebuilt sync_rate example, e.g. of an older commit, to compare;
+# SYNC_RATE_LABEL names it in the table), OUT (the table's file).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,12 +53,19 @@ server_bin="$(find_v7 redis-server "${FERRY_REDIS70:-}")"
 cli_bin="$(find_v7 redis-cli "${FERRY_REDIS_CLI:-}")"
 echo "+ server: $server_bin ($("$server_bin" --version | cut -d' ' -f3))" >&2
 
-echo "+ cargo build --release -p ferry-replica --example sync_rate" >&2
-cargo build --release -q -p ferry-replica --example sync_rate
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-sync_rate="$target_dir/release/examples/sync_rate"
+if [[ -n "${SYNC_RATE_BIN:-}" ]]; then
+    sync_rate="$SYNC_RATE_BIN"
+    build="${SYNC_RATE_LABEL:-prebuilt $(basename "$sync_rate")}"
+else
+    echo "+ cargo build --release -p ferry-replica --example sync_rate" >&2
+    cargo build --release -q -p ferry-replica --example sync_rate
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    sync_rate="$target_dir/release/examples/sync_rate"
+    build="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+fi
 
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 work="$(mktemp -d -t ferry-replica-rate-XXXXXX)"
 server_pid=""
@@ -117,12 +130,19 @@ run_cli() {
     echo "$(python3 -c "print($t1 - $t0)") $bytes"
 }
 
-# Prints "<seconds> <keys>" for one ferry receive.
+# Prints "<seconds> <keys> <spool peak bytes> <segments> <disk bytes>
+# <seconds from the first decoded record>" for
+# one ferry receive ("-" for what an older sync_rate does not report).
 run_ferry() {
     local out
     out="$(timeout "$step_timeout" "$sync_rate" "127.0.0.1:$port")"
     echo "$out" >&2
-    echo "$(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$out") $(sed -E 's/.*keys=([0-9]+).*/\1/' <<<"$out")"
+    field() { grep -oE "(^| )$1=[0-9.]+" <<<"$out" | cut -d= -f2 || true; }
+    local peak seg disk
+    peak="$(field spool_peak)" seg="$(field segments)" disk="$(field disk_bytes)"
+    local dec
+    dec="$(field decode_seconds)"
+    echo "$(field seconds) $(field keys) ${peak:--} ${seg:--} ${disk:--} ${dec:--}"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -130,16 +150,22 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rows=()
 for mode in diskless disk; do
     cli config set repl-diskless-sync "$([[ $mode == diskless ]] && echo yes || echo no)" >/dev/null
-    cli_times=() ferry_times=() bytes="" fkeys=""
+    cli_times=() ferry_times=() dec_times=() bytes="" fkeys="" peak_max=0 segs="-" disk="-"
     for r in $(seq "$rounds"); do
         read -r t b < <(run_cli)
         echo "  $mode round $r: redis-cli ${t}s, $b bytes" >&2
         cli_times+=("$t")
         bytes="$b"
-        read -r t k < <(run_ferry)
-        echo "  $mode round $r: ferry ${t}s, $k keys" >&2
+        read -r t k p sg dk dec < <(run_ferry)
+        [[ "$dec" != "-" ]] && dec_times+=("$dec")
+        echo "  $mode round $r: ferry ${t}s, $k keys, spool peak $p bytes, $sg segments, $dk disk bytes" >&2
         ferry_times+=("$t")
         fkeys="$k"
+        if [[ "$p" != "-" ]]; then
+            ((p > peak_max)) && peak_max="$p"
+            if [[ "$segs" == "-" ]]; then segs=0 disk=0; fi
+            segs=$((segs + sg)) disk=$((disk + dk))
+        fi
         # Let the source's fork child exit before the next sync.
         for _ in $(seq 100); do
             [[ "$(cli info persistence | sed -n 's/^rdb_bgsave_in_progress:\([0-9]\)\r$/\1/p')" == 0 ]] && break
@@ -149,15 +175,19 @@ for mode in diskless disk; do
     [[ "$fkeys" == "$keys" ]] || echo "WARNING: ferry decoded $fkeys keys, the source holds $keys" >&2
     ct="$(printf '%s\n' "${cli_times[@]}" | median)"
     ft="$(printf '%s\n' "${ferry_times[@]}" | median)"
-    rows+=("$(python3 - "$mode" "$bytes" "$ct" "$ft" "$fkeys" "${cli_times[*]}" "${ferry_times[*]}" <<'EOF'
+    dt="-"
+    ((${#dec_times[@]})) && dt="$(printf '%s\n' "${dec_times[@]}" | median)"
+    rows+=("$(python3 - "$mode" "$bytes" "$ct" "$ft" "$fkeys" "${cli_times[*]}" "${ferry_times[*]}" "$peak_max" "$segs" "$disk" "$dt" <<'EOF'
 import sys
-mode, b, ct, ft, keys, call, fall = sys.argv[1:8]
+mode, b, ct, ft, keys, call, fall, peak, segs, disk, dt = sys.argv[1:12]
 b, ct, ft = int(b), float(ct), float(ft)
 mb = b / 1e6
 ratio = (mb / ft) / (mb / ct)
 ok = "yes" if ratio >= 0.9 else "NO"
+spool = "-" if segs == "-" else f"{int(peak) / 1e6:.1f} MB / {segs} / {int(disk) / 1e6:.1f} MB"
+dec = "-" if dt == "-" else f"{float(dt):.3f}"
 print(f"| {mode} | {mb:.1f} | {int(keys):,} | {ct:.3f} | {mb/ct:.0f} | {ft:.3f} | {mb/ft:.0f} | {ratio:.2f}x | {ok} |"
-      f" {', '.join(f'{float(x):.2f}' for x in call.split())} / {', '.join(f'{float(x):.2f}' for x in fall.split())} |")
+      f" {', '.join(f'{float(x):.2f}' for x in call.split())} / {', '.join(f'{float(x):.2f}' for x in fall.split())} | {dec} | {spool} |")
 EOF
 )")
 done
@@ -167,13 +197,13 @@ mkdir -p benches/results
     echo "# Replica link: full-sync receive rate"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)),"
-    echo "$("$server_bin" --version | cut -d' ' -f1-3), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty tree)'),"
-    echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "$("$server_bin" --version | cut -d' ' -f1-3), ferry: $build,"
+    echo "load average (1/5/15 min) at the start: $load_start, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "Dataset: $keys keys ($used used memory): DEBUG POPULATE 1000000 key 100 + $random_keys × 100 random bytes."
     echo "Median of $rounds rounds each (alternating). Command: \`benches/replica_rate.sh\`."
     echo
-    echo "| mode | RDB MB | keys | redis-cli s | redis-cli MB/s | ferry s | ferry MB/s | ratio (ferry / redis-cli) | ≥ 0.9 | all rounds s (redis-cli / ferry) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    echo "| mode | RDB MB | keys | redis-cli s | redis-cli MB/s | ferry s | ferry MB/s | ratio (ferry / redis-cli) | ≥ 0.9 | all rounds s (redis-cli / ferry) | ferry s from the first record | ferry spool: peak held / segment files / disk bytes (all rounds) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|"
     printf '%s\n' "${rows[@]}"
     echo
     echo "redis-cli: \`redis-cli --rdb /dev/null\` (it exits 1 on /dev/null after"
@@ -182,6 +212,9 @@ mkdir -p benches/results
     echo "record (CRC64 verified) with a consumer that drops each event; wall time from"
     echo "\`Link::start\`. Both include the handshake and the source's fork (diskless:"
     echo "the source serializes while sending, so it may bound both; disk: a BGSAVE to"
-    echo "dump.rdb precedes each transfer). Same host, loopback."
-} >benches/results/replica_rate.md
-cat benches/results/replica_rate.md
+    echo "dump.rdb precedes each transfer). Same host, loopback. Spool: memory"
+    echo "64 MiB, then segment files; the peak is the most it held in any round."
+    echo "\"From the first record\": median seconds from ferry's first decoded record"
+    echo "(after the source's fork/save) to \`SnapshotEnd\`, the part ferry's speed decides."
+} >"${OUT:-benches/results/replica_rate.md}"
+cat "${OUT:-benches/results/replica_rate.md}"

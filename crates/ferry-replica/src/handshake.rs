@@ -145,7 +145,8 @@ pub enum HandshakeError {
     },
     /// An error reply to `PING` other than `-NOAUTH`/`-NOPERM` (which only
     /// mean that `AUTH` is still to come) and `-LOADING`, e.g.
-    /// `-ERR max number of clients reached`.
+    /// `-ERR max number of clients reached` or `-BUSY`: the source's
+    /// momentary state, retried (as Redis's own replica does).
     #[error("the source answered PING with an error: {message}")]
     PingFailed {
         /// The source's error message.
@@ -201,11 +202,13 @@ pub enum HandshakeError {
 
 impl HandshakeError {
     /// Whether the same handshake may succeed later without a configuration
-    /// change (`Loading`, `NoMasterLink`).
+    /// change (`Loading`, `NoMasterLink`, `PingFailed`).
     pub fn retriable(&self) -> bool {
         matches!(
             self,
-            HandshakeError::Loading { .. } | HandshakeError::NoMasterLink { .. }
+            HandshakeError::Loading { .. }
+                | HandshakeError::NoMasterLink { .. }
+                | HandshakeError::PingFailed { .. }
         )
     }
 }
@@ -865,7 +868,8 @@ mod tests {
             HandshakeConfig::default(),
             b"-ERR max number of clients reached\r\n",
         );
-        assert!(matches!(r, Err(HandshakeError::PingFailed { .. })));
+        assert!(matches!(&r, Err(HandshakeError::PingFailed { .. })));
+        assert!(r.unwrap_err().retriable(), "max clients is momentary");
         let (_, r, _) = run(HandshakeConfig::default(), b"-LOADING Redis is loading\r\n");
         assert!(r.unwrap_err().retriable());
     }

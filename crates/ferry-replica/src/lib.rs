@@ -37,7 +37,9 @@ pub mod spool;
 pub mod stream;
 
 pub use handshake::{Auth, Handshake, HandshakeConfig, HandshakeError, Outcome, Warning};
-pub use link::{Applied, Link, LinkConfig, LinkError, LinkEvent, LinkHandle, LinkStatus, Phase};
+pub use link::{
+    Applied, Link, LinkConfig, LinkError, LinkEvent, LinkEvents, LinkHandle, LinkStatus, Phase,
+};
 pub use position::{Position, PositionError, ack_command};
 pub use snapshot::{Preamble, SnapshotError, SnapshotEvent, SnapshotFramer};
 pub use spool::{Spool, SpoolConfig, SpoolError};

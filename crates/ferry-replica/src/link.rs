@@ -9,10 +9,10 @@
 //!                        bytes + in-band session marks (FullSync, Continue, Reconnecting)
 //!                                        ▼
 //!            decoder task: SnapshotFramer + ferry_rdb::Decoder, then CommandStream
-//!                                        │ bounded mpsc (blocks when full, never drops)
+//!                                        │ bounded mpsc of event batches (blocks when full, never drops)
 //!                                        ▼
-//!                              consumer ── Link::applied(Applied) ──▶ watch ─▶ acker, position task
-//! position task: saves state_dir/position.json (at most once per ack_interval, and on shutdown)
+//!                   LinkEvents::recv ─▶ consumer ── Link::applied(Applied) ──▶ watch ─▶ acker, position task
+//! position task: saves state_dir/position.json (at most once per ack_interval, and on shutdown; on a blocking thread)
 //! info poller:   INFO replication on a second connection, once a second (source offset, for lag)
 //! ```
 //!
@@ -36,6 +36,7 @@
 
 mod conn;
 mod decode;
+mod spool_io;
 
 use std::io;
 use std::path::PathBuf;
@@ -80,7 +81,9 @@ pub struct LinkConfig {
     pub reconnect_min: Duration,
     /// Longest delay between reconnects.
     pub reconnect_max: Duration,
-    /// Capacity of the event channel (events, not bytes). When full, the
+    /// Events in flight between the decoder and the consumer. Events
+    /// travel in batches of up to 1024 (what one spool read decoded to), so
+    /// this is rounded up to whole batches, at least two. When full, the
     /// decoder waits; the spool absorbs the socket meanwhile.
     pub channel_capacity: usize,
     /// Interval of the `INFO replication` poller; `None` disables it.
@@ -214,6 +217,11 @@ pub struct LinkStatus {
     pub spool_disk_bytes: u64,
     /// The spool is at its cap: the socket is not being read.
     pub spool_full: bool,
+    /// Spool segment files created since the start (0 while the consumer
+    /// keeps up: the spool stays in memory).
+    pub spool_segments_written: u64,
+    /// Bytes written to spool segment files since the start.
+    pub spool_disk_bytes_written: u64,
     /// Reconnects so far.
     pub reconnects: u64,
     /// RDB bytes of the current snapshot decoded so far.
@@ -221,6 +229,13 @@ pub struct LinkStatus {
     /// Size of the current snapshot from its `$<len>` preamble (disk-based
     /// sync); `None` for a diskless sync (`$EOF:`) or before the preamble.
     pub snapshot_bytes_total: Option<u64>,
+    /// Error replies the handshakes tolerated so far (e.g. a Redis
+    /// answering `-ERR` to `REPLCONF version`), counted on every
+    /// connection; each is also logged with `tracing::warn!`. Not counted:
+    /// `PING` refused before `AUTH` when credentials are configured (the
+    /// normal case with a password). The daemon exports it as a metric;
+    /// [`LinkHandle::handshake_warnings`] has the text.
+    pub handshake_warnings: u64,
 }
 
 /// Why the link failed (or a connection attempt did).
@@ -326,13 +341,10 @@ enum Mark {
     },
 }
 
-/// State shared by the tasks, behind one mutex (held briefly; spool file
-/// I/O happens under it, one read-sized chunk at a time).
+/// State shared by the tasks, behind one mutex (held briefly, never
+/// across I/O; the spool has its own lock, see `spool_io`).
 struct Inner {
-    spool: Spool,
-    /// Bytes ever pushed / popped.
-    pushed: u64,
-    popped: u64,
+    /// Marks, at spool positions (bytes pushed before them).
     marks: std::collections::VecDeque<(u64, Mark)>,
     session: Option<Session>,
     /// (epoch, spool position) where the decoder found that epoch's snapshot end.
@@ -342,17 +354,24 @@ struct Inner {
     spool_full: bool,
     reconnects: u64,
     source_offset: Option<u64>,
+    /// (epoch, checkpoint offset) of the latest `REPLCONF GETACK` not yet
+    /// covered by an ACK.
+    getack: Option<(u64, u64)>,
+    /// Warnings of the latest handshake, and the count over all of them.
+    warnings: Vec<crate::Warning>,
+    warnings_total: u64,
 }
 
 impl Inner {
-    /// Offset of the last byte received, if known.
-    fn received_offset(&self) -> Option<u64> {
+    /// Offset of the last byte received, if known, given the bytes pushed
+    /// into the spool so far.
+    fn received_offset(&self, pushed: u64) -> Option<u64> {
         let s = self.session.as_ref()?;
         if !s.full {
-            return Some(s.base + (self.pushed - s.start_pos));
+            return Some(s.base + (pushed - s.start_pos));
         }
         match self.snapshot_end {
-            Some((epoch, pos)) if epoch == s.epoch => Some(s.base + (self.pushed - pos)),
+            Some((epoch, pos)) if epoch == s.epoch => Some(s.base + (pushed - pos)),
             _ => None,
         }
     }
@@ -368,7 +387,10 @@ struct PositionState {
 struct Shared {
     cfg: LinkConfig,
     inner: Mutex<Inner>,
+    spool: Arc<spool_io::SharedSpool>,
     position: Mutex<PositionState>,
+    /// Held while `position.json` is written or removed (blocking threads).
+    position_file: Mutex<()>,
     /// Reader → decoder: bytes or a mark were pushed.
     data: Notify,
     /// Decoder → reader: room was made in the spool.
@@ -397,27 +419,66 @@ impl Shared {
         self.cfg.state_dir.join(POSITION_FILE)
     }
 
-    /// Saves the applied position if it belongs to the current history and moved.
-    fn save_position(&self) -> Result<(), LinkError> {
+    /// Saves the applied position if it belongs to the current history and
+    /// moved. Blocking (write, fsync, rename): runs on a blocking thread.
+    /// The file lock orders it with [`Shared::remove_position_blocking`]; the
+    /// history is checked under it, so a save of an older history either
+    /// finishes before the removal or does not happen.
+    fn save_position_blocking(&self) -> Result<(), LinkError> {
+        let _file = self.position_file.lock().unwrap_or_else(|p| p.into_inner());
         let Some(a) = *self.applied.borrow() else {
             return Ok(());
         };
-        let mut p = self.lock_position();
-        let Some(replid) = p.replid.clone() else {
-            return Ok(());
+        let (replid, epoch) = {
+            let p = self.lock_position();
+            let Some(replid) = p.replid.clone() else {
+                return Ok(());
+            };
+            if a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
+                return Ok(());
+            }
+            (replid, p.epoch)
         };
-        if a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
-            return Ok(());
-        }
         Position {
             replid,
             offset: a.offset,
             db: a.db,
         }
         .save(&self.position_path())?;
-        p.saved = Some((a.offset, a.db));
+        let mut p = self.lock_position();
+        if p.epoch == epoch {
+            p.saved = Some((a.offset, a.db));
+        }
         Ok(())
     }
+
+    /// Deletes the saved position (a full sync replaces its history).
+    /// Blocking; see [`Shared::save_position_blocking`].
+    fn remove_position_blocking(&self) -> Result<(), LinkError> {
+        let _file = self.position_file.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.position_path();
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(LinkError::Position(PositionError::Io {
+                    action: "remove",
+                    path,
+                    source: e,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs `f` on a blocking thread (file I/O stays off the tokio workers).
+async fn blocking(
+    shared: &Arc<Shared>,
+    f: fn(&Shared) -> Result<(), LinkError>,
+) -> Result<(), LinkError> {
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| LinkError::Internal(format!("position I/O thread: {e}")))?
 }
 
 /// A running replica link; see the [module docs](self).
@@ -435,7 +496,7 @@ impl Link {
     pub fn start(
         cfg: LinkConfig,
         cancel: CancellationToken,
-    ) -> Result<(Link, mpsc::Receiver<LinkEvent>), LinkError> {
+    ) -> Result<(Link, LinkEvents), LinkError> {
         std::fs::create_dir_all(&cfg.state_dir).map_err(|source| {
             LinkError::Position(PositionError::Io {
                 action: "create the state directory",
@@ -444,18 +505,17 @@ impl Link {
             })
         })?;
         let saved = Position::load(&cfg.state_dir.join(POSITION_FILE))?;
-        let spool = Spool::new(cfg.spool.clone())?;
-        let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let spool = spool_io::SharedSpool::new(Spool::new(cfg.spool.clone())?);
+        let batches = cfg.channel_capacity.div_ceil(decode::BATCH_EVENTS).max(2);
+        let (tx, rx) = mpsc::channel(batches);
         let (applied, _) = watch::channel(saved.as_ref().map(|p| Applied {
             epoch: 0,
             offset: p.offset,
             db: p.db,
         }));
         let shared = Arc::new(Shared {
+            spool,
             inner: Mutex::new(Inner {
-                spool,
-                pushed: 0,
-                popped: 0,
                 marks: Default::default(),
                 session: None,
                 snapshot_end: None,
@@ -464,7 +524,11 @@ impl Link {
                 spool_full: false,
                 reconnects: 0,
                 source_offset: None,
+                getack: None,
+                warnings: Vec::new(),
+                warnings_total: 0,
             }),
+            position_file: Mutex::new(()),
             position: Mutex::new(PositionState {
                 epoch: 0,
                 replid: saved.as_ref().map(|p| p.replid.clone()),
@@ -487,7 +551,10 @@ impl Link {
                 cancel: token,
                 handle,
             },
-            rx,
+            LinkEvents {
+                rx,
+                batch: Vec::new().into_iter(),
+            },
         ))
     }
 
@@ -500,6 +567,11 @@ impl Link {
     /// The link's current state.
     pub fn status(&self) -> LinkStatus {
         self.handle().status()
+    }
+
+    /// See [`LinkHandle::handshake_warnings`].
+    pub fn handshake_warnings(&self) -> Vec<crate::Warning> {
+        self.handle().handshake_warnings()
     }
 
     /// A cloneable handle for the consumer side ([`LinkHandle::applied`],
@@ -526,6 +598,54 @@ impl Link {
     }
 }
 
+/// The ordered events of a [`Link`] (returned by [`Link::start`]).
+/// Dropping it stops the link.
+pub struct LinkEvents {
+    rx: mpsc::Receiver<Vec<LinkEvent>>,
+    batch: std::vec::IntoIter<LinkEvent>,
+}
+
+impl LinkEvents {
+    /// The next event; `None` once the link has stopped and everything was
+    /// delivered. Cancel-safe (usable in `tokio::select!`): no event is lost
+    /// when the future is dropped.
+    pub async fn recv(&mut self) -> Option<LinkEvent> {
+        loop {
+            if let Some(ev) = self.batch.next() {
+                return Some(ev);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// The next event if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Option<LinkEvent> {
+        loop {
+            if let Some(ev) = self.batch.next() {
+                return Some(ev);
+            }
+            self.batch = self.rx.try_recv().ok()?.into_iter();
+        }
+    }
+
+    /// Moves every event that is ready (at least one, waiting for it) to
+    /// the end of `out`; `false` once the link has stopped and everything
+    /// was delivered. Cancel-safe. For consumers that work in batches.
+    pub async fn recv_many(&mut self, out: &mut Vec<LinkEvent>) -> bool {
+        if self.batch.len() == 0 {
+            match self.rx.recv().await {
+                Some(b) => self.batch = b.into_iter(),
+                None => return false,
+            }
+        }
+        out.extend(self.batch.by_ref());
+        while let Ok(b) = self.rx.try_recv() {
+            out.extend(b);
+        }
+        true
+    }
+}
+
 /// The consumer's side of a [`Link`]: report progress, read status.
 #[derive(Clone)]
 pub struct LinkHandle {
@@ -547,12 +667,14 @@ impl LinkHandle {
             connected: inner.connected,
             phase: inner.phase,
             replid: inner.session.as_ref().map(|s| s.replid.clone()),
-            received_offset: inner.received_offset(),
+            received_offset: inner.received_offset(self.shared.spool.pushed()),
             applied_offset: applied.filter(|a| a.epoch == epoch).map(|a| a.offset),
             source_offset: inner.source_offset,
-            spool_bytes: inner.spool.len(),
-            spool_disk_bytes: inner.spool.disk_bytes(),
+            spool_bytes: self.shared.spool.len(),
+            spool_disk_bytes: self.shared.spool.disk_bytes(),
             spool_full: inner.spool_full,
+            spool_segments_written: self.shared.spool.segments_written(),
+            spool_disk_bytes_written: self.shared.spool.disk_bytes_written(),
             reconnects: inner.reconnects,
             snapshot_bytes_done: self
                 .shared
@@ -564,7 +686,16 @@ impl LinkHandle {
                     .load(std::sync::atomic::Ordering::Relaxed),
             )
             .filter(|t| *t != u64::MAX),
+            handshake_warnings: inner.warnings_total,
         }
+    }
+
+    /// The error replies the latest handshake tolerated and counted in
+    /// [`LinkStatus::handshake_warnings`] (empty when the source accepted
+    /// every request), e.g. `REPLCONF version answered -ERR Unrecognized
+    /// REPLCONF option: version (ignored)` from Redis 7.0.
+    pub fn handshake_warnings(&self) -> Vec<crate::Warning> {
+        self.shared.lock().warnings.clone()
     }
 }
 
@@ -572,7 +703,7 @@ impl LinkHandle {
 async fn run(
     shared: Arc<Shared>,
     token: CancellationToken,
-    tx: mpsc::Sender<LinkEvent>,
+    tx: mpsc::Sender<Vec<LinkEvent>>,
     saved: Option<Position>,
 ) -> Result<(), LinkError> {
     let guard = |r: Result<(), LinkError>, token: &CancellationToken| {
@@ -614,13 +745,13 @@ async fn run(
 
 /// Saves the applied position every `ack_interval` when it moved, and once
 /// more on shutdown.
-async fn position_task(shared: &Shared, token: &CancellationToken) -> Result<(), LinkError> {
+async fn position_task(shared: &Arc<Shared>, token: &CancellationToken) -> Result<(), LinkError> {
     let mut tick = tokio::time::interval(shared.cfg.ack_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => shared.save_position()?,
-            _ = token.cancelled() => return shared.save_position(),
+            _ = tick.tick() => blocking(shared, Shared::save_position_blocking).await?,
+            _ = token.cancelled() => return blocking(shared, Shared::save_position_blocking).await,
         }
     }
 }

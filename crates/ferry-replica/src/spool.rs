@@ -10,7 +10,11 @@
 //! Order is kept: once anything is on disk, new bytes go to disk too until
 //! the disk part is drained. Segments are deleted as soon as they are read.
 //! Nothing is fsynced: after a crash ferry resumes from its checkpoint, not
-//! from the spool. The total (memory + disk) is capped; [`Spool::push`]
+//! from the spool.
+//!
+//! The type itself does blocking file I/O; [`Spool::try_push_memory`] and
+//! [`Spool::pop_memory`] never touch a file, so an async caller can take
+//! those fast paths inline and move everything else to a blocking thread. The total (memory + disk) is capped; [`Spool::push`]
 //! refuses bytes beyond it and the link stops reading until there is room.
 
 use std::collections::VecDeque;
@@ -71,6 +75,7 @@ pub struct Spool {
     disk_bytes: u64,
     next_seg: u64,
     segments_written: u64,
+    disk_bytes_written: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -98,6 +103,7 @@ impl Spool {
             disk_bytes: 0,
             next_seg: 0,
             segments_written: 0,
+            disk_bytes_written: 0,
         })
     }
 
@@ -121,6 +127,47 @@ impl Spool {
         self.segments_written
     }
 
+    /// Bytes written to segment files since the start.
+    pub fn disk_bytes_written(&self) -> u64 {
+        self.disk_bytes_written
+    }
+
+    /// The configured limits.
+    pub fn config(&self) -> &SpoolConfig {
+        &self.cfg
+    }
+
+    /// Appends `data` if it goes to memory (nothing is on disk and it fits
+    /// under `memory_bytes` and the cap); otherwise hands it back untouched,
+    /// for [`Spool::push`] (which may write a file). Never does I/O.
+    pub fn try_push_memory(&mut self, data: Bytes) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        if self.segs.is_empty()
+            && self.mem_bytes + data.len() <= self.cfg.memory_bytes
+            && data.len() as u64 <= self.room()
+        {
+            self.mem_bytes += data.len();
+            self.mem.push_back(data);
+            return None;
+        }
+        Some(data)
+    }
+
+    /// Takes up to `max` bytes from the front when the front is in memory;
+    /// `None` when it is on disk (use [`Spool::pop`]) or nothing is held.
+    /// Never does I/O.
+    pub fn pop_memory(&mut self, max: usize) -> Option<Bytes> {
+        let mut front = self.mem.pop_front()?;
+        if front.len() > max {
+            let rest = front.split_off(max);
+            self.mem.push_front(rest);
+        }
+        self.mem_bytes -= front.len();
+        Some(front)
+    }
+
     /// Room left under the cap.
     pub fn room(&self) -> u64 {
         self.cfg.cap_bytes.saturating_sub(self.len())
@@ -137,12 +184,10 @@ impl Spool {
                 cap: self.cfg.cap_bytes,
             });
         }
-        if self.segs.is_empty() && self.mem_bytes + data.len() <= self.cfg.memory_bytes {
-            self.mem_bytes += data.len();
-            self.mem.push_back(data);
-            return Ok(());
+        match self.try_push_memory(data) {
+            None => Ok(()),
+            Some(data) => self.write_disk(&data),
         }
-        self.write_disk(&data)
     }
 
     fn write_disk(&mut self, mut data: &[u8]) -> Result<(), SpoolError> {
@@ -184,6 +229,7 @@ impl Spool {
             }
             seg.written += n as u64;
             self.disk_bytes += n as u64;
+            self.disk_bytes_written += n as u64;
             data = &data[n..];
         }
         Ok(())
@@ -191,12 +237,7 @@ impl Spool {
 
     /// Take up to `max` bytes from the front (None when empty).
     pub fn pop(&mut self, max: usize) -> Result<Option<Bytes>, SpoolError> {
-        if let Some(mut front) = self.mem.pop_front() {
-            if front.len() > max {
-                let rest = front.split_off(max);
-                self.mem.push_front(rest);
-            }
-            self.mem_bytes -= front.len();
+        if let Some(front) = self.pop_memory(max) {
             return Ok(Some(front));
         }
         let Some(seg) = self.segs.front_mut() else {

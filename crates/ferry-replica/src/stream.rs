@@ -108,12 +108,14 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
     /// The bytes are not a RESP command.
-    #[error("invalid command in the replication stream at offset {offset}: {source}")]
+    #[error(
+        "invalid command in the replication stream at offset {offset}: {cause} (counted from the command's first byte)"
+    )]
     Resp {
         /// Replication offset of the first byte of the bad frame.
         offset: u64,
-        /// What the RESP decoder found.
-        source: RespError,
+        /// What the RESP decoder found (its offsets count from the frame).
+        cause: RespError,
     },
     /// A `SELECT` without exactly one decimal database number.
     #[error("invalid SELECT in the replication stream at offset {offset}: {args:?}")]
@@ -211,10 +213,10 @@ impl CommandStream {
         let cmd = match ferry_resp::split_command(buf) {
             Ok(Some(cmd)) => cmd,
             Ok(None) => return Ok(None),
-            Err(source) => {
+            Err(cause) => {
                 return Err(StreamError::Resp {
                     offset: first,
-                    source,
+                    cause,
                 });
             }
         };

@@ -5,6 +5,8 @@
 //!   with `+CONTINUE`, every command exactly once and in order;
 //! * a partition longer than the link's `timeout`: the silence is detected,
 //!   the link reconnects after it and resumes with `+CONTINUE`;
+//! * the link cut three times while a stalled consumer has the spool on
+//!   disk (pushes may be in flight on blocking threads): same result;
 //! * a partition during which the source's backlog (16 kB) is overrun: the
 //!   link falls back to a full resync by itself and ends with the right data.
 //!
@@ -53,21 +55,27 @@ fn config(proxy: &FaultProxy, dir: &std::path::Path) -> LinkConfig {
 #[derive(Clone)]
 struct Consumer {
     events: Arc<Mutex<Vec<LinkEvent>>>,
+    /// While set, the consumer takes no event (the spool fills).
+    stall: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Consumer {
-    fn spawn(handle: LinkHandle, mut rx: tokio::sync::mpsc::Receiver<LinkEvent>) -> Consumer {
+    fn spawn(handle: LinkHandle, mut rx: ferry_replica::LinkEvents) -> Consumer {
         let events = Arc::new(Mutex::new(Vec::new()));
-        let ev = events.clone();
+        let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ev, st) = (events.clone(), stall.clone());
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
+                while st.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 if let LinkEvent::SnapshotEnd { applied } | LinkEvent::Stream { applied, .. } = &e {
                     handle.applied(*applied);
                 }
                 ev.lock().unwrap().push(e);
             }
         });
-        Consumer { events }
+        Consumer { events, stall }
     }
 
     fn events(&self) -> Vec<LinkEvent> {
@@ -417,5 +425,60 @@ async fn backlog_overrun_during_a_partition_falls_back_to_full_sync() {
     // After the new snapshot, only the new writes arrive as commands.
     let last_full = events.iter().rposition(is_full).unwrap();
     assert_eq!(data_commands(&events[last_full..]), expected_seq(100, 200));
+    link.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cuts_while_the_spool_is_on_disk_resume_exactly_once() {
+    let server = source(&[]);
+    let proxy = FaultProxy::start(server.addr()).expect("proxy");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&proxy, dir.path());
+    cfg.spool.memory_bytes = 16 << 10;
+    cfg.spool.segment_bytes = 64 << 10;
+    cfg.channel_capacity = 64;
+    let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
+    let consumer = Consumer::spawn(link.handle(), rx);
+    wait_for("the snapshot", || consumer.count(is_snapshot_end) == 1).await;
+    let partial = info_u64(&server, "stats", "sync_partial_ok");
+
+    consumer.stall.store(true, Ordering::Relaxed);
+    // ~3 s of writes: 6000 pairs in pipelines of 10, 5 ms apart.
+    const N: usize = 6000;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (url, p) = (server.url(), progress.clone());
+        tokio::task::spawn_blocking(move || write_seq(&url, 0, N, 10, Duration::from_millis(5), &p))
+    };
+    let mut cut_at = Vec::new();
+    for k in 1..=3 {
+        wait_for("spooled bytes on disk", || {
+            link.status().spool_disk_bytes > 0 && progress.load(Ordering::SeqCst) >= k * N / 4
+        })
+        .await;
+        assert!(proxy.cut() >= 1);
+        cut_at.push(progress.load(Ordering::SeqCst));
+        // The resumed session keeps spooling behind the stalled consumer.
+        wait_for("the link back", || {
+            let s = link.status();
+            s.connected && s.reconnects == k as u64
+        })
+        .await;
+    }
+    writer.await.unwrap();
+    assert!(cut_at.iter().all(|&p| p < N), "cuts at {cut_at:?}");
+    consumer.stall.store(false, Ordering::Relaxed);
+    let at = caught_up(&server, &link, &consumer).await;
+
+    let events = consumer.events();
+    assert_eq!(data_commands(&events), expected_seq(0, N));
+    assert_eq!(consumer.count(is_full), 1);
+    assert_eq!(consumer.count(is_continue), 3);
+    assert_eq!(info_u64(&server, "stats", "sync_full"), 1);
+    assert_eq!(info_u64(&server, "stats", "sync_partial_ok"), partial + 3);
+    assert_eq!(model(&events), source_data(&server));
+    let status = link.status();
+    assert!(status.spool_segments_written > 0);
+    assert_eq!((status.spool_bytes, status.received_offset), (0, Some(at)));
     link.shutdown().await.expect("clean shutdown");
 }

@@ -33,6 +33,41 @@ pub struct Config {
     /// Sampled verify while streaming.
     #[serde(default)]
     pub verify: Verify,
+    /// Where the replication stream waits when the target is slower.
+    #[serde(default)]
+    pub spool: Spool,
+}
+
+/// Limits of the spool (`state_dir/spool`): the source's stream is read at
+/// line rate into memory, then segment files, so the source never drops
+/// ferry for its output buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spool {
+    /// Bytes held in memory before spilling to segment files.
+    #[serde(default = "default_spool_memory_bytes")]
+    pub memory_bytes: usize,
+    /// Most bytes held in all (memory and disk); at the cap ferry stops
+    /// reading the source (`spool_full` in /status) until the target catches up.
+    #[serde(default = "default_spool_cap_bytes")]
+    pub cap_bytes: u64,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Spool {
+            memory_bytes: default_spool_memory_bytes(),
+            cap_bytes: default_spool_cap_bytes(),
+        }
+    }
+}
+
+fn default_spool_memory_bytes() -> usize {
+    64 << 20
+}
+
+fn default_spool_cap_bytes() -> u64 {
+    16 << 30
 }
 
 /// Continuous sampled verify during streaming (see `sampler.rs`).
@@ -382,6 +417,7 @@ mod tests {
         assert_eq!(cfg.snapshot, Snapshot::default());
         assert_eq!(cfg.filter, Filter::default());
         assert_eq!(cfg.verify, Verify::default());
+        assert_eq!(cfg.spool, Spool::default());
         assert_eq!(cfg.target.checkpoints, Some(true));
         let default =
             Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");

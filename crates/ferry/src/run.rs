@@ -85,6 +85,8 @@ pub struct Status {
     pub spool_bytes: u64,
     /// Reconnects to the source.
     pub reconnects: u64,
+    /// The source side of the link: spool on disk, handshake warnings.
+    pub source: SourceStats,
     /// Target replies handled by redirecting or retrying, by kind
     /// (`moved`, `ask`, `retry`), and target reconnects.
     pub target: TargetStats,
@@ -94,6 +96,20 @@ pub struct Status {
     pub snapshot: SnapshotProgress,
     /// Sampled verify during streaming.
     pub verify: crate::sampler::VerifyStatus,
+}
+
+/// The replica link's own counters for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SourceStats {
+    /// Spool bytes currently on disk.
+    pub spool_disk_bytes: u64,
+    /// The spool reached its cap: ferry stopped reading the source.
+    pub spool_full: bool,
+    /// Bytes written to spool segment files so far.
+    pub spool_disk_bytes_written: u64,
+    /// Error replies tolerated during handshakes (e.g. `REPLCONF version`
+    /// refused by Redis); each is logged as a warning.
+    pub handshake_warnings: u64,
 }
 
 /// Snapshot progress for `/status`, the status line and the dashboard.
@@ -191,6 +207,17 @@ impl Status {
             self.verify.mismatches,
             self.verify.pending,
             self.snapshot.percent.unwrap_or(0.0),
+        ));
+        let src = &self.source;
+        m.push_str(&format!(
+            "# TYPE ferry_spool_disk_bytes gauge\nferry_spool_disk_bytes {}\n\
+             # TYPE ferry_spool_full gauge\nferry_spool_full {}\n\
+             # TYPE ferry_spool_disk_written_bytes_total counter\nferry_spool_disk_written_bytes_total {}\n\
+             # TYPE ferry_source_handshake_warnings_total counter\nferry_source_handshake_warnings_total {}\n",
+            src.spool_disk_bytes,
+            u8::from(src.spool_full),
+            src.spool_disk_bytes_written,
+            src.handshake_warnings,
         ));
         m
     }
@@ -557,6 +584,8 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     );
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
+    lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
+    lcfg.spool.cap_bytes = cfg.spool.cap_bytes;
     lcfg.tls = cfg.source.tls_config();
     if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
         tracing::warn!("source: {w}");
@@ -671,6 +700,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 .collect(),
             spool_bytes: ls.spool_bytes,
             reconnects: ls.reconnects,
+            source: SourceStats {
+                spool_disk_bytes: ls.spool_disk_bytes,
+                spool_full: ls.spool_full,
+                spool_disk_bytes_written: ls.spool_disk_bytes_written,
+                handshake_warnings: ls.handshake_warnings,
+            },
             target: {
                 let w = applier.writer_stats();
                 TargetStats {

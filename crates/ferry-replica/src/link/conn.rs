@@ -54,10 +54,12 @@ pub(super) async fn run(
         if handshook {
             backoff = cfg.reconnect_min;
         }
+        // A push cut off with the connection may still be landing.
+        shared.spool.settle().await;
         {
             let mut inner = shared.lock();
             inner.reconnects += 1;
-            let at = inner.pushed;
+            let at = shared.spool.pushed();
             inner.marks.push_back((
                 at,
                 Mark::Reconnecting {
@@ -65,7 +67,7 @@ pub(super) async fn run(
                 },
             ));
             // Resume where the bytes stop, if that is known.
-            resume = match (&inner.session, inner.received_offset()) {
+            resume = match (&inner.session, inner.received_offset(at)) {
                 (Some(s), Some(offset)) => Some(Position {
                     replid: s.replid.clone(),
                     offset,
@@ -123,6 +125,23 @@ async fn connection(
         }
     };
     *handshook = true;
+    // Before AUTH, a source with a password refuses PING: expected.
+    let (expected, warnings): (Vec<_>, Vec<_>) = hs
+        .warnings()
+        .iter()
+        .cloned()
+        .partition(|w| w.request == "PING" && cfg.auth.is_some());
+    for w in &expected {
+        tracing::debug!(source = %cfg.addr, "replica handshake: {w}");
+    }
+    for w in &warnings {
+        tracing::warn!(source = %cfg.addr, "replica handshake: {w}");
+    }
+    {
+        let mut inner = shared.lock();
+        inner.warnings_total += warnings.len() as u64;
+        inner.warnings = warnings;
+    }
     let (replid, base, full, db) = match outcome {
         Outcome::FullResync { replid, offset } => {
             *epoch += 1;
@@ -139,9 +158,10 @@ async fn connection(
             )
         }
     };
+    shared.spool.settle().await;
     {
         let mut inner = shared.lock();
-        let at = inner.pushed;
+        let at = shared.spool.pushed();
         let mark = if full {
             Mark::FullSync {
                 epoch: *epoch,
@@ -248,7 +268,7 @@ async fn wait_room(shared: &Shared, token: &CancellationToken) -> usize {
     loop {
         {
             let mut inner = shared.lock();
-            let room = inner.spool.room();
+            let room = shared.spool.room();
             if room > 0 {
                 inner.spool_full = false;
                 return usize::try_from(room).unwrap_or(usize::MAX);
@@ -275,12 +295,7 @@ async fn push(
             return Ok(());
         }
         let part = data.split_to(room.min(data.len()));
-        {
-            let mut inner = shared.lock();
-            let n = part.len() as u64;
-            inner.spool.push(part)?;
-            inner.pushed += n;
-        }
+        shared.spool.push(part).await?;
         shared.data.notify_one();
     }
     Ok(())
@@ -304,33 +319,54 @@ fn awaiting_stream(shared: &Shared, epoch: u64) -> bool {
         return false;
     }
     match inner.snapshot_end {
-        Some((e, pos)) if e == epoch => inner.pushed == pos,
+        Some((e, pos)) if e == epoch => shared.spool.pushed() == pos,
         _ => true,
     }
 }
 
 /// Sends `REPLCONF ACK` every `ack_interval` and when asked (GETACK,
-/// snapshot end), with the applied offset of this connection's history.
+/// snapshot end), with the applied offset of this connection's history;
+/// after a GETACK also on every applied report until it covers the GETACK.
 async fn ack_loop(
     shared: &Shared,
     wr: &mut WriteHalf<Stream>,
     epoch: u64,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
+    let mut applied = shared.applied.subscribe();
     loop {
         let period = if awaiting_stream(shared, epoch) {
             FAST_ACK.min(cfg.ack_interval)
         } else {
             cfg.ack_interval
         };
+        // After a GETACK, also ACK as the consumer applies, until it has
+        // applied the GETACK itself (the source's `WAIT` waits for that).
+        let getack = shared
+            .lock()
+            .getack
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, offset)| offset);
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shared.ack_now.notified() => {}
+            r = applied.changed(), if getack.is_some() => {
+                if r.is_err() {
+                    // The link is going away.
+                    tokio::time::sleep(period).await;
+                }
+            }
         }
-        let offset = match *shared.applied.borrow() {
+        let offset = match *applied.borrow_and_update() {
             Some(a) if a.epoch == epoch => a.offset,
             _ => 0,
         };
+        if getack.is_some_and(|target| offset >= target) {
+            let mut inner = shared.lock();
+            if inner.getack == Some((epoch, getack.unwrap_or_default())) {
+                inner.getack = None;
+            }
+        }
         wr.write_all(&ack_command(offset))
             .await
             .map_err(io("write an ACK to", cfg))?;

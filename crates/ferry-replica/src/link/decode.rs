@@ -3,6 +3,10 @@
 //! and sends [`LinkEvent`]s into the bounded channel (waiting when it is
 //! full; the spool absorbs the socket meanwhile).
 //!
+//! Events travel in batches: everything decoded from one spool pop (at most
+//! [`POP_CHUNK`] bytes), cut at [`BATCH_EVENTS`] events. One channel message
+//! (and one consumer wake-up) per RDB key cost more than decoding the key.
+//!
 //! ```text
 //! mark FullSync  ─▶ drop buffered bytes, new epoch, delete the saved position ─▶ Snapshot
 //! mark Continue  ─▶ same epoch and contiguous: keep decoding; else new CommandStream ─▶ Stream
@@ -11,6 +15,7 @@
 //! a retriable snapshot error (source aborted) ─▶ Discard until the next mark
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
@@ -23,6 +28,9 @@ use crate::{CommandStream, SnapshotEvent, SnapshotFramer, StreamEvent};
 
 /// Most bytes popped from the spool at once.
 const POP_CHUNK: usize = 256 * 1024;
+
+/// Most events in one batch sent to the consumer.
+pub(super) const BATCH_EVENTS: usize = 1024;
 
 enum State {
     /// Before the first session, or discarding an aborted snapshot.
@@ -37,15 +45,18 @@ enum State {
 }
 
 enum Work {
+    Pop(usize),
     Bytes(bytes::Bytes),
     Mark(Mark),
     Wait,
 }
 
 struct Dec<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     token: &'a CancellationToken,
-    tx: mpsc::Sender<LinkEvent>,
+    tx: mpsc::Sender<Vec<LinkEvent>>,
+    /// Events decoded but not yet sent.
+    batch: Vec<LinkEvent>,
     buf: BytesMut,
     state: State,
     epoch: u64,
@@ -54,14 +65,15 @@ struct Dec<'a> {
 
 /// Decodes until cancelled, the consumer is gone, or a fatal error.
 pub(super) async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     token: &CancellationToken,
-    tx: mpsc::Sender<LinkEvent>,
+    tx: mpsc::Sender<Vec<LinkEvent>>,
 ) -> Result<(), LinkError> {
     let mut d = Dec {
         shared,
         token,
         tx,
+        batch: Vec::with_capacity(BATCH_EVENTS),
         buf: BytesMut::new(),
         state: State::Idle,
         epoch: 0,
@@ -76,19 +88,28 @@ pub(super) async fn run(
                     None => Work::Wait,
                 },
                 next => {
-                    let limit = next.map_or(POP_CHUNK, |(pos, _)| {
-                        usize::try_from(pos - d.popped).map_or(POP_CHUNK, |n| n.min(POP_CHUNK))
-                    });
-                    match inner.spool.pop(limit)? {
-                        Some(b) => {
-                            d.popped += b.len() as u64;
-                            inner.popped = d.popped;
-                            Work::Bytes(b)
-                        }
-                        None => Work::Wait,
+                    // Never past the next mark, nor past what is counted as
+                    // pushed now: a mark added later sits at or after it.
+                    let avail = shared.spool.pushed() - d.popped;
+                    let to_mark = next.map_or(u64::MAX, |(pos, _)| pos - d.popped);
+                    let limit = avail.min(to_mark).min(POP_CHUNK as u64) as usize;
+                    if limit == 0 {
+                        Work::Wait
+                    } else {
+                        Work::Pop(limit)
                     }
                 }
             }
+        };
+        let work = match work {
+            Work::Pop(limit) => match shared.spool.pop(limit).await? {
+                Some(b) => {
+                    d.popped += b.len() as u64;
+                    Work::Bytes(b)
+                }
+                None => Work::Wait,
+            },
+            w => w,
         };
         let go_on = match work {
             Work::Wait => {
@@ -103,17 +124,29 @@ pub(super) async fn run(
                 d.process().await?
             }
             Work::Mark(m) => d.mark(m).await?,
+            Work::Pop(_) => true,
         };
-        if !go_on {
+        if !go_on || !d.flush().await {
             return Ok(());
         }
     }
 }
 
 impl Dec<'_> {
-    /// Sends an event; `false` when the link is stopping (cancelled, or
-    /// the consumer dropped the receiver, which stops the link).
-    async fn send(&self, ev: LinkEvent) -> bool {
+    /// Queues an event, sending the batch when it is full; `false` when
+    /// the link is stopping (cancelled, or the consumer dropped the
+    /// receiver, which stops the link).
+    async fn send(&mut self, ev: LinkEvent) -> bool {
+        self.batch.push(ev);
+        self.batch.len() < BATCH_EVENTS || self.flush().await
+    }
+
+    /// Sends the queued events (if any) as one batch; `false` as for [`Dec::send`].
+    async fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let ev = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
         // Fast path: room in the channel (the common case when the consumer keeps up).
         let ev = match self.tx.try_send(ev) {
             Ok(()) => return true,
@@ -168,18 +201,8 @@ impl Dec<'_> {
                     p.epoch = epoch;
                     p.replid = Some(replid.clone());
                     p.saved = None;
-                    let path = self.shared.position_path();
-                    match std::fs::remove_file(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(LinkError::Position(crate::PositionError::Io {
-                                action: "remove",
-                                path,
-                                source: e,
-                            }));
-                        }
-                        _ => {}
-                    }
                 }
+                super::blocking(self.shared, Shared::remove_position_blocking).await?;
                 self.set_phase(Phase::Snapshot);
                 Ok(self
                     .send(LinkEvent::FullSync {
@@ -288,10 +311,11 @@ impl Dec<'_> {
                 State::Stream(stream) => match stream.next_event(&mut self.buf)? {
                     None => return Ok(true),
                     Some(event) => {
+                        let cp = stream.checkpoint();
                         if let StreamEvent::GetAck { .. } = event {
+                            self.shared.lock().getack = Some((self.epoch, cp.offset));
                             self.shared.ack_now.notify_one();
                         }
-                        let cp = stream.checkpoint();
                         LinkEvent::Stream {
                             event,
                             applied: Applied {
