@@ -906,6 +906,7 @@ impl Engine {
         let tag = (i, node.generation);
         let addr = node.addr.clone();
         let auth = self.config.auth.clone();
+        let tls = self.config.tls.clone();
         let timeout = self.config.connect_timeout;
         let give_up = Instant::now() + self.config.reconnect_for;
         let (min, max) = (self.config.backoff_min, self.config.backoff_max);
@@ -913,8 +914,10 @@ impl Engine {
         tokio::spawn(async move {
             let mut delay = min;
             let result = loop {
-                match Conn::connect(&addr, &auth, timeout).await {
+                match Conn::connect_tls(&addr, &auth, timeout, tls.as_ref()).await {
                     Ok(conn) => break Ok(conn),
+                    // A bad certificate or refused AUTH does not heal.
+                    Err(e @ (ConnError::Tls { .. } | ConnError::Auth { .. })) => break Err(e),
                     Err(e) if Instant::now() + delay >= give_up => break Err(e),
                     Err(_) => {
                         tokio::time::sleep(delay).await;

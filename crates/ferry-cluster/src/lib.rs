@@ -42,4 +42,5 @@ pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
 pub use writer::{
     CheckpointConfig, ClusterWriter, DEFAULT_CHECKPOINT_PREFIX, Op, WriterConfig, WriterStats,
+    discover_topology,
 };

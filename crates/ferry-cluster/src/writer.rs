@@ -473,9 +473,13 @@ impl ClusterWriter {
 }
 
 /// `host:port` and credentials from `host:port` or
-/// `redis://[[user]:password@]host:port[/db]`.
+/// `redis[s]://[[user]:password@]host:port[/db]` (TLS itself is
+/// [`WriterConfig::tls`]).
 fn parse_seed(seed: &str) -> (String, Auth) {
-    let Some(rest) = seed.strip_prefix("redis://") else {
+    let Some(rest) = seed
+        .strip_prefix("redis://")
+        .or_else(|| seed.strip_prefix("rediss://"))
+    else {
         return (seed.to_owned(), Auth::none());
     };
     let rest = rest.split('/').next().unwrap_or(rest);
@@ -511,6 +515,23 @@ async fn read_checkpoint(
             .ok_or_else(|| bad(format!("{reply:?}"))),
         _ => Err(bad(format!("{reply:?}"))),
     }
+}
+
+/// Reads the topology from `seed` (`host:port` or a `redis[s]://` URL) the
+/// way [`ClusterWriter::connect_with`] does (`CLUSTER SHARDS`, else
+/// `CLUSTER SLOTS`; TLS ports when `config.tls` is set), without connecting
+/// to the masters. For tools that read the target (`ferry verify`).
+///
+/// # Errors
+/// [`WriterError::NotACluster`] for a standalone seed; connection, `AUTH`
+/// and topology errors.
+pub async fn discover_topology(seed: &str, config: &WriterConfig) -> Result<Topology, WriterError> {
+    let (addr, url_auth) = parse_seed(seed);
+    let mut config = config.clone();
+    if config.auth.password.is_none() {
+        config.auth = url_auth;
+    }
+    discover(&addr, &config).await.map(|(t, _)| t)
 }
 
 /// Re-reads the topology from the first of `addrs` that answers with a
@@ -579,8 +600,9 @@ async fn discover(
             (topology, slots_addrs(&reply, host))
         }
         _ => {
-            let topology = Topology::from_shards(&reply, host).map_err(topo_err)?;
-            (topology, shards_addrs(&reply, host))
+            let tls = config.tls.is_some();
+            let topology = Topology::from_shards_with(&reply, host, tls).map_err(topo_err)?;
+            (topology, shards_addrs(&reply, host, tls))
         }
     };
     if topology.masters.is_empty() {
@@ -635,8 +657,8 @@ fn node_addr(
     )
 }
 
-/// Every node address in a `CLUSTER SHARDS` reply.
-fn shards_addrs(reply: &Value, answered_by: &str) -> Vec<String> {
+/// Every node address in a `CLUSTER SHARDS` reply (TLS ports when `tls`).
+fn shards_addrs(reply: &Value, answered_by: &str, tls: bool) -> Vec<String> {
     let mut out = Vec::new();
     for shard in reply.as_array().unwrap_or_default() {
         let shard = pairs(shard);
@@ -652,7 +674,13 @@ fn shards_addrs(reply: &Value, answered_by: &str) -> Vec<String> {
                     .find(|(k, _)| text(k) == Some(name))
                     .map(|(_, v)| *v)
             };
-            let port = get("port").and_then(Value::as_int).unwrap_or(0);
+            let port = |name| get(name).and_then(Value::as_int).filter(|p| *p != 0);
+            let port = if tls {
+                port("tls-port").or_else(|| port("port"))
+            } else {
+                port("port").or_else(|| port("tls-port"))
+            }
+            .unwrap_or(0);
             let endpoint = get("endpoint").and_then(text);
             let ip = get("ip").and_then(text);
             out.extend(node_addr(endpoint, ip, port, answered_by));
@@ -695,6 +723,10 @@ mod tests {
         );
         assert_eq!(
             parse_seed("redis://:pw@h:1/0"),
+            ("h:1".into(), Auth::password("pw"))
+        );
+        assert_eq!(
+            parse_seed("rediss://:pw@h:1"),
             ("h:1".into(), Auth::password("pw"))
         );
         assert_eq!(
