@@ -190,7 +190,11 @@ async fn writer_into_a_tls_only_cluster() {
     let keys: Vec<String> = (0..2 * N).map(|i| format!("key:{i}")).collect();
     let got = get_all(&cluster, &keys);
     for (i, k) in keys.iter().enumerate() {
-        assert_eq!(got[k].as_deref(), Some(format!("value:{i}").as_str()), "{k}");
+        assert_eq!(
+            got[k].as_deref(),
+            Some(format!("value:{i}").as_str()),
+            "{k}"
+        );
     }
     w.close().await.unwrap();
 

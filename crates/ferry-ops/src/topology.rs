@@ -720,7 +720,8 @@ mod tests {
                 (b("nodes"), Value::Array(vec![Value::Map(node)])),
             ])])
         };
-        let port = |r: &Value, tls: bool| Topology::from_shards_with(r, "h", tls).unwrap().masters[0].port;
+        let port =
+            |r: &Value, tls: bool| Topology::from_shards_with(r, "h", tls).unwrap().masters[0].port;
         let both = reply(vec![
             (b("port"), Value::Integer(7000)),
             (b("tls-port"), Value::Integer(8000)),

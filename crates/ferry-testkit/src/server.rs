@@ -394,7 +394,11 @@ impl Server {
     /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>`;
     /// `rediss://` for a TLS-only server.
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
             Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}", self.port),
             None => format!("{scheme}://127.0.0.1:{}", self.port),
@@ -463,10 +467,11 @@ impl Server {
     /// A new connection (5 s connect timeout, 60 s read/write timeouts).
     pub fn try_conn(&self) -> Result<redis::Connection> {
         let ctx = || format!("connecting to {} ({})", self.addr(), self.flavor);
-        let client = redis::Client::open(self.admin_url()).map_err(|source| TestkitError::Redis {
-            context: ctx(),
-            source,
-        })?;
+        let client =
+            redis::Client::open(self.admin_url()).map_err(|source| TestkitError::Redis {
+                context: ctx(),
+                source,
+            })?;
         let conn = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .and_then(|c| {

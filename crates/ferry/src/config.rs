@@ -16,7 +16,8 @@ use serde::Deserialize;
 pub struct Config {
     /// The server to migrate from.
     pub source: Endpoint,
-    /// Any node of the target cluster.
+    /// Any node of the target cluster (`rediss://` and `tls` as for the
+    /// source: every master is then reached over TLS).
     pub target: Endpoint,
     /// Directory for the saved replication position and the spool.
     #[serde(default = "default_state_dir")]

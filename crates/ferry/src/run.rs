@@ -200,8 +200,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     rt.block_on(daemon(cfg, args.allow_nonempty_target))
 }
 
-async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
-    let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
+async fn target_format(
+    addr: &str,
+    auth: &WAuth,
+    tls: Option<&ferry_tls::TlsConfig>,
+) -> Result<TargetFormat> {
+    let mut conn = Conn::connect_tls(addr, auth, Duration::from_secs(5), tls)
         .await
         .with_context(|| format!("cannot connect to the target {addr}"))?;
     let info = conn
@@ -219,9 +223,13 @@ async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
 
 /// Refuse to start a new migration into a target that already holds keys:
 /// it may be the wrong cluster, or another application's.
-async fn check_target_empty(masters: &[String], auth: &WAuth) -> Result<()> {
+async fn check_target_empty(
+    masters: &[String],
+    auth: &WAuth,
+    tls: Option<&ferry_tls::TlsConfig>,
+) -> Result<()> {
     for addr in masters {
-        let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
+        let mut conn = Conn::connect_tls(addr, auth, Duration::from_secs(5), tls)
             .await
             .with_context(|| format!("target node {addr}"))?;
         let n = conn
@@ -288,11 +296,9 @@ async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> 
 async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     let src = parse_url(&cfg.source.url)?;
     let dst = parse_url(&cfg.target.url)?;
-    if cfg.target.tls_config().is_some() {
-        bail!(
-            "{}: TLS to the target cluster is not supported yet (the source may use rediss://)",
-            redact(&cfg.target.url)
-        );
+    let target_tls = cfg.target.tls_config();
+    if let Some(w) = target_tls.as_ref().and_then(|t| t.warning()) {
+        tracing::warn!("target: {w}");
     }
     let wauth = WAuth {
         user: dst.user.clone(),
@@ -313,11 +319,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         });
     }
 
-    let format = target_format(&dst.addr, &wauth).await?;
+    let format = target_format(&dst.addr, &wauth, target_tls.as_ref()).await?;
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
             auth: wauth.clone(),
+            tls: target_tls.clone(),
             ..Default::default()
         },
     )
@@ -330,7 +337,7 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
     if !resuming && !allow_nonempty_target {
-        check_target_empty(writer.masters(), &wauth).await?;
+        check_target_empty(writer.masters(), &wauth, target_tls.as_ref()).await?;
     }
     let mut applier = Applier::new(
         writer,

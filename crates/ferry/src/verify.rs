@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth, Conn};
-use ferry_ops::{Topology, key_slot};
+use ferry_cluster::{Auth, Conn, WriterConfig, discover_topology};
+use ferry_ops::key_slot;
 use ferry_resp::Value;
 
 use crate::config::{Config, parse_url};
@@ -147,16 +147,20 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
     let mut s = Conn::connect_tls(&src.addr, &sauth, T, cfg.source.tls_config().as_ref())
         .await
         .with_context(|| format!("source {}", src.addr))?;
-    let mut seed = Conn::connect(&dst.addr, &dauth, T)
+    let dtls = cfg.target.tls_config();
+    let wcfg = WriterConfig {
+        auth: dauth.clone(),
+        tls: dtls.clone(),
+        connect_timeout: T,
+        ..WriterConfig::default()
+    };
+    let topo = discover_topology(&dst.addr, &wcfg)
         .await
         .with_context(|| format!("target {}", dst.addr))?;
-    let shards = seed.call(&["CLUSTER", "SLOTS"], T).await?;
-    let topo = Topology::from_slots(&shards, &dst.addr)
-        .with_context(|| format!("target {} is not a usable cluster", dst.addr))?;
     let mut nodes = Vec::new();
     for n in &topo.masters {
         nodes.push(
-            Conn::connect(&n.addr(), &dauth, T)
+            Conn::connect_tls(&n.addr(), &dauth, T, dtls.as_ref())
                 .await
                 .with_context(|| format!("target node {}", n.addr()))?,
         );
