@@ -56,7 +56,7 @@ use tokio::time::Instant;
 
 use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
 use crate::error::WriterError;
-use crate::writer::{Op, Shared, WriterConfig, checkpoint_key, refresh_topology};
+use crate::writer::{Op, Shared, TargetMode, WriterConfig, checkpoint_key, refresh_topology};
 
 /// `*1\r\n$6\r\nASKING\r\n`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -907,6 +907,11 @@ impl Engine {
         let addr = node.addr.clone();
         let auth = self.config.auth.clone();
         let tls = self.config.tls.clone();
+        // Standalone: back on the db of the last acknowledged SELECT (the
+        // ops to resend come after it).
+        let db = (self.config.mode == TargetMode::Standalone)
+            .then(|| self.shared.selected_db.load(Ordering::Acquire))
+            .filter(|db| *db != 0);
         let timeout = self.config.connect_timeout;
         let give_up = Instant::now() + self.config.reconnect_for;
         let (min, max) = (self.config.backoff_min, self.config.backoff_max);
@@ -914,10 +919,21 @@ impl Engine {
         tokio::spawn(async move {
             let mut delay = min;
             let result = loop {
-                match Conn::connect_tls(&addr, &auth, timeout, tls.as_ref()).await {
+                let conn = match (
+                    Conn::connect_tls(&addr, &auth, timeout, tls.as_ref()).await,
+                    db,
+                ) {
+                    (Ok(mut conn), Some(db)) => conn.select(db, timeout).await.map(|()| conn),
+                    (result, _) => result,
+                };
+                match conn {
                     Ok(conn) => break Ok(conn),
-                    // A bad certificate or refused AUTH does not heal.
-                    Err(e @ (ConnError::Tls { .. } | ConnError::Auth { .. })) => break Err(e),
+                    // A bad certificate, a refused AUTH or SELECT does not heal.
+                    Err(
+                        e @ (ConnError::Tls { .. }
+                        | ConnError::Auth { .. }
+                        | ConnError::Select { .. }),
+                    ) => break Err(e),
                     Err(e) if Instant::now() + delay >= give_up => break Err(e),
                     Err(_) => {
                         tokio::time::sleep(delay).await;
@@ -983,6 +999,7 @@ impl Engine {
 
     fn on_reply(&mut self, i: usize, mut entry: Entry, value: Value) {
         let Value::Error(message) = &value else {
+            self.shared.acked_op(&entry.op.args);
             self.progress.ack(entry.group);
             self.shared.acked.fetch_add(1, Ordering::Relaxed);
             return;
@@ -1023,7 +1040,7 @@ impl Engine {
                 | ErrorKind::MasterDown
                 | ErrorKind::ReadOnly,
                 _,
-            ) => {
+            ) if self.config.mode != TargetMode::Standalone => {
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
                 if kind.needs_refresh() {
                     self.request_refresh();

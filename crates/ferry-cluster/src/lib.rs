@@ -41,6 +41,6 @@ pub mod writer;
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
 pub use writer::{
-    CheckpointConfig, ClusterWriter, DEFAULT_CHECKPOINT_PREFIX, Op, WriterConfig, WriterStats,
-    discover_topology,
+    CheckpointConfig, ClusterWriter, DEFAULT_CHECKPOINT_PREFIX, Op, TargetMode, WriterConfig,
+    WriterStats, discover_topology,
 };

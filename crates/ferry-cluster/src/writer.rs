@@ -149,6 +149,26 @@ pub struct WriterConfig {
     pub skip_applied: bool,
     /// TLS to every node (`rediss://`); `None` is plain TCP.
     pub tls: Option<ferry_tls::TlsConfig>,
+    /// A cluster, a standalone server, or whichever the seed is.
+    pub mode: TargetMode,
+}
+
+/// What kind of target the writer talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetMode {
+    /// A Redis Cluster; a standalone seed is [`WriterError::NotACluster`].
+    #[default]
+    Cluster,
+    /// One standalone server: every op goes, in submission order, to it
+    /// over one pipelined connection (one "master" serving every slot).
+    /// `SELECT` ops are sent as submitted; after a reconnect the connection
+    /// is put back on the db of the last acknowledged `SELECT`. A
+    /// retryable reply (`LOADING`, `BUSY`, ...) is fatal here, since ops
+    /// after it may already have run in a db chosen by a later `SELECT`.
+    Standalone,
+    /// A cluster if the seed answers `CLUSTER SHARDS`/`SLOTS`, standalone
+    /// if it has cluster support disabled.
+    Auto,
 }
 
 /// Where and how often the per-master checkpoints are written.
@@ -209,6 +229,7 @@ impl Default for WriterConfig {
             checkpoint: None,
             skip_applied: false,
             tls: None,
+            mode: TargetMode::Cluster,
         }
     }
 }
@@ -249,6 +270,8 @@ pub(crate) struct Shared {
     pub(crate) skipped: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) refreshes: AtomicU64,
+    /// Standalone target: the db of the last acknowledged `SELECT`.
+    pub(crate) selected_db: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,
 }
 
@@ -260,6 +283,17 @@ impl Shared {
 
     fn error(&self) -> Option<WriterError> {
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notes an acknowledged op: a `SELECT n` moves the standalone
+    /// connection to db `n`.
+    pub(crate) fn acked_op(&self, args: &[Bytes]) {
+        if let [name, db] = args
+            && name.eq_ignore_ascii_case(b"SELECT")
+            && let Some(db) = std::str::from_utf8(db).ok().and_then(|d| d.parse().ok())
+        {
+            self.selected_db.store(db, Ordering::Release);
+        }
     }
 }
 
@@ -279,6 +313,7 @@ pub struct ClusterWriter {
     masters: Vec<String>,
     checkpoints: BTreeMap<String, u64>,
     checkpoint_keys: BTreeMap<String, String>,
+    standalone: bool,
 }
 
 impl ClusterWriter {
@@ -313,7 +348,18 @@ impl ClusterWriter {
         if config.auth.password.is_none() {
             config.auth = url_auth;
         }
-        let (topology, known) = discover(&addr, &config).await?;
+        let (topology, known) = match discover(&addr, &config).await {
+            Err(WriterError::NotACluster { .. }) if config.mode == TargetMode::Auto => {
+                config.mode = TargetMode::Standalone;
+                discover(&addr, &config).await?
+            }
+            Ok(found) if config.mode == TargetMode::Auto => {
+                config.mode = TargetMode::Cluster;
+                found
+            }
+            other => other?,
+        };
+        let standalone = config.mode == TargetMode::Standalone;
         let mut conns = Vec::with_capacity(topology.masters.len());
         for node in &topology.masters {
             conns.push(
@@ -356,6 +402,7 @@ impl ClusterWriter {
             masters,
             checkpoints,
             checkpoint_keys,
+            standalone,
         })
     }
 
@@ -365,9 +412,14 @@ impl ClusterWriter {
     ///
     /// # Errors
     /// The writer's fatal error, once it has stopped.
-    pub async fn submit(&mut self, op: Op) -> Result<(), WriterError> {
+    pub async fn submit(&mut self, mut op: Op) -> Result<(), WriterError> {
         if let Some(e) = self.shared.error() {
             return Err(e);
+        }
+        if self.standalone {
+            // One node, one order: every op on one "slot" so a hold or
+            // retry can never let a later op (or `SELECT`) overtake it.
+            op.slot = op.slot.map(|_| 0);
         }
         self.cmds
             .send(Cmd::Op(op))
@@ -462,9 +514,15 @@ impl ClusterWriter {
         }
     }
 
-    /// The masters found at connect time (`host:port`).
+    /// The masters found at connect time (`host:port`); for a standalone
+    /// target, the server.
     pub fn masters(&self) -> &[String] {
         &self.masters
+    }
+
+    /// Whether the target is a standalone server ([`TargetMode`]).
+    pub fn is_standalone(&self) -> bool {
+        self.standalone
     }
 
     fn stopped(&self) -> WriterError {
@@ -559,6 +617,9 @@ async fn discover(
     addr: &str,
     config: &WriterConfig,
 ) -> Result<(Topology, Vec<String>), WriterError> {
+    if config.mode == TargetMode::Standalone {
+        return Ok((standalone_topology(addr)?, Vec::new()));
+    }
     let mut conn = Conn::connect_tls(
         addr,
         &config.auth,
@@ -614,6 +675,33 @@ async fn discover(
         });
     }
     Ok((topology, known))
+}
+
+/// A standalone server as a one-master topology serving every slot.
+fn standalone_topology(addr: &str) -> Result<Topology, WriterError> {
+    let bad = || WriterError::Topology {
+        addr: addr.to_owned(),
+        source: TopologyError::NoMaster {
+            at: "a standalone address without a port".into(),
+        },
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut topology = Topology::default();
+    topology.masters.push(ferry_ops::Node {
+        id: None,
+        host: host.to_owned(),
+        port,
+    });
+    topology
+        .slots
+        .set_range(0, ferry_ops::SLOTS - 1, 0)
+        .map_err(|source| WriterError::Topology {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    Ok(topology)
 }
 
 /// Key/value pairs of a RESP2 flat array or a RESP3 map.

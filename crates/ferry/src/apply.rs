@@ -104,6 +104,11 @@ pub struct Applier {
     tokens: VecDeque<(u64, Applied)>,
     last_op_offset: u64,
     filter: Filter,
+    /// A standalone target: dbs kept (`SELECT` before ops of another db),
+    /// commands replayed as they are (no slot routing or splitting).
+    standalone: bool,
+    /// Standalone: the db the last `SELECT` submitted chose (0 at start).
+    selected: u64,
     /// Counters.
     pub counters: Counters,
 }
@@ -127,6 +132,8 @@ impl Applier {
         filter: Filter,
     ) -> Applier {
         Applier {
+            standalone: writer.is_standalone(),
+            selected: 0,
             writer,
             target,
             restore,
@@ -160,6 +167,21 @@ impl Applier {
             .submit(Op { args, slot, offset })
             .await
             .context("writing to the target cluster")
+    }
+
+    /// Standalone: submits `SELECT db` if the ops before were for another db.
+    async fn select(&mut self, db: u64, offset: u64) -> Result<()> {
+        if self.standalone && db != self.selected {
+            self.selected = db;
+            let args = vec![Bytes::from_static(b"SELECT"), db.to_string().into()];
+            self.submit(args, Some(0), offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether keys of `db` are carried.
+    fn keep_db(&self, db: u64) -> bool {
+        self.filter.carries_db(db, self.standalone)
     }
 
     async fn submit_all(&mut self, cmds: Vec<Vec<Bytes>>, slot: u16, offset: u64) -> Result<()> {
@@ -206,7 +228,7 @@ impl Applier {
             }
             Item::Key(k) => {
                 let h = &k.header;
-                if !self.filter.db(h.db) {
+                if !self.keep_db(h.db) {
                     self.filtered("filtered_db");
                     return Ok(());
                 }
@@ -218,6 +240,7 @@ impl Applier {
                     self.skip("expired", &lossy(&h.key));
                     return Ok(());
                 }
+                self.select(h.db, off).await?;
                 let slot = key_slot(&h.key);
                 let stamp = match (self.restore, self.file) {
                     (true, Some((flavor, version))) => {
@@ -251,9 +274,11 @@ impl Applier {
                 self.counters.keys_applied += 1;
             }
             Item::BigKeyStart(h) => {
-                let keep = self.filter.db(h.db) && self.filter.key(&h.key);
-                if !keep {
-                    let reason = if self.filter.db(h.db) {
+                let keep = self.keep_db(h.db) && self.filter.key(&h.key);
+                if keep {
+                    self.select(h.db, off).await?;
+                } else {
+                    let reason = if self.keep_db(h.db) {
                         "filtered_key"
                     } else {
                         "filtered_db"
@@ -297,7 +322,7 @@ impl Applier {
         else {
             return Ok(());
         };
-        if !self.filter.db(db) {
+        if !self.keep_db(db) {
             self.filtered("filtered_db");
             return Ok(());
         }
@@ -311,6 +336,9 @@ impl Applier {
                 return Ok(());
             }
         };
+        if self.standalone {
+            return self.stream_standalone(args, route, db, end_offset).await;
+        }
         match route {
             Route::Slot(slot, args) => self.submit(args, Some(slot), end_offset).await?,
             Route::PerSlot(parts) => {
@@ -341,6 +369,45 @@ impl Applier {
                 return Ok(());
             }
         }
+        self.counters.commands_applied += 1;
+        Ok(())
+    }
+
+    /// A stream command into a standalone target: in its db, as it is (no
+    /// splitting: one server runs multi-key and cross-db commands itself).
+    async fn stream_standalone(
+        &mut self,
+        args: Vec<Bytes>,
+        route: Route,
+        db: u64,
+        end_offset: u64,
+    ) -> Result<()> {
+        match route {
+            Route::None(_) => return Ok(()),
+            Route::Unreplayable {
+                reason: reason @ ferry_ops::Unreplayable::Publish { .. },
+            } => {
+                self.skip("unreplayable", &reason.to_string());
+                return Ok(());
+            }
+            Route::AllMasters => {
+                let flushall = args[0].eq_ignore_ascii_case(b"FLUSHALL");
+                let filtering = !self.filter.include_prefixes.is_empty()
+                    || !self.filter.exclude_prefixes.is_empty()
+                    || (flushall && !self.filter.dbs.is_empty());
+                if (args[0].eq_ignore_ascii_case(b"FLUSHDB") || flushall) && filtering {
+                    // It would also delete keys the filter keeps out.
+                    self.skip(
+                        "flush_with_filter",
+                        &format!("{} (db {db})", lossy(&args[0])),
+                    );
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        self.select(db, end_offset).await?;
+        self.submit(args, Some(0), end_offset).await?;
         self.counters.commands_applied += 1;
         Ok(())
     }

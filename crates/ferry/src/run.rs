@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth as WAuth, ClusterWriter, Conn, WriterConfig};
+use ferry_cluster::{Auth as WAuth, ClusterWriter, Conn, TargetMode, WriterConfig};
 use ferry_replica::{Auth as LAuth, Link, LinkConfig, LinkStatus, Phase};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, TargetFormat};
-use crate::config::{Config, RestoreMode, parse_url, redact};
+use crate::config::{Config, RestoreMode, TargetKind, parse_url, redact};
 
 /// Arguments of `ferry run`.
 #[derive(Debug, Args)]
@@ -200,14 +200,37 @@ pub fn run(args: &RunArgs) -> Result<()> {
     rt.block_on(daemon(cfg, args.allow_nonempty_target))
 }
 
-async fn target_format(
+/// The target's RDB format and, for `target.mode: auto`, whether it is a
+/// cluster (`cluster_enabled:1` in `INFO cluster`).
+pub(crate) async fn target_format(
     addr: &str,
     auth: &WAuth,
     tls: Option<&ferry_tls::TlsConfig>,
-) -> Result<TargetFormat> {
+    kind: TargetKind,
+) -> Result<(TargetFormat, TargetMode)> {
     let mut conn = Conn::connect_tls(addr, auth, Duration::from_secs(5), tls)
         .await
         .with_context(|| format!("cannot connect to the target {addr}"))?;
+    let mode = match kind {
+        TargetKind::Cluster => TargetMode::Cluster,
+        TargetKind::Standalone => TargetMode::Standalone,
+        TargetKind::Auto => {
+            let info = conn
+                .call(&["INFO", "cluster"], Duration::from_secs(5))
+                .await
+                .with_context(|| format!("INFO cluster on the target {addr}"))?;
+            let text = info
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b))
+                .unwrap_or_default();
+            let enabled = text.lines().any(|l| l.trim() == "cluster_enabled:1");
+            if enabled {
+                TargetMode::Cluster
+            } else {
+                TargetMode::Standalone
+            }
+        }
+    };
     let info = conn
         .call(&["INFO", "server"], Duration::from_secs(5))
         .await
@@ -216,7 +239,7 @@ async fn target_format(
         .as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned());
     match text {
-        Some(t) => Ok(TargetFormat::from_info(&t)),
+        Some(t) => Ok((TargetFormat::from_info(&t), mode)),
         None => bail!("target {addr} answered INFO with {info:?}"),
     }
 }
@@ -232,12 +255,25 @@ async fn check_target_empty(
         let mut conn = Conn::connect_tls(addr, auth, Duration::from_secs(5), tls)
             .await
             .with_context(|| format!("target node {addr}"))?;
-        let n = conn
-            .call(&["DBSIZE"], Duration::from_secs(5))
+        // Every db (a standalone target has several).
+        let info = conn
+            .call(&["INFO", "keyspace"], Duration::from_secs(5))
             .await
-            .with_context(|| format!("DBSIZE on {addr}"))?
-            .as_int()
-            .unwrap_or(0);
+            .with_context(|| format!("INFO keyspace on {addr}"))?;
+        let n: u64 = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.split_once(":keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
         if n > 0 {
             bail!(
                 "the target is not empty: {addr} holds {n} keys. Start with --allow-nonempty-target \
@@ -250,8 +286,8 @@ async fn check_target_empty(
 
 /// Refuse to start when the source holds keys in a db the filter leaves out
 /// by default (a cluster has only db 0), naming the option that decides.
-async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> {
-    if !cfg.filter.dbs.is_empty() {
+async fn check_source_dbs(src: &crate::config::Url, cfg: &Config, standalone: bool) -> Result<()> {
+    if !cfg.filter.dbs.is_empty() || standalone {
         return Ok(());
     }
     let auth = WAuth {
@@ -319,19 +355,25 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         });
     }
 
-    let format = target_format(&dst.addr, &wauth, target_tls.as_ref()).await?;
+    let (format, mode) =
+        target_format(&dst.addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
             auth: wauth.clone(),
             tls: target_tls.clone(),
+            mode,
             ..Default::default()
         },
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
-    tracing::info!(masters = ?writer.masters(), "target cluster");
-    check_source_dbs(&src, &cfg).await?;
+    if writer.is_standalone() {
+        tracing::info!(server = ?writer.masters(), "standalone target (dbs kept)");
+    } else {
+        tracing::info!(masters = ?writer.masters(), "target cluster");
+    }
+    check_source_dbs(&src, &cfg, writer.is_standalone()).await?;
     let resuming = cfg
         .state_dir
         .join(ferry_replica::link::POSITION_FILE)

@@ -4,15 +4,16 @@
 //! and value on both sides (the target key from the master that owns its
 //! slot) and compares by value: sets and hashes as sorted sets, scores as
 //! numbers, TTLs within a tolerance. Exit status: 0 identical, 1 differences
-//! (each listed), 2 error. Keys of dbs other than 0 are not compared (a
-//! cluster has only db 0).
+//! (each listed), 2 error. Into a cluster only db 0 is compared (a cluster
+//! has only db 0); into a standalone target every db of the source that
+//! `filter.dbs` carries, each with the same db of the target.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth, Conn, WriterConfig, discover_topology};
-use ferry_ops::key_slot;
+use ferry_cluster::{Auth, Conn, TargetMode, WriterConfig, discover_topology};
+use ferry_ops::{Topology, key_slot};
 use ferry_resp::Value;
 
 use crate::config::{Config, parse_url};
@@ -123,52 +124,35 @@ async fn read(conn: &mut Conn, key: &[u8]) -> Result<Side> {
     Ok(Side { kind, pttl, value })
 }
 
-/// Run `ferry verify`; Ok(true) when identical.
-pub fn run(args: &VerifyArgs) -> Result<bool> {
-    let cfg = Config::load(&args.config)?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(verify(cfg, args))
+/// The dbs of the source that hold keys (`INFO keyspace`).
+async fn source_dbs(s: &mut Conn) -> Result<Vec<u64>> {
+    let info = call(s, &[b"INFO", b"keyspace"]).await?;
+    let text = info
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("db")?.split_once(':')?.0.parse().ok())
+        .collect())
 }
 
-async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
-    let src = parse_url(&cfg.source.url)?;
-    let dst = parse_url(&cfg.target.url)?;
-    let sauth = Auth {
-        user: src.user,
-        password: src.password,
-    };
-    let dauth = Auth {
-        user: dst.user,
-        password: dst.password,
-    };
-    let mut s = Conn::connect_tls(&src.addr, &sauth, T, cfg.source.tls_config().as_ref())
-        .await
-        .with_context(|| format!("source {}", src.addr))?;
-    let dtls = cfg.target.tls_config();
-    let wcfg = WriterConfig {
-        auth: dauth.clone(),
-        tls: dtls.clone(),
-        connect_timeout: T,
-        ..WriterConfig::default()
-    };
-    let topo = discover_topology(&dst.addr, &wcfg)
-        .await
-        .with_context(|| format!("target {}", dst.addr))?;
-    let mut nodes = Vec::new();
-    for n in &topo.masters {
-        nodes.push(
-            Conn::connect_tls(&n.addr(), &dauth, T, dtls.as_ref())
-                .await
-                .with_context(|| format!("target node {}", n.addr()))?,
-        );
-    }
+/// Compares every key of the source's current db with the target (each key
+/// read from the master serving its slot); `(compared, differing)`. `db` is
+/// shown with differences (standalone targets); `shown_before` differences
+/// were already listed.
+async fn compare_db(
+    s: &mut Conn,
+    nodes: &mut [Conn],
+    topo: &Topology,
+    args: &VerifyArgs,
+    db: Option<u64>,
+    shown_before: u64,
+) -> Result<(u64, u64)> {
     let (mut compared, mut diffs) = (0u64, 0u64);
     let mut cursor = b"0".to_vec();
     loop {
-        let reply = call(&mut s, &[b"SCAN", &cursor, b"COUNT", b"500"]).await?;
+        let reply = call(s, &[b"SCAN", &cursor, b"COUNT", b"500"]).await?;
         let parts = reply.as_array().context("SCAN reply")?;
         cursor = parts
             .first()
@@ -177,7 +161,7 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             .to_vec();
         for k in parts.get(1).and_then(|k| k.as_array()).unwrap_or_default() {
             let Some(key) = k.as_bytes() else { continue };
-            let a = read(&mut s, key).await?;
+            let a = read(s, key).await?;
             if a.kind == "none" {
                 continue; // deleted meanwhile
             }
@@ -205,14 +189,89 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             };
             if let Some(what) = what {
                 diffs += 1;
-                if diffs as usize <= args.show {
-                    println!("differs: {:?}: {what}", String::from_utf8_lossy(key));
+                if (shown_before + diffs) as usize <= args.show {
+                    let key = String::from_utf8_lossy(key);
+                    match db {
+                        Some(db) => println!("differs: db {db} {key:?}: {what}"),
+                        None => println!("differs: {key:?}: {what}"),
+                    }
                 }
             }
         }
         if cursor == b"0" {
             break;
         }
+    }
+    Ok((compared, diffs))
+}
+
+/// Run `ferry verify`; Ok(true) when identical.
+pub fn run(args: &VerifyArgs) -> Result<bool> {
+    let cfg = Config::load(&args.config)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(verify(cfg, args))
+}
+
+async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
+    let src = parse_url(&cfg.source.url)?;
+    let dst = parse_url(&cfg.target.url)?;
+    let sauth = Auth {
+        user: src.user,
+        password: src.password,
+    };
+    let dauth = Auth {
+        user: dst.user,
+        password: dst.password,
+    };
+    let mut s = Conn::connect_tls(&src.addr, &sauth, T, cfg.source.tls_config().as_ref())
+        .await
+        .with_context(|| format!("source {}", src.addr))?;
+    let dtls = cfg.target.tls_config();
+    let (_, mode) =
+        crate::run::target_format(&dst.addr, &dauth, dtls.as_ref(), cfg.target.mode).await?;
+    let standalone = mode == TargetMode::Standalone;
+    let wcfg = WriterConfig {
+        auth: dauth.clone(),
+        tls: dtls.clone(),
+        connect_timeout: T,
+        mode,
+        ..WriterConfig::default()
+    };
+    let topo = discover_topology(&dst.addr, &wcfg)
+        .await
+        .with_context(|| format!("target {}", dst.addr))?;
+    let mut nodes = Vec::new();
+    for n in &topo.masters {
+        nodes.push(
+            Conn::connect_tls(&n.addr(), &dauth, T, dtls.as_ref())
+                .await
+                .with_context(|| format!("target node {}", n.addr()))?,
+        );
+    }
+    // A cluster has db 0 only; a standalone target keeps the source's dbs.
+    let dbs = if standalone {
+        source_dbs(&mut s)
+            .await?
+            .into_iter()
+            .filter(|db| cfg.filter.carries_db(*db, true))
+            .collect()
+    } else {
+        vec![0]
+    };
+    let (mut compared, mut diffs) = (0u64, 0u64);
+    for db in dbs {
+        let db_text = db.to_string();
+        if standalone {
+            call(&mut s, &[b"SELECT", db_text.as_bytes()]).await?;
+            call(&mut nodes[0], &[b"SELECT", db_text.as_bytes()]).await?;
+        }
+        let shown = standalone.then_some(db);
+        let (c, d) = compare_db(&mut s, &mut nodes, &topo, args, shown, diffs).await?;
+        compared += c;
+        diffs += d;
     }
     println!("verify: {compared} keys compared, {diffs} differ");
     Ok(diffs == 0)
