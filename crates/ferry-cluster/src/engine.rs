@@ -80,6 +80,8 @@ pub(crate) enum Cmd {
     Flush(oneshot::Sender<Result<(), WriterError>>),
     /// Stop checkpointing and `DEL` these keys (plus the current ones).
     RemoveCheckpoints(Vec<String>, RemoveReply),
+    /// Every op with an offset at or below this one has been submitted.
+    Complete(u64),
 }
 
 /// What an entry is.
@@ -336,9 +338,12 @@ impl Engine {
             let force = (!self.flushes.is_empty() || !cmds_open) && self.is_idle();
             self.queue_checkpoints(force);
             self.write_out();
+            // Bounded by `complete`: acknowledging every op taken so far
+            // for an offset says nothing about its ops still to come (all
+            // snapshot keys share one offset).
             self.shared
                 .applied
-                .store(self.progress.applied(), Ordering::Release);
+                .fetch_max(self.progress.applied().min(self.complete), Ordering::AcqRel);
             if self.is_idle() && self.ckpt_inflight == 0 {
                 for f in self.flushes.drain(..) {
                     let _ = f.send(Ok(()));
@@ -635,6 +640,9 @@ impl Engine {
                 self.flushes.push(tx);
             }
             Cmd::RemoveCheckpoints(keys, tx) => self.remove_checkpoints(keys, tx),
+            Cmd::Complete(offset) => {
+                self.complete = self.complete.max(offset.min(self.last_offset));
+            }
             Cmd::Op(op) => {
                 if op.offset > self.last_offset {
                     self.complete = self.complete.max(self.last_offset);

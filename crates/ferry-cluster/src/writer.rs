@@ -427,6 +427,20 @@ impl ClusterWriter {
             .map_err(|_| self.stopped())
     }
 
+    /// Declares every op with an offset at or below `offset` submitted, so
+    /// [`ClusterWriter::applied_offset`] may reach it once they are all
+    /// acknowledged (without it, the last offset submitted is complete only
+    /// when an op with a higher offset, a `flush` or `close` follows).
+    ///
+    /// # Errors
+    /// The writer's fatal error, once it has stopped.
+    pub async fn mark_complete(&mut self, offset: u64) -> Result<(), WriterError> {
+        self.cmds
+            .send(Cmd::Complete(offset))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
     /// Waits until every op submitted so far is acknowledged.
     ///
     /// # Errors
@@ -489,7 +503,10 @@ impl ClusterWriter {
     }
 
     /// The highest source offset such that every op with an offset at or
-    /// below it is acknowledged by its node (0 before the first).
+    /// below it is acknowledged by its node (0 before the first), and no
+    /// more ops with that offset can come: it trails the last offset
+    /// submitted until a higher one, [`ClusterWriter::mark_complete`] or a
+    /// flush says that offset is complete.
     pub fn applied_offset(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
     }

@@ -109,6 +109,8 @@ pub struct Applier {
     standalone: bool,
     /// Standalone: the db the last `SELECT` submitted chose (0 at start).
     selected: u64,
+    /// The last offset declared complete to the writer.
+    marked: u64,
     /// Counters.
     pub counters: Counters,
 }
@@ -134,6 +136,7 @@ impl Applier {
         Applier {
             standalone: writer.is_standalone(),
             selected: 0,
+            marked: 0,
             writer,
             target,
             restore,
@@ -184,6 +187,20 @@ impl Applier {
         self.filter.carries_db(db, self.standalone)
     }
 
+    /// Tells the writer that every op up to the last one is submitted (all
+    /// snapshot ops share one offset, a split command several ops): its
+    /// applied offset may then reach it.
+    async fn mark_complete(&mut self) -> Result<()> {
+        if self.last_op_offset > self.marked {
+            self.marked = self.last_op_offset;
+            self.writer
+                .mark_complete(self.last_op_offset)
+                .await
+                .context("writing to the target cluster")?;
+        }
+        Ok(())
+    }
+
     async fn submit_all(&mut self, cmds: Vec<Vec<Bytes>>, slot: u16, offset: u64) -> Result<()> {
         for c in cmds {
             self.submit(c, Some(slot), offset).await?;
@@ -201,11 +218,13 @@ impl Applier {
             LinkEvent::Continue { .. } | LinkEvent::Reconnecting { .. } => {}
             LinkEvent::Rdb(item) => self.rdb(item).await?,
             LinkEvent::SnapshotEnd { applied } => {
-                self.tokens.push_back((self.last_op_offset, applied))
+                self.tokens.push_back((self.last_op_offset, applied));
+                self.mark_complete().await?;
             }
             LinkEvent::Stream { event, applied } => {
                 self.stream(event).await?;
                 self.tokens.push_back((self.last_op_offset, applied));
+                self.mark_complete().await?;
             }
         }
         Ok(())
