@@ -124,6 +124,16 @@ async fn writer_into_a_tls_only_cluster() {
     let mut masters = w.masters().to_vec();
     masters.sort();
     assert_eq!(masters, ports, "discovery found the TLS ports");
+    // The fallback, CLUSTER SLOTS, names the TLS ports too (`tls-cluster yes`).
+    let tls = TlsConfig::with_ca_file(&pki.ca_cert);
+    let mut seed = Conn::connect_tls(&ports[0], &Auth::none(), T, Some(&tls))
+        .await
+        .unwrap();
+    let slots = seed.call(&["CLUSTER", "SLOTS"], T).await.unwrap();
+    let topology = ferry_ops::Topology::from_slots(&slots, "127.0.0.1").unwrap();
+    let mut from_slots: Vec<String> = topology.masters.iter().map(|n| n.addr()).collect();
+    from_slots.sort();
+    assert_eq!(from_slots, ports, "CLUSTER SLOTS ports");
 
     const N: u64 = 3000;
     let mut offset = 0;
