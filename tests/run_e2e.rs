@@ -431,14 +431,15 @@ fn bad_configs_fail_with_a_clear_message() {
     );
     drop((src, cluster));
 
-    // A standalone server is not a cluster.
+    // A standalone server is not a cluster (with `mode: cluster`; `auto`
+    // migrates into it, see tests/standalone.rs).
     let s = Server::start(Flavor::Redis70).expect("server");
     let src = Server::start(Flavor::Redis70).expect("server");
     let f = dir.path().join("standalone.yaml");
     std::fs::write(
         &f,
         format!(
-            "source: {{ url: \"{}\" }}\ntarget: {{ url: \"{}\" }}\nhttp: {{ listen: \"\" }}\n",
+            "source: {{ url: \"{}\" }}\ntarget: {{ url: \"{}\", mode: cluster }}\nhttp: {{ listen: \"\" }}\n",
             src.url(),
             s.url()
         ),

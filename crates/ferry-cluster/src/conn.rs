@@ -131,6 +131,16 @@ pub enum ConnError {
         /// The error reply.
         reply: String,
     },
+    /// `SELECT` was refused (a db the server does not have).
+    #[error("{addr}: SELECT {db} refused: {reply}")]
+    Select {
+        /// The node.
+        addr: String,
+        /// The db.
+        db: u64,
+        /// The error reply.
+        reply: String,
+    },
 }
 
 impl ConnError {
@@ -206,6 +216,22 @@ impl Conn {
             }
         }
         Ok(conn)
+    }
+
+    /// `SELECT db` (a standalone target; a cluster only has db 0).
+    ///
+    /// # Errors
+    /// [`ConnError::Select`] if refused; socket errors as [`Conn::call`].
+    pub async fn select(&mut self, db: u64, timeout: Duration) -> Result<(), ConnError> {
+        let reply = self.call(&["SELECT", &db.to_string()], timeout).await?;
+        match reply {
+            Value::Error(e) => Err(ConnError::Select {
+                addr: self.addr.clone(),
+                db,
+                reply: String::from_utf8_lossy(&e).into_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The node's address as given to [`Conn::connect`].

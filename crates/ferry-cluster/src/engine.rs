@@ -71,7 +71,7 @@ use tokio::time::Instant;
 use crate::checkpoint::{self, Resume};
 use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
 use crate::error::WriterError;
-use crate::writer::{Op, Shared, WriterConfig, refresh_topology};
+use crate::writer::{Op, Shared, TargetMode, WriterConfig, refresh_topology};
 
 /// `*1\r\n$6\r\nASKING\r\n`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -114,6 +114,8 @@ pub(crate) enum Cmd {
     Checkpointing(bool),
     /// A new source history (sent when idle).
     NewHistory(String, oneshot::Sender<()>),
+    /// Every op with an offset at or below this one has been submitted.
+    Complete(u64),
 }
 
 /// What an entry is.
@@ -271,6 +273,11 @@ impl NodeState {
 }
 
 pub(crate) struct Engine {
+    /// The highest op offset submitted so far.
+    last_offset: u64,
+    /// Every op at or below this offset has been submitted: the applied
+    /// offset never passes it (all snapshot keys share one offset).
+    complete: u64,
     topology: Topology,
     nodes: Vec<NodeState>,
     holds: HashMap<u16, Hold>,
@@ -319,6 +326,8 @@ impl Engine {
             inflight: vec![0; usize::from(SLOTS)],
             held_bytes: 0,
             progress: crate::progress::Progress::default(),
+            last_offset: 0,
+            complete: 0,
             seq: 0,
             config,
             shared,
@@ -414,11 +423,19 @@ impl Engine {
                     Err(mpsc::error::TryRecvError::Disconnected) => cmds_open = false,
                 }
             }
+            if !cmds_open {
+                // Closed: every op is taken.
+                self.complete = self.last_offset;
+            }
             self.seal_open();
             self.write_out();
-            self.shared
-                .applied
-                .store(self.progress.applied(), Ordering::Release);
+            // Bounded by `complete`: acknowledging every op taken so far
+            // for an offset says nothing about its ops still to come (all
+            // snapshot keys share one offset).
+            self.shared.applied.store(
+                self.progress.applied().min(self.complete),
+                Ordering::Release,
+            );
             if self.is_idle() {
                 for f in self.flushes.drain(..) {
                     let _ = f.send(Ok(()));
@@ -631,9 +648,22 @@ impl Engine {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Flush(tx) => self.flushes.push(tx),
-            Cmd::Op(op) => self.take(vec![op]),
+            Cmd::Flush(tx) => {
+                // Everything before the flush is taken.
+                self.complete = self.last_offset;
+                self.flushes.push(tx);
+            }
+            Cmd::Complete(offset) => {
+                self.complete = self.complete.max(offset.min(self.last_offset));
+            }
+            Cmd::Op(op) => {
+                self.note_offset(op.offset);
+                self.take(vec![op]);
+            }
             Cmd::Group(ops) => {
+                for op in &ops {
+                    self.note_offset(op.offset);
+                }
                 let slot = ops[0].slot;
                 let one_slot = slot.is_some() && ops.iter().all(|o| o.slot == slot);
                 if self.txn_on && one_slot {
@@ -661,9 +691,20 @@ impl Engine {
                 if self.is_idle() {
                     self.progress = crate::progress::Progress::default();
                     self.shared.applied.store(0, Ordering::Release);
+                    self.last_offset = 0;
+                    self.complete = 0;
                 }
                 let _ = tx.send(());
             }
+        }
+    }
+
+    /// An op for `offset` arrived: every lower offset is completely
+    /// submitted (ops come in offset order).
+    fn note_offset(&mut self, offset: u64) {
+        if offset > self.last_offset {
+            self.complete = self.complete.max(self.last_offset);
+            self.last_offset = offset;
         }
     }
 
@@ -991,6 +1032,12 @@ impl Engine {
         let tag = (i, node.generation);
         let addr = node.addr.clone();
         let auth = self.config.auth.clone();
+        let tls = self.config.tls.clone();
+        // Standalone: back on the db of the last acknowledged SELECT (the
+        // ops to resend come after it).
+        let db = (self.config.mode == TargetMode::Standalone)
+            .then(|| self.shared.selected_db.load(Ordering::Acquire))
+            .filter(|db| *db != 0);
         let timeout = self.config.connect_timeout;
         let give_up = Instant::now() + self.config.reconnect_for;
         let (min, max) = (self.config.backoff_min, self.config.backoff_max);
@@ -998,8 +1045,21 @@ impl Engine {
         tokio::spawn(async move {
             let mut delay = min;
             let result = loop {
-                match Conn::connect(&addr, &auth, timeout).await {
+                let conn = match (
+                    Conn::connect_tls(&addr, &auth, timeout, tls.as_ref()).await,
+                    db,
+                ) {
+                    (Ok(mut conn), Some(db)) => conn.select(db, timeout).await.map(|()| conn),
+                    (result, _) => result,
+                };
+                match conn {
                     Ok(conn) => break Ok(conn),
+                    // A bad certificate, a refused AUTH or SELECT does not heal.
+                    Err(
+                        e @ (ConnError::Tls { .. }
+                        | ConnError::Auth { .. }
+                        | ConnError::Select { .. }),
+                    ) => break Err(e),
                     Err(e) if Instant::now() + delay >= give_up => break Err(e),
                     Err(_) => {
                         tokio::time::sleep(delay).await;
@@ -1120,6 +1180,7 @@ impl Engine {
 
     fn on_reply(&mut self, i: usize, entry: Entry, value: Value) {
         let Value::Error(message) = &value else {
+            self.shared.acked_op(&entry.op.args);
             self.progress.ack(entry.group);
             self.shared.acked.fetch_add(1, Ordering::Relaxed);
             return;
@@ -1179,7 +1240,7 @@ impl Engine {
                 | ErrorKind::MasterDown
                 | ErrorKind::ReadOnly,
                 _,
-            ) => {
+            ) if self.config.mode != TargetMode::Standalone => {
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
                 if kind.needs_refresh() {
                     self.request_refresh();

@@ -43,4 +43,6 @@ pub mod writer;
 pub use checkpoint::{CheckpointSummary, RESERVED_PREFIX};
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
-pub use writer::{CheckpointConfig, ClusterWriter, Op, WriterConfig, WriterStats};
+pub use writer::{
+    CheckpointConfig, ClusterWriter, Op, TargetMode, WriterConfig, WriterStats, discover_topology,
+};

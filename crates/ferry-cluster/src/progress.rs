@@ -67,9 +67,15 @@ impl Progress {
         }
     }
 
-    /// The highest fully acknowledged offset (0 before any).
+    /// The highest fully acknowledged offset (0 before any): below the
+    /// oldest group still waiting, since ops for an offset whose earlier
+    /// ops were all acknowledged may still be added (the caller also bounds
+    /// it by the offsets known to be completely submitted).
     pub(crate) fn applied(&self) -> u64 {
-        self.applied
+        match self.groups.front() {
+            Some(&(offset, _)) => self.applied.min(offset.saturating_sub(1)),
+            None => self.applied,
+        }
     }
 
     /// Whether nothing is outstanding.
@@ -101,7 +107,13 @@ mod tests {
         p.ack(b);
         assert_eq!(p.applied(), 15);
         assert!(p.is_idle());
-        // A smaller offset never moves applied backwards.
+        // More ops for an offset already acknowledged: not applied until
+        // they are.
+        let e = p.add(15, 1);
+        assert_eq!(p.applied(), 14);
+        p.ack(e);
+        assert_eq!(p.applied(), 15);
+        // A smaller offset never moves applied backwards once acknowledged.
         let d = p.add(3, 1);
         p.ack(d);
         assert_eq!(p.applied(), 15);

@@ -125,6 +125,26 @@ pub struct WriterConfig {
     pub skip_applied: bool,
     /// TLS to every node (`rediss://`); `None` is plain TCP.
     pub tls: Option<ferry_tls::TlsConfig>,
+    /// A cluster, a standalone server, or whichever the seed is.
+    pub mode: TargetMode,
+}
+
+/// What kind of target the writer talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetMode {
+    /// A Redis Cluster; a standalone seed is [`WriterError::NotACluster`].
+    #[default]
+    Cluster,
+    /// One standalone server: every op goes, in submission order, to it
+    /// over one pipelined connection (one "master" serving every slot).
+    /// `SELECT` ops are sent as submitted; after a reconnect the connection
+    /// is put back on the db of the last acknowledged `SELECT`. A
+    /// retryable reply (`LOADING`, `BUSY`, ...) is fatal here, since ops
+    /// after it may already have run in a db chosen by a later `SELECT`.
+    Standalone,
+    /// A cluster if the seed answers `CLUSTER SHARDS`/`SLOTS`, standalone
+    /// if it has cluster support disabled.
+    Auto,
 }
 
 /// Checkpoint settings.
@@ -159,6 +179,7 @@ impl Default for WriterConfig {
             checkpoint: None,
             skip_applied: false,
             tls: None,
+            mode: TargetMode::Cluster,
         }
     }
 }
@@ -208,6 +229,8 @@ pub(crate) struct Shared {
     pub(crate) verified: AtomicU64,
     pub(crate) split_groups: AtomicU64,
     pub(crate) refreshes: AtomicU64,
+    /// Standalone target: the db of the last acknowledged `SELECT`.
+    pub(crate) selected_db: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,
 }
 
@@ -219,6 +242,17 @@ impl Shared {
 
     fn error(&self) -> Option<WriterError> {
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notes an acknowledged op: a `SELECT n` moves the standalone
+    /// connection to db `n`.
+    pub(crate) fn acked_op(&self, args: &[Bytes]) {
+        if let [name, db] = args
+            && name.eq_ignore_ascii_case(b"SELECT")
+            && let Some(db) = std::str::from_utf8(db).ok().and_then(|d| d.parse().ok())
+        {
+            self.selected_db.store(db, Ordering::Release);
+        }
     }
 }
 
@@ -238,6 +272,7 @@ pub struct ClusterWriter {
     shared: Arc<Shared>,
     masters: Vec<String>,
     summary: CheckpointSummary,
+    standalone: bool,
 }
 
 impl ClusterWriter {
@@ -272,7 +307,18 @@ impl ClusterWriter {
         if config.auth.password.is_none() {
             config.auth = url_auth;
         }
-        let (topology, known) = discover(&addr, &config).await?;
+        let (topology, known) = match discover(&addr, &config).await {
+            Err(WriterError::NotACluster { .. }) if config.mode == TargetMode::Auto => {
+                config.mode = TargetMode::Standalone;
+                discover(&addr, &config).await?
+            }
+            Ok(found) if config.mode == TargetMode::Auto => {
+                config.mode = TargetMode::Cluster;
+                found
+            }
+            other => other?,
+        };
+        let standalone = config.mode == TargetMode::Standalone;
         let mut conns = Vec::with_capacity(topology.masters.len());
         for node in &topology.masters {
             conns.push(
@@ -311,6 +357,7 @@ impl ClusterWriter {
             shared,
             masters,
             summary,
+            standalone,
         })
     }
 
@@ -320,12 +367,31 @@ impl ClusterWriter {
     ///
     /// # Errors
     /// The writer's fatal error, once it has stopped.
-    pub async fn submit(&mut self, op: Op) -> Result<(), WriterError> {
+    pub async fn submit(&mut self, mut op: Op) -> Result<(), WriterError> {
         if let Some(e) = self.shared.error() {
             return Err(e);
         }
+        if self.standalone {
+            // One node, one order: every op on one "slot" so a hold or
+            // retry can never let a later op (or `SELECT`) overtake it.
+            op.slot = op.slot.map(|_| 0);
+        }
         self.cmds
             .send(Cmd::Op(op))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Declares every op with an offset at or below `offset` submitted, so
+    /// [`ClusterWriter::applied_offset`] may reach it once they are all
+    /// acknowledged (without it, the last offset submitted is complete only
+    /// when an op with a higher offset, a `flush` or `close` follows).
+    ///
+    /// # Errors
+    /// The writer's fatal error, once it has stopped.
+    pub async fn mark_complete(&mut self, offset: u64) -> Result<(), WriterError> {
+        self.cmds
+            .send(Cmd::Complete(offset))
             .await
             .map_err(|_| self.stopped())
     }
@@ -365,6 +431,12 @@ impl ClusterWriter {
         }
         if ops.is_empty() {
             return Ok(());
+        }
+        let mut ops = ops;
+        if self.standalone {
+            for op in &mut ops {
+                op.slot = op.slot.map(|_| 0);
+            }
         }
         self.cmds
             .send(Cmd::Group(ops))
@@ -412,7 +484,10 @@ impl ClusterWriter {
     }
 
     /// The highest source offset such that every op with an offset at or
-    /// below it is acknowledged by its node (0 before the first).
+    /// below it is acknowledged by its node (0 before the first), and no
+    /// more ops with that offset can come: it trails the last offset
+    /// submitted until a higher one, [`ClusterWriter::mark_complete`] or a
+    /// flush says that offset is complete.
     pub fn applied_offset(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
     }
@@ -439,9 +514,15 @@ impl ClusterWriter {
         }
     }
 
-    /// The masters found at connect time (`host:port`).
+    /// The masters found at connect time (`host:port`); for a standalone
+    /// target, the server.
     pub fn masters(&self) -> &[String] {
         &self.masters
+    }
+
+    /// Whether the target is a standalone server ([`TargetMode`]).
+    pub fn is_standalone(&self) -> bool {
+        self.standalone
     }
 
     fn stopped(&self) -> WriterError {
@@ -450,9 +531,13 @@ impl ClusterWriter {
 }
 
 /// `host:port` and credentials from `host:port` or
-/// `redis://[[user]:password@]host:port[/db]`.
+/// `redis[s]://[[user]:password@]host:port[/db]` (TLS itself is
+/// [`WriterConfig::tls`]).
 fn parse_seed(seed: &str) -> (String, Auth) {
-    let Some(rest) = seed.strip_prefix("redis://") else {
+    let Some(rest) = seed
+        .strip_prefix("redis://")
+        .or_else(|| seed.strip_prefix("rediss://"))
+    else {
         return (seed.to_owned(), Auth::none());
     };
     let rest = rest.split('/').next().unwrap_or(rest);
@@ -481,6 +566,23 @@ pub(crate) async fn masters_of(
     Ok((topology.masters.iter().map(|n| n.addr()).collect(), config))
 }
 
+/// Reads the topology from `seed` (`host:port` or a `redis[s]://` URL) the
+/// way [`ClusterWriter::connect_with`] does (`CLUSTER SHARDS`, else
+/// `CLUSTER SLOTS`; TLS ports when `config.tls` is set), without connecting
+/// to the masters. For tools that read the target (`ferry verify`).
+///
+/// # Errors
+/// [`WriterError::NotACluster`] for a standalone seed; connection, `AUTH`
+/// and topology errors.
+pub async fn discover_topology(seed: &str, config: &WriterConfig) -> Result<Topology, WriterError> {
+    let (addr, url_auth) = parse_seed(seed);
+    let mut config = config.clone();
+    if config.auth.password.is_none() {
+        config.auth = url_auth;
+    }
+    discover(&addr, &config).await.map(|(t, _)| t)
+}
+
 /// Re-reads the topology from the first of `addrs` that answers with a
 /// usable one (the engine puts reachable masters first, then every other
 /// address it has seen). Returns it with every node address it names, or
@@ -506,6 +608,9 @@ async fn discover(
     addr: &str,
     config: &WriterConfig,
 ) -> Result<(Topology, Vec<String>), WriterError> {
+    if config.mode == TargetMode::Standalone {
+        return Ok((standalone_topology(addr)?, Vec::new()));
+    }
     let mut conn = Conn::connect_tls(
         addr,
         &config.auth,
@@ -547,8 +652,9 @@ async fn discover(
             (topology, slots_addrs(&reply, host))
         }
         _ => {
-            let topology = Topology::from_shards(&reply, host).map_err(topo_err)?;
-            (topology, shards_addrs(&reply, host))
+            let tls = config.tls.is_some();
+            let topology = Topology::from_shards_with(&reply, host, tls).map_err(topo_err)?;
+            (topology, shards_addrs(&reply, host, tls))
         }
     };
     if topology.masters.is_empty() {
@@ -560,6 +666,33 @@ async fn discover(
         });
     }
     Ok((topology, known))
+}
+
+/// A standalone server as a one-master topology serving every slot.
+fn standalone_topology(addr: &str) -> Result<Topology, WriterError> {
+    let bad = || WriterError::Topology {
+        addr: addr.to_owned(),
+        source: TopologyError::NoMaster {
+            at: "a standalone address without a port".into(),
+        },
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut topology = Topology::default();
+    topology.masters.push(ferry_ops::Node {
+        id: None,
+        host: host.to_owned(),
+        port,
+    });
+    topology
+        .slots
+        .set_range(0, ferry_ops::SLOTS - 1, 0)
+        .map_err(|source| WriterError::Topology {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    Ok(topology)
 }
 
 /// Key/value pairs of a RESP2 flat array or a RESP3 map.
@@ -603,8 +736,8 @@ fn node_addr(
     )
 }
 
-/// Every node address in a `CLUSTER SHARDS` reply.
-fn shards_addrs(reply: &Value, answered_by: &str) -> Vec<String> {
+/// Every node address in a `CLUSTER SHARDS` reply (TLS ports when `tls`).
+fn shards_addrs(reply: &Value, answered_by: &str, tls: bool) -> Vec<String> {
     let mut out = Vec::new();
     for shard in reply.as_array().unwrap_or_default() {
         let shard = pairs(shard);
@@ -620,7 +753,13 @@ fn shards_addrs(reply: &Value, answered_by: &str) -> Vec<String> {
                     .find(|(k, _)| text(k) == Some(name))
                     .map(|(_, v)| *v)
             };
-            let port = get("port").and_then(Value::as_int).unwrap_or(0);
+            let port = |name| get(name).and_then(Value::as_int).filter(|p| *p != 0);
+            let port = if tls {
+                port("tls-port").or_else(|| port("port"))
+            } else {
+                port("port").or_else(|| port("tls-port"))
+            }
+            .unwrap_or(0);
             let endpoint = get("endpoint").and_then(text);
             let ip = get("ip").and_then(text);
             out.extend(node_addr(endpoint, ip, port, answered_by));
@@ -663,6 +802,10 @@ mod tests {
         );
         assert_eq!(
             parse_seed("redis://:pw@h:1/0"),
+            ("h:1".into(), Auth::password("pw"))
+        );
+        assert_eq!(
+            parse_seed("rediss://:pw@h:1"),
             ("h:1".into(), Auth::password("pw"))
         );
         assert_eq!(

@@ -240,6 +240,22 @@ impl Topology {
     /// # Errors
     /// [`TopologyError`] on an error reply or a malformed one.
     pub fn from_shards(reply: &Value, answered_by: &str) -> Result<Topology, TopologyError> {
+        Topology::from_shards_with(reply, answered_by, false)
+    }
+
+    /// [`Topology::from_shards`] for a client that connects over TLS when
+    /// `tls` is set: a node's `tls-port` is then preferred to its `port`
+    /// (a cluster with `tls-cluster yes` lists both when it also has a
+    /// plaintext port, only `tls-port` when it is TLS only). Either way the
+    /// other port is used when the preferred one is absent or 0.
+    ///
+    /// # Errors
+    /// As [`Topology::from_shards`].
+    pub fn from_shards_with(
+        reply: &Value,
+        answered_by: &str,
+        tls: bool,
+    ) -> Result<Topology, TopologyError> {
         let mut topo = Topology::default();
         for (i, shard) in array(reply, || "reply".into())?.iter().enumerate() {
             let at = || format!("shard {i}");
@@ -265,12 +281,7 @@ impl Topology {
                 if master.as_ref().is_some_and(|(_, best)| *best || !online) {
                     continue;
                 }
-                let port = match field(&fields, "port").and_then(Value::as_int) {
-                    Some(p) if p != 0 => p,
-                    _ => field(&fields, "tls-port")
-                        .and_then(Value::as_int)
-                        .ok_or_else(|| missing(at(), "port"))?,
-                };
+                let port = shard_node_port(&fields, tls).ok_or_else(|| missing(at(), "port"))?;
                 let host = resolve_host(
                     field(&fields, "endpoint").and_then(text),
                     text_field("ip"),
@@ -408,6 +419,22 @@ impl Topology {
 }
 
 /// The endpoint rules (see the module docs).
+/// The client port of a `CLUSTER SHARDS` node entry: `tls-port` first when
+/// `tls`, else `port` first; the other one when the first is absent or 0.
+fn shard_node_port(fields: &[(&Value, &Value)], tls: bool) -> Option<i64> {
+    let get = |name| {
+        field(fields, name)
+            .and_then(Value::as_int)
+            .filter(|p| *p != 0)
+    };
+    let (first, second) = if tls {
+        ("tls-port", "port")
+    } else {
+        ("port", "tls-port")
+    };
+    get(first).or_else(|| get(second))
+}
+
 fn resolve_host(endpoint: Option<&str>, ip: Option<&str>, answered_by: &str) -> String {
     match endpoint {
         None | Some("") => answered_by,
@@ -678,6 +705,36 @@ mod tests {
         let t = Topology::from_shards(&ok, "h").unwrap();
         assert_eq!(t.masters.len(), 1);
         assert_eq!(t.slots.uncovered(), [(0, 16383)]);
+    }
+
+    #[test]
+    fn shards_pick_the_tls_port_for_a_tls_client() {
+        let reply = |fields: Vec<(Value, Value)>| {
+            let mut node = vec![(b("role"), b("master")), (b("ip"), b("127.0.0.1"))];
+            node.extend(fields);
+            Value::Array(vec![Value::Map(vec![
+                (
+                    b("slots"),
+                    Value::Array(vec![Value::Integer(0), Value::Integer(16383)]),
+                ),
+                (b("nodes"), Value::Array(vec![Value::Map(node)])),
+            ])])
+        };
+        let port =
+            |r: &Value, tls: bool| Topology::from_shards_with(r, "h", tls).unwrap().masters[0].port;
+        let both = reply(vec![
+            (b("port"), Value::Integer(7000)),
+            (b("tls-port"), Value::Integer(8000)),
+        ]);
+        assert_eq!(port(&both, false), 7000);
+        assert_eq!(port(&both, true), 8000);
+        // TLS only (`port 0`): no `port` field.
+        let tls_only = reply(vec![(b("tls-port"), Value::Integer(8000))]);
+        assert_eq!(port(&tls_only, true), 8000);
+        assert_eq!(port(&tls_only, false), 8000);
+        let plain = reply(vec![(b("port"), Value::Integer(7000))]);
+        assert_eq!(port(&plain, true), 7000);
+        assert!(Topology::from_shards_with(&reply(vec![]), "h", true).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, TestkitError};
 use crate::flavor::Flavor;
-use crate::server::{LOG_TAIL_LINES, Server, ServerBuilder, info_field};
+use crate::server::{LOG_TAIL_LINES, Server, ServerBuilder, TlsFiles, info_field};
 use crate::tools::run_bounded;
 
 /// Bound on `redis-cli --cluster create`.
@@ -54,6 +54,14 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts `masters` TLS-only nodes of `flavor` (see
+    /// [`ServerBuilder::tls_only`]: clients and the cluster bus on TLS, no
+    /// plaintext port) and joins them into a cluster. [`Cluster::seed_url`]
+    /// is then a `rediss://` URL.
+    pub fn start_tls(flavor: Flavor, masters: usize, files: &TlsFiles) -> Result<Cluster> {
+        Cluster::start_with(flavor, masters, |b| b.tls_only(files.clone()))
+    }
+
     /// A 3-master cluster of `flavor` shared by every test in this process.
     /// It is never dropped: its servers' watchdogs kill them when the test
     /// process exits. Call [`Cluster::flushall`] at the start of each test.
@@ -81,9 +89,7 @@ impl Cluster {
         cmd.arg("--cluster").arg("create");
         cmd.args(self.nodes.iter().map(Server::addr));
         cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        if let Some(pw) = self.nodes[0].password() {
-            cmd.args(["-a", pw, "--no-auth-warning"]);
-        }
+        self.cli_args(&mut cmd);
         run_bounded(&mut cmd, CREATE_TIMEOUT).map_err(|e| match e {
             TestkitError::CommandFailed {
                 command,
@@ -97,6 +103,17 @@ impl Cluster {
             other => other,
         })?;
         Ok(())
+    }
+
+    /// Adds the password and TLS options of the nodes to a `redis-cli`
+    /// command line.
+    pub fn cli_args(&self, cmd: &mut std::process::Command) {
+        if let Some(pw) = self.nodes[0].password() {
+            cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        if let Some(tls) = self.nodes[0].tls() {
+            cmd.arg("--tls").arg("--cacert").arg(&tls.ca_cert);
+        }
     }
 
     /// Waits until every node is healthy and agrees on the slot map.

@@ -50,5 +50,5 @@ pub use error::{Result, TestkitError};
 pub use flavor::Flavor;
 pub use port::{CLUSTER_BUS_OFFSET, free_cluster_port, free_port};
 pub use proxy::{FaultProxy, ProxyStats};
-pub use server::{Server, ServerBuilder, info_field, pid_alive};
+pub use server::{Server, ServerBuilder, TlsFiles, info_field, pid_alive};
 pub use tools::{check_rdb, run_bounded};

@@ -72,6 +72,23 @@ pub struct ServerBuilder {
     startup_timeout: Duration,
     preload_rdb: Option<Vec<u8>>,
     port: Option<u16>,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for a TLS-only server ([`ServerBuilder::tls_only`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA that signed both certificates (the server trusts it too).
+    pub ca_cert: PathBuf,
+    /// The server certificate (must name `127.0.0.1` or `localhost`).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// A certificate with the client-auth usage, which cluster nodes present
+    /// to each other on the TLS cluster bus.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
 }
 
 impl ServerBuilder {
@@ -88,6 +105,7 @@ impl ServerBuilder {
             startup_timeout: STARTUP_TIMEOUT,
             preload_rdb: None,
             port: None,
+            tls: None,
         }
     }
 
@@ -164,6 +182,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves clients over TLS only: `--port 0`, the chosen port becomes
+    /// `--tls-port` (client certificates are not asked for), and a cluster
+    /// node also runs its bus over TLS (`--tls-cluster yes`). The test kit
+    /// itself talks to the server over a Unix socket in its dir, so
+    /// [`Server::conn`] and the cluster helpers work unchanged, while
+    /// [`Server::url`] is the `rediss://` URL a client under test must use.
+    pub fn tls_only(mut self, files: TlsFiles) -> ServerBuilder {
+        self.tls = Some(files);
+        self
+    }
+
     /// Starts the server and waits until it answers on its port. Retries on
     /// a new port when the chosen one turns out to be taken.
     pub fn start(self) -> Result<Server> {
@@ -231,7 +260,25 @@ impl ServerBuilder {
         let err = out.try_clone().map_err(io_err("cloning stdout.log"))?;
 
         let mut cmd = Command::new(binary);
-        cmd.arg("--port").arg(port.to_string());
+        match &self.tls {
+            None => {
+                cmd.arg("--port").arg(port.to_string());
+            }
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port", &port.to_string()]);
+                cmd.arg("--tls-cert-file").arg(&tls.cert);
+                cmd.arg("--tls-key-file").arg(&tls.key);
+                cmd.arg("--tls-ca-cert-file").arg(&tls.ca_cert);
+                cmd.arg("--tls-client-cert-file").arg(&tls.client_cert);
+                cmd.arg("--tls-client-key-file").arg(&tls.client_key);
+                cmd.args(["--tls-auth-clients", "no"]);
+                cmd.arg("--unixsocket").arg(path.join(UNIX_SOCKET));
+                cmd.args(["--unixsocketperm", "700"]);
+                if self.cluster {
+                    cmd.args(["--tls-cluster", "yes"]);
+                }
+            }
+        }
         cmd.args(["--bind", "127.0.0.1", "--protected-mode", "no"]);
         cmd.arg("--dir").arg(&path);
         cmd.args(["--dbfilename", "dump.rdb", "--daemonize", "no"]);
@@ -271,6 +318,7 @@ impl ServerBuilder {
             pid,
             password: self.password.clone(),
             cluster: self.cluster,
+            tls: self.tls.clone(),
             child: Some(child),
             watchdog,
             path,
@@ -295,6 +343,9 @@ impl From<TestkitError> for Attempt {
     }
 }
 
+/// The Unix socket of a TLS-only server, in its dir.
+const UNIX_SOCKET: &str = "redis.sock";
+
 /// A running server process. Killed (and its dir removed) on drop.
 #[derive(Debug)]
 pub struct Server {
@@ -303,6 +354,7 @@ pub struct Server {
     pid: u32,
     password: Option<String>,
     cluster: bool,
+    tls: Option<TlsFiles>,
     child: Option<Child>,
     watchdog: Option<Watchdog>,
     path: PathBuf,
@@ -339,11 +391,35 @@ impl Server {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `redis://:<password>@127.0.0.1:<port>`;
+    /// `rediss://` for a TLS-only server.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The certificate files of a TLS-only server.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The URL the test kit's own connections use: [`Server::url`], or the
+    /// Unix socket of a TLS-only server.
+    fn admin_url(&self) -> String {
+        if self.tls.is_none() {
+            return self.url();
+        }
+        let socket = self.path.join(UNIX_SOCKET);
+        match &self.password {
+            Some(pw) => format!("redis+unix://{}?pass={pw}", socket.display()),
+            None => format!("redis+unix://{}", socket.display()),
         }
     }
 
@@ -391,10 +467,11 @@ impl Server {
     /// A new connection (5 s connect timeout, 60 s read/write timeouts).
     pub fn try_conn(&self) -> Result<redis::Connection> {
         let ctx = || format!("connecting to {} ({})", self.addr(), self.flavor);
-        let client = redis::Client::open(self.url()).map_err(|source| TestkitError::Redis {
-            context: ctx(),
-            source,
-        })?;
+        let client =
+            redis::Client::open(self.admin_url()).map_err(|source| TestkitError::Redis {
+                context: ctx(),
+                source,
+            })?;
         let conn = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .and_then(|c| {
@@ -524,7 +601,7 @@ impl Server {
     /// `process_id` from `INFO server`, if the port answers (and is not
     /// loading).
     fn probe_pid(&self) -> Option<u32> {
-        let client = redis::Client::open(self.url()).ok()?;
+        let client = redis::Client::open(self.admin_url()).ok()?;
         let mut conn = client
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()?;

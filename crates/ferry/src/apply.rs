@@ -198,6 +198,13 @@ pub struct Applier {
     state: TargetState,
     /// Ops of the source transaction being read (between MULTI and EXEC).
     txn: Option<Vec<Op>>,
+    /// A standalone target: dbs kept (`SELECT` before ops of another db),
+    /// commands replayed as they are (no slot routing or splitting).
+    standalone: bool,
+    /// Standalone: the db the last `SELECT` submitted chose (0 at start).
+    selected: u64,
+    /// The last offset declared complete to the writer.
+    marked: u64,
     /// Counters.
     pub counters: Counters,
 }
@@ -224,6 +231,9 @@ impl Applier {
         state: TargetState,
     ) -> Applier {
         Applier {
+            standalone: writer.is_standalone(),
+            selected: 0,
+            marked: 0,
             writer,
             target,
             restore,
@@ -297,6 +307,7 @@ impl Applier {
             .context("finishing writes before a full resync")?;
         self.tokens.clear();
         self.last_op_offset = 0;
+        self.marked = 0;
         self.writer
             .set_checkpointing(false)
             .await
@@ -318,6 +329,35 @@ impl Applier {
         }
         self.state.history = Some(history);
         self.state.save(&self.state_dir)
+    }
+
+    /// Standalone: submits `SELECT db` if the ops before were for another db.
+    async fn select(&mut self, db: u64, offset: u64) -> Result<()> {
+        if self.standalone && db != self.selected {
+            self.selected = db;
+            let args = vec![Bytes::from_static(b"SELECT"), db.to_string().into()];
+            self.submit(args, Some(0), offset).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether keys of `db` are carried.
+    fn keep_db(&self, db: u64) -> bool {
+        self.filter.carries_db(db, self.standalone)
+    }
+
+    /// Tells the writer that every op up to the last one is submitted (all
+    /// snapshot ops share one offset, a split command several ops): its
+    /// applied offset may then reach it.
+    async fn mark_complete(&mut self) -> Result<()> {
+        if self.last_op_offset > self.marked {
+            self.marked = self.last_op_offset;
+            self.writer
+                .mark_complete(self.last_op_offset)
+                .await
+                .context("writing to the target cluster")?;
+        }
+        Ok(())
     }
 
     async fn submit_all(&mut self, cmds: Vec<Vec<Bytes>>, slot: u16, offset: u64) -> Result<()> {
@@ -344,11 +384,13 @@ impl Applier {
                         .await
                         .context("target cluster")?;
                 }
-                self.tokens.push_back((self.last_op_offset, applied))
+                self.tokens.push_back((self.last_op_offset, applied));
+                self.mark_complete().await?;
             }
             LinkEvent::Stream { event, applied } => {
                 self.stream(event).await?;
                 self.tokens.push_back((self.last_op_offset, applied));
+                self.mark_complete().await?;
             }
         }
         Ok(())
@@ -375,7 +417,7 @@ impl Applier {
                     self.skip("reserved_prefix", &lossy(&h.key));
                     return Ok(());
                 }
-                if !self.filter.db(h.db) {
+                if !self.keep_db(h.db) {
                     self.filtered("filtered_db");
                     return Ok(());
                 }
@@ -387,6 +429,7 @@ impl Applier {
                     self.skip("expired", &lossy(&h.key));
                     return Ok(());
                 }
+                self.select(h.db, off).await?;
                 let slot = key_slot(&h.key);
                 let stamp = match (self.restore, self.file) {
                     (true, Some((flavor, version))) => {
@@ -430,9 +473,11 @@ impl Applier {
                     self.big = None;
                     return Ok(());
                 }
-                let keep = self.filter.db(h.db) && self.filter.key(&h.key);
-                if !keep {
-                    let reason = if self.filter.db(h.db) {
+                let keep = self.keep_db(h.db) && self.filter.key(&h.key);
+                if keep {
+                    self.select(h.db, off).await?;
+                } else {
+                    let reason = if self.keep_db(h.db) {
                         "filtered_key"
                     } else {
                         "filtered_db"
@@ -483,7 +528,7 @@ impl Applier {
             StreamEvent::Exec { .. } => return self.submit_txn().await,
             _ => return Ok(()),
         };
-        if !self.filter.db(db) {
+        if !self.keep_db(db) {
             self.filtered("filtered_db");
             return Ok(());
         }
@@ -497,6 +542,9 @@ impl Applier {
                 return Ok(());
             }
         };
+        if self.standalone {
+            return self.stream_standalone(args, route, db, end_offset).await;
+        }
         match route {
             Route::Slot(slot, args) => self.submit(args, Some(slot), end_offset).await?,
             Route::PerSlot(parts) => {
@@ -527,6 +575,45 @@ impl Applier {
                 return Ok(());
             }
         }
+        self.counters.commands_applied += 1;
+        Ok(())
+    }
+
+    /// A stream command into a standalone target: in its db, as it is (no
+    /// splitting: one server runs multi-key and cross-db commands itself).
+    async fn stream_standalone(
+        &mut self,
+        args: Vec<Bytes>,
+        route: Route,
+        db: u64,
+        end_offset: u64,
+    ) -> Result<()> {
+        match route {
+            Route::None(_) => return Ok(()),
+            Route::Unreplayable {
+                reason: reason @ ferry_ops::Unreplayable::Publish { .. },
+            } => {
+                self.skip("unreplayable", &reason.to_string());
+                return Ok(());
+            }
+            Route::AllMasters => {
+                let flushall = args[0].eq_ignore_ascii_case(b"FLUSHALL");
+                let filtering = !self.filter.include_prefixes.is_empty()
+                    || !self.filter.exclude_prefixes.is_empty()
+                    || (flushall && !self.filter.dbs.is_empty());
+                if (args[0].eq_ignore_ascii_case(b"FLUSHDB") || flushall) && filtering {
+                    // It would also delete keys the filter keeps out.
+                    self.skip(
+                        "flush_with_filter",
+                        &format!("{} (db {db})", lossy(&args[0])),
+                    );
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        self.select(db, end_offset).await?;
+        self.submit(args, Some(0), end_offset).await?;
         self.counters.commands_applied += 1;
         Ok(())
     }

@@ -16,8 +16,9 @@ use serde::Deserialize;
 pub struct Config {
     /// The server to migrate from.
     pub source: Endpoint,
-    /// Any node of the target cluster.
-    pub target: Endpoint,
+    /// Any node of the target cluster, or a standalone server (`rediss://`
+    /// and `tls` as for the source: every master is then reached over TLS).
+    pub target: Target,
     /// Directory for the saved replication position and the spool.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -112,6 +113,7 @@ pub struct Filter {
     pub exclude_prefixes: Vec<String>,
     /// Source databases to carry, all merged into the cluster's db 0. Empty
     /// means db 0 only, and ferry refuses to start if another db holds keys.
+    /// A standalone target keeps each db's number; empty means every db.
     #[serde(default)]
     pub dbs: Vec<u64>,
 }
@@ -130,7 +132,18 @@ impl Filter {
                 .any(|p| key.starts_with(p.as_bytes()))
     }
 
-    /// Whether keys of source db `db` are carried.
+    /// Whether keys of source db `db` are carried into a standalone target
+    /// (`standalone`, dbs kept: every db unless `dbs` lists some) or a
+    /// cluster ([`Filter::db`]).
+    pub fn carries_db(&self, db: u64, standalone: bool) -> bool {
+        if standalone {
+            self.dbs.is_empty() || self.dbs.contains(&db)
+        } else {
+            self.db(db)
+        }
+    }
+
+    /// Whether keys of source db `db` are carried into a cluster.
     pub fn db(&self, db: u64) -> bool {
         if self.dbs.is_empty() {
             db == 0
@@ -149,8 +162,8 @@ pub struct Endpoint {
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
-    /// Target only: commit ops per slot with a checkpoint key (exactly-once
-    /// replay after a crash). Default true.
+    /// Not a source setting: present only to name `target.checkpoints` in
+    /// the error when it is given here.
     #[serde(default)]
     pub checkpoints: Option<bool>,
 }
@@ -189,16 +202,61 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// The TLS configuration when the URL is `rediss://`.
     pub fn tls_config(&self) -> Option<ferry_tls::TlsConfig> {
-        self.url
-            .starts_with("rediss://")
-            .then(|| ferry_tls::TlsConfig {
-                ca_file: self.tls.ca_file.clone(),
-                cert_file: self.tls.cert_file.clone(),
-                key_file: self.tls.key_file.clone(),
-                insecure: self.tls.insecure,
-                server_name: self.tls.server_name.clone(),
-            })
+        self.tls.config_for(&self.url)
     }
+}
+
+impl Tls {
+    /// These settings when `url` is `rediss://`.
+    fn config_for(&self, url: &str) -> Option<ferry_tls::TlsConfig> {
+        url.starts_with("rediss://").then(|| ferry_tls::TlsConfig {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            insecure: self.insecure,
+            server_name: self.server_name.clone(),
+        })
+    }
+}
+
+/// The target: a cluster (any node) or a standalone server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `redis://[user:password@]host:port`, or `rediss://` for TLS.
+    pub url: String,
+    /// TLS settings (used with `rediss://`), as for the source.
+    #[serde(default)]
+    pub tls: Tls,
+    /// `auto` (default): a cluster if the server has cluster support
+    /// enabled (`INFO cluster`), standalone otherwise.
+    #[serde(default)]
+    pub mode: TargetKind,
+    /// Commit ops per slot with a checkpoint key (exactly-once replay after
+    /// a crash). Default true; a standalone target never uses them.
+    #[serde(default)]
+    pub checkpoints: Option<bool>,
+}
+
+impl Target {
+    /// The TLS configuration when the URL is `rediss://`.
+    pub fn tls_config(&self) -> Option<ferry_tls::TlsConfig> {
+        self.tls.config_for(&self.url)
+    }
+}
+
+/// What kind of server the target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Detect from `INFO cluster` (`cluster_enabled`).
+    #[default]
+    Auto,
+    /// A Redis Cluster: slot routing, db 0 only.
+    Cluster,
+    /// One server: everything to it, `SELECT` kept (source dbs map to the
+    /// same dbs).
+    Standalone,
 }
 
 /// The HTTP listener.
@@ -417,6 +475,7 @@ mod tests {
         assert_eq!(cfg.snapshot, Snapshot::default());
         assert_eq!(cfg.filter, Filter::default());
         assert_eq!(cfg.verify, Verify::default());
+        assert_eq!(cfg.target.mode, TargetKind::Auto);
         assert_eq!(cfg.spool, Spool::default());
         assert_eq!(cfg.target.checkpoints, Some(true));
         let default =

@@ -127,7 +127,7 @@ pub async fn check(
     let run_id = field(&server, "run_id").unwrap_or_default().to_string();
     let mut target_info = None;
     for addr in masters {
-        let mut t = Conn::connect(addr, target_auth, T)
+        let mut t = Conn::connect_tls(addr, target_auth, T, cfg.target.tls_config().as_ref())
             .await
             .with_context(|| format!("target node {addr}"))?;
         let text = info(&mut t, "server")

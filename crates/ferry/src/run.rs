@@ -20,14 +20,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth as WAuth, CheckpointConfig, ClusterWriter, Conn, WriterConfig};
+use ferry_cluster::{
+    Auth as WAuth, CheckpointConfig, ClusterWriter, Conn, TargetMode, WriterConfig,
+};
 use ferry_replica::{Auth as LAuth, Link, LinkConfig, LinkStatus, Phase};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
-use crate::config::{Config, RestoreMode, parse_url, redact};
+use crate::config::{Config, RestoreMode, TargetKind, parse_url, redact};
 
 /// Arguments of `ferry run`.
 #[derive(Debug, Args)]
@@ -399,10 +401,37 @@ pub fn run(args: &RunArgs) -> Result<()> {
     rt.block_on(daemon(cfg, args.allow_nonempty_target))
 }
 
-async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
-    let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
+/// The target's RDB format and, for `target.mode: auto`, whether it is a
+/// cluster (`cluster_enabled:1` in `INFO cluster`).
+pub(crate) async fn target_format(
+    addr: &str,
+    auth: &WAuth,
+    tls: Option<&ferry_tls::TlsConfig>,
+    kind: TargetKind,
+) -> Result<(TargetFormat, TargetMode)> {
+    let mut conn = Conn::connect_tls(addr, auth, Duration::from_secs(5), tls)
         .await
         .with_context(|| format!("cannot connect to the target {addr}"))?;
+    let mode = match kind {
+        TargetKind::Cluster => TargetMode::Cluster,
+        TargetKind::Standalone => TargetMode::Standalone,
+        TargetKind::Auto => {
+            let info = conn
+                .call(&["INFO", "cluster"], Duration::from_secs(5))
+                .await
+                .with_context(|| format!("INFO cluster on the target {addr}"))?;
+            let text = info
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b))
+                .unwrap_or_default();
+            let enabled = text.lines().any(|l| l.trim() == "cluster_enabled:1");
+            if enabled {
+                TargetMode::Cluster
+            } else {
+                TargetMode::Standalone
+            }
+        }
+    };
     let info = conn
         .call(&["INFO", "server"], Duration::from_secs(5))
         .await
@@ -411,29 +440,43 @@ async fn target_format(addr: &str, auth: &WAuth) -> Result<TargetFormat> {
         .as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned());
     match text {
-        Some(t) => Ok(TargetFormat::from_info(&t)),
+        Some(t) => Ok((TargetFormat::from_info(&t), mode)),
         None => bail!("target {addr} answered INFO with {info:?}"),
     }
 }
 
-/// Whether the target holds no key: `Err(why not)` names a master and its
-/// key count. A new migration into a non-empty target is refused unless
-/// `--allow-nonempty-target`: it may be the wrong cluster, or another
-/// application's.
+/// Whether the target holds no key (in any db): `Err(why not)` names a
+/// master and its key count. A new migration into a non-empty target is
+/// refused unless `--allow-nonempty-target`: it may be the wrong cluster,
+/// or another application's.
 async fn target_is_empty(
     masters: &[String],
     auth: &WAuth,
+    tls: Option<&ferry_tls::TlsConfig>,
 ) -> Result<std::result::Result<(), String>> {
     for addr in masters {
-        let mut conn = Conn::connect(addr, auth, Duration::from_secs(5))
+        let mut conn = Conn::connect_tls(addr, auth, Duration::from_secs(5), tls)
             .await
             .with_context(|| format!("target node {addr}"))?;
-        let n = conn
-            .call(&["DBSIZE"], Duration::from_secs(5))
+        // Every db (a standalone target has several).
+        let info = conn
+            .call(&["INFO", "keyspace"], Duration::from_secs(5))
             .await
-            .with_context(|| format!("DBSIZE on {addr}"))?
-            .as_int()
-            .unwrap_or(0);
+            .with_context(|| format!("INFO keyspace on {addr}"))?;
+        let n: u64 = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.split_once(":keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
         if n > 0 {
             return Ok(Err(format!(
                 "the target is not empty: {addr} holds {n} keys. Start with --allow-nonempty-target \
@@ -446,8 +489,8 @@ async fn target_is_empty(
 
 /// Refuse to start when the source holds keys in a db the filter leaves out
 /// by default (a cluster has only db 0), naming the option that decides.
-async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> {
-    if !cfg.filter.dbs.is_empty() {
+async fn check_source_dbs(src: &crate::config::Url, cfg: &Config, standalone: bool) -> Result<()> {
+    if !cfg.filter.dbs.is_empty() || standalone {
         return Ok(());
     }
     let auth = WAuth {
@@ -492,11 +535,9 @@ async fn check_source_dbs(src: &crate::config::Url, cfg: &Config) -> Result<()> 
 async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     let src = parse_url(&cfg.source.url)?;
     let dst = parse_url(&cfg.target.url)?;
-    if cfg.target.tls_config().is_some() {
-        bail!(
-            "{}: TLS to the target cluster is not supported yet (the source may use rediss://)",
-            redact(&cfg.target.url)
-        );
+    let target_tls = cfg.target.tls_config();
+    if let Some(w) = target_tls.as_ref().and_then(|t| t.warning()) {
+        tracing::warn!("target: {w}");
     }
     let wauth = WAuth {
         user: dst.user.clone(),
@@ -517,7 +558,8 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         });
     }
 
-    let format = target_format(&dst.addr, &wauth).await?;
+    let (format, mode) =
+        target_format(&dst.addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
     let mut state = TargetState::load(&cfg.state_dir)?;
     if state.as_ref().is_none_or(|s| s.history.is_none()) && position.exists() {
@@ -529,7 +571,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         state = Some(s);
     }
     let history = state.as_ref().and_then(|s| s.history.clone());
-    let checkpoints = cfg.checkpoints();
+    // A standalone target keeps several dbs: per-slot checkpoint keys
+    // (written in whatever db is selected) do not fit it.
+    let checkpoints = cfg.checkpoints() && mode != TargetMode::Standalone;
+    if cfg.checkpoints() && !checkpoints {
+        tracing::warn!("standalone target: no checkpoints (at-least-once replay after a crash)");
+    }
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
@@ -538,12 +585,18 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 history: history.clone().unwrap_or_default(),
             }),
             skip_applied: checkpoints && history.is_some(),
+            tls: target_tls.clone(),
+            mode,
             ..Default::default()
         },
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
-    tracing::info!(masters = ?writer.masters(), "target cluster");
+    if writer.is_standalone() {
+        tracing::info!(server = ?writer.masters(), "standalone target (dbs kept)");
+    } else {
+        tracing::info!(masters = ?writer.masters(), "target cluster");
+    }
     if checkpoints && history.is_some() {
         let c = writer.checkpoint_summary();
         tracing::info!(
@@ -557,12 +610,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     }
     let resuming = position.exists();
     let facts = crate::preflight::check(&cfg, writer.masters(), &wauth, resuming).await?;
-    check_source_dbs(&src, &cfg).await?;
+    check_source_dbs(&src, &cfg, writer.is_standalone()).await?;
     let state = match state {
         Some(s) => s,
         None => {
             // A new migration.
-            let empty = target_is_empty(writer.masters(), &wauth).await?;
+            let empty = target_is_empty(writer.masters(), &wauth, target_tls.as_ref()).await?;
             if let Err(e) = &empty
                 && !allow_nonempty_target
             {

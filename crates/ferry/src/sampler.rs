@@ -185,7 +185,7 @@ impl Sampler {
     async fn conns(&mut self) -> Result<&mut Conns> {
         if self.conns.is_none() {
             let source = connect_source(&self.cfg).await?;
-            let target = Target::connect(&self.cfg.target.url).await?;
+            let target = Target::connect(&self.cfg).await?;
             self.conns = Some(Conns { source, target });
             self.last_error = None;
         }

@@ -7,8 +7,9 @@
 //! `SCAN` and reports keys the source does not have. Only keys inside the
 //! configured filter are compared, and keys under ferry's reserved prefix
 //! `__ferry:` (its checkpoints) never are. Exit status: 0 identical,
-//! 1 differences (each listed), 2 error. Keys of dbs other than 0 are not
-//! compared (a cluster has only db 0).
+//! 1 differences (each listed), 2 error. Into a cluster only db 0 is
+//! compared (a cluster has only db 0); into a standalone target every db of
+//! the source that `filter.dbs` carries, each with the same db of the target.
 //!
 //! [`read`], [`compare`] and [`Target`] are shared with the sampled verify
 //! that runs during streaming (`sampler.rs`).
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth, Conn};
+use ferry_cluster::{Auth, Conn, TargetMode, WriterConfig, discover_topology};
 use ferry_ops::{Topology, key_slot};
 use ferry_resp::Value;
 
@@ -165,35 +166,59 @@ pub fn compared_key(filter: &Filter, key: &[u8]) -> bool {
     !key.starts_with(RESERVED_PREFIX) && filter.key(key)
 }
 
-/// Connections to every master of the target cluster, by slot.
+/// Connections to every master of the target (one for a standalone
+/// target), by slot.
 pub struct Target {
     topo: Topology,
     nodes: Vec<Conn>,
+    /// A standalone server: dbs are kept, `SELECT` before reading.
+    pub standalone: bool,
 }
 
 impl Target {
-    /// Discover the cluster from `url`'s node and connect to every master.
-    pub async fn connect(url: &str) -> Result<Target> {
-        let dst = parse_url(url)?;
+    /// Discover the target from `cfg.target` (TLS, cluster or standalone)
+    /// and connect to every master.
+    pub async fn connect(cfg: &Config) -> Result<Target> {
+        let dst = parse_url(&cfg.target.url)?;
         let auth = Auth {
             user: dst.user,
             password: dst.password,
         };
-        let mut seed = Conn::connect(&dst.addr, &auth, T)
+        let tls = cfg.target.tls_config();
+        let (_, mode) =
+            crate::run::target_format(&dst.addr, &auth, tls.as_ref(), cfg.target.mode).await?;
+        let wcfg = WriterConfig {
+            auth: auth.clone(),
+            tls: tls.clone(),
+            connect_timeout: T,
+            mode,
+            ..WriterConfig::default()
+        };
+        let topo = discover_topology(&dst.addr, &wcfg)
             .await
             .with_context(|| format!("target {}", dst.addr))?;
-        let shards = seed.call(&["CLUSTER", "SLOTS"], T).await?;
-        let topo = Topology::from_slots(&shards, &dst.addr)
-            .with_context(|| format!("target {} is not a usable cluster", dst.addr))?;
         let mut nodes = Vec::new();
         for n in &topo.masters {
             nodes.push(
-                Conn::connect(&n.addr(), &auth, T)
+                Conn::connect_tls(&n.addr(), &auth, T, tls.as_ref())
                     .await
                     .with_context(|| format!("target node {}", n.addr()))?,
             );
         }
-        Ok(Target { topo, nodes })
+        Ok(Target {
+            topo,
+            nodes,
+            standalone: mode == TargetMode::Standalone,
+        })
+    }
+
+    /// Standalone target: read db `db` from now on.
+    pub async fn select(&mut self, db: u64) -> Result<()> {
+        let db = db.to_string();
+        for n in &mut self.nodes {
+            call(n, &[b"SELECT", db.as_bytes()]).await?;
+        }
+        Ok(())
     }
 
     /// The connection to the master serving `key`'s slot.
@@ -232,58 +257,91 @@ pub fn run(args: &VerifyArgs) -> Result<bool> {
         .block_on(verify(cfg, args))
 }
 
+/// The dbs of the source that hold keys (`INFO keyspace`).
+async fn source_dbs(s: &mut Conn) -> Result<Vec<u64>> {
+    let info = call(s, &[b"INFO", b"keyspace"]).await?;
+    let text = info
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("db")?.split_once(':')?.0.parse().ok())
+        .collect())
+}
+
 async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
     let mut s = connect_source(&cfg).await?;
-    let mut target = Target::connect(&cfg.target.url).await?;
-    let (mut compared, mut diffs, mut ignored) = (0u64, 0u64, 0u64);
-    let report = |key: &[u8], what: &str, diffs: &mut u64| {
-        *diffs += 1;
-        if *diffs as usize <= args.show {
-            println!("differs: {:?}: {what}", String::from_utf8_lossy(key));
-        }
+    let mut target = Target::connect(&cfg).await?;
+    // A cluster has db 0 only; a standalone target keeps the source's dbs.
+    let dbs: Vec<u64> = if target.standalone {
+        source_dbs(&mut s)
+            .await?
+            .into_iter()
+            .filter(|db| cfg.filter.carries_db(*db, true))
+            .collect()
+    } else {
+        vec![0]
     };
-    // Source → target: every source key inside the filter.
-    let mut cursor = b"0".to_vec();
-    loop {
-        let (next, keys) = scan(&mut s, &cursor).await?;
-        cursor = next;
-        for key in keys {
-            if !compared_key(&cfg.filter, &key) {
-                ignored += 1;
-                continue;
-            }
-            let a = read(&mut s, &key).await?;
-            if a.kind == "none" {
-                continue; // deleted meanwhile
-            }
-            let b = target.read(&key).await?;
-            compared += 1;
-            if let Some(what) = compare(&a, &b, args.ttl_tolerance_ms) {
-                report(&key, &what, &mut diffs);
-            }
+    let (mut compared, mut diffs, mut ignored, mut extra) = (0u64, 0u64, 0u64, 0u64);
+    for db in dbs {
+        let label = target.standalone.then_some(db);
+        if target.standalone {
+            call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
+            target.select(db).await?;
         }
-        if cursor == b"0" {
-            break;
-        }
-    }
-    // Target → source: keys the target holds (inside the filter) that the
-    // source does not.
-    let mut extra = 0u64;
-    for node in 0..target.nodes.len() {
+        let report = |key: &[u8], what: &str, diffs: &mut u64| {
+            *diffs += 1;
+            if *diffs as usize <= args.show {
+                let key = String::from_utf8_lossy(key);
+                match label {
+                    Some(db) => println!("differs: db {db} {key:?}: {what}"),
+                    None => println!("differs: {key:?}: {what}"),
+                }
+            }
+        };
+        // Source → target: every source key inside the filter.
         let mut cursor = b"0".to_vec();
         loop {
-            let (next, keys) = scan(&mut target.nodes[node], &cursor).await?;
+            let (next, keys) = scan(&mut s, &cursor).await?;
             cursor = next;
-            let keys: Vec<Vec<u8>> = keys
-                .into_iter()
-                .filter(|k| compared_key(&cfg.filter, k))
-                .collect();
-            for key in missing(&mut s, &keys).await? {
-                extra += 1;
-                report(key, "present on the target, not on the source", &mut diffs);
+            for key in keys {
+                if !compared_key(&cfg.filter, &key) {
+                    ignored += 1;
+                    continue;
+                }
+                let a = read(&mut s, &key).await?;
+                if a.kind == "none" {
+                    continue; // deleted meanwhile
+                }
+                let b = target.read(&key).await?;
+                compared += 1;
+                if let Some(what) = compare(&a, &b, args.ttl_tolerance_ms) {
+                    report(&key, &what, &mut diffs);
+                }
             }
             if cursor == b"0" {
                 break;
+            }
+        }
+        // Target → source: keys the target holds (inside the filter) that
+        // the source does not.
+        for node in 0..target.nodes.len() {
+            let mut cursor = b"0".to_vec();
+            loop {
+                let (next, keys) = scan(&mut target.nodes[node], &cursor).await?;
+                cursor = next;
+                let keys: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| compared_key(&cfg.filter, k))
+                    .collect();
+                for key in missing(&mut s, &keys).await? {
+                    extra += 1;
+                    report(key, "present on the target, not on the source", &mut diffs);
+                }
+                if cursor == b"0" {
+                    break;
+                }
             }
         }
     }
