@@ -336,13 +336,8 @@ fn kill_9_twice_during_streaming_applies_every_command_once() {
         .start()
         .expect("source");
     let mut c = src.conn();
-    for i in 0..2000 {
-        redis::cmd("SET")
-            .arg(format!("seed:{i}"))
-            .arg(i)
-            .query::<()>(&mut c)
-            .expect("seed");
-    }
+    // 200k keys of mixed types for the snapshot (issue 5's end-to-end test).
+    ferry_testkit::fixtures::populate_mixed(&mut c, 200_000).expect("seed");
     // A source key under ferry's reserved prefix is not carried.
     redis::cmd("SET")
         .arg("__ferry:from-source")

@@ -661,6 +661,63 @@ pub fn populate_big(conn: &mut Connection, n_keys: usize, value_size: usize) -> 
     Ok(())
 }
 
+/// `n_keys` keys of mixed types in db 0, named `mix:<type>:<i>`: 40 %
+/// strings (one in four with a TTL of a day), 15 % lists and 15 % hashes of
+/// 5 elements, 10 % sets, 10 % sorted sets (4 members each), 10 % streams
+/// (2 entries). Pipelined, 1000 keys per round trip.
+pub fn populate_mixed(conn: &mut Connection, n_keys: usize) -> RedisResult<()> {
+    let mut start = 0;
+    while start < n_keys {
+        let end = (start + 1000).min(n_keys);
+        let mut pipe = redis::pipe();
+        for i in start..end {
+            match i % 20 {
+                0..=7 => {
+                    let key = format!("mix:s:{i}");
+                    if i % 4 == 0 {
+                        pipe.cmd("SET").arg(&key).arg(i).arg("EX").arg(86_400);
+                    } else {
+                        pipe.cmd("SET").arg(&key).arg(format!("value-{i}"));
+                    }
+                }
+                8..=10 => {
+                    pipe.cmd("RPUSH")
+                        .arg(format!("mix:l:{i}"))
+                        .arg(&[1, 2, 3, 4, i][..]);
+                }
+                11..=13 => {
+                    pipe.cmd("HSET")
+                        .arg(format!("mix:h:{i}"))
+                        .arg(&["a", "1", "b", "2", "c", "3", "d", "4", "e"][..])
+                        .arg(i);
+                }
+                14 | 15 => {
+                    pipe.cmd("SADD")
+                        .arg(format!("mix:t:{i}"))
+                        .arg(&["x", "y", "z"][..])
+                        .arg(i);
+                }
+                16 | 17 => {
+                    pipe.cmd("ZADD")
+                        .arg(format!("mix:z:{i}"))
+                        .arg(&[(1.5, "a"), (2.0, "b"), (-3.0, "c")][..])
+                        .arg(i)
+                        .arg("d");
+                }
+                _ => {
+                    let key = format!("mix:x:{i}");
+                    pipe.cmd("XADD").arg(&key).arg("*").arg("n").arg(i).ignore();
+                    pipe.cmd("XADD").arg(&key).arg("*").arg("m").arg(i + 1);
+                }
+            }
+            pipe.ignore();
+        }
+        pipe.query::<()>(conn)?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// `DEBUG POPULATE n_keys big value_size`: fast, but the values
 /// (`value:<i>` padded with zeros) compress very well under LZF.
 pub fn populate_big_debug(
