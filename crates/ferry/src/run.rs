@@ -691,18 +691,32 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     // (received offset, when it was first seen): the age of the oldest
     // received-but-unapplied byte is the lag in seconds.
     let mut unapplied: std::collections::VecDeque<(u64, Instant)> = Default::default();
+    // Events come in batches (what the link decoded from one read); the
+    // status is rebuilt at most every STATUS_EVERY, not per key.
+    const STATUS_EVERY: Duration = Duration::from_millis(20);
+    let mut batch: Vec<ferry_replica::LinkEvent> = Vec::with_capacity(1024);
+    let mut last_status = Instant::now() - STATUS_EVERY;
     let result: Result<()> = loop {
+        let mut ticked = false;
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
-            ev = events.recv() => match ev {
-                Some(ev) => {
+            more = events.recv_many(&mut batch) => {
+                if !more {
+                    break Ok(());
+                }
+                let mut failed = None;
+                for ev in batch.drain(..) {
                     if let Err(e) = applier.event(ev).await {
-                        break Err(e);
+                        failed = Some(e);
+                        break;
                     }
                 }
-                None => break Ok(()),
+                batch.clear();
+                if let Some(e) = failed {
+                    break Err(e);
+                }
             },
-            _ = tick.tick() => {}
+            _ = tick.tick() => ticked = true,
         }
         if let Some(a) = applier.applied() {
             link.applied(a);
@@ -710,6 +724,10 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         if let Some(e) = applier.writer_error() {
             break Err(anyhow::Error::new(e).context("target cluster"));
         }
+        if !ticked && last_status.elapsed() < STATUS_EVERY {
+            continue;
+        }
+        last_status = Instant::now();
         let ls: LinkStatus = link.status();
         if let Some(r) = ls.received_offset
             && unapplied.back().is_none_or(|(o, _)| r > *o)
