@@ -168,7 +168,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             auth: Auth::none(),
-            max_inflight_bytes: 8 * 1024 * 1024,
+            max_inflight_bytes: 2 * 1024 * 1024,
             queue_ops: 4096,
             connect_timeout: Duration::from_secs(5),
             reconnect_for: Duration::from_secs(30),

@@ -394,7 +394,10 @@ async fn serve_http(
 /// Run `ferry run`.
 pub fn run(args: &RunArgs) -> Result<()> {
     let cfg = Config::load(&args.config)?;
+    // Few blocking threads (spool segment IO, position saves): each thread
+    // that allocates gets its own malloc arena, and arenas fragment.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
