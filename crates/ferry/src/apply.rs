@@ -28,10 +28,11 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_cluster::checkpoint::is_reserved;
 use ferry_cluster::{ClusterWriter, Op};
-use ferry_ops::{Route, key_slot};
+use ferry_ops::{End, Plan, Route, Unreplayable, key_slot};
 use ferry_rdb::commands::{CommandBuilder, CommandOptions};
 use ferry_rdb::{Flavor, Item, KeyHeader, Value};
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
+use ferry_resp::Value as Reply;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Filter;
@@ -99,6 +100,9 @@ pub struct Counters {
     pub keys_applied: u64,
     /// Stream commands written.
     pub commands_applied: u64,
+    /// Cross-slot stream commands replayed by emulation (also counted in
+    /// `commands_applied`).
+    pub emulated: u64,
     /// Keys or commands not carried, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
 }
@@ -570,6 +574,20 @@ impl Applier {
                 self.submit(args, None, end_offset).await?
             }
             Route::None(_) => return Ok(()),
+            Route::Unreplayable {
+                reason: reason @ Unreplayable::CrossSlot { .. },
+            } => match ferry_ops::plan(&args) {
+                Ok(plan) => {
+                    if !self.emulate(plan, &args, end_offset).await? {
+                        return Ok(());
+                    }
+                    self.counters.emulated += 1;
+                }
+                Err(_) => {
+                    self.skip("unreplayable", &reason.to_string());
+                    return Ok(());
+                }
+            },
             Route::Unreplayable { reason } => {
                 self.skip("unreplayable", &reason.to_string());
                 return Ok(());
@@ -577,6 +595,197 @@ impl Applier {
         }
         self.counters.commands_applied += 1;
         Ok(())
+    }
+
+    /// Replays a cross-slot command by its [`Plan`] (see
+    /// `ferry_ops::emulate` and `docs/decisions.md`). Plans that read the
+    /// target run between two barriers (every earlier write acknowledged
+    /// before the reads; every write of the plan acknowledged before the
+    /// next command is submitted), read over the writer's side connection
+    /// and write through the writer with the command's offset, the
+    /// destination first: a crash between the writes replays correctly
+    /// under per-slot checkpoints. `Ok(false)`: not replayable after all
+    /// (an input missing on the target), counted and logged.
+    async fn emulate(&mut self, plan: Plan, args: &[Bytes], offset: u64) -> Result<bool> {
+        if let Plan::Split(parts) = plan {
+            // No reads: the parts are independent writes, one slot each.
+            for (slot, part) in parts {
+                self.submit(part, Some(slot), offset).await?;
+            }
+            return Ok(true);
+        }
+        // Inside a source transaction: what it buffered goes first (one
+        // group), the rest of it is buffered anew after the plan.
+        let in_txn = self.txn.is_some();
+        self.submit_txn().await?;
+        self.flush().await?;
+        let done = self.emulate_reads(plan, args, offset).await;
+        if in_txn {
+            self.txn = Some(Vec::new());
+        }
+        let done = done?;
+        self.flush().await?;
+        Ok(done)
+    }
+
+    async fn emulate_reads(&mut self, plan: Plan, args: &[Bytes], offset: u64) -> Result<bool> {
+        let cmd = lossy(&args[0]);
+        match plan {
+            Plan::Split(_) => Ok(true),
+            Plan::CopyKey {
+                from,
+                to,
+                delete_from,
+            } => {
+                let from_slot = key_slot(&from);
+                if self.writer.committed_before_connect(key_slot(&to), offset) {
+                    // Replayed after a restart: the copy is in; only the
+                    // source key's change may be missing (skipped if not).
+                    if delete_from {
+                        self.submit(vec!["DEL".into(), from], Some(from_slot), offset)
+                            .await?;
+                    }
+                    return Ok(true);
+                }
+                let Some(payload) = self.read_dump(from_slot, &from).await? else {
+                    self.skip(
+                        "unreplayable",
+                        &format!(
+                            "{cmd} {} {}: {} is missing on the target, nothing written",
+                            lossy(&from),
+                            lossy(&to),
+                            lossy(&from)
+                        ),
+                    );
+                    return Ok(false);
+                };
+                let ttl = match self
+                    .read(from_slot, vec!["PTTL".into(), from.clone()])
+                    .await?
+                {
+                    Reply::Integer(ms) if ms > 0 => ms,
+                    _ => 0,
+                };
+                let restore = vec![
+                    "RESTORE".into(),
+                    to.clone(),
+                    ttl.to_string().into(),
+                    payload,
+                    "REPLACE".into(),
+                ];
+                self.submit(restore, Some(key_slot(&to)), offset).await?;
+                if delete_from {
+                    self.flush().await?;
+                    self.submit(vec!["DEL".into(), from], Some(from_slot), offset)
+                        .await?;
+                }
+                Ok(true)
+            }
+            Plan::ListMove {
+                from,
+                to,
+                pop,
+                push,
+            } => {
+                let from_slot = key_slot(&from);
+                if self.writer.committed_before_connect(key_slot(&to), offset) {
+                    // Replayed after a restart: the push is in.
+                    self.submit(vec![pop.pop().into(), from], Some(from_slot), offset)
+                        .await?;
+                    return Ok(true);
+                }
+                let index = if pop == End::Left { "0" } else { "-1" };
+                let element = match self
+                    .read(from_slot, vec!["LINDEX".into(), from.clone(), index.into()])
+                    .await?
+                {
+                    Reply::Bulk(b) => b,
+                    other => {
+                        self.skip(
+                            "unreplayable",
+                            &format!(
+                                "{cmd} {} {}: no element to move on the target ({other:?}),                                  nothing written",
+                                lossy(&from),
+                                lossy(&to)
+                            ),
+                        );
+                        return Ok(false);
+                    }
+                };
+                let args = vec![push.push().into(), to.clone(), element];
+                self.submit(args, Some(key_slot(&to)), offset).await?;
+                self.flush().await?;
+                self.submit(vec![pop.pop().into(), from], Some(from_slot), offset)
+                    .await?;
+                Ok(true)
+            }
+            Plan::Compute {
+                slot,
+                inputs,
+                command,
+            } => {
+                if self.writer.committed_before_connect(slot, offset) {
+                    // Replayed after a restart: the whole group is in.
+                    return Ok(true);
+                }
+                let mut ops = Vec::with_capacity(inputs.len() * 2 + 1);
+                let mut temps = vec![Bytes::from_static(b"DEL")];
+                for (input, tmp) in inputs {
+                    // A missing input reads as empty, as it did on the source.
+                    if let Some(payload) = self.read_dump(key_slot(&input), &input).await? {
+                        let restore = vec![
+                            "RESTORE".into(),
+                            tmp.clone(),
+                            "0".into(),
+                            payload,
+                            "REPLACE".into(),
+                        ];
+                        ops.push(Op::slot(restore, slot, offset));
+                        temps.push(tmp);
+                    }
+                }
+                ops.push(Op::slot(command, slot, offset));
+                if temps.len() > 1 {
+                    ops.push(Op::slot(temps, slot, offset));
+                }
+                self.last_op_offset = offset;
+                self.writer
+                    .submit_group(ops)
+                    .await
+                    .context("writing to the target cluster")?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A read on the target's side connection; an error reply is fatal.
+    async fn read(&mut self, slot: u16, args: Vec<Bytes>) -> Result<Reply> {
+        let reply = self.writer.read(slot, &args).await.with_context(|| {
+            format!(
+                "reading {} {} on the target to replay a cross-slot command",
+                lossy(&args[0]),
+                lossy(args.get(1).map_or(&b""[..], |k| &k[..]))
+            )
+        })?;
+        if let Reply::Error(e) = &reply {
+            anyhow::bail!(
+                "the target refused {} {} (slot {slot}): {}",
+                lossy(&args[0]),
+                lossy(args.get(1).map_or(&b""[..], |k| &k[..])),
+                lossy(e)
+            );
+        }
+        Ok(reply)
+    }
+
+    /// `DUMP key`: its payload, `None` if the key does not exist.
+    async fn read_dump(&mut self, slot: u16, key: &Bytes) -> Result<Option<Bytes>> {
+        Ok(
+            match self.read(slot, vec!["DUMP".into(), key.clone()]).await? {
+                Reply::Bulk(b) => Some(b),
+                _ => None,
+            },
+        )
     }
 
     /// A stream command into a standalone target: in its db, as it is (no
