@@ -345,6 +345,14 @@ impl Applier {
         Ok(())
     }
 
+    /// The key prefix of source db `db` (`filter.db_prefix`; cluster only).
+    fn prefix(&self, db: u64) -> Option<Bytes> {
+        if self.standalone {
+            return None;
+        }
+        self.filter.prefix_for(db)
+    }
+
     /// Whether keys of `db` are carried.
     fn keep_db(&self, db: u64) -> bool {
         self.filter.carries_db(db, self.standalone)
@@ -434,6 +442,11 @@ impl Applier {
                     return Ok(());
                 }
                 self.select(h.db, off).await?;
+                let mut k = k;
+                if let Some(p) = self.prefix(k.header.db) {
+                    k.header.key = ferry_ops::prefixed(&p, &k.header.key);
+                }
+                let h = &k.header;
                 let slot = key_slot(&h.key);
                 let stamp = match (self.restore, self.file) {
                     (true, Some((flavor, version))) => {
@@ -471,7 +484,7 @@ impl Applier {
                 self.submit_all(cmds, slot, off).await?;
                 self.counters.keys_applied += 1;
             }
-            Item::BigKeyStart(h) => {
+            Item::BigKeyStart(mut h) => {
                 if is_reserved(&h.key) {
                     self.skip("reserved_prefix", &lossy(&h.key));
                     self.big = None;
@@ -487,6 +500,9 @@ impl Applier {
                         "filtered_db"
                     };
                     self.filtered(reason);
+                }
+                if let Some(p) = self.prefix(h.db) {
+                    h.key = ferry_ops::prefixed(&p, &h.key);
                 }
                 self.big = keep.then_some((h, true));
             }
@@ -536,9 +552,29 @@ impl Applier {
             self.filtered("filtered_db");
             return Ok(());
         }
-        let Some(args) = self.filter_keys(cmd.args) else {
+        let Some(mut args) = self.filter_keys(cmd.args) else {
             return Ok(());
         };
+        if let Some(p) = self.prefix(db) {
+            if args[0].eq_ignore_ascii_case(b"FLUSHDB") {
+                self.skip(
+                    "unreplayable",
+                    &format!(
+                        "FLUSHDB in db {db} with filter.db_prefix: the keys under {} cannot be \
+                         flushed as a db",
+                        lossy(&p)
+                    ),
+                );
+                return Ok(());
+            }
+            args = match ferry_ops::prefix_keys(&args, &p) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.skip("unknown_command", &e.to_string());
+                    return Ok(());
+                }
+            };
+        }
         let route = match ferry_ops::route(&args) {
             Ok(r) => r,
             Err(e) => {

@@ -597,6 +597,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
+    if writer.is_standalone() && cfg.filter.db_prefix.is_some() {
+        bail!(
+            "filter.db_prefix is for a cluster target; a standalone target keeps each db \
+             (remove db_prefix)"
+        );
+    }
     if writer.is_standalone() {
         tracing::info!(server = ?writer.masters(), "standalone target (dbs kept)");
     } else {

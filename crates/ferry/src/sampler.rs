@@ -120,6 +120,10 @@ pub fn spawn(
         tracing::info!("sampled verify is off (verify.sample_per_second: 0)");
         return;
     }
+    if cfg.filter.db_prefix.is_some() {
+        tracing::info!("sampled verify is off with filter.db_prefix (ferry verify compares)");
+        return;
+    }
     if !cfg.filter.db(0) {
         tracing::info!("sampled verify is off: it samples db 0, which filter.dbs leaves out");
         return;
