@@ -246,3 +246,92 @@ fn kill_9_during_a_cross_slot_load_then_verify() {
         out.trim()
     );
 }
+
+fn cmd(server: &Server, args: &[&str]) -> redis::Value {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(&mut server.conn())
+        .unwrap_or_else(|e| panic!("{} {args:?}: {e}", server.addr()))
+}
+
+fn node_id(server: &Server) -> String {
+    match cmd(server, &["CLUSTER", "MYID"]) {
+        redis::Value::BulkString(b) => String::from_utf8(b).expect("id"),
+        redis::Value::SimpleString(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The writer's side reads (what emulation reads with) follow `-ASK` while
+/// a slot migrates and `-MOVED` after, updating `node_for_slot`; they
+/// refuse anything but `DUMP`/`PTTL`/`LINDEX`.
+#[test]
+fn side_reads_follow_ask_and_moved() {
+    use bytes::Bytes;
+    use ferry_cluster::{Auth, ClusterWriter};
+    use ferry_resp::Value;
+
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let key = "side:read";
+    let slot = ferry_ops::key_slot(key.as_bytes());
+    let owner = cluster.node_for_key(key.as_bytes());
+    let from = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port() == owner.port())
+        .expect("owner");
+    let to = (from + 1) % cluster.nodes.len();
+    let (src, dst) = (&cluster.nodes[from], &cluster.nodes[to]);
+    cmd(src, &["SET", key, "v1", "PX", "3600000"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let args = |name: &str| vec![Bytes::from(name.to_owned()), Bytes::from(key)];
+    rt.block_on(async {
+        let mut w = ClusterWriter::connect(&cluster.seed_url(), Auth::none())
+            .await
+            .expect("writer");
+        assert_eq!(w.node_for_slot(slot), Some(src.addr()));
+        let dump = w.read(slot, &args("DUMP")).await.expect("DUMP");
+        assert!(matches!(dump, Value::Bulk(_)), "{dump:?}");
+        let refused = w
+            .read(
+                slot,
+                &[Bytes::from("SET"), Bytes::from(key), Bytes::from("x")],
+            )
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+
+        // Migration window: the key already moved, the slot not yet: ASK.
+        let (src_id, dst_id) = (node_id(src), node_id(dst));
+        let s = slot.to_string();
+        cmd(dst, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]);
+        cmd(src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]);
+        let port = dst.port().to_string();
+        cmd(src, &["MIGRATE", "127.0.0.1", &port, key, "0", "5000"]);
+        let dump = w.read(slot, &args("DUMP")).await.expect("DUMP after ASK");
+        assert!(matches!(dump, Value::Bulk(_)), "{dump:?}");
+        assert_eq!(
+            w.node_for_slot(slot),
+            Some(src.addr()),
+            "ASK moved the slot"
+        );
+
+        // Migration done: MOVED, and the handle's map follows.
+        for n in [dst, src] {
+            cmd(n, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]);
+        }
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            if i != from && i != to {
+                cmd(n, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]);
+            }
+        }
+        let pttl = w.read(slot, &args("PTTL")).await.expect("PTTL after MOVED");
+        assert!(matches!(pttl, Value::Integer(t) if t > 0), "{pttl:?}");
+        assert_eq!(w.node_for_slot(slot), Some(dst.addr()));
+    });
+}
