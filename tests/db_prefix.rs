@@ -3,6 +3,7 @@
 //! among them), `dbs: [0, 2]`, `db_prefix: "{db}:"`, a 3-master Redis 7.0
 //! cluster. Key `k` of db 2 lands as `2:k`, `ferry verify` compares db by
 //! db through the prefixes (exit 0), then reports a tampered key (exit 1).
+//! A `FLUSHDB` in db 2 deletes exactly the keys under `2:`.
 
 use std::time::Duration;
 
@@ -104,15 +105,30 @@ fn dbs_merged_under_prefixes_verify_per_db() {
     assert_eq!(bad.status.code(), Some(1), "{text}");
     assert!(text.contains("db 2 \"k:3\""), "{text}");
 
-    // FLUSHDB in a prefixed db cannot be replayed: counted, not applied.
+    // FLUSHDB in a prefixed db: the keys under its prefix are deleted (SCAN
+    // + DEL on every master), the other db's stay; writes after it land.
+    redis::cmd("SET")
+        .arg("2:k:3")
+        .arg("db2-253")
+        .query::<()>(&mut cluster.node_for_key(b"2:k:3").conn())
+        .expect("untamper");
     redis::cmd("SELECT")
         .arg(2)
         .query::<()>(&mut c)
         .expect("select");
     redis::cmd("FLUSHDB").query::<()>(&mut c).expect("flushdb");
+    writes(&mut c, 2, 300, 320);
     wait_caught_up(&src, &setup.http, Duration::from_secs(60));
     let st = setup.status().expect("status");
-    assert_eq!(st["skipped"]["unreplayable"], 1, "{st}");
-    assert!(daemon.log().contains("FLUSHDB in db 2"), "{}", daemon.log());
-    eprintln!("verify: {}", out.trim());
+    assert_eq!(
+        st["skipped"],
+        serde_json::json!({}),
+        "{st}\n{}",
+        daemon.log()
+    );
+    assert_eq!(get("2:k:40"), None);
+    assert_eq!(get("2:k:10").as_deref(), Some("db2-310"));
+    assert_eq!(get("0:k:1").as_deref(), Some("db0-251"));
+    let after = setup.assert_verified();
+    eprintln!("verify: {}; after FLUSHDB: {}", out.trim(), after.trim());
 }

@@ -536,6 +536,78 @@ impl ClusterWriter {
         })
     }
 
+    /// The masters serving at least one slot in the handle's slot map (see
+    /// [`ClusterWriter::node_for_slot`]).
+    pub fn serving_masters(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, _, node) in self.side.topology.slots.ranges() {
+            if let Some(n) = self.side.topology.masters.get(node) {
+                let addr = n.addr();
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+        out
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count` step on `master` over a
+    /// side connection (a read, like [`ClusterWriter::read`]): the next
+    /// cursor (`0` at the end) and the keys. No retries: a lost
+    /// connection is an error (the side connection is dropped).
+    ///
+    /// # Errors
+    /// Connection errors; [`WriterError::Rejected`] for an error reply or
+    /// a reply that is not a `SCAN` reply.
+    pub async fn scan(
+        &mut self,
+        master: &str,
+        cursor: &[u8],
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(Vec<u8>, Vec<Bytes>), WriterError> {
+        let timeout = self.side.config.reply_timeout;
+        let count = count.to_string();
+        let args: [&[u8]; 6] = [
+            b"SCAN",
+            cursor,
+            b"MATCH",
+            pattern,
+            b"COUNT",
+            count.as_bytes(),
+        ];
+        let conn = self.side_conn(master).await?;
+        let reply = match conn.call(&args, timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.side.conns.remove(master);
+                return Err(e.into());
+            }
+        };
+        let rejected = |reply: String| WriterError::Rejected {
+            node: master.to_owned(),
+            command: "SCAN".into(),
+            key: pattern.escape_ascii().to_string(),
+            reply,
+        };
+        let parts = match &reply {
+            Value::Error(e) => return Err(rejected(String::from_utf8_lossy(e).into_owned())),
+            Value::Array(parts) if parts.len() == 2 => parts,
+            other => return Err(rejected(format!("unexpected reply {other:?}"))),
+        };
+        let next = parts[0]
+            .as_bytes()
+            .map(|c| c.to_vec())
+            .ok_or_else(|| rejected("no cursor".into()))?;
+        let keys = parts[1]
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k.as_bytes().cloned())
+            .collect();
+        Ok((next, keys))
+    }
+
     /// The side connection to `addr`, connecting if needed.
     async fn side_conn(&mut self, addr: &str) -> Result<&mut Conn, WriterError> {
         if !self.side.conns.contains_key(addr) {

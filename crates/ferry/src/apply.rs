@@ -556,15 +556,19 @@ impl Applier {
             return Ok(());
         };
         if let Some(p) = self.prefix(db) {
-            if args[0].eq_ignore_ascii_case(b"FLUSHDB") {
-                self.skip(
-                    "unreplayable",
-                    &format!(
-                        "FLUSHDB in db {db} with filter.db_prefix: the keys under {} cannot be \
-                         flushed as a db",
-                        lossy(&p)
-                    ),
-                );
+            let flushdb = args[0].eq_ignore_ascii_case(b"FLUSHDB");
+            if flushdb || args[0].eq_ignore_ascii_case(b"FLUSHALL") {
+                // A db is a prefix here: delete the keys under it (under
+                // every carried db's prefix for FLUSHALL).
+                let prefixes: Vec<Bytes> = if flushdb {
+                    vec![p]
+                } else {
+                    let dbs = self.filter.dbs.clone();
+                    dbs.iter().filter_map(|&d| self.prefix(d)).collect()
+                };
+                self.flush_prefixes(&prefixes, end_offset).await?;
+                self.counters.emulated += 1;
+                self.counters.commands_applied += 1;
                 return Ok(());
             }
             args = match ferry_ops::prefix_keys(&args, &p) {
@@ -792,6 +796,65 @@ impl Applier {
                 Ok(true)
             }
         }
+    }
+
+    /// `FLUSHDB` of a db mapped to a key prefix (`filter.db_prefix`):
+    /// between two barriers, `SCAN MATCH prefix*` on every master and a
+    /// `DEL` through the writer (with the command's offset) of each key the
+    /// filter carries. Keys written after the command are submitted only
+    /// once every `DEL` is acknowledged; after a crash, per-slot
+    /// checkpoints skip the `DEL`s of slots that have them.
+    async fn flush_prefixes(&mut self, prefixes: &[Bytes], offset: u64) -> Result<()> {
+        let in_txn = self.txn.is_some();
+        self.submit_txn().await?;
+        self.flush().await?;
+        let mut deleted = 0u64;
+        for prefix in prefixes {
+            let mut pattern: Vec<u8> = Vec::with_capacity(prefix.len() + 1);
+            for &b in prefix.iter() {
+                if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                    pattern.push(b'\\');
+                }
+                pattern.push(b);
+            }
+            pattern.push(b'*');
+            for master in self.writer.serving_masters() {
+                let mut cursor = b"0".to_vec();
+                loop {
+                    let (next, keys) = self
+                        .writer
+                        .scan(&master, &cursor, &pattern, 1000)
+                        .await
+                        .with_context(|| {
+                            format!("scanning {master} for keys under {}", lossy(prefix))
+                        })?;
+                    for key in keys {
+                        let name = &key[prefix.len().min(key.len())..];
+                        if !key.starts_with(prefix) || !self.filter.key(name) || is_reserved(name) {
+                            continue;
+                        }
+                        let slot = key_slot(&key);
+                        self.submit(vec!["DEL".into(), key], Some(slot), offset)
+                            .await?;
+                        deleted += 1;
+                    }
+                    if next == b"0" {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        self.flush().await?;
+        if in_txn {
+            self.txn = Some(Vec::new());
+        }
+        tracing::info!(
+            deleted,
+            prefixes = ?prefixes.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
+            "flush of a prefixed db replayed as DEL of its keys"
+        );
+        Ok(())
     }
 
     /// A read on the target's side connection; an error reply is fatal.
