@@ -3,7 +3,7 @@
 //! cluster, `RENAME`, `RENAMENX`, `COPY`, `SMOVE`, `LMOVE`, `RPOPLPUSH`,
 //! `SUNIONSTORE`, `ZUNIONSTORE ... WEIGHTS`, `SDIFFSTORE`, `ZRANGESTORE`,
 //! `PFMERGE`, `BITOP` and `GEOSEARCHSTORE` whose keys span slots, mixed
-//! with ordinary writes to the same keys. At the end `ferry verify` exits 0
+//! with ordinary writes to the same keys (some inside `MULTI`/`EXEC`). At the end `ferry verify` exits 0
 //! and nothing was counted `unreplayable`. Also: `kill -9` of ferry twice
 //! in the middle of such a load, restarted each time; verify exits 0.
 
@@ -139,6 +139,21 @@ fn round(c: &mut redis::Connection, i: u64) {
         .arg("ASC")
         .arg("STOREDIST")
         .ignore();
+    // Inside a source transaction, between ordinary writes.
+    p.cmd("MULTI").ignore();
+    p.cmd("INCR").arg(format!("txc:{a}")).ignore();
+    p.cmd("COPY")
+        .arg(format!("txc:{a}"))
+        .arg(format!("txcopy:{b}"))
+        .arg("REPLACE")
+        .ignore();
+    p.cmd("SUNIONSTORE")
+        .arg(format!("txsu:{b}"))
+        .arg(format!("set:{a}"))
+        .arg(format!("set:{b}"))
+        .ignore();
+    p.cmd("INCR").arg(format!("txc:{b}")).ignore();
+    p.cmd("EXEC").ignore();
     // And more ordinary writes after them, to the same keys.
     p.cmd("SADD")
         .arg(format!("set:{b}"))
