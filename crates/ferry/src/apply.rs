@@ -4,6 +4,11 @@
 //! LinkEvent::Rdb(Key)        → RESTORE k ttl payload ABSTTL REPLACE   (target reads the format)
 //!                            → DEL + SET/RPUSH/SADD/ZADD/HSET/XADD…   (otherwise, and big keys)
 //! LinkEvent::Stream(Command) → ferry_ops::route: one slot, split per slot, every master
+//!                            → cross-slot RENAME/COPY/LMOVE/SMOVE/*STORE/BITOP/PFMERGE:
+//!                              emulated (ferry_ops::emulate plans; barrier, side reads
+//!                              of DUMP/PTTL/LINDEX, destination written first, barrier)
+//!                            → filter.db_prefix: keys of db N renamed N:key; FLUSHDB of
+//!                              such a db as SCAN + DEL of its prefix
 //! Applied tokens             → reported to the link once the writer has acknowledged
 //!                              every op at or below their offset
 //! ```
