@@ -4,7 +4,8 @@
 //! `SUNIONSTORE`, `ZUNIONSTORE ... WEIGHTS`, `SDIFFSTORE`, `ZRANGESTORE`,
 //! `PFMERGE`, `BITOP` and `GEOSEARCHSTORE` whose keys span slots, mixed
 //! with ordinary writes to the same keys (some inside `MULTI`/`EXEC`). At the end `ferry verify` exits 0
-//! and nothing was counted `unreplayable`. Also: `kill -9` of ferry twice
+//! and nothing was counted `unreplayable` but a cross-slot `SORT ... STORE`
+//! (still reported, by name). Also: `kill -9` of ferry twice
 //! in the middle of such a load, restarted each time; verify exits 0.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,20 +207,33 @@ fn cross_slot_commands_are_emulated_while_streaming() {
     wait_phase(&setup.http, "streaming", Duration::from_secs(60));
     let stop = AtomicBool::new(false);
     let rounds = load(&src, &stop, 60, 120);
+    // Still not replayable on a cluster: counted and logged (then deleted
+    // on the source, so the datasets stay equal).
+    let mut c = src.conn();
+    let sorted: u64 = redis::cmd("SORT")
+        .arg("list:1")
+        .arg("STORE")
+        .arg("sorted:x")
+        .query(&mut c)
+        .expect("SORT STORE");
+    assert!(sorted > 0, "list:1 is empty");
+    redis::cmd("DEL")
+        .arg("sorted:x")
+        .query::<()>(&mut c)
+        .expect("DEL");
     wait_caught_up(&src, &setup.http, Duration::from_secs(120));
     let st = setup.status().expect("status");
     let out = setup.assert_verified();
-    assert_eq!(unreplayable(&st), 0, "{st}\n{}", daemon.log());
+    assert_eq!(unreplayable(&st), 1, "{st}\n{}", daemon.log());
+    let log = daemon.log();
+    let not_carried: Vec<&str> = log.lines().filter(|l| l.contains("not carried")).collect();
+    assert_eq!(not_carried.len(), 1, "{log}");
+    assert!(not_carried[0].contains("SORT"), "{log}");
     let emulated = st["emulated"].as_u64().unwrap_or(0);
     // 13 cross-slot commands a round; a few may share a slot by chance.
     assert!(
         emulated >= rounds * 10,
         "emulated {emulated} in {rounds} rounds: {st}"
-    );
-    assert!(
-        !daemon.log().contains("not carried"),
-        "something was not carried:\n{}",
-        daemon.log()
     );
     eprintln!(
         "{rounds} rounds, {emulated} commands emulated; verify: {}",
