@@ -47,17 +47,18 @@
 //! `docs/design.md` for the limits (resharding while ferry is down, target
 //! failover).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_ops::{ErrorKind, Topology, TopologyError};
+use ferry_ops::{ErrorKind, Redirect, RedirectKind, Topology, TopologyError};
 use ferry_resp::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::{self, CheckpointSummary};
-use crate::conn::{Auth, Conn};
+use crate::conn::{Auth, Conn, ConnError};
 use crate::engine::{Cmd, Engine};
 use crate::error::WriterError;
 
@@ -273,6 +274,45 @@ pub struct ClusterWriter {
     masters: Vec<String>,
     summary: CheckpointSummary,
     standalone: bool,
+    side: SideReads,
+    /// Per slot, the offset committed at connect time (empty: none).
+    committed: Vec<u64>,
+}
+
+/// Per slot: the connect-time checkpoint or the barrier of the master
+/// serving it, whichever is higher (what the engine skips); empty when
+/// nothing is skipped.
+fn committed_per_slot(topology: &Topology, resume: &checkpoint::Resume, skip: bool) -> Vec<u64> {
+    if !skip || resume.slot.len() != usize::from(ferry_ops::SLOTS) {
+        return Vec::new();
+    }
+    (0..ferry_ops::SLOTS)
+        .map(|s| {
+            let barrier = topology
+                .slots
+                .node_for(s)
+                .and_then(|n| resume.node_barrier.get(n))
+                .copied()
+                .unwrap_or(0);
+            resume.slot[usize::from(s)].max(barrier)
+        })
+        .collect()
+}
+
+/// Attempts of one side read (redirects, reconnects, retryable replies).
+const SIDE_READ_ATTEMPTS: u32 = 8;
+/// The only commands [`ClusterWriter::read`] sends: reads of one key.
+const SIDE_READS: [&[u8]; 3] = [b"DUMP", b"PTTL", b"LINDEX"];
+
+/// The handle's read side: its own copy of the slot map (updated by the
+/// `-MOVED` replies it gets) and one plain request/response connection per
+/// master it read from. Never used for writes.
+#[derive(Debug)]
+struct SideReads {
+    topology: Topology,
+    known: Vec<String>,
+    config: WriterConfig,
+    conns: HashMap<String, Conn>,
 }
 
 impl ClusterWriter {
@@ -346,10 +386,17 @@ impl ClusterWriter {
             _ => checkpoint::Resume::default(),
         };
         let summary = resume.summary.clone();
+        let committed = committed_per_slot(&topology, &resume, config.skip_applied);
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel(config.queue_ops.max(1));
         let mut known = known;
         known.push(addr);
+        let side = SideReads {
+            topology: topology.clone(),
+            known: known.clone(),
+            config: config.clone(),
+            conns: HashMap::new(),
+        };
         let engine = Engine::new(topology, conns, resume, known, config, Arc::clone(&shared));
         tokio::spawn(engine.run(rx));
         Ok(ClusterWriter {
@@ -358,7 +405,239 @@ impl ClusterWriter {
             masters,
             summary,
             standalone,
+            side,
+            committed,
         })
+    }
+
+    /// Whether an op of `slot` at `offset` was committed before this
+    /// writer connected (at or below the slot's connect-time checkpoint or
+    /// its master's barrier, with [`WriterConfig::skip_applied`]): such an
+    /// op is acknowledged without being sent while checkpointing is on.
+    /// Always `false` after [`ClusterWriter::new_history`].
+    pub fn committed_before_connect(&self, slot: u16, offset: u64) -> bool {
+        self.committed
+            .get(usize::from(slot))
+            .is_some_and(|&c| offset <= c)
+    }
+
+    /// The master (`host:port`) serving `slot` in the handle's slot map
+    /// (the connect-time topology, updated by redirects and refreshes of
+    /// [`ClusterWriter::read`]); `None` if no master serves it.
+    pub fn node_for_slot(&self, slot: u16) -> Option<String> {
+        self.side.topology.node_for(slot).map(ferry_ops::Node::addr)
+    }
+
+    /// Reads one key of `slot` on the master serving it, over a side
+    /// connection (with the writer's credentials and TLS), not through the
+    /// write pipelines: for emulating cross-slot commands after a
+    /// [`ClusterWriter::flush`]. Only `DUMP`, `PTTL` and `LINDEX` are sent;
+    /// anything else is refused without sending. Follows `-MOVED` (updating
+    /// the handle's slot map) and `-ASK`, retries `TRYAGAIN`/`CLUSTERDOWN`/
+    /// `LOADING` and lost connections (re-reading the topology), a bounded
+    /// number of times. Other error replies are returned as values.
+    ///
+    /// # Errors
+    /// [`WriterError::Rejected`] for a command that is not one of those
+    /// reads; [`WriterError::RetriesExhausted`] when the attempts run out;
+    /// TLS and `AUTH` errors.
+    pub async fn read(&mut self, slot: u16, args: &[Bytes]) -> Result<Value, WriterError> {
+        let name = args.first().cloned().unwrap_or_default();
+        if !SIDE_READS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            return Err(WriterError::Rejected {
+                node: "-".into(),
+                command: String::from_utf8_lossy(&name).into_owned(),
+                key: args
+                    .get(1)
+                    .map_or_else(|| "-".into(), |k| k.escape_ascii().to_string()),
+                reply: "not a read the side connection may send".into(),
+            });
+        }
+        let started = Instant::now();
+        let timeout = self.side.config.reply_timeout;
+        let mut last = String::new();
+        let mut ask: Option<String> = None;
+        for attempt in 0..SIDE_READ_ATTEMPTS {
+            if attempt > 0 {
+                let pause = self.side.config.backoff_min * (1 << attempt.min(6));
+                tokio::time::sleep(pause.min(self.side.config.backoff_max)).await;
+            }
+            let addr = match ask.take() {
+                Some(a) => a,
+                None => match self.node_for_slot(slot) {
+                    Some(a) => a,
+                    None => {
+                        last = "no master serves the slot".into();
+                        self.side_refresh().await;
+                        continue;
+                    }
+                },
+            };
+            let asking = addr != self.node_for_slot(slot).unwrap_or_default();
+            let conn = match self.side_conn(&addr).await {
+                Ok(c) => c,
+                Err(e @ WriterError::Connect(ConnError::Tls { .. } | ConnError::Auth { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    self.side_refresh().await;
+                    continue;
+                }
+            };
+            let reply = if asking {
+                match conn.call(&["ASKING"], timeout).await {
+                    Ok(_) => conn.call(args, timeout).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                conn.call(args, timeout).await
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    last = e.to_string();
+                    self.side.conns.remove(&addr);
+                    self.side_refresh().await;
+                    continue;
+                }
+            };
+            let Value::Error(e) = &reply else {
+                return Ok(reply);
+            };
+            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            if let Some(r) = Redirect::parse(e) {
+                last = r.to_string();
+                let i = self.side.topology.apply_redirect(&r, &host);
+                if r.kind == RedirectKind::Ask {
+                    ask = self.side.topology.masters.get(i).map(ferry_ops::Node::addr);
+                }
+                continue;
+            }
+            let kind = ErrorKind::classify(e);
+            if kind.is_transient() {
+                last = String::from_utf8_lossy(e).into_owned();
+                if kind.needs_refresh() {
+                    self.side_refresh().await;
+                }
+                continue;
+            }
+            return Ok(reply);
+        }
+        Err(WriterError::RetriesExhausted {
+            slot,
+            attempts: SIDE_READ_ATTEMPTS,
+            over: started.elapsed(),
+            last,
+        })
+    }
+
+    /// The masters serving at least one slot in the handle's slot map (see
+    /// [`ClusterWriter::node_for_slot`]).
+    pub fn serving_masters(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, _, node) in self.side.topology.slots.ranges() {
+            if let Some(n) = self.side.topology.masters.get(node) {
+                let addr = n.addr();
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+        out
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count` step on `master` over a
+    /// side connection (a read, like [`ClusterWriter::read`]): the next
+    /// cursor (`0` at the end) and the keys. No retries: a lost
+    /// connection is an error (the side connection is dropped).
+    ///
+    /// # Errors
+    /// Connection errors; [`WriterError::Rejected`] for an error reply or
+    /// a reply that is not a `SCAN` reply.
+    pub async fn scan(
+        &mut self,
+        master: &str,
+        cursor: &[u8],
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(Vec<u8>, Vec<Bytes>), WriterError> {
+        let timeout = self.side.config.reply_timeout;
+        let count = count.to_string();
+        let args: [&[u8]; 6] = [
+            b"SCAN",
+            cursor,
+            b"MATCH",
+            pattern,
+            b"COUNT",
+            count.as_bytes(),
+        ];
+        let conn = self.side_conn(master).await?;
+        let reply = match conn.call(&args, timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.side.conns.remove(master);
+                return Err(e.into());
+            }
+        };
+        let rejected = |reply: String| WriterError::Rejected {
+            node: master.to_owned(),
+            command: "SCAN".into(),
+            key: pattern.escape_ascii().to_string(),
+            reply,
+        };
+        let parts = match &reply {
+            Value::Error(e) => return Err(rejected(String::from_utf8_lossy(e).into_owned())),
+            Value::Array(parts) if parts.len() == 2 => parts,
+            other => return Err(rejected(format!("unexpected reply {other:?}"))),
+        };
+        let next = parts[0]
+            .as_bytes()
+            .map(|c| c.to_vec())
+            .ok_or_else(|| rejected("no cursor".into()))?;
+        let keys = parts[1]
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k.as_bytes().cloned())
+            .collect();
+        Ok((next, keys))
+    }
+
+    /// The side connection to `addr`, connecting if needed.
+    async fn side_conn(&mut self, addr: &str) -> Result<&mut Conn, WriterError> {
+        if !self.side.conns.contains_key(addr) {
+            let c = &self.side.config;
+            let conn = Conn::connect_tls(addr, &c.auth, c.connect_timeout, c.tls.as_ref()).await?;
+            self.side.conns.insert(addr.to_owned(), conn);
+        }
+        self.side.conns.get_mut(addr).ok_or(WriterError::Stopped)
+    }
+
+    /// Re-reads the handle's topology from any known node (best effort: on
+    /// failure the old map stays and the next attempt tries again).
+    async fn side_refresh(&mut self) {
+        let mut addrs: Vec<String> = self
+            .side
+            .topology
+            .masters
+            .iter()
+            .map(|n| n.addr())
+            .collect();
+        addrs.extend(self.side.known.iter().cloned());
+        addrs.dedup();
+        if let Ok((topology, known)) = refresh_topology(addrs, self.side.config.clone()).await {
+            self.side.topology = topology;
+            for k in known {
+                if !self.side.known.contains(&k) {
+                    self.side.known.push(k);
+                }
+            }
+        }
     }
 
     /// Queues one op. Waits while the queue is full (backpressure: the
@@ -469,6 +748,7 @@ impl ClusterWriter {
     /// The writer's fatal error.
     pub async fn new_history(&mut self, history: String) -> Result<(), WriterError> {
         self.flush().await?;
+        self.committed.clear();
         let (tx, rx) = oneshot::channel();
         self.cmds
             .send(Cmd::NewHistory(history, tx))

@@ -32,7 +32,7 @@ use crate::keys::{Class, command_keys};
 use crate::slot::{SLOTS, key_slot};
 use crate::split::Unreplayable;
 
-/// Prefix of temporary keys (inside the hash tag's braces' suffix).
+/// Prefix of temporary keys (ferry's reserved `__ferry:` prefix).
 pub const TEMP_PREFIX: &str = "__ferry:tmp:";
 
 /// Which end of a list.
@@ -141,9 +141,12 @@ pub fn slot_tag(slot: u16) -> &'static str {
     &slot_tags()[usize::from(slot % SLOTS)]
 }
 
-/// The `n`-th temporary key in `slot`: `{tag}__ferry:tmp:n`.
+/// The `n`-th temporary key in `slot`: `__ferry:tmp:{tag}:n`. It starts
+/// with the reserved prefix, so source keys can never collide with it (the
+/// daemon does not carry source keys under `__ferry:`) and `ferry verify`
+/// never compares it; its hash tag puts it in `slot`.
 pub fn temp_key(slot: u16, n: usize) -> Bytes {
-    Bytes::from(format!("{{{}}}{TEMP_PREFIX}{n}", slot_tag(slot)))
+    Bytes::from(format!("{TEMP_PREFIX}{{{}}}:{n}", slot_tag(slot)))
 }
 
 fn upper(b: &[u8]) -> Vec<u8> {
@@ -278,11 +281,8 @@ mod tests {
             assert_eq!(key_slot(k.as_bytes()), s);
         }
         assert_eq!(key_slot(&temp_key(1234, 7)), 1234);
-        assert!(
-            temp_key(1234, 7)
-                .windows(TEMP_PREFIX.len())
-                .any(|w| w == TEMP_PREFIX.as_bytes())
-        );
+        assert!(temp_key(1234, 7).starts_with(TEMP_PREFIX.as_bytes()));
+        assert!(TEMP_PREFIX.starts_with("__ferry:"));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! LinkEvent::Rdb(Key)        → RESTORE k ttl payload ABSTTL REPLACE   (target reads the format)
 //!                            → DEL + SET/RPUSH/SADD/ZADD/HSET/XADD…   (otherwise, and big keys)
 //! LinkEvent::Stream(Command) → ferry_ops::route: one slot, split per slot, every master
+//!                            → cross-slot RENAME/COPY/LMOVE/SMOVE/*STORE/BITOP/PFMERGE:
+//!                              emulated (ferry_ops::emulate plans; barrier, side reads
+//!                              of DUMP/PTTL/LINDEX, destination written first, barrier)
+//!                            → filter.db_prefix: keys of db N renamed N:key; FLUSHDB of
+//!                              such a db as SCAN + DEL of its prefix
 //! Applied tokens             → reported to the link once the writer has acknowledged
 //!                              every op at or below their offset
 //! ```
@@ -28,10 +33,11 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_cluster::checkpoint::is_reserved;
 use ferry_cluster::{ClusterWriter, Op};
-use ferry_ops::{Route, key_slot};
+use ferry_ops::{End, Plan, Route, Unreplayable, key_slot};
 use ferry_rdb::commands::{CommandBuilder, CommandOptions};
 use ferry_rdb::{Flavor, Item, KeyHeader, Value};
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
+use ferry_resp::Value as Reply;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Filter;
@@ -99,6 +105,9 @@ pub struct Counters {
     pub keys_applied: u64,
     /// Stream commands written.
     pub commands_applied: u64,
+    /// Cross-slot stream commands replayed by emulation (also counted in
+    /// `commands_applied`).
+    pub emulated: u64,
     /// Keys or commands not carried, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
 }
@@ -341,6 +350,14 @@ impl Applier {
         Ok(())
     }
 
+    /// The key prefix of source db `db` (`filter.db_prefix`; cluster only).
+    fn prefix(&self, db: u64) -> Option<Bytes> {
+        if self.standalone {
+            return None;
+        }
+        self.filter.prefix_for(db)
+    }
+
     /// Whether keys of `db` are carried.
     fn keep_db(&self, db: u64) -> bool {
         self.filter.carries_db(db, self.standalone)
@@ -430,6 +447,11 @@ impl Applier {
                     return Ok(());
                 }
                 self.select(h.db, off).await?;
+                let mut k = k;
+                if let Some(p) = self.prefix(k.header.db) {
+                    k.header.key = ferry_ops::prefixed(&p, &k.header.key);
+                }
+                let h = &k.header;
                 let slot = key_slot(&h.key);
                 let stamp = match (self.restore, self.file) {
                     (true, Some((flavor, version))) => {
@@ -467,7 +489,7 @@ impl Applier {
                 self.submit_all(cmds, slot, off).await?;
                 self.counters.keys_applied += 1;
             }
-            Item::BigKeyStart(h) => {
+            Item::BigKeyStart(mut h) => {
                 if is_reserved(&h.key) {
                     self.skip("reserved_prefix", &lossy(&h.key));
                     self.big = None;
@@ -483,6 +505,9 @@ impl Applier {
                         "filtered_db"
                     };
                     self.filtered(reason);
+                }
+                if let Some(p) = self.prefix(h.db) {
+                    h.key = ferry_ops::prefixed(&p, &h.key);
                 }
                 self.big = keep.then_some((h, true));
             }
@@ -532,9 +557,33 @@ impl Applier {
             self.filtered("filtered_db");
             return Ok(());
         }
-        let Some(args) = self.filter_keys(cmd.args) else {
+        let Some(mut args) = self.filter_keys(cmd.args) else {
             return Ok(());
         };
+        if let Some(p) = self.prefix(db) {
+            let flushdb = args[0].eq_ignore_ascii_case(b"FLUSHDB");
+            if flushdb || args[0].eq_ignore_ascii_case(b"FLUSHALL") {
+                // A db is a prefix here: delete the keys under it (under
+                // every carried db's prefix for FLUSHALL).
+                let prefixes: Vec<Bytes> = if flushdb {
+                    vec![p]
+                } else {
+                    let dbs = self.filter.dbs.clone();
+                    dbs.iter().filter_map(|&d| self.prefix(d)).collect()
+                };
+                self.flush_prefixes(&prefixes, end_offset).await?;
+                self.counters.emulated += 1;
+                self.counters.commands_applied += 1;
+                return Ok(());
+            }
+            args = match ferry_ops::prefix_keys(&args, &p) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.skip("unknown_command", &e.to_string());
+                    return Ok(());
+                }
+            };
+        }
         let route = match ferry_ops::route(&args) {
             Ok(r) => r,
             Err(e) => {
@@ -570,6 +619,20 @@ impl Applier {
                 self.submit(args, None, end_offset).await?
             }
             Route::None(_) => return Ok(()),
+            Route::Unreplayable {
+                reason: reason @ Unreplayable::CrossSlot { .. },
+            } => match ferry_ops::plan(&args) {
+                Ok(plan) => {
+                    if !self.emulate(plan, &args, end_offset).await? {
+                        return Ok(());
+                    }
+                    self.counters.emulated += 1;
+                }
+                Err(_) => {
+                    self.skip("unreplayable", &reason.to_string());
+                    return Ok(());
+                }
+            },
             Route::Unreplayable { reason } => {
                 self.skip("unreplayable", &reason.to_string());
                 return Ok(());
@@ -577,6 +640,256 @@ impl Applier {
         }
         self.counters.commands_applied += 1;
         Ok(())
+    }
+
+    /// Replays a cross-slot command by its [`Plan`] (see
+    /// `ferry_ops::emulate` and `docs/decisions.md`). Plans that read the
+    /// target run between two barriers (every earlier write acknowledged
+    /// before the reads; every write of the plan acknowledged before the
+    /// next command is submitted), read over the writer's side connection
+    /// and write through the writer with the command's offset, the
+    /// destination first: a crash between the writes replays correctly
+    /// under per-slot checkpoints. `Ok(false)`: not replayable after all
+    /// (an input missing on the target), counted and logged.
+    async fn emulate(&mut self, plan: Plan, args: &[Bytes], offset: u64) -> Result<bool> {
+        if let Plan::Split(parts) = plan {
+            // No reads: the parts are independent writes, one slot each.
+            for (slot, part) in parts {
+                self.submit(part, Some(slot), offset).await?;
+            }
+            return Ok(true);
+        }
+        // Inside a source transaction: what it buffered goes first (one
+        // group), the rest of it is buffered anew after the plan.
+        let in_txn = self.txn.is_some();
+        self.submit_txn().await?;
+        self.flush().await?;
+        let done = self.emulate_reads(plan, args, offset).await;
+        if in_txn {
+            self.txn = Some(Vec::new());
+        }
+        let done = done?;
+        self.flush().await?;
+        Ok(done)
+    }
+
+    async fn emulate_reads(&mut self, plan: Plan, args: &[Bytes], offset: u64) -> Result<bool> {
+        let cmd = lossy(&args[0]);
+        match plan {
+            Plan::Split(_) => Ok(true),
+            Plan::CopyKey {
+                from,
+                to,
+                delete_from,
+            } => {
+                let from_slot = key_slot(&from);
+                if self.writer.committed_before_connect(key_slot(&to), offset) {
+                    // Replayed after a restart: the copy is in; only the
+                    // source key's change may be missing (skipped if not).
+                    if delete_from {
+                        self.submit(vec!["DEL".into(), from], Some(from_slot), offset)
+                            .await?;
+                    }
+                    return Ok(true);
+                }
+                let Some(payload) = self.read_dump(from_slot, &from).await? else {
+                    self.skip(
+                        "unreplayable",
+                        &format!(
+                            "{cmd} {} {}: {} is missing on the target, nothing written",
+                            lossy(&from),
+                            lossy(&to),
+                            lossy(&from)
+                        ),
+                    );
+                    return Ok(false);
+                };
+                let ttl = match self
+                    .read(from_slot, vec!["PTTL".into(), from.clone()])
+                    .await?
+                {
+                    Reply::Integer(ms) if ms > 0 => ms,
+                    _ => 0,
+                };
+                let restore = vec![
+                    "RESTORE".into(),
+                    to.clone(),
+                    ttl.to_string().into(),
+                    payload,
+                    "REPLACE".into(),
+                ];
+                self.submit(restore, Some(key_slot(&to)), offset).await?;
+                if delete_from {
+                    self.flush().await?;
+                    self.submit(vec!["DEL".into(), from], Some(from_slot), offset)
+                        .await?;
+                }
+                Ok(true)
+            }
+            Plan::ListMove {
+                from,
+                to,
+                pop,
+                push,
+            } => {
+                let from_slot = key_slot(&from);
+                if self.writer.committed_before_connect(key_slot(&to), offset) {
+                    // Replayed after a restart: the push is in.
+                    self.submit(vec![pop.pop().into(), from], Some(from_slot), offset)
+                        .await?;
+                    return Ok(true);
+                }
+                let index = if pop == End::Left { "0" } else { "-1" };
+                let element = match self
+                    .read(from_slot, vec!["LINDEX".into(), from.clone(), index.into()])
+                    .await?
+                {
+                    Reply::Bulk(b) => b,
+                    other => {
+                        self.skip(
+                            "unreplayable",
+                            &format!(
+                                "{cmd} {} {}: no element to move on the target ({other:?}),                                  nothing written",
+                                lossy(&from),
+                                lossy(&to)
+                            ),
+                        );
+                        return Ok(false);
+                    }
+                };
+                let args = vec![push.push().into(), to.clone(), element];
+                self.submit(args, Some(key_slot(&to)), offset).await?;
+                self.flush().await?;
+                self.submit(vec![pop.pop().into(), from], Some(from_slot), offset)
+                    .await?;
+                Ok(true)
+            }
+            Plan::Compute {
+                slot,
+                inputs,
+                command,
+            } => {
+                if self.writer.committed_before_connect(slot, offset) {
+                    // Replayed after a restart: the whole group is in.
+                    return Ok(true);
+                }
+                let mut ops = Vec::with_capacity(inputs.len() * 2 + 1);
+                let mut temps = vec![Bytes::from_static(b"DEL")];
+                for (input, tmp) in inputs {
+                    // A missing input reads as empty, as it did on the source.
+                    if let Some(payload) = self.read_dump(key_slot(&input), &input).await? {
+                        let restore = vec![
+                            "RESTORE".into(),
+                            tmp.clone(),
+                            "0".into(),
+                            payload,
+                            "REPLACE".into(),
+                        ];
+                        ops.push(Op::slot(restore, slot, offset));
+                        temps.push(tmp);
+                    }
+                }
+                ops.push(Op::slot(command, slot, offset));
+                if temps.len() > 1 {
+                    ops.push(Op::slot(temps, slot, offset));
+                }
+                self.last_op_offset = offset;
+                self.writer
+                    .submit_group(ops)
+                    .await
+                    .context("writing to the target cluster")?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// `FLUSHDB` of a db mapped to a key prefix (`filter.db_prefix`):
+    /// between two barriers, `SCAN MATCH prefix*` on every master and a
+    /// `DEL` through the writer (with the command's offset) of each key the
+    /// filter carries. Keys written after the command are submitted only
+    /// once every `DEL` is acknowledged; after a crash, per-slot
+    /// checkpoints skip the `DEL`s of slots that have them.
+    async fn flush_prefixes(&mut self, prefixes: &[Bytes], offset: u64) -> Result<()> {
+        let in_txn = self.txn.is_some();
+        self.submit_txn().await?;
+        self.flush().await?;
+        let mut deleted = 0u64;
+        for prefix in prefixes {
+            let mut pattern: Vec<u8> = Vec::with_capacity(prefix.len() + 1);
+            for &b in prefix.iter() {
+                if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                    pattern.push(b'\\');
+                }
+                pattern.push(b);
+            }
+            pattern.push(b'*');
+            for master in self.writer.serving_masters() {
+                let mut cursor = b"0".to_vec();
+                loop {
+                    let (next, keys) = self
+                        .writer
+                        .scan(&master, &cursor, &pattern, 1000)
+                        .await
+                        .with_context(|| {
+                            format!("scanning {master} for keys under {}", lossy(prefix))
+                        })?;
+                    for key in keys {
+                        let name = &key[prefix.len().min(key.len())..];
+                        if !key.starts_with(prefix) || !self.filter.key(name) || is_reserved(name) {
+                            continue;
+                        }
+                        let slot = key_slot(&key);
+                        self.submit(vec!["DEL".into(), key], Some(slot), offset)
+                            .await?;
+                        deleted += 1;
+                    }
+                    if next == b"0" {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        self.flush().await?;
+        if in_txn {
+            self.txn = Some(Vec::new());
+        }
+        tracing::info!(
+            deleted,
+            prefixes = ?prefixes.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
+            "flush of a prefixed db replayed as DEL of its keys"
+        );
+        Ok(())
+    }
+
+    /// A read on the target's side connection; an error reply is fatal.
+    async fn read(&mut self, slot: u16, args: Vec<Bytes>) -> Result<Reply> {
+        let reply = self.writer.read(slot, &args).await.with_context(|| {
+            format!(
+                "reading {} {} on the target to replay a cross-slot command",
+                lossy(&args[0]),
+                lossy(args.get(1).map_or(&b""[..], |k| &k[..]))
+            )
+        })?;
+        if let Reply::Error(e) = &reply {
+            anyhow::bail!(
+                "the target refused {} {} (slot {slot}): {}",
+                lossy(&args[0]),
+                lossy(args.get(1).map_or(&b""[..], |k| &k[..])),
+                lossy(e)
+            );
+        }
+        Ok(reply)
+    }
+
+    /// `DUMP key`: its payload, `None` if the key does not exist.
+    async fn read_dump(&mut self, slot: u16, key: &Bytes) -> Result<Option<Bytes>> {
+        Ok(
+            match self.read(slot, vec!["DUMP".into(), key.clone()]).await? {
+                Reply::Bulk(b) => Some(b),
+                _ => None,
+            },
+        )
     }
 
     /// A stream command into a standalone target: in its db, as it is (no

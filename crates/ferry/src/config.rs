@@ -116,9 +116,21 @@ pub struct Filter {
     /// A standalone target keeps each db's number; empty means every db.
     #[serde(default)]
     pub dbs: Vec<u64>,
+    /// Into a cluster: prefix every key of source db N with this template,
+    /// `{db}` standing for N (`"{db}:"`: key `k` of db 2 becomes `2:k`),
+    /// so the merged dbs keep their keys apart. Needs `dbs`.
+    #[serde(default)]
+    pub db_prefix: Option<String>,
 }
 
 impl Filter {
+    /// The key prefix for source db `db` (`db_prefix`), if any.
+    pub fn prefix_for(&self, db: u64) -> Option<bytes::Bytes> {
+        self.db_prefix
+            .as_deref()
+            .map(|t| ferry_ops::db_prefix(t, db))
+    }
+
     /// Whether a key passes the prefix rules.
     pub fn key(&self, key: &[u8]) -> bool {
         (self.include_prefixes.is_empty()
@@ -378,6 +390,19 @@ impl Config {
         if cfg.source.checkpoints.is_some() {
             bail!("source.checkpoints: checkpoints are a target setting (target.checkpoints)");
         }
+        if let Some(p) = &cfg.filter.db_prefix {
+            if cfg.filter.dbs.is_empty() {
+                bail!(
+                    "filter.db_prefix needs filter.dbs: list the source dbs to merge (e.g. dbs: [0, 2])"
+                );
+            }
+            if !p.contains("{db}") {
+                bail!(
+                    "filter.db_prefix {p:?} has no {{db}}: every db would get the same prefix \
+                     (e.g. db_prefix: \"{{db}}:\")"
+                );
+            }
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -465,6 +490,23 @@ pub fn parse_url(url: &str) -> Result<Url> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn db_prefix_needs_dbs_and_a_db_placeholder() {
+        let base = "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n";
+        let cfg = Config::parse(&format!(
+            "{base}filter: {{ dbs: [0, 2], db_prefix: \"{{db}}:\" }}\n"
+        ))
+        .expect("db_prefix");
+        assert_eq!(cfg.filter.prefix_for(2).as_deref(), Some(&b"2:"[..]));
+        assert_eq!(Filter::default().prefix_for(2), None);
+        let e = Config::parse(&format!("{base}filter: {{ db_prefix: \"{{db}}:\" }}\n"));
+        assert!(format!("{:#}", e.unwrap_err()).contains("filter.dbs"));
+        let e = Config::parse(&format!(
+            "{base}filter: {{ dbs: [0, 1], db_prefix: \"x:\" }}\n"
+        ));
+        assert!(format!("{:#}", e.unwrap_err()).contains("{db}"));
+    }
 
     #[test]
     fn example_file_parses_to_the_defaults() {

@@ -81,6 +81,9 @@ pub struct Status {
     pub keys_applied: u64,
     /// Stream commands written.
     pub commands_applied: u64,
+    /// Cross-slot stream commands replayed by emulation (part of
+    /// `commands_applied`).
+    pub emulated: u64,
     /// Not carried, by reason.
     pub skipped: std::collections::BTreeMap<String, u64>,
     /// Bytes waiting in the spool (disk part included).
@@ -170,6 +173,7 @@ impl Status {
              # TYPE ferry_source_offset gauge\nferry_source_offset {}\n\
              # TYPE ferry_keys_applied_total counter\nferry_keys_applied_total {}\n\
              # TYPE ferry_commands_applied_total counter\nferry_commands_applied_total {}\n\
+             # TYPE ferry_commands_emulated_total counter\nferry_commands_emulated_total {}\n\
              # TYPE ferry_spool_bytes gauge\nferry_spool_bytes {}\n\
              # TYPE ferry_reconnects_total counter\nferry_reconnects_total{{side=\"source\"}} {}\n\
              ferry_reconnects_total{{side=\"target\"}} {}\n",
@@ -179,6 +183,7 @@ impl Status {
             self.source_offset.unwrap_or(0),
             self.keys_applied,
             self.commands_applied,
+            self.emulated,
             self.spool_bytes,
             self.reconnects,
             self.target.reconnects,
@@ -595,6 +600,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
+    if writer.is_standalone() && cfg.filter.db_prefix.is_some() {
+        bail!(
+            "filter.db_prefix is for a cluster target; a standalone target keeps each db \
+             (remove db_prefix)"
+        );
+    }
     if writer.is_standalone() {
         tracing::info!(server = ?writer.masters(), "standalone target (dbs kept)");
     } else {
@@ -766,6 +777,7 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
             lag_seconds,
             keys_applied: applier.counters.keys_applied,
             commands_applied: applier.counters.commands_applied,
+            emulated: applier.counters.emulated,
             skipped: applier
                 .counters
                 .skipped

@@ -181,6 +181,14 @@ async fn source_offset(conn: &mut Conn) -> Result<u64> {
         .context("the source's INFO replication has no master_repl_offset")
 }
 
+/// The target's name of source db 0's `key` (`filter.db_prefix` applied).
+fn target_key(filter: &crate::config::Filter, key: &[u8]) -> Vec<u8> {
+    match filter.prefix_for(0) {
+        Some(p) => [&p[..], key].concat(),
+        None => key.to_vec(),
+    }
+}
+
 impl Sampler {
     async fn conns(&mut self) -> Result<&mut Conns> {
         if self.conns.is_none() {
@@ -242,7 +250,7 @@ impl Sampler {
             return Ok(()); // deleted meanwhile
         }
         let offset = source_offset(&mut c.source).await?;
-        let t = c.target.read(&key).await?;
+        let t = c.target.read(&target_key(&filter, &key)).await?;
         if compare(&first, &t, tolerance).is_none() {
             self.stats.checked.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -258,8 +266,9 @@ impl Sampler {
     }
 
     async fn recheck(&mut self, mut p: Pending, tolerance: i64) -> Result<()> {
+        let tkey = target_key(&self.cfg.filter, &p.key);
         let c = self.conns().await?;
-        let t = c.target.read(&p.key).await?;
+        let t = c.target.read(&tkey).await?;
         let now = read(&mut c.source, &p.key).await?;
         let offset = source_offset(&mut c.source).await?;
         let same = |a: &Side| compare(a, &t, tolerance).is_none();

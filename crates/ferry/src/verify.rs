@@ -8,8 +8,10 @@
 //! configured filter are compared, and keys under ferry's reserved prefix
 //! `__ferry:` (its checkpoints) never are. Exit status: 0 identical,
 //! 1 differences (each listed), 2 error. Into a cluster only db 0 is
-//! compared (a cluster has only db 0); into a standalone target every db of
-//! the source that `filter.dbs` carries, each with the same db of the target.
+//! compared (a cluster has only db 0), or with `filter.db_prefix` every db of
+//! `filter.dbs`, key K of db N against the target's prefix(N)+K; into a
+//! standalone target every db of the source that `filter.dbs` carries, each
+//! with the same db of the target.
 //!
 //! [`read`], [`compare`] and [`Target`] are shared with the sampled verify
 //! that runs during streaming (`sampler.rs`).
@@ -280,16 +282,42 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             .into_iter()
             .filter(|db| cfg.filter.carries_db(*db, true))
             .collect()
+    } else if cfg.filter.db_prefix.is_some() {
+        cfg.filter.dbs.clone()
     } else {
         vec![0]
     };
+    // Into a cluster with `filter.db_prefix`: key K of source db N is the
+    // target's key prefix(N)+K; a target key belongs to the db with the
+    // longest prefix it starts with (none: only on the target).
+    let prefixes: Vec<(u64, Vec<u8>)> = if target.standalone {
+        Vec::new()
+    } else {
+        dbs.iter()
+            .filter_map(|&db| cfg.filter.prefix_for(db).map(|p| (db, p.to_vec())))
+            .collect()
+    };
+    let owner = |key: &[u8]| -> Option<(u64, usize)> {
+        prefixes
+            .iter()
+            .filter(|(_, p)| key.starts_with(p))
+            .max_by_key(|(_, p)| p.len())
+            .map(|(db, p)| (*db, p.len()))
+    };
     let (mut compared, mut diffs, mut ignored, mut extra) = (0u64, 0u64, 0u64, 0u64);
-    for db in dbs {
-        let label = target.standalone.then_some(db);
-        if target.standalone {
+    for (n, db) in dbs.into_iter().enumerate() {
+        let label = (target.standalone || !prefixes.is_empty()).then_some(db);
+        if target.standalone || !prefixes.is_empty() {
             call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
+        }
+        if target.standalone {
             target.select(db).await?;
         }
+        let prefix: Vec<u8> = prefixes
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
         let report = |key: &[u8], what: &str, diffs: &mut u64| {
             *diffs += 1;
             if *diffs as usize <= args.show {
@@ -314,7 +342,11 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
                 if a.kind == "none" {
                     continue; // deleted meanwhile
                 }
-                let b = target.read(&key).await?;
+                let b = if prefix.is_empty() {
+                    target.read(&key).await?
+                } else {
+                    target.read(&[&prefix[..], &key[..]].concat()).await?
+                };
                 compared += 1;
                 if let Some(what) = compare(&a, &b, args.ttl_tolerance_ms) {
                     report(&key, &what, &mut diffs);
@@ -331,10 +363,32 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             loop {
                 let (next, keys) = scan(&mut target.nodes[node], &cursor).await?;
                 cursor = next;
-                let keys: Vec<Vec<u8>> = keys
-                    .into_iter()
-                    .filter(|k| compared_key(&cfg.filter, k))
-                    .collect();
+                let keys: Vec<Vec<u8>> = if prefixes.is_empty() {
+                    keys.into_iter()
+                        .filter(|k| compared_key(&cfg.filter, k))
+                        .collect()
+                } else {
+                    // This db's keys, without the prefix; the first pass
+                    // also reports keys no carried db's prefix names.
+                    let mut mine = Vec::new();
+                    for k in keys {
+                        match owner(&k) {
+                            Some((d, len)) if d == db && compared_key(&cfg.filter, &k[len..]) => {
+                                mine.push(k[len..].to_vec());
+                            }
+                            None if n == 0 && !k.starts_with(RESERVED_PREFIX) => {
+                                extra += 1;
+                                report(
+                                    &k,
+                                    "on the target under no db_prefix of a carried db",
+                                    &mut diffs,
+                                );
+                            }
+                            _ => {}
+                        }
+                    }
+                    mine
+                };
                 for key in missing(&mut s, &keys).await? {
                     extra += 1;
                     report(key, "present on the target, not on the source", &mut diffs);
