@@ -139,3 +139,52 @@ fn dbs_merged_under_prefixes_verify_per_db() {
         st["verify"]
     );
 }
+
+/// `dbs: [0, 3]` without a prefix: both dbs merge into the cluster's db 0
+/// (distinct key names); `ferry verify` compares each source db with db 0
+/// and reports a target key that no carried db has.
+#[test]
+fn dbs_merged_without_prefix_verify_every_carried_db() {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let mut c = src.conn();
+    for (db, name) in [(0u64, "zero"), (3, "three")] {
+        redis::cmd("SELECT")
+            .arg(db)
+            .query::<()>(&mut c)
+            .expect("select");
+        for i in 0..200 {
+            redis::cmd("SET")
+                .arg(format!("{name}:{i}"))
+                .arg(i)
+                .query::<()>(&mut c)
+                .expect("set");
+        }
+    }
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let setup = Setup::new(&src.url(), &cluster.seed_url(), "filter: { dbs: [0, 3] }\n");
+    let _daemon = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    redis::cmd("SELECT")
+        .arg(3)
+        .query::<()>(&mut c)
+        .expect("select");
+    for i in 200..300 {
+        redis::cmd("SET")
+            .arg(format!("three:{i}"))
+            .arg(i)
+            .query::<()>(&mut c)
+            .expect("set");
+    }
+    wait_caught_up(&src, &setup.http, Duration::from_secs(60));
+    let out = setup.assert_verified();
+    assert!(out.contains("500 keys compared, 0 differ"), "{out}");
+    redis::cmd("SET")
+        .arg("stray")
+        .arg(1)
+        .query::<()>(&mut cluster.node_for_key(b"stray").conn())
+        .expect("stray");
+    let bad = setup.verify();
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    assert!(text.contains("\"stray\""), "{text}");
+}

@@ -282,10 +282,11 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             .into_iter()
             .filter(|db| cfg.filter.carries_db(*db, true))
             .collect()
-    } else if cfg.filter.db_prefix.is_some() {
-        cfg.filter.dbs.clone()
-    } else {
+    } else if cfg.filter.dbs.is_empty() {
         vec![0]
+    } else {
+        // Carried dbs, merged into db 0 (or prefixed, below).
+        cfg.filter.dbs.clone()
     };
     // Into a cluster with `filter.db_prefix`: key K of source db N is the
     // target's key prefix(N)+K; a target key belongs to the db with the
@@ -304,12 +305,14 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
             .max_by_key(|(_, p)| p.len())
             .map(|(db, p)| (*db, p.len()))
     };
+    // Several source dbs merged into the cluster's db 0 without prefixes:
+    // a target key is "only on the target" when no carried db has it, so
+    // that pass runs once, after the per-db comparisons.
+    let merged = !target.standalone && prefixes.is_empty() && dbs != [0];
     let (mut compared, mut diffs, mut ignored, mut extra) = (0u64, 0u64, 0u64, 0u64);
-    for (n, db) in dbs.into_iter().enumerate() {
-        let label = (target.standalone || !prefixes.is_empty()).then_some(db);
-        if target.standalone || !prefixes.is_empty() {
-            call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
-        }
+    for (n, &db) in dbs.iter().enumerate() {
+        let label = (target.standalone || !prefixes.is_empty() || merged).then_some(db);
+        call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
         if target.standalone {
             target.select(db).await?;
         }
@@ -358,6 +361,9 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         }
         // Target → source: keys the target holds (inside the filter) that
         // the source does not.
+        if merged {
+            continue;
+        }
         for node in 0..target.nodes.len() {
             let mut cursor = b"0".to_vec();
             loop {
@@ -392,6 +398,43 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
                 for key in missing(&mut s, &keys).await? {
                     extra += 1;
                     report(key, "present on the target, not on the source", &mut diffs);
+                }
+                if cursor == b"0" {
+                    break;
+                }
+            }
+        }
+    }
+    if merged {
+        for node in 0..target.nodes.len() {
+            let mut cursor = b"0".to_vec();
+            loop {
+                let (next, keys) = scan(&mut target.nodes[node], &cursor).await?;
+                cursor = next;
+                let mut keys: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| compared_key(&cfg.filter, k))
+                    .collect();
+                for &db in &dbs {
+                    if keys.is_empty() {
+                        break;
+                    }
+                    call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
+                    keys = missing(&mut s, &keys)
+                        .await?
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                }
+                for key in keys {
+                    extra += 1;
+                    diffs += 1;
+                    if diffs as usize <= args.show {
+                        println!(
+                            "differs: {:?}: present on the target, in none of the source's dbs {dbs:?}",
+                            String::from_utf8_lossy(&key)
+                        );
+                    }
                 }
                 if cursor == b"0" {
                     break;
