@@ -156,7 +156,7 @@ def commit():
 
 ferry_rate = N / ferry_s
 rows = [
-    dict(method="ferry run (snapshot → 3 masters, until caught up)", key="ferry", seconds=ferry_s, keys=N, keys_per_s=ferry_rate, extrapolated=False),
+    dict(method="ferry run (snapshot → $MASTERS masters, until caught up)", key="ferry", seconds=ferry_s, keys=N, keys_per_s=ferry_rate, extrapolated=False),
     dict(method="real replica (REPLICAOF, until link up & synced)", key="replica", seconds=replica_s, keys=N, keys_per_s=N / replica_s, extrapolated=False),
     dict(method="redis-benchmark --cluster -t set -P 64 -d $SIZE (ceiling)", key="benchmark", seconds=N / bench_rps, keys=N, keys_per_s=bench_rps, extrapolated=False),
 ]
