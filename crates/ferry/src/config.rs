@@ -236,6 +236,13 @@ pub struct Target {
     /// a crash). Default true; a standalone target never uses them.
     #[serde(default)]
     pub checkpoints: Option<bool>,
+    /// Milliseconds: with checkpoints, report an offset applied only once
+    /// `WAIT 1 <ms>` says a replica of the master has its transactions, so
+    /// a master killed before replicating loses nothing (what it had not
+    /// replicated is probed and resent on the promoted replica). Every
+    /// master needs a replica. Unset (default): no `WAIT`.
+    #[serde(default)]
+    pub wait_replicas: Option<u64>,
 }
 
 impl Target {

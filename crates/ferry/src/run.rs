@@ -587,6 +587,11 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
             skip_applied: checkpoints && history.is_some(),
             tls: target_tls.clone(),
             mode,
+            wait_replicas: cfg
+                .target
+                .wait_replicas
+                .filter(|_| checkpoints)
+                .map(std::time::Duration::from_millis),
             ..Default::default()
         },
     )
