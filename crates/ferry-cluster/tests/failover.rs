@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{get_all, op};
 use ferry_cluster::{ClusterWriter, WriterConfig};
-use ferry_testkit::{Cluster, Flavor, role};
+use ferry_testkit::{Cluster, Flavor, Server, role};
 
 const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound on each test, bring-up included.
@@ -317,4 +317,124 @@ async fn killed_master(mode: Mode) {
         .await
         .expect("test within its bound");
     eprintln!("kill test took {:.2} s", start.elapsed().as_secs_f64());
+}
+
+/// `wait_replicas` on a master that has lost its replica: its transactions
+/// commit but are never confirmed, so the applied offset stays behind
+/// (`WAIT` timeouts counted); a cut connection meanwhile makes the writer
+/// probe them again (committed: not resent); once a new replica attaches,
+/// everything is confirmed. Every list and key ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unconfirmed_transactions_wait_for_a_replica_and_survive_a_cut() {
+    let start = Instant::now();
+    let body = async {
+        let mut cluster = tokio::task::spawn_blocking(|| start_cluster(1))
+            .await
+            .expect("bring-up");
+        let (master, replica) = pick_pair(&cluster);
+        cluster.nodes[replica].kill();
+        let connected_replicas = |c: &Cluster| {
+            ferry_testkit::info_field(&c.nodes[master].info("replication"), "connected_slaves")
+        };
+        cluster
+            .wait_until(
+                "the master to lose its replica",
+                Duration::from_secs(10),
+                |c| connected_replicas(c).as_deref() == Some("0"),
+            )
+            .expect("replica gone");
+        let mut w = ClusterWriter::connect_with(&cluster.seed_url(), config(Mode::WaitReplicas))
+            .await
+            .expect("connect");
+        let n = 3000u64;
+        for i in 0..n {
+            let (l, k, v) = (
+                format!("l:{{{}}}", i % LISTS),
+                format!("k:{i}"),
+                i.to_string(),
+            );
+            w.submit(op(&[b"RPUSH", l.as_bytes(), v.as_bytes()], i + 1))
+                .await
+                .expect("submit");
+            w.submit(op(&[b"SET", k.as_bytes(), v.as_bytes()], i + 1))
+                .await
+                .expect("submit");
+        }
+        w.mark_complete(n).await.expect("complete");
+        // Not confirmed: the flush cannot finish, the offset stays behind.
+        let flushed = tokio::time::timeout(Duration::from_millis(1500), w.flush()).await;
+        assert!(
+            flushed.is_err(),
+            "flushed without a replica: {:?}",
+            w.stats()
+        );
+        assert!(w.applied_offset() < n, "applied {}", w.applied_offset());
+        assert!(w.stats().wait_timeouts > 0, "{:?}", w.stats());
+        // Cut the writer's connection to that master.
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut cluster.nodes[master].conn())
+            .expect("CLIENT KILL");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(w.stats().reprobed > 0, "{:?}", w.stats());
+        assert!(w.applied_offset() < n, "applied {}", w.applied_offset());
+        // A new replica for the master.
+        let cluster = tokio::task::spawn_blocking(move || {
+            let node = Server::builder(FLAVOR)
+                .cluster(true)
+                .arg("cluster-node-timeout", "1000")
+                .start()
+                .expect("new node");
+            let m = &cluster.nodes[master];
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(m.port())
+                .query(&mut node.conn())
+                .expect("CLUSTER MEET");
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut m.conn())
+                .expect("MYID");
+            let start = Instant::now();
+            while redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(&id)
+                .query::<()>(&mut node.conn())
+                .is_err()
+            {
+                assert!(start.elapsed() < Duration::from_secs(10), "REPLICATE");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            cluster.nodes.push(node);
+            cluster
+        })
+        .await
+        .expect("new replica");
+        tokio::time::timeout(Duration::from_secs(20), w.flush())
+            .await
+            .expect("flush once a replica confirms")
+            .expect("flush");
+        assert_eq!(w.applied_offset(), n);
+        let stats = w.stats();
+        w.close().await.expect("close");
+        let report = tokio::task::spawn_blocking(move || check(&cluster, n))
+            .await
+            .expect("check");
+        eprintln!("unconfirmed: {report:?} {stats:?}");
+        assert!(report.out_of_order.is_empty(), "{report:?}");
+        assert_eq!(report.lost, 0, "{report:?}");
+        assert_eq!(report.duplicated, 0, "{report:?}");
+        assert_eq!(report.keys_missing, 0, "{report:?}");
+        assert_eq!(stats.acked, 2 * n);
+    };
+    tokio::time::timeout(Duration::from_secs(60), body)
+        .await
+        .expect("test within its bound");
+    eprintln!(
+        "unconfirmed test took {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 }
