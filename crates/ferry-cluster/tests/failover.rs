@@ -290,7 +290,14 @@ async fn killed_master(mode: Mode) {
             cluster,
             mode,
             move |c| c.nodes[master].kill(),
-            move |c| role(&c.nodes[replica]).as_deref() == Some("master") && c.all_ok(Some(master)),
+            // With 2 replicas, either may win the election: wait until
+            // the dead master serves no slot any more.
+            move |c| {
+                let dead = c.nodes[master].port();
+                (replicas > 1 || role(&c.nodes[replica]).as_deref() == Some("master"))
+                    && c.all_ok(Some(master))
+                    && c.slot_map().iter().all(|(_, _, p)| *p != dead)
+            },
         )
         .await;
         let report = tokio::task::spawn_blocking(move || check(&cluster, n))
