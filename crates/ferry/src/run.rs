@@ -584,6 +584,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     if cfg.checkpoints() && !checkpoints {
         tracing::warn!("standalone target: no checkpoints (at-least-once replay after a crash)");
     }
+    if cfg.target.wait_replicas.is_some() && !checkpoints {
+        tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
+    }
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
