@@ -56,6 +56,15 @@
 //! only after `GET`s of their keys say they did not commit ("probes": sent
 //! together, in queue order, after the normal writes; nothing else is
 //! written on the node until every probe is answered).
+//!
+//! With `WriterConfig::wait_replicas`, a committed `Txn` is parked on its
+//! node (`unconfirmed`) instead of acknowledged; a `Wait` entry
+//! (`WAIT 1 <ms>`, at most one per node, written when everything before it
+//! is written and no probe is out) acknowledges every parked transaction of
+//! the node when its reply is at least 1. A lost connection puts the parked
+//! ones back at the front of the node's queue as written-without-reply, so
+//! they are probed (and resent if missing) wherever their slot is served
+//! next, e.g. on a promoted replica.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -265,6 +274,8 @@ struct NodeState {
     /// Committed `Txn` entries no replica is known to have yet
     /// ([`WriterConfig::wait_replicas`]), oldest first.
     unconfirmed: Vec<Entry>,
+    /// A `WAIT` entry is in `queue`.
+    wait_queued: bool,
 }
 
 impl NodeState {
@@ -391,6 +402,7 @@ impl Engine {
                 barrier: 0,
                 probes: (0, 0),
                 unconfirmed: Vec::new(),
+                wait_queued: false,
             });
         }
     }
@@ -578,6 +590,7 @@ impl Engine {
     /// The reply to a `WAIT 1 <ms>` on node `i`: every transaction
     /// committed before it is on a replica when the count is at least 1.
     fn on_wait_reply(&mut self, i: usize, value: &Value) {
+        self.nodes[i].wait_queued = false;
         match value {
             Value::Integer(n) if *n >= 1 => {
                 let done = std::mem::take(&mut self.nodes[i].unconfirmed);
@@ -1067,9 +1080,9 @@ impl Engine {
             e.asking_done = false;
         }
         // A `WAIT` is asked again on the next connection.
-        let before = node.queue.len();
-        node.queue.retain(|e| e.kind != Kind::Wait);
-        if node.queue.len() != before {
+        if node.wait_queued {
+            node.wait_queued = false;
+            node.queue.retain(|e| e.kind != Kind::Wait);
             node.bytes = node.queue.iter().map(Entry::bytes).sum();
         }
         // Committed transactions no replica confirmed may be lost with
@@ -1587,13 +1600,12 @@ impl Engine {
         let ms = Bytes::from(timeout.as_millis().max(1).to_string());
         for node in &mut self.nodes {
             let Some(pipe) = &node.pipe else { continue };
+            if node.wait_queued || node.probing() > 0 || node.sent < node.queue.len() {
+                continue;
+            }
             let wanted =
                 !node.unconfirmed.is_empty() || node.queue.iter().any(|e| e.kind == Kind::Txn);
-            if !wanted
-                || node.probing() > 0
-                || node.sent < node.queue.len()
-                || node.queue.iter().any(|e| e.kind == Kind::Wait)
-            {
+            if !wanted {
                 continue;
             }
             let args = vec![
@@ -1615,6 +1627,7 @@ impl Engine {
                 node.waiting_since = Some(Instant::now());
             }
             node.queue.push_back(entry);
+            node.wait_queued = true;
             node.sent += 1;
         }
     }
