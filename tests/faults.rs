@@ -6,16 +6,80 @@
 //!
 //! Every test is bounded: the workload by count and time, every wait by a
 //! deadline.
+//!
+//! Each test prints one row of the fault report to stderr (`FAULT-ROW |
+//! fault | what ferry did | time to recover | keys compared | mismatches`;
+//! see `docs/faults.md`). Time to recover: from the (last) fault until
+//! ferry has applied everything the source had written when it began.
 
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_testkit::workload::{Workload, WorkloadOptions};
-use ferry_testkit::{Cluster, FaultProxy, Flavor, Server};
+use ferry_testkit::{Cluster, FaultProxy, Flavor, Server, run_bounded};
 
 mod common;
-use common::daemon::{Setup, stat, wait_caught_up, wait_phase};
+use common::daemon::{Setup, source_offset, stat, status, wait_caught_up, wait_phase};
+
+/// Waits (at most `timeout`) until ferry on `http` has applied everything
+/// `src` had written at the call; returns the time since `fault`.
+fn recovered(src: &Server, http: &str, fault: Instant, timeout: Duration) -> Duration {
+    let target = source_offset(src);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let applied = status(http).and_then(|s| s["applied_offset"].as_u64());
+        if applied.is_some_and(|a| a >= target) {
+            return fault.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferry did not apply offset {target} within {timeout:?} of the fault (at {applied:?})"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Prints the fault report row of a test: `verify` is the stdout of a
+/// successful `ferry verify` (its `N keys compared, M differ` line).
+fn report_row(fault: &str, did: &str, recover: Duration, verify: &str) {
+    let line = verify
+        .lines()
+        .find(|l| l.starts_with("verify:"))
+        .unwrap_or_default();
+    let num = |after: &str| -> String {
+        line.split(after)
+            .next()
+            .and_then(|head| {
+                head.rsplit(|c: char| !c.is_ascii_digit())
+                    .find(|w| !w.is_empty())
+            })
+            .unwrap_or("?")
+            .to_owned()
+    };
+    eprintln!(
+        "FAULT-ROW | {fault} | {did} | {:.1} s | {} | {} |",
+        recover.as_secs_f64(),
+        num(" keys compared"),
+        num(" differ")
+    );
+}
+
+/// The target counters of `/status` that say what ferry did.
+fn target_summary(setup: &Setup) -> String {
+    let st = setup.status().unwrap_or_default();
+    let t = &st["target"];
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    format!(
+        "{} reconnects, {} topology refreshes, {} MOVED, {} ASK, {} retries, {} re-probed",
+        n("reconnects"),
+        n("refreshes"),
+        n("moved"),
+        n("ask"),
+        n("retry"),
+        n("reprobed")
+    )
+}
 
 /// Runs the workload on `src` for `seconds` in a thread; returns it when
 /// done (with its checker).
@@ -39,10 +103,14 @@ fn assert_counters(cluster: &Cluster, expected: &BTreeMap<String, i64>) {
     for (key, want) in expected {
         // Ask every node; only the owner answers (the others reply MOVED),
         // whatever address it announces.
+        // Killed nodes and replicas (MOVED) do not answer.
         let got: Option<i64> = cluster
             .nodes
             .iter()
-            .find_map(|n| redis::cmd("GET").arg(key).query(&mut n.conn()).ok())
+            .find_map(|n| {
+                let mut c = n.try_conn().ok()?;
+                redis::cmd("GET").arg(key).query(&mut c).ok()
+            })
             .unwrap_or_else(|| panic!("no node serves {key}"));
         if got != Some(*want) {
             wrong.push(format!("{key}: target {got:?}, source acknowledged {want}"));
@@ -91,6 +159,7 @@ fn source_link_cuts_resume_without_loss() {
     proxy.pause(true);
     thread::sleep(Duration::from_secs(2));
     proxy.pause(false);
+    let rec = recovered(&src, &setup.http, Instant::now(), Duration::from_secs(90));
     let wl = wl.join().expect("workload thread");
     assert!(
         wl.commands() > 1_000,
@@ -115,8 +184,17 @@ fn source_link_cuts_resume_without_loss() {
         "expected 3 partial resyncs, source saw {}",
         stat(&src, "sync_partial_ok") - partial_before
     );
-    setup.assert_verified();
+    let v = setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
+    report_row(
+        "source link cut 3 times, then paused 2 s",
+        &format!(
+            "resumed with +CONTINUE ({} partial resyncs, no full sync)",
+            stat(&src, "sync_partial_ok") - partial_before
+        ),
+        rec,
+        &v,
+    );
 }
 
 /// One target master stops taking writes for 3 s, three times, while the
@@ -153,6 +231,7 @@ fn slow_target_spools_and_drains_without_loss() {
             thread::sleep(Duration::from_millis(100));
         }
     }
+    let rec = recovered(&src, &setup.http, Instant::now(), Duration::from_secs(90));
     let wl = wl.join().expect("workload thread");
     wait_caught_up(&src, &setup.http, Duration::from_secs(90));
     assert!(
@@ -173,8 +252,18 @@ fn slow_target_spools_and_drains_without_loss() {
     assert_eq!(st["reconnects"], 0, "{st}");
     let rss = ferry.peak_rss_kib().expect("VmHWM");
     assert!(rss < 300 * 1024, "ferry peak RSS {rss} KiB");
-    setup.assert_verified();
+    let v = setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
+    report_row(
+        "target master paused (CLIENT PAUSE WRITE) 3 s, 3 times",
+        &format!(
+            "spooled (max {} KiB, lag {max_lag:.1} s), drained; no source resync; peak RSS {} MiB",
+            max_spool / 1024,
+            rss / 1024
+        ),
+        rec,
+        &v,
+    );
     assert_eq!(ferry.stop(), Some(0), "{}", ferry.log());
 }
 
@@ -237,6 +326,7 @@ fn target_link_cuts_resume_without_loss() {
     proxy.pause(true);
     thread::sleep(Duration::from_secs(2));
     proxy.pause(false);
+    let rec = recovered(&src, &setup.http, Instant::now(), Duration::from_secs(90));
     let wl = wl.join().expect("workload thread");
     if let Some(code) = ferry.wait_exit(Duration::from_secs(1)) {
         panic!("ferry exited with {code}: {}", ferry.log());
@@ -247,8 +337,17 @@ fn target_link_cuts_resume_without_loss() {
         st["target"]["reconnects"].as_u64().unwrap_or(0) >= 3,
         "expected target reconnects: {st}"
     );
-    setup.assert_verified();
+    let v = setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
+    report_row(
+        "target master link cut 3 times, then paused 2 s",
+        &format!(
+            "reconnected, probed checkpoints, resent the rest ({})",
+            target_summary(&setup)
+        ),
+        rec,
+        &v,
+    );
 }
 
 /// One target master runs out of memory (`maxmemory`, `noeviction`): ferry
@@ -301,11 +400,19 @@ fn target_out_of_memory_stops_clearly_and_resumes_after_the_limit_is_raised() {
         .arg("0")
         .query::<()>(&mut small.conn())
         .expect("CONFIG SET maxmemory 0");
+    let restarted = Instant::now();
     let _ferry = setup.run();
     wait_phase(&setup.http, "streaming", Duration::from_secs(60));
     wait_caught_up(&src, &setup.http, Duration::from_secs(90));
-    setup.assert_verified();
+    let rec = restarted.elapsed();
+    let v = setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
+    report_row(
+        "target master out of memory (maxmemory, noeviction)",
+        "stopped (exit 1) naming the node, the key and OOM; restarted after the limit was raised: resumed from checkpoints",
+        rec,
+        &v,
+    );
 }
 
 /// ferry is down while the source writes more than its backlog holds: on
@@ -342,16 +449,18 @@ fn backlog_exceeded_while_down_falls_back_to_a_full_resync() {
         .query::<()>(&mut src.conn())
         .expect("DEL");
 
+    let restarted = Instant::now();
     let ferry = setup.run();
     wait_phase(&setup.http, "streaming", Duration::from_secs(60));
     wait_caught_up(&src, &setup.http, Duration::from_secs(90));
+    let rec = restarted.elapsed();
     assert_eq!(stat(&src, "sync_full"), full_before + 1, "no new full sync");
     let log = ferry.log();
     assert!(
         log.to_lowercase().contains("full"),
         "ferry must say why it takes a new snapshot: {log}"
     );
-    setup.assert_verified();
+    let v = setup.assert_verified();
     assert_counters(&cluster, wl.expected_counters());
     for key in ["wl:s:1", "wl:s:2", "wl:l:3"] {
         let exists: bool = cluster
@@ -370,4 +479,196 @@ fn backlog_exceeded_while_down_falls_back_to_a_full_resync() {
             "{key} was deleted on the source but survives in the target"
         );
     }
+    report_row(
+        "source backlog exceeded while ferry was down",
+        "refused +CONTINUE: new full sync on its own, logged why; keys deleted meanwhile gone",
+        rec,
+        &v,
+    );
+}
+
+/// `CLUSTER FORGET` of every node that no longer answers, on every live
+/// node (what an operator does after losing a node for good), so that
+/// tools listing the cluster's nodes do not try the dead one.
+fn forget_dead_nodes(cluster: &Cluster) {
+    let (live, dead): (Vec<&Server>, Vec<&Server>) =
+        cluster.nodes.iter().partition(|n| n.try_conn().is_ok());
+    for d in dead {
+        let needle = format!(":{}@", d.port());
+        for n in &live {
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut n.conn())
+                .expect("CLUSTER NODES");
+            let Some(id) = nodes
+                .lines()
+                .find(|l| l.contains(&needle))
+                .and_then(|l| l.split(' ').next())
+            else {
+                continue;
+            };
+            redis::cmd("CLUSTER")
+                .arg("FORGET")
+                .arg(id)
+                .query::<()>(&mut n.conn())
+                .expect("CLUSTER FORGET");
+        }
+    }
+}
+
+/// `target.wait_replicas` (ms) added to a [`Setup`]'s config.
+fn with_wait_replicas(setup: &Setup, ms: u64) {
+    let text = std::fs::read_to_string(&setup.cfg).expect("config");
+    let (head, tail) = text.split_once("target: { url: ").expect("target line");
+    let (url, rest) = tail.split_once(" }").expect("target url");
+    std::fs::write(
+        &setup.cfg,
+        format!("{head}target: {{ url: {url}, wait_replicas: {ms} }}{rest}"),
+    )
+    .expect("config");
+}
+
+/// Streams into 3 masters with replicas under the workload, runs `fault`
+/// after 2 s of it, and ends with lag 0, `ferry verify` and exact
+/// counters; prints the report row. `fault` returns what to wait for
+/// before measuring the recovery (it blocks until the cluster is settled)
+/// and a description of the fault.
+fn failover_case(
+    cluster: Cluster,
+    seed: u64,
+    wait_replicas: Option<u64>,
+    fault: impl FnOnce(&mut Cluster) -> String,
+    did: &str,
+) {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let mut cluster = cluster;
+    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
+    if let Some(ms) = wait_replicas {
+        with_wait_replicas(&setup, ms);
+    }
+    Workload::new(WorkloadOptions {
+        seed: seed + 100,
+        ..WorkloadOptions::default()
+    })
+    .run(&mut src.conn(), Duration::from_secs(3), 3_000)
+    .expect("initial data");
+    let mut ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let wl = workload(&src, seed, 10, 400_000);
+    thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    let what = fault(&mut cluster);
+    let rec = recovered(&src, &setup.http, t0, Duration::from_secs(90));
+    let wl = wl.join().expect("workload thread");
+    if let Some(code) = ferry.wait_exit(Duration::from_millis(200)) {
+        panic!("ferry exited with {code}: {}", ferry.log());
+    }
+    wait_caught_up(&src, &setup.http, Duration::from_secs(90));
+    let st = setup.status().expect("status");
+    let t = &st["target"];
+    let coped: u64 = ["refreshes", "moved", "ask", "retry"]
+        .iter()
+        .map(|k| t[*k].as_u64().unwrap_or(0))
+        .sum();
+    assert!(coped >= 1, "ferry never saw the topology change: {st}");
+    forget_dead_nodes(&cluster);
+    let v = setup.assert_verified();
+    assert_counters(&cluster, wl.expected_counters());
+    report_row(
+        &what,
+        &format!("{did} ({})", target_summary(&setup)),
+        rec,
+        &v,
+    );
+    assert_eq!(ferry.stop(), Some(0), "{}", ferry.log());
+}
+
+/// A replica of one target master takes over with `CLUSTER FAILOVER`
+/// (graceful: it catches up first) during streaming: ferry follows the
+/// redirects and the new topology; nothing is lost or applied twice.
+#[test]
+fn graceful_target_failover_during_streaming() {
+    let cluster = Cluster::start_with_replicas(Flavor::Redis70, 3, 1).expect("cluster");
+    failover_case(
+        cluster,
+        6,
+        None,
+        |c| {
+            let (master, replica) = c.master_replica_pair().expect("a master/replica pair");
+            let _: String = redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query(&mut c.nodes[replica].conn())
+                .expect("CLUSTER FAILOVER");
+            c.wait_role_change(replica, Some(master), None, Duration::from_secs(30))
+                .expect("failover");
+            "target failover (CLUSTER FAILOVER on a replica)".to_owned()
+        },
+        "followed MOVED to the promoted replica",
+    );
+}
+
+/// A live reshard moves 2000 slots between two masters
+/// (`redis-cli --cluster reshard`, bounded to 120 s) during streaming:
+/// ferry follows ASK/MOVED per slot; nothing is lost or applied twice.
+#[test]
+fn live_reshard_during_streaming() {
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    failover_case(
+        cluster,
+        7,
+        None,
+        |c| {
+            let id = |n: &Server| -> String {
+                redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query(&mut n.conn())
+                    .expect("CLUSTER MYID")
+            };
+            let (from, to) = (id(&c.nodes[1]), id(&c.nodes[2]));
+            let mut cmd = std::process::Command::new(Flavor::cli_binary().expect("redis-cli"));
+            cmd.args(["--cluster", "reshard", &c.nodes[0].addr()]);
+            cmd.args(["--cluster-from", &from, "--cluster-to", &to]);
+            cmd.args(["--cluster-slots", "2000", "--cluster-yes"]);
+            let started = Instant::now();
+            run_bounded(&mut cmd, Duration::from_secs(120)).expect("redis-cli --cluster reshard");
+            c.wait_converged(Duration::from_secs(30))
+                .expect("converged");
+            format!(
+                "live reshard of 2000 slots during streaming ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            )
+        },
+        "followed ASK/MOVED slot by slot, transactions retried whole",
+    );
+}
+
+/// A target master is killed (`kill -9`) during streaming and its replica
+/// is promoted. With `target.wait_replicas`, ferry reports an offset
+/// applied only once a replica has it, and probes again (then resends
+/// what is missing) on the promoted replica what the dead master had not
+/// confirmed: the counters end exact although Redis replication is
+/// asynchronous. 2 replicas per master, so the promoted one still has a
+/// replica to confirm with.
+#[test]
+fn killed_target_master_with_wait_replicas_loses_nothing() {
+    let cluster = Cluster::start_with_replicas(Flavor::Redis70, 3, 2).expect("cluster");
+    failover_case(
+        cluster,
+        8,
+        Some(200),
+        |c| {
+            let (master, _) = c.master_replica_pair().expect("a master/replica pair");
+            c.nodes[master].kill();
+            // Either replica of the dead master may win the election.
+            c.wait_until("a replica promoted", Duration::from_secs(30), |c| {
+                c.all_ok(Some(master))
+                    && c.slot_map()
+                        .iter()
+                        .all(|(_, _, p)| *p != c.nodes[master].port())
+            })
+            .expect("promotion");
+            "target master killed (kill -9), replica promoted".to_owned()
+        },
+        "re-read the topology, probed unconfirmed transactions on the promoted replica",
+    );
 }

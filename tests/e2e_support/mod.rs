@@ -149,7 +149,7 @@ pub fn dataset(server: &Server) -> BTreeMap<(u64, Bytes), Norm> {
     let rdb = server.dump_rdb().expect("dump");
     normalize(&ferry_rdb::decode_all(&rdb).expect("decode"))
         .into_iter()
-        .filter(|((_, k), _)| !k.starts_with(b"ferry:"))
+        .filter(|((_, k), _)| !k.starts_with(b"__ferry:"))
         .collect()
 }
 

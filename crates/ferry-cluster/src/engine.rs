@@ -56,6 +56,15 @@
 //! only after `GET`s of their keys say they did not commit ("probes": sent
 //! together, in queue order, after the normal writes; nothing else is
 //! written on the node until every probe is answered).
+//!
+//! With `WriterConfig::wait_replicas`, a committed `Txn` is parked on its
+//! node (`unconfirmed`) instead of acknowledged; a `Wait` entry
+//! (`WAIT 1 <ms>`, at most one per node, written when everything before it
+//! is written and no probe is out) acknowledges every parked transaction of
+//! the node when its reply is at least 1. A lost connection puts the parked
+//! ones back at the front of the node's queue as written-without-reply, so
+//! they are probed (and resent if missing) wherever their slot is served
+//! next, e.g. on a promoted replica.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -125,6 +134,9 @@ enum Kind {
     Op,
     /// `MULTI, ops..., SET <key> <value>, EXEC` (see [`Txn`]).
     Txn,
+    /// `WAIT 1 <ms>` after committed transactions
+    /// ([`WriterConfig::wait_replicas`]).
+    Wait,
 }
 
 /// The parts of a `Txn` entry.
@@ -259,6 +271,11 @@ struct NodeState {
     barrier: u64,
     /// Probes in flight, on connection generation `.1`.
     probes: (usize, u64),
+    /// Committed `Txn` entries no replica is known to have yet
+    /// ([`WriterConfig::wait_replicas`]), oldest first.
+    unconfirmed: Vec<Entry>,
+    /// A `WAIT` entry is in `queue`.
+    wait_queued: bool,
 }
 
 impl NodeState {
@@ -384,6 +401,8 @@ impl Engine {
                 lost_at: None,
                 barrier: 0,
                 probes: (0, 0),
+                unconfirmed: Vec::new(),
+                wait_queued: false,
             });
         }
     }
@@ -538,8 +557,8 @@ impl Engine {
                         return;
                     }
                 }
-                self.committed(&txn);
                 self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.committed_on(i, entry);
             }
             Value::Error(message) => {
                 // Nothing of it was applied: redirect or retry it whole.
@@ -550,6 +569,45 @@ impl Engine {
             other => self.fail(WriterError::Unexpected {
                 node: self.nodes[i].addr.clone(),
                 reply: format!("{other:?} to EXEC"),
+            }),
+        }
+    }
+
+    /// A transaction committed on node `i`: acknowledged now, or, with
+    /// [`WriterConfig::wait_replicas`], once a `WAIT` on that node says a
+    /// replica has it.
+    fn committed_on(&mut self, i: usize, mut entry: Entry) {
+        if self.config.wait_replicas.is_some() {
+            entry.probe = None;
+            entry.written = true;
+            self.nodes[i].unconfirmed.push(entry);
+            return;
+        }
+        let txn = Arc::clone(entry.txn.as_ref().expect("a Txn entry has parts"));
+        self.committed(&txn);
+    }
+
+    /// The reply to a `WAIT 1 <ms>` on node `i`: every transaction
+    /// committed before it is on a replica when the count is at least 1.
+    fn on_wait_reply(&mut self, i: usize, value: &Value) {
+        self.nodes[i].wait_queued = false;
+        match value {
+            Value::Integer(n) if *n >= 1 => {
+                let done = std::mem::take(&mut self.nodes[i].unconfirmed);
+                for e in done {
+                    let txn = Arc::clone(e.txn.as_ref().expect("a Txn entry has parts"));
+                    self.committed(&txn);
+                }
+            }
+            Value::Integer(_) => {
+                // No replica within the timeout: the transactions stay
+                // unconfirmed (the applied offset waits) and the next
+                // `WAIT` asks again.
+                self.shared.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            other => self.fail(WriterError::Unexpected {
+                node: self.nodes[i].addr.clone(),
+                reply: format!("{other:?} to WAIT"),
             }),
         }
     }
@@ -1021,6 +1079,36 @@ impl Engine {
         for e in &mut node.queue {
             e.asking_done = false;
         }
+        // A `WAIT` is asked again on the next connection.
+        if node.wait_queued {
+            node.wait_queued = false;
+            node.queue.retain(|e| e.kind != Kind::Wait);
+            node.bytes = node.queue.iter().map(Entry::bytes).sum();
+        }
+        // Committed transactions no replica confirmed may be lost with
+        // the node (asynchronous replication): probe them again wherever
+        // their slot is served next, before anything newer of the slot.
+        let unconfirmed = std::mem::take(&mut node.unconfirmed);
+        self.shared
+            .reprobed
+            .fetch_add(unconfirmed.len() as u64, Ordering::Relaxed);
+        for e in unconfirmed.into_iter().rev() {
+            match e.op.slot {
+                Some(slot) => {
+                    self.inflight[usize::from(slot)] += 1;
+                    let node = &mut self.nodes[i];
+                    node.bytes += e.bytes();
+                    node.queue.push_front(e);
+                }
+                None => {
+                    // A barrier transaction (an op for every master) cannot
+                    // move to another node: acknowledged as committed (a
+                    // documented limit).
+                    let txn = Arc::clone(e.txn.as_ref().expect("a Txn entry has parts"));
+                    self.committed(&txn);
+                }
+            }
+        }
         self.connect(i);
     }
 
@@ -1112,9 +1200,8 @@ impl Engine {
                 }
                 if verdict == Some(true) {
                     // It committed before its reply was lost.
-                    let txn = Arc::clone(entry.txn.as_ref().expect("a Txn entry"));
-                    self.committed(&txn);
                     self.shared.verified.fetch_add(1, Ordering::Relaxed);
+                    self.committed_on(i, entry);
                 } else {
                     // An error reply (e.g. the slot moved): handled like one
                     // to the transaction; probed again where it goes next.
@@ -1162,6 +1249,8 @@ impl Engine {
             }
             if entry.kind == Kind::Txn {
                 self.on_txn_reply(i, entry, value);
+            } else if entry.kind == Kind::Wait {
+                self.on_wait_reply(i, &value);
             } else {
                 self.on_reply(i, entry, value);
             }
@@ -1498,6 +1587,48 @@ impl Engine {
                 node.waiting_since = Some(Instant::now());
             }
             node.sent = written;
+        }
+        if let Some(ms) = self.config.wait_replicas {
+            self.write_waits(ms);
+        }
+    }
+
+    /// Appends and writes a `WAIT 1 <ms>` on every connected node with
+    /// committed or in-flight transactions, no probe in flight and no
+    /// `WAIT` pending.
+    fn write_waits(&mut self, timeout: Duration) {
+        let ms = Bytes::from(timeout.as_millis().max(1).to_string());
+        for node in &mut self.nodes {
+            let Some(pipe) = &node.pipe else { continue };
+            if node.wait_queued || node.probing() > 0 || node.sent < node.queue.len() {
+                continue;
+            }
+            let wanted =
+                !node.unconfirmed.is_empty() || node.queue.iter().any(|e| e.kind == Kind::Txn);
+            if !wanted {
+                continue;
+            }
+            let args = vec![
+                Bytes::from_static(b"WAIT"),
+                Bytes::from_static(b"1"),
+                ms.clone(),
+            ];
+            let mut wire = BytesMut::new();
+            put_command(&mut wire, &args);
+            let op = Op {
+                args,
+                slot: None,
+                offset: 0,
+            };
+            let entry = Entry::new(Kind::Wait, 0, 0, Arc::new(op), wire.freeze());
+            pipe.send(entry.wire.clone());
+            node.bytes += entry.bytes();
+            if node.sent == 0 {
+                node.waiting_since = Some(Instant::now());
+            }
+            node.queue.push_back(entry);
+            node.wait_queued = true;
+            node.sent += 1;
         }
     }
 }

@@ -128,6 +128,12 @@ pub struct WriterConfig {
     pub tls: Option<ferry_tls::TlsConfig>,
     /// A cluster, a standalone server, or whichever the seed is.
     pub mode: TargetMode,
+    /// Checkpoint mode: a committed transaction counts as applied only
+    /// once `WAIT 1 <ms>` on its master says a replica has it, so a master
+    /// killed before replicating loses nothing that was reported applied
+    /// (its unconfirmed transactions are probed and resent on the promoted
+    /// replica). `None`: applied on the `EXEC` reply.
+    pub wait_replicas: Option<Duration>,
 }
 
 /// What kind of target the writer talks to.
@@ -181,6 +187,7 @@ impl Default for WriterConfig {
             skip_applied: false,
             tls: None,
             mode: TargetMode::Cluster,
+            wait_replicas: None,
         }
     }
 }
@@ -214,6 +221,11 @@ pub struct WriterStats {
     /// Topology refreshes completed (`CLUSTER SHARDS` re-read after a
     /// node stayed unreachable or a `CLUSTERDOWN`/`READONLY`/`MASTERDOWN`).
     pub refreshes: u64,
+    /// Committed transactions no replica had confirmed when their master's
+    /// connection was lost, probed again ([`WriterConfig::wait_replicas`]).
+    pub reprobed: u64,
+    /// `WAIT` replies with no replica within the timeout.
+    pub wait_timeouts: u64,
 }
 
 /// State shared between the handle and the engine.
@@ -230,6 +242,8 @@ pub(crate) struct Shared {
     pub(crate) verified: AtomicU64,
     pub(crate) split_groups: AtomicU64,
     pub(crate) refreshes: AtomicU64,
+    pub(crate) reprobed: AtomicU64,
+    pub(crate) wait_timeouts: AtomicU64,
     /// Standalone target: the db of the last acknowledged `SELECT`.
     pub(crate) selected_db: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,
@@ -791,6 +805,8 @@ impl ClusterWriter {
             verified: get(&self.shared.verified),
             split_groups: get(&self.shared.split_groups),
             refreshes: get(&self.shared.refreshes),
+            reprobed: get(&self.shared.reprobed),
+            wait_timeouts: get(&self.shared.wait_timeouts),
         }
     }
 

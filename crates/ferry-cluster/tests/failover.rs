@@ -16,142 +16,32 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{get_all, op};
 use ferry_cluster::{ClusterWriter, WriterConfig};
-use ferry_testkit::{Cluster, Flavor, Server, info_field, run_bounded};
+use ferry_testkit::{Cluster, Flavor, Server, role};
 
 const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound on each test, bring-up included.
 const TEST_BOUND: Duration = Duration::from_secs(30);
 const LISTS: u64 = 50;
 
-/// Starts 6 nodes and joins them as 3 masters + 3 replicas; waits until
-/// every node is `ok`, agrees on the map, and every replica is in sync.
-fn start_cluster() -> Cluster {
-    let nodes: Vec<Server> = (0..6)
-        .map(|_| {
-            Server::builder(FLAVOR)
-                .cluster(true)
-                .arg("cluster-node-timeout", "1000")
-                .start()
-                .expect("start a node")
-        })
-        .collect();
-    let cluster = Cluster { nodes };
-    let mut cmd = std::process::Command::new(Flavor::cli_binary().expect("redis-cli"));
-    cmd.arg("--cluster").arg("create");
-    cmd.args(cluster.nodes.iter().map(Server::addr));
-    cmd.args(["--cluster-replicas", "1", "--cluster-yes"]);
-    run_bounded(&mut cmd, Duration::from_secs(20)).expect("redis-cli --cluster create");
-    cluster
-        .wait_converged(Duration::from_secs(20))
-        .expect("cluster converged");
-    // Roles spread by gossip: wait until every node sees all 3 replicas.
-    wait_for(
-        "every node to see 3 replicas",
-        Duration::from_secs(10),
-        || {
-            cluster.nodes.iter().all(|n| {
-                n.try_conn()
-                    .ok()
-                    .and_then(|mut c| {
-                        redis::cmd("CLUSTER")
-                            .arg("NODES")
-                            .query::<String>(&mut c)
-                            .ok()
-                    })
-                    .is_some_and(|nodes| nodes.lines().filter(|l| l.contains("slave")).count() == 3)
-            })
-        },
-    );
-    wait_for("replicas in sync", Duration::from_secs(10), || {
-        cluster.nodes.iter().all(|n| {
-            let info = n.info("replication");
-            info_field(&info, "role").as_deref() == Some("master")
-                || info_field(&info, "master_link_status").as_deref() == Some("up")
-        })
-    });
-    cluster
+/// 3 masters with `replicas` replicas each (`cluster-node-timeout`
+/// 1000 ms), converged.
+fn start_cluster(replicas: usize) -> Cluster {
+    Cluster::start_with_replicas(FLAVOR, 3, replicas).expect("3 masters with replicas")
 }
 
-fn wait_for(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < bound, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// (master index, its replica's index), for a master other than node 0
-/// (node 0 stays up: the tests read the slot map from it).
+/// (master index, its replica's index), both other than node 0 (node 0
+/// stays up: the tests read the slot map from it).
 fn pick_pair(cluster: &Cluster) -> (usize, usize) {
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query(&mut cluster.nodes[0].conn())
-        .expect("CLUSTER NODES");
-    let mut id_of: HashMap<String, u16> = HashMap::new();
-    let mut replica_of: Vec<(u16, String)> = Vec::new();
-    for line in nodes.lines().filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(' ').collect();
-        let port: u16 = f[1]
-            .split('@')
-            .next()
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        id_of.insert(f[0].to_owned(), port);
-        if f[2].contains("slave") {
-            replica_of.push((port, f[3].to_owned()));
-        }
-    }
-    let index = |port: u16| {
-        cluster
-            .nodes
-            .iter()
-            .position(|n| n.port() == port)
-            .expect("known port")
-    };
-    replica_of
-        .iter()
-        .map(|(r, master_id)| (index(id_of[master_id]), index(*r)))
-        .find(|(m, r)| *m != 0 && *r != 0)
-        .expect("a master/replica pair without node 0")
-}
-
-fn role(server: &Server) -> Option<String> {
-    let mut conn = server.try_conn().ok()?;
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut conn)
-        .ok()?;
-    info_field(&info, "role")
-}
-
-/// Every node but `dead` reports `cluster_state:ok`.
-fn all_ok(cluster: &Cluster, dead: Option<usize>) -> bool {
     cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != dead)
-        .all(|(_, n)| {
-            n.try_conn()
-                .ok()
-                .and_then(|mut c| {
-                    redis::cmd("CLUSTER")
-                        .arg("INFO")
-                        .query::<String>(&mut c)
-                        .ok()
-                })
-                .and_then(|info| info_field(&info, "cluster_state"))
-                .as_deref()
-                == Some("ok")
-        })
+        .master_replica_pair()
+        .expect("a master/replica pair without node 0")
 }
 
 /// Writes `RPUSH l:{i%50} i` + `SET k:i i` for i = 0, 1, ... until `stop`
@@ -245,9 +135,21 @@ fn check(cluster: &Cluster, n: u64) -> Report {
     report
 }
 
-fn config(checkpoints: bool) -> WriterConfig {
+/// How the writer commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Plain pipelined ops.
+    Plain,
+    /// Per-slot transactions with checkpoints.
+    Checkpoints,
+    /// Checkpoints, and ops acknowledged only once `WAIT 1` confirms them.
+    WaitReplicas,
+}
+
+fn config(mode: Mode) -> WriterConfig {
     WriterConfig {
-        checkpoint: checkpoints.then(ferry_cluster::CheckpointConfig::default),
+        checkpoint: (mode != Mode::Plain).then(ferry_cluster::CheckpointConfig::default),
+        wait_replicas: (mode == Mode::WaitReplicas).then_some(Duration::from_millis(100)),
         connect_timeout: Duration::from_secs(1),
         reconnect_for: Duration::from_secs(15),
         retry_for: Duration::from_secs(15),
@@ -260,11 +162,11 @@ fn config(checkpoints: bool) -> WriterConfig {
 /// `recovered`, lets the stream run 500 ms more, and checks.
 async fn run(
     cluster: Cluster,
-    checkpoints: bool,
+    mode: Mode,
     fail: impl FnOnce(&mut Cluster) + Send + 'static,
     recovered: impl Fn(&Cluster) -> bool + Send + 'static,
 ) -> (Cluster, u64, ferry_cluster::WriterStats) {
-    let w = ClusterWriter::connect_with(&cluster.seed_url(), config(checkpoints))
+    let w = ClusterWriter::connect_with(&cluster.seed_url(), config(mode))
         .await
         .expect("connect");
     assert_eq!(w.masters().len(), 3);
@@ -279,7 +181,9 @@ async fn run(
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
         fail(&mut cluster);
-        wait_for("failover", Duration::from_secs(15), || recovered(&cluster));
+        cluster
+            .wait_until("failover", Duration::from_secs(15), |c| recovered(c))
+            .expect("failover");
         cluster
     })
     .await
@@ -304,7 +208,7 @@ async fn run(
 async fn graceful_failover_keeps_every_write_in_order() {
     let start = Instant::now();
     let body = async {
-        let cluster = tokio::task::spawn_blocking(start_cluster)
+        let cluster = tokio::task::spawn_blocking(|| start_cluster(1))
             .await
             .expect("bring-up");
         eprintln!(
@@ -314,7 +218,7 @@ async fn graceful_failover_keeps_every_write_in_order() {
         let (master, replica) = pick_pair(&cluster);
         let (cluster, n, stats) = run(
             cluster,
-            false,
+            Mode::Plain,
             move |c| {
                 let _: String = redis::cmd("CLUSTER")
                     .arg("FAILOVER")
@@ -324,7 +228,7 @@ async fn graceful_failover_keeps_every_write_in_order() {
             move |c| {
                 role(&c.nodes[replica]).as_deref() == Some("master")
                     && role(&c.nodes[master]).as_deref() == Some("slave")
-                    && all_ok(c, None)
+                    && c.all_ok(None)
             },
         )
         .await;
@@ -346,7 +250,7 @@ async fn graceful_failover_keeps_every_write_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_master_is_replaced_and_writes_stay_in_order() {
-    killed_master(false).await;
+    killed_master(Mode::Plain).await;
 }
 
 /// With per-slot transactions and checkpoints, a transaction whose reply
@@ -355,26 +259,44 @@ async fn killed_master_is_replaced_and_writes_stay_in_order() {
 /// be lost to asynchronous replication).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_master_with_checkpoints_duplicates_nothing() {
-    killed_master(true).await;
+    killed_master(Mode::Checkpoints).await;
 }
 
-async fn killed_master(checkpoints: bool) {
+/// With `wait_replicas`, a transaction counts as acknowledged only once a
+/// replica has it; those the killed master had committed but not
+/// replicated are probed on the promoted replica and resent: nothing is
+/// lost and nothing is duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_master_with_wait_replicas_loses_nothing() {
+    killed_master(Mode::WaitReplicas).await;
+}
+
+async fn killed_master(mode: Mode) {
     let start = Instant::now();
     let body = async {
-        let cluster = tokio::task::spawn_blocking(start_cluster)
+        // With `wait_replicas` the promoted replica needs a replica of its
+        // own to confirm anything: 2 per master.
+        let replicas = if mode == Mode::WaitReplicas { 2 } else { 1 };
+        let cluster = tokio::task::spawn_blocking(move || start_cluster(replicas))
             .await
             .expect("bring-up");
         eprintln!(
-            "6-node cluster up in {:.2} s",
+            "{}-node cluster up in {:.2} s",
+            cluster.nodes.len(),
             start.elapsed().as_secs_f64()
         );
         let (master, replica) = pick_pair(&cluster);
         let (cluster, n, stats) = run(
             cluster,
-            checkpoints,
+            mode,
             move |c| c.nodes[master].kill(),
+            // With 2 replicas, either may win the election: wait until
+            // the dead master serves no slot any more.
             move |c| {
-                role(&c.nodes[replica]).as_deref() == Some("master") && all_ok(c, Some(master))
+                let dead = c.nodes[master].port();
+                (replicas > 1 || role(&c.nodes[replica]).as_deref() == Some("master"))
+                    && c.all_ok(Some(master))
+                    && c.slot_map().iter().all(|(_, _, p)| *p != dead)
             },
         )
         .await;
@@ -388,8 +310,12 @@ async fn killed_master(checkpoints: bool) {
             report.lost, report.duplicated, report.keys_missing
         );
         assert!(report.out_of_order.is_empty(), "{report:?}");
-        if checkpoints {
+        if mode != Mode::Plain {
             assert_eq!(report.duplicated, 0, "{report:?} {stats:?}");
+        }
+        if mode == Mode::WaitReplicas {
+            assert_eq!(report.lost, 0, "{report:?} {stats:?}");
+            assert_eq!(report.keys_missing, 0, "{report:?} {stats:?}");
         }
         assert!(stats.refreshes >= 1, "{stats:?}");
         assert_eq!(stats.acked, 2 * n);
@@ -398,4 +324,124 @@ async fn killed_master(checkpoints: bool) {
         .await
         .expect("test within its bound");
     eprintln!("kill test took {:.2} s", start.elapsed().as_secs_f64());
+}
+
+/// `wait_replicas` on a master that has lost its replica: its transactions
+/// commit but are never confirmed, so the applied offset stays behind
+/// (`WAIT` timeouts counted); a cut connection meanwhile makes the writer
+/// probe them again (committed: not resent); once a new replica attaches,
+/// everything is confirmed. Every list and key ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unconfirmed_transactions_wait_for_a_replica_and_survive_a_cut() {
+    let start = Instant::now();
+    let body = async {
+        let mut cluster = tokio::task::spawn_blocking(|| start_cluster(1))
+            .await
+            .expect("bring-up");
+        let (master, replica) = pick_pair(&cluster);
+        cluster.nodes[replica].kill();
+        let connected_replicas = |c: &Cluster| {
+            ferry_testkit::info_field(&c.nodes[master].info("replication"), "connected_slaves")
+        };
+        cluster
+            .wait_until(
+                "the master to lose its replica",
+                Duration::from_secs(10),
+                |c| connected_replicas(c).as_deref() == Some("0"),
+            )
+            .expect("replica gone");
+        let mut w = ClusterWriter::connect_with(&cluster.seed_url(), config(Mode::WaitReplicas))
+            .await
+            .expect("connect");
+        let n = 3000u64;
+        for i in 0..n {
+            let (l, k, v) = (
+                format!("l:{{{}}}", i % LISTS),
+                format!("k:{i}"),
+                i.to_string(),
+            );
+            w.submit(op(&[b"RPUSH", l.as_bytes(), v.as_bytes()], i + 1))
+                .await
+                .expect("submit");
+            w.submit(op(&[b"SET", k.as_bytes(), v.as_bytes()], i + 1))
+                .await
+                .expect("submit");
+        }
+        w.mark_complete(n).await.expect("complete");
+        // Not confirmed: the flush cannot finish, the offset stays behind.
+        let flushed = tokio::time::timeout(Duration::from_millis(1500), w.flush()).await;
+        assert!(
+            flushed.is_err(),
+            "flushed without a replica: {:?}",
+            w.stats()
+        );
+        assert!(w.applied_offset() < n, "applied {}", w.applied_offset());
+        assert!(w.stats().wait_timeouts > 0, "{:?}", w.stats());
+        // Cut the writer's connection to that master.
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut cluster.nodes[master].conn())
+            .expect("CLIENT KILL");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(w.stats().reprobed > 0, "{:?}", w.stats());
+        assert!(w.applied_offset() < n, "applied {}", w.applied_offset());
+        // A new replica for the master.
+        let cluster = tokio::task::spawn_blocking(move || {
+            let node = Server::builder(FLAVOR)
+                .cluster(true)
+                .arg("cluster-node-timeout", "1000")
+                .start()
+                .expect("new node");
+            let m = &cluster.nodes[master];
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(m.port())
+                .query(&mut node.conn())
+                .expect("CLUSTER MEET");
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut m.conn())
+                .expect("MYID");
+            let start = Instant::now();
+            while redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(&id)
+                .query::<()>(&mut node.conn())
+                .is_err()
+            {
+                assert!(start.elapsed() < Duration::from_secs(10), "REPLICATE");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            cluster.nodes.push(node);
+            cluster
+        })
+        .await
+        .expect("new replica");
+        tokio::time::timeout(Duration::from_secs(20), w.flush())
+            .await
+            .expect("flush once a replica confirms")
+            .expect("flush");
+        assert_eq!(w.applied_offset(), n);
+        let stats = w.stats();
+        w.close().await.expect("close");
+        let report = tokio::task::spawn_blocking(move || check(&cluster, n))
+            .await
+            .expect("check");
+        eprintln!("unconfirmed: {report:?} {stats:?}");
+        assert!(report.out_of_order.is_empty(), "{report:?}");
+        assert_eq!(report.lost, 0, "{report:?}");
+        assert_eq!(report.duplicated, 0, "{report:?}");
+        assert_eq!(report.keys_missing, 0, "{report:?}");
+        assert_eq!(stats.acked, 2 * n);
+    };
+    tokio::time::timeout(Duration::from_secs(60), body)
+        .await
+        .expect("test within its bound");
+    eprintln!(
+        "unconfirmed test took {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 }

@@ -1,4 +1,5 @@
-//! A Redis Cluster of masters (no replicas) on free loopback ports.
+//! A Redis Cluster on free loopback ports: masters only, or masters with
+//! replicas ([`Cluster::start_with_replicas`]) for failover tests.
 //!
 //! Bring-up: start N servers with `cluster-enabled yes` (each on a port whose
 //! bus port, port + 10000, is free too), run `redis-cli --cluster create
@@ -24,7 +25,8 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running cluster. Dropping it kills every node.
 #[derive(Debug)]
 pub struct Cluster {
-    /// The nodes, all masters, in start order.
+    /// The nodes in start order (all masters, unless started with
+    /// replicas).
     pub nodes: Vec<Server>,
 }
 
@@ -84,11 +86,159 @@ impl Cluster {
         })
     }
 
+    /// Starts `masters * (1 + replicas_per_master)` nodes of `flavor` with
+    /// `cluster-node-timeout` 1000 ms (a killed master is replaced within
+    /// seconds) and joins them with `--cluster-replicas`; waits until every
+    /// node is `ok`, agrees on the slot map, sees every replica, and every
+    /// replica's link to its master is up. Which node becomes a replica is
+    /// up to `redis-cli`: find pairs with [`Cluster::master_replica_pair`].
+    pub fn start_with_replicas(
+        flavor: Flavor,
+        masters: usize,
+        replicas_per_master: usize,
+    ) -> Result<Cluster> {
+        Cluster::start_with_replicas_and(flavor, masters, replicas_per_master, |b| b)
+    }
+
+    /// Like [`Cluster::start_with_replicas`], with `configure` applied to
+    /// every node's builder.
+    pub fn start_with_replicas_and(
+        flavor: Flavor,
+        masters: usize,
+        replicas_per_master: usize,
+        configure: impl Fn(ServerBuilder) -> ServerBuilder,
+    ) -> Result<Cluster> {
+        assert!(masters >= 3, "redis-cli needs at least 3 masters");
+        let total = masters * (1 + replicas_per_master);
+        let nodes = (0..total)
+            .map(|_| {
+                configure(Server::builder(flavor))
+                    .cluster(true)
+                    .arg("cluster-node-timeout", "1000")
+                    .start()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cluster = Cluster { nodes };
+        cluster.create_with(replicas_per_master)?;
+        cluster.wait_converged(CONVERGE_TIMEOUT)?;
+        let replicas = masters * replicas_per_master;
+        cluster.wait_until(
+            "every node to see every replica, replicas in sync",
+            CONVERGE_TIMEOUT,
+            |c| {
+                c.nodes.iter().all(|n| {
+                    cluster_nodes(n).is_some_and(|t| {
+                        t.lines().filter(|l| l.contains("slave")).count() == replicas
+                    })
+                }) && c.nodes.iter().all(|n| {
+                    let info = n.info("replication");
+                    info_field(&info, "role").as_deref() == Some("master")
+                        || info_field(&info, "master_link_status").as_deref() == Some("up")
+                })
+            },
+        )?;
+        Ok(cluster)
+    }
+
+    /// Waits (at most `timeout`) until `ready(self)`; the error names `what`
+    /// and carries the nodes' log tails.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&Cluster) -> bool,
+    ) -> Result<()> {
+        let start = Instant::now();
+        while !ready(self) {
+            if start.elapsed() > timeout {
+                return Err(TestkitError::Timeout {
+                    what: what.to_owned(),
+                    seconds: timeout.as_secs_f64(),
+                    log_tail: self.log_tails(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// (master index, replica index) of a master and one of its replicas,
+    /// both other than node 0 (tests keep node 0 up as the seed), as node
+    /// 0's `CLUSTER NODES` says. `None` if there is no such pair.
+    pub fn master_replica_pair(&self) -> Option<(usize, usize)> {
+        let text = cluster_nodes(&self.nodes[0])?;
+        let mut port_of: std::collections::HashMap<&str, u16> = Default::default();
+        let mut replicas: Vec<(u16, &str)> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split(' ').collect();
+            let port = f
+                .get(1)
+                .and_then(|a| a.split('@').next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())?;
+            port_of.insert(f[0], port);
+            if f.get(2).is_some_and(|fl| fl.contains("slave")) {
+                replicas.push((port, f.get(3)?));
+            }
+        }
+        let index = |port: u16| self.nodes.iter().position(|n| n.port() == port);
+        replicas
+            .iter()
+            .filter_map(|(r, master)| Some((index(*port_of.get(master)?)?, index(*r)?)))
+            .find(|(m, r)| *m != 0 && *r != 0)
+    }
+
+    /// Waits (at most `timeout`) until node `promoted` reports
+    /// `role:master`, node `demoted` (unless `None`, e.g. killed) reports
+    /// `role:slave`, and every live node reports `cluster_state:ok`.
+    pub fn wait_role_change(
+        &self,
+        promoted: usize,
+        demoted: Option<usize>,
+        dead: Option<usize>,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_until(
+            &format!("node {promoted} promoted (node {demoted:?} demoted)"),
+            timeout,
+            |c| {
+                role(&c.nodes[promoted]).as_deref() == Some("master")
+                    && demoted.is_none_or(|d| role(&c.nodes[d]).as_deref() == Some("slave"))
+                    && c.all_ok(dead)
+            },
+        )
+    }
+
+    /// Every node but `dead` reports `cluster_state:ok`.
+    pub fn all_ok(&self, dead: Option<usize>) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != dead)
+            .all(|(_, n)| {
+                n.try_conn()
+                    .ok()
+                    .and_then(|mut c| {
+                        redis::cmd("CLUSTER")
+                            .arg("INFO")
+                            .query::<String>(&mut c)
+                            .ok()
+                    })
+                    .and_then(|info| info_field(&info, "cluster_state"))
+                    .as_deref()
+                    == Some("ok")
+            })
+    }
+
     fn create(&self) -> Result<()> {
+        self.create_with(0)
+    }
+
+    fn create_with(&self, replicas: usize) -> Result<()> {
         let mut cmd = std::process::Command::new(Flavor::cli_binary()?);
         cmd.arg("--cluster").arg("create");
         cmd.args(self.nodes.iter().map(Server::addr));
-        cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         self.cli_args(&mut cmd);
         run_bounded(&mut cmd, CREATE_TIMEOUT).map_err(|e| match e {
             TestkitError::CommandFailed {
@@ -256,6 +406,23 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// A node's `role` (`master` / `slave`) from `INFO replication`; `None`
+/// if it does not answer.
+pub fn role(server: &Server) -> Option<String> {
+    let mut conn = server.try_conn().ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut conn)
+        .ok()?;
+    info_field(&info, "role")
+}
+
+/// A node's `CLUSTER NODES` text; `None` if it does not answer.
+fn cluster_nodes(server: &Server) -> Option<String> {
+    let mut conn = server.try_conn().ok()?;
+    redis::cmd("CLUSTER").arg("NODES").query(&mut conn).ok()
 }
 
 /// `CLUSTER SLOTS` as sorted (first, last, master port) triples.

@@ -5,8 +5,8 @@
 //! * [`Server`]: one process on a free 127.0.0.1 port in its own temp dir,
 //!   killed by PID on drop (also when the test panics; a watchdog covers
 //!   aborts and servers kept in statics).
-//! * [`Cluster`]: N masters joined with `redis-cli --cluster create`, waited
-//!   on until every node agrees.
+//! * [`Cluster`]: N masters (optionally with replicas) joined with
+//!   `redis-cli --cluster create`, waited on until every node agrees.
 //! * [`fixtures`]: a dataset that makes each server write every RDB type and
 //!   encoding it has; bulk data for benchmarks.
 //! * [`proxy`]: [`FaultProxy`], a TCP proxy that cuts, pauses, delays and
@@ -45,7 +45,7 @@ pub mod proxy;
 pub mod rdb_scan;
 pub mod workload;
 
-pub use cluster::{Cluster, SlotRange};
+pub use cluster::{Cluster, SlotRange, role};
 pub use error::{Result, TestkitError};
 pub use flavor::Flavor;
 pub use port::{CLUSTER_BUS_OFFSET, free_cluster_port, free_port};

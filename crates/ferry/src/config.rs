@@ -248,6 +248,13 @@ pub struct Target {
     /// a crash). Default true; a standalone target never uses them.
     #[serde(default)]
     pub checkpoints: Option<bool>,
+    /// Milliseconds: with checkpoints, report an offset applied only once
+    /// `WAIT 1 <ms>` says a replica of the master has its transactions, so
+    /// a master killed before replicating loses nothing (what it had not
+    /// replicated is probed and resent on the promoted replica). Every
+    /// master needs a replica. Unset (default): no `WAIT`.
+    #[serde(default)]
+    pub wait_replicas: Option<u64>,
 }
 
 impl Target {
@@ -403,6 +410,18 @@ impl Config {
                 );
             }
         }
+        if let Some(ms) = cfg.target.wait_replicas {
+            if ms == 0 {
+                bail!(
+                    "target.wait_replicas: 0 ms would wait forever; give a timeout in milliseconds (e.g. 100)"
+                );
+            }
+            if !cfg.checkpoints() {
+                bail!(
+                    "target.wait_replicas needs target.checkpoints (the checkpoints tell which transactions a promoted replica lacks)"
+                );
+            }
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -528,6 +547,24 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
+        assert!(err.contains("target.checkpoints"), "{err}");
+    }
+
+    #[test]
+    fn wait_replicas_needs_checkpoints_and_a_timeout() {
+        let parse = |target: &str| {
+            Config::parse(&format!(
+                "source: {{ url: \"redis://a:1\" }}\ntarget: {{ url: \"redis://b:2\"{target} }}\n"
+            ))
+        };
+        let cfg = parse(", wait_replicas: 100").expect("valid");
+        assert_eq!(cfg.target.wait_replicas, Some(100));
+        assert_eq!(parse("").expect("valid").target.wait_replicas, None);
+        let err = parse(", wait_replicas: 0").unwrap_err().to_string();
+        assert!(err.contains("target.wait_replicas"), "{err}");
+        let err = parse(", wait_replicas: 100, checkpoints: false")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("target.checkpoints"), "{err}");
     }
 

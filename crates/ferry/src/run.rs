@@ -60,6 +60,13 @@ pub struct TargetStats {
     pub skipped_applied: u64,
     /// Source MULTI/EXEC blocks whose keys span slots (applied per slot).
     pub split_transactions: u64,
+    /// Topology refreshes (failover, reshard, unreachable node).
+    pub refreshes: u64,
+    /// `target.wait_replicas`: committed transactions no replica had
+    /// confirmed when their master's connection was lost (probed again).
+    pub reprobed: u64,
+    /// `target.wait_replicas`: `WAIT`s no replica answered in time.
+    pub wait_timeouts: u64,
 }
 
 /// The `/status` document.
@@ -585,6 +592,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     if cfg.checkpoints() && !checkpoints {
         tracing::warn!("standalone target: no checkpoints (at-least-once replay after a crash)");
     }
+    if cfg.target.wait_replicas.is_some() && !checkpoints {
+        tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
+    }
     let writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
@@ -595,6 +605,11 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
             skip_applied: checkpoints && history.is_some(),
             tls: target_tls.clone(),
             mode,
+            wait_replicas: cfg
+                .target
+                .wait_replicas
+                .filter(|_| checkpoints)
+                .map(std::time::Duration::from_millis),
             ..Default::default()
         },
     )
@@ -802,6 +817,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                     checkpoints: w.checkpoints,
                     skipped_applied: w.skipped,
                     split_transactions: w.split_groups,
+                    refreshes: w.refreshes,
+                    reprobed: w.reprobed,
+                    wait_timeouts: w.wait_timeouts,
                 }
             },
             error: None,

@@ -312,7 +312,10 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
     let (mut compared, mut diffs, mut ignored, mut extra) = (0u64, 0u64, 0u64, 0u64);
     for (n, &db) in dbs.iter().enumerate() {
         let label = (target.standalone || !prefixes.is_empty() || merged).then_some(db);
-        call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
+        if db != 0 || n > 0 {
+            // (A read-only user may lack SELECT: only when needed.)
+            call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
+        }
         if target.standalone {
             target.select(db).await?;
         }
