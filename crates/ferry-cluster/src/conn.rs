@@ -244,6 +244,47 @@ impl Conn {
         self.stream.is_tls()
     }
 
+    /// Sends every command in one write and reads one reply per command,
+    /// in order (a pipelined batch of reads; error replies are returned as
+    /// values).
+    ///
+    /// # Errors
+    /// Connection, protocol and timeout errors (`timeout` bounds the write
+    /// and each reply).
+    pub async fn call_many<A: AsRef<[u8]>>(
+        &mut self,
+        commands: &[Vec<A>],
+        timeout: Duration,
+    ) -> Result<Vec<Value>, ConnError> {
+        let mut out = Vec::new();
+        for c in commands {
+            write_command(&mut out, c);
+        }
+        let addr = self.addr.clone();
+        let timed_out = || ConnError::Timeout {
+            addr: addr.clone(),
+            what: "reply",
+            after: timeout,
+        };
+        let write = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(timeout, write)
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| ConnError::io(&self.addr, &e))?;
+        let mut replies = Vec::with_capacity(commands.len());
+        for _ in commands {
+            replies.push(
+                tokio::time::timeout(timeout, self.read_value())
+                    .await
+                    .map_err(|_| timed_out())??,
+            );
+        }
+        Ok(replies)
+    }
+
     /// Sends one command and reads its reply (an error reply is `Ok`).
     ///
     /// # Errors

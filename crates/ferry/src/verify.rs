@@ -138,6 +138,55 @@ pub async fn read(conn: &mut Conn, key: &[u8]) -> Result<Side> {
     Ok(Side { kind, pttl, value })
 }
 
+/// Like [`read`] for many keys in three pipelined round trips (`TYPE` of
+/// all, `PTTL` of all, then each value).
+pub async fn read_many(conn: &mut Conn, keys: &[Vec<u8>]) -> Result<Vec<Side>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let addr = conn.addr().to_string();
+    let checked = |v: Vec<Value>| -> Result<Vec<Value>> {
+        if let Some(m) = v.iter().find_map(|x| x.error_message()) {
+            bail!("reading keys on {addr}: {}", String::from_utf8_lossy(m));
+        }
+        Ok(v)
+    };
+    let cmds: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"TYPE"[..], k]).collect();
+    let kinds = checked(conn.call_many(&cmds, T).await?)?;
+    let cmds: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"PTTL"[..], k]).collect();
+    let pttls = checked(conn.call_many(&cmds, T).await?)?;
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|k| {
+            k.as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut cmds: Vec<Vec<&[u8]>> = Vec::new();
+    for (key, kind) in keys.iter().zip(&kinds) {
+        if let Some(cmd) = value_command(kind) {
+            let mut args: Vec<&[u8]> = vec![cmd[0], key];
+            args.extend_from_slice(&cmd[1..]);
+            cmds.push(args);
+        }
+    }
+    let mut values = checked(conn.call_many(&cmds, T).await?)?.into_iter();
+    let mut out = Vec::with_capacity(keys.len());
+    for (kind, pttl) in kinds.into_iter().zip(pttls) {
+        let value = match value_command(&kind) {
+            Some(_) => Some(canon(&kind, &values.next().context("a value reply")?)),
+            None => None,
+        };
+        out.push(Side {
+            kind,
+            pttl: pttl.as_int().unwrap_or(-2),
+            value,
+        });
+    }
+    Ok(out)
+}
+
 /// What differs between the source's and the target's view of a key
 /// (`None`: the same, TTLs within `ttl_tolerance_ms`).
 pub fn compare(a: &Side, b: &Side, ttl_tolerance_ms: i64) -> Option<String> {
@@ -234,6 +283,31 @@ impl Target {
     /// Read `key` from the master that owns it.
     pub async fn read(&mut self, key: &[u8]) -> Result<Side> {
         read(self.node_for(key)?, key).await
+    }
+
+    /// Read `keys` from the masters that own them, pipelined per master;
+    /// results in the order of `keys`.
+    pub async fn read_many(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Side>> {
+        let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for (i, key) in keys.iter().enumerate() {
+            let Some(node) = self.topo.slots.node_for(key_slot(key)) else {
+                bail!("slot {} of the target is not served", key_slot(key));
+            };
+            by_node[node].push(i);
+        }
+        let mut out: Vec<Option<Side>> = (0..keys.len()).map(|_| None).collect();
+        for (node, idx) in by_node.into_iter().enumerate() {
+            let mine: Vec<Vec<u8>> = idx.iter().map(|&i| keys[i].clone()).collect();
+            for (i, side) in idx
+                .into_iter()
+                .zip(read_many(&mut self.nodes[node], &mine).await?)
+            {
+                out[i] = Some(side);
+            }
+        }
+        out.into_iter()
+            .map(|s| s.context("a key without a reply"))
+            .collect()
     }
 }
 
@@ -339,23 +413,25 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         loop {
             let (next, keys) = scan(&mut s, &cursor).await?;
             cursor = next;
-            for key in keys {
-                if !compared_key(&cfg.filter, &key) {
-                    ignored += 1;
-                    continue;
-                }
-                let a = read(&mut s, &key).await?;
+            let total = keys.len();
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| compared_key(&cfg.filter, k))
+                .collect();
+            ignored += (total - keys.len()) as u64;
+            let sources = read_many(&mut s, &keys).await?;
+            let target_keys: Vec<Vec<u8>> = keys
+                .iter()
+                .map(|k| [&prefix[..], &k[..]].concat())
+                .collect();
+            let targets = target.read_many(&target_keys).await?;
+            for ((key, a), b) in keys.iter().zip(&sources).zip(&targets) {
                 if a.kind == "none" {
                     continue; // deleted meanwhile
                 }
-                let b = if prefix.is_empty() {
-                    target.read(&key).await?
-                } else {
-                    target.read(&[&prefix[..], &key[..]].concat()).await?
-                };
                 compared += 1;
-                if let Some(what) = compare(&a, &b, args.ttl_tolerance_ms) {
-                    report(&key, &what, &mut diffs);
+                if let Some(what) = compare(a, b, args.ttl_tolerance_ms) {
+                    report(key, &what, &mut diffs);
                 }
             }
             if cursor == b"0" {
