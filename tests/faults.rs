@@ -84,10 +84,22 @@ fn target_summary(setup: &Setup) -> String {
 /// Runs the workload on `src` for `seconds` in a thread; returns it when
 /// done (with its checker).
 fn workload(src: &Server, seed: u64, seconds: u64, max: u64) -> thread::JoinHandle<Workload> {
+    workload_with(src, seed, seconds, max, 0)
+}
+
+/// [`workload`] with a `FLUSHDB` every `flush_every` batches (0: never).
+fn workload_with(
+    src: &Server,
+    seed: u64,
+    seconds: u64,
+    max: u64,
+    flush_every: u64,
+) -> thread::JoinHandle<Workload> {
     let mut conn = src.conn();
     thread::spawn(move || {
         let mut wl = Workload::new(WorkloadOptions {
             seed,
+            flush_every,
             ..WorkloadOptions::default()
         });
         wl.run(&mut conn, Duration::from_secs(seconds), max)
@@ -150,7 +162,8 @@ fn source_link_cuts_resume_without_loss() {
     let full_before = stat(&src, "sync_full");
     let partial_before = stat(&src, "sync_partial_ok");
 
-    let wl = workload(&src, 1, 12, 400_000);
+    // With a FLUSHDB now and then (replayed on every master, exactly once).
+    let wl = workload_with(&src, 1, 12, 400_000, 97);
     for i in 0..3 {
         thread::sleep(Duration::from_millis(1500));
         assert!(proxy.cut() > 0 || i > 0, "no connection to cut");
