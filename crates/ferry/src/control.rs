@@ -114,6 +114,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     }
     println!("keys applied:     {}", n("keys_applied"));
     println!("commands applied: {}", n("commands_applied"));
+    println!("cross-slot emulated: {}", n("emulated"));
     println!("spool:            {} bytes", n("spool_bytes"));
     println!("reconnects:       {}", n("reconnects"));
     if let Some(skipped) = s["skipped"].as_object().filter(|m| !m.is_empty()) {

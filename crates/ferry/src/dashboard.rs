@@ -113,7 +113,8 @@ pub const PAGE: &str = r#"<!doctype html>
     <div class="card"><h2>Keys / s</h2><div class="value" id="keys-rate">&ndash;</div>
       <div class="sub"><span id="keys-applied" class="mono">&ndash;</span> keys applied</div></div>
     <div class="card"><h2>Commands / s</h2><div class="value" id="cmds-rate">&ndash;</div>
-      <div class="sub"><span id="commands-applied" class="mono">&ndash;</span> commands applied</div></div>
+      <div class="sub"><span id="commands-applied" class="mono">&ndash;</span> commands applied,
+        <span id="commands-emulated" class="mono">&ndash;</span> cross-slot emulated</div></div>
     <div class="card"><h2>Spool</h2><div class="value" id="spool-bytes">&ndash;</div>
       <div class="sub">received, waiting to be applied</div></div>
     <div class="card"><h2>Reconnects</h2><div class="value" id="reconnects">&ndash;</div>
@@ -216,6 +217,7 @@ pub const PAGE: &str = r#"<!doctype html>
     var ka = num(st.keys_applied), ca = num(st.commands_applied);
     set('keys-applied', group(ka));
     set('commands-applied', group(ca));
+    set('commands-emulated', group(num(st.emulated)));
     var kr = null, cr = null;
     if (prev) {
       var dt = (now - prev.t) / 1000;
