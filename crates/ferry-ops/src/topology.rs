@@ -294,12 +294,19 @@ impl Topology {
                 };
                 master = Some((node, online));
             }
-            let Some((node, _)) = master else {
+            let Some((node, online)) = master else {
                 if slots.is_empty() {
                     continue;
                 }
                 return Err(TopologyError::NoMaster { at: at() });
             };
+            // (`health` is absent before Redis 7.0's SHARDS: not a failure.)
+            let reported_down = !online && shard_health(nodes, node.id.as_deref()).is_some();
+            if slots.is_empty() && reported_down {
+                // A failed master that lost its slots (e.g. after a
+                // failover, until it is forgotten): nothing to reach.
+                continue;
+            }
             let index = topo.add_master(node);
             for (k, pair) in slots.chunks_exact(2).enumerate() {
                 let at = || format!("shard {i} slots[{}]", 2 * k);
@@ -416,6 +423,19 @@ impl Topology {
         }
         self.slots.set_range(s, e, node)
     }
+}
+
+/// The `health` a `CLUSTER SHARDS` node list reports for the node `id`.
+fn shard_health(nodes: &Value, id: Option<&str>) -> Option<String> {
+    let list = match nodes {
+        Value::Array(a) => a,
+        _ => return None,
+    };
+    list.iter().find_map(|n| {
+        let fields = pairs(n)?;
+        let f = |name| field(&fields, name).and_then(text);
+        (f("id") == id).then(|| f("health").map(str::to_owned))?
+    })
 }
 
 /// The endpoint rules (see the module docs).
@@ -774,6 +794,28 @@ mod tests {
         assert_eq!(t.masters[0].id.as_deref(), Some("live"));
         assert_eq!(t.masters[0].host, "10.0.0.9");
         assert_eq!(t.slots.uncovered(), [(11, 19)]);
+
+        // A failed master left without slots after a failover is not a
+        // master to connect to; an online one without slots still is.
+        let shard = |slots: Vec<Value>, n: Value| {
+            Value::Array(vec![
+                b("slots"),
+                Value::Array(slots),
+                b("nodes"),
+                Value::Array(vec![n]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            shard(
+                vec![Value::Integer(0), Value::Integer(16383)],
+                node("live", "?", "online"),
+            ),
+            shard(vec![], node("dead", "x", "failed")),
+            shard(vec![], node("empty", "y", "online")),
+        ]);
+        let t = Topology::from_shards(&reply, "seed").unwrap();
+        let ids: Vec<_> = t.masters.iter().map(|m| m.id.as_deref()).collect();
+        assert_eq!(ids, [Some("live"), Some("empty")]);
     }
 
     #[test]
