@@ -115,17 +115,18 @@ start() {
     echo "server on $port did not start:" >&2; tail "$dir/log" >&2; exit 1
 }
 
-# start_cluster COUNT: COUNT masters, no replicas; sets nodes=(ports).
+# start_cluster COUNT [REPLICAS]: COUNT masters with REPLICAS replicas each
+# (default 0); sets nodes=(ports of every node).
 start_cluster() {
-    local count="$1" P n i
+    local count="$1" replicas="${2:-0}" P n i
     nodes=()
-    for _ in $(seq "$count"); do
+    for _ in $(seq $((count * (1 + replicas)))); do
         free_port P bus
         start "$P" --cluster-enabled yes --cluster-config-file "$work/nodes-$P.conf"
         nodes+=("$P")
     done
     timeout "$step_timeout" "$CLI" --cluster create $(printf '127.0.0.1:%s ' "${nodes[@]}") \
-        --cluster-replicas 0 --cluster-yes >"$work/cluster-create.log" 2>&1 ||
+        --cluster-replicas "$replicas" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
         { cat "$work/cluster-create.log" >&2; exit 1; }
     for n in "${nodes[@]}"; do
         for i in $(seq 300); do
@@ -134,7 +135,18 @@ start_cluster() {
             sleep 0.1
         done
     done
-    log "cluster: $count masters on 127.0.0.1:${nodes[*]}"
+    if (( replicas > 0 )); then
+        # Every replica in sync with its master.
+        for n in "${nodes[@]}"; do
+            for i in $(seq 300); do
+                [[ "$(info_field "$n" replication role)" == master ||
+                    "$(info_field "$n" replication master_link_status)" == up ]] && break
+                [[ $i == 300 ]] && { echo "replica $n not in sync" >&2; exit 1; }
+                sleep 0.1
+            done
+        done
+    fi
+    log "cluster: $count masters, $replicas replicas each, on 127.0.0.1:${nodes[*]}"
 }
 
 cluster_keys() {
