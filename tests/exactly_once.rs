@@ -6,8 +6,6 @@
 //! resync after the source restarts with a new replication id leaves the
 //! target equal to the new source.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Cluster, Flavor, Server, free_port};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+mod common;
+use common::daemon::{FERRY, status};
+
 const RESERVED: &str = "__ferry:";
 
 /// Kills the daemon when the test ends, whatever happens.
@@ -54,23 +54,6 @@ fn start_with(cfg: &Path, log: &Path, extra: &[&str]) -> Daemon {
 fn kill_9(d: &mut Daemon) {
     d.0.kill().expect("SIGKILL");
     d.0.wait().expect("reaped");
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    std::io::Write::write_all(
-        &mut s,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
-fn status(addr: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(&http_get(addr, "/status")?).ok()
 }
 
 fn src_offset(src: &Server) -> u64 {

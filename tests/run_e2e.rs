@@ -5,8 +5,6 @@
 //! raw payloads, once rebuilding keys with commands.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,9 +14,8 @@ use ferry_testkit::fixtures::{self, FixtureOptions};
 use ferry_testkit::{Cluster, Flavor, Server, free_port};
 
 mod common;
+use common::daemon::{FERRY, http_get, status};
 use common::{Norm, normalize};
-
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
 /// Kills the daemon when the test ends, whatever happens.
 struct Daemon(Child);
@@ -28,23 +25,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    std::io::Write::write_all(
-        &mut s,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
-fn status(addr: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(&http_get(addr, "/status")?).ok()
 }
 
 /// Wait (at most 60 s) until the daemon on `http` has applied everything the

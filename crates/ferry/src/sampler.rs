@@ -197,7 +197,7 @@ impl Sampler {
             self.conns = Some(Conns { source, target });
             self.last_error = None;
         }
-        Ok(self.conns.as_mut().expect("just set"))
+        self.conns.as_mut().context("sampler connections")
     }
 
     /// Re-check what is due, then take one new sample.
