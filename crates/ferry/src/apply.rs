@@ -366,7 +366,10 @@ impl Applier {
     /// Tells the writer that every op up to the last one is submitted (all
     /// snapshot ops share one offset, a split command several ops): its
     /// applied offset may then reach it.
-    async fn mark_complete(&mut self) -> Result<()> {
+    ///
+    /// Call it after each batch of events: within a batch, an op with a
+    /// higher offset already tells the writer the lower ones are complete.
+    pub async fn mark_complete(&mut self) -> Result<()> {
         if self.last_op_offset > self.marked {
             self.marked = self.last_op_offset;
             self.writer
@@ -402,12 +405,10 @@ impl Applier {
                         .context("target cluster")?;
                 }
                 self.tokens.push_back((self.last_op_offset, applied));
-                self.mark_complete().await?;
             }
             LinkEvent::Stream { event, applied } => {
                 self.stream(event).await?;
                 self.tokens.push_back((self.last_op_offset, applied));
-                self.mark_complete().await?;
             }
         }
         Ok(())

@@ -744,6 +744,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 if let Some(e) = failed {
                     break Err(e);
                 }
+                if let Err(e) = applier.mark_complete().await {
+                    break Err(e);
+                }
             },
             _ = tick.tick() => ticked = true,
         }
