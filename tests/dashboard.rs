@@ -1,4 +1,4 @@
-//! The dashboard page (`crates/ferry/src/dashboard.rs`, served at `/` by
+//! The dashboard page (`crates/ferry/src/dashboard.html`, served at `/` by
 //! `ferry run`) rendered in headless Chromium (Debian's `chromium` package,
 //! installed by `.ci/install-servers.sh`).
 //!
@@ -20,20 +20,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-const SOURCE: &str = include_str!("../crates/ferry/src/dashboard.rs");
-/// Starts a line of dashboard.rs (its doc comment quotes it, but not at a line start).
-const PAGE_DECL: &str = "\npub const PAGE: &str = r#\"";
+/// The page exactly as the daemon serves it (`include_str!` of the same file).
+const PAGE: &str = include_str!("../crates/ferry/src/dashboard.html");
 
-/// The page exactly as the daemon serves it: `dashboard::PAGE`'s raw string.
 fn page() -> &'static str {
-    let start = SOURCE
-        .find(PAGE_DECL)
-        .expect("`pub const PAGE: &str = r#\"` in dashboard.rs")
-        + PAGE_DECL.len();
-    let len = SOURCE[start..]
-        .find("\"#")
-        .expect("end of the PAGE raw string");
-    &SOURCE[start..start + len]
+    PAGE
 }
 
 /// The fake daemon's behaviour.
@@ -300,7 +291,7 @@ fn grouped(n: u64) -> String {
 }
 
 #[test]
-fn page_is_extracted_from_the_source() {
+fn page_file_is_a_whole_html_document() {
     let p = page();
     assert!(
         p.starts_with("<!doctype html>"),

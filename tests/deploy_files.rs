@@ -35,12 +35,14 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v:?}"))
 }
 
-/// Metric names the daemon exports (from its Prometheus rendering).
+/// Metric names the daemon exports (the `"ferry_…"` names of its
+/// telemetry module).
 fn exported_metrics() -> BTreeSet<String> {
-    let run = read("crates/ferry/src/run.rs");
+    let src = read("crates/ferry/src/telemetry.rs");
     let mut names = BTreeSet::new();
-    for part in run.split("# TYPE ").skip(1) {
-        names.insert(part.split_whitespace().next().unwrap_or("").to_string());
+    for part in src.split("\"ferry_").skip(1) {
+        let name = part.split('"').next().unwrap_or("");
+        names.insert(format!("ferry_{name}"));
     }
     assert!(names.len() > 10, "{names:?}");
     names

@@ -267,11 +267,12 @@ impl Applier {
     /// Left out by the filter: counted, not an error.
     fn filtered(&mut self, reason: &'static str) {
         *self.counters.skipped.entry(reason).or_default() += 1;
+        crate::events::KeyFiltered { reason }.emit();
     }
 
     fn skip(&mut self, reason: &'static str, what: &str) {
         *self.counters.skipped.entry(reason).or_default() += 1;
-        tracing::warn!(reason, what, "not carried");
+        crate::events::KeySkipped { reason, what }.emit();
     }
 
     async fn submit(&mut self, args: Vec<Bytes>, slot: Option<u16>, offset: u64) -> Result<()> {

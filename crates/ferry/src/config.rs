@@ -174,10 +174,6 @@ pub struct Endpoint {
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
-    /// Not a source setting: present only to name `target.checkpoints` in
-    /// the error when it is given here.
-    #[serde(default)]
-    pub checkpoints: Option<bool>,
 }
 
 /// TLS settings of an endpoint.
@@ -390,12 +386,16 @@ impl Config {
     /// Parse configuration text, expanding `${NAME}` with `lookup`.
     pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let text = expand_env(text, lookup)?;
-        let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| {
+            let msg = e.to_string();
+            if msg.starts_with("source") && msg.contains("unknown field `checkpoints`") {
+                anyhow::anyhow!("{msg} (checkpoints are a target setting: target.checkpoints)")
+            } else {
+                anyhow::anyhow!("{msg}")
+            }
+        })?;
         if cfg.http.token.as_deref() == Some("") {
             bail!("http.token is empty (remove it to serve without a token)");
-        }
-        if cfg.source.checkpoints.is_some() {
-            bail!("source.checkpoints: checkpoints are a target setting (target.checkpoints)");
         }
         if let Some(p) = &cfg.filter.db_prefix {
             if cfg.filter.dbs.is_empty() {
@@ -548,6 +548,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("target.checkpoints"), "{err}");
+    }
+
+    #[test]
+    fn each_section_accepts_only_its_own_keys() {
+        let parse = |source: &str, target: &str| {
+            Config::parse(&format!(
+                "source: {{ url: \"redis://a:1\"{source} }}\ntarget: {{ url: \"redis://b:2\"{target} }}\n"
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        // A typo in source: the keys listed as expected are the source's own.
+        let err = parse(", tsl: {}", "").unwrap_err();
+        assert!(err.contains("unknown field `tsl`"), "{err}");
+        assert!(err.contains("`url`") && err.contains("`tls`"), "{err}");
+        assert!(!err.contains("checkpoints"), "{err}");
+        // Target keys are refused in source, named as such.
+        for key in ["mode: cluster", "wait_replicas: 10"] {
+            let err = parse(&format!(", {key}"), "").unwrap_err();
+            assert!(err.starts_with("source"), "{key}: {err}");
+        }
+        // And the target still takes them.
+        parse("", ", checkpoints: false, mode: cluster").expect("target keys");
     }
 
     #[test]

@@ -7,10 +7,13 @@ mod apply;
 mod config;
 mod control;
 mod dashboard;
+mod events;
 mod preflight;
+mod probe;
 mod rdb_cmd;
 mod run;
 mod sampler;
+mod telemetry;
 mod verify;
 
 use std::process::ExitCode;

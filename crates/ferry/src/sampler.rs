@@ -31,6 +31,7 @@ use anyhow::{Context, Result};
 use ferry_cluster::Conn;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::verify::{Side, Target, compare, compared_key, connect_source, read};
@@ -108,12 +109,13 @@ struct Conns {
 }
 
 /// Start the sampler (nothing when `verify.sample_per_second` is 0 or db 0
-/// is not migrated). It stops with `cancel`.
+/// is not migrated), as a task of `tracker`. It stops with `cancel`.
 pub fn spawn(
     cfg: &Config,
     stats: Arc<SamplerStats>,
     progress: impl Fn() -> Progress + Send + 'static,
     cancel: CancellationToken,
+    tracker: &TaskTracker,
 ) {
     let rate = cfg.verify.sample_per_second;
     if rate == 0 {
@@ -125,7 +127,7 @@ pub fn spawn(
         return;
     }
     let cfg = cfg.clone();
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         let mut s = Sampler {
             cfg,
             stats,

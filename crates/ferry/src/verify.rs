@@ -237,7 +237,7 @@ impl Target {
         };
         let tls = cfg.target.tls_config();
         let (_, mode) =
-            crate::run::target_format(&dst.addr, &auth, tls.as_ref(), cfg.target.mode).await?;
+            crate::probe::target_format(&dst.addr, &auth, tls.as_ref(), cfg.target.mode).await?;
         let wcfg = WriterConfig {
             auth: auth.clone(),
             tls: tls.clone(),

@@ -1,0 +1,459 @@
+//! The `/status` document as types, and its assembly from what the link,
+//! the applier and the sampler report.
+//!
+//! The top-level fields are those `ferry status`, `ferry cutover` and the
+//! dashboard read; `links` and `targets` carry the same facts per source
+//! link and per target, ready for more than one of each.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use ferry_replica::LinkStatus;
+use serde::Serialize;
+
+/// Where the migration is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Connecting to the source (or before the link starts).
+    #[default]
+    Connecting,
+    /// Loading the source's snapshot.
+    Snapshot,
+    /// Replaying the source's command stream.
+    Streaming,
+    /// Stopped.
+    Stopped,
+    /// Stopped on an error (`error` says which).
+    Error,
+}
+
+impl Phase {
+    /// The value of the `ferry_phase` gauge.
+    pub fn code(self) -> u8 {
+        match self {
+            Phase::Connecting => 0,
+            Phase::Snapshot => 1,
+            Phase::Streaming => 2,
+            Phase::Stopped => 3,
+            Phase::Error => 4,
+        }
+    }
+
+    /// The name `/status` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Snapshot => "snapshot",
+            Phase::Streaming => "streaming",
+            Phase::Stopped => "stopped",
+            Phase::Error => "error",
+        }
+    }
+}
+
+impl From<ferry_replica::Phase> for Phase {
+    fn from(p: ferry_replica::Phase) -> Phase {
+        match p {
+            ferry_replica::Phase::Connecting => Phase::Connecting,
+            ferry_replica::Phase::Snapshot => Phase::Snapshot,
+            ferry_replica::Phase::Streaming => Phase::Streaming,
+            ferry_replica::Phase::Stopped => Phase::Stopped,
+        }
+    }
+}
+
+/// What the cluster writer has coped with.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TargetStats {
+    /// `-MOVED` replies followed.
+    pub moved: u64,
+    /// `-ASK` replies followed.
+    pub ask: u64,
+    /// `TRYAGAIN`/`CLUSTERDOWN`/`LOADING`/… replies retried.
+    pub retry: u64,
+    /// Connections to target nodes re-established.
+    pub reconnects: u64,
+    /// Transactions committed with a checkpoint.
+    pub checkpoints: u64,
+    /// Ops not sent because the target had committed them before a restart.
+    pub skipped_applied: u64,
+    /// Source MULTI/EXEC blocks whose keys span slots (applied per slot).
+    pub split_transactions: u64,
+    /// Topology refreshes (failover, reshard, unreachable node).
+    pub refreshes: u64,
+    /// `target.wait_replicas`: committed transactions no replica had
+    /// confirmed when their master's connection was lost (probed again).
+    pub reprobed: u64,
+    /// `target.wait_replicas`: `WAIT`s no replica answered in time.
+    pub wait_timeouts: u64,
+}
+
+impl From<ferry_cluster::WriterStats> for TargetStats {
+    fn from(w: ferry_cluster::WriterStats) -> TargetStats {
+        TargetStats {
+            moved: w.moved,
+            ask: w.ask,
+            retry: w.retries,
+            reconnects: w.reconnects,
+            checkpoints: w.checkpoints,
+            skipped_applied: w.skipped,
+            split_transactions: w.split_groups,
+            refreshes: w.refreshes,
+            reprobed: w.reprobed,
+            wait_timeouts: w.wait_timeouts,
+        }
+    }
+}
+
+/// The replica link's own counters for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SourceStats {
+    /// Spool bytes currently on disk.
+    pub spool_disk_bytes: u64,
+    /// The spool reached its cap: ferry stopped reading the source.
+    pub spool_full: bool,
+    /// Bytes written to spool segment files so far.
+    pub spool_disk_bytes_written: u64,
+    /// Error replies tolerated during handshakes (e.g. `REPLCONF version`
+    /// refused by Redis); each is logged as a warning.
+    pub handshake_warnings: u64,
+}
+
+/// One source link.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkSection {
+    /// The link's name (`source` while there is one).
+    pub name: String,
+    /// The link's phase.
+    pub phase: Phase,
+    /// Connected to the source now.
+    pub connected: bool,
+    /// The source's `master_repl_offset`.
+    pub source_offset: Option<u64>,
+    /// Offset received from the source.
+    pub received_offset: Option<u64>,
+    /// Offset applied to the target.
+    pub applied_offset: Option<u64>,
+    /// source_offset − applied_offset.
+    pub lag_bytes: Option<u64>,
+    /// Bytes waiting in the spool.
+    pub spool_bytes: u64,
+    /// Reconnects to the source.
+    pub reconnects: u64,
+    /// Why the connection was last lost, if it was.
+    pub last_reconnect_reason: Option<String>,
+    /// Spool and handshake counters.
+    pub stats: SourceStats,
+}
+
+/// One target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetSection {
+    /// The target's name (`target` while there is one).
+    pub name: String,
+    /// `cluster` or `standalone`.
+    pub mode: &'static str,
+    /// Its masters (`host:port`) at start.
+    pub masters: Vec<String>,
+    /// What its writer has coped with.
+    pub stats: TargetStats,
+}
+
+/// The `/status` document.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// connecting, snapshot, streaming, stopped, error.
+    pub phase: Phase,
+    /// The source's `master_repl_offset`.
+    pub source_offset: Option<u64>,
+    /// Offset applied to the target.
+    pub applied_offset: Option<u64>,
+    /// Offset received from the source.
+    pub received_offset: Option<u64>,
+    /// source_offset − applied_offset.
+    pub lag_bytes: Option<u64>,
+    /// Age of the oldest byte received but not yet applied (0 when caught up).
+    pub lag_seconds: f64,
+    /// Snapshot keys written.
+    pub keys_applied: u64,
+    /// Stream commands written.
+    pub commands_applied: u64,
+    /// Cross-slot stream commands replayed by emulation (part of
+    /// `commands_applied`).
+    pub emulated: u64,
+    /// Not carried, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Bytes waiting in the spool (disk part included).
+    pub spool_bytes: u64,
+    /// Reconnects to the source.
+    pub reconnects: u64,
+    /// The source side of the link: spool on disk, handshake warnings.
+    pub source: SourceStats,
+    /// Target replies handled by redirecting or retrying, by kind
+    /// (`moved`, `ask`, `retry`), and target reconnects.
+    pub target: TargetStats,
+    /// The error that stopped ferry, if any.
+    pub error: Option<String>,
+    /// Snapshot progress.
+    pub snapshot: SnapshotProgress,
+    /// Sampled verify during streaming.
+    pub verify: crate::sampler::VerifyStatus,
+    /// Per source link.
+    pub links: Vec<LinkSection>,
+    /// Per target.
+    pub targets: Vec<TargetSection>,
+}
+
+impl Status {
+    /// Ferry stops on `error`: phase `error`, the reason in `error`.
+    pub fn failed(&mut self, error: String) {
+        self.phase = Phase::Error;
+        for l in &mut self.links {
+            l.phase = Phase::Error;
+        }
+        self.error = Some(error);
+    }
+
+    /// The once-a-second line on stdout.
+    pub fn line(&self) -> String {
+        let progress = match (self.phase, self.snapshot.percent) {
+            (Phase::Snapshot, Some(p)) => format!(
+                " [{:<20}] {p:.1}%{}",
+                "#".repeat((p / 5.0) as usize),
+                if self.snapshot.transfer == Some("diskless") {
+                    " (of keys; diskless: size unknown)"
+                } else {
+                    ""
+                }
+            ),
+            _ => String::new(),
+        };
+        let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        format!(
+            "ferry: {}{progress} applied={} source={} lag={} bytes {:.1}s keys={} commands={} skipped={} verify={}/{}",
+            self.phase.name(),
+            opt(self.applied_offset),
+            opt(self.source_offset),
+            opt(self.lag_bytes),
+            self.lag_seconds,
+            self.keys_applied,
+            self.commands_applied,
+            self.skipped.values().sum::<u64>(),
+            self.verify.mismatches,
+            self.verify.checked,
+        )
+    }
+}
+
+/// Snapshot progress for `/status`, the status line and the dashboard.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SnapshotProgress {
+    /// RDB bytes decoded.
+    pub bytes_done: u64,
+    /// The RDB's size from its `$<len>` preamble; `None` for a diskless
+    /// transfer (the source streams it with no size).
+    pub bytes_total: Option<u64>,
+    /// `disk` (size known), `diskless` (size unknown) or `None` before the
+    /// transfer starts (or after a resume without a snapshot).
+    pub transfer: Option<&'static str>,
+    /// Snapshot keys handled (written or skipped).
+    pub keys_done: u64,
+    /// Keys in the carried dbs from the source's `INFO keyspace` at start.
+    pub keys_total: Option<u64>,
+    /// Done, in percent: from the bytes when the size is known, from the
+    /// keys otherwise; 100 once streaming.
+    pub percent: Option<f64>,
+}
+
+impl SnapshotProgress {
+    fn compute(&mut self, streaming: bool) {
+        self.transfer = match (self.bytes_total, self.bytes_done) {
+            (Some(_), _) => Some("disk"),
+            (None, 0) => None,
+            (None, _) => Some("diskless"),
+        };
+        self.percent = if streaming {
+            Some(100.0)
+        } else if let Some(t) = self.bytes_total.filter(|t| *t > 0) {
+            Some((100.0 * self.bytes_done as f64 / t as f64).min(100.0))
+        } else {
+            self.keys_total
+                .filter(|t| *t > 0)
+                .map(|t| (100.0 * self.keys_done as f64 / t as f64).min(99.9))
+        };
+    }
+}
+
+/// What the status assembly keeps between snapshots.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    /// (received offset, when it was first seen): the age of the oldest
+    /// received-but-unapplied byte is the lag in seconds.
+    unapplied: VecDeque<(u64, Instant)>,
+    snapshot: SnapshotProgress,
+    last_reconnect_reason: Option<String>,
+    target: TargetSection,
+}
+
+/// The applier's totals, as the status shows them.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// Snapshot keys written.
+    pub keys: u64,
+    /// Stream commands written.
+    pub commands: u64,
+    /// Of which emulated.
+    pub emulated: u64,
+    /// Not carried, by reason.
+    pub skipped: BTreeMap<String, u64>,
+}
+
+impl Assembler {
+    /// Starts with the source's key count and the target's shape.
+    pub fn new(keys_total: Option<u64>, standalone: bool, masters: Vec<String>) -> Assembler {
+        Assembler {
+            snapshot: SnapshotProgress {
+                keys_total,
+                ..Default::default()
+            },
+            target: TargetSection {
+                name: "target".into(),
+                mode: if standalone { "standalone" } else { "cluster" },
+                masters,
+                stats: TargetStats::default(),
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The link lost its connection for `reason`.
+    pub fn reconnecting(&mut self, reason: &str) {
+        self.last_reconnect_reason = Some(reason.to_string());
+    }
+
+    /// One status document from the parts' current reports.
+    pub fn assemble(
+        &mut self,
+        ls: &LinkStatus,
+        applied: Applied,
+        writer: ferry_cluster::WriterStats,
+        verify: crate::sampler::VerifyStatus,
+    ) -> Status {
+        if let Some(r) = ls.received_offset
+            && self.unapplied.back().is_none_or(|(o, _)| r > *o)
+        {
+            self.unapplied.push_back((r, Instant::now()));
+        }
+        let applied_offset = ls.applied_offset.unwrap_or(0);
+        while self
+            .unapplied
+            .front()
+            .is_some_and(|(o, _)| *o <= applied_offset)
+        {
+            self.unapplied.pop_front();
+        }
+        let lag_seconds = self
+            .unapplied
+            .front()
+            .map_or(0.0, |(_, t)| t.elapsed().as_secs_f64());
+        let phase = Phase::from(ls.phase);
+        self.snapshot.bytes_done = ls.snapshot_bytes_done;
+        self.snapshot.bytes_total = ls.snapshot_bytes_total;
+        if phase == Phase::Snapshot {
+            self.snapshot.keys_done = applied.keys + applied.skipped.values().sum::<u64>();
+        }
+        self.snapshot.compute(phase == Phase::Streaming);
+        let lag_bytes = match (ls.source_offset, ls.applied_offset) {
+            (Some(s), Some(a)) => Some(s.saturating_sub(a)),
+            _ => None,
+        };
+        let source = SourceStats {
+            spool_disk_bytes: ls.spool_disk_bytes,
+            spool_full: ls.spool_full,
+            spool_disk_bytes_written: ls.spool_disk_bytes_written,
+            handshake_warnings: ls.handshake_warnings,
+        };
+        let target = TargetStats::from(writer);
+        self.target.stats = target;
+        Status {
+            phase,
+            source_offset: ls.source_offset,
+            applied_offset: ls.applied_offset,
+            received_offset: ls.received_offset,
+            lag_bytes,
+            lag_seconds,
+            keys_applied: applied.keys,
+            commands_applied: applied.commands,
+            emulated: applied.emulated,
+            skipped: applied.skipped,
+            spool_bytes: ls.spool_bytes,
+            reconnects: ls.reconnects,
+            source,
+            target,
+            error: None,
+            snapshot: self.snapshot.clone(),
+            verify,
+            links: vec![LinkSection {
+                name: "source".into(),
+                phase,
+                connected: ls.connected,
+                source_offset: ls.source_offset,
+                received_offset: ls.received_offset,
+                applied_offset: ls.applied_offset,
+                lag_bytes,
+                spool_bytes: ls.spool_bytes,
+                reconnects: ls.reconnects,
+                last_reconnect_reason: self.last_reconnect_reason.clone(),
+                stats: source,
+            }],
+            targets: vec![self.target.clone()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_serialise_as_before() {
+        for (p, name, code) in [
+            (Phase::Connecting, "connecting", 0),
+            (Phase::Snapshot, "snapshot", 1),
+            (Phase::Streaming, "streaming", 2),
+            (Phase::Stopped, "stopped", 3),
+            (Phase::Error, "error", 4),
+        ] {
+            assert_eq!(
+                serde_json::to_value(p).expect("json"),
+                serde_json::json!(name)
+            );
+            assert_eq!(p.name(), name);
+            assert_eq!(p.code(), code);
+        }
+    }
+
+    #[test]
+    fn a_failure_sets_phase_and_error() {
+        let mut a = Assembler::new(Some(10), false, vec!["127.0.0.1:1".into()]);
+        a.reconnecting("connection reset");
+        let mut st = a.assemble(
+            &LinkStatus::default(),
+            Applied::default(),
+            ferry_cluster::WriterStats::default(),
+            Default::default(),
+        );
+        assert_eq!(st.links.len(), 1);
+        assert_eq!(
+            st.links[0].last_reconnect_reason.as_deref(),
+            Some("connection reset")
+        );
+        assert_eq!(st.targets[0].mode, "cluster");
+        st.failed("target cluster: gone".into());
+        let v = serde_json::to_value(&st).expect("json");
+        assert_eq!(v["phase"], "error");
+        assert_eq!(v["error"], "target cluster: gone");
+        assert_eq!(v["links"][0]["phase"], "error");
+    }
+}

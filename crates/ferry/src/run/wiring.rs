@@ -1,0 +1,190 @@
+//! Before the first byte moves: connect the target's writer, run the
+//! probes (preflight, source dbs, an empty target), load or start the
+//! target state, and start the replica link. Nothing here is spawned on the
+//! daemon's tracker: the link owns its tasks and is joined by
+//! `Link::shutdown`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferry_cluster::{Auth as WAuth, CheckpointConfig, ClusterWriter, TargetMode, WriterConfig};
+use ferry_replica::{Auth as LAuth, Link, LinkConfig, LinkEvents};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applier, TargetFormat, TargetState, history_name};
+use crate::config::{Config, RestoreMode, parse_url, redact};
+use crate::probe::{check_source_dbs, target_format, target_is_empty};
+
+/// What the main loop runs on.
+pub struct Wired {
+    /// Decides what each event becomes and drives the target's writer.
+    pub applier: Applier,
+    /// The replica link to the source.
+    pub link: Link,
+    /// Its events.
+    pub events: LinkEvents,
+    /// Keys in the carried dbs of the source at start (for progress).
+    pub keys_total: Option<u64>,
+    /// The target is a standalone server.
+    pub standalone: bool,
+    /// The target's masters at start.
+    pub masters: Vec<String>,
+}
+
+/// Connects, probes and starts the link; `link_cancel` stops the link.
+pub async fn wire(
+    cfg: &Config,
+    allow_nonempty_target: bool,
+    link_cancel: CancellationToken,
+) -> Result<Wired> {
+    let dst = parse_url(&cfg.target.url)?;
+    let target_tls = cfg.target.tls_config();
+    if let Some(w) = target_tls.as_ref().and_then(|t| t.warning()) {
+        tracing::warn!("target: {w}");
+    }
+    let wauth = WAuth {
+        user: dst.user.clone(),
+        password: dst.password.clone(),
+    };
+    let (format, mode) =
+        target_format(&dst.addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
+    let (writer, checkpoints, state) = connect_writer(cfg, &dst.addr, &wauth, mode).await?;
+    let standalone = writer.is_standalone();
+    let masters = writer.masters().to_vec();
+    let resuming = cfg
+        .state_dir
+        .join(ferry_replica::link::POSITION_FILE)
+        .exists();
+    let facts = crate::preflight::check(cfg, &masters, &wauth, resuming).await?;
+    let src = parse_url(&cfg.source.url)?;
+    check_source_dbs(&src, cfg, standalone).await?;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            // A new migration.
+            let empty = target_is_empty(&masters, &wauth, target_tls.as_ref()).await?;
+            if let Err(e) = &empty
+                && !allow_nonempty_target
+            {
+                bail!("{e}");
+            }
+            let s = TargetState::new(empty.is_ok());
+            s.save(&cfg.state_dir)?;
+            s
+        }
+    };
+    let applier = new_applier(cfg, writer, format, checkpoints, state);
+
+    let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
+    lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
+    lcfg.spool.cap_bytes = cfg.spool.cap_bytes;
+    lcfg.tls = cfg.source.tls_config();
+    if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
+        tracing::warn!("source: {w}");
+    }
+    lcfg.auth = src.password.clone().map(|password| LAuth {
+        user: src.user.clone(),
+        password,
+    });
+    let (link, events) = Link::start(lcfg, link_cancel)
+        .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
+    Ok(Wired {
+        applier,
+        link,
+        events,
+        keys_total: facts.keys_total,
+        standalone,
+        masters,
+    })
+}
+
+fn new_applier(
+    cfg: &Config,
+    writer: ClusterWriter,
+    format: TargetFormat,
+    checkpoints: bool,
+    state: TargetState,
+) -> Applier {
+    Applier::new(
+        writer,
+        format,
+        cfg.snapshot.restore != RestoreMode::Never,
+        cfg.filter.clone(),
+        checkpoints,
+        cfg.state_dir.clone(),
+        state,
+    )
+}
+
+/// The target state of `state_dir` (if any) and the writer that resumes
+/// from its history's checkpoints; whether checkpoints are written.
+async fn connect_writer(
+    cfg: &Config,
+    addr: &str,
+    wauth: &WAuth,
+    mode: TargetMode,
+) -> Result<(ClusterWriter, bool, Option<TargetState>)> {
+    let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
+    let mut state = TargetState::load(&cfg.state_dir)?;
+    if state.as_ref().is_none_or(|s| s.history.is_none()) && position.exists() {
+        // A state_dir from before checkpoints: start one history now
+        // (nothing of it is in the target yet, so nothing is skipped).
+        let mut s = state.clone().unwrap_or_else(|| TargetState::new(false));
+        s.history = Some(history_name("resumed", 0));
+        s.save(&cfg.state_dir)?;
+        state = Some(s);
+    }
+    let history = state.as_ref().and_then(|s| s.history.clone());
+    // A standalone target keeps several dbs: per-slot checkpoint keys
+    // (written in whatever db is selected) do not fit it.
+    let checkpoints = cfg.checkpoints() && mode != TargetMode::Standalone;
+    if cfg.checkpoints() && !checkpoints {
+        tracing::warn!("standalone target: no checkpoints (at-least-once replay after a crash)");
+    }
+    if cfg.target.wait_replicas.is_some() && !checkpoints {
+        tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
+    }
+    let writer = ClusterWriter::connect_with(
+        addr,
+        WriterConfig {
+            auth: wauth.clone(),
+            checkpoint: checkpoints.then(|| CheckpointConfig {
+                history: history.clone().unwrap_or_default(),
+            }),
+            skip_applied: checkpoints && history.is_some(),
+            tls: cfg.target.tls_config(),
+            mode,
+            wait_replicas: cfg
+                .target
+                .wait_replicas
+                .filter(|_| checkpoints)
+                .map(Duration::from_millis),
+            ..Default::default()
+        },
+    )
+    .await
+    .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
+    if writer.is_standalone() && cfg.filter.db_prefix.is_some() {
+        bail!(
+            "filter.db_prefix is for a cluster target; a standalone target keeps each db \
+             (remove db_prefix)"
+        );
+    }
+    if writer.is_standalone() {
+        tracing::info!(server = ?writer.masters(), "standalone target (dbs kept)");
+    } else {
+        tracing::info!(masters = ?writer.masters(), "target cluster");
+    }
+    if checkpoints && history.is_some() {
+        let c = writer.checkpoint_summary();
+        tracing::info!(
+            slots = c.slots,
+            barriers = c.barriers,
+            min = ?c.min,
+            max = ?c.max,
+            other_history = c.other_history,
+            "checkpoints in the target: ops at or below them are not applied again"
+        );
+    }
+    Ok((writer, checkpoints, state))
+}

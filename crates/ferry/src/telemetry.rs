@@ -1,0 +1,263 @@
+//! Metrics of `ferry run`, through the `metrics` facade and rendered by
+//! `metrics-exporter-prometheus` into the daemon's own `/metrics` handler
+//! (one port for `/`, `/status` and `/metrics`).
+//!
+//! Two ways a number gets here:
+//! * at the event site, through a typed event of [`crate::events`] whose
+//!   `emit()` logs a line and counts (keys not carried, source reconnects,
+//!   stops);
+//! * from the status snapshot the daemon assembles (at most every 20 ms):
+//!   gauges, and counters owned by library crates (the replica link, the
+//!   cluster writer, the applier's totals) set with `Counter::absolute`.
+//!
+//! Metric names are the ones `deploy/prometheus/ferry-alerts.yaml` and
+//! `deploy/grafana/ferry-dashboard.json` query (`tests/deploy_files.rs`
+//! reads the `"ferry_…"` names of this file). Labels never carry key names.
+
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::run::status::Status;
+
+/// 0 connecting, 1 snapshot, 2 streaming, 3 stopped, 4 error.
+pub const PHASE: &str = "ferry_phase";
+/// Bytes of the source's stream not yet applied to the target.
+pub const LAG_BYTES: &str = "ferry_lag_bytes";
+/// Age of the oldest received byte not yet applied.
+pub const LAG_SECONDS: &str = "ferry_lag_seconds";
+/// Source offset applied to the target.
+pub const APPLIED_OFFSET: &str = "ferry_applied_offset";
+/// The source's `master_repl_offset`.
+pub const SOURCE_OFFSET: &str = "ferry_source_offset";
+/// Snapshot keys written.
+pub const KEYS_APPLIED: &str = "ferry_keys_applied_total";
+/// Stream commands written.
+pub const COMMANDS_APPLIED: &str = "ferry_commands_applied_total";
+/// Cross-slot stream commands replayed by emulation.
+pub const COMMANDS_EMULATED: &str = "ferry_commands_emulated_total";
+/// Bytes waiting in the spool.
+pub const SPOOL_BYTES: &str = "ferry_spool_bytes";
+/// Reconnects, by `side` (`source`, `target`).
+pub const RECONNECTS: &str = "ferry_reconnects_total";
+/// Target replies redirected or retried, by `kind` (`moved`, `ask`, `retry`).
+pub const TARGET_ERRORS: &str = "ferry_target_errors_total";
+/// Transactions committed with a checkpoint.
+pub const CHECKPOINTS: &str = "ferry_checkpoints_total";
+/// Ops not sent because the target had committed them before a restart.
+pub const SKIPPED_APPLIED: &str = "ferry_skipped_applied_total";
+/// Source transactions whose keys span slots.
+pub const TRANSACTIONS_SPLIT: &str = "ferry_transactions_split_total";
+/// Topology refreshes of the target.
+pub const TARGET_REFRESHES: &str = "ferry_target_refreshes_total";
+/// Committed transactions probed again after a lost connection.
+pub const TARGET_REPROBED: &str = "ferry_target_reprobed_total";
+/// `WAIT`s no replica answered in time.
+pub const TARGET_WAIT_TIMEOUTS: &str = "ferry_target_wait_timeouts_total";
+/// Keys or commands not carried, by `reason`.
+pub const KEYS_SKIPPED: &str = "ferry_keys_skipped_total";
+/// Sampled verify: keys compared and settled.
+pub const VERIFY_CHECKED: &str = "ferry_verify_checked_total";
+/// Sampled verify: confirmed mismatches.
+pub const VERIFY_MISMATCHES: &str = "ferry_verify_mismatches_total";
+/// Sampled verify: samples waiting for the applied offset.
+pub const VERIFY_PENDING: &str = "ferry_verify_pending";
+/// Snapshot done, in percent.
+pub const SNAPSHOT_PERCENT: &str = "ferry_snapshot_percent";
+/// Spool bytes on disk.
+pub const SPOOL_DISK_BYTES: &str = "ferry_spool_disk_bytes";
+/// 1 while the spool is at its cap (ferry stopped reading the source).
+pub const SPOOL_FULL: &str = "ferry_spool_full";
+/// Bytes written to spool segment files.
+pub const SPOOL_DISK_WRITTEN: &str = "ferry_spool_disk_written_bytes_total";
+/// Error replies tolerated during source handshakes.
+pub const HANDSHAKE_WARNINGS: &str = "ferry_source_handshake_warnings_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and describes every metric.
+pub fn install() -> Result<()> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    let _ = HANDLE.set(handle);
+    describe();
+    Ok(())
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+fn describe() {
+    for (name, help) in [
+        (
+            PHASE,
+            "0 connecting, 1 snapshot, 2 streaming, 3 stopped, 4 error",
+        ),
+        (LAG_BYTES, "source offset minus applied offset"),
+        (
+            LAG_SECONDS,
+            "age of the oldest received byte not yet applied",
+        ),
+        (APPLIED_OFFSET, "source offset applied to the target"),
+        (SOURCE_OFFSET, "the source's master_repl_offset"),
+        (SPOOL_BYTES, "bytes waiting in the spool (disk included)"),
+        (VERIFY_PENDING, "sampled verify: samples waiting to settle"),
+        (SNAPSHOT_PERCENT, "snapshot done, in percent"),
+        (SPOOL_DISK_BYTES, "spool bytes on disk"),
+        (SPOOL_FULL, "1 while the spool is at its cap"),
+    ] {
+        describe_gauge!(name, help);
+    }
+    for (name, help) in [
+        (KEYS_APPLIED, "snapshot keys written"),
+        (COMMANDS_APPLIED, "stream commands written"),
+        (
+            COMMANDS_EMULATED,
+            "cross-slot stream commands replayed by emulation",
+        ),
+        (RECONNECTS, "reconnects, by side"),
+        (
+            TARGET_ERRORS,
+            "target replies redirected or retried, by kind",
+        ),
+        (CHECKPOINTS, "transactions committed with a checkpoint"),
+        (
+            SKIPPED_APPLIED,
+            "ops the target had committed before a restart",
+        ),
+        (
+            TRANSACTIONS_SPLIT,
+            "source transactions whose keys span slots",
+        ),
+        (TARGET_REFRESHES, "topology refreshes of the target"),
+        (TARGET_REPROBED, "committed transactions probed again"),
+        (TARGET_WAIT_TIMEOUTS, "WAITs no replica answered in time"),
+        (KEYS_SKIPPED, "keys or commands not carried, by reason"),
+        (VERIFY_CHECKED, "sampled verify: keys compared and settled"),
+        (VERIFY_MISMATCHES, "sampled verify: confirmed mismatches"),
+        (SPOOL_DISK_WRITTEN, "bytes written to spool segment files"),
+        (
+            HANDSHAKE_WARNINGS,
+            "error replies tolerated in source handshakes",
+        ),
+    ] {
+        describe_counter!(name, help);
+    }
+    // Counted at their event sites: present (at 0) from the start.
+    counter!(RECONNECTS, "side" => "source").absolute(0);
+}
+
+/// Handles of the metrics set from each status snapshot (looked up once).
+pub struct StatusMetrics {
+    phase: Gauge,
+    lag_bytes: Gauge,
+    lag_seconds: Gauge,
+    applied_offset: Gauge,
+    source_offset: Gauge,
+    spool_bytes: Gauge,
+    verify_pending: Gauge,
+    snapshot_percent: Gauge,
+    spool_disk_bytes: Gauge,
+    spool_full: Gauge,
+    keys_applied: Counter,
+    commands_applied: Counter,
+    emulated: Counter,
+    target_reconnects: Counter,
+    moved: Counter,
+    ask: Counter,
+    retry: Counter,
+    checkpoints: Counter,
+    skipped_applied: Counter,
+    split: Counter,
+    refreshes: Counter,
+    reprobed: Counter,
+    wait_timeouts: Counter,
+    verify_checked: Counter,
+    verify_mismatches: Counter,
+    spool_disk_written: Counter,
+    handshake_warnings: Counter,
+}
+
+impl Default for StatusMetrics {
+    fn default() -> Self {
+        StatusMetrics {
+            phase: gauge!(PHASE),
+            lag_bytes: gauge!(LAG_BYTES),
+            lag_seconds: gauge!(LAG_SECONDS),
+            applied_offset: gauge!(APPLIED_OFFSET),
+            source_offset: gauge!(SOURCE_OFFSET),
+            spool_bytes: gauge!(SPOOL_BYTES),
+            verify_pending: gauge!(VERIFY_PENDING),
+            snapshot_percent: gauge!(SNAPSHOT_PERCENT),
+            spool_disk_bytes: gauge!(SPOOL_DISK_BYTES),
+            spool_full: gauge!(SPOOL_FULL),
+            keys_applied: counter!(KEYS_APPLIED),
+            commands_applied: counter!(COMMANDS_APPLIED),
+            emulated: counter!(COMMANDS_EMULATED),
+            target_reconnects: counter!(RECONNECTS, "side" => "target"),
+            moved: counter!(TARGET_ERRORS, "kind" => "moved"),
+            ask: counter!(TARGET_ERRORS, "kind" => "ask"),
+            retry: counter!(TARGET_ERRORS, "kind" => "retry"),
+            checkpoints: counter!(CHECKPOINTS),
+            skipped_applied: counter!(SKIPPED_APPLIED),
+            split: counter!(TRANSACTIONS_SPLIT),
+            refreshes: counter!(TARGET_REFRESHES),
+            reprobed: counter!(TARGET_REPROBED),
+            wait_timeouts: counter!(TARGET_WAIT_TIMEOUTS),
+            verify_checked: counter!(VERIFY_CHECKED),
+            verify_mismatches: counter!(VERIFY_MISMATCHES),
+            spool_disk_written: counter!(SPOOL_DISK_WRITTEN),
+            handshake_warnings: counter!(HANDSHAKE_WARNINGS),
+        }
+    }
+}
+
+impl StatusMetrics {
+    /// Sets every gauge and library-owned counter from `st`.
+    pub fn record(&self, st: &Status) {
+        self.phase.set(f64::from(st.phase.code()));
+        self.lag_bytes.set(st.lag_bytes.unwrap_or(0) as f64);
+        self.lag_seconds.set(st.lag_seconds);
+        self.applied_offset
+            .set(st.applied_offset.unwrap_or(0) as f64);
+        self.source_offset.set(st.source_offset.unwrap_or(0) as f64);
+        self.spool_bytes.set(st.spool_bytes as f64);
+        self.verify_pending.set(st.verify.pending as f64);
+        self.snapshot_percent
+            .set(st.snapshot.percent.unwrap_or(0.0));
+        self.spool_disk_bytes.set(st.source.spool_disk_bytes as f64);
+        self.spool_full
+            .set(f64::from(u8::from(st.source.spool_full)));
+        self.keys_applied.absolute(st.keys_applied);
+        self.commands_applied.absolute(st.commands_applied);
+        self.emulated.absolute(st.emulated);
+        let t = &st.target;
+        self.target_reconnects.absolute(t.reconnects);
+        self.moved.absolute(t.moved);
+        self.ask.absolute(t.ask);
+        self.retry.absolute(t.retry);
+        self.checkpoints.absolute(t.checkpoints);
+        self.skipped_applied.absolute(t.skipped_applied);
+        self.split.absolute(t.split_transactions);
+        self.refreshes.absolute(t.refreshes);
+        self.reprobed.absolute(t.reprobed);
+        self.wait_timeouts.absolute(t.wait_timeouts);
+        self.verify_checked.absolute(st.verify.checked);
+        self.verify_mismatches.absolute(st.verify.mismatches);
+        self.spool_disk_written
+            .absolute(st.source.spool_disk_bytes_written);
+        self.handshake_warnings
+            .absolute(st.source.handshake_warnings);
+    }
+}
