@@ -106,6 +106,23 @@ fn metrics_pass_promtool_and_status_has_sections() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    if std::env::var_os("FERRY_TEST_SHOW_METRICS").is_some() {
+        eprintln!("{metrics}");
+    }
+
+    // Limits: an oversized request head is refused, not read on and on.
+    let mut s = std::net::TcpStream::connect(&setup.http).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let head = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = s.write_all(head.as_bytes());
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+
     let st = setup.status().expect("/status");
     assert_eq!(st["phase"], "streaming");
     assert_eq!(st["links"][0]["name"], "source");

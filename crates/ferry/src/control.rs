@@ -171,6 +171,9 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
         );
     }
     let st = status_json(&cfg.http.listen, cfg.http.token.as_deref())?;
+    if let Some(e) = st["error"].as_str() {
+        bail!("ferry stopped on an error: {e}");
+    }
     if st["phase"] != "streaming" {
         bail!(
             "ferry is not streaming yet (phase {}): wait until the snapshot is applied",
