@@ -33,6 +33,7 @@ pub mod http;
 pub mod main_loop;
 pub mod shutdown;
 pub mod status;
+pub mod status_metrics;
 pub mod wiring;
 
 use shutdown::Shutdown;
@@ -133,7 +134,7 @@ async fn daemon(
         status: status.clone(),
         sampler,
         sample_per_second: cfg.verify.sample_per_second,
-        metrics: crate::telemetry::StatusMetrics::default(),
+        metrics: status_metrics::StatusMetrics::default(),
         assembler: Assembler::new(keys_total, standalone, masters),
     };
     let result = main_loop::run(&mut applier, &link, &mut events, &mut publish, &sd.work).await;

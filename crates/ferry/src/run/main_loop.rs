@@ -14,7 +14,7 @@ use super::status::{Applied, Assembler, Status};
 use crate::apply::Applier;
 use crate::events;
 use crate::sampler::SamplerStats;
-use crate::telemetry::StatusMetrics;
+use super::status_metrics::StatusMetrics;
 
 /// Events come in batches (what the link decoded from one read); the
 /// status is rebuilt at most this often, not per key.

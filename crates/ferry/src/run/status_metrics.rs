@@ -1,0 +1,112 @@
+//! The metrics set from each status snapshot: gauges, and the counters
+//! that library crates own (the link's, the writer's, the applier's
+//! totals), set with `Counter::absolute`. Names are in [`crate::telemetry`].
+
+use metrics::{Counter, Gauge, counter, gauge};
+
+use super::status::Status;
+use crate::telemetry::*;
+
+/// Handles of the metrics set from each status snapshot (looked up once).
+pub struct StatusMetrics {
+    phase: Gauge,
+    lag_bytes: Gauge,
+    lag_seconds: Gauge,
+    applied_offset: Gauge,
+    source_offset: Gauge,
+    spool_bytes: Gauge,
+    verify_pending: Gauge,
+    snapshot_percent: Gauge,
+    spool_disk_bytes: Gauge,
+    spool_full: Gauge,
+    keys_applied: Counter,
+    commands_applied: Counter,
+    emulated: Counter,
+    target_reconnects: Counter,
+    moved: Counter,
+    ask: Counter,
+    retry: Counter,
+    checkpoints: Counter,
+    skipped_applied: Counter,
+    split: Counter,
+    refreshes: Counter,
+    reprobed: Counter,
+    wait_timeouts: Counter,
+    verify_checked: Counter,
+    verify_mismatches: Counter,
+    spool_disk_written: Counter,
+    handshake_warnings: Counter,
+}
+
+impl Default for StatusMetrics {
+    fn default() -> Self {
+        StatusMetrics {
+            phase: gauge!(PHASE),
+            lag_bytes: gauge!(LAG_BYTES),
+            lag_seconds: gauge!(LAG_SECONDS),
+            applied_offset: gauge!(APPLIED_OFFSET),
+            source_offset: gauge!(SOURCE_OFFSET),
+            spool_bytes: gauge!(SPOOL_BYTES),
+            verify_pending: gauge!(VERIFY_PENDING),
+            snapshot_percent: gauge!(SNAPSHOT_PERCENT),
+            spool_disk_bytes: gauge!(SPOOL_DISK_BYTES),
+            spool_full: gauge!(SPOOL_FULL),
+            keys_applied: counter!(KEYS_APPLIED),
+            commands_applied: counter!(COMMANDS_APPLIED),
+            emulated: counter!(COMMANDS_EMULATED),
+            target_reconnects: counter!(RECONNECTS, "side" => "target"),
+            moved: counter!(TARGET_ERRORS, "kind" => "moved"),
+            ask: counter!(TARGET_ERRORS, "kind" => "ask"),
+            retry: counter!(TARGET_ERRORS, "kind" => "retry"),
+            checkpoints: counter!(CHECKPOINTS),
+            skipped_applied: counter!(SKIPPED_APPLIED),
+            split: counter!(TRANSACTIONS_SPLIT),
+            refreshes: counter!(TARGET_REFRESHES),
+            reprobed: counter!(TARGET_REPROBED),
+            wait_timeouts: counter!(TARGET_WAIT_TIMEOUTS),
+            verify_checked: counter!(VERIFY_CHECKED),
+            verify_mismatches: counter!(VERIFY_MISMATCHES),
+            spool_disk_written: counter!(SPOOL_DISK_WRITTEN),
+            handshake_warnings: counter!(HANDSHAKE_WARNINGS),
+        }
+    }
+}
+
+impl StatusMetrics {
+    /// Sets every gauge and library-owned counter from `st`.
+    pub fn record(&self, st: &Status) {
+        self.phase.set(f64::from(st.phase.code()));
+        self.lag_bytes.set(st.lag_bytes.unwrap_or(0) as f64);
+        self.lag_seconds.set(st.lag_seconds);
+        self.applied_offset
+            .set(st.applied_offset.unwrap_or(0) as f64);
+        self.source_offset.set(st.source_offset.unwrap_or(0) as f64);
+        self.spool_bytes.set(st.spool_bytes as f64);
+        self.verify_pending.set(st.verify.pending as f64);
+        self.snapshot_percent
+            .set(st.snapshot.percent.unwrap_or(0.0));
+        self.spool_disk_bytes.set(st.source.spool_disk_bytes as f64);
+        self.spool_full
+            .set(f64::from(u8::from(st.source.spool_full)));
+        self.keys_applied.absolute(st.keys_applied);
+        self.commands_applied.absolute(st.commands_applied);
+        self.emulated.absolute(st.emulated);
+        let t = &st.target;
+        self.target_reconnects.absolute(t.reconnects);
+        self.moved.absolute(t.moved);
+        self.ask.absolute(t.ask);
+        self.retry.absolute(t.retry);
+        self.checkpoints.absolute(t.checkpoints);
+        self.skipped_applied.absolute(t.skipped_applied);
+        self.split.absolute(t.split_transactions);
+        self.refreshes.absolute(t.refreshes);
+        self.reprobed.absolute(t.reprobed);
+        self.wait_timeouts.absolute(t.wait_timeouts);
+        self.verify_checked.absolute(st.verify.checked);
+        self.verify_mismatches.absolute(st.verify.mismatches);
+        self.spool_disk_written
+            .absolute(st.source.spool_disk_bytes_written);
+        self.handshake_warnings
+            .absolute(st.source.handshake_warnings);
+    }
+}
