@@ -71,6 +71,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             events::StoppedOnError { error: &msg }.emit();
             if let Ok(mut s) = status.lock() {
                 s.failed(msg);
+                status_metrics::StatusMetrics::default().record(&s);
             }
         }
         sd.finish().await;
@@ -111,7 +112,11 @@ async fn daemon(
         keys_total,
         standalone,
         masters,
-    } = wiring::wire(cfg, allow_nonempty_target, sd.root.child_token()).await?;
+    } = tokio::select! {
+        w = wiring::wire(cfg, allow_nonempty_target, sd.root.child_token()) => w?,
+        // Stopped before anything moved: nothing to drain.
+        _ = sd.work.cancelled() => return Ok(()),
+    };
 
     let sampler = Arc::new(crate::sampler::SamplerStats::default());
     {
@@ -152,5 +157,9 @@ async fn daemon(
     result?;
     flushed?;
     link_result.context("source link")?;
+    if let Ok(mut s) = status.lock() {
+        s.stopped();
+        publish.metrics.record(&s);
+    }
     Ok(())
 }

@@ -11,10 +11,10 @@ use ferry_replica::{Link, LinkEvent, LinkEvents};
 use tokio_util::sync::CancellationToken;
 
 use super::status::{Applied, Assembler, Status};
+use super::status_metrics::StatusMetrics;
 use crate::apply::Applier;
 use crate::events;
 use crate::sampler::SamplerStats;
-use super::status_metrics::StatusMetrics;
 
 /// Events come in batches (what the link decoded from one read); the
 /// status is rebuilt at most this often, not per key.

@@ -206,6 +206,14 @@ pub struct Status {
 }
 
 impl Status {
+    /// Ferry has drained and stopped cleanly.
+    pub fn stopped(&mut self) {
+        self.phase = Phase::Stopped;
+        for l in &mut self.links {
+            l.phase = Phase::Stopped;
+        }
+    }
+
     /// Ferry stops on `error`: phase `error`, the reason in `error`.
     pub fn failed(&mut self, error: String) {
         self.phase = Phase::Error;
