@@ -95,6 +95,74 @@ impl StoppedOnError<'_> {
     }
 }
 
+/// The cluster writer refreshed the target's topology (a failover, a
+/// reshard, an unreachable node), seen in its counters.
+#[derive(Debug)]
+pub struct TargetTopologyRefreshed {
+    /// Refreshes since the last report.
+    pub new: u64,
+    /// Refreshes so far.
+    pub total: u64,
+}
+
+impl TargetTopologyRefreshed {
+    /// Log the refresh (counted by `ferry_target_refreshes_total`).
+    pub fn emit(self) {
+        tracing::info!(
+            new = self.new,
+            total = self.total,
+            "target topology refreshed (failover, reshard or an unreachable node)"
+        );
+    }
+}
+
+/// The cluster writer re-established connections to target nodes.
+#[derive(Debug)]
+pub struct TargetReconnected {
+    /// Reconnects since the last report.
+    pub new: u64,
+    /// Reconnects so far.
+    pub total: u64,
+}
+
+impl TargetReconnected {
+    /// Log the reconnects (counted by `ferry_reconnects_total{side="target"}`).
+    pub fn emit(self) {
+        tracing::warn!(
+            new = self.new,
+            total = self.total,
+            "target connection lost and re-established"
+        );
+    }
+}
+
+/// Redirects and retries from the target over a window (logged at most
+/// once per window, so a reshard does not flood the log).
+#[derive(Debug)]
+pub struct TargetRedirects {
+    /// `-MOVED` replies followed in the window.
+    pub moved: u64,
+    /// `-ASK` replies followed in the window.
+    pub ask: u64,
+    /// `TRYAGAIN`/`CLUSTERDOWN`/`LOADING` replies retried in the window.
+    pub retry: u64,
+    /// The window, in seconds.
+    pub seconds: u64,
+}
+
+impl TargetRedirects {
+    /// Log the burst (counted by `ferry_target_errors_total{kind}`).
+    pub fn emit(self) {
+        tracing::info!(
+            moved = self.moved,
+            ask = self.ask,
+            retry = self.retry,
+            "target redirects and retries in the last {} s",
+            self.seconds
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
