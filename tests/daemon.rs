@@ -175,7 +175,19 @@ fn sigterm_while_streaming_saves_the_position_and_a_second_signal_forces_exit() 
         .expect("pause the target");
     let stop = Arc::new(AtomicBool::new(false));
     let load = write_load(&src, stop.clone(), 2_000);
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until ferry holds writes the target does not take.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = setup.status();
+        let stuck = st.as_ref().is_some_and(|s| {
+            s["received_offset"].as_u64().unwrap_or(0) > s["applied_offset"].as_u64().unwrap_or(0)
+        });
+        if stuck {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write held: {st:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     signal(d.child.id(), "-TERM");
     let still_draining = d.wait_exit(Duration::from_millis(1500)).is_none();
     let asked = Instant::now();
