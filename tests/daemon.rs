@@ -7,6 +7,8 @@
 //!   and per-target sections.
 //! * SIGTERM while streaming under a write load: exit 0 within seconds, the
 //!   position saved; a restart resumes from it and the target matches.
+//! * A lost source connection is logged with its reason, counted in
+//!   `ferry_reconnects_total{side="source"}` and shown per link in `/status`.
 //! * A second signal while the drain is stuck (the target's writes paused
 //!   with `CLIENT PAUSE`) exits at once with status 130.
 
@@ -206,4 +208,53 @@ fn sigterm_while_streaming_saves_the_position_and_a_second_signal_forces_exit() 
     assert_eq!(code, Some(130), "after a second signal: {}", d.log());
     assert!(asked.elapsed() < Duration::from_secs(5));
     assert!(d.log().contains("second signal"), "{}", d.log());
+}
+
+#[test]
+fn a_lost_source_connection_is_logged_with_its_reason_and_counted() {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let dst = Server::start(Flavor::Redis70).expect("target");
+    let proxy = ferry_testkit::FaultProxy::start(src.addr()).expect("proxy");
+    let setup = Setup::new(&format!("redis://{}", proxy.addr()), &dst.url(), "");
+    let d = setup.run();
+    wait_caught_up(&src, &setup.http, Duration::from_secs(60));
+    assert!(proxy.cut() > 0, "no connection to cut");
+    // A write after the cut: ferry catches up over a new connection.
+    redis::cmd("SET")
+        .arg("after")
+        .arg("cut")
+        .query::<()>(&mut src.conn())
+        .expect("set");
+    wait_caught_up(&src, &setup.http, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http_get(&setup.http, "/metrics").unwrap_or_default();
+        let st = setup.status();
+        // Counted as the link reports the loss: the metric (from the log
+        // events) matches the link's own count.
+        let counted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ferry_reconnects_total{side=\"source\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let counted = counted.is_some_and(|n| {
+            n >= 1
+                && st
+                    .as_ref()
+                    .is_some_and(|s| s["reconnects"].as_u64() == Some(n))
+        });
+        let reason = st.as_ref().and_then(|s| {
+            s["links"][0]["last_reconnect_reason"]
+                .as_str()
+                .map(str::to_string)
+        });
+        if counted && reason.is_some() && d.log().contains("source connection lost") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reconnect not reported: {reason:?}\n{metrics}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
