@@ -64,7 +64,11 @@
 //! the node when its reply is at least 1. A lost connection puts the parked
 //! ones back at the front of the node's queue as written-without-reply, so
 //! they are probed (and resent if missing) wherever their slot is served
-//! next, e.g. on a promoted replica.
+//! next, e.g. on a promoted replica. A `WAIT` refused because the node is
+//! no longer a master (a graceful failover demoted it: `ERR WAIT cannot be
+//! used with replica instances`, `UNBLOCKED`; or `READONLY`, `LOADING`,
+//! `CLUSTERDOWN`, ...) refreshes the topology and moves the parked ones
+//! into their slots' holds, marked written, for the same probe.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -110,6 +114,31 @@ fn show(b: Option<&Bytes>) -> String {
             s
         },
     )
+}
+
+/// `UNBLOCKED ...`: a blocked command (a `WAIT`) of a master that turned
+/// into a replica; the server closes the connection after it.
+fn unblocked(message: &[u8]) -> bool {
+    message
+        .strip_prefix(b"-")
+        .unwrap_or(message)
+        .starts_with(b"UNBLOCKED")
+}
+
+/// An error reply that says the node is not (or no longer) a master able to
+/// take this: `WAIT` on a replica, `UNBLOCKED` by a demotion.
+fn demoted(message: &[u8]) -> bool {
+    let m = message.strip_prefix(b"-").unwrap_or(message);
+    unblocked(m) || m.starts_with(b"ERR WAIT cannot be used with replica")
+}
+
+/// An error reply a master gives while it is demoted, fails or restarts
+/// (redirects, `READONLY`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`,
+/// `TRYAGAIN`, `BUSY`, [`demoted`]): a topology change to follow, never
+/// fatal by itself (retries stay bounded by `retry_for`).
+fn topology_changing(message: &[u8]) -> bool {
+    let kind = ErrorKind::classify(message);
+    kind.is_redirect() || kind.is_transient() || demoted(message)
 }
 
 /// A request from the handle.
@@ -605,10 +634,52 @@ impl Engine {
                 // `WAIT` asks again.
                 self.shared.wait_timeouts.fetch_add(1, Ordering::Relaxed);
             }
+            // The node is no longer a master that can confirm anything
+            // (demoted by a failover: `ERR WAIT cannot be used with replica
+            // instances`, or `UNBLOCKED` when it was demoted during the
+            // `WAIT`; restarting; cut off): a topology change.
+            Value::Error(message)
+                if self.config.mode != TargetMode::Standalone && topology_changing(message) =>
+            {
+                self.on_demoted(i, message);
+            }
             other => self.fail(WriterError::Unexpected {
                 node: self.nodes[i].addr.clone(),
                 reply: format!("{other:?} to WAIT"),
             }),
+        }
+    }
+
+    /// Node `i` refused a `WAIT` because it is no longer (or not yet) a
+    /// master that can confirm: the topology is read again, and the
+    /// transactions it committed without confirmation go into their slots'
+    /// holds as written-without-reply, so they are probed (skipped if
+    /// present, resent if absent) wherever their slot is served next,
+    /// before anything newer of the slot (holds resend in submission
+    /// order).
+    fn on_demoted(&mut self, i: usize, message: &Bytes) {
+        let text = String::from_utf8_lossy(message).into_owned();
+        self.shared.retries.fetch_add(1, Ordering::Relaxed);
+        self.request_refresh();
+        let unconfirmed = std::mem::take(&mut self.nodes[i].unconfirmed);
+        self.shared
+            .reprobed
+            .fetch_add(unconfirmed.len() as u64, Ordering::Relaxed);
+        for mut e in unconfirmed {
+            let Some(slot) = e.op.slot else {
+                // A barrier transaction cannot move (as after a lost
+                // connection): acknowledged as committed.
+                let txn = Arc::clone(e.txn.as_ref().expect("a Txn entry has parts"));
+                self.committed(&txn);
+                continue;
+            };
+            e.written = true;
+            e.probe = None;
+            if !self.count_failure(slot, &mut e, &text) {
+                return;
+            }
+            let backoff = self.backoff(e.attempts);
+            self.hold(slot, e, Target::Map, backoff);
         }
     }
 
@@ -1320,18 +1391,12 @@ impl Engine {
                 entry.attempts += 1;
                 self.hold(slot, entry, target, Duration::ZERO);
             }
-            (
-                Some(slot),
-                ErrorKind::TryAgain
-                | ErrorKind::ClusterDown
-                | ErrorKind::Loading
-                | ErrorKind::Busy
-                | ErrorKind::MasterDown
-                | ErrorKind::ReadOnly,
-                _,
-            ) if self.config.mode != TargetMode::Standalone => {
+            (Some(slot), _, _)
+                if self.config.mode != TargetMode::Standalone
+                    && (kind.is_transient() || demoted(message)) =>
+            {
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                if kind.needs_refresh() {
+                if kind.needs_refresh() || demoted(message) {
                     self.request_refresh();
                 }
                 if self.count_failure(slot, &mut entry, &text) {
@@ -1630,5 +1695,39 @@ impl Engine {
             node.wait_queued = true;
             node.sent += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_of_a_demoted_or_failing_master_are_topology_changes() {
+        for m in [
+            &b"ERR WAIT cannot be used with replica instances. Please also note"[..],
+            b"UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+            b"-UNBLOCKED force unblock",
+            b"READONLY You can't write against a read only replica.",
+            b"MOVED 3999 127.0.0.1:7001",
+            b"LOADING Redis is loading the dataset in memory",
+            b"CLUSTERDOWN The cluster is down",
+            b"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            b"TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            assert!(topology_changing(m), "{}", m.escape_ascii());
+        }
+        for m in [
+            &b"ERR unknown command 'WAIT'"[..],
+            b"NOPERM this user has no permissions to run the 'wait' command",
+            b"OOM command not allowed when used memory > 'maxmemory'.",
+            b"WRONGTYPE Operation against a key holding the wrong kind of value",
+        ] {
+            assert!(!topology_changing(m), "{}", m.escape_ascii());
+        }
+        assert!(demoted(b"ERR WAIT cannot be used with replica instances."));
+        assert!(!demoted(
+            b"READONLY You can't write against a read only replica."
+        ));
     }
 }

@@ -206,6 +206,19 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_failover_keeps_every_write_in_order() {
+    graceful_failover(Mode::Plain).await;
+}
+
+/// With `wait_replicas`, the demoted master refuses the pipelined `WAIT`
+/// (`ERR WAIT cannot be used with replica instances`, or `UNBLOCKED` when
+/// the demotion happens during it): a topology change, not an error; its
+/// unconfirmed transactions are probed on the new master (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_failover_with_wait_replicas_keeps_every_write_once() {
+    graceful_failover(Mode::WaitReplicas).await;
+}
+
+async fn graceful_failover(mode: Mode) {
     let start = Instant::now();
     let body = async {
         let cluster = tokio::task::spawn_blocking(|| start_cluster(1))
@@ -218,7 +231,7 @@ async fn graceful_failover_keeps_every_write_in_order() {
         let (master, replica) = pick_pair(&cluster);
         let (cluster, n, stats) = run(
             cluster,
-            Mode::Plain,
+            mode,
             move |c| {
                 let _: String = redis::cmd("CLUSTER")
                     .arg("FAILOVER")
