@@ -82,9 +82,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::checkpoint::{self, Resume};
+use crate::config::{Op, TargetMode, WriterConfig};
 use crate::conn::{Conn, ConnError, PipeEvent, Pipeline};
+use crate::discovery::refresh_topology;
 use crate::error::WriterError;
-use crate::writer::{Op, Shared, TargetMode, WriterConfig, refresh_topology};
+use crate::shared::Shared;
 
 /// `*1\r\n$6\r\nASKING\r\n`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
