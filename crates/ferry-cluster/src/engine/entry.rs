@@ -130,11 +130,6 @@ impl Entry {
         }
     }
 
-    /// A transaction written before without a final reply (probe first).
-    pub(super) fn needs_probe(&self) -> bool {
-        matches!(&self.body, Body::Txn(t) if t.written)
-    }
-
     /// A probe of it is in flight on connection generation `generation`.
     pub(super) fn probing_on(&self, generation: u64) -> bool {
         matches!(&self.body, Body::Txn(t) if t.probe == Some(generation))
