@@ -22,7 +22,7 @@ use ferry_testkit::{Cluster, FaultProxy, Flavor, Server, run_bounded};
 mod common;
 #[path = "faults/target_failover.rs"]
 mod target_failover;
-use common::daemon::{Setup, source_offset, stat, status, wait_caught_up, wait_phase};
+use common::daemon::{Daemon, Setup, source_offset, stat, status, wait_caught_up, wait_phase};
 
 /// Waits (at most `timeout`) until ferry on `http` has applied everything
 /// `src` had written at the call; returns the time since `fault`.
@@ -514,6 +514,29 @@ fn with_wait_replicas(setup: &Setup, ms: u64) {
     .expect("config");
 }
 
+/// A Redis 7.0 source with some data, and `ferry run` from it into
+/// `cluster` (with `target.wait_replicas` in ms when given), streaming.
+fn start_streaming(
+    cluster: &Cluster,
+    seed: u64,
+    wait_replicas: Option<u64>,
+) -> (Server, Setup, Daemon) {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
+    if let Some(ms) = wait_replicas {
+        with_wait_replicas(&setup, ms);
+    }
+    Workload::new(WorkloadOptions {
+        seed: seed + 100,
+        ..WorkloadOptions::default()
+    })
+    .run(&mut src.conn(), Duration::from_secs(3), 3_000)
+    .expect("initial data");
+    let ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    (src, setup, ferry)
+}
+
 /// Streams into 3 masters with replicas under the workload, runs `fault`
 /// after 2 s of it, and ends with lag 0, `ferry verify` and exact
 /// counters; prints the report row. `fault` returns what to wait for
@@ -526,20 +549,8 @@ fn failover_case(
     fault: impl FnOnce(&mut Cluster) -> String,
     did: &str,
 ) {
-    let src = Server::start(Flavor::Redis70).expect("source");
     let mut cluster = cluster;
-    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
-    if let Some(ms) = wait_replicas {
-        with_wait_replicas(&setup, ms);
-    }
-    Workload::new(WorkloadOptions {
-        seed: seed + 100,
-        ..WorkloadOptions::default()
-    })
-    .run(&mut src.conn(), Duration::from_secs(3), 3_000)
-    .expect("initial data");
-    let mut ferry = setup.run();
-    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let (src, setup, mut ferry) = start_streaming(&cluster, seed, wait_replicas);
     let wl = workload(&src, seed, 10, 400_000);
     thread::sleep(Duration::from_secs(2));
     let t0 = Instant::now();

@@ -24,10 +24,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_testkit::workload::{Workload, WorkloadOptions};
-use ferry_testkit::{Cluster, Flavor, Server, info_field, role};
+use ferry_testkit::{Cluster, Flavor, Server, info_field, port_of_slot, role};
 
-use super::common::daemon::{FERRY, Setup, wait_caught_up, wait_phase};
-use super::{assert_counters, recovered, report_row, target_summary, with_wait_replicas};
+use super::common::daemon::{FERRY, Setup, wait_caught_up};
+use super::{assert_counters, recovered, report_row, start_streaming, target_summary};
 
 /// Bound on every wait for the cluster to settle after a fault.
 const SETTLE: Duration = Duration::from_secs(40);
@@ -144,19 +144,7 @@ pub(crate) fn target_failovers(seed: u64, wait_replicas: Option<u64>) {
         b.arg("cluster-node-timeout", "2000")
     })
     .expect("cluster");
-    let src = Server::start(Flavor::Redis70).expect("source");
-    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
-    if let Some(ms) = wait_replicas {
-        with_wait_replicas(&setup, ms);
-    }
-    Workload::new(WorkloadOptions {
-        seed: seed + 100,
-        ..WorkloadOptions::default()
-    })
-    .run(&mut src.conn(), Duration::from_secs(3), 3_000)
-    .expect("initial data");
-    let mut ferry = setup.run();
-    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let (src, setup, mut ferry) = start_streaming(&cluster, seed, wait_replicas);
     let stop = Arc::new(AtomicBool::new(false));
     let wl = workload_until(&src, seed, Arc::clone(&stop), Duration::from_secs(200));
     thread::sleep(Duration::from_secs(2));
@@ -314,11 +302,7 @@ fn differing_keys(src: &Server, cluster: &Cluster) -> (BTreeSet<String>, BTreeSe
     let (mut differ, mut unsure) = (BTreeSet::new(), BTreeSet::new());
     for key in keys {
         let slot = ferry_ops::key_slot(key.as_bytes());
-        let port = map
-            .iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-            .map(|(_, _, p)| *p)
-            .expect("slot served");
+        let port = port_of_slot(&map, slot).expect("slot served");
         let t = &mut conns
             .iter_mut()
             .find(|(p, _)| *p == port)

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{get_all, op};
 use ferry_cluster::{ClusterWriter, WriterConfig};
-use ferry_testkit::{Cluster, Flavor, Server, role};
+use ferry_testkit::{Cluster, Flavor, Server, port_of_slot, role};
 
 const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound on each test, bring-up included.
@@ -91,11 +91,7 @@ fn check(cluster: &Cluster, n: u64) -> Report {
     for j in 0..LISTS {
         let key = format!("l:{{{j}}}");
         let slot = ferry_ops::key_slot(key.as_bytes());
-        let port = map
-            .iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-            .map(|(_, _, p)| *p)
-            .expect("slot served");
+        let port = port_of_slot(&map, slot).expect("slot served");
         let node = cluster
             .nodes
             .iter()

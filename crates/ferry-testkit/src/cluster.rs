@@ -33,6 +33,13 @@ pub struct Cluster {
 /// One `CLUSTER SLOTS` range: (first slot, last slot, master port).
 pub type SlotRange = (u16, u16, u16);
 
+/// The port serving `slot` in `map` (see [`Cluster::slot_map`]).
+pub fn port_of_slot(map: &[SlotRange], slot: u16) -> Option<u16> {
+    map.iter()
+        .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+        .map(|(_, _, port)| *port)
+}
+
 impl Cluster {
     /// Starts `masters` nodes of `flavor` and joins them into a cluster.
     pub fn start(flavor: Flavor, masters: usize) -> Result<Cluster> {
@@ -395,11 +402,7 @@ impl Cluster {
             .arg(key)
             .query(&mut seed.conn())
             .unwrap_or_else(|e| seed.fail(&e));
-        let port = self
-            .slot_map()
-            .into_iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-            .map(|(_, _, port)| port)
+        let port = port_of_slot(&self.slot_map(), slot)
             .unwrap_or_else(|| panic!("slot {slot} is not served\n{}", self.log_tails()));
         self.nodes
             .iter()

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::harness::{Harness, Mode, S0, err, ok, set};
+use crate::engine::events::WriterEvent;
 
 const MOVED_TO_1: &str = "MOVED 100 127.0.0.1:7001";
 
@@ -66,6 +67,22 @@ fn a_master_failover_reroutes_queued_ops_in_order() {
     h.reply(1, vec![ok(), ok(), ok(), ok()]);
     assert_eq!(h.applied(), 4);
     assert!(h.fatal().is_none());
+    // Logged: the lost connection, and the failover as slots moving.
+    let logged = &h.core.telemetry.logged;
+    assert!(logged.contains(&WriterEvent::Lost {
+        node: "127.0.0.1:7000".to_owned(),
+        parked: 0
+    }));
+    assert!(
+        logged.contains(&WriterEvent::TopologyChanged {
+            moves: vec![(
+                "127.0.0.1:7000".to_owned(),
+                "127.0.0.1:7001".to_owned(),
+                8192
+            )]
+        }),
+        "{logged:?}"
+    );
 }
 
 #[test]
