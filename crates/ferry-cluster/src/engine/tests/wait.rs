@@ -136,3 +136,21 @@ fn a_wait_refused_for_a_reason_no_retry_heals_stops_the_writer() {
     let e = h.fatal().expect("fatal").to_string();
     assert!(e.contains("WAIT"), "{e}");
 }
+
+/// The connection is reset while `WAIT` blocks: the parked transaction is
+/// probed on the next connection (committed: parked again, not resent).
+#[test]
+fn a_connection_reset_during_wait_probes_the_parked_transactions_again() {
+    let mut h = Harness::new(2, Mode::WaitReplicas);
+    h.submit(set(S0, "a", "1", 1));
+    h.turn_on(0);
+    h.commit(0, 1);
+    h.cut(0);
+    assert_eq!(h.stat(|s| &s.reprobed), 1);
+    assert_eq!(h.turn_on(0), [format!("GET {}", ckpt_key(S0))]);
+    h.reply(0, vec![ckpt(1)]);
+    assert_eq!(h.turn_on(0), [WAIT]);
+    h.reply(0, vec![Value::Integer(1)]);
+    assert_eq!(h.applied(), 1);
+    assert_eq!(h.stat(|s| &s.checkpoints), 1, "resent");
+}
