@@ -85,7 +85,7 @@ pub struct WriterConfig {
 /// What kind of target the writer talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TargetMode {
-    /// A Redis Cluster; a standalone seed is [`WriterError::NotACluster`].
+    /// A Redis Cluster; a standalone seed is [`WriterError::NotACluster`](crate::WriterError::NotACluster).
     #[default]
     Cluster,
     /// One standalone server: every op goes, in submission order, to it
@@ -161,7 +161,7 @@ pub struct WriterStats {
     /// their checkpoint and not sent again.
     pub verified: u64,
     /// Source `MULTI`/`EXEC` blocks submitted as one group
-    /// ([`ClusterWriter::submit_group`]) whose ops span several slots, so
+    /// ([`ClusterWriter::submit_group`](crate::ClusterWriter::submit_group)) whose ops span several slots, so
     /// they were committed per slot.
     pub split_groups: u64,
     /// Topology refreshes completed (`CLUSTER SHARDS` re-read after a

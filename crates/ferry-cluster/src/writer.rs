@@ -43,7 +43,7 @@
 //! checkpoint or at or below the barrier of the master serving its slot (a
 //! committed barrier implies that everything before it was acknowledged,
 //! and that a `FLUSHALL` in it wiped the older checkpoints). See the
-//! [`checkpoint`](crate::checkpoint) module for the key names and
+//! [`checkpoint`] module for the key names and
 //! `docs/design.md` for the limits (resharding while ferry is down, target
 //! failover).
 
