@@ -31,8 +31,13 @@ pub(super) enum WriterEvent {
         reply: String,
         parked: usize,
     },
-    /// A refreshed topology moved slots: (from, to, slots) per pair.
-    TopologyChanged { moves: Vec<(String, String, u32)> },
+    /// A refreshed topology moved slots: (from, to, slots) per pair;
+    /// `failovers`: (old master, new master) where the old one serves no
+    /// slot any more and the new one took them.
+    TopologyChanged {
+        moves: Vec<(String, String, u32)>,
+        failovers: Vec<(String, String)>,
+    },
 }
 
 impl WriterEvent {
@@ -139,7 +144,10 @@ fn emit(event: &WriterEvent, suppressed: u64, (moved, ask): (u64, u64)) {
             parked,
             "target node {node} is no longer a master ({reply}); re-reading the topology, {parked} unconfirmed transactions to probe on the new master{more}"
         ),
-        WriterEvent::TopologyChanged { moves } => {
+        WriterEvent::TopologyChanged { moves, failovers } => {
+            for (old, new) in failovers {
+                tracing::warn!(old = %old, new = %new, "target master failover: {old} replaced by {new}");
+            }
             let text: Vec<String> = moves
                 .iter()
                 .map(|(from, to, n)| format!("{n} slots {from} -> {to}"))
@@ -182,10 +190,18 @@ impl Core {
             n.and_then(|i| nodes.get(i))
                 .map_or_else(|| "(none)".to_owned(), |n| n.addr.clone())
         };
-        let moves = slot_moves(old, &self.topology.slots)
+        let serving = self.serving();
+        let moved = slot_moves(old, &self.topology.slots);
+        let failovers = moved
+            .keys()
+            .filter_map(|&(a, b)| Some((a?, b?)))
+            .filter(|(a, _)| !serving.get(*a).copied().unwrap_or(false))
+            .map(|(a, b)| (name(Some(a), &self.nodes), name(Some(b), &self.nodes)))
+            .collect();
+        let moves = moved
             .into_iter()
             .map(|((a, b), n)| (name(a, &self.nodes), name(b, &self.nodes), n))
             .collect();
-        self.note(WriterEvent::TopologyChanged { moves });
+        self.note(WriterEvent::TopologyChanged { moves, failovers });
     }
 }

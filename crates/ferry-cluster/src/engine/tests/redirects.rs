@@ -79,7 +79,8 @@ fn a_master_failover_reroutes_queued_ops_in_order() {
                 "127.0.0.1:7000".to_owned(),
                 "127.0.0.1:7001".to_owned(),
                 8192
-            )]
+            )],
+            failovers: vec![("127.0.0.1:7000".to_owned(), "127.0.0.1:7001".to_owned())],
         }),
         "{logged:?}"
     );
