@@ -20,7 +20,9 @@ use ferry_testkit::workload::{Workload, WorkloadOptions};
 use ferry_testkit::{Cluster, FaultProxy, Flavor, Server, run_bounded};
 
 mod common;
-use common::daemon::{Setup, source_offset, stat, status, wait_caught_up, wait_phase};
+#[path = "faults/target_failover.rs"]
+mod target_failover;
+use common::daemon::{Daemon, Setup, source_offset, stat, status, wait_caught_up, wait_phase};
 
 /// Waits (at most `timeout`) until ferry on `http` has applied everything
 /// `src` had written at the call; returns the time since `fault`.
@@ -512,6 +514,29 @@ fn with_wait_replicas(setup: &Setup, ms: u64) {
     .expect("config");
 }
 
+/// A Redis 7.0 source with some data, and `ferry run` from it into
+/// `cluster` (with `target.wait_replicas` in ms when given), streaming.
+fn start_streaming(
+    cluster: &Cluster,
+    seed: u64,
+    wait_replicas: Option<u64>,
+) -> (Server, Setup, Daemon) {
+    let src = Server::start(Flavor::Redis70).expect("source");
+    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
+    if let Some(ms) = wait_replicas {
+        with_wait_replicas(&setup, ms);
+    }
+    Workload::new(WorkloadOptions {
+        seed: seed + 100,
+        ..WorkloadOptions::default()
+    })
+    .run(&mut src.conn(), Duration::from_secs(3), 3_000)
+    .expect("initial data");
+    let ferry = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    (src, setup, ferry)
+}
+
 /// Streams into 3 masters with replicas under the workload, runs `fault`
 /// after 2 s of it, and ends with lag 0, `ferry verify` and exact
 /// counters; prints the report row. `fault` returns what to wait for
@@ -524,20 +549,8 @@ fn failover_case(
     fault: impl FnOnce(&mut Cluster) -> String,
     did: &str,
 ) {
-    let src = Server::start(Flavor::Redis70).expect("source");
     let mut cluster = cluster;
-    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
-    if let Some(ms) = wait_replicas {
-        with_wait_replicas(&setup, ms);
-    }
-    Workload::new(WorkloadOptions {
-        seed: seed + 100,
-        ..WorkloadOptions::default()
-    })
-    .run(&mut src.conn(), Duration::from_secs(3), 3_000)
-    .expect("initial data");
-    let mut ferry = setup.run();
-    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let (src, setup, mut ferry) = start_streaming(&cluster, seed, wait_replicas);
     let wl = workload(&src, seed, 10, 400_000);
     thread::sleep(Duration::from_secs(2));
     let t0 = Instant::now();
@@ -565,30 +578,6 @@ fn failover_case(
         &v,
     );
     assert_eq!(ferry.stop(), Some(0), "{}", ferry.log());
-}
-
-/// A replica of one target master takes over with `CLUSTER FAILOVER`
-/// (graceful: it catches up first) during streaming: ferry follows the
-/// redirects and the new topology; nothing is lost or applied twice.
-#[test]
-fn graceful_target_failover_during_streaming() {
-    let cluster = Cluster::start_with_replicas(Flavor::Redis70, 3, 1).expect("cluster");
-    failover_case(
-        cluster,
-        6,
-        None,
-        |c| {
-            let (master, replica) = c.master_replica_pair().expect("a master/replica pair");
-            let _: String = redis::cmd("CLUSTER")
-                .arg("FAILOVER")
-                .query(&mut c.nodes[replica].conn())
-                .expect("CLUSTER FAILOVER");
-            c.wait_role_change(replica, Some(master), None, Duration::from_secs(30))
-                .expect("failover");
-            "target failover (CLUSTER FAILOVER on a replica)".to_owned()
-        },
-        "followed MOVED to the promoted replica",
-    );
 }
 
 /// A live reshard moves 2000 slots between two masters
@@ -626,33 +615,18 @@ fn live_reshard_during_streaming() {
     );
 }
 
-/// A target master is killed (`kill -9`) during streaming and its replica
-/// is promoted. With `target.wait_replicas`, ferry reports an offset
-/// applied only once a replica has it, and probes again (then resends
-/// what is missing) on the promoted replica what the dead master had not
-/// confirmed: the counters end exact although Redis replication is
-/// asynchronous. 2 replicas per master, so the promoted one still has a
-/// replica to confirm with.
+/// Issue 17, without `target.wait_replicas`: a graceful failover, a killed
+/// (then restarted) master, and both at once; ferry keeps running, and
+/// `ferry verify` lists exactly the keys whose acknowledged writes a killed
+/// master took with it (see `faults/target_failover.rs`).
 #[test]
-fn killed_target_master_with_wait_replicas_loses_nothing() {
-    let cluster = Cluster::start_with_replicas(Flavor::Redis70, 3, 2).expect("cluster");
-    failover_case(
-        cluster,
-        8,
-        Some(200),
-        |c| {
-            let (master, _) = c.master_replica_pair().expect("a master/replica pair");
-            c.nodes[master].kill();
-            // Either replica of the dead master may win the election.
-            c.wait_until("a replica promoted", Duration::from_secs(30), |c| {
-                c.all_ok(Some(master))
-                    && c.slot_map()
-                        .iter()
-                        .all(|(_, _, p)| *p != c.nodes[master].port())
-            })
-            .expect("promotion");
-            "target master killed (kill -9), replica promoted".to_owned()
-        },
-        "re-read the topology, probed unconfirmed transactions on the promoted replica",
-    );
+fn target_failovers_without_wait_replicas() {
+    target_failover::target_failovers(6, None);
+}
+
+/// Issue 17, with `target.wait_replicas`: the same three faults lose
+/// nothing; a `WAIT` refused by a demoted master is a topology change.
+#[test]
+fn target_failovers_with_wait_replicas_lose_nothing() {
+    target_failover::target_failovers(8, Some(200));
 }

@@ -227,7 +227,7 @@ pub(crate) async fn read(
 /// # Errors
 /// Connection, topology and reply errors.
 pub async fn remove_all(seed: &str, config: crate::WriterConfig) -> Result<u64, WriterError> {
-    let (masters, config) = crate::writer::masters_of(seed, config).await?;
+    let (masters, config) = crate::discovery::masters_of(seed, config).await?;
     let timeout = config.connect_timeout;
     let mut deleted = 0;
     for addr in masters {

@@ -30,14 +30,23 @@
 //!
 //! * [`checkpoint`]: checkpoint key names and values, cleanup.
 //! * [`conn`]: one connection — handshake calls, then a pipeline.
-//! * [`writer`]: [`ClusterWriter`], [`Op`], [`WriterConfig`], discovery.
+//! * [`writer`]: [`ClusterWriter`] (re-exports [`Op`], [`WriterConfig`] and
+//!   the stats, defined in `config`); `discovery` reads the topology.
+//! * `engine`: the task behind the handle (a pure state machine, `core`,
+//!   driven by a thin tokio loop).
 //! * [`error`](mod@error): [`WriterError`].
+//!
+//! Module dependencies run one way: `config`, `error`, `conn` ←
+//! `discovery`, `shared` ← `checkpoint` ← `engine` ← `writer`.
 
 pub mod checkpoint;
+mod config;
 pub mod conn;
+mod discovery;
 mod engine;
 pub mod error;
 mod progress;
+mod shared;
 pub mod writer;
 
 pub use checkpoint::{CheckpointSummary, RESERVED_PREFIX};

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{get_all, op};
 use ferry_cluster::{ClusterWriter, WriterConfig};
-use ferry_testkit::{Cluster, Flavor, Server, role};
+use ferry_testkit::{Cluster, Flavor, Server, port_of_slot, role};
 
 const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound on each test, bring-up included.
@@ -91,11 +91,7 @@ fn check(cluster: &Cluster, n: u64) -> Report {
     for j in 0..LISTS {
         let key = format!("l:{{{j}}}");
         let slot = ferry_ops::key_slot(key.as_bytes());
-        let port = map
-            .iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-            .map(|(_, _, p)| *p)
-            .expect("slot served");
+        let port = port_of_slot(&map, slot).expect("slot served");
         let node = cluster
             .nodes
             .iter()
@@ -206,6 +202,19 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_failover_keeps_every_write_in_order() {
+    graceful_failover(Mode::Plain).await;
+}
+
+/// With `wait_replicas`, the demoted master refuses the pipelined `WAIT`
+/// (`ERR WAIT cannot be used with replica instances`, or `UNBLOCKED` when
+/// the demotion happens during it): a topology change, not an error; its
+/// unconfirmed transactions are probed on the new master (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_failover_with_wait_replicas_keeps_every_write_once() {
+    graceful_failover(Mode::WaitReplicas).await;
+}
+
+async fn graceful_failover(mode: Mode) {
     let start = Instant::now();
     let body = async {
         let cluster = tokio::task::spawn_blocking(|| start_cluster(1))
@@ -218,7 +227,7 @@ async fn graceful_failover_keeps_every_write_in_order() {
         let (master, replica) = pick_pair(&cluster);
         let (cluster, n, stats) = run(
             cluster,
-            Mode::Plain,
+            mode,
             move |c| {
                 let _: String = redis::cmd("CLUSTER")
                     .arg("FAILOVER")

@@ -33,6 +33,13 @@ pub struct Cluster {
 /// One `CLUSTER SLOTS` range: (first slot, last slot, master port).
 pub type SlotRange = (u16, u16, u16);
 
+/// The port serving `slot` in `map` (see [`Cluster::slot_map`]).
+pub fn port_of_slot(map: &[SlotRange], slot: u16) -> Option<u16> {
+    map.iter()
+        .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+        .map(|(_, _, port)| *port)
+}
+
 impl Cluster {
     /// Starts `masters` nodes of `flavor` and joins them into a cluster.
     pub fn start(flavor: Flavor, masters: usize) -> Result<Cluster> {
@@ -101,7 +108,8 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start_with_replicas`], with `configure` applied to
-    /// every node's builder.
+    /// every node's builder after the defaults (so it may override
+    /// `cluster-node-timeout`).
     pub fn start_with_replicas_and(
         flavor: Flavor,
         masters: usize,
@@ -112,10 +120,12 @@ impl Cluster {
         let total = masters * (1 + replicas_per_master);
         let nodes = (0..total)
             .map(|_| {
-                configure(Server::builder(flavor))
-                    .cluster(true)
-                    .arg("cluster-node-timeout", "1000")
-                    .start()
+                configure(
+                    Server::builder(flavor)
+                        .cluster(true)
+                        .arg("cluster-node-timeout", "1000"),
+                )
+                .start()
             })
             .collect::<Result<Vec<_>>>()?;
         let cluster = Cluster { nodes };
@@ -166,6 +176,16 @@ impl Cluster {
     /// both other than node 0 (tests keep node 0 up as the seed), as node
     /// 0's `CLUSTER NODES` says. `None` if there is no such pair.
     pub fn master_replica_pair(&self) -> Option<(usize, usize)> {
+        self.master_replica_pairs().into_iter().next()
+    }
+
+    /// Every (master index, replica index) pair of [`Cluster::master_replica_pair`],
+    /// in `CLUSTER NODES` order of the replicas.
+    pub fn master_replica_pairs(&self) -> Vec<(usize, usize)> {
+        self.pairs().unwrap_or_default()
+    }
+
+    fn pairs(&self) -> Option<Vec<(usize, usize)>> {
         let text = cluster_nodes(&self.nodes[0])?;
         let mut port_of: std::collections::HashMap<&str, u16> = Default::default();
         let mut replicas: Vec<(u16, &str)> = Vec::new();
@@ -182,10 +202,13 @@ impl Cluster {
             }
         }
         let index = |port: u16| self.nodes.iter().position(|n| n.port() == port);
-        replicas
-            .iter()
-            .filter_map(|(r, master)| Some((index(*port_of.get(master)?)?, index(*r)?)))
-            .find(|(m, r)| *m != 0 && *r != 0)
+        Some(
+            replicas
+                .iter()
+                .filter_map(|(r, master)| Some((index(*port_of.get(master)?)?, index(*r)?)))
+                .filter(|(m, r)| *m != 0 && *r != 0)
+                .collect(),
+        )
     }
 
     /// Waits (at most `timeout`) until node `promoted` reports
@@ -379,11 +402,7 @@ impl Cluster {
             .arg(key)
             .query(&mut seed.conn())
             .unwrap_or_else(|e| seed.fail(&e));
-        let port = self
-            .slot_map()
-            .into_iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-            .map(|(_, _, port)| port)
+        let port = port_of_slot(&self.slot_map(), slot)
             .unwrap_or_else(|| panic!("slot {slot} is not served\n{}", self.log_tails()));
         self.nodes
             .iter()

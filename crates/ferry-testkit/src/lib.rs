@@ -45,7 +45,7 @@ pub mod proxy;
 pub mod rdb_scan;
 pub mod workload;
 
-pub use cluster::{Cluster, SlotRange, role};
+pub use cluster::{Cluster, SlotRange, port_of_slot, role};
 pub use error::{Result, TestkitError};
 pub use flavor::Flavor;
 pub use port::{CLUSTER_BUS_OFFSET, free_cluster_port, free_port};

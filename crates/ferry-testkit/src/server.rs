@@ -307,12 +307,18 @@ impl ServerBuilder {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        let launch = Launch {
+            program: binary.to_path_buf(),
+            args: cmd.get_args().map(|a| a.to_os_string()).collect(),
+            library_path: flavor.library_path().map(Into::into),
+        };
         let child = cmd
             .spawn()
             .map_err(io_err(format!("spawning {}", binary.display())))?;
         let pid = child.id();
         let watchdog = Watchdog::spawn(pid, &path);
         let mut server = Server {
+            launch,
             flavor,
             port,
             pid,
@@ -346,9 +352,18 @@ impl From<TestkitError> for Attempt {
 /// The Unix socket of a TLS-only server, in its dir.
 const UNIX_SOCKET: &str = "redis.sock";
 
+/// How a server was started, to start it again ([`Server::restart`]).
+#[derive(Debug, Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    library_path: Option<OsString>,
+}
+
 /// A running server process. Killed (and its dir removed) on drop.
 #[derive(Debug)]
 pub struct Server {
+    launch: Launch,
     flavor: Flavor,
     port: u16,
     pid: u32,
@@ -528,6 +543,40 @@ impl Server {
     /// (and so the log) stays until drop.
     pub fn kill(&mut self) {
         self.stop(Duration::ZERO);
+    }
+
+    /// Starts the server again after [`Server::kill`] or [`Server::stop`]
+    /// (stopping it first if it still runs): same binary, arguments, port
+    /// and dir, so a cluster node keeps its `nodes.conf` and rejoins its
+    /// cluster (as a replica if a failover replaced it meanwhile). Waits
+    /// (bounded) until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop(STOP_GRACE);
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.path.join("stdout.log"))
+            .map_err(io_err("opening stdout.log"))?;
+        let err = out.try_clone().map_err(io_err("cloning stdout.log"))?;
+        let mut cmd = Command::new(&self.launch.program);
+        cmd.args(&self.launch.args);
+        if let Some(lib) = &self.launch.library_path {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        cmd.current_dir(&self.path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd.spawn().map_err(io_err(format!(
+            "spawning {} again",
+            self.launch.program.display()
+        )))?;
+        self.pid = child.id();
+        self.child = Some(child);
+        self.watchdog = Watchdog::spawn(self.pid, &self.path);
+        self.wait_ready(STARTUP_TIMEOUT).map_err(|a| match a {
+            Attempt::PortTaken(e) | Attempt::Failed(e) => e,
+        })
     }
 
     /// SIGTERM, up to `grace` for the process to exit, then SIGKILL; reaps

@@ -1,0 +1,175 @@
+//! What the writer is given: [`Op`]s and its [`WriterConfig`], and what it
+//! reports ([`WriterStats`]). Plain data, shared by the handle, the engine,
+//! discovery and checkpoints.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::conn::Auth;
+
+/// One write for the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// The command and its arguments.
+    pub args: Vec<Bytes>,
+    /// The slot of its keys (all in one slot: split first); `None` sends it
+    /// to every master (`FLUSHALL`, `FUNCTION LOAD`, ...).
+    pub slot: Option<u16>,
+    /// The source replication offset of the command it came from (several
+    /// ops may share one). Non-decreasing across submits.
+    pub offset: u64,
+}
+
+impl Op {
+    /// An op for one slot.
+    pub fn slot(args: Vec<Bytes>, slot: u16, offset: u64) -> Op {
+        Op {
+            args,
+            slot: Some(slot),
+            offset,
+        }
+    }
+
+    /// An op for every master.
+    pub fn all_masters(args: Vec<Bytes>, offset: u64) -> Op {
+        Op {
+            args,
+            slot: None,
+            offset,
+        }
+    }
+}
+
+/// Tuning and bounds. Every wait in the writer is bounded by one of these.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Credentials for every node.
+    pub auth: Auth,
+    /// Bytes of commands in flight per node before `submit` waits.
+    pub max_inflight_bytes: usize,
+    /// Ops queued between `submit` and the engine.
+    pub queue_ops: usize,
+    /// Bound on connecting and on each handshake reply.
+    pub connect_timeout: Duration,
+    /// How long a node may stay unreachable before the writer gives up.
+    pub reconnect_for: Duration,
+    /// How long one op may keep getting retryable replies (`TRYAGAIN`,
+    /// `CLUSTERDOWN`, `LOADING`, ...) before the writer gives up.
+    pub retry_for: Duration,
+    /// First backoff after a retryable reply; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Largest backoff.
+    pub backoff_max: Duration,
+    /// How long a node with commands in flight may stay silent.
+    pub reply_timeout: Duration,
+    /// Per-slot checkpoints committed with the ops (see the module docs);
+    /// `None` writes plain pipelined commands and no keys.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Acknowledge without sending every op at or below the connect-time
+    /// checkpoint of its slot or barrier of its master (resume after a
+    /// restart). Needs [`WriterConfig::checkpoint`].
+    pub skip_applied: bool,
+    /// TLS to every node (`rediss://`); `None` is plain TCP.
+    pub tls: Option<ferry_tls::TlsConfig>,
+    /// A cluster, a standalone server, or whichever the seed is.
+    pub mode: TargetMode,
+    /// Checkpoint mode: a committed transaction counts as applied only
+    /// once `WAIT 1 <ms>` on its master says a replica has it, so a master
+    /// killed before replicating loses nothing that was reported applied
+    /// (its unconfirmed transactions are probed and resent on the promoted
+    /// replica). `None`: applied on the `EXEC` reply.
+    pub wait_replicas: Option<Duration>,
+}
+
+/// What kind of target the writer talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetMode {
+    /// A Redis Cluster; a standalone seed is [`WriterError::NotACluster`](crate::WriterError::NotACluster).
+    #[default]
+    Cluster,
+    /// One standalone server: every op goes, in submission order, to it
+    /// over one pipelined connection (one "master" serving every slot).
+    /// `SELECT` ops are sent as submitted; after a reconnect the connection
+    /// is put back on the db of the last acknowledged `SELECT`. A
+    /// retryable reply (`LOADING`, `BUSY`, ...) is fatal here, since ops
+    /// after it may already have run in a db chosen by a later `SELECT`.
+    Standalone,
+    /// A cluster if the seed answers `CLUSTER SHARDS`/`SLOTS`, standalone
+    /// if it has cluster support disabled.
+    Auto,
+}
+
+/// Checkpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Names the source history (one full sync) the offsets belong to;
+    /// written into every checkpoint value, and checkpoints of another
+    /// history are ignored. No `:` needed; any text.
+    pub history: String,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            history: "0".to_owned(),
+        }
+    }
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            auth: Auth::none(),
+            max_inflight_bytes: 2 * 1024 * 1024,
+            queue_ops: 4096,
+            connect_timeout: Duration::from_secs(5),
+            reconnect_for: Duration::from_secs(30),
+            retry_for: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_secs(1),
+            reply_timeout: Duration::from_secs(60),
+            checkpoint: None,
+            skip_applied: false,
+            tls: None,
+            mode: TargetMode::Cluster,
+            wait_replicas: None,
+        }
+    }
+}
+
+/// Counters, for status pages and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Ops acknowledged (a per-master op counts once per master).
+    pub acked: u64,
+    /// `-MOVED` replies handled.
+    pub moved: u64,
+    /// `-ASK` replies handled.
+    pub ask: u64,
+    /// Retryable replies handled (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, ...).
+    pub retries: u64,
+    /// Connections re-established after a loss.
+    pub reconnects: u64,
+    /// Ops acknowledged without sending, at or below a checkpoint
+    /// ([`WriterConfig::skip_applied`]; a per-master op counts once per
+    /// master skipped).
+    pub skipped: u64,
+    /// Transactions (ops plus checkpoint) committed.
+    pub checkpoints: u64,
+    /// Transactions whose reply was lost, found committed by a probe of
+    /// their checkpoint and not sent again.
+    pub verified: u64,
+    /// Source `MULTI`/`EXEC` blocks submitted as one group
+    /// ([`ClusterWriter::submit_group`](crate::ClusterWriter::submit_group)) whose ops span several slots, so
+    /// they were committed per slot.
+    pub split_groups: u64,
+    /// Topology refreshes completed (`CLUSTER SHARDS` re-read after a
+    /// node stayed unreachable or a `CLUSTERDOWN`/`READONLY`/`MASTERDOWN`).
+    pub refreshes: u64,
+    /// Committed transactions no replica had confirmed when their master's
+    /// connection was lost, probed again ([`WriterConfig::wait_replicas`]).
+    pub reprobed: u64,
+    /// `WAIT` replies with no replica within the timeout.
+    pub wait_timeouts: u64,
+}

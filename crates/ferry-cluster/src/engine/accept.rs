@@ -1,0 +1,334 @@
+//! Taking ops from the handle: the in-flight bound, plain entries,
+//! checkpoint mode's open groups sealed into transactions, barriers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ferry_resp::put_command;
+
+use super::core::Core;
+use super::entry::{Entry, NodeState, Target, Txn};
+use crate::checkpoint;
+use crate::config::Op;
+use crate::progress::Progress;
+
+impl Core {
+    /// One op from the handle.
+    pub(crate) fn submit(&mut self, op: Op, now: Instant) {
+        self.now = now;
+        self.note_offset(op.offset);
+        self.take(vec![op]);
+    }
+
+    /// Ops to commit together if they share a slot (checkpoint mode).
+    pub(crate) fn submit_group(&mut self, ops: Vec<Op>, now: Instant) {
+        self.now = now;
+        for op in &ops {
+            self.note_offset(op.offset);
+        }
+        let Some(slot) = ops.first().map(|o| o.slot) else {
+            return;
+        };
+        let one_slot = slot.is_some() && ops.iter().all(|o| o.slot == slot);
+        if self.txn_on && one_slot {
+            self.take(ops);
+        } else {
+            if !one_slot {
+                self.shared.split_groups.fetch_add(1, Ordering::Relaxed);
+            }
+            for op in ops {
+                self.take(vec![op]);
+            }
+        }
+    }
+
+    /// Checkpoint mode on or off for the ops after this.
+    pub(crate) fn set_checkpointing(&mut self, on: bool) {
+        self.seal(true);
+        self.txn_on = on && self.config.checkpoint.is_some();
+    }
+
+    /// A new source history: checkpoints read at connect time no longer
+    /// apply; progress restarts when idle.
+    pub(crate) fn new_history(&mut self, history: String) {
+        self.seal(true);
+        self.history = history;
+        self.slot_resume.iter_mut().for_each(|c| *c = 0);
+        for node in &mut self.nodes {
+            node.barrier = 0;
+        }
+        if self.is_idle() {
+            self.progress = Progress::default();
+            self.shared.applied.store(0, Ordering::Release);
+            self.last_offset = 0;
+            self.complete = 0;
+        }
+    }
+
+    /// Every op with an offset at or below `offset` has been submitted.
+    pub(crate) fn mark_complete(&mut self, offset: u64) {
+        self.complete = self.complete.max(offset.min(self.last_offset));
+    }
+
+    /// A flush: everything before it is taken.
+    pub(crate) fn all_taken(&mut self) {
+        self.complete = self.last_offset;
+    }
+
+    /// An op for `offset` arrived: every lower offset is completely
+    /// submitted (ops come in offset order).
+    fn note_offset(&mut self, offset: u64) {
+        if offset > self.last_offset {
+            self.complete = self.complete.max(self.last_offset);
+            self.last_offset = offset;
+        }
+    }
+
+    /// Accepts a unit now if it fits and nothing waits before it, else
+    /// queues it.
+    fn take(&mut self, unit: Vec<Op>) {
+        if self.pending.is_empty() && self.has_room(&unit) {
+            self.accept_unit(unit);
+        } else {
+            self.pending.push_back(unit);
+        }
+    }
+
+    /// Accepts the units waiting for room, in order, while they fit.
+    pub(crate) fn retry_pending(&mut self, now: Instant) {
+        self.now = now;
+        while self.pending.front().is_some_and(|u| self.has_room(u)) {
+            if let Some(unit) = self.pending.pop_front() {
+                self.accept_unit(unit);
+            }
+        }
+    }
+
+    fn accept_unit(&mut self, unit: Vec<Op>) {
+        for op in unit {
+            if self.txn_on {
+                self.accept_txn(op);
+            } else {
+                self.accept(op);
+            }
+        }
+    }
+
+    /// Whether node `i` or slot `slot` already holds `offset` by the
+    /// connect-time checkpoints (checkpoint mode with `skip_applied`).
+    fn applied_on(&self, i: Option<usize>, slot: Option<u16>, offset: u64) -> bool {
+        if !self.txn_on {
+            return false;
+        }
+        // 0 is "no checkpoint".
+        let by_slot = slot.is_some_and(|s| {
+            let c = self.slot_resume[usize::from(s)];
+            c > 0 && offset <= c
+        });
+        let by_barrier = i
+            .and_then(|i| self.nodes.get(i))
+            .is_some_and(|n| n.barrier > 0 && offset <= n.barrier);
+        by_slot || by_barrier
+    }
+
+    /// Checkpoint mode: a slot op joins its slot's open group; an op for
+    /// every master becomes one barrier transaction per master.
+    fn accept_txn(&mut self, op: Op) {
+        let Some(slot) = op.slot else {
+            return self.accept_barrier(op);
+        };
+        let node = self.topology.slots.node_for(slot);
+        if self.applied_on(node, Some(slot), op.offset) {
+            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+            self.progress.add(op.offset, 0);
+            return;
+        }
+        let len = ferry_resp::command_len(&op.args);
+        let group = self.progress.add(op.offset, 1);
+        let g = self.open.entry(slot).or_default();
+        g.ops.push(Arc::new(op));
+        g.groups.push(group);
+        g.bytes += len;
+        self.open_bytes += len;
+    }
+
+    fn accept_barrier(&mut self, op: Op) {
+        let serving = self.serving();
+        let targets: Vec<(usize, u16)> = (0..self.nodes.len())
+            .filter(|&i| serving[i] && !self.applied_on(Some(i), None, op.offset))
+            .filter_map(|i| {
+                let (lo, _, _) = self.topology.slots.ranges().find(|(_, _, n)| *n == i)?;
+                Some((i, lo))
+            })
+            .collect();
+        let skipped = serving.iter().filter(|s| **s).count() - targets.len();
+        if skipped > 0 {
+            self.shared
+                .skipped
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+        }
+        let copies = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let group = self.progress.add(op.offset, copies);
+        let op = Arc::new(op);
+        for (i, slot) in targets {
+            let key = Bytes::from(checkpoint::barrier_key(slot));
+            let wire = self.txn_wire(&[op.args.as_slice()], &key, op.offset);
+            self.seq += 1;
+            let parts = Txn {
+                ops: vec![Arc::clone(&op)],
+                groups: vec![group],
+                key,
+                offset: op.offset,
+            };
+            self.push(i, Entry::txn(self.seq, None, parts, wire));
+        }
+    }
+
+    /// Whether `unit` fits under the in-flight bound of where it goes. A
+    /// node with nothing in flight always takes one unit, however big.
+    fn has_room(&self, unit: &[Op]) -> bool {
+        let Some(op) = unit.first() else {
+            return true;
+        };
+        let len: usize = unit.iter().map(|o| ferry_resp::command_len(&o.args)).sum();
+        let limit = self.config.max_inflight_bytes;
+        let open = self.open_bytes;
+        let fits = |n: &NodeState| {
+            (n.queue.is_empty() || n.bytes + len <= limit) && (open == 0 || open + len <= limit)
+        };
+        let held_fits = self.held_bytes == 0 || self.held_bytes + len <= limit;
+        match op.slot {
+            Some(slot) if self.holds.contains_key(&slot) => held_fits,
+            Some(slot) => match self.topology.slots.node_for(slot) {
+                Some(i) => fits(&self.nodes[i]),
+                None => held_fits,
+            },
+            // A barrier: everything before it must be acknowledged, so a
+            // redirected or retried op cannot land after a FLUSHALL it
+            // preceded at the source.
+            None => self.progress.is_idle() && self.holds.is_empty(),
+        }
+    }
+
+    /// Plain mode: one entry per op (per master for `slot: None`).
+    fn accept(&mut self, op: Op) {
+        let targets: Vec<usize> = match op.slot {
+            Some(_) => Vec::new(),
+            // Every node that serves slots now (a master demoted by a
+            // failover stays in `nodes` without slots).
+            None => {
+                let serving = self.serving();
+                (0..self.nodes.len()).filter(|&i| serving[i]).collect()
+            }
+        };
+        if op.slot.is_none() && targets.is_empty() {
+            self.progress.add(op.offset, 0);
+            return;
+        }
+        let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&op.args));
+        put_command(&mut wire, &op.args);
+        let copies = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
+        let group = self.progress.add(op.offset, copies);
+        self.seq += 1;
+        let slot = op.slot;
+        let entry = Entry::op(self.seq, group, Arc::new(op), wire.freeze());
+        match slot {
+            Some(slot) => self.route(slot, entry),
+            None => {
+                for i in targets {
+                    self.push(i, entry.clone());
+                }
+            }
+        }
+    }
+
+    /// Seals the open group of every slot with no transaction in flight
+    /// or held into a `Txn` entry and routes it (`all`: every open group,
+    /// when leaving checkpoint mode).
+    ///
+    /// One transaction per slot at a time: a later group of a slot must not
+    /// commit (and checkpoint a higher offset) while an earlier one may
+    /// still be refused and retried. Ops arriving meanwhile join the open
+    /// group, so a busy slot commits bigger groups.
+    pub(super) fn seal(&mut self, all: bool) {
+        if self.open.is_empty() {
+            return;
+        }
+        let mut ready: Vec<u16> = self
+            .open
+            .keys()
+            .copied()
+            .filter(|&s| {
+                all || (self.inflight[usize::from(s)] == 0 && !self.holds.contains_key(&s))
+            })
+            .collect();
+        ready.sort_unstable();
+        for slot in ready {
+            let Some(g) = self.open.remove(&slot) else {
+                continue;
+            };
+            self.open_bytes -= g.bytes;
+            let offset = g.ops.last().map_or(0, |o| o.offset);
+            let key = Bytes::from(checkpoint::ckpt_key(slot));
+            let ops: Vec<&[Bytes]> = g.ops.iter().map(|o| o.args.as_slice()).collect();
+            let wire = self.txn_wire(&ops, &key, offset);
+            self.seq += 1;
+            let parts = Txn {
+                ops: g.ops,
+                groups: g.groups,
+                key,
+                offset,
+            };
+            self.route(slot, Entry::txn(self.seq, Some(slot), parts, wire));
+        }
+    }
+
+    /// `MULTI, ops..., SET key <history>:<offset>, EXEC`.
+    fn txn_wire(&self, ops: &[&[Bytes]], key: &Bytes, offset: u64) -> Bytes {
+        let value = Bytes::from(checkpoint::encode(&self.history, offset));
+        let set = [Bytes::from_static(b"SET"), key.clone(), value];
+        let len: usize = ops.iter().map(|o| ferry_resp::command_len(o)).sum();
+        let mut wire = BytesMut::with_capacity(len + ferry_resp::command_len(&set) + 40);
+        wire.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        for o in ops {
+            put_command(&mut wire, o);
+        }
+        put_command(&mut wire, &set);
+        wire.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        wire.freeze()
+    }
+
+    /// Sends `entry` for `slot` where it belongs now: behind a hold, to the
+    /// slot's node, or into a new hold if no node serves the slot.
+    pub(super) fn route(&mut self, slot: u16, mut entry: Entry) {
+        if let Some(hold) = self.holds.get_mut(&slot) {
+            self.held_bytes += entry.wire.len();
+            hold.queued.push_back(entry);
+            return;
+        }
+        match self.topology.slots.node_for(slot) {
+            Some(i) => self.push(i, entry),
+            None => {
+                if self.count_failure(slot, &mut entry, "slot not served by any node") {
+                    let backoff = self.backoff(entry.attempts);
+                    self.hold(slot, entry, Target::Map, backoff);
+                }
+            }
+        }
+    }
+
+    /// Appends `entry` to node `i`'s queue (connecting it if needed).
+    pub(super) fn push(&mut self, i: usize, entry: Entry) {
+        if let Some(slot) = entry.slot {
+            self.inflight[usize::from(slot)] += 1;
+        }
+        let node = &mut self.nodes[i];
+        node.bytes += entry.bytes();
+        node.queue.push_back(entry);
+        if !node.connected && !node.connecting {
+            self.connect(i);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The engine's state machine: plain data, no IO, time passed in.
+//!
+//! The driver (`engine/mod.rs`) feeds it commands from the handle, replies
+//! and connection events from the node pipelines, refreshed topologies and
+//! timer ticks, each with the current time; the core answers with
+//! [`Action`]s (bytes to write on a node's connection, a connection to
+//! open, a topology to read) that the driver carries out. Everything the
+//! module docs of `engine` describe (holds, transactions, probes, `WAIT`,
+//! redirects, topology changes) happens here; the other files of this
+//! directory are `impl Core` blocks by concern.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_ops::{SLOTS, Topology};
+
+use super::entry::{Hold, NodeState, OpenGroup};
+use super::events::Telemetry;
+use crate::checkpoint::Resume;
+use crate::config::{Op, WriterConfig};
+use crate::error::WriterError;
+use crate::progress::Progress;
+use crate::shared::Shared;
+
+/// Watchdog period (stalled nodes, unreachable nodes).
+pub(super) const TICK: Duration = Duration::from_millis(250);
+/// How long a node may be unreachable before the topology is re-read.
+pub(super) const REFRESH_GRACE: Duration = Duration::from_secs(1);
+/// Least time between the starts of two topology refreshes.
+pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// What the driver must do for the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Write `bytes` on the current connection of node `node`.
+    Send { node: usize, bytes: Bytes },
+    /// Open a connection to node `node` for `generation` (retrying until
+    /// `reconnect_for`), then report it with [`Core::on_connected`] or
+    /// [`Core::on_connect_failed`].
+    Connect {
+        node: usize,
+        generation: u64,
+        addr: String,
+    },
+    /// Read the topology from the first of `addrs` that answers, then
+    /// report it with [`Core::on_refreshed`].
+    Refresh { addrs: Vec<String> },
+}
+
+/// Topology refresh state.
+#[derive(Debug, Default)]
+pub(super) struct Refresh {
+    /// A refresh is running.
+    pub(super) running: bool,
+    /// A refresh is wanted (started when none runs and the interval passed).
+    pub(super) wanted: bool,
+    /// When the last one started.
+    pub(super) started: Option<Instant>,
+    /// Since when refreshes have been failing.
+    pub(super) failing_since: Option<Instant>,
+    /// Every node address seen (seed, replicas), fallback seeds.
+    pub(super) known: Vec<String>,
+}
+
+/// The cluster writer's state machine.
+pub(crate) struct Core {
+    /// The current time, as last passed in.
+    pub(super) now: Instant,
+    /// The highest op offset submitted so far.
+    pub(super) last_offset: u64,
+    /// Every op at or below this offset has been submitted: the applied
+    /// offset never passes it (all snapshot keys share one offset).
+    pub(super) complete: u64,
+    pub(super) topology: Topology,
+    pub(super) nodes: Vec<NodeState>,
+    pub(super) holds: HashMap<u16, Hold>,
+    /// Entries per slot in node queues.
+    pub(super) inflight: Vec<u32>,
+    pub(super) held_bytes: usize,
+    pub(super) progress: Progress,
+    pub(super) seq: u64,
+    pub(super) config: WriterConfig,
+    pub(super) shared: Arc<Shared>,
+    /// Units taken from the handle that wait for room, oldest first.
+    pub(super) pending: VecDeque<Vec<Op>>,
+    pub(super) fatal: Option<WriterError>,
+    pub(super) refresh: Refresh,
+    /// Checkpoint mode is on.
+    pub(super) txn_on: bool,
+    /// The source history written into checkpoint values.
+    pub(super) history: String,
+    /// Per slot: the connect-time checkpoint (0: none; `skip_applied`).
+    pub(super) slot_resume: Vec<u64>,
+    /// Open groups of this loop turn, per slot.
+    pub(super) open: HashMap<u16, OpenGroup>,
+    /// Bytes of the open groups.
+    pub(super) open_bytes: usize,
+    /// What the driver must do, oldest first.
+    pub(super) actions: Vec<Action>,
+    /// Log lines and their rate limits.
+    pub(super) telemetry: Telemetry,
+}
+
+impl Core {
+    /// A core over `topology` at time `now`; nodes listed in `connected`
+    /// have a connection already (generation 0).
+    pub(crate) fn new(
+        topology: Topology,
+        connected: usize,
+        resume: Resume,
+        known: Vec<String>,
+        config: WriterConfig,
+        shared: Arc<Shared>,
+        now: Instant,
+    ) -> Core {
+        let mut core = Core {
+            now,
+            nodes: Vec::new(),
+            holds: HashMap::new(),
+            inflight: vec![0; usize::from(SLOTS)],
+            held_bytes: 0,
+            progress: Progress::default(),
+            last_offset: 0,
+            complete: 0,
+            seq: 0,
+            config,
+            shared,
+            pending: VecDeque::new(),
+            fatal: None,
+            refresh: Refresh {
+                known,
+                ..Refresh::default()
+            },
+            topology,
+            txn_on: false,
+            history: String::new(),
+            slot_resume: vec![0; usize::from(SLOTS)],
+            open: HashMap::new(),
+            open_bytes: 0,
+            actions: Vec::new(),
+            telemetry: Telemetry::default(),
+        };
+        if let Some(c) = &core.config.checkpoint {
+            core.txn_on = true;
+            core.history = c.history.clone();
+        }
+        core.sync_nodes();
+        if core.config.skip_applied && resume.slot.len() == usize::from(SLOTS) {
+            core.slot_resume = resume.slot;
+            for (node, b) in core.nodes.iter_mut().zip(resume.node_barrier) {
+                node.barrier = b;
+            }
+        }
+        for node in core.nodes.iter_mut().take(connected) {
+            node.connected = true;
+        }
+        core
+    }
+
+    /// Adds a [`NodeState`] for every master the topology gained.
+    pub(super) fn sync_nodes(&mut self) {
+        while self.nodes.len() < self.topology.masters.len() {
+            let node = &self.topology.masters[self.nodes.len()];
+            self.nodes
+                .push(NodeState::new(node.addr(), node.host.clone()));
+        }
+    }
+
+    /// The actions produced since the last call, oldest first.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The error that stops the engine, if any.
+    pub(crate) fn fatal(&self) -> Option<&WriterError> {
+        self.fatal.as_ref()
+    }
+
+    /// Takes the fatal error.
+    pub(crate) fn take_fatal(&mut self) -> Option<WriterError> {
+        self.fatal.take()
+    }
+
+    /// The current connection generation of node `i`.
+    pub(crate) fn generation(&self, i: usize) -> Option<u64> {
+        self.nodes.get(i).map(|n| n.generation)
+    }
+
+    /// Nothing waits: no unit pending, every op acknowledged, no hold.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.progress.is_idle() && self.holds.is_empty()
+    }
+
+    /// Whether the handle's next command may be taken (nothing waits for
+    /// room).
+    pub(crate) fn accepting(&self) -> bool {
+        self.pending.is_empty() && self.fatal.is_none()
+    }
+
+    pub(super) fn fail(&mut self, e: WriterError) {
+        if self.fatal.is_none() {
+            self.fatal = Some(e);
+        }
+    }
+
+    /// Which nodes serve at least one slot in the current map.
+    pub(super) fn serving(&self) -> Vec<bool> {
+        let mut serving = vec![false; self.nodes.len()];
+        for (_, _, n) in self.topology.slots.ranges() {
+            if let Some(s) = serving.get_mut(n) {
+                *s = true;
+            }
+        }
+        serving
+    }
+
+    /// When the driver must call [`Core::on_timer`] at the latest: the
+    /// earliest hold deadline that is the only thing keeping a hold, a due
+    /// refresh, else the watchdog tick.
+    pub(crate) fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + TICK;
+        for (&slot, hold) in &self.holds {
+            if self.inflight[usize::from(slot)] == 0 {
+                wake = wake.min(hold.not_before);
+            }
+        }
+        if self.refresh.wanted
+            && !self.refresh.running
+            && let Some(t) = self.refresh.started
+        {
+            wake = wake.min(t + REFRESH_EVERY);
+        }
+        wake
+    }
+
+    /// The watchdog: due holds, unreachable nodes (refresh), stalled nodes
+    /// (fatal).
+    pub(crate) fn on_timer(&mut self, now: Instant) {
+        self.now = now;
+        self.telemetry.flush(now);
+        self.release_ready();
+        let serving = self.serving();
+        let unreachable = self.nodes.iter().zip(&serving).any(|(n, &serves)| {
+            !n.connected
+                && (serves || !n.queue.is_empty())
+                && n.lost_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= REFRESH_GRACE)
+        });
+        if unreachable {
+            self.request_refresh();
+        }
+        self.maybe_start_refresh();
+        for node in &self.nodes {
+            if let Some(since) = node.waiting_since
+                && node.sent > 0
+                && now.saturating_duration_since(since) > self.config.reply_timeout
+            {
+                let e = WriterError::Stalled {
+                    node: node.addr.clone(),
+                    over: now.saturating_duration_since(since),
+                    pending: node.sent,
+                };
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The end of a loop turn: seals open groups, writes what is ready,
+    /// publishes the applied offset. `closed`: the handle is gone, every
+    /// op is taken.
+    pub(crate) fn end_turn(&mut self, now: Instant, closed: bool) {
+        self.now = now;
+        if closed {
+            self.complete = self.last_offset;
+        }
+        self.seal(false);
+        self.write_out();
+        // Bounded by `complete`: acknowledging every op taken so far for
+        // an offset says nothing about its ops still to come (all snapshot
+        // keys share one offset).
+        self.shared.applied.store(
+            self.progress.applied().min(self.complete),
+            Ordering::Release,
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! The engine's plain data: what waits in a node queue or a slot hold
+//! ([`Entry`], typed by [`Body`]), per-node state, holds, and the reply
+//! classification the state machine uses.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_ops::ErrorKind;
+
+use crate::config::Op;
+
+/// `*1\r\n$6\r\nASKING\r\n`.
+pub(super) const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// One unit on its way to one node: a user op, a transaction, or a `WAIT`.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    /// Submission order (0 for `WAIT`); holds resend by it.
+    pub(super) seq: u64,
+    /// The slot (`None`: an op or barrier for every master, or a `WAIT`).
+    pub(super) slot: Option<u16>,
+    /// The bytes written (for a `Txn`: `MULTI ... EXEC`).
+    pub(super) wire: Bytes,
+    /// Send `ASKING` first (after `-ASK`).
+    pub(super) asking: bool,
+    /// The `ASKING` reply has been consumed.
+    pub(super) asking_done: bool,
+    /// Failed attempts (redirects included).
+    pub(super) attempts: u32,
+    /// When the first failed attempt was answered.
+    pub(super) first_failure: Option<Instant>,
+    /// What it is.
+    pub(super) body: Body,
+}
+
+/// The kind of an [`Entry`], with the state only that kind has.
+#[derive(Debug, Clone)]
+pub(super) enum Body {
+    /// A user op, sent as is; acknowledges `group` once.
+    Op { op: Arc<Op>, group: u64 },
+    /// `MULTI, ops..., SET <key> <value>, EXEC`.
+    Txn(TxnState),
+    /// `WAIT 1 <ms>` after committed transactions.
+    Wait,
+}
+
+/// The parts of a transaction (shared by its resends).
+#[derive(Debug)]
+pub(super) struct Txn {
+    /// The ops inside (for error messages).
+    pub(super) ops: Vec<Arc<Op>>,
+    /// Their progress groups, acknowledged on commit.
+    pub(super) groups: Vec<u64>,
+    /// The checkpoint or barrier key set inside.
+    pub(super) key: Bytes,
+    /// The offset written into it.
+    pub(super) offset: u64,
+}
+
+/// A transaction entry's progress on the current attempt.
+#[derive(Debug, Clone)]
+pub(super) struct TxnState {
+    pub(super) parts: Arc<Txn>,
+    /// Replies consumed in the current attempt.
+    pub(super) replies: u32,
+    /// The first error reply while queueing.
+    pub(super) queue_error: Option<Bytes>,
+    /// Written and not known to have failed: a resend needs a probe first.
+    pub(super) written: bool,
+    /// A probe `GET` is in flight on this connection generation.
+    pub(super) probe: Option<u64>,
+}
+
+impl TxnState {
+    /// Replies a full attempt consumes: `MULTI`, the ops, `SET`, `EXEC`.
+    pub(super) fn expected_replies(&self) -> u32 {
+        u32::try_from(self.parts.ops.len() + 3).unwrap_or(u32::MAX)
+    }
+}
+
+impl Entry {
+    /// An op entry.
+    pub(super) fn op(seq: u64, group: u64, op: Arc<Op>, wire: Bytes) -> Entry {
+        let slot = op.slot;
+        Entry::new(seq, slot, wire, Body::Op { op, group })
+    }
+
+    /// A transaction entry for `slot`.
+    pub(super) fn txn(seq: u64, slot: Option<u16>, parts: Txn, wire: Bytes) -> Entry {
+        let state = TxnState {
+            parts: Arc::new(parts),
+            replies: 0,
+            queue_error: None,
+            written: false,
+            probe: None,
+        };
+        Entry::new(seq, slot, wire, Body::Txn(state))
+    }
+
+    /// A `WAIT` entry.
+    pub(super) fn wait(wire: Bytes) -> Entry {
+        Entry::new(0, None, wire, Body::Wait)
+    }
+
+    fn new(seq: u64, slot: Option<u16>, wire: Bytes, body: Body) -> Entry {
+        Entry {
+            seq,
+            slot,
+            wire,
+            asking: false,
+            asking_done: false,
+            attempts: 0,
+            first_failure: None,
+            body,
+        }
+    }
+
+    /// Bytes it occupies in a node queue.
+    pub(super) fn bytes(&self) -> usize {
+        self.wire.len() + if self.asking { ASKING.len() } else { 0 }
+    }
+
+    /// The transaction state, for a `Txn` entry.
+    pub(super) fn txn_state(&mut self) -> Option<&mut TxnState> {
+        match &mut self.body {
+            Body::Txn(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A probe of it is in flight on connection generation `generation`.
+    pub(super) fn probing_on(&self, generation: u64) -> bool {
+        matches!(&self.body, Body::Txn(t) if t.probe == Some(generation))
+    }
+
+    /// (command, key) for an error message: the op, or a transaction's
+    /// first op.
+    pub(super) fn describe(&self) -> (String, String) {
+        let args = match &self.body {
+            Body::Op { op, .. } => Some(&op.args),
+            Body::Txn(t) => t.parts.ops.first().map(|o| &o.args),
+            Body::Wait => None,
+        };
+        match args {
+            Some(a) => (show(a.first()), show(a.get(1))),
+            None => ("WAIT".to_owned(), "-".to_owned()),
+        }
+    }
+}
+
+/// Where a held entry goes when its hold is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// Wherever the slot map says.
+    Map,
+    /// `ASKING` + the op on this node, once.
+    Ask(usize),
+}
+
+/// Entries of one slot waiting to be sent again, in order.
+#[derive(Debug)]
+pub(super) struct Hold {
+    /// Answered with a redirect or a retryable error; resent by `seq`.
+    pub(super) resend: Vec<(Entry, Target)>,
+    /// Submitted while the hold existed; sent after `resend`.
+    pub(super) queued: VecDeque<Entry>,
+    /// Not released before this.
+    pub(super) not_before: Instant,
+}
+
+/// Ops of one slot collected during a loop turn (checkpoint mode).
+#[derive(Debug, Default)]
+pub(super) struct OpenGroup {
+    pub(super) ops: Vec<Arc<Op>>,
+    pub(super) groups: Vec<u64>,
+    pub(super) bytes: usize,
+}
+
+/// One master: its queue of entries in flight, in order.
+#[derive(Debug)]
+pub(super) struct NodeState {
+    pub(super) addr: String,
+    pub(super) host: String,
+    /// A connection is up (the driver holds it).
+    pub(super) connected: bool,
+    /// Connection generation: events of older ones are ignored.
+    pub(super) generation: u64,
+    pub(super) connecting: bool,
+    pub(super) queue: VecDeque<Entry>,
+    /// Entries of `queue` written on the current connection.
+    pub(super) sent: usize,
+    /// Bytes of the entries in `queue`.
+    pub(super) bytes: usize,
+    /// When the oldest unanswered write was sent or the last reply came.
+    pub(super) waiting_since: Option<Instant>,
+    /// Unreachable since (connection lost or never made).
+    pub(super) lost_at: Option<Instant>,
+    /// Barrier read at connect time (`skip_applied`).
+    pub(super) barrier: u64,
+    /// Probes in flight, on connection generation `.1`.
+    pub(super) probes: (usize, u64),
+    /// Committed transactions no replica is known to have yet
+    /// (`wait_replicas`), oldest first.
+    pub(super) unconfirmed: Vec<Entry>,
+    /// A `WAIT` entry is in `queue`.
+    pub(super) wait_queued: bool,
+}
+
+impl NodeState {
+    pub(super) fn new(addr: String, host: String) -> NodeState {
+        NodeState {
+            addr,
+            host,
+            connected: false,
+            generation: 0,
+            connecting: false,
+            queue: VecDeque::new(),
+            sent: 0,
+            bytes: 0,
+            waiting_since: None,
+            lost_at: None,
+            barrier: 0,
+            probes: (0, 0),
+            unconfirmed: Vec::new(),
+            wait_queued: false,
+        }
+    }
+
+    /// Probes in flight on the current connection.
+    pub(super) fn probing(&self) -> usize {
+        if self.probes.1 == self.generation {
+            self.probes.0
+        } else {
+            0
+        }
+    }
+}
+
+/// A command argument for an error message: escaped, cut at 64 bytes; `-`
+/// when absent.
+pub(super) fn show(b: Option<&Bytes>) -> String {
+    b.map_or_else(
+        || "-".to_owned(),
+        |b| {
+            let mut s = b[..b.len().min(64)].escape_ascii().to_string();
+            if b.len() > 64 {
+                s.push_str(&format!("...({} bytes)", b.len()));
+            }
+            s
+        },
+    )
+}
+
+/// An error reply that says the node is not (or no longer) a master able to
+/// take this: `WAIT` on a replica, or `UNBLOCKED` (a blocked command of a
+/// master that turned into a replica; the server closes the connection
+/// after it).
+pub(super) fn demoted(message: &[u8]) -> bool {
+    let m = message.strip_prefix(b"-").unwrap_or(message);
+    m.starts_with(b"UNBLOCKED") || m.starts_with(b"ERR WAIT cannot be used with replica")
+}
+
+/// An error reply a master gives while it is demoted, fails or restarts
+/// (redirects, `READONLY`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`,
+/// `TRYAGAIN`, `BUSY`, [`demoted`]): a topology change to follow, never
+/// fatal by itself (retries stay bounded by `retry_for`).
+pub(super) fn topology_changing(message: &[u8]) -> bool {
+    let kind = ErrorKind::classify(message);
+    kind.is_redirect() || kind.is_transient() || demoted(message)
+}
