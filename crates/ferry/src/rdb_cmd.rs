@@ -47,6 +47,11 @@ pub struct RdbArgs {
     /// With `--format resp`: delete each key before rebuilding it (`DEL`, `RESTORE … REPLACE`).
     #[arg(long)]
     pub replace: bool,
+    /// With `--format resp`: pass stream counters (`ENTRIESADDED`,
+    /// `MAXDELETEDID`, `ENTRIESREAD`) even for an RDB 9 dump, for a Redis
+    /// 7.0+ target (by default only dumps of RDB 10+ get them).
+    #[arg(long)]
+    pub stream_counters: bool,
     /// With `--format summary`: how many of the biggest keys to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -96,6 +101,7 @@ pub(crate) trait Sink {
 struct RespSink {
     builder: CommandBuilder,
     restore: bool,
+    stream_counters: bool,
     version: u16,
     db: u64,
     big: Option<(KeyHeader, bool)>,
@@ -111,6 +117,7 @@ impl RespSink {
                 ..Default::default()
             }),
             restore: args.restore,
+            stream_counters: args.stream_counters,
             version: 0,
             db: 0,
             big: None,
@@ -136,7 +143,7 @@ impl Sink for RespSink {
             Item::Header { version, .. } => {
                 self.version = version;
                 self.builder.opts.payload_version = version;
-                self.builder.opts.stream_v2_args = version >= 10;
+                self.builder.opts.stream_v2_args = version >= 10 || self.stream_counters;
             }
             Item::Function { code } => {
                 ferry_resp::encode::write_command(
