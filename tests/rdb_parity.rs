@@ -347,3 +347,220 @@ fn rdb9_stream_counters_are_derived_as_the_server_does() {
     let p = load_both(Flavor::Redis70, &dump, &["--stream-counters"]);
     assert_same("RDB 9 into Redis 7.0", &p.piped, &p.loaded);
 }
+
+/// Run `f` for every flavor on the same built dump.
+fn each_flavor_loads(dump: &[u8], check: impl Fn(Flavor, &Pair)) {
+    for flavor in FLAVORS {
+        let p = load_both(flavor, dump, &[]);
+        assert_same(&flavor.to_string(), &p.piped, &p.loaded);
+        check(flavor, &p);
+    }
+}
+
+#[test]
+fn empty_keys_are_skipped_counted_and_warned_as_the_server_does() {
+    use ferry_rdb::build::RdbWriter;
+    use ferry_rdb::container::Entry;
+    let mut w = RdbWriter::new("REDIS", 10);
+    w.select_db(0);
+    w.key(0, b"str").string(b"v");
+    w.key(18, b"list-partly-empty").list_quicklist2(&[
+        vec![],
+        vec![Entry::Str(b"a"), Entry::Str(b"b")],
+        vec![],
+    ]);
+    w.key(18, b"list-empty").list_quicklist2(&[vec![], vec![]]);
+    w.key(2, b"set-empty").set_plain(&[]);
+    w.key(16, b"hash-empty").hash_listpack(&[]);
+    w.key(17, b"zset-empty").zset_listpack(&[]);
+    let dump = w.finish();
+    each_flavor_loads(&dump, |flavor, p| {
+        assert!(
+            p.stderr.contains("skipped 4 empty key(s)") && p.stderr.contains("set-empty"),
+            "{flavor}: {}",
+            p.stderr
+        );
+        let log = std::fs::read_to_string(p.loaded.dir().join("server.log")).unwrap_or_default();
+        assert!(log.contains("empty keys skipped: 4"), "{flavor}: {log}");
+    });
+}
+
+/// One stream node of `n` live entries (ids 1-1 .. n-1), field `f`.
+fn stream_node(n: usize) -> Vec<u8> {
+    use ferry_rdb::build::{StreamNodeEntry, stream_node_listpack};
+    let entries: Vec<StreamNodeEntry> = (0..n)
+        .map(|i| StreamNodeEntry {
+            ms_delta: i as i64,
+            seq_delta: 0,
+            deleted: false,
+            fields: vec![(b"f", b"v")],
+        })
+        .collect();
+    stream_node_listpack(&[b"f"], &entries)
+}
+
+#[test]
+fn stream_length_disagreeing_with_entries_is_loaded_as_the_server_does() {
+    use ferry_rdb::build::RdbWriter;
+    // Stored length 3, one live entry: Redis keeps the stored length,
+    // Valkey 9 refuses the dump ("Stream length inconsistent with the
+    // number of valid entries"); ferry carries the entry and warns.
+    let mut w = RdbWriter::new("REDIS", 10);
+    w.select_db(0);
+    w.key(19, b"s").len(1).stream_node(1, 1, &stream_node(1));
+    w.len(3).len(1).len(1); // length, last id
+    w.len(1).len(1).len(0).len(0).len(1); // first id, max deleted id, entries added
+    w.len(0); // groups
+    let dump = w.finish();
+    assert!(
+        Server::builder(Flavor::Valkey9)
+            .preload_rdb(dump.clone())
+            .start()
+            .is_err(),
+        "Valkey 9 loaded a stream whose length disagrees with its entries"
+    );
+    for flavor in [Flavor::Redis70, Flavor::RedisStack74] {
+        let p = load_both(flavor, &dump, &[]);
+        let xlen: i64 = redis::cmd("XLEN")
+            .arg("s")
+            .query(&mut p.loaded.conn())
+            .expect("XLEN");
+        assert_eq!(xlen, 3, "{flavor}: the server keeps the stored length");
+        assert!(
+            p.stderr
+                .contains("stream length 3 in the dump differs from its 1 entries"),
+            "{flavor}: {}",
+            p.stderr
+        );
+        let copy: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg("s")
+            .arg("-")
+            .arg("+")
+            .query(&mut p.piped.conn())
+            .expect("XRANGE");
+        assert_eq!(
+            copy,
+            vec![("1-1".to_string(), vec!["f".into(), "v".into()])]
+        );
+    }
+    // A stored length with no entry node at all: the server refuses the
+    // dump ("Stream length inconsistent with rax entries"), so does ferry.
+    let mut w = RdbWriter::new("REDIS", 10);
+    w.select_db(0);
+    w.key(19, b"s").len(0);
+    w.len(2)
+        .len(5)
+        .len(1)
+        .len(0)
+        .len(0)
+        .len(0)
+        .len(0)
+        .len(2)
+        .len(0);
+    let bad = w.finish();
+    let out = ferry("-", &["--format", "resp"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(err.contains("stream length 2 but no entry node"), "{err}");
+    assert!(
+        Server::builder(Flavor::Redis70)
+            .preload_rdb(bad)
+            .start()
+            .is_err(),
+        "Redis 7.0 loaded a stream with a length and no entries"
+    );
+}
+
+#[test]
+fn bytes_after_the_checksum_are_ignored_with_a_warning() {
+    for flavor in FLAVORS {
+        let mut dump = dump_of(
+            flavor,
+            &[
+                &["SET", "a", "1"],
+                &["RPUSH", "l", "x", "y"],
+                &["PEXPIREAT", "a", "99999999999999"],
+            ],
+        );
+        dump.extend_from_slice(b"trailing garbage\n");
+        let p = load_both(flavor, &dump, &[]);
+        assert!(
+            p.stderr.contains("17 byte(s) after the end of the RDB"),
+            "{flavor}: {}",
+            p.stderr
+        );
+        assert_same(&flavor.to_string(), &p.piped, &p.loaded);
+    }
+}
+
+#[test]
+fn a_damaged_file_writes_no_command_and_stdin_says_to_discard_the_output() {
+    let mut cmds: Vec<Vec<String>> = Vec::new();
+    for i in 0..2000 {
+        cmds.push(vec!["SET".into(), format!("key:{i}"), format!("value-{i}")]);
+    }
+    let refs: Vec<Vec<&str>> = cmds
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let refs: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
+    let mut dump = dump_of(Flavor::Redis70, &refs);
+    // One character of a value: every record still decodes.
+    let at = dump
+        .windows(10)
+        .position(|w| w == b"value-1999")
+        .expect("value in the dump");
+    dump[at] = b'V';
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("damaged.rdb");
+    std::fs::write(&file, &dump).expect("write");
+    let path = file.to_str().expect("utf8");
+
+    let out = ferry(path, &["--format", "resp"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0: {err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(out.stdout.is_empty(), "{} bytes written", out.stdout.len());
+
+    let out = ferry(path, &["--format", "resp", "--no-precheck"], b"");
+    assert!(!out.status.success());
+    assert!(!out.stdout.is_empty(), "--no-precheck streams");
+
+    let out = ferry("-", &["--format", "resp"], &dump);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "stdin: exit 0: {err}");
+    assert!(!out.stdout.is_empty(), "stdin streams");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains("must be discarded"), "{err}");
+
+    // An intact file still works, also through the precheck.
+    let good = dump_of(Flavor::Redis70, &refs);
+    std::fs::write(&file, &good).expect("write");
+    let out = ferry(path, &["--format", "resp"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn summary_escapes_binary_key_bytes_as_json_does() {
+    use ferry_rdb::build::RdbWriter;
+    let mut w = RdbWriter::new("REDIS", 10);
+    w.select_db(0);
+    w.key(0, b"bin\n\x1b[31mred\xff\x00").string(b"v");
+    w.aux(b"note", b"line1\nline2\x07");
+    let out = ferry("-", &["--format", "summary"], &w.finish());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""bin\n\u001b[31mred\\xff\u0000""#),
+        "key not escaped as in JSON: {text}"
+    );
+    assert!(text.contains(r#""line1\nline2\u0007""#), "{text}");
+}

@@ -324,8 +324,8 @@ impl CommandBuilder {
             && live as u64 != meta.length
         {
             problems.push(format!(
-                "stream length {} in the dump differs from its {live} entries (a server \
-                 loading the dump reports XLEN {}; commands give {live})",
+                "stream length {} in the dump differs from its {live} entries (Redis loading \
+                 the dump reports XLEN {}, Valkey 9 refuses it; commands give {live})",
                 meta.length, meta.length
             ));
         }

@@ -390,6 +390,10 @@ pub enum Item {
     },
     /// A whole key.
     Key(Key),
+    /// A list, set, zset or hash with no elements (e.g. made only of empty
+    /// quicklist nodes). A server loading the dump skips such a key and
+    /// counts it ("empty keys skipped"); so should the consumer.
+    EmptyKey(KeyHeader),
     /// A big key starts; chunks follow.
     BigKeyStart(KeyHeader),
     /// A bounded batch of elements of the current big key.

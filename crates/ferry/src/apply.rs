@@ -110,6 +110,9 @@ pub struct Counters {
     pub emulated: u64,
     /// Keys or commands not carried, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
+    /// Snapshot keys handled (written or skipped), fixed when the last
+    /// snapshot ended; None while one is being applied.
+    pub snapshot_keys: Option<u64>,
 }
 
 /// Name of the target state file in `state_dir`.
@@ -394,6 +397,7 @@ impl Applier {
                 self.new_history(&replid, offset).await?;
                 self.snapshot_offset = offset;
                 self.file = None;
+                self.counters.snapshot_keys = None;
             }
             LinkEvent::Continue { .. } | LinkEvent::Reconnecting { .. } => {}
             LinkEvent::Rdb(item) => self.rdb(item).await?,
@@ -405,6 +409,9 @@ impl Applier {
                         .context("target cluster")?;
                 }
                 self.tokens.push_back((self.last_op_offset, applied));
+                let c = &self.counters;
+                self.counters.snapshot_keys =
+                    Some(c.keys_applied + c.skipped.values().sum::<u64>());
             }
             LinkEvent::Stream { event, applied } => {
                 self.stream(event).await?;
@@ -423,6 +430,8 @@ impl Applier {
                 let args = vec!["FUNCTION".into(), "LOAD".into(), "REPLACE".into(), code];
                 self.submit(args, None, off).await?;
             }
+            // A server loading the dump skips it too (and counts it).
+            Item::EmptyKey(h) => self.skip("empty_key", &lossy(&h.key)),
             Item::ModuleAux { module, .. } => {
                 self.skip(
                     "module_aux",

@@ -19,6 +19,7 @@ use ferry_rdb::{Item, KeyHeader, RdbReader, Value};
 use crate::rdb_cmd::json::JsonWriter;
 
 mod json;
+mod precheck;
 mod summary;
 
 /// Output format of `ferry rdb`.
@@ -52,6 +53,11 @@ pub struct RdbArgs {
     /// 7.0+ target (by default only dumps of RDB 10+ get them).
     #[arg(long)]
     pub stream_counters: bool,
+    /// With `--format resp` on a file: skip the checksum pass that runs
+    /// before anything is written (then a damaged file is only noticed
+    /// after its commands were written).
+    #[arg(long)]
+    pub no_precheck: bool,
     /// With `--format summary`: how many of the biggest keys to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -63,16 +69,21 @@ pub struct RdbArgs {
 /// Run `ferry rdb`.
 pub fn run(args: &RdbArgs) -> Result<()> {
     let name = args.file.display().to_string();
-    let input: Box<dyn Read> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(&args.file).with_context(|| format!("cannot open {name}"))?)
-    };
+    let from_stdin = name == "-";
     let opts = ferry_rdb::DecodeOptions {
         big_value_bytes: args.big_value_bytes,
         ..Default::default()
     };
-    let reader = RdbReader::with_options(input, opts);
+    if args.format == Format::Resp && !from_stdin && !args.no_precheck {
+        precheck::verify(&args.file, opts.clone())
+            .with_context(|| format!("cannot decode {name}"))?;
+    }
+    let input: Box<dyn Read> = if from_stdin {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&args.file).with_context(|| format!("cannot open {name}"))?)
+    };
+    let mut reader = RdbReader::with_options(input, opts);
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 20, stdout);
     let mut sink: Box<dyn Sink> = match args.format {
@@ -80,13 +91,40 @@ pub fn run(args: &RdbArgs) -> Result<()> {
         Format::Json => Box::new(JsonWriter::default()),
         Format::Summary => Box::new(summary::Summary::new(args.top)),
     };
-    for item in reader {
-        let item = item.with_context(|| format!("cannot decode {name}"))?;
-        sink.item(item, &mut out)?;
+    let mut empty = precheck::EmptyKeys::default();
+    let mut result = (|| -> Result<()> {
+        for item in reader.by_ref() {
+            let item = item.with_context(|| format!("cannot decode {name}"))?;
+            if let Item::EmptyKey(h) = &item {
+                empty.add(h);
+                continue;
+            }
+            sink.item(item, &mut out)?;
+        }
+        sink.finish(&mut out)?;
+        Ok(())
+    })();
+    if let Err(e) = out.flush()
+        && result.is_ok()
+    {
+        result = Err(e.into());
     }
-    sink.finish(&mut out)?;
-    out.flush()?;
-    Ok(())
+    empty.warn();
+    if reader.trailing_bytes() > 0 {
+        eprintln!(
+            "ferry: warning: {} byte(s) after the end of the RDB (after its checksum) ignored, \
+             as a server loading the file ignores them",
+            reader.trailing_bytes()
+        );
+    }
+    match result {
+        // Commands were streamed before the damage showed: say so on the same line.
+        Err(e) if from_stdin && args.format == Format::Resp => Err(anyhow::anyhow!(
+            "{e:#} — the commands already written to stdout are incomplete and must be \
+             discarded (a server would refuse this dump)"
+        )),
+        r => r,
+    }
 }
 
 /// Receives decoded items and writes one output format.

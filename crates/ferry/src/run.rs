@@ -776,7 +776,9 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         let streaming = ls.phase == Phase::Streaming;
         snapshot.bytes_done = ls.snapshot_bytes_done;
         snapshot.bytes_total = ls.snapshot_bytes_total;
-        if ls.phase == Phase::Snapshot {
+        if let Some(n) = applier.counters.snapshot_keys {
+            snapshot.keys_done = n;
+        } else if ls.phase == Phase::Snapshot {
             snapshot.keys_done =
                 applier.counters.keys_applied + applier.counters.skipped.values().sum::<u64>();
         }
