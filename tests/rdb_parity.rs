@@ -564,3 +564,69 @@ fn summary_escapes_binary_key_bytes_as_json_does() {
     );
     assert!(text.contains(r#""line1\nline2\u0007""#), "{text}");
 }
+
+/// A source with module values and a target without the modules: the
+/// preflight warns (refuses with `snapshot.restore: always`), and `ferry
+/// run` skips each module key, counted as `module_missing` and logged with
+/// its key and module, while the other keys are carried.
+#[test]
+fn module_values_whose_module_the_target_lacks_are_counted_not_fatal() {
+    use common::daemon::{Setup, status, wait_phase};
+    use std::time::{Duration, Instant};
+    let src = Server::builder(Flavor::RedisStack74)
+        .modules(true)
+        .start()
+        .expect("source");
+    let mut c = src.conn();
+    for cmd in [
+        &["JSON.SET", "doc", "$", r#"{"a":1}"#][..],
+        &["BF.ADD", "bloom", "x"],
+        &["SET", "plain", "v"],
+        &["RPUSH", "list", "a", "b"],
+    ] {
+        let mut r = redis::cmd(cmd[0]);
+        for a in &cmd[1..] {
+            r.arg(*a);
+        }
+        r.query::<Value>(&mut c).expect("populate");
+    }
+    // `ferry rdb` says which module each RESTORE needs.
+    let out = ferry("-", &["--format", "resp"], &src.dump_rdb().expect("dump"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("type ReJSON-RL (module rejson)")
+            && err.contains("type MBbloom-- (module bf)"),
+        "{err}"
+    );
+
+    let target = start(Flavor::RedisStack74, None);
+    let always = Setup::new(&src.url(), &target.url(), "snapshot: { restore: always }\n");
+    let mut d = always.run();
+    let code = d.wait_exit(Duration::from_secs(30));
+    let log = d.log();
+    assert_eq!(code, Some(1), "restore: always must refuse: {log}");
+    assert!(
+        log.contains("lacks module(s)") && log.contains("bf, rejson"),
+        "{log}"
+    );
+
+    let setup = Setup::new(&src.url(), &target.url(), "");
+    let mut d = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut st = status(&setup.http).expect("status");
+    while st["skipped"]["module_missing"] != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        st = status(&setup.http).unwrap_or(st);
+    }
+    let log = d.log();
+    d.stop();
+    assert_eq!(st["skipped"]["module_missing"], 2, "{st}\n{log}");
+    assert!(log.contains("lacks module(s)"), "preflight warning: {log}");
+    assert!(
+        log.contains("doc (module rejson, type ReJSON-RL)")
+            && log.contains("bloom (module bf, type MBbloom--)"),
+        "each key is logged with its module: {log}"
+    );
+    assert_eq!(keys(&target), vec![b"list".to_vec(), b"plain".to_vec()]);
+}

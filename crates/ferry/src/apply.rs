@@ -219,6 +219,8 @@ pub struct Applier {
     marked: u64,
     /// Counters.
     pub counters: Counters,
+    /// Modules the target lacks (preflight): values of their types are skipped.
+    pub missing_modules: std::collections::BTreeSet<String>,
 }
 
 fn now_ms() -> i64 {
@@ -264,6 +266,7 @@ impl Applier {
             state,
             txn: None,
             counters: Counters::default(),
+            missing_modules: Default::default(),
         }
     }
 
@@ -454,6 +457,14 @@ impl Applier {
                 }
                 if h.expire_ms.is_some_and(|t| t <= now_ms()) {
                     self.skip("expired", &lossy(&h.key));
+                    return Ok(());
+                }
+                if let Value::Module(m) = &k.value
+                    && let Some(module) = crate::modules::module_of_type(&m.id.name())
+                    && self.missing_modules.contains(module)
+                {
+                    let what = format!("{} (module {module}, type {})", lossy(&h.key), m.id.name());
+                    self.skip("module_missing", &what);
                     return Ok(());
                 }
                 self.select(h.db, off).await?;

@@ -145,6 +145,8 @@ struct RespSink {
     big: Option<(KeyHeader, bool)>,
     buf: Vec<u8>,
     skipped: Vec<String>,
+    /// Module values written, per module type name.
+    modules: BTreeMap<String, u64>,
 }
 
 impl RespSink {
@@ -161,6 +163,7 @@ impl RespSink {
             big: None,
             buf: Vec::with_capacity(1 << 16),
             skipped: Vec::new(),
+            modules: BTreeMap::new(),
         }
     }
 
@@ -200,6 +203,9 @@ impl Sink for RespSink {
             )),
             Item::Key(k) => {
                 self.select(k.header.db);
+                if let Value::Module(m) = &k.value {
+                    *self.modules.entry(m.id.name()).or_default() += 1;
+                }
                 let buf = &mut self.buf;
                 let mut emit = |c: Vec<Bytes>| ferry_resp::encode::write_command(buf, &c);
                 if self.restore {
@@ -272,6 +278,13 @@ impl Sink for RespSink {
         }
         if !self.skipped.is_empty() {
             eprintln!("ferry: warning: {} item(s) not carried", self.skipped.len());
+        }
+        for (t, n) in &self.modules {
+            let module = crate::modules::module_of_type(t).unwrap_or("unknown");
+            eprintln!(
+                "ferry: note: {n} module value(s) of type {t} (module {module}) are written with \
+                 RESTORE: a target without that module refuses them (ERR Bad data format)"
+            );
         }
         Ok(())
     }

@@ -664,6 +664,7 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         cfg.state_dir.clone(),
         state,
     );
+    applier.missing_modules = facts.missing_modules.clone();
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
