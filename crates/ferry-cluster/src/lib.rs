@@ -30,6 +30,7 @@
 //!
 //! * [`checkpoint`]: checkpoint key names and values, cleanup.
 //! * [`conn`]: one connection — handshake calls, then a pipeline.
+//! * [`rate`]: the target rate limit (token buckets, pure).
 //! * [`writer`]: [`ClusterWriter`], [`Op`], [`WriterConfig`], discovery.
 //! * [`error`](mod@error): [`WriterError`].
 
@@ -38,11 +39,13 @@ pub mod conn;
 mod engine;
 pub mod error;
 mod progress;
+pub mod rate;
 pub mod writer;
 
 pub use checkpoint::{CheckpointSummary, RESERVED_PREFIX};
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
+pub use rate::RateLimit;
 pub use writer::{
     CheckpointConfig, ClusterWriter, Op, TargetMode, WriterConfig, WriterStats, discover_topology,
 };

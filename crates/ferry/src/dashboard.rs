@@ -114,7 +114,8 @@ pub const PAGE: &str = r#"<!doctype html>
       <div class="sub"><span id="keys-applied" class="mono">&ndash;</span> keys applied</div></div>
     <div class="card"><h2>Commands / s</h2><div class="value" id="cmds-rate">&ndash;</div>
       <div class="sub"><span id="commands-applied" class="mono">&ndash;</span> commands applied,
-        <span id="commands-emulated" class="mono">&ndash;</span> cross-slot emulated</div></div>
+        <span id="commands-emulated" class="mono">&ndash;</span> cross-slot emulated</div>
+      <div class="sub" id="rate-limit"></div></div>
     <div class="card"><h2>Spool</h2><div class="value" id="spool-bytes">&ndash;</div>
       <div class="sub">received, waiting to be applied</div></div>
     <div class="card"><h2>Reconnects</h2><div class="value" id="reconnects">&ndash;</div>
@@ -218,6 +219,8 @@ pub const PAGE: &str = r#"<!doctype html>
     set('keys-applied', group(ka));
     set('commands-applied', group(ca));
     set('commands-emulated', group(num(st.emulated)));
+    set('rate-limit', st.target && st.target.rate_limited
+      ? 'target rate limit binding: the limit sets the pace, lag grows' : '');
     var kr = null, cr = null;
     if (prev) {
       var dt = (now - prev.t) / 1000;

@@ -67,6 +67,11 @@ pub struct TargetStats {
     pub reprobed: u64,
     /// `target.wait_replicas`: `WAIT`s no replica answered in time.
     pub wait_timeouts: u64,
+    /// `target.max_ops_per_sec`/`max_bytes_per_sec` held writes back
+    /// within the last second: the limit, not the target, sets the pace.
+    pub rate_limited: bool,
+    /// Total milliseconds writes waited for the rate limit.
+    pub rate_limited_ms: u64,
 }
 
 /// The `/status` document.
@@ -204,8 +209,18 @@ impl Status {
              # TYPE ferry_checkpoints_total counter\nferry_checkpoints_total {}\n\
              # TYPE ferry_skipped_applied_total counter\nferry_skipped_applied_total {}\n\
              # TYPE ferry_transactions_split_total counter\nferry_transactions_split_total {}\n\
+             # TYPE ferry_target_rate_limited gauge\nferry_target_rate_limited {}\n\
+             # TYPE ferry_target_rate_limited_seconds_total counter\n\
+             ferry_target_rate_limited_seconds_total {}\n\
              # TYPE ferry_keys_skipped_total counter\n",
-            t.moved, t.ask, t.retry, t.checkpoints, t.skipped_applied, t.split_transactions
+            t.moved,
+            t.ask,
+            t.retry,
+            t.checkpoints,
+            t.skipped_applied,
+            t.split_transactions,
+            u8::from(t.rate_limited),
+            t.rate_limited_ms as f64 / 1000.0,
         ));
         for (reason, n) in &self.skipped {
             m.push_str(&format!(
@@ -595,7 +610,7 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     if cfg.target.wait_replicas.is_some() && !checkpoints {
         tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
     }
-    let writer = ClusterWriter::connect_with(
+    let mut writer = ClusterWriter::connect_with(
         &dst.addr,
         WriterConfig {
             auth: wauth.clone(),
@@ -615,6 +630,10 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
+    writer.set_rate_limit(ferry_cluster::RateLimit {
+        ops_per_sec: cfg.target.max_ops_per_sec,
+        bytes_per_sec: cfg.target.max_bytes_per_sec,
+    });
     if writer.is_standalone() && cfg.filter.db_prefix.is_some() {
         bail!(
             "filter.db_prefix is for a cluster target; a standalone target keeps each db \
@@ -826,6 +845,8 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                     refreshes: w.refreshes,
                     reprobed: w.reprobed,
                     wait_timeouts: w.wait_timeouts,
+                    rate_limited: w.rate_limited,
+                    rate_limited_ms: w.rate_limited_ms,
                 }
             },
             error: None,
