@@ -253,6 +253,8 @@ impl Applier {
             restore,
             builder: CommandBuilder::new(CommandOptions {
                 replace: true,
+                // Stream counters (ENTRIESADDED, ENTRIESREAD) need Redis 7.0+ / RDB 10+.
+                stream_v2_args: target.rdb_version >= 10,
                 ..Default::default()
             }),
             file: None,
