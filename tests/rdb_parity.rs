@@ -13,6 +13,7 @@ use ferry_testkit::{Flavor, Server};
 use redis::Value;
 
 mod common;
+use common::pipe_into;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -46,31 +47,6 @@ fn ferry(file: &str, args: &[&str], stdin: &[u8]) -> Output {
     let out = child.wait_with_output().expect("ferry output");
     let _ = w.join();
     out
-}
-
-fn pipe_into(server: &Server, resp: &[u8]) {
-    let cli = Flavor::cli_binary().expect("redis-cli");
-    let mut child = Command::new(cli)
-        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-        .arg("--pipe")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redis-cli");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(resp)
-        .expect("write");
-    let out = child.wait_with_output().expect("redis-cli --pipe");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("errors: 0"),
-        "redis-cli --pipe reported errors:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The server's own load of `dump`, and a server fed `ferry rdb`'s
@@ -267,63 +243,42 @@ fn empty_stream_with_last_id_zero_and_no_groups_is_created() {
 /// Entries added, deleted (max deleted id), trimmed, groups at several
 /// positions (entries-read known, unknown, ahead of a tombstone),
 /// pending entries, consumers, and a stream whose counters were set by XSETID.
-const STREAM_CMDS: &[&[&str]] = &[
-    &["XADD", "s", "1-1", "a", "1"],
-    &["XADD", "s", "2-1", "b", "2"],
-    &["XADD", "s", "3-1", "c", "3"],
-    &["XADD", "s", "4-1", "d", "4"],
-    &["XADD", "s", "5-1", "e", "5"],
-    &["XGROUP", "CREATE", "s", "early", "0"],
-    &["XGROUP", "CREATE", "s", "mid", "2-1"],
-    &["XGROUP", "CREATE", "s", "tail", "$"],
-    &[
-        "XREADGROUP",
-        "GROUP",
-        "early",
-        "alice",
-        "COUNT",
-        "2",
-        "STREAMS",
-        "s",
-        ">",
-    ],
-    &[
-        "XREADGROUP",
-        "GROUP",
-        "mid",
-        "bob",
-        "COUNT",
-        "1",
-        "STREAMS",
-        "s",
-        ">",
-    ],
-    &["XGROUP", "CREATECONSUMER", "s", "mid", "idle-carol"],
-    &["XDEL", "s", "3-1"],
-    &["XADD", "s", "6-1", "f", "6"],
-    &["XGROUP", "CREATE", "s", "at-end", "$"],
-    &["XADD", "t", "1-1", "a", "1"],
-    &["XADD", "t", "2-1", "b", "2"],
-    &["XADD", "t", "3-1", "c", "3"],
-    &["XTRIM", "t", "MAXLEN", "1"],
-    &["XGROUP", "CREATE", "t", "old", "0"],
-    &["XADD", "u", "1-1", "a", "1"],
-    &[
-        "XSETID",
-        "u",
-        "9-9",
-        "ENTRIESADDED",
-        "42",
-        "MAXDELETEDID",
-        "8-0",
-    ],
-    &["XGROUP", "CREATE", "u", "g", "1-1", "ENTRIESREAD", "7"],
+const STREAM_CMDS: &[&str] = &[
+    "XADD s 1-1 a 1",
+    "XADD s 2-1 b 2",
+    "XADD s 3-1 c 3",
+    "XADD s 4-1 d 4",
+    "XADD s 5-1 e 5",
+    "XGROUP CREATE s early 0",
+    "XGROUP CREATE s mid 2-1",
+    "XGROUP CREATE s tail $",
+    "XREADGROUP GROUP early alice COUNT 2 STREAMS s >",
+    "XREADGROUP GROUP mid bob COUNT 1 STREAMS s >",
+    "XGROUP CREATECONSUMER s mid idle-carol",
+    "XDEL s 3-1",
+    "XADD s 6-1 f 6",
+    "XGROUP CREATE s at-end $",
+    "XADD t 1-1 a 1",
+    "XADD t 2-1 b 2",
+    "XADD t 3-1 c 3",
+    "XTRIM t MAXLEN 1",
+    "XGROUP CREATE t old 0",
+    "XADD u 1-1 a 1",
+    "XSETID u 9-9 ENTRIESADDED 42 MAXDELETEDID 8-0",
+    "XGROUP CREATE u g 1-1 ENTRIESREAD 7",
 ];
+
+/// Commands written as lines of space-separated words.
+fn words<'a>(lines: impl IntoIterator<Item = &'a &'static str>) -> Vec<Vec<&'static str>> {
+    lines.into_iter().map(|l| l.split(' ').collect()).collect()
+}
 
 #[test]
 fn stream_metadata_matches_the_servers_own_load() {
     for flavor in FLAVORS {
-        let dump = dump_of(flavor, STREAM_CMDS);
+        let cmds = words(STREAM_CMDS);
+        let refs: Vec<&[&str]> = cmds.iter().map(Vec::as_slice).collect();
+        let dump = dump_of(flavor, &refs);
         let p = load_both(flavor, &dump, &[]);
         assert_same(&flavor.to_string(), &p.piped, &p.loaded);
     }
@@ -334,14 +289,13 @@ fn stream_metadata_matches_the_servers_own_load() {
 /// (with `--stream-counters` for a 7.0 target) carry the same.
 #[test]
 fn rdb9_stream_counters_are_derived_as_the_server_does() {
-    let v62: Vec<&[&str]> = STREAM_CMDS
-        .iter()
-        .copied()
-        .filter(|c| !c.contains(&"ENTRIESADDED") && !c.contains(&"ENTRIESREAD"))
+    let v62 = words(STREAM_CMDS.iter().filter(|c| {
+        !c.contains("ENTRIESADDED") && !c.contains("ENTRIESREAD")
         // A pending entry of a deleted entry in the middle needs an XDEL,
         // which leaves a max deleted id the server does not derive (warned).
-        .filter(|c| c[0] != "XDEL")
-        .collect();
+        && !c.starts_with("XDEL")
+    }));
+    let v62: Vec<&[&str]> = v62.iter().map(Vec::as_slice).collect();
     let dump = dump_of(Flavor::Redis62, &v62);
     assert_eq!(&dump[..9], b"REDIS0009");
     let p = load_both(Flavor::Redis70, &dump, &["--stream-counters"]);
