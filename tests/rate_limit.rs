@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{Flavor, Server};
+use ferry_testkit::{Cluster, Flavor, Server};
 
 mod common;
 use common::daemon::{Setup, http_get, status, wait_caught_up, wait_phase};
@@ -23,11 +23,10 @@ fn fill(server: &Server, prefix: &str, n: usize, value_len: usize) {
     p.query::<()>(&mut server.conn()).expect("fill");
 }
 
-/// A config for `src` → `dst` with `limits` added to the target map.
-fn setup(src: &Server, dst: &Server, limits: &str) -> Setup {
-    let s = Setup::new(&src.url(), &dst.url(), "");
+/// A config for `src` → `url` with `limits` added to the target map.
+fn setup(src: &Server, url: &str, limits: &str) -> Setup {
+    let s = Setup::new(&src.url(), url, "");
     let text = std::fs::read_to_string(&s.cfg).expect("config");
-    let url = dst.url();
     let text = text.replace(
         &format!("target: {{ url: \"{url}\" }}"),
         &format!("target: {{ url: \"{url}\", {limits} }}"),
@@ -38,13 +37,25 @@ fn setup(src: &Server, dst: &Server, limits: &str) -> Setup {
 }
 
 #[test]
-fn ops_limit_paces_snapshot_and_stream_and_the_target_ends_identical() {
+fn ops_limit_paces_snapshot_and_stream_into_a_standalone_target() {
+    let dst = Server::start(Flavor::Redis70).expect("target");
+    ops_limit(&dst.url(), "standalone");
+}
+
+#[test]
+fn ops_limit_paces_snapshot_and_stream_into_a_cluster() {
+    let dst = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    ops_limit(&dst.seed_url(), "3-master cluster");
+}
+
+/// A limited run takes at least the time the limit implies, shows that the
+/// limit binds, and ends identical.
+fn ops_limit(url: &str, what: &str) {
     const KEYS: usize = 3000;
     const RATE: u64 = 1000;
     let src = Server::start(Flavor::Redis70).expect("source");
-    let dst = Server::start(Flavor::Redis70).expect("target");
     fill(&src, "snap", KEYS, 16);
-    let s = setup(&src, &dst, &format!("max_ops_per_sec: {RATE}"));
+    let s = setup(&src, url, &format!("max_ops_per_sec: {RATE}"));
     let started = Instant::now();
     let mut d = s.run();
     // While the snapshot is applied, the limit is what binds.
@@ -101,7 +112,7 @@ fn ops_limit_paces_snapshot_and_stream_and_the_target_ends_identical() {
     s.assert_verified();
     d.stop();
     eprintln!(
-        "rate limit {RATE} ops/s: snapshot of {KEYS} keys {snapshot_time:?} (floor {floor:?}), \
+        "{what}: rate limit {RATE} ops/s: snapshot of {KEYS} keys {snapshot_time:?} (floor {floor:?}), \
          1500 stream commands {stream_time:?}"
     );
 }
@@ -114,7 +125,7 @@ fn bytes_limit_paces_the_snapshot() {
     let src = Server::start(Flavor::Redis70).expect("source");
     let dst = Server::start(Flavor::Redis70).expect("target");
     fill(&src, "big", KEYS, VALUE);
-    let s = setup(&src, &dst, &format!("max_bytes_per_sec: {RATE}"));
+    let s = setup(&src, &dst.url(), &format!("max_bytes_per_sec: {RATE}"));
     let started = Instant::now();
     let mut d = s.run();
     wait_phase(&s.http, "streaming", Duration::from_secs(60));
