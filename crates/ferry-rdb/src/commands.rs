@@ -299,10 +299,13 @@ impl CommandBuilder {
         }
         if let Some(meta) = &s.meta {
             let had_entries = !s.entries.is_empty() || !ghosts.is_empty() || !first;
-            // Whole stream (tail in the same value as the entries): its first
-            // live entry and live count are known.
-            let whole = first.then(|| (s.entries.first().map(|e| e.id), s.entries.len()));
-            self.stream_tail(k, meta, had_entries, whole, &ghosts, out)?;
+            // What the decoder found in the nodes (all chunks); for a whole
+            // value built by hand, its entries.
+            let found = match meta.entries_found {
+                Some(n) => Some((meta.first_found, n)),
+                None => first.then(|| (s.entries.first().map(|e| e.id), s.entries.len() as u64)),
+            };
+            self.stream_tail(k, meta, had_entries, found, &ghosts, out)?;
         }
         Ok(())
     }
@@ -313,15 +316,15 @@ impl CommandBuilder {
         k: &Bytes,
         meta: &StreamMeta,
         had_entries: bool,
-        whole: Option<(Option<StreamId>, usize)>,
+        found: Option<(Option<StreamId>, u64)>,
         ghosts: &[StreamId],
         out: &mut dyn FnMut(Command),
     ) -> Result<(), Unsupported> {
         let mut problems = Vec::new();
         let zero = StreamId::default();
         let empty = !had_entries && meta.length == 0;
-        if let Some((_, live)) = whole
-            && live as u64 != meta.length
+        if let Some((_, live)) = found
+            && live != meta.length
         {
             problems.push(format!(
                 "stream length {} in the dump differs from its {live} entries (Redis loading \
@@ -329,7 +332,7 @@ impl CommandBuilder {
                 meta.length, meta.length
             ));
         }
-        let derived = Derived::of(meta, whole.map(|(first, _)| first));
+        let derived = Derived::of(meta, found.map(|(first, _)| first));
         if empty && meta.last_id != zero {
             // An empty stream: create it by adding an entry at last_id and trimming it away.
             out(vec![
@@ -415,7 +418,7 @@ impl CommandBuilder {
         // Placeholders before the first live entry go by XTRIM, which (unlike
         // XDEL) leaves the max deleted id alone: pending entries of trimmed
         // entries are common, and a server's own load has no tombstone for them.
-        let first_live = whole.and_then(|(f, _)| f);
+        let first_live = found.and_then(|(f, _)| f);
         let (head, mid): (Vec<StreamId>, Vec<StreamId>) = ghosts
             .iter()
             .partition(|g| first_live.is_none_or(|f| **g < f));
@@ -445,7 +448,7 @@ impl CommandBuilder {
             ),
         };
         // XSETID refuses a counter below the entries the key holds.
-        let added = added.max(whole.map_or(0, |(_, live)| live as u64));
+        let added = added.max(found.map_or(0, |(_, live)| live));
         if meta.last_id != zero || (self.opts.stream_v2_args && (added != 0 || maxdel != zero)) {
             let mut c = vec![b("XSETID"), k.clone(), id(meta.last_id)];
             if self.opts.stream_v2_args && (meta.entries_added.is_some() || derived.is_some()) {

@@ -151,6 +151,11 @@ pub struct StreamMeta {
     pub groups: Vec<StreamGroup>,
     /// Idempotent-producer section of RDB type 26+ (Redis 8.6), carried raw.
     pub idmp: Option<StreamIdmp>,
+    /// Live entries the decoder found in the value's nodes, all chunks
+    /// included (`length` may disagree in a damaged dump); None if unknown.
+    pub entries_found: Option<u64>,
+    /// The first live entry the decoder found (None: none, or unknown).
+    pub first_found: Option<StreamId>,
 }
 
 /// A pending (delivered, unacknowledged) entry of a group.

@@ -76,6 +76,10 @@ pub(crate) struct ValueState {
     pub big: bool,
     /// Stream nodes in the value (a stored length with no node is refused).
     stream_nodes: u64,
+    /// Live stream entries seen so far, over every chunk.
+    stream_live: u64,
+    /// The first live stream entry seen.
+    stream_first: Option<StreamId>,
 }
 
 /// Cap on preallocation driven by counts read from the file.
@@ -95,6 +99,8 @@ impl ValueState {
             owned: 0,
             big: false,
             stream_nodes: 0,
+            stream_live: 0,
+            stream_first: None,
         }
     }
 
@@ -229,7 +235,10 @@ impl ValueState {
                 let master = StreamId::from_be_bytes(node_id);
                 let lp_bytes = cur.bytes_of(&lp);
                 let acc = &mut self.acc;
+                let (live, first) = (&mut self.stream_live, &mut self.stream_first);
                 let res = stream::parse_node(master, lp_bytes, &mut |id, pairs| {
+                    *live += 1;
+                    first.get_or_insert(id);
                     for (f, v) in pairs {
                         for e in [f, v] {
                             acc.strs.push(match e {
@@ -257,7 +266,12 @@ impl ValueState {
                     .tail
                     .get_or_insert_with(|| Box::new(stream::Tail::new(t)));
                 if tail.unit(cur)? {
-                    let meta = self.tail.take().map(|t| t.finish());
+                    let meta = self.tail.take().map(|t| {
+                        let mut m = t.finish();
+                        m.entries_found = Some(self.stream_live);
+                        m.first_found = self.stream_first;
+                        m
+                    });
                     if let Some(m) = &meta
                         && m.length > 0
                         && self.stream_nodes == 0

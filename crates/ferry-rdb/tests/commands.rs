@@ -152,6 +152,8 @@ fn pending_entries_of_trimmed_entries_go_by_xtrim_and_a_bad_length_is_reported()
                 consumers: vec![],
             }],
             idmp: None,
+            entries_found: Some(2),
+            first_found: Some(id(5, 1)),
         }),
     }));
     let (cmds, err) = commands(&CommandBuilder::default(), &header(Kind::Stream, 19), &v);
