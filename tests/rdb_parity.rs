@@ -401,16 +401,7 @@ fn stream_length_disagreeing_with_entries_is_loaded_as_the_server_does() {
     // dump ("Stream length inconsistent with rax entries"), so does ferry.
     let mut w = RdbWriter::new("REDIS", 10);
     w.select_db(0);
-    w.key(19, b"s").len(0);
-    w.len(2)
-        .len(5)
-        .len(1)
-        .len(0)
-        .len(0)
-        .len(0)
-        .len(0)
-        .len(2)
-        .len(0);
+    ferry_rdb::build::samples::stream_length_without_nodes(&mut w, b"s");
     let bad = w.finish();
     let out = ferry("-", &["--format", "resp"], &bad);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -68,16 +68,7 @@ fn bytes_after_the_checksum_are_counted_or_refused_on_request() {
 #[test]
 fn a_stream_length_without_entry_nodes_is_refused() {
     let mut w = RdbWriter::new("REDIS", 10);
-    w.key(19, b"s").len(0);
-    w.len(2)
-        .len(5)
-        .len(1)
-        .len(0)
-        .len(0)
-        .len(0)
-        .len(0)
-        .len(2)
-        .len(0);
+    ferry_rdb::build::samples::stream_length_without_nodes(&mut w, b"s");
     let e = decode_all(&w.finish()).expect_err("refused");
     assert!(
         e.to_string().contains("stream length 2 but no entry node"),
