@@ -196,6 +196,10 @@ fn serve(mut sock: TcpStream, payload: Payload, stop: Arc<AtomicBool>) {
                 .first()
                 .map(|a| String::from_utf8_lossy(a).to_uppercase())
                 .unwrap_or_default();
+            // A master never answers a replica's ACK.
+            if name == "REPLCONF" && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"ACK")) {
+                continue;
+            }
             let reply: Vec<u8> = match name.as_str() {
                 "PING" => b"+PONG\r\n".to_vec(),
                 "AUTH" | "REPLCONF" | "CLIENT" => b"+OK\r\n".to_vec(),
@@ -262,4 +266,53 @@ fn corrupt_command_stream_from_the_source_stops_ferry_clearly() {
         Payload::Stream(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$x\r\n".to_vec()),
         "offset",
     );
+}
+
+/// Empty keys (a list of empty quicklist nodes, an empty set), which a
+/// server skips when loading, are skipped by `ferry run` too: counted as
+/// `empty_key` in `/status`, the rest carried, and the snapshot's
+/// `keys_done` counts every key handled once streaming.
+#[test]
+fn empty_keys_in_a_snapshot_are_skipped_and_counted() {
+    let mut w = RdbWriter::new("REDIS", 10);
+    w.select_db(0);
+    w.key(0, b"k").string(b"v");
+    w.key(18, b"empty-list").list_quicklist2(&[vec![], vec![]]);
+    w.key(2, b"empty-set").set_plain(&[]);
+    let target = Server::start(Flavor::Redis70).expect("target");
+    let (addr, stop) = fake_source(Payload::Snapshot(w.finish()));
+    let setup = Setup::new(&format!("redis://{addr}"), &target.url(), "");
+    let mut ferry = setup.run();
+    let st = match std::panic::catch_unwind(|| {
+        common::daemon::wait_phase(&setup.http, "streaming", Duration::from_secs(30))
+    }) {
+        Ok(st) => st,
+        Err(_) => panic!("not streaming: {}", ferry.log()),
+    };
+    // The status is rebuilt every 20 ms: wait for the counters of the end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut st = st;
+    while st["snapshot"]["keys_done"] != 3 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        st = common::daemon::status(&setup.http).unwrap_or(st);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let log = ferry.log();
+    ferry.stop();
+    assert_eq!(st["skipped"]["empty_key"], 2, "{st}\n{log}");
+    assert_eq!(st["keys_applied"], 1, "{st}");
+    assert_eq!(st["snapshot"]["keys_done"], 3, "{st}");
+    assert!(
+        log.contains("empty-set"),
+        "each skipped key is logged: {log}"
+    );
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut target.conn())
+        .expect("GET");
+    assert_eq!(v, "v");
+    let n: u64 = redis::cmd("DBSIZE")
+        .query(&mut target.conn())
+        .expect("DBSIZE");
+    assert_eq!(n, 1);
 }

@@ -14,7 +14,7 @@ use ferry_testkit::fixtures::{self, FixtureOptions};
 use ferry_testkit::{Flavor, Server};
 
 mod common;
-use common::normalize;
+use common::{normalize, pipe_into};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -66,36 +66,6 @@ fn ferry_rdb(file: &std::path::Path, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn pipe_into(server: &Server, resp: &[u8]) {
-    let cli = Flavor::cli_binary().expect("redis-cli");
-    let mut child = Command::new(cli)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port().to_string(),
-            "--pipe",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redis-cli");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(resp)
-        .expect("write");
-    let out = child.wait_with_output().expect("redis-cli --pipe");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("errors: 0"),
-        "redis-cli --pipe reported errors:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn roundtrip(flavor: Flavor) {

@@ -7,8 +7,12 @@ pub mod daemon;
 
 use std::collections::BTreeMap;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use bytes::Bytes;
 use ferry_rdb::{Item, Value};
+use ferry_testkit::{Flavor, Server};
 
 /// Normalized content of one key: what must survive a migration.
 #[derive(Debug, PartialEq)]
@@ -97,4 +101,35 @@ pub fn normalize(items: &[Item]) -> BTreeMap<(u64, Bytes), Norm> {
             _ => None,
         })
         .collect()
+}
+
+/// Feeds `resp` to `redis-cli --pipe` against `server`; asserts no error reply.
+pub fn pipe_into(server: &Server, resp: &[u8]) {
+    let cli = Flavor::cli_binary().expect("redis-cli");
+    let mut child = Command::new(cli)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port().to_string(),
+            "--pipe",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(resp)
+        .expect("write");
+    let out = child.wait_with_output().expect("redis-cli --pipe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("errors: 0"),
+        "redis-cli --pipe reported errors:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -172,4 +172,8 @@ pub struct WriterStats {
     pub reprobed: u64,
     /// `WAIT` replies with no replica within the timeout.
     pub wait_timeouts: u64,
+    /// The rate limit held writes back within the last second.
+    pub rate_limited: bool,
+    /// Total milliseconds writes waited for the rate limit.
+    pub rate_limited_ms: u64,
 }

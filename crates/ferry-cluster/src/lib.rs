@@ -34,6 +34,7 @@
 //!   the stats, defined in `config`); `discovery` reads the topology.
 //! * `engine`: the task behind the handle (a pure state machine, `core`,
 //!   driven by a thin tokio loop).
+//! * [`rate`]: the target rate limit (token buckets, pure).
 //! * [`error`](mod@error): [`WriterError`].
 //!
 //! Module dependencies run one way: `config`, `error`, `conn` ←
@@ -46,12 +47,14 @@ mod discovery;
 mod engine;
 pub mod error;
 mod progress;
+pub mod rate;
 mod shared;
 pub mod writer;
 
 pub use checkpoint::{CheckpointSummary, RESERVED_PREFIX};
 pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
+pub use rate::RateLimit;
 pub use writer::{
     CheckpointConfig, ClusterWriter, Op, TargetMode, WriterConfig, WriterStats, discover_topology,
 };

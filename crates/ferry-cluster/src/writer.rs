@@ -50,7 +50,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_ops::{ErrorKind, Redirect, RedirectKind, Topology};
@@ -86,6 +86,15 @@ pub struct ClusterWriter {
     side: SideReads,
     /// Per slot, the offset committed at connect time (empty: none).
     committed: Vec<u64>,
+    /// `target.max_ops_per_sec` / `max_bytes_per_sec`, and its time origin.
+    rate: Option<(crate::rate::Limiter, std::time::Instant)>,
+    /// Time actually spent sleeping for the rate limit.
+    rate_slept: Duration,
+}
+
+/// Bytes of a command's arguments (what the byte limit counts).
+fn args_len(args: &[Bytes]) -> u64 {
+    args.iter().map(|a| a.len() as u64).sum()
 }
 
 /// Per slot: the connect-time checkpoint or the barrier of the master
@@ -216,7 +225,30 @@ impl ClusterWriter {
             standalone,
             side,
             committed,
+            rate: None,
+            rate_slept: Duration::ZERO,
         })
+    }
+
+    /// Limits what [`ClusterWriter::submit`] and
+    /// [`ClusterWriter::submit_group`] pass on (snapshot and stream alike):
+    /// they wait once the limit is reached, so the source lag grows instead
+    /// of the target's load. 0 = unlimited.
+    pub fn set_rate_limit(&mut self, limit: crate::RateLimit) {
+        let start = std::time::Instant::now();
+        self.rate = crate::rate::Limiter::new(limit, Duration::ZERO).map(|l| (l, start));
+    }
+
+    /// Waits as the rate limit requires for `ops` commands of `bytes` bytes.
+    async fn throttle(&mut self, ops: u64, bytes: u64) {
+        if let Some((limiter, start)) = &mut self.rate {
+            let wait = limiter.take(ops, bytes, start.elapsed());
+            if !wait.is_zero() {
+                let t = std::time::Instant::now();
+                tokio::time::sleep(wait).await;
+                self.rate_slept += t.elapsed();
+            }
+        }
     }
 
     /// Whether an op of `slot` at `offset` was committed before this
@@ -464,6 +496,9 @@ impl ClusterWriter {
             // retry can never let a later op (or `SELECT`) overtake it.
             op.slot = op.slot.map(|_| 0);
         }
+        if self.rate.is_some() {
+            self.throttle(1, args_len(&op.args)).await;
+        }
         self.cmds
             .send(Cmd::Op(op))
             .await
@@ -525,6 +560,10 @@ impl ClusterWriter {
             for op in &mut ops {
                 op.slot = op.slot.map(|_| 0);
             }
+        }
+        if self.rate.is_some() {
+            let bytes = ops.iter().map(|o| args_len(&o.args)).sum();
+            self.throttle(ops.len() as u64, bytes).await;
         }
         self.cmds
             .send(Cmd::Group(ops))
@@ -602,6 +641,11 @@ impl ClusterWriter {
             refreshes: get(&self.shared.refreshes),
             reprobed: get(&self.shared.reprobed),
             wait_timeouts: get(&self.shared.wait_timeouts),
+            rate_limited: self
+                .rate
+                .as_ref()
+                .is_some_and(|(l, start)| l.binding(start.elapsed())),
+            rate_limited_ms: self.rate_slept.as_millis() as u64,
         }
     }
 

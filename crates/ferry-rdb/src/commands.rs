@@ -139,12 +139,7 @@ impl CommandBuilder {
             Value::String(v) => out(vec![b("SET"), k.clone(), v.clone()]),
             Value::List(items) => self.batched("RPUSH", k, items.iter().map(|e| [e.clone()]), out),
             Value::Set(items) => self.batched("SADD", k, items.iter().map(|e| [e.clone()]), out),
-            Value::SortedSet(items) => self.batched(
-                "ZADD",
-                k,
-                items.iter().map(|(m, s)| [score_text(*s), m.clone()]),
-                out,
-            ),
+            Value::SortedSet(items) => self.zset(k, items, out),
             Value::Hash(fields) => {
                 self.batched(
                     "HSET",
@@ -202,6 +197,33 @@ impl CommandBuilder {
         if !c.is_empty() {
             out(c);
         }
+    }
+
+    /// `ZADD` batches. A `-0` score survives only in a skiplist-encoded zset,
+    /// and a zset starts as a listpack: such members are first added with a
+    /// placeholder score, then set to `-0` once the chunk's other members are
+    /// in, so the sign is kept exactly when the target ends with a skiplist
+    /// (as when a server loads the dump: small zsets become listpacks there).
+    fn zset(&self, k: &Bytes, items: &[(Bytes, f64)], out: &mut dyn FnMut(Command)) {
+        let neg_zero = |s: f64| s == 0.0 && s.is_sign_negative();
+        self.batched(
+            "ZADD",
+            k,
+            items.iter().map(|(m, s)| {
+                let s = if neg_zero(*s) { b("1") } else { score_text(*s) };
+                [s, m.clone()]
+            }),
+            out,
+        );
+        self.batched(
+            "ZADD",
+            k,
+            items
+                .iter()
+                .filter(|(_, s)| neg_zero(*s))
+                .map(|(m, _)| [b("-0"), m.clone()]),
+            out,
+        );
     }
 
     fn field_ttls(&self, key: &Bytes, fields: &[HashField], out: &mut dyn FnMut(Command)) {
@@ -277,22 +299,41 @@ impl CommandBuilder {
         }
         if let Some(meta) = &s.meta {
             let had_entries = !s.entries.is_empty() || !ghosts.is_empty() || !first;
-            self.stream_tail(k, meta, had_entries, &ghosts, out)?;
+            // What the decoder found in the nodes (all chunks); for a whole
+            // value built by hand, its entries.
+            let found = match meta.entries_found {
+                Some(n) => Some((meta.first_found, n)),
+                None => first.then(|| (s.entries.first().map(|e| e.id), s.entries.len() as u64)),
+            };
+            self.stream_tail(k, meta, had_entries, found, &ghosts, out)?;
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn stream_tail(
         &self,
         k: &Bytes,
         meta: &StreamMeta,
         had_entries: bool,
+        found: Option<(Option<StreamId>, u64)>,
         ghosts: &[StreamId],
         out: &mut dyn FnMut(Command),
     ) -> Result<(), Unsupported> {
         let mut problems = Vec::new();
+        let zero = StreamId::default();
         let empty = !had_entries && meta.length == 0;
-        if empty && meta.last_id != StreamId::default() {
+        if let Some((_, live)) = found
+            && live != meta.length
+        {
+            problems.push(format!(
+                "stream length {} in the dump differs from its {live} entries (Redis loading \
+                 the dump reports XLEN {}, Valkey 9 refuses it; commands give {live})",
+                meta.length, meta.length
+            ));
+        }
+        let derived = Derived::of(meta, found.map(|(first, _)| first));
+        if empty && meta.last_id != zero {
             // An empty stream: create it by adding an entry at last_id and trimming it away.
             out(vec![
                 b("XADD"),
@@ -304,10 +345,18 @@ impl CommandBuilder {
                 b("v"),
             ]);
         } else if empty && meta.groups.is_empty() {
-            problems.push(
-                "empty stream with last id 0-0 and no groups cannot be created by commands"
-                    .to_string(),
-            );
+            // Empty, last id 0-0, no groups: a group created with MKSTREAM
+            // and destroyed leaves exactly that.
+            let tmp = b("ferry-tmp-group");
+            out(vec![
+                b("XGROUP"),
+                b("CREATE"),
+                k.clone(),
+                tmp.clone(),
+                b("$"),
+                b("MKSTREAM"),
+            ]);
+            out(vec![b("XGROUP"), b("DESTROY"), k.clone(), tmp]);
         }
         for g in &meta.groups {
             let mut c = vec![
@@ -317,11 +366,17 @@ impl CommandBuilder {
                 g.name.clone(),
                 id(g.last_id),
             ];
-            if empty && meta.last_id == StreamId::default() {
+            if empty && meta.last_id == zero {
                 c.push(b("MKSTREAM"));
             }
+            // RDB 9 streams carry no counter: a server loading them estimates it.
+            let read = g.entries_read.or_else(|| {
+                derived
+                    .filter(|_| meta.entries_added.is_none())?
+                    .entries_read(g.last_id)
+            });
             if self.opts.stream_v2_args
-                && let Some(r) = g.entries_read
+                && let Some(r) = read
             {
                 c.extend([b("ENTRIESREAD"), num(r)]);
             }
@@ -360,16 +415,43 @@ impl CommandBuilder {
                 ]);
             }
         }
-        if !ghosts.is_empty() {
+        // Placeholders before the first live entry go by XTRIM, which (unlike
+        // XDEL) leaves the max deleted id alone: pending entries of trimmed
+        // entries are common, and a server's own load has no tombstone for them.
+        let first_live = found.and_then(|(f, _)| f);
+        let (head, mid): (Vec<StreamId>, Vec<StreamId>) = ghosts
+            .iter()
+            .partition(|g| first_live.is_none_or(|f| **g < f));
+        if !head.is_empty() {
+            out(match first_live {
+                Some(f) => vec![b("XTRIM"), k.clone(), b("MINID"), id(f)],
+                None => vec![b("XTRIM"), k.clone(), b("MAXLEN"), b("0")],
+            });
+        }
+        if !mid.is_empty() {
+            if meta.max_deleted_id.is_none() && self.opts.stream_v2_args {
+                problems.push(format!(
+                    "pending entries of deleted entries up to {} leave that max deleted id \
+                     (a server loading this RDB 9 stream shows 0-0)",
+                    mid[mid.len() - 1]
+                ));
+            }
             let mut c = vec![b("XDEL"), k.clone()];
-            c.extend(ghosts.iter().map(|g| id(*g)));
+            c.extend(mid.iter().map(|g| id(*g)));
             out(c);
         }
-        if meta.last_id != StreamId::default() {
+        let (added, maxdel) = match derived {
+            Some(d) => (d.entries_added, d.max_deleted),
+            None => (
+                meta.entries_added.unwrap_or(0),
+                meta.max_deleted_id.unwrap_or(zero),
+            ),
+        };
+        // XSETID refuses a counter below the entries the key holds.
+        let added = added.max(found.map_or(0, |(_, live)| live));
+        if meta.last_id != zero || (self.opts.stream_v2_args && (added != 0 || maxdel != zero)) {
             let mut c = vec![b("XSETID"), k.clone(), id(meta.last_id)];
-            if self.opts.stream_v2_args
-                && let (Some(added), Some(maxdel)) = (meta.entries_added, meta.max_deleted_id)
-            {
+            if self.opts.stream_v2_args && (meta.entries_added.is_some() || derived.is_some()) {
                 c.extend([b("ENTRIESADDED"), num(added), b("MAXDELETEDID"), id(maxdel)]);
             }
             out(c);
@@ -382,5 +464,74 @@ impl CommandBuilder {
                 reason: problems.join("; "),
             })
         }
+    }
+}
+
+/// Stream counters as a server holds them after loading the dump: stored
+/// (RDB type 19+), or derived as a server derives them for older types.
+#[derive(Debug, Clone, Copy)]
+struct Derived {
+    length: u64,
+    last: StreamId,
+    first: StreamId,
+    max_deleted: StreamId,
+    entries_added: u64,
+}
+
+impl Derived {
+    /// `first_live`: the first live entry when the whole stream is at hand
+    /// (`Some(None)`: it has none); needed only for types without counters.
+    fn of(m: &StreamMeta, first_live: Option<Option<StreamId>>) -> Option<Derived> {
+        let max = StreamId {
+            ms: u64::MAX,
+            seq: u64::MAX,
+        };
+        match (m.entries_added, m.max_deleted_id, m.first_id) {
+            (Some(added), Some(maxdel), Some(first)) => Some(Derived {
+                length: m.length,
+                last: m.last_id,
+                first,
+                max_deleted: maxdel,
+                entries_added: added,
+            }),
+            // Type 15: added = length, no tombstones, first = first live entry.
+            _ => first_live.map(|f| Derived {
+                length: m.length,
+                last: m.last_id,
+                first: f.unwrap_or(max),
+                max_deleted: StreamId::default(),
+                entries_added: m.length,
+            }),
+        }
+    }
+
+    /// The entries-read counter a server derives for a group whose last
+    /// delivered id is `id` (None: it cannot tell, the group reports nil).
+    fn entries_read(&self, id: StreamId) -> Option<u64> {
+        let zero = StreamId::default();
+        if self.entries_added == 0 {
+            return Some(0);
+        }
+        if self.length == 0 && id <= self.last {
+            return Some(self.entries_added);
+        }
+        if id != zero && id < self.max_deleted {
+            return None;
+        }
+        if id == self.last {
+            return Some(self.entries_added);
+        }
+        if id > self.last {
+            return None;
+        }
+        if self.max_deleted == zero || self.max_deleted < self.first {
+            if id < self.first {
+                return Some(self.entries_added - self.length.min(self.entries_added));
+            }
+            if id == self.first {
+                return Some(self.entries_added - self.length.min(self.entries_added) + 1);
+            }
+        }
+        None
     }
 }

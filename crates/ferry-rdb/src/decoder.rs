@@ -498,6 +498,10 @@ impl Decoder {
             }
         };
         let chunk = self.consume(src, vs.pos);
+        if matches!(status, Status::Done) && vs.is_empty_collection() {
+            self.out.push_back(Item::EmptyKey(vs.header));
+            return Ok(());
+        }
         let value = vs.take_value(&chunk);
         vs.pos = 0;
         match status {

@@ -151,6 +151,11 @@ pub struct StreamMeta {
     pub groups: Vec<StreamGroup>,
     /// Idempotent-producer section of RDB type 26+ (Redis 8.6), carried raw.
     pub idmp: Option<StreamIdmp>,
+    /// Live entries the decoder found in the value's nodes, all chunks
+    /// included (`length` may disagree in a damaged dump); None if unknown.
+    pub entries_found: Option<u64>,
+    /// The first live entry the decoder found (None: none, or unknown).
+    pub first_found: Option<StreamId>,
 }
 
 /// A pending (delivered, unacknowledged) entry of a group.
@@ -390,6 +395,10 @@ pub enum Item {
     },
     /// A whole key.
     Key(Key),
+    /// A list, set, zset or hash with no elements (e.g. made only of empty
+    /// quicklist nodes). A server loading the dump skips such a key and
+    /// counts it ("empty keys skipped"); so should the consumer.
+    EmptyKey(KeyHeader),
     /// A big key starts; chunks follow.
     BigKeyStart(KeyHeader),
     /// A bounded batch of elements of the current big key.

@@ -26,8 +26,11 @@ pub struct RdbReader<R> {
     decoder: Decoder,
     eof: bool,
     finished: bool,
-    /// Reject bytes after the checksum (true for files, false for sockets).
+    /// Reject bytes after the checksum with [`RdbError::TrailingData`].
+    /// Default false: servers load such files and ignore the tail, so the
+    /// reader counts those bytes instead ([`RdbReader::trailing_bytes`]).
     pub reject_trailing: bool,
+    trailing: u64,
 }
 
 const READ_SIZE: usize = 256 << 10;
@@ -46,8 +49,15 @@ impl<R: Read> RdbReader<R> {
             decoder: Decoder::new(opts),
             eof: false,
             finished: false,
-            reject_trailing: true,
+            reject_trailing: false,
+            trailing: 0,
         }
+    }
+
+    /// Bytes found after the checksum (known once the iterator ended);
+    /// servers ignore them, callers should warn.
+    pub fn trailing_bytes(&self) -> u64 {
+        self.trailing
     }
 
     /// File offset consumed so far.
@@ -61,18 +71,20 @@ impl<R: Read> RdbReader<R> {
                 return Ok(Some(item));
             }
             if self.decoder.is_done() {
-                if self.reject_trailing {
-                    if self.buf.is_empty() && !self.eof {
-                        self.fill()?;
-                    }
-                    if !self.buf.is_empty() {
+                loop {
+                    if !self.buf.is_empty() && self.reject_trailing {
                         return Err(RdbError::TrailingData {
                             offset: self.decoder.offset(),
                         }
                         .into());
                     }
+                    self.trailing += self.buf.len() as u64;
+                    self.buf.clear();
+                    if self.eof {
+                        return Ok(None);
+                    }
+                    self.fill()?;
                 }
-                return Ok(None);
             }
             if self.eof {
                 self.decoder.finish(&self.buf)?;

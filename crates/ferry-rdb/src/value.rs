@@ -74,6 +74,12 @@ pub(crate) struct ValueState {
     owned: usize,
     /// At least one chunk was released (the key is delivered as a big key).
     pub big: bool,
+    /// Stream nodes in the value (a stored length with no node is refused).
+    stream_nodes: u64,
+    /// Live stream entries seen so far, over every chunk.
+    stream_live: u64,
+    /// The first live stream entry seen.
+    stream_first: Option<StreamId>,
 }
 
 /// Cap on preallocation driven by counts read from the file.
@@ -92,6 +98,9 @@ impl ValueState {
             tail: None,
             owned: 0,
             big: false,
+            stream_nodes: 0,
+            stream_live: 0,
+            stream_first: None,
         }
     }
 
@@ -179,6 +188,7 @@ impl ValueState {
                 }
                 Stream(_) => {
                     let n = cur.len()?;
+                    self.stream_nodes = n;
                     self.phase = if n == 0 {
                         Phase::StreamTail
                     } else {
@@ -225,7 +235,10 @@ impl ValueState {
                 let master = StreamId::from_be_bytes(node_id);
                 let lp_bytes = cur.bytes_of(&lp);
                 let acc = &mut self.acc;
+                let (live, first) = (&mut self.stream_live, &mut self.stream_first);
                 let res = stream::parse_node(master, lp_bytes, &mut |id, pairs| {
+                    *live += 1;
+                    first.get_or_insert(id);
                     for (f, v) in pairs {
                         for e in [f, v] {
                             acc.strs.push(match e {
@@ -253,7 +266,23 @@ impl ValueState {
                     .tail
                     .get_or_insert_with(|| Box::new(stream::Tail::new(t)));
                 if tail.unit(cur)? {
-                    self.acc.meta = self.tail.take().map(|t| t.finish());
+                    let meta = self.tail.take().map(|t| {
+                        let mut m = t.finish();
+                        m.entries_found = Some(self.stream_live);
+                        m.first_found = self.stream_first;
+                        m
+                    });
+                    if let Some(m) = &meta
+                        && m.length > 0
+                        && self.stream_nodes == 0
+                    {
+                        // As a server loading the dump: "Stream length
+                        // inconsistent with rax entries".
+                        return Err(
+                            cur.corrupt(format!("stream length {} but no entry node", m.length))
+                        );
+                    }
+                    self.acc.meta = meta;
                     self.phase = Phase::Done;
                 }
             }
@@ -371,10 +400,7 @@ impl ValueState {
             }
         };
         match res {
-            Ok(0) => Err(Stop::Fail(RdbError::Corrupt {
-                offset: at,
-                what: "empty quicklist node".into(),
-            })),
+            // A server skips empty nodes (and the key, if all are empty).
             Ok(_) => Ok(()),
             Err(e) => Err(self.container_err(at, e)),
         }
@@ -470,6 +496,18 @@ impl ValueState {
         }
         self.phase = Phase::Done;
         Ok(())
+    }
+
+    /// True when the finished value is a collection with no element, which
+    /// a server skips when loading (streams and modules excepted).
+    pub(crate) fn is_empty_collection(&self) -> bool {
+        !self.big
+            && self.phase == Phase::Done
+            && matches!(
+                self.header.kind,
+                crate::Kind::List | crate::Kind::Set | crate::Kind::SortedSet | crate::Kind::Hash
+            )
+            && self.acc.strs.is_empty()
     }
 
     /// Release what was read as a [`Value`]; `chunk` holds the bytes `0..pos` of the buffer.

@@ -110,6 +110,9 @@ pub struct Counters {
     pub emulated: u64,
     /// Keys or commands not carried, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
+    /// Snapshot keys handled (written or skipped), fixed when the last
+    /// snapshot ended; None while one is being applied.
+    pub snapshot_keys: Option<u64>,
 }
 
 /// Name of the target state file in `state_dir`.
@@ -216,6 +219,8 @@ pub struct Applier {
     marked: u64,
     /// Counters.
     pub counters: Counters,
+    /// Modules the target lacks (preflight): values of their types are skipped.
+    pub missing_modules: std::collections::BTreeSet<String>,
 }
 
 fn now_ms() -> i64 {
@@ -248,6 +253,8 @@ impl Applier {
             restore,
             builder: CommandBuilder::new(CommandOptions {
                 replace: true,
+                // Stream counters (ENTRIESADDED, ENTRIESREAD) need Redis 7.0+ / RDB 10+.
+                stream_v2_args: target.rdb_version >= 10,
                 ..Default::default()
             }),
             file: None,
@@ -261,6 +268,7 @@ impl Applier {
             state,
             txn: None,
             counters: Counters::default(),
+            missing_modules: Default::default(),
         }
     }
 
@@ -395,6 +403,7 @@ impl Applier {
                 self.new_history(&replid, offset).await?;
                 self.snapshot_offset = offset;
                 self.file = None;
+                self.counters.snapshot_keys = None;
             }
             LinkEvent::Continue { .. } | LinkEvent::Reconnecting { .. } => {}
             LinkEvent::Rdb(item) => self.rdb(item).await?,
@@ -406,6 +415,9 @@ impl Applier {
                         .context("target cluster")?;
                 }
                 self.tokens.push_back((self.last_op_offset, applied));
+                let c = &self.counters;
+                self.counters.snapshot_keys =
+                    Some(c.keys_applied + c.skipped.values().sum::<u64>());
             }
             LinkEvent::Stream { event, applied } => {
                 self.stream(event).await?;
@@ -424,6 +436,8 @@ impl Applier {
                 let args = vec!["FUNCTION".into(), "LOAD".into(), "REPLACE".into(), code];
                 self.submit(args, None, off).await?;
             }
+            // A server loading the dump skips it too (and counts it).
+            Item::EmptyKey(h) => self.skip("empty_key", &lossy(&h.key)),
             Item::ModuleAux { module, .. } => {
                 self.skip(
                     "module_aux",
@@ -446,6 +460,14 @@ impl Applier {
                 }
                 if h.expire_ms.is_some_and(|t| t <= now_ms()) {
                     self.skip("expired", &lossy(&h.key));
+                    return Ok(());
+                }
+                if let Value::Module(m) = &k.value
+                    && let Some(module) = crate::modules::module_of_type(&m.id.name())
+                    && self.missing_modules.contains(module)
+                {
+                    let what = format!("{} (module {module}, type {})", lossy(&h.key), m.id.name());
+                    self.skip("module_missing", &what);
                     return Ok(());
                 }
                 self.select(h.db, off).await?;

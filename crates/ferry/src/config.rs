@@ -251,6 +251,15 @@ pub struct Target {
     /// master needs a replica. Unset (default): no `WAIT`.
     #[serde(default)]
     pub wait_replicas: Option<u64>,
+    /// Most commands per second written to the target, snapshot and stream
+    /// alike (one budget for the whole process); 0 = unlimited (default).
+    /// When it binds the source lag grows instead of the target's load.
+    #[serde(default)]
+    pub max_ops_per_sec: u64,
+    /// Most bytes of command arguments per second written to the target;
+    /// 0 = unlimited (default).
+    #[serde(default)]
+    pub max_bytes_per_sec: u64,
 }
 
 impl Target {
@@ -539,6 +548,8 @@ mod tests {
         assert_eq!(cfg.target.mode, TargetKind::Auto);
         assert_eq!(cfg.spool, Spool::default());
         assert_eq!(cfg.target.checkpoints, Some(true));
+        assert_eq!(cfg.target.max_ops_per_sec, 0);
+        assert_eq!(cfg.target.max_bytes_per_sec, 0);
         let default =
             Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");
         assert!(default.expect("minimal").checkpoints());

@@ -117,6 +117,9 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     println!("cross-slot emulated: {}", n("emulated"));
     println!("spool:            {} bytes", n("spool_bytes"));
     println!("reconnects:       {}", n("reconnects"));
+    if s["target"]["rate_limited"] == true {
+        println!("rate limit:       binding (target.max_ops/bytes_per_sec sets the pace)");
+    }
     if let Some(skipped) = s["skipped"].as_object().filter(|m| !m.is_empty()) {
         println!("not carried:");
         for (reason, count) in skipped {

@@ -6,7 +6,10 @@
 //!   saved position only the credentials must be right: a source that is
 //!   down for a while is waited for;
 //! * the source is not one of the target's nodes (same `run_id`);
-//! * `snapshot.restore: always`: the target reads the source's RDB version.
+//! * `snapshot.restore: always`: the target reads the source's RDB version;
+//! * the target has the modules whose values the source holds (`INFO
+//!   modules`); a lacking one is a warning (its keys are skipped and counted
+//!   as `module_missing`), or an error with `snapshot.restore: always`.
 //!
 //! It also reads the number of keys to migrate (`INFO keyspace`) for the
 //! snapshot progress. A source user without `+info` only loses the last two
@@ -28,6 +31,8 @@ const T: Duration = Duration::from_secs(5);
 pub struct SourceFacts {
     /// Keys in the dbs the filter carries (`INFO keyspace`).
     pub keys_total: Option<u64>,
+    /// Modules (lower-case names) the source has and the target lacks.
+    pub missing_modules: std::collections::BTreeSet<String>,
 }
 
 /// `INFO <section>` as text.
@@ -125,6 +130,11 @@ pub async fn check(
 
     // Same server under another name?
     let run_id = field(&server, "run_id").unwrap_or_default().to_string();
+    let source_modules = info(&mut conn, "modules")
+        .await
+        .map(|t| crate::modules::loaded(&t))
+        .unwrap_or_default();
+    let mut target_modules = Vec::new();
     let mut target_info = None;
     for addr in masters {
         let mut t = Conn::connect_tls(addr, target_auth, T, cfg.target.tls_config().as_ref())
@@ -141,6 +151,31 @@ pub async fn check(
             );
         }
         target_info.get_or_insert(text);
+        if !source_modules.is_empty() {
+            let m = info(&mut t, "modules")
+                .await
+                .with_context(|| format!("target node {addr}"))?;
+            target_modules.push(crate::modules::loaded(&m));
+        }
+    }
+    let missing_modules = crate::modules::missing(&source_modules, &target_modules);
+    if !missing_modules.is_empty() {
+        let names = missing_modules
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if cfg.snapshot.restore == RestoreMode::Always {
+            bail!(
+                "snapshot.restore: always, but the target lacks module(s) the source has: \
+                 {names}; load them on every target master, or set snapshot.restore: auto to \
+                 skip (and count) their keys"
+            );
+        }
+        tracing::warn!(
+            "the target lacks module(s) the source has: {names}; keys of their types are not \
+             carried (counted as module_missing, each logged with its key)"
+        );
     }
 
     if cfg.snapshot.restore == RestoreMode::Always {
@@ -164,7 +199,10 @@ pub async fn check(
             );
         }
     }
-    Ok(SourceFacts { keys_total })
+    Ok(SourceFacts {
+        keys_total,
+        missing_modules,
+    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use ferry_rdb::{Item, KeyHeader, RdbReader, Value};
 use crate::rdb_cmd::json::JsonWriter;
 
 mod json;
+mod precheck;
 mod summary;
 
 /// Output format of `ferry rdb`.
@@ -47,6 +48,16 @@ pub struct RdbArgs {
     /// With `--format resp`: delete each key before rebuilding it (`DEL`, `RESTORE … REPLACE`).
     #[arg(long)]
     pub replace: bool,
+    /// With `--format resp`: pass stream counters (`ENTRIESADDED`,
+    /// `MAXDELETEDID`, `ENTRIESREAD`) even for an RDB 9 dump, for a Redis
+    /// 7.0+ target (by default only dumps of RDB 10+ get them).
+    #[arg(long)]
+    pub stream_counters: bool,
+    /// With `--format resp` on a file: skip the checksum pass that runs
+    /// before anything is written (then a damaged file is only noticed
+    /// after its commands were written).
+    #[arg(long)]
+    pub no_precheck: bool,
     /// With `--format summary`: how many of the biggest keys to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -58,16 +69,21 @@ pub struct RdbArgs {
 /// Run `ferry rdb`.
 pub fn run(args: &RdbArgs) -> Result<()> {
     let name = args.file.display().to_string();
-    let input: Box<dyn Read> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(&args.file).with_context(|| format!("cannot open {name}"))?)
-    };
+    let from_stdin = name == "-";
     let opts = ferry_rdb::DecodeOptions {
         big_value_bytes: args.big_value_bytes,
         ..Default::default()
     };
-    let reader = RdbReader::with_options(input, opts);
+    if args.format == Format::Resp && !from_stdin && !args.no_precheck {
+        precheck::verify(&args.file, opts.clone())
+            .with_context(|| format!("cannot decode {name}"))?;
+    }
+    let input: Box<dyn Read> = if from_stdin {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&args.file).with_context(|| format!("cannot open {name}"))?)
+    };
+    let mut reader = RdbReader::with_options(input, opts);
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 20, stdout);
     let mut sink: Box<dyn Sink> = match args.format {
@@ -75,13 +91,40 @@ pub fn run(args: &RdbArgs) -> Result<()> {
         Format::Json => Box::new(JsonWriter::default()),
         Format::Summary => Box::new(summary::Summary::new(args.top)),
     };
-    for item in reader {
-        let item = item.with_context(|| format!("cannot decode {name}"))?;
-        sink.item(item, &mut out)?;
+    let mut empty = precheck::EmptyKeys::default();
+    let mut result = (|| -> Result<()> {
+        for item in reader.by_ref() {
+            let item = item.with_context(|| format!("cannot decode {name}"))?;
+            if let Item::EmptyKey(h) = &item {
+                empty.add(h);
+                continue;
+            }
+            sink.item(item, &mut out)?;
+        }
+        sink.finish(&mut out)?;
+        Ok(())
+    })();
+    if let Err(e) = out.flush()
+        && result.is_ok()
+    {
+        result = Err(e.into());
     }
-    sink.finish(&mut out)?;
-    out.flush()?;
-    Ok(())
+    empty.warn();
+    if reader.trailing_bytes() > 0 {
+        eprintln!(
+            "ferry: warning: {} byte(s) after the end of the RDB (after its checksum) ignored, \
+             as a server loading the file ignores them",
+            reader.trailing_bytes()
+        );
+    }
+    match result {
+        // Commands were streamed before the damage showed: say so on the same line.
+        Err(e) if from_stdin && args.format == Format::Resp => Err(anyhow::anyhow!(
+            "{e:#} — the commands already written to stdout are incomplete and must be \
+             discarded (a server would refuse this dump)"
+        )),
+        r => r,
+    }
 }
 
 /// Receives decoded items and writes one output format.
@@ -96,11 +139,14 @@ pub(crate) trait Sink {
 struct RespSink {
     builder: CommandBuilder,
     restore: bool,
+    stream_counters: bool,
     version: u16,
     db: u64,
     big: Option<(KeyHeader, bool)>,
     buf: Vec<u8>,
     skipped: Vec<String>,
+    /// Module values written, per module type name.
+    modules: BTreeMap<String, u64>,
 }
 
 impl RespSink {
@@ -111,11 +157,13 @@ impl RespSink {
                 ..Default::default()
             }),
             restore: args.restore,
+            stream_counters: args.stream_counters,
             version: 0,
             db: 0,
             big: None,
             buf: Vec::with_capacity(1 << 16),
             skipped: Vec::new(),
+            modules: BTreeMap::new(),
         }
     }
 
@@ -136,7 +184,7 @@ impl Sink for RespSink {
             Item::Header { version, .. } => {
                 self.version = version;
                 self.builder.opts.payload_version = version;
-                self.builder.opts.stream_v2_args = version >= 10;
+                self.builder.opts.stream_v2_args = version >= 10 || self.stream_counters;
             }
             Item::Function { code } => {
                 ferry_resp::encode::write_command(
@@ -155,6 +203,9 @@ impl Sink for RespSink {
             )),
             Item::Key(k) => {
                 self.select(k.header.db);
+                if let Value::Module(m) = &k.value {
+                    *self.modules.entry(m.id.name()).or_default() += 1;
+                }
                 let buf = &mut self.buf;
                 let mut emit = |c: Vec<Bytes>| ferry_resp::encode::write_command(buf, &c);
                 if self.restore {
@@ -227,6 +278,13 @@ impl Sink for RespSink {
         }
         if !self.skipped.is_empty() {
             eprintln!("ferry: warning: {} item(s) not carried", self.skipped.len());
+        }
+        for (t, n) in &self.modules {
+            let module = crate::modules::module_of_type(t).unwrap_or("unknown");
+            eprintln!(
+                "ferry: note: {n} module value(s) of type {t} (module {module}) are written with \
+                 RESTORE: a target without that module refuses them (ERR Bad data format)"
+            );
         }
         Ok(())
     }

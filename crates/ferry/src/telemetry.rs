@@ -54,6 +54,11 @@ pub const TARGET_REFRESHES: &str = "ferry_target_refreshes_total";
 pub const TARGET_REPROBED: &str = "ferry_target_reprobed_total";
 /// `WAIT`s no replica answered in time.
 pub const TARGET_WAIT_TIMEOUTS: &str = "ferry_target_wait_timeouts_total";
+/// 1 while `target.max_ops_per_sec`/`max_bytes_per_sec` holds writes back.
+pub const TARGET_RATE_LIMITED: &str = "ferry_target_rate_limited";
+/// Seconds writes waited for the target rate limit, since the start (a
+/// gauge: the `metrics` counters hold whole numbers only).
+pub const TARGET_RATE_LIMITED_WAIT: &str = "ferry_target_rate_limited_wait_seconds";
 /// Keys or commands not carried, by `reason`.
 pub const KEYS_SKIPPED: &str = "ferry_keys_skipped_total";
 /// Sampled verify: keys compared and settled.
@@ -114,6 +119,14 @@ fn describe() {
         (SNAPSHOT_PERCENT, "snapshot done, in percent"),
         (SPOOL_DISK_BYTES, "spool bytes on disk"),
         (SPOOL_FULL, "1 while the spool is at its cap"),
+        (
+            TARGET_RATE_LIMITED,
+            "1 while the target rate limit holds writes back",
+        ),
+        (
+            TARGET_RATE_LIMITED_WAIT,
+            "seconds writes waited for the target rate limit since the start",
+        ),
     ] {
         describe_gauge!(name, help);
     }

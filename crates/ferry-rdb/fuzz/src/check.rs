@@ -292,10 +292,8 @@ fn chunked(
             if let Err(e) = d.finish(&buf) {
                 return Err(format!("finish after the end failed: {e}"));
             }
-            if !buf.is_empty() || fed < input.len() {
-                let offset = d.offset();
-                return Ok((items, Err(RdbError::TrailingData { offset })));
-            }
+            // Bytes after the checksum are ignored, as `decode_all` (and a
+            // server loading the file) ignores them.
             return Ok((items, Ok(())));
         }
         if fed == input.len() {

@@ -94,3 +94,19 @@ pub fn empty_stream(w: &mut RdbWriter, t: u8, key: &[u8]) {
         w.len(0).len(0).len(0).len(0).len(0);
     }
 }
+
+/// A type-19 stream with a stored length of 2 but no node at all (servers
+/// refuse it: "Stream length inconsistent with rax entries").
+pub fn stream_length_without_nodes(w: &mut RdbWriter, key: &[u8]) {
+    w.key(19, key).len(0);
+    // length, last id, first id, max deleted id, entries added, groups
+    w.len(2)
+        .len(5)
+        .len(1)
+        .len(0)
+        .len(0)
+        .len(0)
+        .len(0)
+        .len(2)
+        .len(0);
+}

@@ -11,6 +11,12 @@ use anyhow::Result;
 use ferry_rdb::{Item, KeyHeader, Kind};
 
 use super::json::text;
+
+/// Key or aux bytes as a JSON string literal (as `--format json` writes them):
+/// control characters and invalid UTF-8 never reach the terminal raw.
+fn quoted(bytes: &[u8]) -> String {
+    serde_json::Value::String(text(bytes)).to_string()
+}
 use super::{PerDb, Sink, value_bytes};
 
 #[derive(Default, Clone, Copy)]
@@ -67,7 +73,7 @@ impl Summary {
         }
         if self.top > 0 {
             self.biggest
-                .push(Reverse((bytes, h.db, text(&h.key), h.kind.name())));
+                .push(Reverse((bytes, h.db, quoted(&h.key), h.kind.name())));
             if self.biggest.len() > self.top {
                 self.biggest.pop();
             }
@@ -81,7 +87,7 @@ impl Sink for Summary {
             Item::Header { flavor, version } => {
                 self.header = format!("{flavor} RDB version {version}")
             }
-            Item::Aux { key, value } => self.aux.push((text(&key), text(&value))),
+            Item::Aux { key, value } => self.aux.push((quoted(&key), quoted(&value))),
             Item::Function { .. } => self.functions += 1,
             Item::ModuleAux { module, .. } => self.module_aux.push(module.name()),
             Item::Key(k) => {

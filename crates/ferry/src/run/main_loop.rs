@@ -47,6 +47,7 @@ impl Publish {
             commands: c.commands_applied,
             emulated: c.emulated,
             skipped: c.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            snapshot_keys: c.snapshot_keys,
         };
         let st = self.assembler.assemble(
             &link.status(),

@@ -87,6 +87,11 @@ pub struct TargetStats {
     pub reprobed: u64,
     /// `target.wait_replicas`: `WAIT`s no replica answered in time.
     pub wait_timeouts: u64,
+    /// `target.max_ops_per_sec`/`max_bytes_per_sec` held writes back
+    /// within the last second: the limit, not the target, sets the pace.
+    pub rate_limited: bool,
+    /// Total milliseconds writes waited for the rate limit.
+    pub rate_limited_ms: u64,
 }
 
 impl From<ferry_cluster::WriterStats> for TargetStats {
@@ -102,6 +107,8 @@ impl From<ferry_cluster::WriterStats> for TargetStats {
             refreshes: w.refreshes,
             reprobed: w.reprobed,
             wait_timeouts: w.wait_timeouts,
+            rate_limited: w.rate_limited,
+            rate_limited_ms: w.rate_limited_ms,
         }
     }
 }
@@ -315,6 +322,8 @@ pub struct Applied {
     pub emulated: u64,
     /// Not carried, by reason.
     pub skipped: BTreeMap<String, u64>,
+    /// Keys the snapshot held (written or skipped), once it has ended.
+    pub snapshot_keys: Option<u64>,
 }
 
 impl Assembler {
@@ -368,7 +377,9 @@ impl Assembler {
         let phase = Phase::from(ls.phase);
         self.snapshot.bytes_done = ls.snapshot_bytes_done;
         self.snapshot.bytes_total = ls.snapshot_bytes_total;
-        if phase == Phase::Snapshot {
+        if let Some(n) = applied.snapshot_keys {
+            self.snapshot.keys_done = n;
+        } else if phase == Phase::Snapshot {
             self.snapshot.keys_done = applied.keys + applied.skipped.values().sum::<u64>();
         }
         self.snapshot.compute(phase == Phase::Streaming);

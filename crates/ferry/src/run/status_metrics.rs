@@ -32,6 +32,8 @@ pub struct StatusMetrics {
     refreshes: Counter,
     reprobed: Counter,
     wait_timeouts: Counter,
+    rate_limited: Gauge,
+    rate_limited_wait: Gauge,
     verify_checked: Counter,
     verify_mismatches: Counter,
     spool_disk_written: Counter,
@@ -64,6 +66,8 @@ impl Default for StatusMetrics {
             refreshes: counter!(TARGET_REFRESHES),
             reprobed: counter!(TARGET_REPROBED),
             wait_timeouts: counter!(TARGET_WAIT_TIMEOUTS),
+            rate_limited: gauge!(TARGET_RATE_LIMITED),
+            rate_limited_wait: gauge!(TARGET_RATE_LIMITED_WAIT),
             verify_checked: counter!(VERIFY_CHECKED),
             verify_mismatches: counter!(VERIFY_MISMATCHES),
             spool_disk_written: counter!(SPOOL_DISK_WRITTEN),
@@ -102,6 +106,9 @@ impl StatusMetrics {
         self.refreshes.absolute(t.refreshes);
         self.reprobed.absolute(t.reprobed);
         self.wait_timeouts.absolute(t.wait_timeouts);
+        self.rate_limited.set(f64::from(u8::from(t.rate_limited)));
+        self.rate_limited_wait
+            .set(t.rate_limited_ms as f64 / 1000.0);
         self.verify_checked.absolute(st.verify.checked);
         self.verify_mismatches.absolute(st.verify.mismatches);
         self.spool_disk_written

@@ -73,7 +73,8 @@ pub async fn wire(
             s
         }
     };
-    let applier = new_applier(cfg, writer, format, checkpoints, state);
+    let mut applier = new_applier(cfg, writer, format, checkpoints, state);
+    applier.missing_modules = facts.missing_modules.clone();
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
@@ -144,7 +145,7 @@ async fn connect_writer(
     if cfg.target.wait_replicas.is_some() && !checkpoints {
         tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
     }
-    let writer = ClusterWriter::connect_with(
+    let mut writer = ClusterWriter::connect_with(
         addr,
         WriterConfig {
             auth: wauth.clone(),
@@ -164,6 +165,10 @@ async fn connect_writer(
     )
     .await
     .with_context(|| format!("target {}", redact(&cfg.target.url)))?;
+    writer.set_rate_limit(ferry_cluster::RateLimit {
+        ops_per_sec: cfg.target.max_ops_per_sec,
+        bytes_per_sec: cfg.target.max_bytes_per_sec,
+    });
     if writer.is_standalone() && cfg.filter.db_prefix.is_some() {
         bail!(
             "filter.db_prefix is for a cluster target; a standalone target keeps each db \
