@@ -34,7 +34,6 @@ pub mod main_loop;
 pub mod shutdown;
 pub mod status;
 pub mod status_metrics;
-pub mod target_watch;
 pub mod wiring;
 
 use shutdown::Shutdown;
@@ -142,7 +141,6 @@ async fn daemon(
         sample_per_second: cfg.verify.sample_per_second,
         metrics: status_metrics::StatusMetrics::default(),
         assembler: Assembler::new(keys_total, standalone, masters),
-        target_watch: target_watch::TargetWatch::new(std::time::Instant::now()),
     };
     let result = main_loop::run(&mut applier, &link, &mut events, &mut publish, &sd.work).await;
 

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::{Applied, Assembler, Status};
 use super::status_metrics::StatusMetrics;
-use super::target_watch::TargetWatch;
 use crate::apply::Applier;
 use crate::events;
 use crate::sampler::SamplerStats;
@@ -33,8 +32,6 @@ pub struct Publish {
     pub metrics: StatusMetrics,
     /// Assembly state (lag in seconds, snapshot progress).
     pub assembler: Assembler,
-    /// Log lines for the writer's refreshes, reconnects and redirects.
-    pub target_watch: TargetWatch,
 }
 
 impl Publish {
@@ -55,7 +52,6 @@ impl Publish {
             applier.writer_stats(),
             self.sampler.status(self.sample_per_second),
         );
-        self.target_watch.observe(&st.target, Instant::now()).emit();
         self.publish(st.clone());
         st
     }
