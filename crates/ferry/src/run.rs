@@ -778,7 +778,7 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         snapshot.bytes_total = ls.snapshot_bytes_total;
         if ls.phase == Phase::Snapshot {
             snapshot.keys_done =
-                applier.counters.keys_applied + applier.counters.skipped.values().sum::<u64>();
+                applier.counters().keys_applied + applier.counters().skipped.values().sum::<u64>();
         }
         snapshot.compute(streaming);
         let st = Status {
@@ -793,11 +793,11 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 _ => None,
             },
             lag_seconds,
-            keys_applied: applier.counters.keys_applied,
-            commands_applied: applier.counters.commands_applied,
-            emulated: applier.counters.emulated,
+            keys_applied: applier.counters().keys_applied,
+            commands_applied: applier.counters().commands_applied,
+            emulated: applier.counters().emulated,
             skipped: applier
-                .counters
+                .counters()
                 .skipped
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
