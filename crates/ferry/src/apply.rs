@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 pub use ferry_ops::TargetFormat;
 
 use crate::config::Filter;
+use crate::hold::HoldFile;
 
 /// Name of the target state file in `state_dir`.
 pub const TARGET_STATE_FILE: &str = "target.json";
@@ -133,6 +134,8 @@ pub struct Applier {
     state: TargetState,
     /// The last offset declared complete to the writer.
     marked: u64,
+    /// Names of keys written with a held TTL (`state_dir/ttl-hold.bin`).
+    hold: HoldFile,
 }
 
 fn now_ms() -> i64 {
@@ -146,25 +149,32 @@ fn lossy(b: &[u8]) -> String {
 }
 
 impl Applier {
-    /// An applier writing through `writer`.
+    /// An applier writing through `writer`; `ttl_hold`: hold short TTLs
+    /// through the snapshot and its catch-up (`snapshot.ttl_hold`).
+    ///
+    /// # Errors
+    /// The TTL hold's file in `state_dir` cannot be opened.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         writer: ClusterWriter,
         target: TargetFormat,
         restore: bool,
         filter: Filter,
         checkpoints: bool,
+        ttl_hold: bool,
         state_dir: PathBuf,
         state: TargetState,
-    ) -> Applier {
+    ) -> Result<Applier> {
         let tr = Translator::new(TranslatorConfig {
             target,
             restore,
             filter,
             standalone: writer.is_standalone(),
             checkpoints,
-            ttl_hold: false,
+            ttl_hold,
         });
-        Applier {
+        let hold = HoldFile::open(&state_dir)?;
+        Ok(Applier {
             writer,
             tr,
             actions: Vec::new(),
@@ -173,7 +183,8 @@ impl Applier {
             state_dir,
             state,
             marked: 0,
-        }
+            hold,
+        })
     }
 
     /// Counters for the status page.
@@ -259,6 +270,9 @@ impl Applier {
     /// Call it after each batch of events: within a batch, an op with a
     /// higher offset already tells the writer the lower ones are complete.
     pub async fn mark_complete(&mut self) -> Result<()> {
+        // Held names reach the file before a position covering them is
+        // reported (the link saves it).
+        self.hold.flush()?;
         if self.last_op_offset > self.marked {
             self.marked = self.last_op_offset;
             self.writer
@@ -277,7 +291,11 @@ impl Applier {
                 self.tr.full_sync(&replid, offset, now_ms(), &mut actions);
                 None
             }
-            LinkEvent::Continue { .. } | LinkEvent::Reconnecting { .. } => None,
+            LinkEvent::Continue { .. } => {
+                self.tr.resume();
+                None
+            }
+            LinkEvent::Reconnecting { .. } => None,
             LinkEvent::Rdb(item) => {
                 self.tr.rdb(item, now_ms(), &mut actions);
                 None
@@ -295,9 +313,15 @@ impl Applier {
                     } => self
                         .tr
                         .command(cmd.args, db, end_offset, now_ms(), &mut actions),
-                    StreamEvent::Multi { .. } => self.tr.multi(&mut actions),
-                    StreamEvent::Exec { .. } => self.tr.exec(&mut actions),
-                    _ => {}
+                    StreamEvent::Multi { end_offset } => {
+                        self.tr.stream_position(end_offset);
+                        self.tr.multi(&mut actions)
+                    }
+                    StreamEvent::Exec { end_offset } => {
+                        self.tr.stream_position(end_offset);
+                        self.tr.exec(&mut actions)
+                    }
+                    other => self.tr.stream_position(other.end_offset()),
                 }
                 Some(applied)
             }
@@ -318,7 +342,10 @@ impl Applier {
             match action {
                 Action::Write(op) => self.submit(op).await?,
                 Action::Group(ops) => self.submit_group(ops).await?,
-                Action::NewHistory { replid, offset } => self.new_history(&replid, offset).await?,
+                Action::NewHistory { replid, offset } => {
+                    self.hold.reset()?;
+                    self.new_history(&replid, offset).await?
+                }
                 Action::Checkpointing => self
                     .writer
                     .set_checkpointing(true)
@@ -337,8 +364,67 @@ impl Applier {
                 Action::FlushPrefixes { prefixes, offset } => {
                     self.flush_prefixes(&prefixes, offset).await?
                 }
-                Action::Hold { .. } | Action::FixUp { .. } => {}
+                Action::Hold { db, key } => self.hold.add(db, key)?,
+                Action::FixUp { offset } => self.fixup(offset).await?,
             }
+        }
+        Ok(())
+    }
+
+    /// Snapshot progress (percent, `None` unknown), replication lag and
+    /// the link's received offset, from the status loop: the TTL hold's fix-up runs once caught up.
+    pub async fn progress(
+        &mut self,
+        percent: Option<f64>,
+        lag_seconds: f64,
+        received: Option<u64>,
+    ) -> Result<()> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let lag_ms = (lag_seconds * 1000.0) as u64;
+        self.tr.progress(percent, lag_ms, received, &mut actions);
+        let result = self.execute(&mut actions).await;
+        actions.clear();
+        self.actions = actions;
+        result
+    }
+
+    /// The TTL hold's fix-up at `offset`: the guarded script for every
+    /// remembered name, through the writer (checkpointed like the stream),
+    /// acknowledged before the names are forgotten. Postponed while
+    /// `offset` is not past every slot's checkpoint of a restart (the
+    /// writer would skip the ops there).
+    async fn fixup(&mut self, offset: u64) -> Result<()> {
+        if (0..ferry_ops::SLOTS).any(|s| self.writer.committed_before_connect(s, offset)) {
+            self.tr.fixup_postponed();
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut reader = self.hold.reader()?;
+        let mut ops = Vec::new();
+        let mut names = 0u64;
+        loop {
+            let chunk = reader.next_chunk(4096)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (db, key) in chunk {
+                names += 1;
+                self.tr.fixup_op(db, key, offset, &mut ops);
+            }
+            for action in ops.drain(..) {
+                if let Action::Write(op) = action {
+                    self.submit(op).await?;
+                }
+            }
+        }
+        self.flush().await?;
+        self.hold.reset()?;
+        if names > 0 {
+            tracing::info!(
+                names,
+                ms = started.elapsed().as_millis() as u64,
+                "TTL hold: caught up, true expiries restored on keys written with a held TTL"
+            );
         }
         Ok(())
     }

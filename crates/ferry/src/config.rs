@@ -255,7 +255,7 @@ impl Default for Http {
 }
 
 /// Snapshot writing.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// `auto`: `RESTORE` raw payloads when the target reads the source's
@@ -264,6 +264,25 @@ pub struct Snapshot {
     /// `never`: always commands.
     #[serde(default)]
     pub restore: RestoreMode,
+    /// Hold short TTLs while the snapshot loads and the stream catches up
+    /// (a key expiring meanwhile is written with a much later expiry and
+    /// given its true expiry once caught up), so keys whose TTL the source
+    /// keeps refreshing are not lost. On by default.
+    #[serde(default = "yes")]
+    pub ttl_hold: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            restore: RestoreMode::default(),
+            ttl_hold: true,
+        }
+    }
 }
 
 /// When to use `RESTORE`.

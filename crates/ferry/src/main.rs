@@ -7,6 +7,7 @@ mod apply;
 mod config;
 mod control;
 mod dashboard;
+mod hold;
 mod preflight;
 mod rdb_cmd;
 mod run;

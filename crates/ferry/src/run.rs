@@ -661,9 +661,10 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         cfg.snapshot.restore != RestoreMode::Never,
         cfg.filter.clone(),
         checkpoints,
+        cfg.snapshot.ttl_hold,
         cfg.state_dir.clone(),
         state,
-    );
+    )?;
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
@@ -781,6 +782,12 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
                 applier.counters().keys_applied + applier.counters().skipped.values().sum::<u64>();
         }
         snapshot.compute(streaming);
+        if let Err(e) = applier
+            .progress(snapshot.percent, lag_seconds, ls.received_offset)
+            .await
+        {
+            break Err(e);
+        }
         let st = Status {
             snapshot: snapshot.clone(),
             verify: sampler.status(cfg.verify.sample_per_second),

@@ -11,6 +11,8 @@
 //! So, from a full sync (or a resume) until the stream has caught up:
 //!
 //! ```text
+//! snapshot key, expired before the snapshot was taken (RDB `ctime`)
+//!   → skipped as without the hold (the source's DEL follows)
 //! snapshot key, expiry E < now + 2 × (snapshot ETA + lag) + 60 s
 //!   → written with expiry E + HOLD_MS (a "stamp": ~100 years later)
 //!   → Action::Hold(db, key)       (the executor remembers the name)
@@ -66,12 +68,17 @@ pub(super) struct Hold {
     pub in_snapshot: bool,
     /// Wall clock (unix ms) at the full sync.
     pub sync_ms: i64,
+    /// The snapshot's creation time (its `ctime` aux field, unix ms).
+    pub ctime_ms: Option<i64>,
     /// Snapshot progress in percent, from the executor.
     pub percent: Option<f64>,
     /// Replication lag, from the executor.
     pub lag_ms: u64,
     /// The offset of the last stream event seen.
     pub stream_offset: u64,
+    /// The link's received offset when the stream first showed after the
+    /// snapshot (or a resume): the end of the backlog to replay first.
+    pub backlog_end: Option<u64>,
 }
 
 fn num(v: i64) -> Bytes {
@@ -84,14 +91,33 @@ fn parse(b: &[u8]) -> Option<i64> {
 
 impl Translator {
     /// The executor's view of progress: snapshot percent (`None` unknown),
-    /// the replication lag. Emits [`Action::FixUp`] once
-    /// the stream has caught up after a hold.
-    pub fn progress(&mut self, percent: Option<f64>, lag_ms: u64, out: &mut Vec<Action>) {
+    /// the replication lag, the link's received offset (`None` while the
+    /// snapshot is read). Emits [`Action::FixUp`] once the stream has
+    /// caught up after a hold: the backlog received by the time the stream
+    /// showed is translated, and the lag is under [`CAUGHT_UP_MS`] (the lag
+    /// alone reads 0 for an instant when the snapshot's end is decoded).
+    pub fn progress(
+        &mut self,
+        percent: Option<f64>,
+        lag_ms: u64,
+        received: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
         self.hold.percent = percent;
         self.hold.lag_ms = lag_ms;
+        if self.hold.in_snapshot {
+            return;
+        }
+        if self.hold.backlog_end.is_none() {
+            self.hold.backlog_end = received;
+        }
+        let backlog_done = self
+            .hold
+            .backlog_end
+            .is_some_and(|end| self.hold.stream_offset >= end);
         if self.cfg.ttl_hold
             && self.hold.active
-            && !self.hold.in_snapshot
+            && backlog_done
             && lag_ms < CAUGHT_UP_MS
             && self.hold.stream_offset > 0
             && self.txn.is_none()
@@ -119,6 +145,19 @@ impl Translator {
     pub fn resume(&mut self) {
         self.hold.active = self.cfg.ttl_hold;
         self.hold.in_snapshot = false;
+        self.hold.backlog_end = None;
+    }
+
+    /// The time before which a snapshot key's expiry means it was already
+    /// expired when the snapshot was taken (skipped, the source's `DEL`
+    /// follows). With the hold, a key that expired only since may have
+    /// been refreshed by the backlog: it is held, not skipped.
+    pub(super) fn expired_before(&self, now_ms: i64) -> i64 {
+        if self.cfg.ttl_hold && self.hold.active {
+            self.hold.ctime_ms.unwrap_or(self.hold.sync_ms).min(now_ms)
+        } else {
+            now_ms
+        }
     }
 
     /// Estimated time until the stream catches up.

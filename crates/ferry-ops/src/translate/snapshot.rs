@@ -16,6 +16,12 @@ impl Translator {
         let off = self.snapshot_offset + 1;
         match item {
             Item::Header { flavor, version } => self.file = Some((flavor, version)),
+            Item::Aux { key, value } if &key[..] == b"ctime" => {
+                self.hold.ctime_ms = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .map(|s| s.saturating_mul(1000));
+            }
             Item::Function { code } => {
                 let args = vec!["FUNCTION".into(), "LOAD".into(), "REPLACE".into(), code];
                 self.write(out, Op::all_masters(args, off));
@@ -40,7 +46,9 @@ impl Translator {
                     self.counters.skip(SkipReason::FilteredKey);
                     return;
                 }
-                if h.expire_ms.is_some_and(|t| t <= now_ms) {
+                if h.expire_ms
+                    .is_some_and(|t| t <= self.expired_before(now_ms))
+                {
                     let (key, detail) = (h.key.clone(), lossy(&h.key));
                     self.skip(out, SkipReason::Expired, Some(&key), detail);
                     return;
