@@ -1,25 +1,29 @@
 //! TTL hold: keys whose TTL the source keeps refreshing survive a snapshot
 //! that lasts longer than their TTL (a real replica never loses them).
 //!
-//! A Redis 7.0 source with 1 M keys (`DEBUG POPULATE`: the snapshot takes
-//! several seconds) plus 1000 strings and 1000 hashes with a 1.5 s TTL,
+//! A Redis 7.0 source with 200 k keys (`DEBUG POPULATE`), read through a
+//! proxy throttled to 1.5 MB/s while the snapshot is read (so it takes
+//! several seconds on any machine), plus 1000 strings and 1000 hashes with a 1.5 s TTL,
 //! refreshed every 250 ms (`PEXPIRE`, replicated as `PEXPIREAT`), a counter
 //! field bumped in every tenth hash, all through the snapshot and after,
 //! into a 3-master Redis 7.0 cluster. Once the refresher has given every
 //! key a last, longer TTL and lag is 0, every sliding key is on the target
 //! with the source's value and expiry time (`PEXPIRETIME`, within 50 ms).
 //! The same when ferry is killed with `kill -9` in the snapshot phase and
-//! restarted (a fresh full sync).
+//! restarted (a fresh full sync), and when it is killed after the snapshot,
+//! before the fix-up ran (a partial resync: the fix-up runs from the names
+//! file).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ferry_testkit::proxy::FaultProxy;
 use ferry_testkit::{Cluster, Flavor, Server};
 
 mod common;
-use common::daemon::{Setup, status, wait_caught_up, wait_phase};
+use common::daemon::{Setup, stat, status, wait_caught_up, wait_phase};
 
 /// Sliding keys of each kind.
 const SLIDING: usize = 1000;
@@ -29,7 +33,9 @@ const REFRESH: Duration = Duration::from_millis(250);
 /// The TTL the refresher leaves on every key when it stops.
 const LAST_TTL_MS: u64 = 120_000;
 /// Bulk keys without TTL.
-const BULK: usize = 1_000_000;
+const BULK: usize = 200_000;
+/// Source → ferry bytes per second while the snapshot is read.
+const THROTTLE: u64 = 1_500_000;
 
 fn sliding_keys() -> impl Iterator<Item = String> {
     (0..SLIDING).flat_map(|i| [format!("sess:{i}"), format!("win:{i}")])
@@ -38,6 +44,12 @@ fn sliding_keys() -> impl Iterator<Item = String> {
 fn source() -> Server {
     let src = Server::start(Flavor::Redis70).expect("source");
     let mut c = src.conn();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-backlog-size")
+        .arg("64mb")
+        .query::<()>(&mut c)
+        .expect("backlog");
     ferry_testkit::fixtures::populate_big_debug(&mut c, BULK, 16).expect("DEBUG POPULATE");
     let mut p = redis::pipe();
     for i in 0..SLIDING {
@@ -152,7 +164,15 @@ fn assert_sliding_keys_carried(src: &Server, cluster: &Cluster, setup: &Setup, l
     }
 }
 
-fn run(kill_in_snapshot: bool) {
+/// When ferry is killed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kill {
+    Never,
+    InSnapshot,
+    AfterSnapshot,
+}
+
+fn run(kill: Kill) {
     let src = source();
     // Refreshing from the start: the keys live only 1.5 s.
     let (stop, rounds) = (
@@ -161,15 +181,21 @@ fn run(kill_in_snapshot: bool) {
     );
     let load = refresher(&src, stop.clone(), rounds.clone());
     let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
-    let setup = Setup::new(&src.url(), &cluster.seed_url(), "");
+    let proxy = FaultProxy::start(src.addr()).expect("proxy");
+    proxy.throttle(THROTTLE);
+    let setup = Setup::new(
+        &format!("redis://{}", proxy.addr()),
+        &cluster.seed_url(),
+        "",
+    );
     let mut daemon = setup.run();
-    if kill_in_snapshot {
+    if kill == Kill::InSnapshot {
         let st = wait_phase(&setup.http, "snapshot", Duration::from_secs(60));
         let deadline = Instant::now() + Duration::from_secs(60);
         while status(&setup.http)
             .and_then(|s| s["keys_applied"].as_u64())
             .unwrap_or(0)
-            < 100_000
+            < 20_000
         {
             assert!(Instant::now() < deadline, "no snapshot progress: {st:?}");
             std::thread::sleep(Duration::from_millis(20));
@@ -182,6 +208,27 @@ fn run(kill_in_snapshot: bool) {
     let snapshot_started = Instant::now();
     let st = wait_phase(&setup.http, "streaming", Duration::from_secs(120));
     let snapshot = snapshot_started.elapsed();
+    if kill == Kill::AfterSnapshot {
+        // Slower than the refresher writes: the backlog is never replayed,
+        // so the fix-up cannot run; long enough for position.json (saved
+        // once a second) to record a stream position.
+        proxy.throttle(THROTTLE / 5);
+        std::thread::sleep(Duration::from_millis(2500));
+        let log = daemon.log();
+        assert!(!log.contains("true expiries restored"), "too late: {log}");
+        daemon.kill9();
+        std::thread::sleep(Duration::from_millis(2 * TTL_MS));
+        let partial = stat(&src, "sync_partial_ok");
+        proxy.throttle(0);
+        daemon = setup.run();
+        wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+        assert_eq!(
+            stat(&src, "sync_partial_ok"),
+            partial + 1,
+            "a restart after the snapshot resumes the stream"
+        );
+    }
+    proxy.throttle(0);
     assert!(
         snapshot > Duration::from_millis(2 * TTL_MS),
         "the snapshot must outlast the TTL to test anything ({snapshot:?}, {st:?})"
@@ -202,10 +249,15 @@ fn run(kill_in_snapshot: bool) {
 
 #[test]
 fn sliding_ttls_survive_a_long_snapshot() {
-    run(false);
+    run(Kill::Never);
 }
 
 #[test]
 fn sliding_ttls_survive_a_kill_9_in_the_snapshot() {
-    run(true);
+    run(Kill::InSnapshot);
+}
+
+#[test]
+fn sliding_ttls_survive_a_kill_9_before_the_fix_up() {
+    run(Kill::AfterSnapshot);
 }

@@ -372,16 +372,18 @@ impl Applier {
     }
 
     /// Snapshot progress (percent, `None` unknown), replication lag and
-    /// the link's received offset, from the status loop: the TTL hold's fix-up runs once caught up.
+    /// the source's offset (INFO poller, else the link's received offset),
+    /// from the status loop: the TTL hold's fix-up runs once caught up.
     pub async fn progress(
         &mut self,
         percent: Option<f64>,
         lag_seconds: f64,
-        received: Option<u64>,
+        source_offset: Option<u64>,
     ) -> Result<()> {
         let mut actions = std::mem::take(&mut self.actions);
         let lag_ms = (lag_seconds * 1000.0) as u64;
-        self.tr.progress(percent, lag_ms, received, &mut actions);
+        self.tr
+            .progress(percent, lag_ms, source_offset, now_ms(), &mut actions);
         let result = self.execute(&mut actions).await;
         actions.clear();
         self.actions = actions;

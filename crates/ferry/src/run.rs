@@ -783,7 +783,11 @@ async fn daemon(cfg: Config, allow_nonempty_target: bool) -> Result<()> {
         }
         snapshot.compute(streaming);
         if let Err(e) = applier
-            .progress(snapshot.percent, lag_seconds, ls.received_offset)
+            .progress(
+                snapshot.percent,
+                lag_seconds,
+                ls.source_offset.or(ls.received_offset),
+            )
             .await
         {
             break Err(e);

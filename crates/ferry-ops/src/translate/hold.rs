@@ -20,8 +20,10 @@
 //!   with E < now + 2 × lag + 60 s
 //!   → the same command with E + HOLD_MS (PEXPIREAT's NX/XX/GT/LT dropped:
 //!     the master propagates only what it applied) → Action::Hold
-//! RENAME/RENAMENX/COPY src dst → Action::Hold(dst) (a stamp moves with the key)
-//! caught up (lag < 0.5 s, snapshot done)
+//! RENAME/RENAMENX/COPY src dst → Action::Hold(dst) (a stamp moves with the key;
+//!   MOVE k db: Hold(db, k))
+//! caught up (the stream has reached the source's offset as polled 1.5 s
+//! after the snapshot, and lag < 0.5 s)
 //!   → Action::FixUp(offset): for each remembered name, through the writer,
 //!     the guarded fix-up (fixup_op): if the key still carries a stamp
 //!     (PTTL > HOLD_MS / 2), PEXPIREAT it to stamp − HOLD_MS, its true
@@ -47,6 +49,9 @@ pub const HOLD_MS: i64 = 100 * 365 * 86_400_000;
 pub const HOLD_MARGIN_MS: i64 = 60_000;
 /// Lag under which the stream counts as caught up (the fix-up runs).
 pub const CAUGHT_UP_MS: u64 = 500;
+/// How long after the stream first showed the source's offset is taken
+/// as the end of the backlog (the executor polls it about once a second).
+pub const SOURCE_POLL_MS: i64 = 1_500;
 /// The snapshot's remaining time assumed before progress tells (10 min).
 const UNKNOWN_ETA_MS: i64 = 600_000;
 
@@ -76,8 +81,11 @@ pub(super) struct Hold {
     pub lag_ms: u64,
     /// The offset of the last stream event seen.
     pub stream_offset: u64,
-    /// The link's received offset when the stream first showed after the
-    /// snapshot (or a resume): the end of the backlog to replay first.
+    /// Wall clock when the stream first showed after the snapshot (or a
+    /// resume).
+    pub stream_since_ms: Option<i64>,
+    /// The source's offset polled after that: the end of the backlog to
+    /// replay before the fix-up.
     pub backlog_end: Option<u64>,
 }
 
@@ -91,16 +99,20 @@ fn parse(b: &[u8]) -> Option<i64> {
 
 impl Translator {
     /// The executor's view of progress: snapshot percent (`None` unknown),
-    /// the replication lag, the link's received offset (`None` while the
-    /// snapshot is read). Emits [`Action::FixUp`] once the stream has
-    /// caught up after a hold: the backlog received by the time the stream
-    /// showed is translated, and the lag is under [`CAUGHT_UP_MS`] (the lag
-    /// alone reads 0 for an instant when the snapshot's end is decoded).
+    /// the replication lag, the source's offset (`master_repl_offset`,
+    /// polled about once a second; `None` unknown), the wall clock. Emits
+    /// [`Action::FixUp`] once the stream has caught up after a hold: the
+    /// translated stream has reached the source's offset as polled at
+    /// least [`SOURCE_POLL_MS`] after the stream first showed (so it
+    /// covers the backlog written during the snapshot, wherever it waits:
+    /// the source's output buffer, the network or the spool), and the lag
+    /// is under [`CAUGHT_UP_MS`].
     pub fn progress(
         &mut self,
         percent: Option<f64>,
         lag_ms: u64,
-        received: Option<u64>,
+        source_offset: Option<u64>,
+        now_ms: i64,
         out: &mut Vec<Action>,
     ) {
         self.hold.percent = percent;
@@ -108,8 +120,9 @@ impl Translator {
         if self.hold.in_snapshot {
             return;
         }
-        if self.hold.backlog_end.is_none() {
-            self.hold.backlog_end = received;
+        let since = *self.hold.stream_since_ms.get_or_insert(now_ms);
+        if self.hold.backlog_end.is_none() && now_ms >= since + SOURCE_POLL_MS {
+            self.hold.backlog_end = source_offset;
         }
         let backlog_done = self
             .hold
@@ -146,6 +159,7 @@ impl Translator {
         self.hold.active = self.cfg.ttl_hold;
         self.hold.in_snapshot = false;
         self.hold.backlog_end = None;
+        self.hold.stream_since_ms = None;
     }
 
     /// The time before which a snapshot key's expiry means it was already
@@ -214,10 +228,19 @@ impl Translator {
             return;
         }
         let horizon = self.hold_horizon(now_ms);
-        let name = args[0].to_ascii_uppercase();
-        let held = match &name[..] {
+        // The name in upper case, on the stack (no allocation per command).
+        let mut buf = [0u8; 12];
+        let len = args[0].len();
+        let name: &[u8] = if len <= buf.len() {
+            buf[..len].copy_from_slice(&args[0]);
+            buf[..len].make_ascii_uppercase();
+            &buf[..len]
+        } else {
+            b""
+        };
+        let held = match name {
             b"PEXPIREAT" | b"EXPIREAT" if args.len() >= 3 => {
-                let scale = if &name[..] == b"EXPIREAT" { 1000 } else { 1 };
+                let scale = if name == b"EXPIREAT" { 1000 } else { 1 };
                 match parse(&args[2]) {
                     Some(t) if t.saturating_mul(scale) < horizon => {
                         let at = t.saturating_mul(scale).saturating_add(HOLD_MS);
@@ -262,6 +285,16 @@ impl Translator {
                     }
                     _ => false,
                 }
+            }
+            b"MOVE" if args.len() >= 3 => {
+                // Standalone: the stamp moves to the other db.
+                if let Some(to) = parse(&args[2]).and_then(|d| u64::try_from(d).ok()) {
+                    out.push(Action::Hold {
+                        db: to,
+                        key: args[1].clone(),
+                    });
+                }
+                return;
             }
             b"RENAME" | b"RENAMENX" | b"COPY" if args.len() >= 3 => {
                 // A stamp moves (or is copied) with the value.

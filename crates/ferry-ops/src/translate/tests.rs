@@ -647,3 +647,27 @@ fn skip_reasons_have_stable_names() {
         "only the filter's own reasons are silent"
     );
 }
+
+#[test]
+fn a_value_commands_cannot_carry_is_skipped_with_its_key() {
+    let mut t = started(TranslatorConfig {
+        restore: false,
+        ..cfg()
+    });
+    assert!(
+        rdb(
+            &mut t,
+            Item::BigKeyStart(header(0, "m", Kind::Module, 7, None))
+        )
+        .is_empty()
+    );
+    let chunk = Value::Module(ferry_rdb::ModuleValue {
+        id: ferry_rdb::ModuleId(0),
+    });
+    // What the builder emitted before it gave up still goes (as before).
+    assert_eq!(
+        rdb(&mut t, Item::BigKeyChunk(chunk)),
+        ["skip unsupported_value m".to_owned(), w("m", 101, "DEL m")]
+    );
+    assert_eq!(t.counters.skipped.get("unsupported_value"), Some(&1));
+}

@@ -13,13 +13,26 @@ fn hold_cfg() -> TranslatorConfig {
     }
 }
 
+/// Progress with the source at offset 0, each call a poll interval later.
 fn progress(t: &mut Translator, percent: Option<f64>, lag_ms: u64) -> Vec<String> {
-    received(t, percent, lag_ms, Some(0))
+    use std::cell::Cell;
+    thread_local!(static CLOCK: Cell<i64> = const { Cell::new(NOW + 10 * SOURCE_POLL_MS) });
+    let now = CLOCK.with(|c| {
+        c.set(c.get() + SOURCE_POLL_MS);
+        c.get()
+    });
+    source_at(t, percent, lag_ms, Some(0), now)
 }
 
-fn received(t: &mut Translator, percent: Option<f64>, lag_ms: u64, at: Option<u64>) -> Vec<String> {
+fn source_at(
+    t: &mut Translator,
+    percent: Option<f64>,
+    lag_ms: u64,
+    at: Option<u64>,
+    now: i64,
+) -> Vec<String> {
     let mut out = Vec::new();
-    t.progress(percent, lag_ms, at, &mut out);
+    t.progress(percent, lag_ms, at, now, &mut out);
     render(&out)
 }
 
@@ -189,6 +202,10 @@ fn stream_expiries_are_held_until_caught_up() {
             r#"emulate@503 CopyKey { from: b"a", to: b"b", delete_from: false }"#.to_owned()
         ]
     );
+    assert_eq!(
+        cmd(&mut t, 0, 503, "MOVE a 4"),
+        ["hold 4 a", "skip unreplayable a"]
+    );
     // Caught up: the fix-up at the last stream offset, then no more holding.
     assert!(progress(&mut t, Some(100.0), CAUGHT_UP_MS).is_empty());
     assert_eq!(progress(&mut t, Some(100.0), 100), ["fixup@503"]);
@@ -207,9 +224,15 @@ fn the_fix_up_waits_for_the_snapshot_a_transaction_and_a_postponement() {
         "still in the snapshot"
     );
     t.snapshot_end(&mut out);
-    // The backlog received by then (up to 305) must be translated first,
-    // whatever the lag says.
-    assert!(received(&mut t, None, 0, Some(305)).is_empty(), "backlog");
+    // The stream shows at NOW; the source's offset polled then may predate
+    // the backlog: not taken. Polled 1.5 s later (305): the backlog must be
+    // translated first, whatever the lag says.
+    assert!(source_at(&mut t, None, 0, Some(1), NOW).is_empty());
+    let later = NOW + SOURCE_POLL_MS;
+    assert!(
+        source_at(&mut t, None, 0, Some(305), later).is_empty(),
+        "backlog"
+    );
     t.command(a("PING"), 0, 305, NOW, &mut out);
     t.multi(&mut out);
     assert!(
@@ -223,7 +246,12 @@ fn the_fix_up_waits_for_the_snapshot_a_transaction_and_a_postponement() {
     assert_eq!(progress(&mut t, None, 0), ["fixup@310"]);
     // A resume holds again until caught up.
     t.resume();
-    assert!(received(&mut t, None, 0, Some(320)).is_empty(), "backlog");
+    assert!(source_at(&mut t, None, 0, Some(320), NOW).is_empty());
+    let later = NOW + SOURCE_POLL_MS;
+    assert!(
+        source_at(&mut t, None, 0, Some(320), later).is_empty(),
+        "backlog"
+    );
     let line = format!("PEXPIREAT k {}", NOW + 10);
     assert_eq!(cmd(&mut t, 0, 320, &line)[0], "hold 0 k");
     assert_eq!(progress(&mut t, None, 0), ["fixup@320"]);
