@@ -49,6 +49,9 @@ pub const HOLD_MS: i64 = 100 * 365 * 86_400_000;
 pub const HOLD_MARGIN_MS: i64 = 60_000;
 /// Lag under which the stream counts as caught up (the fix-up runs).
 pub const CAUGHT_UP_MS: u64 = 500;
+/// How long after the backlog is replayed the fix-up runs even if the lag
+/// stays over [`CAUGHT_UP_MS`].
+pub const MAX_WAIT_MS: i64 = 30_000;
 /// How long after the stream first showed the source's offset is taken
 /// as the end of the backlog (the executor polls it about once a second).
 pub const SOURCE_POLL_MS: i64 = 1_500;
@@ -87,6 +90,8 @@ pub(super) struct Hold {
     /// The source's offset polled after that: the end of the backlog to
     /// replay before the fix-up.
     pub backlog_end: Option<u64>,
+    /// Wall clock when the translated stream reached `backlog_end`.
+    pub backlog_done_ms: Option<i64>,
 }
 
 fn num(v: i64) -> Bytes {
@@ -128,10 +133,19 @@ impl Translator {
             .hold
             .backlog_end
             .is_some_and(|end| self.hold.stream_offset >= end);
+        let done_since = if backlog_done {
+            *self.hold.backlog_done_ms.get_or_insert(now_ms)
+        } else {
+            now_ms
+        };
+        // A stream that never gets within CAUGHT_UP_MS (a source writing
+        // about as fast as the target takes it) must not keep the hold
+        // forever: the fix-up then runs MAX_WAIT_MS after the backlog.
+        let near = lag_ms < CAUGHT_UP_MS || now_ms >= done_since + MAX_WAIT_MS;
         if self.cfg.ttl_hold
             && self.hold.active
             && backlog_done
-            && lag_ms < CAUGHT_UP_MS
+            && near
             && self.hold.stream_offset > 0
             && self.txn.is_none()
         {
@@ -160,6 +174,7 @@ impl Translator {
         self.hold.in_snapshot = false;
         self.hold.backlog_end = None;
         self.hold.stream_since_ms = None;
+        self.hold.backlog_done_ms = None;
     }
 
     /// The time before which a snapshot key's expiry means it was already

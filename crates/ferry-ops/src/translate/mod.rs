@@ -48,7 +48,7 @@ use crate::filter::Filter;
 use crate::op::Op;
 use crate::target::TargetFormat;
 
-pub use hold::{CAUGHT_UP_MS, FIXUP_SCRIPT, HOLD_MARGIN_MS, HOLD_MS, SOURCE_POLL_MS};
+pub use hold::{CAUGHT_UP_MS, FIXUP_SCRIPT, HOLD_MARGIN_MS, HOLD_MS, MAX_WAIT_MS, SOURCE_POLL_MS};
 
 /// Ops of one source transaction buffered at most; a bigger one is
 /// emitted in parts (each part still one group).

@@ -208,6 +208,7 @@ fn stream_expiries_are_held_until_caught_up() {
     );
     // Caught up: the fix-up at the last stream offset, then no more holding.
     assert!(progress(&mut t, Some(100.0), CAUGHT_UP_MS).is_empty());
+    assert!(progress(&mut t, Some(100.0), CAUGHT_UP_MS).is_empty());
     assert_eq!(progress(&mut t, Some(100.0), 100), ["fixup@503"]);
     assert!(progress(&mut t, Some(100.0), 100).is_empty());
     let line = format!("PEXPIREAT k {e}");
@@ -255,6 +256,23 @@ fn the_fix_up_waits_for_the_snapshot_a_transaction_and_a_postponement() {
     let line = format!("PEXPIREAT k {}", NOW + 10);
     assert_eq!(cmd(&mut t, 0, 320, &line)[0], "hold 0 k");
     assert_eq!(progress(&mut t, None, 0), ["fixup@320"]);
+}
+
+#[test]
+fn a_stream_that_never_gets_near_still_gets_its_fix_up() {
+    let mut t = started(hold_cfg());
+    let mut out = Vec::new();
+    t.snapshot_end(&mut out);
+    t.command(a("PING"), 0, 400, NOW, &mut out);
+    let poll = NOW + SOURCE_POLL_MS;
+    assert!(source_at(&mut t, None, 0, Some(400), NOW).is_empty());
+    assert!(source_at(&mut t, None, 2_000, Some(400), poll).is_empty());
+    let late = poll + MAX_WAIT_MS - 1;
+    assert!(source_at(&mut t, None, 2_000, Some(900), late).is_empty());
+    assert_eq!(
+        source_at(&mut t, None, 2_000, Some(900), late + 1),
+        ["fixup@400"]
+    );
 }
 
 #[test]
