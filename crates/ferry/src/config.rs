@@ -498,7 +498,15 @@ mod tests {
         assert_eq!(cfg.target.checkpoints, Some(true));
         let default =
             Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");
-        assert!(default.expect("minimal").checkpoints());
+        let default = default.expect("minimal");
+        assert!(default.checkpoints());
+        assert!(default.snapshot.ttl_hold, "the TTL hold is on by default");
+        let off = Config::parse(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nsnapshot: { ttl_hold: false }\n",
+        )
+        .expect("ttl_hold: false");
+        assert!(!off.snapshot.ttl_hold);
+        assert_eq!(off.snapshot.restore, RestoreMode::Auto);
         let err = Config::parse(
             "source: { url: \"redis://a:1\", checkpoints: true }\ntarget: { url: \"redis://b:2\" }\n",
         )
