@@ -98,41 +98,32 @@ impl Translator {
                 self.write(out, Op::all_masters(args, offset));
             }
             Route::None(_) => return,
-            Route::Unreplayable {
-                reason: reason @ Unreplayable::CrossSlot { .. },
-            } => match plan(&args) {
-                Ok(Plan::Split(parts)) => {
-                    // No reads: the parts are independent writes, one slot each.
-                    for (slot, part) in parts {
-                        self.write(out, Op::slot(part, slot, offset));
-                    }
-                    self.counters.emulated += 1;
-                }
-                Ok(plan) => {
-                    // Counted by the executor once it has run.
-                    self.between_barriers(out, Action::Emulate { plan, args, offset });
-                    return;
-                }
-                Err(_) => {
-                    let key = args.get(1).cloned();
-                    self.skip(
-                        out,
-                        SkipReason::Unreplayable,
-                        key.as_ref(),
-                        reason.to_string(),
-                    );
-                    return;
-                }
-            },
             Route::Unreplayable { reason } => {
-                let key = args.get(1).cloned();
-                self.skip(
-                    out,
-                    SkipReason::Unreplayable,
-                    key.as_ref(),
-                    reason.to_string(),
-                );
-                return;
+                // Cross-slot: emulated when a plan exists.
+                let planned = match reason {
+                    Unreplayable::CrossSlot { .. } => plan(&args).ok(),
+                    _ => None,
+                };
+                match planned {
+                    Some(Plan::Split(parts)) => {
+                        // No reads: the parts are independent writes, one slot each.
+                        for (slot, part) in parts {
+                            self.write(out, Op::slot(part, slot, offset));
+                        }
+                        self.counters.emulated += 1;
+                    }
+                    Some(plan) => {
+                        // Counted by the executor once it has run.
+                        self.between_barriers(out, Action::Emulate { plan, args, offset });
+                        return;
+                    }
+                    None => {
+                        let key = args.get(1).cloned();
+                        let detail = reason.to_string();
+                        self.skip(out, SkipReason::Unreplayable, key.as_ref(), detail);
+                        return;
+                    }
+                }
             }
         }
         self.counters.commands_applied += 1;
