@@ -1,4 +1,4 @@
-//! Pure cluster-routing data for ferry's writer: no I/O, no async runtime.
+//! Pure decisions and cluster-routing data for ferry: no I/O, no async runtime.
 //!
 //! * [`slot`]: [`key_slot`], the CRC16/hash-tag rule that maps a key to one of
 //!   16384 slots.
