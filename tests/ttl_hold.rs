@@ -9,7 +9,7 @@
 //! into a 3-master Redis 7.0 cluster. Once the refresher has given every
 //! key a last, longer TTL and lag is 0, every sliding key is on the target
 //! with the source's value and expiry time (`PEXPIRETIME`, within 50 ms).
-//! The same when ferry is killed with `kill -9` in the snapshot phase and
+//! The same into a standalone target, and when ferry is killed with `kill -9` in the snapshot phase and
 //! restarted (a fresh full sync), and when it is killed after the snapshot,
 //! before the fix-up ran (a partial resync: the fix-up runs from the names
 //! file).
@@ -127,8 +127,30 @@ fn read(c: &mut redis::Connection, key: &str) -> (String, i64) {
     (value, at)
 }
 
+/// A cluster, or one server (`target.mode` auto-detects it).
+enum Target {
+    Cluster(Cluster),
+    Standalone(Box<Server>),
+}
+
+impl Target {
+    fn url(&self) -> String {
+        match self {
+            Target::Cluster(c) => c.seed_url(),
+            Target::Standalone(s) => s.url(),
+        }
+    }
+
+    fn node_for_key(&self, key: &[u8]) -> &Server {
+        match self {
+            Target::Cluster(c) => c.node_for_key(key),
+            Target::Standalone(s) => s,
+        }
+    }
+}
+
 /// Keys that differ: on the source vs on the target.
-fn differences(src: &Server, cluster: &Cluster) -> Vec<String> {
+fn differences(src: &Server, cluster: &Target) -> Vec<String> {
     let mut s = src.conn();
     let mut conns: std::collections::HashMap<u16, redis::Connection> = Default::default();
     let mut out = Vec::new();
@@ -145,7 +167,7 @@ fn differences(src: &Server, cluster: &Cluster) -> Vec<String> {
 }
 
 /// Waits until the sliding keys match (the fix-up runs once caught up).
-fn assert_sliding_keys_carried(src: &Server, cluster: &Cluster, setup: &Setup, log: &str) {
+fn assert_sliding_keys_carried(src: &Server, cluster: &Target, setup: &Setup, log: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let diff = differences(src, cluster);
@@ -172,7 +194,7 @@ enum Kill {
     AfterSnapshot,
 }
 
-fn run(kill: Kill) {
+fn run(kill: Kill, standalone: bool) {
     let src = source();
     // Refreshing from the start: the keys live only 1.5 s.
     let (stop, rounds) = (
@@ -180,14 +202,16 @@ fn run(kill: Kill) {
         Arc::new(AtomicU64::new(0)),
     );
     let load = refresher(&src, stop.clone(), rounds.clone());
-    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    let cluster = if standalone {
+        Target::Standalone(Box::new(
+            Server::start(Flavor::Redis70).expect("standalone target"),
+        ))
+    } else {
+        Target::Cluster(Cluster::start(Flavor::Redis70, 3).expect("cluster"))
+    };
     let proxy = FaultProxy::start(src.addr()).expect("proxy");
     proxy.throttle(THROTTLE);
-    let setup = Setup::new(
-        &format!("redis://{}", proxy.addr()),
-        &cluster.seed_url(),
-        "",
-    );
+    let setup = Setup::new(&format!("redis://{}", proxy.addr()), &cluster.url(), "");
     let mut daemon = setup.run();
     if kill == Kill::InSnapshot {
         let st = wait_phase(&setup.http, "snapshot", Duration::from_secs(60));
@@ -249,15 +273,20 @@ fn run(kill: Kill) {
 
 #[test]
 fn sliding_ttls_survive_a_long_snapshot() {
-    run(Kill::Never);
+    run(Kill::Never, false);
 }
 
 #[test]
 fn sliding_ttls_survive_a_kill_9_in_the_snapshot() {
-    run(Kill::InSnapshot);
+    run(Kill::InSnapshot, false);
 }
 
 #[test]
 fn sliding_ttls_survive_a_kill_9_before_the_fix_up() {
-    run(Kill::AfterSnapshot);
+    run(Kill::AfterSnapshot, false);
+}
+
+#[test]
+fn sliding_ttls_survive_a_long_snapshot_into_a_standalone_target() {
+    run(Kill::Never, true);
 }
