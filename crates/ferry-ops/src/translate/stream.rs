@@ -118,7 +118,10 @@ impl Translator {
                         return;
                     }
                     None => {
-                        let key = args.get(1).cloned();
+                        // The first key (a script's body or a channel is not one).
+                        let key = command_keys(&args)
+                            .ok()
+                            .and_then(|k| k.keys(&args).next().cloned());
                         let detail = reason.to_string();
                         self.skip(out, SkipReason::Unreplayable, key.as_ref(), detail);
                         return;
