@@ -90,6 +90,8 @@ pub(super) struct Hold {
     /// The source's offset polled after that: the end of the backlog to
     /// replay before the fix-up.
     pub backlog_end: Option<u64>,
+    /// The source's offset as reported when the stream first showed.
+    pub first_source: Option<u64>,
     /// Wall clock when the translated stream reached `backlog_end`.
     pub backlog_done_ms: Option<i64>,
 }
@@ -108,7 +110,9 @@ impl Translator {
     /// polled about once a second; `None` unknown), the wall clock. Emits
     /// [`Action::FixUp`] once the stream has caught up after a hold: the
     /// translated stream has reached the source's offset as polled at
-    /// least [`SOURCE_POLL_MS`] after the stream first showed (so it
+    /// least [`SOURCE_POLL_MS`] after the stream first showed, and changed
+    /// since (a stalled poll repeats an old value; an offset that never
+    /// changes is taken after [`MAX_WAIT_MS`]) (so it
     /// covers the backlog written during the snapshot, wherever it waits:
     /// the source's output buffer, the network or the spool), and the lag
     /// is under [`CAUGHT_UP_MS`].
@@ -125,8 +129,16 @@ impl Translator {
         if self.hold.in_snapshot {
             return;
         }
-        let since = *self.hold.stream_since_ms.get_or_insert(now_ms);
-        if self.hold.backlog_end.is_none() && now_ms >= since + SOURCE_POLL_MS {
+        if self.hold.stream_since_ms.is_none() {
+            self.hold.stream_since_ms = Some(now_ms);
+            self.hold.first_source = source_offset;
+        }
+        let since = self.hold.stream_since_ms.unwrap_or(now_ms);
+        // A value polled after the stream showed: later, and changed (a
+        // stalled poll keeps reporting an old one); an unchanging source
+        // (idle, or not polled at all) is taken after MAX_WAIT_MS.
+        let fresh = source_offset != self.hold.first_source || now_ms >= since + MAX_WAIT_MS;
+        if self.hold.backlog_end.is_none() && now_ms >= since + SOURCE_POLL_MS && fresh {
             self.hold.backlog_end = source_offset;
         }
         let backlog_done = self
@@ -175,6 +187,7 @@ impl Translator {
         self.hold.backlog_end = None;
         self.hold.stream_since_ms = None;
         self.hold.backlog_done_ms = None;
+        self.hold.first_source = None;
     }
 
     /// The time before which a snapshot key's expiry means it was already

@@ -13,7 +13,7 @@ fn hold_cfg() -> TranslatorConfig {
     }
 }
 
-/// Progress with the source at offset 0, each call a poll interval later.
+/// Progress with the source at offset 0 or 1, each call a poll interval later.
 fn progress(t: &mut Translator, percent: Option<f64>, lag_ms: u64) -> Vec<String> {
     use std::cell::Cell;
     thread_local!(static CLOCK: Cell<i64> = const { Cell::new(NOW + 10 * SOURCE_POLL_MS) });
@@ -21,7 +21,9 @@ fn progress(t: &mut Translator, percent: Option<f64>, lag_ms: u64) -> Vec<String
         c.set(c.get() + SOURCE_POLL_MS);
         c.get()
     });
-    source_at(t, percent, lag_ms, Some(0), now)
+    // 0 or 1, changing each call: a fresh poll, reached by any stream.
+    let at = (now / SOURCE_POLL_MS % 2) as u64;
+    source_at(t, percent, lag_ms, Some(at), now)
 }
 
 fn source_at(
@@ -265,13 +267,43 @@ fn a_stream_that_never_gets_near_still_gets_its_fix_up() {
     t.snapshot_end(&mut out);
     t.command(a("PING"), 0, 400, NOW, &mut out);
     let poll = NOW + SOURCE_POLL_MS;
-    assert!(source_at(&mut t, None, 0, Some(400), NOW).is_empty());
+    assert!(source_at(&mut t, None, 0, Some(300), NOW).is_empty());
     assert!(source_at(&mut t, None, 2_000, Some(400), poll).is_empty());
     let late = poll + MAX_WAIT_MS - 1;
     assert!(source_at(&mut t, None, 2_000, Some(900), late).is_empty());
     assert_eq!(
         source_at(&mut t, None, 2_000, Some(900), late + 1),
         ["fixup@400"]
+    );
+}
+
+#[test]
+fn a_stalled_source_poll_is_not_taken_for_the_backlog_end() {
+    let mut t = started(hold_cfg());
+    let mut out = Vec::new();
+    t.snapshot_end(&mut out);
+    t.command(a("PING"), 0, 500, NOW, &mut out);
+    // The poller reports 500 when the stream shows, and still 500 later
+    // (stalled): not taken, although the stream has reached it.
+    assert!(source_at(&mut t, None, 0, Some(500), NOW).is_empty());
+    let poll = NOW + SOURCE_POLL_MS;
+    assert!(source_at(&mut t, None, 0, Some(500), poll + 1_000).is_empty());
+    // A fresh value: taken; reached: the fix-up.
+    assert!(source_at(&mut t, None, 0, Some(600), poll + 2_000).is_empty());
+    t.command(a("PING"), 0, 600, NOW, &mut out);
+    assert_eq!(
+        source_at(&mut t, None, 0, Some(650), poll + 3_000),
+        ["fixup@600"]
+    );
+    // An idle source whose offset never changes: taken after MAX_WAIT_MS.
+    let mut t = started(hold_cfg());
+    t.snapshot_end(&mut out);
+    t.command(a("PING"), 0, 700, NOW, &mut out);
+    assert!(source_at(&mut t, None, 0, Some(700), NOW).is_empty());
+    assert!(source_at(&mut t, None, 0, Some(700), NOW + MAX_WAIT_MS - 1).is_empty());
+    assert_eq!(
+        source_at(&mut t, None, 0, Some(700), NOW + MAX_WAIT_MS),
+        ["fixup@700"]
     );
 }
 
