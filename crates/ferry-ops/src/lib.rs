@@ -48,7 +48,7 @@ pub use slot::{SLOTS, key_slot};
 pub use split::{Route, Split, Unreplayable, route, split};
 pub use target::TargetFormat;
 pub use topology::{Node, SlotMap, Topology, TopologyError};
-pub use translate::{Action, Counters, Skip, SkipReason, Translator, TranslatorConfig};
+pub use translate::{Action, Counters, HOLD_MS, Skip, SkipReason, Translator, TranslatorConfig};
 
 /// Bytes for an error message or log line: printable ASCII as is, anything
 /// else escaped, cut after 64 bytes (a command argument can be 512 MiB).
