@@ -1,4 +1,4 @@
-//! Pure cluster-routing data for ferry's writer: no I/O, no async runtime.
+//! Pure decisions and cluster-routing data for ferry: no I/O, no async runtime.
 //!
 //! * [`slot`]: [`key_slot`], the CRC16/hash-tag rule that maps a key to one of
 //!   16384 slots.
@@ -14,6 +14,10 @@
 //!   ends with the same values (`RENAME` as a key copy, `SMOVE` split,
 //!   `SUNIONSTORE` & co. computed next to the destination).
 //! * [`rewrite`]: key names prefixed per source db ([`prefix_keys`]).
+//! * [`translate`]: the [`Translator`]: what each snapshot key and stream
+//!   command becomes ([`Action`]s: [`Op`]s per slot, groups, emulation
+//!   plans, skips with a typed [`SkipReason`]), with the [`Filter`] and the
+//!   [`TargetFormat`] it decides by.
 //! * [`topology`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (RESP2 or RESP3)
 //!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
@@ -23,20 +27,28 @@
 //! are typed errors ([`KeyError`], [`TopologyError`]) or `None`.
 
 pub mod emulate;
+pub mod filter;
 pub mod keys;
+pub mod op;
 pub mod redirect;
 pub mod rewrite;
 pub mod slot;
 pub mod split;
+pub mod target;
 pub mod topology;
+pub mod translate;
 
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
+pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
+pub use op::Op;
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
 pub use split::{Route, Split, Unreplayable, route, split};
+pub use target::TargetFormat;
 pub use topology::{Node, SlotMap, Topology, TopologyError};
+pub use translate::{Action, Counters, HOLD_MS, Skip, SkipReason, Translator, TranslatorConfig};
 
 /// Bytes for an error message or log line: printable ASCII as is, anything
 /// else escaped, cut after 64 bytes (a command argument can be 512 MiB).

@@ -101,69 +101,7 @@ fn default_ttl_tolerance_ms() -> i64 {
     2000
 }
 
-/// Which keys to carry. Keys left out are counted (`filtered`), not errors.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    /// Carry only keys starting with one of these (empty: all keys).
-    #[serde(default)]
-    pub include_prefixes: Vec<String>,
-    /// Never carry keys starting with one of these.
-    #[serde(default)]
-    pub exclude_prefixes: Vec<String>,
-    /// Source databases to carry, all merged into the cluster's db 0. Empty
-    /// means db 0 only, and ferry refuses to start if another db holds keys.
-    /// A standalone target keeps each db's number; empty means every db.
-    #[serde(default)]
-    pub dbs: Vec<u64>,
-    /// Into a cluster: prefix every key of source db N with this template,
-    /// `{db}` standing for N (`"{db}:"`: key `k` of db 2 becomes `2:k`),
-    /// so the merged dbs keep their keys apart. Needs `dbs`.
-    #[serde(default)]
-    pub db_prefix: Option<String>,
-}
-
-impl Filter {
-    /// The key prefix for source db `db` (`db_prefix`), if any.
-    pub fn prefix_for(&self, db: u64) -> Option<bytes::Bytes> {
-        self.db_prefix
-            .as_deref()
-            .map(|t| ferry_ops::db_prefix(t, db))
-    }
-
-    /// Whether a key passes the prefix rules.
-    pub fn key(&self, key: &[u8]) -> bool {
-        (self.include_prefixes.is_empty()
-            || self
-                .include_prefixes
-                .iter()
-                .any(|p| key.starts_with(p.as_bytes())))
-            && !self
-                .exclude_prefixes
-                .iter()
-                .any(|p| key.starts_with(p.as_bytes()))
-    }
-
-    /// Whether keys of source db `db` are carried into a standalone target
-    /// (`standalone`, dbs kept: every db unless `dbs` lists some) or a
-    /// cluster ([`Filter::db`]).
-    pub fn carries_db(&self, db: u64, standalone: bool) -> bool {
-        if standalone {
-            self.dbs.is_empty() || self.dbs.contains(&db)
-        } else {
-            self.db(db)
-        }
-    }
-
-    /// Whether keys of source db `db` are carried into a cluster.
-    pub fn db(&self, db: u64) -> bool {
-        if self.dbs.is_empty() {
-            db == 0
-        } else {
-            self.dbs.contains(&db)
-        }
-    }
-}
+pub use ferry_ops::Filter;
 
 /// A server address.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -322,7 +260,7 @@ impl Default for Http {
 }
 
 /// Snapshot writing.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// `auto`: `RESTORE` raw payloads when the target reads the source's
@@ -331,6 +269,25 @@ pub struct Snapshot {
     /// `never`: always commands.
     #[serde(default)]
     pub restore: RestoreMode,
+    /// Hold short TTLs while the snapshot loads and the stream catches up
+    /// (a key expiring meanwhile is written with a much later expiry and
+    /// given its true expiry once caught up), so keys whose TTL the source
+    /// keeps refreshing are not lost. On by default.
+    #[serde(default = "yes")]
+    pub ttl_hold: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            restore: RestoreMode::default(),
+            ttl_hold: true,
+        }
+    }
 }
 
 /// When to use `RESTORE`.
@@ -552,7 +509,15 @@ mod tests {
         assert_eq!(cfg.target.max_bytes_per_sec, 0);
         let default =
             Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");
-        assert!(default.expect("minimal").checkpoints());
+        let default = default.expect("minimal");
+        assert!(default.checkpoints());
+        assert!(default.snapshot.ttl_hold, "the TTL hold is on by default");
+        let off = Config::parse(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nsnapshot: { ttl_hold: false }\n",
+        )
+        .expect("ttl_hold: false");
+        assert!(!off.snapshot.ttl_hold);
+        assert_eq!(off.snapshot.restore, RestoreMode::Auto);
         let err = Config::parse(
             "source: { url: \"redis://a:1\", checkpoints: true }\ntarget: { url: \"redis://b:2\" }\n",
         )

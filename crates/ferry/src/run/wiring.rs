@@ -73,8 +73,8 @@ pub async fn wire(
             s
         }
     };
-    let mut applier = new_applier(cfg, writer, format, checkpoints, state);
-    applier.missing_modules = facts.missing_modules.clone();
+    let mut applier = new_applier(cfg, writer, format, checkpoints, state)?;
+    applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
     let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
@@ -105,13 +105,14 @@ fn new_applier(
     format: TargetFormat,
     checkpoints: bool,
     state: TargetState,
-) -> Applier {
+) -> Result<Applier> {
     Applier::new(
         writer,
         format,
         cfg.snapshot.restore != RestoreMode::Never,
         cfg.filter.clone(),
         checkpoints,
+        cfg.snapshot.ttl_hold,
         cfg.state_dir.clone(),
         state,
     )
