@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth, Conn};
+use ferry_cluster::Conn;
 
-use crate::config::{Config, parse_url};
+use crate::config::{Config, parse_endpoint};
 
 /// Arguments of `ferry status`.
 #[derive(Debug, Args)]
@@ -153,14 +153,10 @@ async fn call(conn: &mut Conn, args: &[&str]) -> Result<ferry_resp::Value> {
 }
 
 async fn source_offset(conn: &mut Conn) -> Result<u64> {
-    let info = call(conn, &["INFO", "replication"]).await?;
-    let text = info
-        .as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
+    let reply = call(conn, &["INFO", "replication"]).await?;
+    let text = ferry_ops::info_text(&reply).context("the source's INFO replication")?;
+    ferry_ops::Info::parse(&text)
+        .get_u64("master_repl_offset")
         .context("the source's INFO replication has no master_repl_offset")
 }
 
@@ -183,19 +179,16 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             st["phase"]
         );
     }
-    let src = parse_url(&cfg.source.url)?;
-    let auth = Auth {
-        user: src.user,
-        password: src.password,
-    };
+    let src = parse_endpoint(&cfg.source.url)?;
+    let src_addr = src.addr();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
             let src_tls = cfg.source.tls_config();
-            let mut conn = Conn::connect_tls(&src.addr, &auth, Duration::from_secs(5), src_tls.as_ref())
+            let mut conn = Conn::connect_tls(&src_addr, &src.auth, Duration::from_secs(5), src_tls.as_ref())
                 .await
-                .with_context(|| format!("source {}", src.addr))?;
+                .with_context(|| format!("source {src_addr}"))?;
             let pause = args.pause_ms.to_string();
             call(&mut conn, &["CLIENT", "PAUSE", &pause, "WRITE"]).await?;
             let started = Instant::now();
@@ -239,19 +232,16 @@ pub struct CleanupArgs {
 /// them again).
 pub fn cleanup(args: &CleanupArgs) -> Result<()> {
     let cfg = Config::load(&args.config)?;
-    let dst = parse_url(&cfg.target.url)?;
+    let dst = parse_endpoint(&cfg.target.url)?;
     let config = ferry_cluster::WriterConfig {
-        auth: Auth {
-            user: dst.user,
-            password: dst.password,
-        },
+        auth: dst.auth.clone(),
         tls: cfg.target.tls_config(),
         ..Default::default()
     };
     let n = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(ferry_cluster::checkpoint::remove_all(&dst.addr, config))
+        .block_on(ferry_cluster::checkpoint::remove_all(&dst.addr(), config))
         .with_context(|| format!("target {}", crate::config::redact(&cfg.target.url)))?;
     println!(
         "removed {n} keys under {} from the target",
