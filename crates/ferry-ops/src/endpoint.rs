@@ -252,23 +252,10 @@ impl fmt::Display for Endpoint {
 
 /// `host:port` from a URL's authority; errors name `url` (redacted).
 fn parse_host_port<'a>(s: &'a str, url: &str) -> Result<(&'a str, u16), EndpointError> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(EndpointError::BadBrackets { url: redact(url) });
-        };
-        match after.strip_prefix(':') {
-            Some(port) => (host, port),
-            None if after.is_empty() => {
-                return Err(EndpointError::MissingPort { url: redact(url) });
-            }
-            None => return Err(EndpointError::BadBrackets { url: redact(url) }),
-        }
-    } else {
-        match s.rfind(':') {
-            Some(i) => (&s[..i], &s[i + 1..]),
-            None => return Err(EndpointError::MissingPort { url: redact(url) }),
-        }
-    };
+    let (host, port) = split_raw(s).map_err(|e| match e {
+        Split::NoPort => EndpointError::MissingPort { url: redact(url) },
+        Split::BadBrackets => EndpointError::BadBrackets { url: redact(url) },
+    })?;
     if host.is_empty() {
         return Err(EndpointError::MissingHost { url: redact(url) });
     }
@@ -277,6 +264,28 @@ fn parse_host_port<'a>(s: &'a str, url: &str) -> Result<(&'a str, u16), Endpoint
         port: show(port.as_bytes()),
     })?;
     Ok((host, port))
+}
+
+/// Why [`split_raw`] found no port.
+enum Split {
+    NoPort,
+    BadBrackets,
+}
+
+/// The one `host:port` split: `[v6]:port`, else at the last colon (so
+/// `v6:port` as Redis prints it works too). The port is not checked.
+fn split_raw(s: &str) -> Result<(&str, &str), Split> {
+    match s.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']').ok_or(Split::BadBrackets)?;
+            match after.strip_prefix(':') {
+                Some(port) => Ok((host, port)),
+                None if after.is_empty() => Err(Split::NoPort),
+                None => Err(Split::BadBrackets),
+            }
+        }
+        None => s.rsplit_once(':').ok_or(Split::NoPort),
+    }
 }
 
 /// `host:port`, `[v6]:port` or `v6:port` (split at the last colon, as
@@ -291,13 +300,7 @@ fn parse_host_port<'a>(s: &'a str, url: &str) -> Result<(&'a str, u16), Endpoint
 /// assert_eq!(split_host_port("h"), None);
 /// ```
 pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = match s.strip_prefix('[') {
-        Some(rest) => rest.split_once("]:")?,
-        None => {
-            let i = s.rfind(':')?;
-            (&s[..i], &s[i + 1..])
-        }
-    };
+    let (host, port) = split_raw(s).ok()?;
     Some((host, parse_port(port)?))
 }
 
