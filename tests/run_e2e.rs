@@ -458,7 +458,7 @@ fn run_migrates_from_a_tls_source() {
     std::fs::write(
         &cfg,
         format!(
-            "source: {{ url: \"rediss://127.0.0.1:{tls_port}\", tls: {{ ca_file: \"{}\" }} }}\n\
+            "source: {{ url: \"rediss://127.0.0.1:{tls_port}\", tls: {{ ca_file: \"{}\", server_name: localhost }} }}\n\
              target: {{ url: \"{}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n",
             pki.ca_cert.display(),
             cluster.seed_url(),
@@ -495,4 +495,19 @@ fn run_migrates_from_a_tls_source() {
         .query(&mut owner.conn())
         .expect("get");
     assert_eq!(v, 100);
+    // The cutover reaches the source over the same TLS settings (CA file,
+    // server name) as the link.
+    let out = Command::new(FERRY)
+        .args(["cutover", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("cutover");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cutover over TLS: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("in sync at offset"), "{text}");
 }

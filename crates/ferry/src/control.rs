@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::Conn;
+use redis::aio::MultiplexedConnection;
 
 use crate::config::{Config, parse_endpoint};
 
@@ -140,21 +140,48 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-async fn call(conn: &mut Conn, args: &[&str]) -> Result<ferry_resp::Value> {
-    let v = conn.call(args, Duration::from_secs(5)).await?;
-    if let Some(m) = v.error_message() {
-        bail!(
-            "{} on the source: {}",
-            args.join(" "),
-            String::from_utf8_lossy(m)
-        );
+/// A connection to the source for the cutover: redis-rs (`redis` crate)
+/// speaking over ferry-tls's stream, so the TLS settings (CA, client
+/// certificate, `server_name`, `insecure`) are the link's own. Connecting,
+/// `AUTH` and every reply are bounded by 5 s.
+async fn source_client(cfg: &Config) -> Result<MultiplexedConnection> {
+    const T: Duration = Duration::from_secs(5);
+    let src = parse_endpoint(&cfg.source.url)?;
+    let addr = src.addr();
+    let stream = ferry_tls::connect(&addr, cfg.source.tls_config().as_ref(), T)
+        .await
+        .with_context(|| format!("source {addr}"))?;
+    let mut info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(user) = &src.auth.user {
+        info = info.set_username(user);
     }
-    Ok(v)
+    if let Some(password) = &src.auth.password {
+        info = info.set_password(password);
+    }
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(T));
+    let (conn, driver) = tokio::time::timeout(
+        T,
+        MultiplexedConnection::new_with_config(&info, stream, config),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("source {addr}: no answer to AUTH within 5 s"))?
+    .with_context(|| format!("source {addr}"))?;
+    tokio::spawn(driver);
+    Ok(conn)
 }
 
-async fn source_offset(conn: &mut Conn) -> Result<u64> {
+/// One command on the source; an error reply is an error naming it.
+async fn call(conn: &mut MultiplexedConnection, args: &[&str]) -> Result<redis::Value> {
+    let mut cmd = redis::cmd(args[0]);
+    cmd.arg(&args[1..]);
+    cmd.query_async(conn)
+        .await
+        .with_context(|| format!("{} on the source", args.join(" ")))
+}
+
+async fn source_offset(conn: &mut MultiplexedConnection) -> Result<u64> {
     let reply = call(conn, &["INFO", "replication"]).await?;
-    let text = ferry_ops::info_text(&reply).context("the source's INFO replication")?;
+    let text: String = redis::from_redis_value(reply).context("the source's INFO replication")?;
     ferry_ops::Info::parse(&text)
         .get_u64("master_repl_offset")
         .context("the source's INFO replication has no master_repl_offset")
@@ -179,16 +206,11 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             st["phase"]
         );
     }
-    let src = parse_endpoint(&cfg.source.url)?;
-    let src_addr = src.addr();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let src_tls = cfg.source.tls_config();
-            let mut conn = Conn::connect_tls(&src_addr, &src.auth, Duration::from_secs(5), src_tls.as_ref())
-                .await
-                .with_context(|| format!("source {src_addr}"))?;
+            let mut conn = source_client(&cfg).await?;
             let pause = args.pause_ms.to_string();
             call(&mut conn, &["CLIENT", "PAUSE", &pause, "WRITE"]).await?;
             let started = Instant::now();
