@@ -468,7 +468,7 @@ mod tests {
         assert_eq!(split_host_port("h:0"), None);
         assert_eq!(split_host_port("[::1]"), None);
         assert_eq!(host_of("[::1]:7000"), "::1");
-        assert_eq!(host_of("h:7000"), "h");
+        assert_eq!(host_of("redis.example:6380"), "redis.example");
         assert_eq!(host_of("h"), "h");
         assert_eq!(host_of("[::1]"), "::1");
     }

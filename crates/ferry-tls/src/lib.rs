@@ -489,14 +489,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_of_addresses() {
-        assert_eq!(host_of("127.0.0.1:6379"), "127.0.0.1");
-        assert_eq!(host_of("redis.example:6380"), "redis.example");
-        assert_eq!(host_of("[::1]:6379"), "::1");
-        assert_eq!(host_of("localhost"), "localhost");
-    }
-
-    #[test]
     fn config_errors_are_clear() {
         let cfg = TlsConfig::with_ca_file("/nonexistent/ca.pem");
         let e = cfg.client_config().unwrap_err().to_string();
