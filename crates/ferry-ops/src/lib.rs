@@ -20,15 +20,24 @@
 //!   [`TargetFormat`] it decides by.
 //! * [`topology`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (RESP2 or RESP3)
 //!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
+//! * [`nodes`]: node entries of those replies (endpoint rules, TLS ports),
+//!   and every node address they name ([`shards_node_addrs`]).
+//! * [`endpoint`]: the client vocabulary: `redis[s]://` URLs into an
+//!   [`Endpoint`], [`Auth`], [`split_host_port`] (IPv6-aware), [`redact`].
+//! * [`info`]: `INFO` text into fields and keyspace lines ([`Info`]).
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
 //!   server error replies are classified ([`ErrorKind`]).
 //!
 //! No input makes any function here panic: malformed commands and replies
-//! are typed errors ([`KeyError`], [`TopologyError`]) or `None`.
+//! are typed errors ([`KeyError`], [`TopologyError`], [`EndpointError`]) or
+//! `None`.
 
 pub mod emulate;
+pub mod endpoint;
 pub mod filter;
+pub mod info;
 pub mod keys;
+pub mod nodes;
 pub mod op;
 pub mod redirect;
 pub mod rewrite;
@@ -39,8 +48,11 @@ pub mod topology;
 pub mod translate;
 
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
+pub use endpoint::{Auth, Endpoint, EndpointError, HostPort, host_of, redact, split_host_port};
 pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
+pub use info::{DbKeys, Info, InfoError, info_text};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
+pub use nodes::{shards_node_addrs, slots_node_addrs};
 pub use op::Op;
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};

@@ -14,11 +14,8 @@ pub struct TargetFormat {
 impl TargetFormat {
     /// From `INFO server` text.
     pub fn from_info(info: &str) -> TargetFormat {
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-        };
+        let info = crate::info::Info::parse(info);
+        let field = |name: &str| info.get(name).map(str::trim);
         let version = |v: &str| {
             let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
             (it.next().unwrap_or(0), it.next().unwrap_or(0))

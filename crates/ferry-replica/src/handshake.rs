@@ -53,29 +53,13 @@ const REPLY_LIMITS: Decoder = Decoder {
     max_depth: 2,
 };
 
-/// Credentials for `AUTH`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Auth {
-    /// ACL user name (Redis 6+); `None` sends the one-argument `AUTH <password>`.
-    pub user: Option<String>,
-    /// The password.
-    pub password: String,
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+pub use ferry_ops::Auth;
 
 /// What the handshake sends.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HandshakeConfig {
-    /// `AUTH` credentials, if the source needs them.
-    pub auth: Option<Auth>,
+    /// `AUTH` credentials ([`Auth::none`] sends no `AUTH`).
+    pub auth: Auth,
     /// Port announced with `REPLCONF listening-port` (shown in the source's
     /// `INFO replication`); `None` skips the command.
     pub listening_port: Option<u16>,
@@ -366,12 +350,8 @@ impl Handshake {
 
     fn setup_batch(&self) -> Vec<(Step, Vec<Bytes>)> {
         let mut batch = vec![(Step::Ping, args(&["PING"]))];
-        if let Some(auth) = &self.config.auth {
-            let mut a = args(&["AUTH"]);
-            if let Some(user) = &auth.user {
-                a.push(Bytes::copy_from_slice(user.as_bytes()));
-            }
-            a.push(Bytes::copy_from_slice(auth.password.as_bytes()));
+        if let Some(auth) = self.config.auth.command() {
+            let a = auth.into_iter().map(Bytes::copy_from_slice).collect();
             batch.push((Step::Auth, a));
         }
         if let Some(port) = self.config.listening_port {
@@ -565,10 +545,7 @@ mod tests {
     #[test]
     fn requests_in_order_psync_last() {
         let mut hs = Handshake::new(HandshakeConfig {
-            auth: Some(Auth {
-                user: Some("repl".into()),
-                password: "pw".into(),
-            }),
+            auth: Auth::user("repl", "pw"),
             listening_port: Some(6380),
             announce_version: Some("9.0.0".into()),
             resume: Some(Position {
@@ -670,10 +647,7 @@ mod tests {
 
     fn with_auth() -> HandshakeConfig {
         HandshakeConfig {
-            auth: Some(Auth {
-                user: None,
-                password: "nope".into(),
-            }),
+            auth: Auth::password("nope"),
             ..HandshakeConfig::default()
         }
     }
@@ -876,10 +850,7 @@ mod tests {
 
     #[test]
     fn auth_debug_redacts_password() {
-        let a = Auth {
-            user: None,
-            password: "hunter2".into(),
-        };
+        let a = Auth::password("hunter2");
         assert!(!format!("{a:?}").contains("hunter2"));
     }
 }

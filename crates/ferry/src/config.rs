@@ -155,7 +155,8 @@ impl Endpoint {
 impl Tls {
     /// These settings when `url` is `rediss://`.
     fn config_for(&self, url: &str) -> Option<ferry_tls::TlsConfig> {
-        url.starts_with("rediss://").then(|| ferry_tls::TlsConfig {
+        let tls = ferry_ops::Endpoint::parse(url).is_ok_and(|e| e.tls);
+        tls.then(|| ferry_tls::TlsConfig {
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
@@ -388,6 +389,8 @@ impl Config {
                 );
             }
         }
+        parse_endpoint(&cfg.source.url).context("source.url")?;
+        parse_endpoint(&cfg.target.url).context("target.url")?;
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -410,66 +413,42 @@ impl Config {
     }
 }
 
-/// A URL with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => format!("{}***{}", &url[..s + 3], &url[at..]),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use ferry_ops::redact;
 
-/// Parts of a `redis://[user:password@]host:port` URL.
+/// Parts of a `redis://[user:password@]host:port` URL, in the shape the
+/// verifier reads; new code uses [`parse_endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     /// ACL user.
     pub user: Option<String>,
     /// Password.
     pub password: Option<String>,
-    /// `host:port`.
+    /// `host:port` (IPv6 in brackets).
     pub addr: String,
 }
 
-/// Parse a `redis://` or `rediss://` (TLS) URL.
+/// Parse a `redis://` or `rediss://` (TLS) URL (see [`parse_endpoint`]).
 pub fn parse_url(url: &str) -> Result<Url> {
-    let Some(rest) = url
-        .strip_prefix("redis://")
-        .or_else(|| url.strip_prefix("rediss://"))
-    else {
+    let e = parse_endpoint(url)?;
+    Ok(Url {
+        addr: e.addr(),
+        user: e.auth.user,
+        password: e.auth.password,
+    })
+}
+
+/// Parse a `redis://` or `rediss://` (TLS) URL of the configuration: a
+/// `/<db>` path is refused (the source replicates every db; `filter.dbs`
+/// chooses them).
+pub fn parse_endpoint(url: &str) -> Result<ferry_ops::Endpoint> {
+    let e = ferry_ops::Endpoint::parse(url)?;
+    if let Some(db) = e.db {
         bail!(
-            "{}: expected redis://[user:password@]host:port (rediss:// for TLS)",
+            "{}: a db in the URL (/{db}) is not supported: ferry carries every db of the              source (choose them with filter.dbs); remove /{db}",
             redact(url)
         );
-    };
-    let rest = rest.trim_end_matches('/');
-    let (creds, addr) = match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let (user, password) = match creds {
-        None => (None, None),
-        Some(c) => match c.split_once(':') {
-            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-            None => (None, Some(c.to_string())),
-        },
-    };
-    if addr
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
-        bail!("{}: expected host:port after redis://", redact(url));
     }
-    Ok(Url {
-        user,
-        password,
-        addr: addr.to_string(),
-    })
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -622,6 +601,22 @@ mod tests {
         );
         assert!(unset.unwrap_err().to_string().contains("NOPE"));
         assert_eq!(parse_url("rediss://h:1").expect("tls url").addr, "h:1");
+        assert_eq!(
+            parse_url("redis://[::1]:1").expect("v6 url").addr,
+            "[::1]:1"
+        );
+        for (url, what) in [
+            ("http://h:1", "unsupported scheme"),
+            ("redis://h", "no port"),
+            ("redis://h:1/2", "a db in the URL"),
+        ] {
+            let e = Config::parse(&format!(
+                "source: {{ url: \"{url}\" }}\ntarget: {{ url: \"redis://h:2\" }}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{e:#}").contains(what), "{url}: {e:#}");
+            assert!(format!("{e:#}").contains("source.url"), "{url}: {e:#}");
+        }
         assert!(
             Config::parse("source: { url: \"redis://h:1\" }\ntarget: { url: \"redis://h:1\" }\n")
                 .unwrap_err()

@@ -39,14 +39,10 @@ pub fn types_of(modules: &BTreeSet<String>) -> BTreeMap<String, String> {
 /// Lower-case module names from `INFO modules` text
 /// (`module:name=ReJSON,ver=20809,…` lines).
 pub fn loaded(info_modules: &str) -> BTreeSet<String> {
-    info_modules
-        .lines()
-        .filter_map(|l| l.strip_prefix("module:"))
-        .filter_map(|rest| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix("name="))
-                .map(|n| n.trim().to_ascii_lowercase())
-        })
+    ferry_ops::Info::parse(info_modules)
+        .all("module")
+        .filter_map(|m| ferry_ops::info::prop(m, "name"))
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
