@@ -62,9 +62,25 @@ pub struct VerifyArgs {
     /// Continue an interrupted run from its last saved cursor (`state_dir/verify.json`).
     #[arg(long)]
     pub resume: bool,
+    /// How values are compared first: `digest` (DEBUG DIGEST-VALUE on both
+    /// sides), `values` (strings by value, other types fetched whole), or
+    /// `auto` (digest where every node allows DEBUG).
+    #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
+    pub method: MethodArg,
     /// Seconds between status lines on stderr when it is not a terminal.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub status_every: u64,
+}
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// `digest` when every node allows `DEBUG`, else `values`.
+    Auto,
+    /// `DEBUG DIGEST-VALUE` (an error where `DEBUG` is refused).
+    Digest,
+    /// Strings by value, other types fetched whole.
+    Values,
 }
 
 /// The settings every task of a run reads.
@@ -200,7 +216,11 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         .collect();
     let keys_of = |db: u64| counts.iter().find(|(d, _)| *d == db).map_or(0, |c| c.1);
     let total: u64 = jobs.iter().map(|j| keys_of(j.db)).sum();
-    let method = choose_method(&src, &tgt).await?;
+    let method = match args.method {
+        MethodArg::Auto => choose_method(&src, &tgt).await?,
+        MethodArg::Digest => Method::Digest,
+        MethodArg::Values => Method::Values,
+    };
     let fingerprint = resume::fingerprint(&cfg, args.ttl_tolerance_ms);
     let save_path = resume::path(&cfg);
     let mut state = None;

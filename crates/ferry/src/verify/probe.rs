@@ -9,7 +9,9 @@
 //! (`GET`) and nothing for other types, which are then fetched whole. Equal
 //! fingerprints mean equal values; different ones mean "fetch and compare
 //! semantically" (a different server version may digest the same value
-//! differently), except for strings, where they mean different bytes.
+//! differently, and a digest mixes in the type and whether the key has a
+//! TTL), except for strings with a TTL on both sides or neither, where they
+//! mean different bytes.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -162,7 +164,9 @@ pub(crate) fn judge(a: &Probe, b: &Probe, ttl_tolerance_ms: i64) -> Verdict {
     }
     match (&a.fp, &b.fp) {
         (Some(x), Some(y)) if x == y => {}
-        (Some(_), Some(_)) if &a.kind[..] == b"string" => {
+        // (A digest also mixes in whether the key has a TTL: only when
+        // both have one or neither does it speak of the value alone.)
+        (Some(_), Some(_)) if &a.kind[..] == b"string" && (a.pttl < 0) == (b.pttl < 0) => {
             return Verdict::Differs(Reason::Value, "value differs".into());
         }
         _ => return Verdict::Fetch,
@@ -228,6 +232,11 @@ mod tests {
         );
         let ttl = judge(&same, &p("string", 5000, Some("a")), 100);
         assert!(matches!(ttl, Verdict::Differs(Reason::Ttl, _)), "{ttl:?}");
+        // A digest differs when only one side has a TTL: fetch the values.
+        assert_eq!(
+            judge(&same, &p("string", 5000, Some("b")), 100),
+            Verdict::Fetch
+        );
         let (a, b) = (p("set", 9000, None), p("set", 8000, None));
         let v = Some("x".to_string());
         assert_eq!(judge_values(&a, &b, &v, &v, 2000), Verdict::Same);
