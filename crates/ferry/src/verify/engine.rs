@@ -15,7 +15,9 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::probe::{Method, Probe, Verdict, judge, judge_values, probe};
+use super::probe::{
+    Method, Probe, Verdict, classify, judge, judge_classified, judge_values, probe,
+};
 use super::read::{call, call_many, compared_key, values};
 use super::report::{Progress, Reason, Tally};
 use super::resume::{self, Cursor, State};
@@ -37,6 +39,9 @@ pub(crate) struct Ctx {
     pub src: Endpoints,
     pub tgt: TargetPlan,
     pub method: Method,
+    /// Whether the source's nodes take `MGET` of any keys (not cluster
+    /// nodes: a later source shape).
+    pub src_mget: bool,
     pub limiter: Option<Limiter>,
 }
 
@@ -299,8 +304,8 @@ async fn work(
     }
 }
 
-/// Probe a batch on both sides at once; fetch values where probes do not
-/// decide.
+/// Probe a batch on both sides at once; classify and fetch values where
+/// probes do not decide (`probe.rs`).
 async fn compare_batch(
     ctx: &Ctx,
     job: &Job,
@@ -313,71 +318,148 @@ async fn compare_batch(
         ..Tally::default()
     };
     let show = ctx.set.show;
+    let tol = ctx.set.ttl_tolerance_ms;
     let skeys: Vec<&[u8]> = b.keys.iter().map(|k| &k[..]).collect();
     let tkeys: Vec<Vec<u8>> = b
         .keys
         .iter()
         .map(|k| [&job.prefix[..], k].concat())
         .collect();
-    let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); tgts.len()];
-    for (i, k) in tkeys.iter().enumerate() {
-        by_node[ctx.tgt.node_of(k)?].push(i);
+    let mut node_of = Vec::with_capacity(tkeys.len());
+    for k in &tkeys {
+        node_of.push(ctx.tgt.node_of(k)?);
     }
-    let method = ctx.method;
-    let (a, per_node) = tokio::join!(
-        probe(src, &skeys, method),
-        join_all(tgts.iter_mut().zip(&by_node).map(|(c, idx)| {
-            let keys: Vec<&[u8]> = idx.iter().map(|&i| &tkeys[i][..]).collect();
-            async move { probe(c, &keys, method).await }
-        }))
+    // Step 1 on the source and every master at once.
+    let all: Vec<usize> = (0..skeys.len()).collect();
+    let (a, bs) = tokio::join!(
+        probe(src, &skeys, ctx.src_mget),
+        probe_targets(ctx, tgts, &tkeys, &node_of, &all)
     );
-    let a = a?;
-    let mut bs: Vec<Option<Probe>> = vec![None; tkeys.len()];
-    for (idx, probes) in by_node.iter().zip(per_node) {
-        for (&i, p) in idx.iter().zip(probes?) {
-            bs[i] = Some(p);
-        }
-    }
-    let bs: Vec<Probe> = bs
-        .into_iter()
-        .map(|p| p.context("a key without a reply"))
-        .collect::<Result<_>>()?;
-    let tol = ctx.set.ttl_tolerance_ms;
-    let mut fetch = Vec::new();
+    let (mut a, mut bs) = (a?, bs?);
+    let mut step2 = Vec::new();
     for (i, (pa, pb)) in a.iter().zip(&bs).enumerate() {
         match judge(pa, pb, tol) {
-            Verdict::Fetch => fetch.push(i),
+            Verdict::Classify => step2.push(i),
+            v => count(ctx, job, &mut tally, &b.keys[i], v, show),
+        }
+    }
+    if step2.is_empty() {
+        return Ok(tally);
+    }
+    // Step 2: types (and digests) of the keys that are not strings.
+    let method = ctx.method;
+    let keys2: Vec<&[u8]> = step2.iter().map(|&i| skeys[i]).collect();
+    let mut a2: Vec<Probe> = step2.iter().map(|&i| std::mem::take(&mut a[i])).collect();
+    let mut b2: Vec<Probe> = step2.iter().map(|&i| std::mem::take(&mut bs[i])).collect();
+    let (ra, rb) = tokio::join!(
+        classify(src, &keys2, &mut a2, method),
+        classify_targets(tgts, &tkeys, &node_of, &step2, &mut b2, method)
+    );
+    ra?;
+    rb?;
+    let mut fetch = Vec::new();
+    for (j, &i) in step2.iter().enumerate() {
+        match judge_classified(&a2[j], &b2[j], tol) {
+            Verdict::Fetch => fetch.push(j),
             v => count(ctx, job, &mut tally, &b.keys[i], v, show),
         }
     }
     if fetch.is_empty() {
         return Ok(tally);
     }
-    // The slow path: whole values of both sides, compared semantically.
-    let kinds: Vec<&str> = fetch.iter().map(|&i| a[i].kind()).collect();
-    let fkeys: Vec<&[u8]> = fetch.iter().map(|&i| skeys[i]).collect();
+    // Step 3, the slow path: whole values, compared semantically.
+    let kinds: Vec<&str> = fetch.iter().map(|&j| a2[j].kind()).collect();
+    let fkeys: Vec<&[u8]> = fetch.iter().map(|&j| keys2[j]).collect();
     let va = values(src, &fkeys, &kinds).await?;
     let mut vb: Vec<Option<String>> = vec![None; fetch.len()];
     for (n, c) in tgts.iter_mut().enumerate() {
         let mine: Vec<usize> = (0..fetch.len())
-            .filter(|&j| by_node[n].binary_search(&fetch[j]).is_ok())
+            .filter(|&f| node_of[step2[fetch[f]]] == n)
             .collect();
-        let keys: Vec<&[u8]> = mine.iter().map(|&j| &tkeys[fetch[j]][..]).collect();
-        let kinds: Vec<&str> = mine.iter().map(|&j| kinds[j]).collect();
-        for (&j, v) in mine.iter().zip(values(c, &keys, &kinds).await?) {
-            vb[j] = v;
+        let keys: Vec<&[u8]> = mine.iter().map(|&f| &tkeys[step2[fetch[f]]][..]).collect();
+        let kinds: Vec<&str> = mine.iter().map(|&f| kinds[f]).collect();
+        for (&f, v) in mine.iter().zip(values(c, &keys, &kinds).await?) {
+            vb[f] = v;
         }
     }
-    for (j, &i) in fetch.iter().enumerate() {
-        let v = judge_values(&a[i], &bs[i], &va[j], &vb[j], tol);
-        count(ctx, job, &mut tally, &b.keys[i], v, show);
+    for (f, &j) in fetch.iter().enumerate() {
+        let v = judge_values(&a2[j], &b2[j], &va[f], &vb[f], tol);
+        count(ctx, job, &mut tally, &b.keys[step2[j]], v, show);
     }
     Ok(tally)
 }
 
+/// Step 1 for the target keys `tkeys[i]` of `idx`, on every master at once
+/// (one result per entry of `idx`).
+async fn probe_targets(
+    ctx: &Ctx,
+    tgts: &mut [Conn],
+    tkeys: &[Vec<u8>],
+    node_of: &[usize],
+    idx: &[usize],
+) -> Result<Vec<Probe>> {
+    let mget = ctx.tgt.standalone;
+    let per_node = join_all(tgts.iter_mut().enumerate().map(|(n, c)| {
+        let mine: Vec<usize> = (0..idx.len()).filter(|&j| node_of[idx[j]] == n).collect();
+        async move {
+            let keys: Vec<&[u8]> = mine.iter().map(|&j| &tkeys[idx[j]][..]).collect();
+            probe(c, &keys, mget).await.map(|p| (mine, p))
+        }
+    }))
+    .await;
+    let mut out = vec![Probe::default(); idx.len()];
+    for r in per_node {
+        let (mine, probes) = r?;
+        for (j, p) in mine.into_iter().zip(probes) {
+            out[j] = p;
+        }
+    }
+    Ok(out)
+}
+
+/// Step 2 for the target keys of `idx` (probes `probes`, in `idx` order),
+/// on every master at once.
+async fn classify_targets(
+    tgts: &mut [Conn],
+    tkeys: &[Vec<u8>],
+    node_of: &[usize],
+    idx: &[usize],
+    probes: &mut [Probe],
+    method: Method,
+) -> Result<()> {
+    let mut parts: Vec<(Vec<usize>, Vec<Probe>)> = (0..tgts.len())
+        .map(|n| {
+            let mine: Vec<usize> = (0..idx.len()).filter(|&j| node_of[idx[j]] == n).collect();
+            let ps = mine
+                .iter()
+                .map(|&j| std::mem::take(&mut probes[j]))
+                .collect();
+            (mine, ps)
+        })
+        .collect();
+    let results = join_all(
+        tgts.iter_mut()
+            .zip(parts.iter_mut())
+            .map(|(c, (mine, ps))| {
+                let keys: Vec<&[u8]> = mine.iter().map(|&j| &tkeys[idx[j]][..]).collect();
+                async move { classify(c, &keys, ps, method).await }
+            }),
+    )
+    .await;
+    for r in results {
+        r?;
+    }
+    for (mine, ps) in parts {
+        for (j, p) in mine.into_iter().zip(ps) {
+            probes[j] = p;
+        }
+    }
+    Ok(())
+}
+
 fn count(ctx: &Ctx, job: &Job, tally: &mut Tally, key: &[u8], v: Verdict, show: usize) {
     match v {
-        Verdict::Same | Verdict::Fetch => tally.compared += 1,
+        Verdict::Same | Verdict::Classify | Verdict::Fetch => tally.compared += 1,
         Verdict::Gone => tally.gone += 1,
         Verdict::Differs(reason, what) => {
             tally.compared += 1;

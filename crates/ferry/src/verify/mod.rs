@@ -2,10 +2,10 @@
 //!
 //! Walks the source with `SCAN` (never `KEYS`) and compares each key inside
 //! the configured filter with the target's (read from the master that owns
-//! its slot): type, TTL within a tolerance, and value — first by a
-//! fingerprint read in the same pipelined round trip (`probe.rs`), whole
-//! values (sets and hashes as sorted sets, scores as numbers) only where the
-//! fingerprints do not decide. Meanwhile every target master is walked with
+//! its slot): type, TTL within a tolerance, and value — strings and TTLs in
+//! one pipelined round trip per node, other types by digest where allowed
+//! (`probe.rs`), whole values (sets and hashes as sorted sets, scores as
+//! numbers) only where those do not decide. Meanwhile every target master is walked with
 //! `SCAN` for keys the source does not have. Keys under ferry's reserved
 //! prefix `__ferry:` (its checkpoints) are never compared. Exit status:
 //! 0 identical, 1 differences (grouped by reason), 2 error. Into a cluster
@@ -62,9 +62,9 @@ pub struct VerifyArgs {
     /// Continue an interrupted run from its last saved cursor (`state_dir/verify.json`).
     #[arg(long)]
     pub resume: bool,
-    /// How values are compared first: `digest` (DEBUG DIGEST-VALUE on both
-    /// sides), `values` (strings by value, other types fetched whole), or
-    /// `auto` (digest where every node allows DEBUG).
+    /// How keys other than strings are checked before their values are
+    /// fetched: `digest` (DEBUG DIGEST-VALUE on both sides), `values`
+    /// (fetched whole), or `auto` (digest where every node allows DEBUG).
     #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
     pub method: MethodArg,
     /// Seconds between status lines on stderr when it is not a terminal.
@@ -189,8 +189,8 @@ async fn choose_method(src: &target::Endpoints, tgt: &TargetPlan) -> Result<Meth
             if !digest_allowed(&mut c).await? {
                 eprintln!(
                     "verify: DEBUG DIGEST-VALUE is not allowed on {side} node {} \
-                     (enable-debug-command, ACL); comparing strings by value and \
-                     fetching other types whole",
+                     (enable-debug-command, ACL); keys other than strings are \
+                     compared by their whole values",
                     nodes.addrs[i]
                 );
                 return Ok(Method::Values);
@@ -269,6 +269,7 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         src,
         tgt,
         method,
+        src_mget: true,
         limiter: args.rate.map(Limiter::new),
     });
     let all_keys: u64 = jobs.iter().map(|j| keys_of(j.db)).sum();
