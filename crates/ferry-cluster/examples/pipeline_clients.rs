@@ -33,7 +33,10 @@ fn main() {
     for lo in (0..n).step_by(10_000) {
         let mut p = redis::pipe();
         for i in lo..(lo + 10_000).min(n) {
-            p.cmd("SET").arg(format!("k:{i}")).arg([b'x'; 100]).ignore();
+            p.cmd("SET")
+                .arg(format!("k:{i}"))
+                .arg(&[b'x'; 100][..])
+                .ignore();
         }
         p.query::<()>(&mut c).expect("fill");
     }
