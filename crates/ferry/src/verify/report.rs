@@ -163,7 +163,7 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} keys {percent}% · {msg} · {per_sec} · ETA {eta}",
+                "{bar:20} {human_pos}/{human_len} keys {percent}% · {msg} · ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -186,11 +186,9 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_length(self.total.max(t.source_seen()));
             bar.set_position(t.source_seen());
-            bar.set_message(format!(
-                "{} differ, {} target keys checked",
-                t.diffs(),
-                t.target_scanned
-            ));
+            let secs = self.start.elapsed().as_secs_f64().max(0.001);
+            let rate = t.source_seen().saturating_sub(self.base) as f64 / secs;
+            bar.set_message(format!("{} differ · {rate:.0} keys/s", t.diffs()));
         } else if self.last.elapsed() >= self.every {
             self.last = Instant::now();
             eprintln!("{}", self.line(t));
