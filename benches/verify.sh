@@ -57,23 +57,10 @@ else
 fi
 [[ -x "$OLD" ]] || { echo "no old ferry binary at $OLD" >&2; exit 1; }
 
+SERVER_ARGS=(--enable-debug-command yes)
 free_port SRC
-start "$SRC" --enable-debug-command yes
-nodes=()
-for _ in $(seq "$MASTERS"); do
-    free_port P bus
-    start "$P" --cluster-enabled yes --cluster-config-file "$work/nodes-$P.conf" --enable-debug-command yes
-    nodes+=("$P")
-done
-timeout "$step_timeout" "$CLI" --cluster create $(printf '127.0.0.1:%s ' "${nodes[@]}") \
-    --cluster-yes >"$work/cluster-create.log" 2>&1 || { cat "$work/cluster-create.log" >&2; exit 1; }
-for n in "${nodes[@]}"; do
-    for i in $(seq 300); do
-        cli "$n" cluster info 2>/dev/null | grep -q cluster_state:ok && break
-        [[ $i == 300 ]] && { echo "cluster node $n not ok after 30 s" >&2; exit 1; }
-        sleep 0.1
-    done
-done
+start "$SRC"
+start_cluster "$MASTERS"
 
 # timed NAME BIN ARGS...: runs `BIN verify`, prints "<seconds> <peak RSS kB>",
 # fails unless exit 0 with every key compared.
