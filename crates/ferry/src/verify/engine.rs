@@ -119,6 +119,10 @@ pub(crate) enum Msg {
     },
 }
 
+/// A compared batch waiting for the ones before it: cursor after it,
+/// whether it was the last, its counts.
+type Held = (Vec<u8>, bool, Tally);
+
 /// Keys of one source node to compare.
 struct Batch {
     node: usize,
@@ -166,7 +170,7 @@ pub(crate) async fn run_job(
     drop(tx);
     let save_path = resume::path(&ctx.cfg);
     let mut next: Vec<u64> = vec![0; state.forward.len()];
-    let mut held: Vec<BTreeMap<u64, Msg>> =
+    let mut held: Vec<BTreeMap<u64, Held>> =
         (0..state.forward.len()).map(|_| BTreeMap::new()).collect();
     let mut save = tokio::time::interval(SAVE_EVERY);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -180,13 +184,11 @@ pub(crate) async fn run_job(
                     state.reverse[node].cursor = String::from_utf8_lossy(&cursor).into_owned();
                     state.reverse[node].done = done;
                 }
-                Some(m @ Msg::Fwd { .. }) => {
-                    let Msg::Fwd { node, seq, .. } = &m else { unreachable!() };
-                    let node = *node;
-                    held[node].insert(*seq, m);
+                Some(Msg::Fwd { node, seq, cursor, done, tally }) => {
+                    held[node].insert(seq, (cursor, done, tally));
                     // Count batches in cursor order only: the saved cursor
                     // then never skips a batch not yet counted.
-                    while let Some(Msg::Fwd { cursor, done, tally, .. }) = held[node].remove(&next[node]) {
+                    while let Some((cursor, done, tally)) = held[node].remove(&next[node]) {
                         next[node] += 1;
                         state.tally.merge(tally, show);
                         state.forward[node].cursor = String::from_utf8_lossy(&cursor).into_owned();
