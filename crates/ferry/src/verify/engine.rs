@@ -40,8 +40,10 @@ pub(crate) struct Ctx {
     pub tgt: TargetPlan,
     pub method: Method,
     /// Whether the source's nodes take `MGET` of any keys (not cluster
-    /// nodes: a later source shape).
+    /// nodes, a later source shape, nor users allowed `GET` only).
     pub src_mget: bool,
+    /// The same for the target (a standalone server allowing `MGET`).
+    pub tgt_mget: bool,
     pub limiter: Option<Limiter>,
 }
 
@@ -400,7 +402,7 @@ async fn probe_targets(
     node_of: &[usize],
     idx: &[usize],
 ) -> Result<Vec<Probe>> {
-    let mget = ctx.tgt.standalone;
+    let mget = ctx.tgt_mget;
     let per_node = join_all(tgts.iter_mut().enumerate().map(|(n, c)| {
         let mine: Vec<usize> = (0..idx.len()).filter(|&j| node_of[idx[j]] == n).collect();
         async move {

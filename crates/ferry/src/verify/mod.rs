@@ -36,7 +36,7 @@ pub use target::{Target, connect_source};
 
 use crate::config::Config;
 use engine::{Ctx, Limiter, fresh, run_job};
-use probe::{Method, digest_allowed};
+use probe::{Method, digest_allowed, mget_allowed};
 use report::{Progress, Tally};
 use resume::State;
 use target::{TargetPlan, keyspace, source_endpoints};
@@ -208,7 +208,16 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         .with_context(|| format!("source {}", src.addrs[0]))?;
     let tgt = TargetPlan::discover(&cfg).await?;
     let counts = keyspace(&mut s).await?;
+    let src_mget = mget_allowed(&mut s).await?;
     drop(s);
+    let tgt_mget = tgt.standalone && mget_allowed(&mut tgt.nodes.connect(0, 0).await?).await?;
+    if !src_mget {
+        eprintln!(
+            "verify: MGET is not allowed on the source ({}): strings are read key by key \
+             (allow +mget for a faster verify)",
+            src.addrs[0]
+        );
+    }
     let source_dbs: Vec<u64> = counts.iter().map(|(db, _)| *db).collect();
     let jobs: Vec<Arc<Job>> = plan(&cfg, tgt.standalone, &source_dbs)
         .into_iter()
@@ -269,7 +278,8 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
         src,
         tgt,
         method,
-        src_mget: true,
+        src_mget,
+        tgt_mget,
         limiter: args.rate.map(Limiter::new),
     });
     let all_keys: u64 = jobs.iter().map(|j| keys_of(j.db)).sum();

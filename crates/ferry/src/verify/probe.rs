@@ -40,6 +40,14 @@ pub(crate) async fn digest_allowed(conn: &mut Conn) -> Result<bool> {
     Ok(reply.error_message().is_none())
 }
 
+/// Whether `conn`'s server answers `MGET` (an ACL may allow `GET` only;
+/// a cluster node refuses `MGET` across slots, so it is not asked).
+pub(crate) async fn mget_allowed(conn: &mut Conn) -> Result<bool> {
+    let probe: Vec<&[u8]> = vec![b"MGET", b"__ferry:verify:probe"];
+    let reply = conn.call(&probe, T).await?;
+    Ok(reply.error_message().is_none())
+}
+
 /// One key on one side after step 1 (and step 2 where needed).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Probe {
