@@ -3,7 +3,8 @@
 //! The grouped report (one key of each reason) with either first check
 //! (`DEBUG DIGEST-VALUE`, or values where `DEBUG` is disabled), status
 //! lines when stderr is not a terminal, `--rate` (a lower bound on time),
-//! `--sample`, and `--resume` after a run killed mid-way.
+//! `--sample`, `--resume` after a run killed mid-way, and sources of other
+//! versions (whose digests of equal zsets differ).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
@@ -299,4 +300,96 @@ fn resume_after_a_killed_run_gives_the_same_report() {
     assert_eq!(resumed, whole, "resumed after {saved} keys");
     assert!(!state.exists());
     println!("killed after {saved} keys saved; resumed report:\n{resumed}");
+}
+
+/// Another server version as the source (Redis 6.2, Redis 7.4, Valkey 9)
+/// into a Redis 7.0 cluster: equal values of every type are equal for
+/// `ferry verify` whether or not both versions digest them alike (where
+/// they do not, the values are fetched and compared semantically), and a
+/// changed score is still found. Prints which types' digests differ.
+#[test]
+fn other_source_versions_compare_by_value_whatever_their_digests() {
+    let cluster = Cluster::start(Flavor::Redis70, 3).expect("cluster");
+    for flavor in [Flavor::Redis62, Flavor::RedisStack74, Flavor::Valkey9] {
+        cluster.flushall();
+        let src = Server::start(flavor).expect("source");
+        let mut cmds = Vec::new();
+        for i in 0..40 {
+            let k = |t: &str| format!("{t}:{i}");
+            cmds.push((
+                k("h"),
+                redis::cmd("HSET")
+                    .arg(k("h"))
+                    .arg("f")
+                    .arg(i)
+                    .arg("g")
+                    .arg("x")
+                    .clone(),
+            ));
+            cmds.push((
+                k("z"),
+                redis::cmd("ZADD")
+                    .arg(k("z"))
+                    .arg(0.1)
+                    .arg("a")
+                    .arg(1e-7)
+                    .arg("b")
+                    .arg(1.0 / 3.0)
+                    .arg(i)
+                    .clone(),
+            ));
+            cmds.push((
+                k("s"),
+                redis::cmd("SADD").arg(k("s")).arg("x").arg(i).clone(),
+            ));
+            cmds.push((
+                k("l"),
+                redis::cmd("RPUSH").arg(k("l")).arg("a").arg(i).clone(),
+            ));
+            cmds.push((
+                k("x"),
+                redis::cmd("XADD")
+                    .arg(k("x"))
+                    .arg("1-1")
+                    .arg("f")
+                    .arg(i)
+                    .clone(),
+            ));
+            cmds.push((k("str"), redis::cmd("SET").arg(k("str")).arg(i).clone()));
+        }
+        both(&src, &cluster, &cmds);
+        let mut differing = std::collections::BTreeSet::new();
+        for (k, _) in &cmds {
+            let d = |c: &mut redis::Connection| -> Vec<String> {
+                redis::cmd("DEBUG")
+                    .arg("DIGEST-VALUE")
+                    .arg(k)
+                    .query(c)
+                    .expect("digest")
+            };
+            if d(&mut src.conn()) != d(&mut cluster.node_for_key(k.as_bytes()).conn()) {
+                differing.insert(k.split(':').next().unwrap_or("").to_string());
+            }
+        }
+        println!("{flavor:?} → Redis 7.0: types whose digests differ: {differing:?}");
+        let s = setup(&src, &cluster);
+        let (code, out, err, _) = run(&s, &[]);
+        assert_eq!(code, Some(0), "{flavor:?}: {out}{err}");
+        assert!(
+            out.contains("240 keys compared, 0 differ"),
+            "{flavor:?}: {out}"
+        );
+        redis::cmd("ZADD")
+            .arg("z:3")
+            .arg(0.1000001)
+            .arg("a")
+            .query::<()>(&mut cluster.node_for_key(b"z:3").conn())
+            .expect("zadd");
+        let (code, out, err, _) = run(&s, &[]);
+        assert_eq!(code, Some(1), "{flavor:?}: {out}{err}");
+        assert!(
+            out.contains("differs: \"z:3\": value differs"),
+            "{flavor:?}: {out}"
+        );
+    }
 }
