@@ -23,20 +23,16 @@ fn both(src: &Server, cluster: &Cluster, cmds: &[(String, redis::Cmd)]) {
         p.add_command(c.clone()).ignore();
     }
     p.query::<()>(&mut src.conn()).expect("source writes");
-    let mut per: BTreeMap<u16, redis::Pipeline> = BTreeMap::new();
+    let mut per: BTreeMap<u16, (&Server, redis::Pipeline)> = BTreeMap::new();
     for (k, c) in cmds {
-        let port = cluster.node_for_key(k.as_bytes()).port();
-        per.entry(port)
-            .or_insert_with(redis::pipe)
+        let node = cluster.node_for_key(k.as_bytes());
+        per.entry(node.port())
+            .or_insert_with(|| (node, redis::pipe()))
+            .1
             .add_command(c.clone())
             .ignore();
     }
-    for (port, p) in per {
-        let node = cluster
-            .nodes
-            .iter()
-            .find(|n| n.port() == port)
-            .expect("node");
+    for (node, p) in per.values() {
         p.query::<()>(&mut node.conn()).expect("target writes");
     }
 }
