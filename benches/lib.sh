@@ -103,12 +103,14 @@ cli() { local port="$1"; shift; timeout "$step_timeout" "$CLI" -h 127.0.0.1 -p "
 info_field() { cli "$1" info "$2" | tr -d '\r' | sed -n "s/^$3:\(.*\)$/\1/p"; }
 
 # start PORT [args...]: a server in its own directory, remembered by PID
-# (the last one is ${pids[-1]}).
+# (the last one is ${pids[-1]}); SERVER_ARGS (an array, may be unset) goes
+# to every server, also those of start_cluster.
 start() {
     local port="$1"; shift
     local dir="$work/$port"; mkdir -p "$dir"
     "$SERVER" --port "$port" --bind 127.0.0.1 --protected-mode no --save '' --appendonly no \
-        --dir "$dir" --daemonize no --repl-diskless-sync-delay 0 --logfile "$dir/log" "$@" \
+        --dir "$dir" --daemonize no --repl-diskless-sync-delay 0 --logfile "$dir/log" \
+        ${SERVER_ARGS[@]+"${SERVER_ARGS[@]}"} "$@" \
         </dev/null >/dev/null 2>&1 &
     pids+=("$!")
     for _ in $(seq 100); do cli "$port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done

@@ -25,8 +25,6 @@ const ALLOWED: &[(&str, &str)] = &[
     ("ferry-ops/tests/one_vocabulary.rs", ""),
     // `history:offset` checkpoint values, not an address.
     ("ferry-cluster/src/checkpoint.rs", "rsplit_once(':')"),
-    // Still parse INFO themselves; to be ported onto `ferry_ops::Info`.
-    ("ferry/src/verify.rs", "strip_prefix(\"db\")"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -415,28 +415,6 @@ impl Config {
 
 pub use ferry_ops::redact;
 
-/// Parts of a `redis://[user:password@]host:port` URL, in the shape the
-/// verifier reads; new code uses [`parse_endpoint`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    /// ACL user.
-    pub user: Option<String>,
-    /// Password.
-    pub password: Option<String>,
-    /// `host:port` (IPv6 in brackets).
-    pub addr: String,
-}
-
-/// Parse a `redis://` or `rediss://` (TLS) URL (see [`parse_endpoint`]).
-pub fn parse_url(url: &str) -> Result<Url> {
-    let e = parse_endpoint(url)?;
-    Ok(Url {
-        addr: e.addr(),
-        user: e.auth.user,
-        password: e.auth.password,
-    })
-}
-
 /// Parse a `redis://` or `rediss://` (TLS) URL of the configuration: a
 /// `/<db>` path is refused (the source replicates every db; `filter.dbs`
 /// chooses them).
@@ -444,7 +422,7 @@ pub fn parse_endpoint(url: &str) -> Result<ferry_ops::Endpoint> {
     let e = ferry_ops::Endpoint::parse(url)?;
     if let Some(db) = e.db {
         bail!(
-            "{}: a db in the URL (/{db}) is not supported: ferry carries every db of the              source (choose them with filter.dbs); remove /{db}",
+            "{}: a db in the URL (/{db}) is not supported: ferry carries every db of the source (choose them with filter.dbs); remove /{db}",
             redact(url)
         );
     }
@@ -579,10 +557,10 @@ mod tests {
             &env,
         )
         .expect("parses");
-        let u = parse_url(&cfg.source.url).expect("url");
-        assert_eq!(u.user.as_deref(), Some("app"));
-        assert_eq!(u.password.as_deref(), Some("s3cret"));
-        assert_eq!(u.addr, "127.0.0.1:6379");
+        let u = parse_endpoint(&cfg.source.url).expect("url");
+        assert_eq!(u.auth.user.as_deref(), Some("app"));
+        assert_eq!(u.auth.password.as_deref(), Some("s3cret"));
+        assert_eq!(u.addr(), "127.0.0.1:6379");
         assert_eq!(redact(&cfg.source.url), "redis://app:***@127.0.0.1:6379");
         let shown = format!("{cfg:?}");
         assert!(
@@ -600,9 +578,12 @@ mod tests {
             &env,
         );
         assert!(unset.unwrap_err().to_string().contains("NOPE"));
-        assert_eq!(parse_url("rediss://h:1").expect("tls url").addr, "h:1");
         assert_eq!(
-            parse_url("redis://[::1]:1").expect("v6 url").addr,
+            parse_endpoint("rediss://h:1").expect("tls url").addr(),
+            "h:1"
+        );
+        assert_eq!(
+            parse_endpoint("redis://[::1]:1").expect("v6 url").addr(),
             "[::1]:1"
         );
         for (url, what) in [
