@@ -242,3 +242,51 @@ git_commit() {
     git diff --quiet 2>/dev/null || c+=" (dirty tree)"
     echo "$c"
 }
+
+# proc_cpu PID: user + system CPU seconds the process has used so far
+# (/proc/PID/stat fields 14 and 15, in clock ticks).
+proc_cpu() {
+    python3 - "$1" <<'PY'
+import os, sys
+fields = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+print(f"{(int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'):.3f}")
+PY
+}
+
+# nodes_cpu: the CPU seconds (used_cpu_user + used_cpu_sys of INFO cpu) of
+# every node in ${nodes[@]}, summed.
+nodes_cpu() {
+    local n total=0 u s
+    for n in "${nodes[@]}"; do
+        u="$(info_field "$n" cpu used_cpu_user)"
+        s="$(info_field "$n" cpu used_cpu_sys)"
+        total="$(py "$total + $u + $s")"
+    done
+    echo "$total"
+}
+
+# replica_sync SRC VAR: sets VAR to the seconds a fresh redis-server takes
+# from REPLICAOF until master_link_status:up and master_sync_in_progress:0;
+# checks it holds want_keys (the global) keys, then stops it. Runs in this
+# shell (not a subshell) so the EXIT trap knows the server's PID.
+replica_sync() {
+    local src="$1" rep_port rep_pid t0 t1 r deadline keys
+    free_port rep_port
+    start "$rep_port"
+    rep_pid="${pids[-1]}"
+    t0=$(now)
+    cli "$rep_port" replicaof 127.0.0.1 "$src" >/dev/null
+    deadline=$(( $(date +%s) + step_timeout ))
+    while :; do
+        r="$(cli "$rep_port" info replication | tr -d '\r')"
+        if grep -q '^master_link_status:up' <<<"$r" && grep -q '^master_sync_in_progress:0' <<<"$r"; then
+            t1=$(now); break
+        fi
+        (( $(date +%s) < deadline )) || { echo "replica not in sync after $step_timeout s" >&2; exit 1; }
+        sleep 0.05
+    done
+    keys="$(cli "$rep_port" dbsize)"
+    stop_pid "$rep_pid"
+    [[ "$keys" == "$want_keys" ]] || { echo "replica holds $keys keys, want $want_keys" >&2; exit 1; }
+    printf -v "$2" '%s' "$(py "f'{$t1 - $t0:.3f}'")"
+}

@@ -33,3 +33,4 @@ mod sampler;
 mod security;
 mod standalone;
 mod target_tls;
+mod ttl_hold;

@@ -28,19 +28,11 @@ use tokio::sync::mpsc;
 use crate::conn::{Auth, Conn, ConnError, PipeEvent};
 use crate::error::WriterError;
 
-/// The prefix of every key ferry itself writes into the target. `verify`
-/// ignores keys under it, `ferry cleanup` deletes them, and source keys
-/// under it are not carried.
-pub const RESERVED_PREFIX: &str = "__ferry:";
+pub use ferry_ops::{RESERVED_PREFIX, is_reserved};
 /// The prefix of the per-slot checkpoint keys.
 pub const CKPT_PREFIX: &str = "__ferry:ckpt:";
 /// The prefix of the per-slot barrier keys (see the module docs).
 pub const BARRIER_PREFIX: &str = "__ferry:barrier:";
-
-/// Whether `key` is under [`RESERVED_PREFIX`].
-pub fn is_reserved(key: &[u8]) -> bool {
-    key.starts_with(RESERVED_PREFIX.as_bytes())
-}
 
 fn tags() -> &'static [String] {
     static TAGS: OnceLock<Vec<String>> = OnceLock::new();

@@ -19,7 +19,6 @@
 //! (an in-flight queue per connection) is the engine's job. The caller bounds
 //! the bytes in flight, which is why the command channel can be unbounded.
 
-use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -35,46 +34,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Write buffer of the pipeline's writer task.
 const WRITE_BUF: usize = 256 * 1024;
 
-/// Credentials for `AUTH`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Auth {
-    /// ACL user name; `None` authenticates as `default` (`AUTH <password>`).
-    pub user: Option<String>,
-    /// Password; `None` sends no `AUTH` at all.
-    pub password: Option<String>,
-}
-
-impl Auth {
-    /// No authentication.
-    pub fn none() -> Auth {
-        Auth::default()
-    }
-
-    /// `AUTH <password>`.
-    pub fn password(password: impl Into<String>) -> Auth {
-        Auth {
-            user: None,
-            password: Some(password.into()),
-        }
-    }
-
-    /// `AUTH <user> <password>`.
-    pub fn user(user: impl Into<String>, password: impl Into<String>) -> Auth {
-        Auth {
-            user: Some(user.into()),
-            password: Some(password.into()),
-        }
-    }
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
+pub use ferry_ops::Auth;
 
 /// Why a connection failed. Cloneable (I/O errors are kept as text) so one
 /// failure can be reported to every waiter.
@@ -201,12 +161,7 @@ impl Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
         };
-        if let Some(password) = &auth.password {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &auth.user {
-                args.push(user.as_bytes());
-            }
-            args.push(password.as_bytes());
+        if let Some(args) = auth.command() {
             let reply = conn.call(&args, timeout).await?;
             if let Value::Error(e) = reply {
                 return Err(ConnError::Auth {

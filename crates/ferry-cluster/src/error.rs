@@ -22,6 +22,9 @@ pub enum WriterError {
         /// The node's error reply.
         message: String,
     },
+    /// The seed is neither `host:port` nor a `redis[s]://` URL.
+    #[error("bad seed: {0}")]
+    Seed(#[from] ferry_ops::EndpointError),
     /// A node could not be reached or refused `AUTH` while connecting.
     #[error("cannot connect: {0}")]
     Connect(#[from] ConnError),

@@ -161,7 +161,7 @@ impl ClusterWriter {
         seed: &str,
         mut config: WriterConfig,
     ) -> Result<ClusterWriter, WriterError> {
-        let (addr, url_auth) = parse_seed(seed);
+        let (addr, url_auth) = parse_seed(seed)?;
         if config.auth.password.is_none() {
             config.auth = url_auth;
         }
@@ -346,11 +346,7 @@ impl ClusterWriter {
             let Value::Error(e) = &reply else {
                 return Ok(reply);
             };
-            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
+            let host = ferry_ops::host_of(&addr).to_owned();
             if let Some(r) = Redirect::parse(e) {
                 last = r.to_string();
                 let i = self.side.topology.apply_redirect(&r, &host);

@@ -1,4 +1,4 @@
-//! Pure cluster-routing data for ferry's writer: no I/O, no async runtime.
+//! Pure decisions and cluster-routing data for ferry: no I/O, no async runtime.
 //!
 //! * [`slot`]: [`key_slot`], the CRC16/hash-tag rule that maps a key to one of
 //!   16384 slots.
@@ -14,29 +14,53 @@
 //!   ends with the same values (`RENAME` as a key copy, `SMOVE` split,
 //!   `SUNIONSTORE` & co. computed next to the destination).
 //! * [`rewrite`]: key names prefixed per source db ([`prefix_keys`]).
+//! * [`translate`]: the [`Translator`]: what each snapshot key and stream
+//!   command becomes ([`Action`]s: [`Op`]s per slot, groups, emulation
+//!   plans, skips with a typed [`SkipReason`]), with the [`Filter`] and the
+//!   [`TargetFormat`] it decides by.
 //! * [`topology`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (RESP2 or RESP3)
 //!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
+//! * [`nodes`]: node entries of those replies (endpoint rules, TLS ports),
+//!   and every node address they name ([`shards_node_addrs`]).
+//! * [`endpoint`]: the client vocabulary: `redis[s]://` URLs into an
+//!   [`Endpoint`], [`Auth`], [`split_host_port`] (IPv6-aware), [`redact`].
+//! * [`info`]: `INFO` text into fields and keyspace lines ([`Info`]).
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
 //!   server error replies are classified ([`ErrorKind`]).
 //!
 //! No input makes any function here panic: malformed commands and replies
-//! are typed errors ([`KeyError`], [`TopologyError`]) or `None`.
+//! are typed errors ([`KeyError`], [`TopologyError`], [`EndpointError`]) or
+//! `None`.
 
 pub mod emulate;
+pub mod endpoint;
+pub mod filter;
+pub mod info;
 pub mod keys;
+pub mod nodes;
+pub mod op;
 pub mod redirect;
 pub mod rewrite;
 pub mod slot;
 pub mod split;
+pub mod target;
 pub mod topology;
+pub mod translate;
 
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
+pub use endpoint::{Auth, Endpoint, EndpointError, HostPort, host_of, redact, split_host_port};
+pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
+pub use info::{DbKeys, Info, InfoError, info_text};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
+pub use nodes::{shards_node_addrs, slots_node_addrs};
+pub use op::Op;
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
 pub use split::{Route, Split, Unreplayable, route, split};
+pub use target::TargetFormat;
 pub use topology::{Node, SlotMap, Topology, TopologyError};
+pub use translate::{Action, Counters, HOLD_MS, Skip, SkipReason, Translator, TranslatorConfig};
 
 /// Bytes for an error message or log line: printable ASCII as is, anything
 /// else escaped, cut after 64 bytes (a command argument can be 512 MiB).

@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use crate::endpoint::{HostPort, split_host_port};
 use crate::slot::MAX_SLOT;
 
 /// Which redirect.
@@ -62,8 +63,8 @@ impl Redirect {
             w if w.eq_ignore_ascii_case("ASK") => RedirectKind::Ask,
             _ => return None,
         };
-        let slot = parse_u16(words.next()?).filter(|&s| s <= MAX_SLOT)?;
-        let (host, port) = split_host_port(words.next()?)?;
+        let slot = parse_slot(words.next()?)?;
+        let (host, port) = redirect_target(words.next()?)?;
         if words.next().is_some() {
             return None;
         }
@@ -101,41 +102,21 @@ impl fmt::Display for Redirect {
     }
 }
 
-/// `host:port`, with brackets around an IPv6 host.
-pub(crate) struct HostPort<'a>(pub &'a str, pub u16);
-
-impl fmt::Display for HostPort<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.contains(':') {
-            write!(f, "[{}]:{}", self.0, self.1)
-        } else {
-            write!(f, "{}:{}", self.0, self.1)
-        }
-    }
+/// A redirect's `host:port` (see [`split_host_port`]); the host is
+/// printable ASCII or empty.
+fn redirect_target(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = split_host_port(s)?;
+    host.bytes()
+        .all(|b| b.is_ascii_graphic())
+        .then_some((host, port))
 }
 
-/// `host:port`, `[v6]:port` or `v6:port` (split at the last colon); the
-/// host is printable ASCII or empty.
-fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:")?;
-        (host, port)
-    } else {
-        s.rsplit_once(':')?
-    };
-    let port = parse_u16(port).filter(|&p| p != 0)?;
-    if !host.bytes().all(|b| b.is_ascii_graphic()) {
-        return None;
-    }
-    Some((host, port))
-}
-
-/// 1–5 decimal digits fitting a `u16`.
-fn parse_u16(s: &str) -> Option<u16> {
+/// A slot number: 1–5 decimal digits, at most 16383.
+fn parse_slot(s: &str) -> Option<u16> {
     if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.parse().ok()
+    s.parse().ok().filter(|&s| s <= MAX_SLOT)
 }
 
 /// The class of a server error reply, by its first word.

@@ -28,7 +28,9 @@ use std::fmt;
 use bytes::Bytes;
 use ferry_resp::Value;
 
-use crate::redirect::{HostPort, Redirect, RedirectKind};
+use crate::endpoint::HostPort;
+use crate::nodes::{ShardNode, SlotsNode, field, pairs, text};
+use crate::redirect::{Redirect, RedirectKind};
 use crate::show;
 use crate::slot::MAX_SLOT;
 
@@ -272,24 +274,19 @@ impl Topology {
                 .enumerate()
             {
                 let at = || format!("shard {i} nodes[{j}]");
-                let fields = pairs(node).ok_or_else(|| shape(at(), "a map"))?;
-                let text_field = |name| field(&fields, name).and_then(text);
-                if text_field("role") != Some("master") {
+                let n =
+                    ShardNode::parse(node, answered_by, tls).ok_or_else(|| shape(at(), "a map"))?;
+                if n.role != Some("master") {
                     continue;
                 }
-                let online = text_field("health") == Some("online");
+                let online = n.health == Some("online");
                 if master.as_ref().is_some_and(|(_, best)| *best || !online) {
                     continue;
                 }
-                let port = shard_node_port(&fields, tls).ok_or_else(|| missing(at(), "port"))?;
-                let host = resolve_host(
-                    field(&fields, "endpoint").and_then(text),
-                    text_field("ip"),
-                    answered_by,
-                );
+                let port = n.port.ok_or_else(|| missing(at(), "port"))?;
                 let node = Node {
-                    id: text_field("id").map(str::to_owned),
-                    host,
+                    id: n.id.map(str::to_owned),
+                    host: n.host,
                     port: port_u16(port, at)?,
                 };
                 master = Some((node, online));
@@ -338,24 +335,16 @@ impl Topology {
                 .as_int()
                 .ok_or_else(|| shape(format!("reply[{i}][1]"), "an integer"))?;
             let at = || format!("reply[{i}][2]");
-            let node = array(&items[2], at)?;
-            if node.len() < 2 {
-                return Err(shape(at(), "[endpoint, port, id, meta]"));
+            if let Value::Error(message) = &items[2] {
+                return Err(TopologyError::ErrorReply {
+                    message: message.clone(),
+                });
             }
-            let endpoint = match &node[0] {
-                Value::Null => None,
-                v => Some(text(v).ok_or_else(|| shape(at(), "a string endpoint"))?),
-            };
-            let port = node[1]
-                .as_int()
-                .ok_or_else(|| shape(at(), "an integer port"))?;
-            let id = node.get(2).and_then(text).map(str::to_owned);
-            let meta = node.get(3).and_then(pairs).unwrap_or_default();
-            let ip = field(&meta, "ip").and_then(text);
+            let n = SlotsNode::parse(&items[2], answered_by).map_err(|e| shape(at(), e))?;
             let node = Node {
-                id,
-                host: resolve_host(endpoint, ip, answered_by),
-                port: port_u16(port, at)?,
+                id: n.id.map(str::to_owned),
+                host: n.host,
+                port: port_u16(n.port, at)?,
             };
             let index = topo.add_master(node);
             topo.add_range(start, end, index)?;
@@ -438,34 +427,6 @@ fn shard_health(nodes: &Value, id: Option<&str>) -> Option<String> {
     })
 }
 
-/// The endpoint rules (see the module docs).
-/// The client port of a `CLUSTER SHARDS` node entry: `tls-port` first when
-/// `tls`, else `port` first; the other one when the first is absent or 0.
-fn shard_node_port(fields: &[(&Value, &Value)], tls: bool) -> Option<i64> {
-    let get = |name| {
-        field(fields, name)
-            .and_then(Value::as_int)
-            .filter(|p| *p != 0)
-    };
-    let (first, second) = if tls {
-        ("tls-port", "port")
-    } else {
-        ("port", "tls-port")
-    };
-    get(first).or_else(|| get(second))
-}
-
-fn resolve_host(endpoint: Option<&str>, ip: Option<&str>, answered_by: &str) -> String {
-    match endpoint {
-        None | Some("") => answered_by,
-        Some("?") => ip
-            .filter(|ip| !ip.is_empty() && *ip != "?")
-            .unwrap_or(answered_by),
-        Some(e) => e,
-    }
-    .to_owned()
-}
-
 fn shape(at: String, expected: &'static str) -> TopologyError {
     TopologyError::Shape { at, expected }
 }
@@ -489,30 +450,6 @@ fn array(v: &Value, at: impl Fn() -> String) -> Result<&[Value], TopologyError> 
         }),
         _ => v.as_array().ok_or_else(|| shape(at(), "an array")),
     }
-}
-
-/// A map's pairs: a RESP3 map, or a RESP2 flat array of even length.
-fn pairs(v: &Value) -> Option<Vec<(&Value, &Value)>> {
-    match v {
-        Value::Map(m) => Some(m.iter().map(|(k, v)| (k, v)).collect()),
-        Value::Array(a) if a.len() % 2 == 0 => {
-            Some(a.chunks_exact(2).map(|kv| (&kv[0], &kv[1])).collect())
-        }
-        _ => None,
-    }
-}
-
-/// The value of the first pair whose key is the string `name`.
-fn field<'a>(pairs: &[(&'a Value, &'a Value)], name: &str) -> Option<&'a Value> {
-    pairs
-        .iter()
-        .find(|(k, _)| text(k) == Some(name))
-        .map(|(_, v)| *v)
-}
-
-/// A string value as UTF-8.
-fn text(v: &Value) -> Option<&str> {
-    v.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
 }
 
 #[cfg(test)]

@@ -53,29 +53,13 @@ const REPLY_LIMITS: Decoder = Decoder {
     max_depth: 2,
 };
 
-/// Credentials for `AUTH`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Auth {
-    /// ACL user name (Redis 6+); `None` sends the one-argument `AUTH <password>`.
-    pub user: Option<String>,
-    /// The password.
-    pub password: String,
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+pub use ferry_ops::Auth;
 
 /// What the handshake sends.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HandshakeConfig {
-    /// `AUTH` credentials, if the source needs them.
-    pub auth: Option<Auth>,
+    /// `AUTH` credentials ([`Auth::none`] sends no `AUTH`).
+    pub auth: Auth,
     /// Port announced with `REPLCONF listening-port` (shown in the source's
     /// `INFO replication`); `None` skips the command.
     pub listening_port: Option<u16>,
@@ -366,12 +350,8 @@ impl Handshake {
 
     fn setup_batch(&self) -> Vec<(Step, Vec<Bytes>)> {
         let mut batch = vec![(Step::Ping, args(&["PING"]))];
-        if let Some(auth) = &self.config.auth {
-            let mut a = args(&["AUTH"]);
-            if let Some(user) = &auth.user {
-                a.push(Bytes::copy_from_slice(user.as_bytes()));
-            }
-            a.push(Bytes::copy_from_slice(auth.password.as_bytes()));
+        if let Some(auth) = self.config.auth.command() {
+            let a = auth.into_iter().map(Bytes::copy_from_slice).collect();
             batch.push((Step::Auth, a));
         }
         if let Some(port) = self.config.listening_port {

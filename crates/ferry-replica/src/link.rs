@@ -62,7 +62,7 @@ pub struct LinkConfig {
     /// The source, `host:port`.
     pub addr: String,
     /// `AUTH` credentials (also used by the INFO poller).
-    pub auth: Option<Auth>,
+    pub auth: Auth,
     /// Port announced with `REPLCONF listening-port`.
     pub listening_port: Option<u16>,
     /// Version announced with `REPLCONF version` (default `"9.0.0"`, so a
@@ -102,7 +102,7 @@ impl LinkConfig {
         let state_dir = state_dir.into();
         LinkConfig {
             addr: addr.into(),
-            auth: None,
+            auth: Auth::none(),
             listening_port: None,
             announce_version: Some("9.0.0".into()),
             spool: SpoolConfig {

@@ -458,10 +458,7 @@ async fn wrong_password_is_fatal_and_a_replication_only_acl_user_syncs() {
         .expect("server");
     let dir = tempfile::tempdir().expect("tmp");
     let mut cfg = config(&server, dir.path());
-    cfg.auth = Some(Auth {
-        user: None,
-        password: "wrong".into(),
-    });
+    cfg.auth = Auth::password("wrong");
     let started = Instant::now();
     let (link, _rx) = Link::start(cfg.clone(), CancellationToken::new()).unwrap();
     let r = tokio::time::timeout(WAIT, link.finish())
@@ -477,10 +474,7 @@ async fn wrong_password_is_fatal_and_a_replication_only_acl_user_syncs() {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // `AUTH <password>` (no user) with the right one syncs.
-    cfg.auth = Some(Auth {
-        user: None,
-        password: "p".into(),
-    });
+    cfg.auth = Auth::password("p");
     let plain_dir = tempfile::tempdir().expect("tmp");
     let mut plain = cfg.clone();
     plain.state_dir = plain_dir.path().to_path_buf();
@@ -502,10 +496,7 @@ async fn wrong_password_is_fatal_and_a_replication_only_acl_user_syncs() {
         .arg(&["SETUSER", "nopsync", "on", ">pw", "+replconf", "+ping"])
         .query::<()>(&mut server.conn())
         .unwrap();
-    cfg.auth = Some(Auth {
-        user: Some("nopsync".into()),
-        password: "pw".into(),
-    });
+    cfg.auth = Auth::user("nopsync", "pw");
     let (link, _rx) = Link::start(cfg.clone(), CancellationToken::new()).unwrap();
     let r = tokio::time::timeout(WAIT, link.finish())
         .await
@@ -534,10 +525,7 @@ async fn wrong_password_is_fatal_and_a_replication_only_acl_user_syncs() {
         ])
         .query::<()>(&mut server.conn())
         .unwrap();
-    cfg.auth = Some(Auth {
-        user: Some("repl".into()),
-        password: "pw".into(),
-    });
+    cfg.auth = Auth::user("repl", "pw");
     let (link, rx) = Link::start(cfg, CancellationToken::new()).unwrap();
     let consumer = Consumer::spawn(link.handle(), rx);
     consumer.wait_snapshot().await;

@@ -100,7 +100,7 @@ prop_compose! {
         tail in proptest::collection::vec(any::<u8>(), 0..20),
     ) -> (HandshakeConfig, Vec<u8>) {
         let cfg = HandshakeConfig {
-            auth: auth.then(|| Auth { user: None, password: "pw".into() }),
+            auth: if auth { Auth::password("pw") } else { Auth::none() },
             listening_port: port,
             announce_version: version.then(|| "9.0.0".to_string()),
             resume: resume.then(|| Position { replid: ID.into(), offset: 99, db: 1 }),

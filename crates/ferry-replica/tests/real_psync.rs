@@ -379,10 +379,7 @@ fn wrong_or_missing_password() {
         .expect("server");
     let mut link = Link::connect(&server);
     let (r, _) = link.handshake(HandshakeConfig {
-        auth: Some(Auth {
-            user: None,
-            password: "nope".into(),
-        }),
+        auth: Auth::password("nope"),
         ..HandshakeConfig::default()
     });
     let e = r.unwrap_err();
@@ -397,10 +394,7 @@ fn wrong_or_missing_password() {
 
     let mut link = Link::connect(&server);
     let (r, _) = link.handshake(HandshakeConfig {
-        auth: Some(Auth {
-            user: Some("default".into()),
-            password: "secret".into(),
-        }),
+        auth: Auth::user("default", "secret"),
         ..HandshakeConfig::default()
     });
     assert!(matches!(r, Ok(Outcome::FullResync { .. })), "{r:?}");

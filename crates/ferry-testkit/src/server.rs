@@ -683,11 +683,7 @@ impl Drop for Server {
 
 /// The value of `field` in an `INFO` reply (`field:value` lines).
 pub fn info_field(info: &str, field: &str) -> Option<String> {
-    info.lines().find_map(|l| {
-        l.strip_prefix(field)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-    })
+    ferry_ops::Info::parse(info).get(field).map(str::to_owned)
 }
 
 /// SIGTERM, wait up to `grace`, SIGKILL, reap.

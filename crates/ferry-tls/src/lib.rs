@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ferry_ops::host_of;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -155,15 +156,6 @@ impl TlsConfig {
         };
         ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName { name })
     }
-}
-
-/// `host` of `host:port` / `[v6]:port` (the whole string if it has no port).
-fn host_of(addr: &str) -> &str {
-    let host = match addr.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => addr,
-    };
-    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn open(path: &Path, what: &'static str) -> Result<BufReader<File>, TlsError> {
@@ -495,14 +487,6 @@ impl ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_of_addresses() {
-        assert_eq!(host_of("127.0.0.1:6379"), "127.0.0.1");
-        assert_eq!(host_of("redis.example:6380"), "redis.example");
-        assert_eq!(host_of("[::1]:6379"), "::1");
-        assert_eq!(host_of("localhost"), "localhost");
-    }
 
     #[test]
     fn config_errors_are_clear() {

@@ -101,69 +101,7 @@ fn default_ttl_tolerance_ms() -> i64 {
     2000
 }
 
-/// Which keys to carry. Keys left out are counted (`filtered`), not errors.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    /// Carry only keys starting with one of these (empty: all keys).
-    #[serde(default)]
-    pub include_prefixes: Vec<String>,
-    /// Never carry keys starting with one of these.
-    #[serde(default)]
-    pub exclude_prefixes: Vec<String>,
-    /// Source databases to carry, all merged into the cluster's db 0. Empty
-    /// means db 0 only, and ferry refuses to start if another db holds keys.
-    /// A standalone target keeps each db's number; empty means every db.
-    #[serde(default)]
-    pub dbs: Vec<u64>,
-    /// Into a cluster: prefix every key of source db N with this template,
-    /// `{db}` standing for N (`"{db}:"`: key `k` of db 2 becomes `2:k`),
-    /// so the merged dbs keep their keys apart. Needs `dbs`.
-    #[serde(default)]
-    pub db_prefix: Option<String>,
-}
-
-impl Filter {
-    /// The key prefix for source db `db` (`db_prefix`), if any.
-    pub fn prefix_for(&self, db: u64) -> Option<bytes::Bytes> {
-        self.db_prefix
-            .as_deref()
-            .map(|t| ferry_ops::db_prefix(t, db))
-    }
-
-    /// Whether a key passes the prefix rules.
-    pub fn key(&self, key: &[u8]) -> bool {
-        (self.include_prefixes.is_empty()
-            || self
-                .include_prefixes
-                .iter()
-                .any(|p| key.starts_with(p.as_bytes())))
-            && !self
-                .exclude_prefixes
-                .iter()
-                .any(|p| key.starts_with(p.as_bytes()))
-    }
-
-    /// Whether keys of source db `db` are carried into a standalone target
-    /// (`standalone`, dbs kept: every db unless `dbs` lists some) or a
-    /// cluster ([`Filter::db`]).
-    pub fn carries_db(&self, db: u64, standalone: bool) -> bool {
-        if standalone {
-            self.dbs.is_empty() || self.dbs.contains(&db)
-        } else {
-            self.db(db)
-        }
-    }
-
-    /// Whether keys of source db `db` are carried into a cluster.
-    pub fn db(&self, db: u64) -> bool {
-        if self.dbs.is_empty() {
-            db == 0
-        } else {
-            self.dbs.contains(&db)
-        }
-    }
-}
+pub use ferry_ops::Filter;
 
 /// A server address.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -217,7 +155,8 @@ impl Endpoint {
 impl Tls {
     /// These settings when `url` is `rediss://`.
     fn config_for(&self, url: &str) -> Option<ferry_tls::TlsConfig> {
-        url.starts_with("rediss://").then(|| ferry_tls::TlsConfig {
+        let tls = ferry_ops::Endpoint::parse(url).is_ok_and(|e| e.tls);
+        tls.then(|| ferry_tls::TlsConfig {
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
@@ -322,7 +261,7 @@ impl Default for Http {
 }
 
 /// Snapshot writing.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// `auto`: `RESTORE` raw payloads when the target reads the source's
@@ -331,6 +270,25 @@ pub struct Snapshot {
     /// `never`: always commands.
     #[serde(default)]
     pub restore: RestoreMode,
+    /// Hold short TTLs while the snapshot loads and the stream catches up
+    /// (a key expiring meanwhile is written with a much later expiry and
+    /// given its true expiry once caught up), so keys whose TTL the source
+    /// keeps refreshing are not lost. On by default.
+    #[serde(default = "yes")]
+    pub ttl_hold: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            restore: RestoreMode::default(),
+            ttl_hold: true,
+        }
+    }
 }
 
 /// When to use `RESTORE`.
@@ -431,6 +389,8 @@ impl Config {
                 );
             }
         }
+        parse_endpoint(&cfg.source.url).context("source.url")?;
+        parse_endpoint(&cfg.target.url).context("target.url")?;
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -453,66 +413,42 @@ impl Config {
     }
 }
 
-/// A URL with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => format!("{}***{}", &url[..s + 3], &url[at..]),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use ferry_ops::redact;
 
-/// Parts of a `redis://[user:password@]host:port` URL.
+/// Parts of a `redis://[user:password@]host:port` URL, in the shape the
+/// verifier reads; new code uses [`parse_endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     /// ACL user.
     pub user: Option<String>,
     /// Password.
     pub password: Option<String>,
-    /// `host:port`.
+    /// `host:port` (IPv6 in brackets).
     pub addr: String,
 }
 
-/// Parse a `redis://` or `rediss://` (TLS) URL.
+/// Parse a `redis://` or `rediss://` (TLS) URL (see [`parse_endpoint`]).
 pub fn parse_url(url: &str) -> Result<Url> {
-    let Some(rest) = url
-        .strip_prefix("redis://")
-        .or_else(|| url.strip_prefix("rediss://"))
-    else {
+    let e = parse_endpoint(url)?;
+    Ok(Url {
+        addr: e.addr(),
+        user: e.auth.user,
+        password: e.auth.password,
+    })
+}
+
+/// Parse a `redis://` or `rediss://` (TLS) URL of the configuration: a
+/// `/<db>` path is refused (the source replicates every db; `filter.dbs`
+/// chooses them).
+pub fn parse_endpoint(url: &str) -> Result<ferry_ops::Endpoint> {
+    let e = ferry_ops::Endpoint::parse(url)?;
+    if let Some(db) = e.db {
         bail!(
-            "{}: expected redis://[user:password@]host:port (rediss:// for TLS)",
+            "{}: a db in the URL (/{db}) is not supported: ferry carries every db of the              source (choose them with filter.dbs); remove /{db}",
             redact(url)
         );
-    };
-    let rest = rest.trim_end_matches('/');
-    let (creds, addr) = match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let (user, password) = match creds {
-        None => (None, None),
-        Some(c) => match c.split_once(':') {
-            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-            None => (None, Some(c.to_string())),
-        },
-    };
-    if addr
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
-        bail!("{}: expected host:port after redis://", redact(url));
     }
-    Ok(Url {
-        user,
-        password,
-        addr: addr.to_string(),
-    })
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -552,7 +488,15 @@ mod tests {
         assert_eq!(cfg.target.max_bytes_per_sec, 0);
         let default =
             Config::parse("source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\n");
-        assert!(default.expect("minimal").checkpoints());
+        let default = default.expect("minimal");
+        assert!(default.checkpoints());
+        assert!(default.snapshot.ttl_hold, "the TTL hold is on by default");
+        let off = Config::parse(
+            "source: { url: \"redis://a:1\" }\ntarget: { url: \"redis://b:2\" }\nsnapshot: { ttl_hold: false }\n",
+        )
+        .expect("ttl_hold: false");
+        assert!(!off.snapshot.ttl_hold);
+        assert_eq!(off.snapshot.restore, RestoreMode::Auto);
         let err = Config::parse(
             "source: { url: \"redis://a:1\", checkpoints: true }\ntarget: { url: \"redis://b:2\" }\n",
         )
@@ -657,6 +601,22 @@ mod tests {
         );
         assert!(unset.unwrap_err().to_string().contains("NOPE"));
         assert_eq!(parse_url("rediss://h:1").expect("tls url").addr, "h:1");
+        assert_eq!(
+            parse_url("redis://[::1]:1").expect("v6 url").addr,
+            "[::1]:1"
+        );
+        for (url, what) in [
+            ("http://h:1", "unsupported scheme"),
+            ("redis://h", "no port"),
+            ("redis://h:1/2", "a db in the URL"),
+        ] {
+            let e = Config::parse(&format!(
+                "source: {{ url: \"{url}\" }}\ntarget: {{ url: \"redis://h:2\" }}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{e:#}").contains(what), "{url}: {e:#}");
+            assert!(format!("{e:#}").contains("source.url"), "{url}: {e:#}");
+        }
         assert!(
             Config::parse("source: { url: \"redis://h:1\" }\ntarget: { url: \"redis://h:1\" }\n")
                 .unwrap_err()

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferry_cluster::{Auth, Conn};
+use redis::aio::MultiplexedConnection;
 
-use crate::config::{Config, parse_url};
+use crate::config::{Config, parse_endpoint};
 
 /// Arguments of `ferry status`.
 #[derive(Debug, Args)]
@@ -140,27 +140,50 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-async fn call(conn: &mut Conn, args: &[&str]) -> Result<ferry_resp::Value> {
-    let v = conn.call(args, Duration::from_secs(5)).await?;
-    if let Some(m) = v.error_message() {
-        bail!(
-            "{} on the source: {}",
-            args.join(" "),
-            String::from_utf8_lossy(m)
-        );
+/// A connection to the source for the cutover: redis-rs (`redis` crate)
+/// speaking over ferry-tls's stream, so the TLS settings (CA, client
+/// certificate, `server_name`, `insecure`) are the link's own. Connecting,
+/// `AUTH` and every reply are bounded by 5 s.
+async fn source_client(cfg: &Config) -> Result<MultiplexedConnection> {
+    const T: Duration = Duration::from_secs(5);
+    let src = parse_endpoint(&cfg.source.url)?;
+    let addr = src.addr();
+    let stream = ferry_tls::connect(&addr, cfg.source.tls_config().as_ref(), T)
+        .await
+        .with_context(|| format!("source {addr}"))?;
+    let mut info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(user) = &src.auth.user {
+        info = info.set_username(user);
     }
-    Ok(v)
+    if let Some(password) = &src.auth.password {
+        info = info.set_password(password);
+    }
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(T));
+    let (conn, driver) = tokio::time::timeout(
+        T,
+        MultiplexedConnection::new_with_config(&info, stream, config),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("source {addr}: no answer to AUTH within 5 s"))?
+    .with_context(|| format!("source {addr}"))?;
+    tokio::spawn(driver);
+    Ok(conn)
 }
 
-async fn source_offset(conn: &mut Conn) -> Result<u64> {
-    let info = call(conn, &["INFO", "replication"]).await?;
-    let text = info
-        .as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
+/// One command on the source; an error reply is an error naming it.
+async fn call(conn: &mut MultiplexedConnection, args: &[&str]) -> Result<redis::Value> {
+    let mut cmd = redis::cmd(args[0]);
+    cmd.arg(&args[1..]);
+    cmd.query_async(conn)
+        .await
+        .with_context(|| format!("{} on the source", args.join(" ")))
+}
+
+async fn source_offset(conn: &mut MultiplexedConnection) -> Result<u64> {
+    let reply = call(conn, &["INFO", "replication"]).await?;
+    let text: String = redis::from_redis_value(reply).context("the source's INFO replication")?;
+    ferry_ops::Info::parse(&text)
+        .get_u64("master_repl_offset")
         .context("the source's INFO replication has no master_repl_offset")
 }
 
@@ -183,19 +206,11 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             st["phase"]
         );
     }
-    let src = parse_url(&cfg.source.url)?;
-    let auth = Auth {
-        user: src.user,
-        password: src.password,
-    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let src_tls = cfg.source.tls_config();
-            let mut conn = Conn::connect_tls(&src.addr, &auth, Duration::from_secs(5), src_tls.as_ref())
-                .await
-                .with_context(|| format!("source {}", src.addr))?;
+            let mut conn = source_client(&cfg).await?;
             let pause = args.pause_ms.to_string();
             call(&mut conn, &["CLIENT", "PAUSE", &pause, "WRITE"]).await?;
             let started = Instant::now();
@@ -239,19 +254,16 @@ pub struct CleanupArgs {
 /// them again).
 pub fn cleanup(args: &CleanupArgs) -> Result<()> {
     let cfg = Config::load(&args.config)?;
-    let dst = parse_url(&cfg.target.url)?;
+    let dst = parse_endpoint(&cfg.target.url)?;
     let config = ferry_cluster::WriterConfig {
-        auth: Auth {
-            user: dst.user,
-            password: dst.password,
-        },
+        auth: dst.auth.clone(),
         tls: cfg.target.tls_config(),
         ..Default::default()
     };
     let n = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(ferry_cluster::checkpoint::remove_all(&dst.addr, config))
+        .block_on(ferry_cluster::checkpoint::remove_all(&dst.addr(), config))
         .with_context(|| format!("target {}", crate::config::redact(&cfg.target.url)))?;
     println!(
         "removed {n} keys under {} from the target",

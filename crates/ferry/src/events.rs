@@ -26,21 +26,6 @@ impl KeySkipped<'_> {
     }
 }
 
-/// A key or command left out by the filter (`filtered_db`, `filtered_key`):
-/// expected, so counted without a log line.
-#[derive(Debug)]
-pub struct KeyFiltered {
-    /// `filtered_db` or `filtered_key`.
-    pub reason: &'static str,
-}
-
-impl KeyFiltered {
-    /// Count `ferry_keys_skipped_total{reason}`.
-    pub fn emit(self) {
-        counter!(telemetry::KEYS_SKIPPED, "reason" => self.reason).increment(1);
-    }
-}
-
 /// The replica link lost its connection to the source and reconnects.
 #[derive(Debug)]
 pub struct SourceReconnecting<'a> {
@@ -109,23 +94,11 @@ mod tests {
                 what: "secret-key-name",
             }
             .emit();
-            KeyFiltered {
-                reason: "filtered_db",
-            }
-            .emit();
-            KeyFiltered {
-                reason: "filtered_db",
-            }
-            .emit();
             SourceReconnecting { reason: "reset" }.emit();
         });
         let text = handle.render();
         assert!(
             text.contains("ferry_keys_skipped_total{reason=\"unreplayable\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ferry_keys_skipped_total{reason=\"filtered_db\"} 2"),
             "{text}"
         );
         assert!(

@@ -8,6 +8,7 @@ mod config;
 mod control;
 mod dashboard;
 mod events;
+mod hold;
 mod modules;
 mod preflight;
 mod probe;

@@ -7,7 +7,7 @@
 //! not listed is written as usual (a target without its module then refuses
 //! it with a clear error naming the key).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Module value types and the module (lower-case `INFO modules` name) that defines them.
 const TYPES: &[(&str, &str)] = &[
@@ -26,17 +26,23 @@ pub fn module_of_type(type_name: &str) -> Option<&'static str> {
     TYPES.iter().find(|(t, _)| *t == type_name).map(|(_, m)| *m)
 }
 
+/// The value types of `modules` (lower-case names), each with its module:
+/// what the translator skips when the target lacks those modules.
+pub fn types_of(modules: &BTreeSet<String>) -> BTreeMap<String, String> {
+    TYPES
+        .iter()
+        .filter(|(_, m)| modules.contains(*m))
+        .map(|(t, m)| ((*t).to_owned(), (*m).to_owned()))
+        .collect()
+}
+
 /// Lower-case module names from `INFO modules` text
 /// (`module:name=ReJSON,ver=20809,…` lines).
 pub fn loaded(info_modules: &str) -> BTreeSet<String> {
-    info_modules
-        .lines()
-        .filter_map(|l| l.strip_prefix("module:"))
-        .filter_map(|rest| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix("name="))
-                .map(|n| n.trim().to_ascii_lowercase())
-        })
+    ferry_ops::Info::parse(info_modules)
+        .all("module")
+        .filter_map(|m| ferry_ops::info::prop(m, "name"))
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
@@ -58,6 +64,10 @@ mod tests {
 
     #[test]
     fn types_and_missing_modules() {
+        let bf: BTreeSet<String> = ["bf".to_owned()].into();
+        let types = types_of(&bf);
+        assert_eq!(types.get("MBbloom--").map(String::as_str), Some("bf"));
+        assert!(!types.contains_key("ReJSON-RL"));
         let src = loaded(
             "# Modules\r\nmodule:name=ReJSON,ver=20809,api=1,filters=0\r\nmodule:name=bf,ver=20807\r\nmodule:name=search,ver=21015\r\n",
         );

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferry_cluster::{Auth, Conn, ConnError};
+use ferry_ops::{Info, info_text};
 use ferry_rdb::Flavor;
 
 use crate::apply::TargetFormat;
-use crate::config::{Config, RestoreMode, parse_url, redact};
+use crate::config::{Config, RestoreMode, parse_endpoint, redact};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -38,18 +39,13 @@ pub struct SourceFacts {
 /// `INFO <section>` as text.
 async fn info(conn: &mut Conn, section: &str) -> Result<String> {
     let v = conn.call(&["INFO", section], T).await?;
-    if let Some(e) = v.error_message() {
-        bail!("INFO {section}: {}", String::from_utf8_lossy(e));
-    }
-    Ok(v.as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default())
+    Ok(info_text(&v)
+        .with_context(|| format!("INFO {section}"))?
+        .into_owned())
 }
 
 fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
+    Info::parse(info).get(name)
 }
 
 /// `Redis 7.0.15` / `Valkey 9.0.0`.
@@ -62,16 +58,11 @@ fn product(info: &str) -> String {
 
 /// Keys in the dbs `cfg.filter` carries, from `INFO keyspace` text.
 fn keys_in_carried_dbs(cfg: &Config, keyspace: &str) -> u64 {
-    keyspace
-        .lines()
-        .filter_map(|l| l.strip_prefix("db")?.split_once(':'))
-        .filter(|(db, _)| db.parse::<u64>().is_ok_and(|d| cfg.filter.db(d)))
-        .filter_map(|(_, rest)| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix("keys="))?
-                .parse::<u64>()
-                .ok()
-        })
+    Info::parse(keyspace)
+        .keyspace()
+        .iter()
+        .filter(|d| cfg.filter.db(d.db))
+        .map(|d| d.keys)
         .sum()
 }
 
@@ -83,31 +74,33 @@ pub async fn check(
     target_auth: &Auth,
     resuming: bool,
 ) -> Result<SourceFacts> {
-    let src = parse_url(&cfg.source.url)?;
-    let auth = Auth {
-        user: src.user.clone(),
-        password: src.password.clone(),
+    let src = parse_endpoint(&cfg.source.url)?;
+    let mut conn = match Conn::connect_tls(
+        &src.addr(),
+        &src.auth,
+        T,
+        cfg.source.tls_config().as_ref(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        // Resuming after a restart, a source that is down (restarting,
+        // unreachable for a while) is waited for by the link; wrong
+        // credentials never get better.
+        Err(e) if resuming && !matches!(e, ConnError::Auth { .. } | ConnError::Tls { .. }) => {
+            tracing::warn!(
+                "cannot connect to the source {} yet: {e}; resuming, the link keeps trying",
+                redact(&cfg.source.url)
+            );
+            return Ok(SourceFacts::default());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot connect to the source {}",
+                redact(&cfg.source.url)
+            )));
+        }
     };
-    let mut conn =
-        match Conn::connect_tls(&src.addr, &auth, T, cfg.source.tls_config().as_ref()).await {
-            Ok(c) => c,
-            // Resuming after a restart, a source that is down (restarting,
-            // unreachable for a while) is waited for by the link; wrong
-            // credentials never get better.
-            Err(e) if resuming && !matches!(e, ConnError::Auth { .. } | ConnError::Tls { .. }) => {
-                tracing::warn!(
-                    "cannot connect to the source {} yet: {e}; resuming, the link keeps trying",
-                    redact(&cfg.source.url)
-                );
-                return Ok(SourceFacts::default());
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot connect to the source {}",
-                    redact(&cfg.source.url)
-                )));
-            }
-        };
     let server = match info(&mut conn, "server").await {
         Ok(s) => s,
         Err(e) => {
@@ -147,7 +140,7 @@ pub async fn check(
             bail!(
                 "source and target are the same server: the target node {addr} is the source {} \
                  (same run_id)",
-                src.addr
+                src.addr()
             );
         }
         target_info.get_or_insert(text);

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_cluster::{Auth as WAuth, Conn, TargetMode};
+use ferry_cluster::{Auth, Conn, TargetMode};
+use ferry_ops::{Endpoint, Info, info_text};
 
 use crate::apply::TargetFormat;
 use crate::config::{Config, TargetKind};
@@ -14,7 +15,7 @@ use crate::config::{Config, TargetKind};
 /// cluster (`cluster_enabled:1` in `INFO cluster`).
 pub(crate) async fn target_format(
     addr: &str,
-    auth: &WAuth,
+    auth: &Auth,
     tls: Option<&ferry_tls::TlsConfig>,
     kind: TargetKind,
 ) -> Result<(TargetFormat, TargetMode)> {
@@ -29,12 +30,8 @@ pub(crate) async fn target_format(
                 .call(&["INFO", "cluster"], Duration::from_secs(5))
                 .await
                 .with_context(|| format!("INFO cluster on the target {addr}"))?;
-            let text = info
-                .as_bytes()
-                .map(|b| String::from_utf8_lossy(b))
-                .unwrap_or_default();
-            let enabled = text.lines().any(|l| l.trim() == "cluster_enabled:1");
-            if enabled {
+            let text = info_text(&info).unwrap_or_default();
+            if Info::parse(&text).get("cluster_enabled") == Some("1") {
                 TargetMode::Cluster
             } else {
                 TargetMode::Standalone
@@ -45,12 +42,9 @@ pub(crate) async fn target_format(
         .call(&["INFO", "server"], Duration::from_secs(5))
         .await
         .with_context(|| format!("INFO server on the target {addr}"))?;
-    let text = info
-        .as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned());
-    match text {
-        Some(t) => Ok((TargetFormat::from_info(&t), mode)),
-        None => bail!("target {addr} answered INFO with {info:?}"),
+    match info_text(&info) {
+        Ok(t) => Ok((TargetFormat::from_info(&t), mode)),
+        Err(e) => bail!("target {addr}: {e}"),
     }
 }
 
@@ -60,7 +54,7 @@ pub(crate) async fn target_format(
 /// or another application's.
 pub(crate) async fn target_is_empty(
     masters: &[String],
-    auth: &WAuth,
+    auth: &Auth,
     tls: Option<&ferry_tls::TlsConfig>,
 ) -> Result<std::result::Result<(), String>> {
     for addr in masters {
@@ -72,20 +66,8 @@ pub(crate) async fn target_is_empty(
             .call(&["INFO", "keyspace"], Duration::from_secs(5))
             .await
             .with_context(|| format!("INFO keyspace on {addr}"))?;
-        let n: u64 = info
-            .as_bytes()
-            .map(|b| String::from_utf8_lossy(b))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                l.split_once(":keys=")?
-                    .1
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum();
+        let text = info_text(&info).unwrap_or_default();
+        let n: u64 = Info::parse(&text).keyspace().iter().map(|d| d.keys).sum();
         if n > 0 {
             return Ok(Err(format!(
                 "the target is not empty: {addr} holds {n} keys. Start with --allow-nonempty-target \
@@ -98,21 +80,13 @@ pub(crate) async fn target_is_empty(
 
 /// Refuse to start when the source holds keys in a db the filter leaves out
 /// by default (a cluster has only db 0), naming the option that decides.
-pub(crate) async fn check_source_dbs(
-    src: &crate::config::Url,
-    cfg: &Config,
-    standalone: bool,
-) -> Result<()> {
+pub(crate) async fn check_source_dbs(src: &Endpoint, cfg: &Config, standalone: bool) -> Result<()> {
     if !cfg.filter.dbs.is_empty() || standalone {
         return Ok(());
     }
-    let auth = WAuth {
-        user: src.user.clone(),
-        password: src.password.clone(),
-    };
     let tls = cfg.source.tls_config();
     let Ok(mut conn) =
-        Conn::connect_tls(&src.addr, &auth, Duration::from_secs(5), tls.as_ref()).await
+        Conn::connect_tls(&src.addr(), &src.auth, Duration::from_secs(5), tls.as_ref()).await
     else {
         return Ok(()); // the link reports connection problems with their cause
     };
@@ -122,20 +96,9 @@ pub(crate) async fn check_source_dbs(
     else {
         return Ok(());
     };
-    let text = info
-        .as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    for line in text.lines() {
-        let Some((db, rest)) = line.strip_prefix("db").and_then(|l| l.split_once(':')) else {
-            continue;
-        };
-        let keys = rest
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("keys="))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        if db != "0" && keys > 0 {
+    let text = info_text(&info).unwrap_or_default();
+    for ferry_ops::DbKeys { db, keys, .. } in Info::parse(&text).keyspace() {
+        if db != 0 && keys > 0 {
             bail!(
                 "the source's db {db} holds {keys} keys, but a cluster has only db 0: \
                  set filter.dbs (e.g. dbs: [0, {db}] merges them into db 0) or leave them out with dbs: [0]"

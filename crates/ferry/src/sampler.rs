@@ -172,14 +172,10 @@ struct Sampler {
 }
 
 async fn source_offset(conn: &mut Conn) -> Result<u64> {
-    let info = conn.call(&["INFO", "replication"], T).await?;
-    let text = info
-        .as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
+    let reply = conn.call(&["INFO", "replication"], T).await?;
+    let text = ferry_ops::info_text(&reply).context("the source's INFO replication")?;
+    ferry_ops::Info::parse(&text)
+        .get_u64("master_repl_offset")
         .context("the source's INFO replication has no master_repl_offset")
 }
 

@@ -19,8 +19,7 @@ pub fn owners_from_nodes(nodes: &str) -> Vec<Option<(String, u16)>> {
         }
         // ip:port@cport[,hostname]
         let addr = fields[1].split('@').next().unwrap();
-        let (ip, port) = addr.rsplit_once(':').unwrap();
-        let port: u16 = port.parse().unwrap();
+        let (ip, port) = ferry_ops::split_host_port(addr).expect("ip:port");
         for range in &fields[8..] {
             if range.starts_with('[') {
                 continue; // migrating/importing marker

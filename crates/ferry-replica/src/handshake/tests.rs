@@ -38,10 +38,7 @@ fn names(reqs: &[Vec<Bytes>]) -> Vec<String> {
 #[test]
 fn requests_in_order_psync_last() {
     let mut hs = Handshake::new(HandshakeConfig {
-        auth: Some(Auth {
-            user: Some("repl".into()),
-            password: "pw".into(),
-        }),
+        auth: Auth::user("repl", "pw"),
         listening_port: Some(6380),
         announce_version: Some("9.0.0".into()),
         resume: Some(Position {
@@ -143,10 +140,7 @@ fn continue_same_new_and_absent_id() {
 
 fn with_auth() -> HandshakeConfig {
     HandshakeConfig {
-        auth: Some(Auth {
-            user: None,
-            password: "nope".into(),
-        }),
+        auth: Auth::password("nope"),
         ..HandshakeConfig::default()
     }
 }
@@ -349,9 +343,6 @@ fn ping_errors() {
 
 #[test]
 fn auth_debug_redacts_password() {
-    let a = Auth {
-        user: None,
-        password: "hunter2".into(),
-    };
+    let a = Auth::password("hunter2");
     assert!(!format!("{a:?}").contains("hunter2"));
 }

@@ -130,7 +130,7 @@ async fn connection(
         .warnings()
         .iter()
         .cloned()
-        .partition(|w| w.request == "PING" && cfg.auth.is_some());
+        .partition(|w| w.request == "PING" && cfg.auth.is_set());
     for w in &expected {
         tracing::debug!(source = %cfg.addr, "replica handshake: {w}");
     }
@@ -405,23 +405,14 @@ async fn info_session(shared: &Shared, every: Duration) -> Result<(), LinkError>
     let cfg = &shared.cfg;
     let mut sock = connect(shared).await?;
     let mut buf = BytesMut::new();
-    if let Some(auth) = &cfg.auth {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(u) = &auth.user {
-            args.push(u.as_bytes());
-        }
-        args.push(auth.password.as_bytes());
+    if let Some(args) = cfg.auth.command() {
         request(&mut sock, &mut buf, cfg, &args).await?;
     }
     loop {
         let reply = request(&mut sock, &mut buf, cfg, &[b"INFO", b"replication"]).await?;
-        let offset = match reply {
-            ferry_resp::Value::Bulk(text) => String::from_utf8_lossy(&text)
-                .lines()
-                .find_map(|l| l.strip_prefix("master_repl_offset:"))
-                .and_then(|v| v.trim().parse::<u64>().ok()),
-            _ => None,
-        };
+        let offset = ferry_ops::info_text(&reply)
+            .ok()
+            .and_then(|text| ferry_ops::Info::parse(&text).get_u64("master_repl_offset"));
         shared.lock().source_offset = offset;
         tokio::time::sleep(every).await;
     }

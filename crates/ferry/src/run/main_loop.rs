@@ -38,7 +38,7 @@ impl Publish {
     /// Assembles a status from the parts, records its metrics and
     /// publishes it.
     pub fn snapshot(&mut self, link: &Link, applier: &Applier) -> Status {
-        let c = &applier.counters;
+        let c = applier.counters();
         let applied = Applied {
             keys: c.keys_applied,
             commands: c.commands_applied,
@@ -116,6 +116,14 @@ pub async fn run(
         }
         last_status = Instant::now();
         let st = publish.snapshot(link, applier);
+        // The TTL hold's fix-up runs from here once the stream caught up.
+        applier
+            .progress(
+                st.snapshot.percent,
+                st.lag_seconds,
+                st.source_offset.or(st.received_offset),
+            )
+            .await?;
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
             println!("{}", st.line());

@@ -115,5 +115,13 @@ impl StatusMetrics {
             .absolute(st.source.spool_disk_bytes_written);
         self.handshake_warnings
             .absolute(st.source.handshake_warnings);
+        // Keys left out by the filter are expected and not logged one by
+        // one: counted here, from the translator's totals (the other
+        // reasons are counted where they are logged, `events::KeySkipped`).
+        for reason in ["filtered_db", "filtered_key"] {
+            if let Some(n) = st.skipped.get(reason) {
+                counter!(KEYS_SKIPPED, "reason" => reason).absolute(*n);
+            }
+        }
     }
 }

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_cluster::{Auth as WAuth, CheckpointConfig, ClusterWriter, TargetMode, WriterConfig};
-use ferry_replica::{Auth as LAuth, Link, LinkConfig, LinkEvents};
+use ferry_cluster::{Auth, CheckpointConfig, ClusterWriter, TargetMode, WriterConfig};
+use ferry_replica::{Link, LinkConfig, LinkEvents};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
-use crate::config::{Config, RestoreMode, parse_url, redact};
+use crate::config::{Config, RestoreMode, parse_endpoint, redact};
 use crate::probe::{check_source_dbs, target_format, target_is_empty};
 
 /// What the main loop runs on.
@@ -37,18 +37,16 @@ pub async fn wire(
     allow_nonempty_target: bool,
     link_cancel: CancellationToken,
 ) -> Result<Wired> {
-    let dst = parse_url(&cfg.target.url)?;
+    let dst = parse_endpoint(&cfg.target.url)?;
+    let dst_addr = dst.addr();
     let target_tls = cfg.target.tls_config();
     if let Some(w) = target_tls.as_ref().and_then(|t| t.warning()) {
         tracing::warn!("target: {w}");
     }
-    let wauth = WAuth {
-        user: dst.user.clone(),
-        password: dst.password.clone(),
-    };
+    let wauth = dst.auth;
     let (format, mode) =
-        target_format(&dst.addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
-    let (writer, checkpoints, state) = connect_writer(cfg, &dst.addr, &wauth, mode).await?;
+        target_format(&dst_addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
+    let (writer, checkpoints, state) = connect_writer(cfg, &dst_addr, &wauth, mode).await?;
     let standalone = writer.is_standalone();
     let masters = writer.masters().to_vec();
     let resuming = cfg
@@ -56,7 +54,7 @@ pub async fn wire(
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
     let facts = crate::preflight::check(cfg, &masters, &wauth, resuming).await?;
-    let src = parse_url(&cfg.source.url)?;
+    let src = parse_endpoint(&cfg.source.url)?;
     check_source_dbs(&src, cfg, standalone).await?;
     let state = match state {
         Some(s) => s,
@@ -73,20 +71,17 @@ pub async fn wire(
             s
         }
     };
-    let mut applier = new_applier(cfg, writer, format, checkpoints, state);
-    applier.missing_modules = facts.missing_modules.clone();
+    let mut applier = new_applier(cfg, writer, format, checkpoints, state)?;
+    applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
-    let mut lcfg = LinkConfig::new(src.addr.clone(), cfg.state_dir.clone());
+    let mut lcfg = LinkConfig::new(src.addr(), cfg.state_dir.clone());
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
     lcfg.spool.cap_bytes = cfg.spool.cap_bytes;
     lcfg.tls = cfg.source.tls_config();
     if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
         tracing::warn!("source: {w}");
     }
-    lcfg.auth = src.password.clone().map(|password| LAuth {
-        user: src.user.clone(),
-        password,
-    });
+    lcfg.auth = src.auth.clone();
     let (link, events) = Link::start(lcfg, link_cancel)
         .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
     Ok(Wired {
@@ -105,13 +100,14 @@ fn new_applier(
     format: TargetFormat,
     checkpoints: bool,
     state: TargetState,
-) -> Applier {
+) -> Result<Applier> {
     Applier::new(
         writer,
         format,
         cfg.snapshot.restore != RestoreMode::Never,
         cfg.filter.clone(),
         checkpoints,
+        cfg.snapshot.ttl_hold,
         cfg.state_dir.clone(),
         state,
     )
@@ -122,7 +118,7 @@ fn new_applier(
 async fn connect_writer(
     cfg: &Config,
     addr: &str,
-    wauth: &WAuth,
+    wauth: &Auth,
     mode: TargetMode,
 ) -> Result<(ClusterWriter, bool, Option<TargetState>)> {
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);

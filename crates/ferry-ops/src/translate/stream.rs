@@ -1,0 +1,236 @@
+//! Stream commands: what each replicated command becomes.
+
+use bytes::Bytes;
+
+use super::{Action, SkipReason, Translator, lossy};
+use crate::emulate::{Plan, plan};
+use crate::filter::is_reserved;
+use crate::keys::command_keys;
+use crate::op::Op;
+use crate::split::{Route, Unreplayable, route};
+
+impl Translator {
+    /// `MULTI`: a source transaction starts; its ops are buffered.
+    pub fn multi(&mut self, out: &mut Vec<Action>) {
+        // A nested MULTI cannot happen; keep what was read anyway.
+        self.end_txn(out);
+        self.txn = Some(Vec::new());
+    }
+
+    /// `EXEC`: the buffered transaction goes out as one group.
+    pub fn exec(&mut self, out: &mut Vec<Action>) {
+        self.end_txn(out);
+    }
+
+    /// One replicated command `args` of source db `db`, ending at `offset`
+    /// (`now_ms`: the wall clock, for the TTL hold).
+    pub fn command(
+        &mut self,
+        args: Vec<Bytes>,
+        db: u64,
+        offset: u64,
+        now_ms: i64,
+        out: &mut Vec<Action>,
+    ) {
+        self.stream_position(offset);
+        if args.is_empty() {
+            return;
+        }
+        if !self.keep_db(db) {
+            self.counters.skip(SkipReason::FilteredDb);
+            return;
+        }
+        let Some(mut args) = self.filter_keys(args, out) else {
+            return;
+        };
+        if let Some(p) = self.prefix(db) {
+            let flushdb = args[0].eq_ignore_ascii_case(b"FLUSHDB");
+            if flushdb || args[0].eq_ignore_ascii_case(b"FLUSHALL") {
+                // A db is a prefix here: delete the keys under it (under
+                // every carried db's prefix for FLUSHALL).
+                let prefixes: Vec<Bytes> = if flushdb {
+                    vec![p]
+                } else {
+                    let dbs = self.cfg.filter.dbs.clone();
+                    dbs.iter().filter_map(|&d| self.prefix(d)).collect()
+                };
+                self.between_barriers(out, Action::FlushPrefixes { prefixes, offset });
+                self.counters.emulated += 1;
+                self.counters.commands_applied += 1;
+                return;
+            }
+            args = match crate::rewrite::prefix_keys(&args, &p) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.skip(out, SkipReason::UnknownCommand, None, e.to_string());
+                    return;
+                }
+            };
+        }
+        self.hold_command(&mut args, db, now_ms, out);
+        let route = match route(&args) {
+            Ok(r) => r,
+            Err(e) => {
+                self.skip(out, SkipReason::UnknownCommand, None, e.to_string());
+                return;
+            }
+        };
+        if self.cfg.standalone {
+            return self.standalone(args, route, db, offset, out);
+        }
+        match route {
+            Route::Slot(slot, args) => self.write(out, Op::slot(args, slot, offset)),
+            Route::PerSlot(parts) => {
+                for (slot, args) in parts {
+                    self.write(out, Op::slot(args, slot, offset));
+                }
+            }
+            Route::AllMasters => {
+                let flush = args[0].eq_ignore_ascii_case(b"FLUSHALL")
+                    || args[0].eq_ignore_ascii_case(b"FLUSHDB");
+                let filtering = self.cfg.filter.has_key_rules() || self.cfg.filter.dbs.len() > 1;
+                if flush && filtering {
+                    // It would also delete keys the filter keeps out of this migration.
+                    let detail = format!("{} (db {db})", lossy(&args[0]));
+                    self.skip(out, SkipReason::FlushWithFilter, None, detail);
+                    return;
+                }
+                self.write(out, Op::all_masters(args, offset));
+            }
+            Route::None(_) => return,
+            Route::Unreplayable { reason } => {
+                // Cross-slot: emulated when a plan exists.
+                let planned = match reason {
+                    Unreplayable::CrossSlot { .. } => plan(&args).ok(),
+                    _ => None,
+                };
+                match planned {
+                    Some(Plan::Split(parts)) => {
+                        // No reads: the parts are independent writes, one slot each.
+                        for (slot, part) in parts {
+                            self.write(out, Op::slot(part, slot, offset));
+                        }
+                        self.counters.emulated += 1;
+                    }
+                    Some(plan) => {
+                        // Counted by the executor once it has run.
+                        self.between_barriers(out, Action::Emulate { plan, args, offset });
+                        return;
+                    }
+                    None => {
+                        // The first key (a script's body or a channel is not one).
+                        let key = command_keys(&args)
+                            .ok()
+                            .and_then(|k| k.keys(&args).next().cloned());
+                        let detail = reason.to_string();
+                        self.skip(out, SkipReason::Unreplayable, key.as_ref(), detail);
+                        return;
+                    }
+                }
+            }
+        }
+        self.counters.commands_applied += 1;
+    }
+
+    /// Emits `action` (which runs between barriers) outside any source
+    /// transaction: what the transaction buffered goes first (one group),
+    /// the rest of it is buffered anew after.
+    fn between_barriers(&mut self, out: &mut Vec<Action>, action: Action) {
+        let in_txn = self.txn.is_some();
+        self.end_txn(out);
+        out.push(action);
+        if in_txn {
+            self.txn = Some(Vec::new());
+        }
+    }
+
+    /// A stream command into a standalone target: in its db, as it is (no
+    /// splitting: one server runs multi-key and cross-db commands itself).
+    fn standalone(
+        &mut self,
+        args: Vec<Bytes>,
+        route: Route,
+        db: u64,
+        offset: u64,
+        out: &mut Vec<Action>,
+    ) {
+        match route {
+            Route::None(_) => return,
+            Route::Unreplayable {
+                reason: reason @ Unreplayable::Publish { .. },
+            } => {
+                self.skip(out, SkipReason::Unreplayable, None, reason.to_string());
+                return;
+            }
+            Route::AllMasters => {
+                let flushall = args[0].eq_ignore_ascii_case(b"FLUSHALL");
+                let filtering = self.cfg.filter.has_key_rules()
+                    || (flushall && !self.cfg.filter.dbs.is_empty());
+                if (args[0].eq_ignore_ascii_case(b"FLUSHDB") || flushall) && filtering {
+                    // It would also delete keys the filter keeps out.
+                    let detail = format!("{} (db {db})", lossy(&args[0]));
+                    self.skip(out, SkipReason::FlushWithFilter, None, detail);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.select(db, offset, out);
+        self.write(out, Op::slot(args, 0, offset));
+        self.counters.commands_applied += 1;
+    }
+
+    /// Applies the key filter to a command: all keys pass → as is; none →
+    /// `None` (counted); some → the passing keys of a per-key command
+    /// (DEL, UNLINK, TOUCH, MSET), or `None` reported as unreplayable.
+    fn filter_keys(&mut self, args: Vec<Bytes>, out: &mut Vec<Action>) -> Option<Vec<Bytes>> {
+        let keys = match command_keys(&args) {
+            Ok(k) => k,
+            Err(_) => return Some(args), // reported by `route`
+        };
+        let pass: Vec<bool> = keys
+            .indexes
+            .iter()
+            .map(|&i| self.cfg.filter.key(&args[i]) && !is_reserved(&args[i]))
+            .collect();
+        if pass.iter().all(|p| *p) {
+            return Some(args);
+        }
+        if let Some(&i) = keys.indexes.iter().find(|&&i| is_reserved(&args[i])) {
+            let detail = format!("{} {}", lossy(&args[0]), lossy(&args[i]));
+            self.skip(out, SkipReason::ReservedPrefix, Some(&args[i]), detail);
+            if !pass.iter().any(|p| *p) {
+                return None;
+            }
+        }
+        if !pass.iter().any(|p| *p) {
+            self.counters.skip(SkipReason::FilteredKey);
+            return None;
+        }
+        let name = args[0].to_ascii_uppercase();
+        let pairs = match &name[..] {
+            b"DEL" | b"UNLINK" | b"TOUCH" => 1,
+            b"MSET" | b"MSETNX" => 2,
+            _ => {
+                let detail = format!(
+                    "{} with keys both inside and outside the filter",
+                    lossy(&args[0])
+                );
+                let key = keys.indexes.first().map(|&i| args[i].clone());
+                self.skip(out, SkipReason::Unreplayable, key.as_ref(), detail);
+                return None;
+            }
+        };
+        let mut kept = vec![if pairs == 2 {
+            Bytes::from_static(b"MSET")
+        } else {
+            args[0].clone()
+        }];
+        for (n, &i) in keys.indexes.iter().enumerate() {
+            if pass[n] {
+                kept.extend(args[i..i + pairs].iter().cloned());
+            }
+        }
+        Some(kept)
+    }
+}
