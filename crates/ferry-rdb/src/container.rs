@@ -29,8 +29,9 @@ pub enum Entry<'a> {
 
 impl<'a> Entry<'a> {
     /// The element as bytes: strings as they are, integers as decimal text.
-    pub fn to_vec(&self) -> Vec<u8> {
-        match *self {
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn to_vec(self) -> Vec<u8> {
+        match self {
             Entry::Str(s) => s.to_vec(),
             Entry::Int(v) => v.to_string().into_bytes(),
         }

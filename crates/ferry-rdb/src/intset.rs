@@ -70,16 +70,19 @@ impl<'a> Intset<'a> {
     }
 
     /// True if no elements remain.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Element width in bytes: 2, 4 or 8.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn width(&self) -> usize {
         self.width
     }
 
     /// True if the elements are strictly ascending, as Redis keeps them.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn is_sorted_unique(&self) -> bool {
         let all = Intset {
             pos: 0,

@@ -17,23 +17,48 @@
 //! assert_eq!(k.value, Value::String("hello".into()));
 //! ```
 
+// The test encoder and the packed-container parsers are internals: public
+// only with the `test-util` feature (tests, benchmarks, fuzzers), crate-private
+// otherwise. Their error types are re-exported below (they are `RdbError`
+// sources).
+#[cfg(any(test, feature = "test-util"))]
 pub mod build;
 pub mod commands;
+#[cfg(feature = "test-util")]
 pub mod container;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod container;
 pub mod crc64;
 mod cursor;
 mod decoder;
 mod error;
+#[cfg(feature = "test-util")]
 pub mod intset;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod intset;
 mod item;
+#[cfg(feature = "test-util")]
 pub mod listpack;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod listpack;
+#[cfg(feature = "test-util")]
 pub mod lzf;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod lzf;
 mod read;
 mod stream;
 mod types;
 mod value;
+#[cfg(feature = "test-util")]
 pub mod ziplist;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod ziplist;
+#[cfg(feature = "test-util")]
 pub mod zipmap;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod zipmap;
+
+pub use container::ContainerError;
 
 pub use decoder::{DecodeOptions, Decoder};
 pub use error::RdbError;
@@ -42,4 +67,5 @@ pub use item::{
     StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamIdmp, StreamMeta, Value,
     restore_payload,
 };
+pub use lzf::LzfError;
 pub use read::{RdbReader, ReadError, decode_all};

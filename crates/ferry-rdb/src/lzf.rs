@@ -63,10 +63,13 @@ pub enum LzfError {
 /// yields at most 264 bytes.
 const MAX_EXPANSION: usize = 88;
 /// Longest back-reference copy.
+#[cfg(any(test, feature = "test-util"))]
 const MAX_REF_LEN: usize = 264;
 /// Farthest back-reference distance.
+#[cfg(any(test, feature = "test-util"))]
 const MAX_DISTANCE: usize = 1 << 13;
 /// Longest literal run.
+#[cfg(any(test, feature = "test-util"))]
 const MAX_LITERAL: usize = 32;
 
 /// Decompress `input` appending exactly `expected_len` bytes to `out` (error if the output would be longer or shorter, or a back-reference points before the start).
@@ -162,6 +165,7 @@ pub fn decompress(input: &[u8], expected_len: usize) -> Result<Vec<u8>, LzfError
 }
 
 /// A simple, valid LZF compressor (used by tests/builders; output must be decodable by Redis). Returns None if it does not shrink the input.
+#[cfg(any(test, feature = "test-util"))]
 pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
     const HASH_BITS: u32 = 14;
     let n = input.len();
@@ -212,6 +216,7 @@ pub fn compress(input: &[u8]) -> Option<Vec<u8>> {
     (out.len() < n).then_some(out)
 }
 
+#[cfg(any(test, feature = "test-util"))]
 fn emit_literals(out: &mut Vec<u8>, lits: &[u8]) {
     for chunk in lits.chunks(MAX_LITERAL) {
         out.push((chunk.len() - 1) as u8);
@@ -220,6 +225,7 @@ fn emit_literals(out: &mut Vec<u8>, lits: &[u8]) {
 }
 
 /// Emit a back-reference of `len` (3..=264) bytes at `distance` (1..=8192).
+#[cfg(any(test, feature = "test-util"))]
 fn emit_reference(out: &mut Vec<u8>, distance: usize, len: usize) {
     let off = distance - 1;
     let l = len - 2;

@@ -101,6 +101,7 @@ impl<'a> Ziplist<'a> {
     }
 
     /// Entry count from the header, or `None` when it says 65535 ("unknown").
+    #[cfg(any(test, feature = "test-util"))]
     pub fn count_hint(&self) -> Option<usize> {
         (self.header_count != UNKNOWN_COUNT).then_some(usize::from(self.header_count))
     }

@@ -1,6 +1,6 @@
 //! Command form of decoded keys (pure): zset `-0` scores, empty streams,
 //! stream counters and pending entries of trimmed entries. The same cases
-//! are compared with real servers in `tests/rdb_parity.rs`.
+//! are compared with real servers in `tests/e2e/rdb_parity.rs`.
 
 use bytes::Bytes;
 use ferry_rdb::commands::{CommandBuilder, CommandOptions};

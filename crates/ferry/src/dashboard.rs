@@ -27,7 +27,7 @@
 //! the browser tab: reloading the page starts an empty chart.
 //!
 //! The page itself lives in `dashboard.html` beside this file and is built
-//! into the binary with `include_str!`. `tests/dashboard.rs` renders the same
+//! into the binary with `include_str!`. `tests/e2e/dashboard.rs` renders the same
 //! file in headless Chromium against a fake `/status`.
 
 /// The dashboard page (HTML with inline CSS and JS).

@@ -11,7 +11,7 @@
 //!   cluster writer, the applier's totals) set with `Counter::absolute`.
 //!
 //! Metric names are the ones `deploy/prometheus/ferry-alerts.yaml` and
-//! `deploy/grafana/ferry-dashboard.json` query (`tests/deploy_files.rs`
+//! `deploy/grafana/ferry-dashboard.json` query (`tests/e2e/deploy_files.rs`
 //! reads the `"ferry_…"` names of this file). Labels never carry key names.
 
 use std::sync::OnceLock;

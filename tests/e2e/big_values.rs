@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use ferry_testkit::{Cluster, Flavor, Server, free_port};
 
-mod common;
-mod e2e_support;
-use e2e_support::{Daemon, wait_caught_up, write_config};
+use crate::e2e_support::{Daemon, wait_caught_up, write_config};
 
 const LIST: &str = "big:list";
 const HASH: &str = "big:hash";

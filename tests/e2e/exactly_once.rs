@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Cluster, Flavor, Server, free_port};
 
-mod common;
-use common::daemon::{FERRY, status};
+use crate::common::daemon::{FERRY, status};
 
 const RESERVED: &str = "__ferry:";
 

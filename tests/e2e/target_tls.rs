@@ -9,9 +9,7 @@ use ferry_testkit::fixtures::{self, FixtureOptions};
 use ferry_testkit::{Cluster, Flavor, Server, TlsFiles, free_port};
 use ferry_tls::test_pki::TestPki;
 
-mod common;
-mod e2e_support;
-use e2e_support::{
+use crate::e2e_support::{
     Daemon, assert_same, dataset, run_expecting_exit, verify, wait_caught_up, write_config,
 };
 

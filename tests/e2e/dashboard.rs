@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The page exactly as the daemon serves it (`include_str!` of the same file).
-const PAGE: &str = include_str!("../crates/ferry/src/dashboard.html");
+const PAGE: &str = include_str!("../../crates/ferry/src/dashboard.html");
 
 fn page() -> &'static str {
     PAGE

@@ -13,8 +13,7 @@ use ferry_rdb::{DecodeOptions, Decoder, Item, decode_all};
 use ferry_testkit::fixtures::{self, FixtureOptions};
 use ferry_testkit::{Flavor, Server};
 
-mod common;
-use common::{normalize, pipe_into};
+use crate::common::{normalize, pipe_into};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 

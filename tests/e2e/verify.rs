@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Cluster, Flavor, Server};
 
-mod common;
-use common::daemon::{FERRY, Setup};
+use crate::common::daemon::{FERRY, Setup};
 
 /// Every command in `cmds` (keyed by the key it writes) on the source and
 /// on the target master owning the key, pipelined per server.

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use ferry_testkit::proxy::FaultProxy;
 use ferry_testkit::{Cluster, Flavor, Server};
 
-mod common;
-use common::daemon::{Setup, stat, status, wait_caught_up, wait_phase};
+use crate::common::daemon::{Setup, stat, status, wait_caught_up, wait_phase};
 
 /// Sliding keys of each kind.
 const SLIDING: usize = 1000;

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use ferry_testkit::{Flavor, Server, free_port};
 
-mod common;
-mod e2e_support;
-use e2e_support::{Daemon, assert_same, dataset, verify, wait_caught_up, write_config};
+use crate::e2e_support::{Daemon, assert_same, dataset, verify, wait_caught_up, write_config};
 
 fn writes(c: &mut redis::Connection, db: u64, from: u64, to: u64) {
     redis::cmd("SELECT").arg(db).query::<()>(c).expect("select");
@@ -130,7 +128,7 @@ fn run_and_verify_into_a_standalone_target_keep_dbs() {
     writes(&mut c, 3, 300, 600);
     writes(&mut c, 0, 300, 400);
     wait_caught_up(&src, &http, Duration::from_secs(60));
-    let st = e2e_support::status(&http).expect("status");
+    let st = crate::e2e_support::status(&http).expect("status");
     assert!(
         st["target"]["reconnects"].as_u64().unwrap_or(0) >= 1,
         "no reconnect seen: {st}"

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Cluster, Flavor, Server};
 
-mod common;
-use common::daemon::{Daemon, Setup, wait_caught_up, wait_phase};
+use crate::common::daemon::{Daemon, Setup, wait_caught_up, wait_phase};
 
 /// Every cross-slot shape, once per round, with ordinary writes around.
 /// Key families never change type, so no command fails on the source.

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Cluster, Flavor, Server};
 
-mod common;
-use common::daemon::{Setup, http_get, status, wait_caught_up, wait_phase};
+use crate::common::daemon::{Setup, http_get, status, wait_caught_up, wait_phase};
 
 /// `n` `SET`s in one pipeline.
 fn fill(server: &Server, prefix: &str, n: usize, value_len: usize) {

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Flavor, Server};
 
-mod common;
-use common::daemon::{Setup, http_get, source_offset, wait_caught_up};
+use crate::common::daemon::{Setup, http_get, source_offset, wait_caught_up};
 
 /// Where Debian's `prometheus` package puts promtool.
 const PROMTOOL: &str = "/usr/bin/promtool";

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use ferry_testkit::workload::{Workload, WorkloadOptions};
 use ferry_testkit::{Cluster, FaultProxy, Flavor, Server, run_bounded};
 
-mod common;
-#[path = "faults/target_failover.rs"]
 mod target_failover;
-use common::daemon::{Daemon, Setup, source_offset, stat, status, wait_caught_up, wait_phase};
+use crate::common::daemon::{
+    Daemon, Setup, source_offset, stat, status, wait_caught_up, wait_phase,
+};
 
 /// Waits (at most `timeout`) until ferry on `http` has applied everything
 /// `src` had written at the call; returns the time since `fault`.

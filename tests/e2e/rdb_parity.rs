@@ -12,8 +12,7 @@ use std::process::{Command, Output, Stdio};
 use ferry_testkit::{Flavor, Server};
 use redis::Value;
 
-mod common;
-use common::pipe_into;
+use crate::common::pipe_into;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -516,7 +515,7 @@ fn summary_escapes_binary_key_bytes_as_json_does() {
 /// its key and module, while the other keys are carried.
 #[test]
 fn module_values_whose_module_the_target_lacks_are_counted_not_fatal() {
-    use common::daemon::{Setup, status, wait_phase};
+    use crate::common::daemon::{Setup, status, wait_phase};
     use std::time::{Duration, Instant};
     let src = Server::builder(Flavor::RedisStack74)
         .modules(true)

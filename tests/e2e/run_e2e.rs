@@ -13,9 +13,8 @@ use ferry_rdb::decode_all;
 use ferry_testkit::fixtures::{self, FixtureOptions};
 use ferry_testkit::{Cluster, Flavor, Server, free_port};
 
-mod common;
-use common::daemon::{FERRY, http_get, status};
-use common::{Norm, normalize};
+use crate::common::daemon::{FERRY, http_get, status};
+use crate::common::{Norm, normalize};
 
 /// Kills the daemon when the test ends, whatever happens.
 struct Daemon(Child);
@@ -417,7 +416,7 @@ fn bad_configs_fail_with_a_clear_message() {
     drop((src, cluster));
 
     // A standalone server is not a cluster (with `mode: cluster`; `auto`
-    // migrates into it, see tests/standalone.rs).
+    // migrates into it, see `standalone.rs`).
     let s = Server::start(Flavor::Redis70).expect("server");
     let src = Server::start(Flavor::Redis70).expect("server");
     let f = dir.path().join("standalone.yaml");

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry_testkit::{Cluster, Flavor, Server, free_port};
 
-mod common;
-use common::daemon::{FERRY, http_get, status};
+use crate::common::daemon::{FERRY, http_get, status};
 
 /// Kills the daemon when the test ends, whatever happens.
 struct Daemon(Child);

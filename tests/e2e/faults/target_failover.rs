@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use ferry_testkit::workload::{Workload, WorkloadOptions};
 use ferry_testkit::{Cluster, Flavor, Server, info_field, port_of_slot, role};
 
-use super::common::daemon::{FERRY, Setup, wait_caught_up};
 use super::{assert_counters, recovered, report_row, start_streaming, target_summary};
+use crate::common::daemon::{FERRY, Setup, wait_caught_up};
 
 /// Bound on every wait for the cluster to settle after a fault.
 const SETTLE: Duration = Duration::from_secs(40);

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use ferry_testkit::{Cluster, Flavor, Server};
 
-mod common;
-use common::daemon::{Setup, wait_caught_up, wait_phase};
+use crate::common::daemon::{Setup, wait_caught_up, wait_phase};
 
 fn writes(c: &mut redis::Connection, db: u64, from: u64, to: u64) {
     redis::cmd("SELECT").arg(db).query::<()>(c).expect("select");

@@ -16,8 +16,7 @@ use std::time::Duration;
 use ferry_rdb::build::RdbWriter;
 use ferry_testkit::{Cluster, Flavor, Server, fixtures};
 
-mod common;
-use common::daemon::{FERRY, Setup};
+use crate::common::daemon::{FERRY, Setup};
 
 /// Address-space limit for every `ferry` run here (KiB).
 const VMEM_KIB: u64 = 1 << 20;
@@ -284,7 +283,7 @@ fn empty_keys_in_a_snapshot_are_skipped_and_counted() {
     let setup = Setup::new(&format!("redis://{addr}"), &target.url(), "");
     let mut ferry = setup.run();
     let st = match std::panic::catch_unwind(|| {
-        common::daemon::wait_phase(&setup.http, "streaming", Duration::from_secs(30))
+        crate::common::daemon::wait_phase(&setup.http, "streaming", Duration::from_secs(30))
     }) {
         Ok(st) => st,
         Err(_) => panic!("not streaming: {}", ferry.log()),
@@ -294,7 +293,7 @@ fn empty_keys_in_a_snapshot_are_skipped_and_counted() {
     let mut st = st;
     while st["snapshot"]["keys_done"] != 3 && std::time::Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
-        st = common::daemon::status(&setup.http).unwrap_or(st);
+        st = crate::common::daemon::status(&setup.http).unwrap_or(st);
     }
     stop.store(true, Ordering::Relaxed);
     let log = ferry.log();
