@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ferry_resp::put_command;
 
-use super::core::Core;
+use super::core::{Core, WIRE_CHUNK};
 use super::entry::{Entry, NodeState, Target, Txn};
 use crate::checkpoint;
 use crate::config::Op;
@@ -241,8 +241,12 @@ impl Core {
             self.progress.add(op.offset, 0);
             return;
         }
-        let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&op.args));
-        put_command(&mut wire, &op.args);
+        let len = ferry_resp::command_len(&op.args);
+        if self.wire_buf.capacity() < len {
+            self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
+        }
+        put_command(&mut self.wire_buf, &op.args);
+        let wire = self.wire_buf.split();
         let copies = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
         self.seq += 1;
