@@ -56,5 +56,6 @@ pub use conn::{Auth, Conn, ConnError, PipeEvent, Pipeline};
 pub use error::WriterError;
 pub use rate::RateLimit;
 pub use writer::{
-    CheckpointConfig, ClusterWriter, Op, TargetMode, WriterConfig, WriterStats, discover_topology,
+    CheckpointConfig, ClusterWriter, Op, SUBMIT_BATCH_BYTES, SUBMIT_BATCH_OPS, TargetMode,
+    WriterConfig, WriterStats, discover_topology,
 };

@@ -97,6 +97,55 @@ async fn per_key_order_is_kept() {
     }
 }
 
+/// `submit_batch` (one message per batch) interleaved with single
+/// `submit`s keeps per-key order and reaches the last offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_submits_keep_per_key_order() {
+    let _guard = LOCK.lock().await;
+    let cluster = Cluster::shared(FLAVOR);
+    cluster.flushall();
+    let mut w = writer(cluster).await;
+    const N: u64 = 20_000;
+    const LISTS: u64 = 50;
+    let push = |i: u64| {
+        let (k, v) = (format!("blist:{{{}}}", i % LISTS), i.to_string());
+        op(&[b"RPUSH", k.as_bytes(), v.as_bytes()], i)
+    };
+    let run = async {
+        let mut i = 0;
+        while i < N {
+            // Batches of 1 to 100 ops, every seventh op alone.
+            let len = (i % 100 + 1).min(N - i);
+            if i % 7 == 0 {
+                w.submit(push(i)).await.unwrap();
+                i += 1;
+                continue;
+            }
+            w.submit_batch((i..i + len).map(push).collect())
+                .await
+                .unwrap();
+            i += len;
+        }
+        w.flush().await.unwrap();
+    };
+    tokio::time::timeout(TEST_BOUND, run)
+        .await
+        .expect("writes in time");
+    assert_eq!(w.applied_offset(), N - 1);
+    assert_eq!(w.stats().acked, N);
+    for l in 0..LISTS {
+        let key = format!("blist:{{{l}}}");
+        let got: Vec<u64> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut node_for(cluster, &key).conn())
+            .unwrap();
+        let want: Vec<u64> = (0..N).filter(|i| i % LISTS == l).collect();
+        assert_eq!(got, want, "{key}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_server_is_not_a_cluster() {
     let server = Server::start(FLAVOR).unwrap();

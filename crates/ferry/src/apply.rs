@@ -35,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_cluster::checkpoint::is_reserved;
-use ferry_cluster::{ClusterWriter, Op};
+use ferry_cluster::{ClusterWriter, Op, SUBMIT_BATCH_BYTES, SUBMIT_BATCH_OPS};
 use ferry_ops::{
     Action, Counters, End, Plan, Skip, SkipReason, Translator, TranslatorConfig, key_slot,
 };
@@ -136,6 +136,11 @@ pub struct Applier {
     marked: u64,
     /// Names of keys written with a held TTL (`state_dir/ttl-hold.bin`).
     hold: HoldFile,
+    /// Ops submitted but not yet handed to the writer: sent as one
+    /// message per batch (see [`Applier::send_pending`]).
+    pending: Vec<Op>,
+    /// Argument bytes in `pending`.
+    pending_bytes: usize,
 }
 
 fn now_ms() -> i64 {
@@ -184,6 +189,8 @@ impl Applier {
             state,
             marked: 0,
             hold,
+            pending: Vec::with_capacity(SUBMIT_BATCH_OPS),
+            pending_bytes: 0,
         })
     }
 
@@ -220,15 +227,35 @@ impl Applier {
         .emit();
     }
 
+    /// Queues `op` for the writer; a full batch is handed over at once,
+    /// the rest by [`Applier::send_pending`] before anything else reaches
+    /// the writer (so the order of ops and requests is unchanged).
     async fn submit(&mut self, op: Op) -> Result<()> {
         self.last_op_offset = op.offset;
+        self.pending_bytes += op.args.iter().map(Bytes::len).sum::<usize>();
+        self.pending.push(op);
+        if self.pending.len() >= SUBMIT_BATCH_OPS || self.pending_bytes >= SUBMIT_BATCH_BYTES {
+            self.send_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the queued ops to the writer as one message (one channel send
+    /// and engine wake-up per batch instead of per op).
+    async fn send_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::replace(&mut self.pending, Vec::with_capacity(SUBMIT_BATCH_OPS));
+        self.pending_bytes = 0;
         self.writer
-            .submit(op)
+            .submit_batch(ops)
             .await
             .context("writing to the target cluster")
     }
 
     async fn submit_group(&mut self, ops: Vec<Op>) -> Result<()> {
+        self.send_pending().await?;
         if let Some(last) = ops.last() {
             self.last_op_offset = last.offset;
         }
@@ -243,6 +270,7 @@ impl Applier {
     /// first start (keys deleted on the source since must not survive).
     async fn new_history(&mut self, replid: &str, offset: u64) -> Result<()> {
         let history = history_name(replid, offset);
+        self.send_pending().await?;
         self.writer
             .new_history(history.clone())
             .await
@@ -283,6 +311,7 @@ impl Applier {
         // Held names reach the file before a position covering them is
         // reported (the link saves it).
         self.hold.flush()?;
+        self.send_pending().await?;
         if self.last_op_offset > self.marked {
             self.marked = self.last_op_offset;
             self.writer
@@ -356,11 +385,13 @@ impl Applier {
                     self.hold.reset()?;
                     self.new_history(&replid, offset).await?
                 }
-                Action::Checkpointing => self
-                    .writer
-                    .set_checkpointing(true)
-                    .await
-                    .context("target cluster")?,
+                Action::Checkpointing => {
+                    self.send_pending().await?;
+                    self.writer
+                        .set_checkpointing(true)
+                        .await
+                        .context("target cluster")?;
+                }
                 Action::Skip(skip) => Self::log_skip(&skip),
                 Action::Emulate { plan, args, offset } => {
                     self.flush().await?;
@@ -631,6 +662,7 @@ impl Applier {
 
     /// A read on the target's side connection; an error reply is fatal.
     async fn read(&mut self, slot: u16, args: Vec<Bytes>) -> Result<Reply> {
+        self.send_pending().await?;
         let reply = self.writer.read(slot, &args).await.with_context(|| {
             format!(
                 "reading {} {} on the target to replay a cross-slot command",
@@ -685,6 +717,7 @@ impl Applier {
 
     /// Wait until everything submitted is acknowledged.
     pub async fn flush(&mut self) -> Result<()> {
+        self.send_pending().await?;
         self.writer
             .flush()
             .await

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ferry_resp::put_command;
 
-use super::core::Core;
+use super::core::{Core, WIRE_CHUNK};
 use super::entry::{Entry, NodeState, Target, Txn};
 use crate::checkpoint;
 use crate::config::Op;
@@ -19,7 +19,7 @@ impl Core {
     pub(crate) fn submit(&mut self, op: Op, now: Instant) {
         self.now = now;
         self.note_offset(op.offset);
-        self.take(vec![op]);
+        self.take_one(op);
     }
 
     /// Ops to commit together if they share a slot (checkpoint mode).
@@ -39,7 +39,7 @@ impl Core {
                 self.shared.split_groups.fetch_add(1, Ordering::Relaxed);
             }
             for op in ops {
-                self.take(vec![op]);
+                self.take_one(op);
             }
         }
     }
@@ -96,6 +96,16 @@ impl Core {
         }
     }
 
+    /// [`Core::take`] for a unit of one op, without allocating the unit
+    /// unless it has to wait.
+    fn take_one(&mut self, op: Op) {
+        if self.pending.is_empty() && self.has_room(std::slice::from_ref(&op)) {
+            self.accept_one(op);
+        } else {
+            self.pending.push_back(vec![op]);
+        }
+    }
+
     /// Accepts the units waiting for room, in order, while they fit.
     pub(crate) fn retry_pending(&mut self, now: Instant) {
         self.now = now;
@@ -108,11 +118,15 @@ impl Core {
 
     fn accept_unit(&mut self, unit: Vec<Op>) {
         for op in unit {
-            if self.txn_on {
-                self.accept_txn(op);
-            } else {
-                self.accept(op);
-            }
+            self.accept_one(op);
+        }
+    }
+
+    fn accept_one(&mut self, op: Op) {
+        if self.txn_on {
+            self.accept_txn(op);
+        } else {
+            self.accept(op);
         }
     }
 
@@ -227,8 +241,12 @@ impl Core {
             self.progress.add(op.offset, 0);
             return;
         }
-        let mut wire = BytesMut::with_capacity(ferry_resp::command_len(&op.args));
-        put_command(&mut wire, &op.args);
+        let len = ferry_resp::command_len(&op.args);
+        if self.wire_buf.capacity() < len {
+            self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
+        }
+        put_command(&mut self.wire_buf, &op.args);
+        let wire = self.wire_buf.split();
         let copies = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
         self.seq += 1;

@@ -14,8 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ferry_ops::{SLOTS, Topology};
+
+/// Size of the buffers plain ops are encoded into (see `Core::wire_buf`).
+/// Small, so that an entry held for long pins little besides itself.
+pub(super) const WIRE_CHUNK: usize = 4096;
 
 use super::entry::{Hold, NodeState, OpenGroup};
 use super::events::Telemetry;
@@ -69,6 +73,9 @@ pub(super) struct Refresh {
 pub(crate) struct Core {
     /// The current time, as last passed in.
     pub(super) now: Instant,
+    /// Where plain ops are encoded: each op's wire is split off it, so
+    /// small commands share one allocation of [`WIRE_CHUNK`] bytes.
+    pub(super) wire_buf: BytesMut,
     /// The highest op offset submitted so far.
     pub(super) last_offset: u64,
     /// Every op at or below this offset has been submitted: the applied
@@ -140,6 +147,7 @@ impl Core {
             slot_resume: vec![0; usize::from(SLOTS)],
             open: HashMap::new(),
             open_bytes: 0,
+            wire_buf: BytesMut::new(),
             actions: Vec::new(),
             telemetry: Telemetry::default(),
         };

@@ -122,6 +122,8 @@ const BATCH_OPS: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum Cmd {
     Op(Op),
+    /// Ops in order (as many `Op`s, one message).
+    Ops(Vec<Op>),
     /// Ops to commit together if they share a slot.
     Group(Vec<Op>),
     Flush(oneshot::Sender<Result<(), WriterError>>),
@@ -261,6 +263,11 @@ impl Engine {
             }
             Cmd::Complete(offset) => self.core.mark_complete(offset),
             Cmd::Op(op) => self.core.submit(op, t),
+            Cmd::Ops(ops) => {
+                for op in ops {
+                    self.core.submit(op, t);
+                }
+            }
             Cmd::Group(ops) => self.core.submit_group(ops, t),
             Cmd::Checkpointing(on) => self.core.set_checkpointing(on),
             Cmd::NewHistory(history, tx) => {
