@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_resp::put_command;
 
 use super::core::{Core, WIRE_CHUNK};
-use super::entry::{Entry, NodeState, Target, Txn};
+use super::entry::{Entry, NodeState, Txn};
 use crate::checkpoint;
 use crate::config::Op;
 use crate::progress::Progress;
@@ -331,7 +331,7 @@ impl Core {
             None => {
                 if self.count_failure(slot, &mut entry, "slot not served by any node") {
                     let backoff = self.backoff(entry.attempts);
-                    self.hold(slot, entry, Target::Map, backoff);
+                    self.hold_retry(slot, entry, backoff);
                 }
             }
         }

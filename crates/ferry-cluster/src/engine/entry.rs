@@ -168,6 +168,10 @@ pub(super) struct Hold {
     pub(super) queued: VecDeque<Entry>,
     /// Not released before this.
     pub(super) not_before: Instant,
+    /// The last refusal was a retryable error (`CLUSTERDOWN`, `TRYAGAIN`,
+    /// ...): the oldest entry goes out alone first, the rest once it is
+    /// answered (see `Core::release`).
+    pub(super) pilot: bool,
 }
 
 /// Ops of one slot collected during a loop turn (checkpoint mode).

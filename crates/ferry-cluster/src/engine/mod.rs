@@ -14,6 +14,9 @@
 //!     -> when no entry of s is in any node queue any more (inflight[s] == 0)
 //!        and the backoff has passed: resend sorted by submission seq, then
 //!        queued, each to its target; the hold is removed
+//!     -> after a retryable refusal (CLUSTERDOWN, TRYAGAIN, ...): only the
+//!        oldest entry goes out (the pilot); the rest stay held until it is
+//!        answered (the condition can clear in the middle of a pipeline)
 //! ```
 //!
 //! Invariants: an entry is in exactly one place (a node queue, a hold's

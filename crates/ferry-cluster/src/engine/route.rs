@@ -52,9 +52,20 @@ impl Core {
             resend: Vec::new(),
             queued: VecDeque::new(),
             not_before,
+            pilot: false,
         });
         hold.not_before = hold.not_before.max(not_before);
         hold.resend.push((entry, target));
+    }
+
+    /// [`Core::hold`] after a retryable refusal: the condition may clear
+    /// while a pipeline of the slot's entries is being answered, so when
+    /// the hold is released its oldest entry goes out alone first.
+    pub(super) fn hold_retry(&mut self, slot: u16, entry: Entry, backoff: Duration) {
+        self.hold(slot, entry, Target::Map, backoff);
+        if let Some(hold) = self.holds.get_mut(&slot) {
+            hold.pilot = true;
+        }
     }
 
     /// Releases the hold of `slot` if nothing of it is in flight and its
@@ -79,21 +90,50 @@ impl Core {
         }
     }
 
+    /// Sends the held entries of `slot` in submission order, then the ones
+    /// queued behind them; the hold is removed. After a retryable refusal
+    /// (`pilot`) only the oldest entry goes out and the rest stay held
+    /// until it is answered: a node whose `CLUSTERDOWN` (or `TRYAGAIN`,
+    /// `LOADING`, ...) clears while it works through a pipeline refuses
+    /// the first entries and applies the later ones, which would put
+    /// newer values of the slot before older ones.
     fn release(&mut self, slot: u16) {
         let Some(mut hold) = self.holds.remove(&slot) else {
             return;
         };
         hold.resend.sort_by_key(|(e, _)| e.seq);
+        if hold.pilot && !hold.resend.is_empty() && hold.resend.len() + hold.queued.len() > 1 {
+            let (entry, target) = hold.resend.remove(0);
+            self.held_bytes -= entry.wire.len();
+            self.send_held(slot, entry, target);
+            // The rest wait (still counted in `held_bytes`) behind the
+            // pilot, or behind a new hold if it could not go out.
+            let now = self.now;
+            let rest = self.holds.entry(slot).or_insert_with(|| Hold {
+                resend: Vec::new(),
+                queued: VecDeque::new(),
+                not_before: now,
+                pilot: false,
+            });
+            rest.resend.extend(hold.resend);
+            rest.queued.extend(hold.queued);
+            return;
+        }
         for (entry, target) in hold.resend {
             self.held_bytes -= entry.wire.len();
-            match target {
-                Target::Ask(i) if !self.holds.contains_key(&slot) => self.push(i, entry),
-                _ => self.route(slot, entry),
-            }
+            self.send_held(slot, entry, target);
         }
         for entry in hold.queued {
             self.held_bytes -= entry.wire.len();
             self.route(slot, entry);
+        }
+    }
+
+    /// One resent entry: to the `ASK` node, else where the slot map says.
+    fn send_held(&mut self, slot: u16, entry: Entry, target: Target) {
+        match target {
+            Target::Ask(i) if !self.holds.contains_key(&slot) => self.push(i, entry),
+            _ => self.route(slot, entry),
         }
     }
 
@@ -134,7 +174,7 @@ impl Core {
                 self.note(WriterEvent::Redirected { ask: true });
                 if self.count_failure(slot, &mut entry, &text) {
                     let backoff = self.backoff(entry.attempts);
-                    self.hold(slot, entry, Target::Map, backoff);
+                    self.hold_retry(slot, entry, backoff);
                 }
             }
             (Some(slot), ErrorKind::Moved | ErrorKind::Ask, Some(r)) => {
@@ -169,7 +209,7 @@ impl Core {
                 }
                 if self.count_failure(slot, &mut entry, &text) {
                     let backoff = self.backoff(entry.attempts);
-                    self.hold(slot, entry, Target::Map, backoff);
+                    self.hold_retry(slot, entry, backoff);
                 }
             }
             _ => {
@@ -220,7 +260,7 @@ impl Core {
                 return;
             }
             let backoff = self.backoff(e.attempts);
-            self.hold(slot, e, Target::Map, backoff);
+            self.hold_retry(slot, e, backoff);
         }
     }
 }

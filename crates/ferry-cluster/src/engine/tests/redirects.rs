@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use ferry_resp::Value;
+
 use super::harness::{Harness, Mode, S0, err, ok, set};
 use crate::engine::events::WriterEvent;
 
@@ -155,4 +157,51 @@ fn a_burst_of_redirects_logs_two_lines_not_hundreds() {
     h.core.on_timer(h.now);
     let lines = h.core.telemetry.logged.len();
     assert_eq!(lines, 2, "{:?}", h.core.telemetry.logged);
+}
+
+/// The values of `key` a node applies, in order, from the `SET`s written
+/// to it and its replies (`OK` applies, an error does not).
+fn applied_sets(key: &str, written: &[String], replies: &[Value], into: &mut Vec<String>) {
+    for (line, reply) in written.iter().zip(replies) {
+        if let (Some(v), Value::Simple(_)) = (line.strip_prefix(&format!("SET {key} ")), reply) {
+            into.push(v.to_owned());
+        }
+    }
+}
+
+#[test]
+fn a_clusterdown_that_clears_mid_pipeline_keeps_the_slot_in_order() {
+    const DOWN: &str = "CLUSTERDOWN The cluster is down";
+    let mut h = Harness::new(2, Mode::Plain);
+    let mut applied = Vec::new();
+    for i in 1..=3 {
+        h.submit(set(S0, "a", &i.to_string(), i));
+    }
+    assert_eq!(h.turn_on(0), ["SET a 1", "SET a 2", "SET a 3"]);
+    // A master elsewhere fails: the node refuses everything.
+    h.reply(0, vec![err(DOWN), err(DOWN), err(DOWN)]);
+    h.submit(set(S0, "a", "4", 4));
+    assert!(h.turn().is_empty());
+    // After the backoff the slot is retried; the node's state turns ok
+    // while it works through what was written: the first entry is still
+    // refused, whatever follows it is applied.
+    h.advance(Duration::from_secs(1));
+    h.core.on_timer(h.now);
+    let written = h.turn_on(0);
+    let mut replies = vec![err(DOWN)];
+    replies.extend(written.iter().skip(1).map(|_| ok()));
+    applied_sets("a", &written, &replies, &mut applied);
+    h.reply(0, replies);
+    // From now on everything is accepted.
+    for _ in 0..4 {
+        h.advance(Duration::from_secs(1));
+        h.core.on_timer(h.now);
+        let written = h.turn_on(0);
+        let replies: Vec<Value> = written.iter().map(|_| ok()).collect();
+        applied_sets("a", &written, &replies, &mut applied);
+        h.reply(0, replies);
+    }
+    assert_eq!(applied, ["1", "2", "3", "4"]);
+    assert_eq!(h.applied(), 4);
+    assert!(h.fatal().is_none());
 }
