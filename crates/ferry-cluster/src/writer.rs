@@ -491,21 +491,34 @@ impl ClusterWriter {
     /// # Errors
     /// The writer's fatal error, once it has stopped.
     pub async fn submit(&mut self, mut op: Op) -> Result<(), WriterError> {
+        self.admit(std::slice::from_mut(&mut op)).await?;
+        self.send(Cmd::Op(op)).await
+    }
+
+    /// What every submit does before handing ops to the engine: stop on
+    /// the writer's fatal error, put a standalone target's ops on one
+    /// "slot" (one node, one order: a hold or retry can never let a later
+    /// op, or a `SELECT`, overtake an earlier one), and wait for the rate
+    /// limit.
+    async fn admit(&mut self, ops: &mut [Op]) -> Result<(), WriterError> {
         if let Some(e) = self.shared.error() {
             return Err(e);
         }
         if self.standalone {
-            // One node, one order: every op on one "slot" so a hold or
-            // retry can never let a later op (or `SELECT`) overtake it.
-            op.slot = op.slot.map(|_| 0);
+            for op in ops.iter_mut() {
+                op.slot = op.slot.map(|_| 0);
+            }
         }
-        if self.rate.is_some() {
-            self.throttle(1, args_len(&op.args)).await;
+        if self.rate.is_some() && !ops.is_empty() {
+            let bytes = ops.iter().map(|o| args_len(&o.args)).sum();
+            self.throttle(ops.len() as u64, bytes).await;
         }
-        self.cmds
-            .send(Cmd::Op(op))
-            .await
-            .map_err(|_| self.stopped())
+        Ok(())
+    }
+
+    /// Hands `cmd` to the engine (waits while its queue is full).
+    async fn send(&mut self, cmd: Cmd) -> Result<(), WriterError> {
+        self.cmds.send(cmd).await.map_err(|_| self.stopped())
     }
 
     /// Queues ops in order, as one message to the engine: the same as
@@ -517,25 +530,11 @@ impl ClusterWriter {
     /// # Errors
     /// The writer's fatal error, once it has stopped.
     pub async fn submit_batch(&mut self, mut ops: Vec<Op>) -> Result<(), WriterError> {
-        if let Some(e) = self.shared.error() {
-            return Err(e);
-        }
+        self.admit(&mut ops).await?;
         if ops.is_empty() {
             return Ok(());
         }
-        if self.standalone {
-            for op in &mut ops {
-                op.slot = op.slot.map(|_| 0);
-            }
-        }
-        if self.rate.is_some() {
-            let bytes = ops.iter().map(|o| args_len(&o.args)).sum();
-            self.throttle(ops.len() as u64, bytes).await;
-        }
-        self.cmds
-            .send(Cmd::Ops(ops))
-            .await
-            .map_err(|_| self.stopped())
+        self.send(Cmd::Ops(ops)).await
     }
 
     /// Declares every op with an offset at or below `offset` submitted, so
@@ -546,10 +545,7 @@ impl ClusterWriter {
     /// # Errors
     /// The writer's fatal error, once it has stopped.
     pub async fn mark_complete(&mut self, offset: u64) -> Result<(), WriterError> {
-        self.cmds
-            .send(Cmd::Complete(offset))
-            .await
-            .map_err(|_| self.stopped())
+        self.send(Cmd::Complete(offset)).await
     }
 
     /// Waits until every op submitted so far is acknowledged.
@@ -558,10 +554,7 @@ impl ClusterWriter {
     /// The writer's fatal error.
     pub async fn flush(&mut self) -> Result<(), WriterError> {
         let (tx, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Flush(tx))
-            .await
-            .map_err(|_| self.stopped())?;
+        self.send(Cmd::Flush(tx)).await?;
         rx.await.map_err(|_| self.stopped())?
     }
 
@@ -581,27 +574,12 @@ impl ClusterWriter {
     ///
     /// # Errors
     /// The writer's fatal error, once it has stopped.
-    pub async fn submit_group(&mut self, ops: Vec<Op>) -> Result<(), WriterError> {
-        if let Some(e) = self.shared.error() {
-            return Err(e);
-        }
+    pub async fn submit_group(&mut self, mut ops: Vec<Op>) -> Result<(), WriterError> {
+        self.admit(&mut ops).await?;
         if ops.is_empty() {
             return Ok(());
         }
-        let mut ops = ops;
-        if self.standalone {
-            for op in &mut ops {
-                op.slot = op.slot.map(|_| 0);
-            }
-        }
-        if self.rate.is_some() {
-            let bytes = ops.iter().map(|o| args_len(&o.args)).sum();
-            self.throttle(ops.len() as u64, bytes).await;
-        }
-        self.cmds
-            .send(Cmd::Group(ops))
-            .await
-            .map_err(|_| self.stopped())
+        self.send(Cmd::Group(ops)).await
     }
 
     /// Turns the per-slot transactions with checkpoints on or off for the
@@ -613,10 +591,7 @@ impl ClusterWriter {
     /// # Errors
     /// The writer's fatal error.
     pub async fn set_checkpointing(&mut self, on: bool) -> Result<(), WriterError> {
-        self.cmds
-            .send(Cmd::Checkpointing(on))
-            .await
-            .map_err(|_| self.stopped())
+        self.send(Cmd::Checkpointing(on)).await
     }
 
     /// Starts a new source history (a full resync): waits until everything
@@ -631,10 +606,7 @@ impl ClusterWriter {
         self.flush().await?;
         self.committed.clear();
         let (tx, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::NewHistory(history, tx))
-            .await
-            .map_err(|_| self.stopped())?;
+        self.send(Cmd::NewHistory(history, tx)).await?;
         rx.await.map_err(|_| self.stopped())
     }
 

@@ -59,6 +59,7 @@ impl Translator {
                     return;
                 }
                 if let Value::Module(m) = &k.value
+                    && !self.missing_module_types.is_empty()
                     && let Some(module) = self.missing_module_types.get(&m.id.name())
                 {
                     let detail =
@@ -71,8 +72,8 @@ impl Translator {
                 if let Some(p) = self.prefix(k.header.db) {
                     k.header.key = crate::rewrite::prefixed(&p, &k.header.key);
                 }
-                let (db, key) = (k.header.db, k.header.key.clone());
-                self.hold_snapshot_key(db, &key, &mut k.header.expire_ms, now_ms, out);
+                let h = &mut k.header;
+                self.hold_snapshot_key(h.db, &h.key, &mut h.expire_ms, now_ms, out);
                 let h = &k.header;
                 let slot = key_slot(&h.key);
                 let stamp = match (self.cfg.restore, self.file) {
@@ -130,8 +131,7 @@ impl Translator {
                     h.key = crate::rewrite::prefixed(&p, &h.key);
                 }
                 if keep {
-                    let key = h.key.clone();
-                    self.hold_snapshot_key(h.db, &key, &mut h.expire_ms, now_ms, out);
+                    self.hold_snapshot_key(h.db, &h.key, &mut h.expire_ms, now_ms, out);
                 }
                 self.big = keep.then_some((h, true));
             }

@@ -193,14 +193,10 @@ pub(crate) fn ttl_differs(a: i64, b: i64, ttl_tolerance_ms: i64) -> Option<Strin
         .then(|| format!("ttl {a} ms on the source, {b} ms on the target"))
 }
 
-/// Keys under this prefix are ferry's own (checkpoints in the target): never
-/// compared, never reported as extra, removed by cleanup.
-pub const RESERVED_PREFIX: &[u8] = ferry_cluster::RESERVED_PREFIX.as_bytes();
-
 /// Whether a key takes part in a comparison: inside the filter and not one
 /// of ferry's own keys.
 pub fn compared_key(filter: &Filter, key: &[u8]) -> bool {
-    !key.starts_with(RESERVED_PREFIX) && filter.key(key)
+    !ferry_ops::is_reserved(key) && filter.key(key)
 }
 
 #[cfg(test)]

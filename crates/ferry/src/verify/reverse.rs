@@ -6,7 +6,7 @@ use ferry_cluster::Conn;
 use tokio::sync::mpsc;
 
 use super::engine::{Ctx, Msg, extra, scan};
-use super::read::{RESERVED_PREFIX, call, call_many, compared_key};
+use super::read::{call, call_many, compared_key};
 use super::report::Tally;
 use super::{Job, Reverse};
 
@@ -63,7 +63,7 @@ pub(crate) async fn reverse_task(
                         {
                             mine.push(k[p.len()..].to_vec());
                         }
-                        None if *first && !k.starts_with(RESERVED_PREFIX) => extra(
+                        None if *first && !ferry_ops::is_reserved(&k) => extra(
                             ctx,
                             job,
                             &mut tally,
