@@ -395,3 +395,157 @@ fn kill9_twice_while_streaming_is_exactly_once_without_full_sync() {
         "{st:#}"
     );
 }
+
+/// A cluster source into one standalone server (consolidation).
+#[test]
+fn cluster_source_into_a_standalone_target() {
+    let src = Cluster::start(FLAVOR, 3).expect("source");
+    let dst = Server::start(FLAVOR).expect("standalone target");
+    fill(&src, 400);
+    let run = Run::new(&src.nodes[0].url(), ", mode: cluster", &dst.url(), "");
+    let daemon = run.start();
+    std::thread::scope(|s| s.spawn(|| workload(&src, 3, 3, 20_000)).join()).expect("workload");
+    wait_all_caught_up(&src, &run, 3, &daemon);
+    assert_eq!(
+        run.status().expect("status")["targets"][0]["mode"],
+        "standalone"
+    );
+    assert_target_equals_source(&src, &[&dst]);
+}
+
+/// `FLUSHALL` on one source master while streaming deletes only that
+/// shard's slots on the target; then a forced full sync of one shard
+/// (its saved position removed) deletes its slots first (a key deleted on
+/// the source meanwhile does not survive) and leaves the other shards
+/// streaming with `+CONTINUE`.
+#[test]
+fn flushall_of_one_master_and_a_full_sync_of_one_shard_touch_only_its_slots() {
+    let src = Cluster::start(FLAVOR, 3).expect("source");
+    let dst = Cluster::start(FLAVOR, 3).expect("target");
+    fill(&src, 400);
+    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    let mut daemon = run.start();
+    wait_all_caught_up(&src, &run, 3, &daemon);
+    // FLUSHALL on the master of slot 0 only.
+    let first = src
+        .nodes
+        .iter()
+        .find(|n| port_of_slot(&src.slot_map(), 0) == Some(n.port()))
+        .expect("master of slot 0");
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut first.conn())
+        .expect("flushall");
+    workload(&src, 11, 2, 2_000);
+    wait_all_caught_up(&src, &run, 3, &daemon);
+    assert_target_equals_source(&src, &masters(&dst));
+    let st = run.status().expect("status");
+    assert!(st["emulated"].as_u64().unwrap_or(0) >= 1, "{st:#}");
+
+    // Stop, forget shard-5461's position, change the source meanwhile.
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let pos = run.dir.path().join("state/shards/shard-5461/position.json");
+    std::fs::remove_file(&pos).expect("position of shard-5461");
+    let mid = src
+        .nodes
+        .iter()
+        .find(|n| port_of_slot(&src.slot_map(), 5461) == Some(n.port()))
+        .expect("master of slot 5461");
+    let full_before: Vec<(String, u64)> = masters(&src)
+        .iter()
+        .map(|m| (m.addr(), sync_full(m)))
+        .collect();
+    let mut r = Router::new(&src);
+    let mut deleted = 0;
+    for i in 0..400 {
+        let key = format!("s:{i}");
+        if port_of_slot(&r.map, ferry_ops::key_slot(key.as_bytes())) == Some(mid.port()) {
+            r.run(&key, redis::cmd("DEL").arg(&key));
+            deleted += 1;
+        }
+    }
+    assert!(deleted > 10, "{deleted}");
+    let daemon = run.start();
+    wait_all_caught_up(&src, &run, 3, &daemon);
+    assert_target_equals_source(&src, &masters(&dst));
+    for (addr, before) in full_before {
+        let m = src.nodes.iter().find(|n| n.addr() == addr).expect("node");
+        let want = if addr == mid.addr() {
+            before + 1
+        } else {
+            before
+        };
+        assert_eq!(sync_full(m), want, "{addr}\n{}", daemon.log());
+    }
+    assert!(
+        daemon.log().contains("full sync of this source shard"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// Two processes (`partition count: 2`) share a 3-shard source: one takes
+/// shard-0 and shard-10923, the other shard-5461. The second, killed and
+/// restarted alone, resumes its own shard with `+CONTINUE`.
+#[test]
+fn two_processes_share_the_shards_and_one_restarts_alone() {
+    let src = Cluster::start(FLAVOR, 3).expect("source");
+    let dst = Cluster::start(FLAVOR, 4).expect("target");
+    fill(&src, 400);
+    let a = Run::new(
+        &src.nodes[0].url(),
+        ", partition: { index: 0, count: 2 }",
+        &dst.seed_url(),
+        "",
+    );
+    let b = Run::new(
+        &src.nodes[1].url(),
+        ", partition: { index: 1, count: 2 }",
+        &dst.seed_url(),
+        "",
+    );
+    let da = a.start();
+    let mut db = b.start();
+    workload(&src, 5, 2, 5_000);
+    wait_all_caught_up(&src, &a, 2, &da);
+    wait_all_caught_up(&src, &b, 1, &db);
+    let links = |r: &Run| -> Vec<String> {
+        r.status().expect("status")["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .map(|l| l["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(links(&a), ["shard-0", "shard-10923"]);
+    assert_eq!(links(&b), ["shard-5461"]);
+    assert_target_equals_source(&src, &masters(&dst));
+    let full_before: Vec<u64> = masters(&src).iter().map(|m| sync_full(m)).collect();
+    std::thread::scope(|s| {
+        let w = s.spawn(|| workload(&src, 9, 5, 20_000));
+        std::thread::sleep(Duration::from_millis(1000));
+        db.kill9();
+        std::thread::sleep(Duration::from_millis(1500));
+        db = b.start();
+        w.join().expect("workload")
+    });
+    wait_all_caught_up(&src, &a, 2, &da);
+    wait_all_caught_up(&src, &b, 1, &db);
+    assert_eq!(links(&b), ["shard-5461"]);
+    let full_after: Vec<u64> = masters(&src).iter().map(|m| sync_full(m)).collect();
+    assert_eq!(full_before, full_after);
+    assert_target_equals_source(&src, &masters(&dst));
+    // Another count on the same state_dir is refused.
+    let bad = std::fs::read_to_string(&b.cfg)
+        .expect("cfg")
+        .replace("count: 2", "count: 3");
+    drop(db);
+    std::fs::write(&b.cfg, bad).expect("cfg");
+    let out = Command::new(FERRY)
+        .args(["run", "--config"])
+        .arg(&b.cfg)
+        .output()
+        .expect("ferry run");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("partition"), "{err}");
+}
