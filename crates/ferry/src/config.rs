@@ -460,6 +460,7 @@ impl Config {
 
     /// Parse configuration text, expanding `${NAME}` with `lookup` (no
     /// partition override from the environment).
+    #[cfg(test)]
     pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         Config::parse_env(text, lookup, &|_| None)
     }
@@ -547,6 +548,14 @@ impl Config {
 }
 
 pub use ferry_ops::redact;
+
+/// `url` with its `host:port` replaced by `addr` (scheme and credentials
+/// kept): the URL of another node of the same cluster.
+pub fn url_with_addr(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let creds = rest.rfind('@').map_or("", |i| &rest[..=i]);
+    format!("{scheme}://{creds}{addr}")
+}
 
 /// Parse a `redis://` or `rediss://` (TLS) URL of the configuration: a
 /// `/<db>` path is refused (the source replicates every db; `filter.dbs`
@@ -735,6 +744,15 @@ mod tests {
             let err = parse(source, env).unwrap_err();
             assert!(err.contains(what), "{source} {env:?}: {err}");
         }
+    }
+
+    #[test]
+    fn url_of_another_node_keeps_scheme_and_credentials() {
+        assert_eq!(
+            url_with_addr("rediss://u:p@w@h:1", "10.0.0.2:7001"),
+            "rediss://u:p@w@10.0.0.2:7001"
+        );
+        assert_eq!(url_with_addr("redis://h:1", "[::1]:7"), "redis://[::1]:7");
     }
 
     #[test]
