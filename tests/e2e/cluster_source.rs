@@ -145,6 +145,17 @@ impl<'a> Router<'a> {
         })
     }
 
+    /// Like [`Router::conn`], `None` when the node does not answer.
+    fn try_conn(&mut self, key: &str) -> Option<&mut redis::Connection> {
+        let slot = ferry_ops::key_slot(key.as_bytes());
+        let port = port_of_slot(&self.map, slot)?;
+        if !self.conns.contains_key(&port) {
+            let node = self.cluster.nodes.iter().find(|n| n.port() == port)?;
+            self.conns.insert(port, node.try_conn().ok()?);
+        }
+        self.conns.get_mut(&port)
+    }
+
     fn run(&mut self, key: &str, cmd: &mut redis::Cmd) {
         let _: redis::Value = cmd.query(self.conn(key)).expect("source write");
     }
@@ -548,4 +559,124 @@ fn two_processes_share_the_shards_and_one_restarts_alone() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("partition"), "{err}");
+}
+
+/// The workload of [`workload`], tolerant of a source failover: a refused
+/// write (connection lost, `MOVED`, `CLUSTERDOWN`) re-reads the slot map
+/// and goes on. Bounded by `seconds` and `max_ops`.
+fn workload_through_failovers(c: &Cluster, seed: u64, seconds: u64, max_ops: u64) -> u64 {
+    let mut r = Router::new(c);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut x = seed | 1;
+    let mut n = 0;
+    while n < max_ops && Instant::now() < deadline {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = x % 97;
+        let (key, mut cmd) = match x % 4 {
+            0 => (format!("w:c:{i}"), redis::cmd("INCR")),
+            1 => (format!("w:l:{i}"), redis::cmd("RPUSH")),
+            2 => (format!("w:s:{i}"), redis::cmd("SET")),
+            _ => (format!("s:{i}"), redis::cmd("DEL")),
+        };
+        cmd.arg(&key);
+        if x % 4 == 1 || x % 4 == 2 {
+            cmd.arg(n);
+        }
+        let ok = r
+            .try_conn(&key)
+            .is_some_and(|c| cmd.query::<redis::Value>(c).is_ok());
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+            r = Router::new(c);
+        }
+        n += 1;
+    }
+    n
+}
+
+fn kill9_pid(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+/// A graceful `CLUSTER FAILOVER` of one source shard and a killed master
+/// of another (its replica promoted) under load: each shard's link finds
+/// its shard's new master and goes on there; the target ends equal to the
+/// source as the new masters see it; the third shard's link is never
+/// interrupted.
+#[test]
+fn source_failovers_graceful_and_killed_master_under_load() {
+    let src = source_cluster();
+    let dst = Cluster::start(FLAVOR, 3).expect("target");
+    fill(&src, 300);
+    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    let daemon = run.start();
+    wait_streaming(&run, 3, &daemon);
+    let pairs = src.master_replica_pairs();
+    assert!(pairs.len() >= 2, "{pairs:?}");
+    let (m1, r1) = pairs[0];
+    let (m2, r2) = pairs[1];
+    let touched = [src.nodes[m1].addr(), src.nodes[m2].addr()];
+    let st = run.status().expect("status");
+    let other = st["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| !touched.iter().any(|t| l["source"] == t.as_str()))
+        .expect("an untouched shard")["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let reconnects_of = |st: &serde_json::Value| {
+        st["links"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["name"] == other.as_str()))
+            .and_then(|l| l["reconnects"].as_u64())
+    };
+    let before = reconnects_of(&st);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| workload_through_failovers(&src, 21, 25, 200_000));
+        std::thread::sleep(Duration::from_millis(1500));
+        let _: () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query(&mut src.nodes[r1].conn())
+            .expect("CLUSTER FAILOVER");
+        src.wait_role_change(r1, Some(m1), None, Duration::from_secs(60))
+            .expect("graceful failover");
+        std::thread::sleep(Duration::from_millis(1500));
+        kill9_pid(src.nodes[m2].pid());
+        src.wait_role_change(r2, None, Some(m2), Duration::from_secs(60))
+            .expect("replica promoted");
+        std::thread::sleep(Duration::from_millis(1500));
+        w.join().expect("workload")
+    });
+    wait_all_caught_up(&src, &run, 3, &daemon);
+    let st = run.status().expect("status");
+    let sources: Vec<&str> = st["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| l["source"].as_str().unwrap_or(""))
+        .collect();
+    for promoted in [r1, r2] {
+        assert!(
+            sources.contains(&src.nodes[promoted].addr().as_str()),
+            "{sources:?}\n{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(
+        reconnects_of(&st),
+        before,
+        "the third shard was interrupted"
+    );
+    assert_target_equals_source(&src, &masters(&dst));
+    for l in daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("another node") || l.contains("full sync") || l.contains("resum"))
+    {
+        eprintln!("{l}");
+    }
 }

@@ -31,6 +31,7 @@ use crate::events;
 
 pub mod cluster;
 pub mod http;
+pub mod locate;
 pub mod main_loop;
 pub mod shutdown;
 pub mod status;

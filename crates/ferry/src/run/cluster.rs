@@ -32,6 +32,7 @@ use ferry_resp::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::locate::ShardLocator;
 use super::main_loop::{self, Publish};
 use super::shutdown::Shutdown;
 use super::status::{self, Assembler, ShardStatus, Status};
@@ -139,6 +140,7 @@ struct Planned {
     slots: String,
     cfg: Config,
     gate: Arc<SlotGate>,
+    locator: Arc<ShardLocator>,
 }
 
 /// The node a shard is replicated from (`source.read_from`).
@@ -170,6 +172,15 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
     let (record, assigned) = reconcile(recorded.as_ref(), &shards, partition)
         .with_context(|| format!("{}", cfg.state_dir.join(SHARDS_FILE).display()))?;
     save_record(&cfg.state_dir, &record)?;
+    let src = parse_endpoint(&cfg.source.url)?;
+    let mut seeds = vec![src.addr()];
+    for s in &shards {
+        for m in std::iter::once(&s.master).chain(&s.replicas) {
+            if !seeds.contains(&m.addr) {
+                seeds.push(m.addr.clone());
+            }
+        }
+    }
     let mut out = Vec::new();
     for a in assigned.iter().filter(|a| a.selected) {
         let shard = &shards[a.current];
@@ -179,12 +190,23 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         c.source.url = url_with_addr(&cfg.source.url, &node);
         // The sampler reads one server; not per shard (yet).
         c.verify.sample_per_second = 0;
+        let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
+        let locator = Arc::new(ShardLocator::new(
+            a.name.clone(),
+            seeds.clone(),
+            src.auth.clone(),
+            cfg.source.tls_config(),
+            gate.clone(),
+            cfg.source.read_from,
+            node.clone(),
+        ));
         out.push(Planned {
             name: a.name.clone(),
             node,
             slots: ranges_text(&shard.ranges),
             cfg: c,
-            gate: Arc::new(SlotGate::from_ranges(&shard.ranges)),
+            gate,
+            locator,
         });
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
@@ -229,6 +251,7 @@ pub async fn run(
         let shard = ShardWire {
             namespace: p.name.clone(),
             gate: p.gate.clone(),
+            locator: Some(p.locator.clone()),
         };
         let wired = tokio::select! {
             w = wiring::wire(&p.cfg, allow_nonempty_target, sd.root.child_token(), Some(shard)) => {
