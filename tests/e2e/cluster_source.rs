@@ -446,11 +446,28 @@ fn flushall_of_one_master_and_a_full_sync_of_one_shard_touch_only_its_slots() {
     let _: () = redis::cmd("FLUSHALL")
         .query(&mut first.conn())
         .expect("flushall");
+    // A client loads a function library on every master: each shard's
+    // stream carries it, and every copy must apply.
+    for m in masters(&src) {
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("#!lua name=ferrylib\nredis.register_function('ferry_one', function() return 1 end)")
+            .query(&mut m.conn())
+            .expect("FUNCTION LOAD");
+    }
     workload(&src, 11, 2, 2_000);
     wait_all_caught_up(&src, &run, 3, &daemon);
     assert_target_equals_source(&src, &masters(&dst));
     let st = run.status().expect("status");
     assert!(st["emulated"].as_u64().unwrap_or(0) >= 1, "{st:#}");
+    for m in masters(&dst) {
+        let n: i64 = redis::cmd("FCALL")
+            .arg("ferry_one")
+            .arg(0)
+            .query(&mut m.conn())
+            .expect("the function on every target master");
+        assert_eq!(n, 1);
+    }
 
     // Stop, forget shard-5461's position, change the source meanwhile.
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
