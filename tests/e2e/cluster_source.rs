@@ -689,8 +689,19 @@ fn source_failovers_graceful_and_killed_master_under_load() {
         "the third shard was interrupted"
     );
     assert_target_equals_source(&src, &masters(&dst));
-    for l in daemon
-        .log()
+    let log = daemon.log();
+    // Restarted with source.url naming the dead node: the shards are
+    // found through the nodes recorded in shards.json.
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let text = std::fs::read_to_string(&run.cfg).expect("cfg");
+    let text = text.replace(&src.nodes[0].url(), &src.nodes[m2].url());
+    std::fs::write(&run.cfg, text).expect("cfg");
+    let daemon = run.start();
+    workload_through_failovers(&src, 33, 2, 2_000);
+    wait_all_caught_up(&src, &run, 3, &daemon);
+    assert_target_equals_source(&src, &masters(&dst));
+    for l in log
         .lines()
         .filter(|l| l.contains("another node") || l.contains("full sync") || l.contains("resum"))
     {

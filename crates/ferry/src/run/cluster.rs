@@ -72,15 +72,39 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     Ok(Info::parse(&text).get("cluster_enabled") == Some("1"))
 }
 
-/// The source's shards, asked of `source.url`.
-async fn discover(cfg: &Config) -> Result<Vec<SourceShard>> {
+/// The source's shards, asked of `source.url`, else of the nodes
+/// recorded in `shards.json` (the seed may have failed since).
+async fn discover(cfg: &Config, recorded: &[String]) -> Result<Vec<SourceShard>> {
     let src = parse_endpoint(&cfg.source.url)?;
-    let addr = src.addr();
+    let mut seeds = vec![src.addr()];
+    seeds.extend(recorded.iter().filter(|a| **a != src.addr()).cloned());
+    let mut tried = Vec::new();
+    for addr in &seeds {
+        match discover_at(cfg, &src.auth, addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::warn!(node = %addr, "source cluster: {e:#}");
+                tried.push(format!("{addr}: {e:#}"));
+            }
+        }
+    }
+    bail!(
+        "cannot read the source cluster's shards from {} (nor any recorded node): {}",
+        redact(&cfg.source.url),
+        tried.join("; ")
+    )
+}
+
+async fn discover_at(
+    cfg: &Config,
+    auth: &ferry_cluster::Auth,
+    addr: &str,
+) -> Result<Vec<SourceShard>> {
     let tls = cfg.source.tls_config();
-    let mut conn = Conn::connect_tls(&addr, &src.auth, T, tls.as_ref())
+    let mut conn = Conn::connect_tls(addr, auth, T, tls.as_ref())
         .await
-        .with_context(|| format!("cannot connect to the source {}", redact(&cfg.source.url)))?;
-    let host = host_of(&addr).to_owned();
+        .with_context(|| format!("cannot connect to the source node {addr}"))?;
+    let host = host_of(addr).to_owned();
     let reply = conn
         .call(&["CLUSTER", "SHARDS"], T)
         .await
@@ -163,8 +187,12 @@ fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> Result<Strin
 
 /// Discovers, records and selects the shards of this process.
 async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
-    let shards = discover(cfg).await?;
     let recorded = load_record(&cfg.state_dir)?;
+    let known = recorded
+        .as_ref()
+        .map(ShardRecord::addrs)
+        .unwrap_or_default();
+    let shards = discover(cfg, &known).await?;
     let partition = cfg.source.partition.map(|p| PartitionRecord {
         index: p.index,
         count: p.count,
