@@ -509,6 +509,9 @@ fn flushall_of_one_master_and_a_full_sync_of_one_shard_touch_only_its_slots() {
         "{}",
         daemon.log()
     );
+    for l in daemon.log().lines().filter(|l| l.contains("slots deleted")) {
+        eprintln!("{l}");
+    }
 }
 
 /// Two processes (`partition count: 2`) share a 3-shard source: one takes
