@@ -355,6 +355,23 @@ struct Session {
     /// Spool position (bytes pushed) where this session's bytes start.
     start_pos: u64,
     full: bool,
+    /// The source address of the session.
+    addr: String,
+}
+
+/// Where the decoder stopped when it last ran out of bytes, at a command
+/// boundary outside `MULTI`: what a resume on another server may skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    epoch: u64,
+    /// Spool position (bytes popped): the decoder had everything pushed.
+    at: u64,
+    /// Replication offset of the last byte decoded.
+    offset: u64,
+    /// Offset after the last event with an effect on data (not `PING`,
+    /// `PUBLISH`, `REPLCONF`, …), and the db selected there.
+    data_end: u64,
+    db: u64,
 }
 
 /// An in-band mark, at a spool position, for the decoder.
@@ -399,6 +416,8 @@ struct Inner {
     addr: String,
     /// A pending [`LinkHandle::reconnect`] / [`LinkHandle::resync`].
     request: Option<Request>,
+    /// Set by the decoder when it waits for bytes.
+    tail: Option<Tail>,
 }
 
 /// What the consumer asked the connection task to do.
@@ -584,6 +603,7 @@ impl Link {
                     cfg.addr.clone()
                 },
                 request: None,
+                tail: None,
             }),
             position_file: Mutex::new(()),
             position: Mutex::new(PositionState {
