@@ -129,6 +129,7 @@ async fn daemon(
                 crate::sampler::Progress {
                     streaming: s.phase == status::Phase::Streaming,
                     applied: s.applied_offset,
+                    links: Vec::new(),
                 }
             },
             sd.work.child_token(),
