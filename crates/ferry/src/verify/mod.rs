@@ -33,14 +33,14 @@ use clap::Args;
 
 pub use read::{Side, compare, compared_key, read};
 pub use target::Target;
-pub(crate) use target::{Endpoints, connect_source};
+pub(crate) use target::{Endpoints, connect_source, source_endpoints};
 
 use crate::config::Config;
 use engine::{Ctx, Limiter, fresh, run_job};
 use probe::{Method, digest_allowed, mget_allowed};
 use report::{Progress, Tally};
 use resume::State;
-use target::{TargetPlan, keyspace, source_endpoints};
+use target::{TargetPlan, keyspace};
 
 /// Arguments of `ferry verify`.
 #[derive(Debug, Args)]
