@@ -330,6 +330,11 @@ fn alert_rules_cover_lag_link_errors_and_spool() {
         e.contains("ferry_lag_seconds >") || e.contains("ferry_lag_bytes >")
     });
     has("link down", &|e| e.contains("ferry_phase == 0"));
+    // One link per source shard: the largest lag of any, and any link down.
+    has("largest link lag", &|e| {
+        e.contains("max by (instance, job, shard) (ferry_link_lag_bytes) >")
+    });
+    has("a link down", &|e| e.contains("ferry_link_connected == 0"));
     has("errors", &|e| e.contains("ferry_phase == 4"));
     has("target errors", &|e| {
         e.contains("ferry_target_errors_total")

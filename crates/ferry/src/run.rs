@@ -129,7 +129,15 @@ async fn daemon(
                 crate::sampler::Progress {
                     streaming: s.phase == status::Phase::Streaming,
                     applied: s.applied_offset,
-                    links: Vec::new(),
+                    links: s
+                        .links
+                        .iter()
+                        .map(|l| crate::sampler::LinkProgress {
+                            replid: l.replid.clone(),
+                            streaming: l.phase == status::Phase::Streaming,
+                            applied: l.applied_offset,
+                        })
+                        .collect(),
                 }
             },
             sd.work.child_token(),

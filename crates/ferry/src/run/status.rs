@@ -130,8 +130,18 @@ pub struct SourceStats {
 /// One source link.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LinkSection {
-    /// The link's name (`source` while there is one).
+    /// The link's name (`source` for a standalone source, the shard name
+    /// for a cluster source).
     pub name: String,
+    /// Cluster source: the address the link replicates from now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Cluster source: the replication id of the shard's history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replid: Option<String>,
+    /// Cluster source: the slots the shard owns (e.g. `0-5460`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<String>,
     /// The link's phase.
     pub phase: Phase,
     /// Connected to the source now.
@@ -415,6 +425,9 @@ impl Assembler {
             verify,
             links: vec![LinkSection {
                 name: "source".into(),
+                source: None,
+                replid: None,
+                slots: None,
                 phase,
                 connected: ls.connected,
                 source_offset: ls.source_offset,
