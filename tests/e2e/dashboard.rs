@@ -82,12 +82,8 @@ const SHARDS: &str = r#"[
     "connected": true, "source_offset": 3000, "applied_offset": 3000, "lag_bytes": 0, "reconnects": 0 }
 ]"#;
 
-/// The n-th `/status` document (0-based), shaped like run.rs's `Status`.
-fn status_json(n: u64, failed: bool) -> String {
-    status_with_links(n, failed, "[]")
-}
-
-/// The same with these `links`.
+/// The n-th `/status` document (0-based), shaped like run.rs's `Status`,
+/// with these `links`.
 fn status_with_links(n: u64, failed: bool, links: &str) -> String {
     let lag = lag_bytes(n);
     let source = 5_000_000 + n * 50_000;
