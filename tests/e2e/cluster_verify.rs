@@ -13,7 +13,7 @@ use crate::common::daemon::{FERRY, Setup};
 
 /// `n` keys `k:<i>` of mixed types (some with a TTL) on the source cluster,
 /// each written on the master owning its slot.
-fn fill_source(src: &Cluster, n: usize) {
+pub(crate) fn fill_source(src: &Cluster, n: usize) {
     let mut per: std::collections::BTreeMap<u16, redis::Pipeline> = Default::default();
     for i in 0..n {
         let k = format!("k:{i}");

@@ -29,6 +29,7 @@ use clap::Args;
 use crate::config::Config;
 use crate::events;
 
+pub mod cluster;
 pub mod http;
 pub mod main_loop;
 pub mod shutdown;
@@ -105,6 +106,10 @@ async fn daemon(
             .spawn(async move { l.serve(status, stop, tracker).await });
     }
 
+    if cluster::is_cluster(cfg).await? {
+        return cluster::run(cfg, allow_nonempty_target, sd, status).await;
+    }
+
     let wiring::Wired {
         mut applier,
         link,
@@ -113,7 +118,7 @@ async fn daemon(
         standalone,
         masters,
     } = tokio::select! {
-        w = wiring::wire(cfg, allow_nonempty_target, sd.root.child_token()) => w?,
+        w = wiring::wire(cfg, allow_nonempty_target, sd.root.child_token(), None) => w?,
         // Stopped before anything moved: nothing to drain.
         _ = sd.work.cancelled() => return Ok(()),
     };
@@ -124,22 +129,7 @@ async fn daemon(
         crate::sampler::spawn(
             cfg,
             sampler.clone(),
-            move || {
-                let s = status.lock().map(|s| s.clone()).unwrap_or_default();
-                crate::sampler::Progress {
-                    streaming: s.phase == status::Phase::Streaming,
-                    applied: s.applied_offset,
-                    links: s
-                        .links
-                        .iter()
-                        .map(|l| crate::sampler::LinkProgress {
-                            replid: l.replid.clone(),
-                            streaming: l.phase == status::Phase::Streaming,
-                            applied: l.applied_offset,
-                        })
-                        .collect(),
-                }
-            },
+            move || sampler_progress(&status),
             sd.work.child_token(),
             &sd.tracker,
         );
@@ -148,8 +138,9 @@ async fn daemon(
         status: status.clone(),
         sampler,
         sample_per_second: cfg.verify.sample_per_second,
-        metrics: status_metrics::StatusMetrics::default(),
+        metrics: Some(status_metrics::StatusMetrics::default()),
         assembler: Assembler::new(keys_total, standalone, masters),
+        print_line: true,
     };
     let result = main_loop::run(&mut applier, &link, &mut events, &mut publish, &sd.work).await;
 
@@ -168,7 +159,29 @@ async fn daemon(
     link_result.context("source link")?;
     if let Ok(mut s) = status.lock() {
         s.stopped();
-        publish.metrics.record(&s);
+        if let Some(m) = &publish.metrics {
+            m.record(&s);
+        }
     }
     Ok(())
+}
+
+/// What the sampled verify needs of the daemon's status: the offset
+/// applied (a standalone source), or each link's with its replid (a
+/// cluster source).
+pub(crate) fn sampler_progress(status: &Mutex<status::Status>) -> crate::sampler::Progress {
+    let s = status.lock().map(|s| s.clone()).unwrap_or_default();
+    crate::sampler::Progress {
+        streaming: s.phase == status::Phase::Streaming,
+        applied: s.applied_offset,
+        links: s
+            .links
+            .iter()
+            .map(|l| crate::sampler::LinkProgress {
+                replid: l.replid.clone(),
+                streaming: l.phase == status::Phase::Streaming,
+                applied: l.applied_offset,
+            })
+            .collect(),
+    }
 }

@@ -12,7 +12,7 @@ use ferry_ops::{Topology, key_slot};
 use ferry_tls::TlsConfig;
 
 use super::read::{Side, T, call, read};
-use crate::config::{Config, parse_endpoint};
+use crate::config::{Config, SourceMode, parse_endpoint};
 
 /// Where and how to connect to one side.
 #[derive(Clone)]
@@ -68,7 +68,8 @@ impl Endpoints {
 }
 
 /// The source's nodes: the standalone server, or every master of a
-/// cluster source (sorted by address).
+/// cluster source (sorted by address): `source.mode`, or with `auto`
+/// what `INFO cluster` says.
 pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
     let src = parse_endpoint(&cfg.source.url)?;
     let addr = src.addr();
@@ -78,14 +79,20 @@ pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
         tls: cfg.source.tls_config(),
         owner: None,
     };
-    let mut c = e
-        .connect(0, 0)
-        .await
-        .with_context(|| format!("source {addr}"))?;
-    if !cluster_enabled(&mut c).await? {
+    let cluster = match cfg.source.mode {
+        SourceMode::Cluster => true,
+        SourceMode::Standalone | SourceMode::Sentinel => false,
+        SourceMode::Auto => {
+            let mut c = e
+                .connect(0, 0)
+                .await
+                .with_context(|| format!("source {addr}"))?;
+            cluster_enabled(&mut c).await?
+        }
+    };
+    if !cluster {
         return Ok(e);
     }
-    drop(c);
     let wcfg = WriterConfig {
         auth: e.auth.clone(),
         tls: e.tls.clone(),
