@@ -1,5 +1,10 @@
 //! `ferry verify --config FILE`: compare the source and the target now.
 //!
+//! A cluster source is read on every master (`target.rs`): one producer
+//! per master, `--sample` shared among them by their key counts, one saved
+//! cursor per master for `--resume`, keys only on the target looked up on
+//! the master owning their slot.
+//!
 //! Walks the source with `SCAN` (never `KEYS`) and compares each key inside
 //! the configured filter with the target's (read from the master that owns
 //! its slot): type, TTL within a tolerance, and value — strings and TTLs in
