@@ -217,7 +217,7 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         let mut c = cfg.clone();
         c.state_dir = cfg.state_dir.join(SHARDS_DIR).join(&a.name);
         c.source.url = url_with_addr(&cfg.source.url, &node);
-        // The sampler reads one server; not per shard (yet).
+        // One sampler for the process (below), drawing from every master.
         c.verify.sample_per_second = 0;
         let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
         let locator = Arc::new(ShardLocator::new(
@@ -313,6 +313,20 @@ pub async fn run(
             status: shard_status,
         });
     }
+    // The sampled verify: keys of every source master whose shard this
+    // process carries, each checked once its link has applied the
+    // master's offset (matched by replid).
+    let sampler = Arc::new(crate::sampler::SamplerStats::default());
+    {
+        let status = status.clone();
+        crate::sampler::spawn(
+            cfg,
+            sampler.clone(),
+            move || crate::run::sampler_progress(&status),
+            sd.work.child_token(),
+            &sd.tracker,
+        );
+    }
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
@@ -332,7 +346,8 @@ pub async fn run(
             },
             _ = tick.tick() => {}
         }
-        let st = combined(&running);
+        let mut st = combined(&running);
+        st.verify = sampler.status(cfg.verify.sample_per_second);
         metrics.record(&st);
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
@@ -346,6 +361,7 @@ pub async fn run(
         return Err(e);
     }
     let mut st = combined(&running);
+    st.verify = sampler.status(cfg.verify.sample_per_second);
     st.stopped();
     metrics.record(&st);
     if let Ok(mut s) = status.lock() {
