@@ -711,3 +711,28 @@ fn source_failovers_graceful_and_killed_master_under_load() {
         eprintln!("{l}");
     }
 }
+
+/// `source.partition` with a standalone source is refused (two processes
+/// would both migrate it), naming the setting.
+#[test]
+fn a_partition_of_a_standalone_source_is_refused() {
+    let src = Server::start(FLAVOR).expect("source");
+    let dst = Server::start(FLAVOR).expect("target");
+    let run = Run::new(
+        &src.url(),
+        ", partition: { index: 0, count: 2 }",
+        &dst.url(),
+        "",
+    );
+    let out = Command::new(FERRY)
+        .args(["run", "--config"])
+        .arg(&run.cfg)
+        .output()
+        .expect("ferry run");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("source.partition") && err.contains("standalone"),
+        "{err}"
+    );
+}

@@ -72,6 +72,29 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     Ok(Info::parse(&text).get("cluster_enabled") == Some("1"))
 }
 
+/// Refuses cluster-only settings for a standalone source (`source.partition`
+/// would otherwise be ignored: two processes would both migrate it) and
+/// warns about `read_from: replica`.
+pub fn check_standalone(cfg: &Config) -> Result<()> {
+    if let Some(p) = cfg.source.partition {
+        bail!(
+            "source.partition (index {}, count {}) is for a cluster source, but {} is a standalone \
+             server (INFO cluster: cluster_enabled:0): remove source.partition and \
+             FERRY_PARTITION_INDEX/FERRY_PARTITION_COUNT",
+            p.index,
+            p.count,
+            redact(&cfg.source.url)
+        );
+    }
+    if cfg.source.read_from == ReadFrom::Replica {
+        tracing::warn!(
+            "source.read_from: replica is for a cluster source; replicating {} itself",
+            redact(&cfg.source.url)
+        );
+    }
+    Ok(())
+}
+
 /// The source's shards, asked of `source.url`, else of the nodes
 /// recorded in `shards.json` (the seed may have failed since).
 async fn discover(cfg: &Config, recorded: &[String]) -> Result<Vec<SourceShard>> {
@@ -236,6 +259,11 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
             gate,
             locator,
         });
+    }
+    if cfg.verify.sample_per_second > 0 {
+        tracing::info!(
+            "verify.sample_per_second is not used with a cluster source yet (no sampled verify)"
+        );
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
