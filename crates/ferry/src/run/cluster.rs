@@ -303,6 +303,7 @@ pub async fn run(
     };
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut running = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
     for p in planned {
         let shard = ShardWire {
             namespace: p.name.clone(),
@@ -311,7 +312,15 @@ pub async fn run(
         };
         let wired = tokio::select! {
             w = wiring::wire(&p.cfg, allow_nonempty_target, sd.root.child_token(), Some(shard)) => {
-                w.with_context(|| format!("source shard {} ({})", p.name, p.node))?
+                match w.with_context(|| format!("source shard {} ({})", p.name, p.node)) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        // The pipelines already running drain before ferry stops.
+                        sd.work.cancel();
+                        first_error = Some(e);
+                        break;
+                    }
+                }
             }
             _ = sd.work.cancelled() => break,
         };
@@ -343,7 +352,6 @@ pub async fn run(
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
-    let mut first_error: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             done = tasks.join_next() => match done {
