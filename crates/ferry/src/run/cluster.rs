@@ -208,6 +208,15 @@ fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> Result<Strin
     }
 }
 
+/// `limit` (0 = unlimited) split among `n` pipelines, rounded up.
+fn share(limit: u64, n: u64) -> u64 {
+    if limit == 0 {
+        0
+    } else {
+        limit.div_ceil(n.max(1))
+    }
+}
+
 /// Discovers, records and selects the shards of this process.
 async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
     let recorded = load_record(&cfg.state_dir)?;
@@ -233,6 +242,7 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         }
     }
     let mut out = Vec::new();
+    let selected = assigned.iter().filter(|a| a.selected).count() as u64;
     for a in assigned.iter().filter(|a| a.selected) {
         let shard = &shards[a.current];
         let node = node_of(shard, cfg.source.read_from, &a.name)?;
@@ -241,6 +251,10 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         c.source.url = url_with_addr(&cfg.source.url, &node);
         // The sampler reads one server; not per shard (yet).
         c.verify.sample_per_second = 0;
+        // The target rate limit is one budget for the process: shared out
+        // evenly among its pipelines (each writer has its own limiter).
+        c.target.max_ops_per_sec = share(cfg.target.max_ops_per_sec, selected);
+        c.target.max_bytes_per_sec = share(cfg.target.max_bytes_per_sec, selected);
         let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
         let locator = Arc::new(ShardLocator::new(
             a.name.clone(),
@@ -429,4 +443,15 @@ async fn drive(wired: wiring::Wired, mut publish: Publish, work: CancellationTok
         s.stopped();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rate_budget_is_shared_among_the_pipelines() {
+        assert_eq!(super::share(0, 3), 0, "unlimited stays unlimited");
+        assert_eq!(super::share(1000, 3), 334);
+        assert_eq!(super::share(1000, 1), 1000);
+        assert_eq!(super::share(1, 3), 1, "never 0 (unlimited)");
+    }
 }
