@@ -110,6 +110,7 @@ async fn daemon(
     if cluster::is_cluster(cfg).await? {
         return cluster::run(cfg, allow_nonempty_target, sd, status).await;
     }
+    cluster::check_standalone(cfg)?;
 
     let wiring::Wired {
         mut applier,
