@@ -189,6 +189,7 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
 
     // The failover (writes paused: see the module docs).
     replicas_in_sync(&group, old);
+    let t0 = Instant::now();
     let new_addr = group.failover().expect("SENTINEL FAILOVER");
     let new = group
         .servers
@@ -214,6 +215,16 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
         );
         thread::sleep(Duration::from_millis(100));
     }
+    let followed = t0.elapsed();
+    let log = daemon.log();
+    assert!(
+        log.contains("+switch-master"),
+        "ferry did not follow +switch-master:\n{log}"
+    );
+    assert!(
+        !log.contains("PUBLISH is filtered"),
+        "the sentinels' hellos were reported as skipped:\n{log}"
+    );
     write_phase(new, 300 + PHASE_OPS, PHASE_OPS, &exp, &stop);
     wait_caught_up(new, &setup.http, Duration::from_secs(60));
 
@@ -238,6 +249,15 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
 
     let exp = exp.lock().unwrap();
     assert_target_equals(new, &target, &exp);
-    setup.assert_verified();
+    let verify = setup.assert_verified();
+    let line = verify
+        .lines()
+        .find(|l| l.starts_with("verify:"))
+        .unwrap_or_default();
+    eprintln!(
+        "FAULT-ROW | Sentinel source: `SENTINEL FAILOVER` during streaming (3 sentinels, 2 replicas) \
+         | followed `+switch-master` to the new master, `+CONTINUE` (no full sync) | {:.1} s | {line} |",
+        followed.as_secs_f64()
+    );
     drop(daemon);
 }
