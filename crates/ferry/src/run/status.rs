@@ -379,7 +379,7 @@ pub fn combine(shards: &[ShardStatus]) -> Status {
         .map(|s| {
             let mut l = s.status.links.first().cloned().unwrap_or_default();
             l.name = s.name.clone();
-            l.source = Some(s.source.clone());
+            l.source = l.source.or_else(|| Some(s.source.clone()));
             l.replid = l.replid.or_else(|| s.replid.clone());
             l.slots = Some(s.slots.clone());
             l
