@@ -226,6 +226,10 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
         "ferry did not follow +switch-master:\n{log}"
     );
     assert!(
+        !log.contains("sentinel subscription"),
+        "the +switch-master subscription failed (its keepalive pings, every 5 s idle):\n{log}"
+    );
+    assert!(
         !log.contains("PUBLISH is filtered"),
         "the sentinels' hellos were reported as skipped:\n{log}"
     );
