@@ -91,6 +91,29 @@ fn replicas_in_sync(group: &SentinelGroup, master: &Server) {
     }
 }
 
+/// A `ferry run` setup whose source is the sentinels `addrs` of master
+/// `src` (`sentinel_extra`: more fields of `source.sentinel`).
+fn sentinel_setup(addrs: &[String], target_url: &str, sentinel_extra: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tmp");
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("ferry.yaml");
+    let sentinels = addrs
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  sentinel: {{ master_name: src, addresses: [{sentinels}]{sentinel_extra} }}\n\
+             target: {{ url: \"{target_url}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    Setup { dir, cfg, http }
+}
+
 fn history(setup: &Setup) -> String {
     let text = std::fs::read_to_string(setup.dir.path().join("state").join("target.json"))
         .expect("target.json");
@@ -157,26 +180,7 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
     // Before ferry starts: in the snapshot.
     write_phase(old, 0, 300, &exp, &stop);
 
-    let dir = tempfile::tempdir().expect("tmp");
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("ferry.yaml");
-    let sentinels = group
-        .sentinel_addrs()
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  sentinel: {{ master_name: src, addresses: [{sentinels}] }}\n\
-             target: {{ url: \"{}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n",
-            target.seed_url(),
-            dir.path().join("state").display()
-        ),
-    )
-    .expect("config");
-    let setup = Setup { dir, cfg, http };
+    let setup = sentinel_setup(&group.sentinel_addrs(), &target.seed_url(), "");
     let daemon = setup.run();
     wait_phase(&setup.http, "streaming", Duration::from_secs(60));
 
@@ -189,6 +193,7 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
 
     // The failover (writes paused: see the module docs).
     replicas_in_sync(&group, old);
+    let t0 = Instant::now();
     let new_addr = group.failover().expect("SENTINEL FAILOVER");
     let new = group
         .servers
@@ -214,6 +219,20 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
         );
         thread::sleep(Duration::from_millis(100));
     }
+    let followed = t0.elapsed();
+    let log = daemon.log();
+    assert!(
+        log.contains("+switch-master"),
+        "ferry did not follow +switch-master:\n{log}"
+    );
+    assert!(
+        !log.contains("sentinel subscription"),
+        "the +switch-master subscription failed (its keepalive pings, every 5 s idle):\n{log}"
+    );
+    assert!(
+        !log.contains("PUBLISH is filtered"),
+        "the sentinels' hellos were reported as skipped:\n{log}"
+    );
     write_phase(new, 300 + PHASE_OPS, PHASE_OPS, &exp, &stop);
     wait_caught_up(new, &setup.http, Duration::from_secs(60));
 
@@ -238,6 +257,79 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
 
     let exp = exp.lock().unwrap();
     assert_target_equals(new, &target, &exp);
-    setup.assert_verified();
+    let verify = setup.assert_verified();
+    let line = verify
+        .lines()
+        .find(|l| l.starts_with("verify:"))
+        .unwrap_or_default();
+    eprintln!(
+        "FAULT-ROW | Sentinel source: `SENTINEL FAILOVER` during streaming (3 sentinels, 2 replicas) \
+         | followed `+switch-master` to the new master, `+CONTINUE` (no full sync) | {:.1} s | {line} |",
+        followed.as_secs_f64()
+    );
     drop(daemon);
+}
+
+/// Passwords on the sentinels and on the data servers, no `source.url`:
+/// the sentinels' credentials serve for both (`run`, `verify`, `cutover`).
+#[test]
+fn sentinel_with_passwords_and_no_source_url() {
+    let group =
+        SentinelGroup::start_with_password(Flavor::Redis70, "src", 1, 3, &[], Some("s3cret"))
+            .expect("sentinels");
+    let target = Server::start(Flavor::Redis70).expect("target");
+    let exp = Mutex::new(Expected::default());
+    let stop = AtomicBool::new(false);
+    let master = &group.servers[0];
+    write_phase(master, 0, 200, &exp, &stop);
+    let setup = sentinel_setup(&group.sentinel_addrs(), &target.url(), ", password: s3cret");
+    let daemon = setup.run();
+    wait_phase(&setup.http, "streaming", Duration::from_secs(60));
+    write_phase(master, 200, 200, &exp, &stop);
+    wait_caught_up(master, &setup.http, Duration::from_secs(60));
+    let st = setup.status().expect("status");
+    assert_eq!(st["links"][0]["source"], master.addr(), "{st}");
+    let verify = setup.assert_verified();
+    assert!(verify.contains("0 differ"), "{verify}");
+    // The cutover finds the master through the sentinels too.
+    let out = std::process::Command::new(crate::common::daemon::FERRY)
+        .args(["cutover", "--config"])
+        .arg(&setup.cfg)
+        .output()
+        .expect("cutover");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cutover: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("in sync at offset"), "{text}");
+    drop(daemon);
+}
+
+/// No sentinel answers: `ferry run` and `ferry verify` stop with an error
+/// naming every sentinel tried and why.
+#[test]
+fn no_sentinel_answers_names_each() {
+    let target = Server::start(Flavor::Redis70).expect("target");
+    let dead = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let setup = sentinel_setup(&dead, &target.url(), "");
+    let out = crate::e2e_support::run_expecting_exit(&setup.cfg, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no sentinel named the master \"src\""),
+        "{err}"
+    );
+    for a in &dead {
+        assert!(err.contains(a.as_str()), "{a} not named: {err}");
+    }
+    let out = setup.verify();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&dead[0]) && err.contains(&dead[1]), "{err}");
 }

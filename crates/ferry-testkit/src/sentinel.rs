@@ -43,8 +43,25 @@ impl SentinelGroup {
         sentinels: usize,
         extra: &[(&str, &str)],
     ) -> Result<SentinelGroup> {
+        SentinelGroup::start_with_password(flavor, name, replicas, sentinels, extra, None)
+    }
+
+    /// [`SentinelGroup::start`] with `password` on every data server
+    /// (`requirepass`, `masterauth`) and every sentinel (`requirepass`,
+    /// and `sentinel auth-pass` to reach the servers).
+    pub fn start_with_password(
+        flavor: Flavor,
+        name: &str,
+        replicas: usize,
+        sentinels: usize,
+        extra: &[(&str, &str)],
+        password: Option<&str>,
+    ) -> Result<SentinelGroup> {
         let data = || {
             let mut b = Server::builder(flavor);
+            if let Some(pw) = password {
+                b = b.password(pw);
+            }
             for (k, v) in extra {
                 b = b.arg(k, v);
             }
@@ -64,7 +81,7 @@ impl SentinelGroup {
                 })?;
             servers.push(r);
         }
-        let conf = format!(
+        let mut conf = format!(
             "sentinel monitor {name} 127.0.0.1 {port} {quorum}\n\
              sentinel down-after-milliseconds {name} 2000\n\
              sentinel failover-timeout {name} 20000\n\
@@ -72,8 +89,19 @@ impl SentinelGroup {
             port = servers[0].port(),
             quorum = sentinels / 2 + 1,
         );
+        if let Some(pw) = password {
+            conf.push_str(&format!("sentinel auth-pass {name} {pw}\n"));
+        }
+        let sentinel = || {
+            let b = Server::builder(flavor).sentinel(&conf);
+            match password {
+                Some(pw) => b.password(pw),
+                None => b,
+            }
+            .start()
+        };
         let sentinels = (0..sentinels)
-            .map(|_| Server::builder(flavor).sentinel(&conf).start())
+            .map(|_| sentinel())
             .collect::<Result<Vec<_>>>()?;
         let group = SentinelGroup {
             name: name.to_string(),

@@ -148,9 +148,10 @@ pub async fn wire(
     lcfg.auth = auth;
     lcfg.locator = locator;
     let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
-    if let Some(s) = &sentinels {
-        lcfg.locator = Some(Arc::new(s.clone()));
-    }
+    lcfg.locator = match (&sentinels, locator) {
+        (Some(s), _) => Some(Arc::new(s.clone())),
+        (None, shard) => shard,
+    };
     let (link, events) = Link::start(lcfg, link_cancel.clone())
         .with_context(|| format!("source {}", crate::source::describe(&cfg.source)))?;
     if let Some(s) = sentinels {
