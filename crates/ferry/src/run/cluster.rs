@@ -32,6 +32,7 @@ use ferry_resp::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::locate::ShardLocator;
 use super::main_loop::{self, Publish};
 use super::shutdown::Shutdown;
 use super::status::{self, Assembler, ShardStatus, Status};
@@ -71,15 +72,62 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     Ok(Info::parse(&text).get("cluster_enabled") == Some("1"))
 }
 
-/// The source's shards, asked of `source.url`.
-async fn discover(cfg: &Config) -> Result<Vec<SourceShard>> {
+/// Refuses cluster-only settings for a standalone source (`source.partition`
+/// would otherwise be ignored: two processes would both migrate it) and
+/// warns about `read_from: replica`.
+pub fn check_standalone(cfg: &Config) -> Result<()> {
+    if let Some(p) = cfg.source.partition {
+        bail!(
+            "source.partition (index {}, count {}) is for a cluster source, but {} is a standalone \
+             server (INFO cluster: cluster_enabled:0): remove source.partition and \
+             FERRY_PARTITION_INDEX/FERRY_PARTITION_COUNT",
+            p.index,
+            p.count,
+            redact(&cfg.source.url)
+        );
+    }
+    if cfg.source.read_from == ReadFrom::Replica {
+        tracing::warn!(
+            "source.read_from: replica is for a cluster source; replicating {} itself",
+            redact(&cfg.source.url)
+        );
+    }
+    Ok(())
+}
+
+/// The source's shards, asked of `source.url`, else of the nodes
+/// recorded in `shards.json` (the seed may have failed since).
+async fn discover(cfg: &Config, recorded: &[String]) -> Result<Vec<SourceShard>> {
     let src = parse_endpoint(&cfg.source.url)?;
-    let addr = src.addr();
+    let mut seeds = vec![src.addr()];
+    seeds.extend(recorded.iter().filter(|a| **a != src.addr()).cloned());
+    let mut tried = Vec::new();
+    for addr in &seeds {
+        match discover_at(cfg, &src.auth, addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::warn!(node = %addr, "source cluster: {e:#}");
+                tried.push(format!("{addr}: {e:#}"));
+            }
+        }
+    }
+    bail!(
+        "cannot read the source cluster's shards from {} (nor any recorded node): {}",
+        redact(&cfg.source.url),
+        tried.join("; ")
+    )
+}
+
+async fn discover_at(
+    cfg: &Config,
+    auth: &ferry_cluster::Auth,
+    addr: &str,
+) -> Result<Vec<SourceShard>> {
     let tls = cfg.source.tls_config();
-    let mut conn = Conn::connect_tls(&addr, &src.auth, T, tls.as_ref())
+    let mut conn = Conn::connect_tls(addr, auth, T, tls.as_ref())
         .await
-        .with_context(|| format!("cannot connect to the source {}", redact(&cfg.source.url)))?;
-    let host = host_of(&addr).to_owned();
+        .with_context(|| format!("cannot connect to the source node {addr}"))?;
+    let host = host_of(addr).to_owned();
     let reply = conn
         .call(&["CLUSTER", "SHARDS"], T)
         .await
@@ -139,6 +187,7 @@ struct Planned {
     slots: String,
     cfg: Config,
     gate: Arc<SlotGate>,
+    locator: Arc<ShardLocator>,
 }
 
 /// The node a shard is replicated from (`source.read_from`).
@@ -159,10 +208,23 @@ fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> Result<Strin
     }
 }
 
+/// `limit` (0 = unlimited) split among `n` pipelines, rounded up.
+fn share(limit: u64, n: u64) -> u64 {
+    if limit == 0 {
+        0
+    } else {
+        limit.div_ceil(n.max(1))
+    }
+}
+
 /// Discovers, records and selects the shards of this process.
 async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
-    let shards = discover(cfg).await?;
     let recorded = load_record(&cfg.state_dir)?;
+    let known = recorded
+        .as_ref()
+        .map(ShardRecord::addrs)
+        .unwrap_or_default();
+    let shards = discover(cfg, &known).await?;
     let partition = cfg.source.partition.map(|p| PartitionRecord {
         index: p.index,
         count: p.count,
@@ -170,7 +232,17 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
     let (record, assigned) = reconcile(recorded.as_ref(), &shards, partition)
         .with_context(|| format!("{}", cfg.state_dir.join(SHARDS_FILE).display()))?;
     save_record(&cfg.state_dir, &record)?;
+    let src = parse_endpoint(&cfg.source.url)?;
+    let mut seeds = vec![src.addr()];
+    for s in &shards {
+        for m in std::iter::once(&s.master).chain(&s.replicas) {
+            if !seeds.contains(&m.addr) {
+                seeds.push(m.addr.clone());
+            }
+        }
+    }
     let mut out = Vec::new();
+    let selected = assigned.iter().filter(|a| a.selected).count() as u64;
     for a in assigned.iter().filter(|a| a.selected) {
         let shard = &shards[a.current];
         let node = node_of(shard, cfg.source.read_from, &a.name)?;
@@ -179,12 +251,27 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         c.source.url = url_with_addr(&cfg.source.url, &node);
         // One sampler for the process (below), drawing from every master.
         c.verify.sample_per_second = 0;
+        // The target rate limit is one budget for the process: shared out
+        // evenly among its pipelines (each writer has its own limiter).
+        c.target.max_ops_per_sec = share(cfg.target.max_ops_per_sec, selected);
+        c.target.max_bytes_per_sec = share(cfg.target.max_bytes_per_sec, selected);
+        let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
+        let locator = Arc::new(ShardLocator::new(
+            a.name.clone(),
+            seeds.clone(),
+            src.auth.clone(),
+            cfg.source.tls_config(),
+            gate.clone(),
+            cfg.source.read_from,
+            node.clone(),
+        ));
         out.push(Planned {
             name: a.name.clone(),
             node,
             slots: ranges_text(&shard.ranges),
             cfg: c,
-            gate: Arc::new(SlotGate::from_ranges(&shard.ranges)),
+            gate,
+            locator,
         });
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
@@ -225,14 +312,24 @@ pub async fn run(
     };
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut running = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
     for p in planned {
         let shard = ShardWire {
             namespace: p.name.clone(),
             gate: p.gate.clone(),
+            locator: Some(p.locator.clone()),
         };
         let wired = tokio::select! {
             w = wiring::wire(&p.cfg, allow_nonempty_target, sd.root.child_token(), Some(shard)) => {
-                w.with_context(|| format!("source shard {} ({})", p.name, p.node))?
+                match w.with_context(|| format!("source shard {} ({})", p.name, p.node)) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        // The pipelines already running drain before ferry stops.
+                        sd.work.cancel();
+                        first_error = Some(e);
+                        break;
+                    }
+                }
             }
             _ = sd.work.cancelled() => break,
         };
@@ -278,7 +375,6 @@ pub async fn run(
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
-    let mut first_error: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             done = tasks.join_next() => match done {
@@ -358,4 +454,15 @@ async fn drive(wired: wiring::Wired, mut publish: Publish, work: CancellationTok
         s.stopped();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rate_budget_is_shared_among_the_pipelines() {
+        assert_eq!(super::share(0, 3), 0, "unlimited stays unlimited");
+        assert_eq!(super::share(1000, 3), 334);
+        assert_eq!(super::share(1000, 1), 1000);
+        assert_eq!(super::share(1, 3), 1, "never 0 (unlimited)");
+    }
 }

@@ -378,7 +378,7 @@ pub fn combine(shards: &[ShardStatus]) -> Status {
         .map(|s| {
             let mut l = s.status.links.first().cloned().unwrap_or_default();
             l.name = s.name.clone();
-            l.source = Some(s.source.clone());
+            l.source = l.source.or_else(|| Some(s.source.clone()));
             l.replid = l.replid.or_else(|| s.replid.clone());
             l.slots = Some(s.slots.clone());
             l
@@ -557,7 +557,7 @@ impl Assembler {
             moved_slot_dropped: applied.moved_slot_dropped,
             links: vec![LinkSection {
                 name: "source".into(),
-                source: None,
+                source: (self.shard && !ls.addr.is_empty()).then(|| ls.addr.clone()),
                 replid: if self.shard { ls.replid.clone() } else { None },
                 slots: None,
                 phase,

@@ -40,6 +40,8 @@ pub struct ShardWire {
     pub namespace: String,
     /// The slots the shard owns now.
     pub gate: Arc<ferry_ops::SlotGate>,
+    /// Where the shard's link connects (follows a source failover).
+    pub locator: Option<Arc<dyn ferry_replica::Locate>>,
 }
 
 /// Connects, probes and starts the link; `link_cancel` stops the link.
@@ -112,7 +114,8 @@ pub async fn wire(
             s
         }
     };
-    let gate = shard.map(|s| s.gate);
+    let gate = shard.as_ref().map(|s| s.gate.clone());
+    let locator = shard.and_then(|s| s.locator);
     let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
@@ -124,6 +127,7 @@ pub async fn wire(
         tracing::warn!("source: {w}");
     }
     lcfg.auth = src.auth.clone();
+    lcfg.locator = locator;
     let (link, events) = Link::start(lcfg, link_cancel)
         .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
     Ok(Wired {
