@@ -8,7 +8,8 @@
 //! --http a,b` (every master paused, every link waited for, unpaused), a
 //! cutover missing a partition (refused, naming the master, nothing
 //! paused), and `ferry cleanup` (every `__ferry:` key of every target
-//! master, the per-shard checkpoints included).
+//! master, the per-shard checkpoints included). And one process's sampled
+//! verify finding changed keys of every source master.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -234,4 +235,58 @@ fn two_partitions_status_verify_cutover_metrics_cleanup() {
     assert_eq!(reserved_keys(&dst), Vec::<String>::new());
     let (code, out, err) = ferry(&["verify", "--config", cfg]);
     assert_eq!(code, Some(0), "after cleanup: {out}{err}");
+}
+
+/// The sampled verify of a cluster source draws keys from every source
+/// master: with every string key changed on the target, the daemon logs
+/// mismatches of keys owned by each of the three source masters.
+#[test]
+fn sampled_verify_of_a_cluster_source_checks_every_master() {
+    let src = Cluster::start(Flavor::Redis70, 3).expect("source cluster");
+    let dst = Cluster::start(Flavor::Redis70, 4).expect("target cluster");
+    fill_source(&src, 3000);
+    let s = Setup::new(
+        &src.seed_url(),
+        &dst.seed_url(),
+        "verify: { sample_per_second: 200 }\n",
+    );
+    let mut d = s.run();
+    wait_caught_up(&src, &[&s], &[&d], 3);
+    for i in (4..3000).step_by(5) {
+        let k = format!("k:{i}");
+        redis::cmd("APPEND")
+            .arg(&k)
+            .arg("!")
+            .query::<()>(&mut dst.node_for_key(k.as_bytes()).conn())
+            .expect("append");
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let masters = loop {
+        let log = d.log();
+        let masters: std::collections::BTreeSet<String> = log
+            .lines()
+            .filter(|l| l.contains("sampled verify: mismatch"))
+            .filter_map(|l| l.split("key=").nth(1))
+            .map(|k| k.split_whitespace().next().unwrap_or("").trim_matches('"'))
+            .map(|k| src.node_for_key(k.as_bytes()).addr())
+            .collect();
+        if masters.len() == 3 {
+            break masters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mismatches found on {masters:?} only:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let st = status(&s.http).expect("status");
+    assert!(
+        st["verify"]["mismatches"].as_u64().unwrap_or(0) >= 3,
+        "{st}"
+    );
+    println!(
+        "mismatches logged for keys of {masters:?}: {}",
+        st["verify"]
+    );
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
 }

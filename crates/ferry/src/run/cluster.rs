@@ -277,11 +277,6 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
             locator,
         });
     }
-    if cfg.verify.sample_per_second > 0 {
-        tracing::info!(
-            "verify.sample_per_second is not used with a cluster source yet (no sampled verify)"
-        );
-    }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
         shards = shards.len(),
