@@ -146,7 +146,6 @@ pub async fn wire(
         tracing::warn!("source: {w}");
     }
     lcfg.auth = auth;
-    lcfg.locator = locator;
     let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
     lcfg.locator = match (&sentinels, locator) {
         (Some(s), _) => Some(Arc::new(s.clone())),
