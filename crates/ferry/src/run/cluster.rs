@@ -54,7 +54,8 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     match cfg.source.mode {
         SourceMode::Cluster => return Ok(true),
         SourceMode::Standalone => return Ok(false),
-        SourceMode::Sentinel => bail!("source.mode: sentinel is not built in this branch"),
+        // One link to the master the sentinels name (today's layout).
+        SourceMode::Sentinel => return Ok(false),
         SourceMode::Auto => {}
     }
     if cfg.state_dir.join(SHARDS_FILE).exists() {
@@ -251,7 +252,7 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         let mut c = cfg.clone();
         c.state_dir = cfg.state_dir.join(SHARDS_DIR).join(&a.name);
         c.source.url = url_with_addr(&cfg.source.url, &node);
-        // The sampler reads one server; not per shard (yet).
+        // One sampler for the process (below), drawing from every master.
         c.verify.sample_per_second = 0;
         // The target rate limit is one budget for the process: shared out
         // evenly among its pipelines (each writer has its own limiter).
@@ -275,11 +276,6 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
             gate,
             locator,
         });
-    }
-    if cfg.verify.sample_per_second > 0 {
-        tracing::info!(
-            "verify.sample_per_second is not used with a cluster source yet (no sampled verify)"
-        );
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
@@ -365,6 +361,20 @@ pub async fn run(
             status: shard_status,
         });
     }
+    // The sampled verify: keys of every source master whose shard this
+    // process carries, each checked once its link has applied the
+    // master's offset (matched by replid).
+    let sampler = Arc::new(crate::sampler::SamplerStats::default());
+    {
+        let status = status.clone();
+        crate::sampler::spawn(
+            cfg,
+            sampler.clone(),
+            move || crate::run::sampler_progress(&status),
+            sd.work.child_token(),
+            &sd.tracker,
+        );
+    }
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
@@ -383,7 +393,8 @@ pub async fn run(
             },
             _ = tick.tick() => {}
         }
-        let st = combined(&running);
+        let mut st = combined(&running);
+        st.verify = sampler.status(cfg.verify.sample_per_second);
         metrics.record(&st);
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
@@ -397,6 +408,7 @@ pub async fn run(
         return Err(e);
     }
     let mut st = combined(&running);
+    st.verify = sampler.status(cfg.verify.sample_per_second);
     st.stopped();
     metrics.record(&st);
     if let Ok(mut s) = status.lock() {
