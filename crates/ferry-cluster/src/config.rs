@@ -157,6 +157,10 @@ pub struct WriterStats {
     pub reprobed: u64,
     /// `WAIT` replies with no replica within the timeout.
     pub wait_timeouts: u64,
+    /// `FUNCTION DELETE` copies answered `Library not found` and counted
+    /// instead of failing (ops marked [`ferry_ops::Tolerate::LibraryNotFound`]:
+    /// the copies a cluster source's shards carry of one client command).
+    pub function_delete_absent: u64,
     /// The rate limit held writes back within the last second.
     pub rate_limited: bool,
     /// Total milliseconds writes waited for the rate limit.

@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub(crate) refreshes: AtomicU64,
     pub(crate) reprobed: AtomicU64,
     pub(crate) wait_timeouts: AtomicU64,
+    pub(crate) function_delete_absent: AtomicU64,
     /// Standalone target: the db of the last acknowledged `SELECT`.
     pub(crate) selected_db: AtomicU64,
     pub(crate) fatal: Mutex<Option<WriterError>>,

@@ -648,6 +648,7 @@ impl ClusterWriter {
             refreshes: get(&self.shared.refreshes),
             reprobed: get(&self.shared.reprobed),
             wait_timeouts: get(&self.shared.wait_timeouts),
+            function_delete_absent: get(&self.shared.function_delete_absent),
             rate_limited: self
                 .rate
                 .as_ref()

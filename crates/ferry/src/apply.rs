@@ -821,6 +821,7 @@ mod tests {
             args: args.split(' ').map(|a| Bytes::from(a.to_owned())).collect(),
             slot,
             offset: 1,
+            tolerate: ferry_ops::Tolerate::Nothing,
         };
         let k = key_slot(b"k");
         let gate = SlotGate::from_ranges(&[(k, k)]);

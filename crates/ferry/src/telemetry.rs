@@ -54,6 +54,9 @@ pub const TARGET_REFRESHES: &str = "ferry_target_refreshes_total";
 pub const TARGET_REPROBED: &str = "ferry_target_reprobed_total";
 /// `WAIT`s no replica answered in time.
 pub const TARGET_WAIT_TIMEOUTS: &str = "ferry_target_wait_timeouts_total";
+/// `FUNCTION DELETE` copies (cluster source) the target answered `Library
+/// not found`: another shard's copy had deleted the library.
+pub const TARGET_FUNCTION_DELETE_ABSENT: &str = "ferry_target_function_delete_absent_total";
 /// 1 while `target.max_ops_per_sec`/`max_bytes_per_sec` holds writes back.
 pub const TARGET_RATE_LIMITED: &str = "ferry_target_rate_limited";
 /// Seconds writes waited for the target rate limit, since the start (a
@@ -185,6 +188,10 @@ fn describe() {
         (TARGET_REFRESHES, "topology refreshes of the target"),
         (TARGET_REPROBED, "committed transactions probed again"),
         (TARGET_WAIT_TIMEOUTS, "WAITs no replica answered in time"),
+        (
+            TARGET_FUNCTION_DELETE_ABSENT,
+            "FUNCTION DELETE copies answered 'Library not found' (cluster source)",
+        ),
         (KEYS_SKIPPED, "keys or commands not carried, by reason"),
         (VERIFY_CHECKED, "sampled verify: keys compared and settled"),
         (VERIFY_MISMATCHES, "sampled verify: confirmed mismatches"),

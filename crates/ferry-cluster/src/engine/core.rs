@@ -109,6 +109,9 @@ pub(crate) struct Core {
     pub(super) actions: Vec<Action>,
     /// Log lines and their rate limits.
     pub(super) telemetry: Telemetry,
+    /// The last tolerated refusal logged: (offset, command), so that one
+    /// source command refused by every target master logs one line.
+    pub(super) last_tolerated: Option<(u64, Vec<Bytes>)>,
 }
 
 impl Core {
@@ -150,6 +153,7 @@ impl Core {
             wire_buf: BytesMut::new(),
             actions: Vec::new(),
             telemetry: Telemetry::default(),
+            last_tolerated: None,
         };
         if let Some(c) = &core.config.checkpoint {
             core.txn_on = true;

@@ -38,6 +38,15 @@ pub(super) enum WriterEvent {
         moves: Vec<(String, String, u32)>,
         failovers: Vec<(String, String)>,
     },
+    /// An op got the error reply it tolerates (a second copy of an
+    /// every-master command); logged once per source command, not
+    /// rate-limited (see `Core::tolerated`).
+    Tolerated {
+        node: String,
+        command: String,
+        reply: String,
+        counter: &'static str,
+    },
 }
 
 impl WriterEvent {
@@ -48,6 +57,7 @@ impl WriterEvent {
             WriterEvent::Lost { .. } => "lost",
             WriterEvent::Demoted { .. } => "demoted",
             WriterEvent::TopologyChanged { .. } => "topology",
+            WriterEvent::Tolerated { .. } => "tolerated",
         }
     }
 }
@@ -95,6 +105,13 @@ impl Telemetry {
         #[cfg(test)]
         self.logged.push(event);
         true
+    }
+
+    /// Logs `event` without a rate limit (the caller logs each once).
+    pub(super) fn always(&mut self, event: WriterEvent) {
+        emit(&event, 0, (0, 0));
+        #[cfg(test)]
+        self.logged.push(event);
     }
 
     /// Logs the redirects of a burst not reported yet, once the line
@@ -154,6 +171,17 @@ fn emit(event: &WriterEvent, suppressed: u64, (moved, ask): (u64, u64)) {
                 .collect();
             tracing::info!("target topology changed: {}{more}", text.join(", "));
         }
+        WriterEvent::Tolerated {
+            node,
+            command,
+            reply,
+            counter,
+        } => tracing::info!(
+            node = %node,
+            counter,
+            "{command}: target node {node} answered '{reply}': already done by another copy \
+             of the command (each source shard carries one); counted as {counter}, not an error"
+        ),
     }
 }
 
@@ -177,6 +205,11 @@ impl Core {
     /// Logs `event` (rate-limited).
     pub(super) fn note(&mut self, event: WriterEvent) {
         self.telemetry.note(event, self.now);
+    }
+
+    /// Logs a tolerated refusal (deduplicated by the caller).
+    pub(super) fn note_tolerated(&mut self, event: WriterEvent) {
+        self.telemetry.always(event);
     }
 
     /// Logs what a topology refresh changed (a failover shows as every slot

@@ -10,9 +10,12 @@ use bytes::Bytes;
 use ferry_resp::Value;
 
 use super::core::Core;
+use ferry_ops::Tolerate;
+
 use super::entry::{Body, Entry, Txn, show, topology_changing};
+use super::events::WriterEvent;
 use crate::checkpoint;
-use crate::config::TargetMode;
+use crate::config::{Op, TargetMode};
 use crate::error::WriterError;
 
 impl Core {
@@ -139,15 +142,53 @@ impl Core {
     }
 
     fn on_op_reply(&mut self, i: usize, entry: Entry, value: &Value) {
-        let Value::Error(message) = value else {
-            if let Body::Op { op, group } = &entry.body {
-                self.shared.acked_op(&op.args);
-                self.progress.ack(*group);
-                self.shared.acked.fetch_add(1, Ordering::Relaxed);
+        if let Value::Error(message) = value {
+            match &entry.body {
+                Body::Op { op, .. } if op.tolerate.accepts(message) => {
+                    let op = Arc::clone(op);
+                    self.tolerated(i, &op, message);
+                }
+                _ => return self.on_error(i, entry, message),
             }
+        }
+        if let Body::Op { op, group } = &entry.body {
+            self.shared.acked_op(&op.args);
+            self.progress.ack(*group);
+            self.shared.acked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Op `op` got the error reply it tolerates (see [`ferry_ops::Tolerate`])
+    /// from node `i`: counted, and logged once per source command (its
+    /// copies to the other masters share the offset and the command).
+    fn tolerated(&mut self, i: usize, op: &Op, message: &[u8]) {
+        match op.tolerate {
+            Tolerate::LibraryNotFound => {
+                self.shared
+                    .function_delete_absent
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Tolerate::Nothing => return,
+        }
+        if self
+            .last_tolerated
+            .as_ref()
+            .is_some_and(|(offset, args)| *offset == op.offset && *args == op.args)
+        {
             return;
-        };
-        self.on_error(i, entry, message);
+        }
+        self.last_tolerated = Some((op.offset, op.args.clone()));
+        self.note_tolerated(WriterEvent::Tolerated {
+            node: self.nodes[i].addr.clone(),
+            command: op
+                .args
+                .iter()
+                .map(|a| show(Some(a)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            reply: String::from_utf8_lossy(message).into_owned(),
+            counter: op.tolerate.as_str(),
+        });
     }
 
     /// The final reply (`EXEC`) of a `Txn` entry.
@@ -158,6 +199,13 @@ impl Core {
                 let parts = Arc::clone(&t.parts);
                 for (k, r) in results.iter().enumerate() {
                     if let Value::Error(message) = r {
+                        if let Some(op) = parts.ops.get(k)
+                            && op.tolerate.accepts(message)
+                        {
+                            let op = Arc::clone(op);
+                            self.tolerated(i, &op, message);
+                            continue;
+                        }
                         let (command, key) = match parts.ops.get(k) {
                             Some(op) => (show(op.args.first()), show(op.args.get(1))),
                             None => ("SET".to_owned(), show(Some(&parts.key))),

@@ -6,7 +6,7 @@ use super::{Action, SkipReason, Translator, lossy};
 use crate::emulate::{Plan, plan};
 use crate::filter::is_reserved;
 use crate::keys::command_keys;
-use crate::op::Op;
+use crate::op::{Op, Tolerate};
 use crate::split::{Route, Unreplayable, route};
 
 impl Translator {
@@ -89,14 +89,16 @@ impl Translator {
             self.counters.commands_applied += 1;
             return;
         }
-        if self.cfg.source_shard {
-            // Each source master's stream carries its own FUNCTION LOAD of
-            // the same library (a client loads it on every master): the
-            // second one into the same target master must not fail.
-            function_load_replace(&mut args);
-        }
+        let tolerate = if self.cfg.source_shard {
+            // Each source master's stream carries its own copy of an
+            // every-master command (a client runs it on every master): the
+            // second copy into the same target master must not fail.
+            every_master_copy(&mut args)
+        } else {
+            Tolerate::Nothing
+        };
         if self.cfg.standalone {
-            return self.standalone(args, route, db, offset, out);
+            return self.standalone(args, route, db, offset, tolerate, out);
         }
         match route {
             Route::Slot(slot, args) => self.write(out, Op::slot(args, slot, offset)),
@@ -115,7 +117,7 @@ impl Translator {
                     self.skip(out, SkipReason::FlushWithFilter, None, detail);
                     return;
                 }
-                self.write(out, Op::all_masters(args, offset));
+                self.write(out, Op::all_masters(args, offset).tolerating(tolerate));
             }
             Route::None(_) => return,
             Route::Unreplayable { reason } => {
@@ -172,6 +174,7 @@ impl Translator {
         route: Route,
         db: u64,
         offset: u64,
+        tolerate: Tolerate,
         out: &mut Vec<Action>,
     ) {
         match route {
@@ -196,7 +199,7 @@ impl Translator {
             _ => {}
         }
         self.select(db, offset, out);
-        self.write(out, Op::slot(args, 0, offset));
+        self.write(out, Op::slot(args, 0, offset).tolerating(tolerate));
         self.counters.commands_applied += 1;
     }
 
@@ -264,12 +267,18 @@ fn is_sentinel_hello(args: &[Bytes]) -> bool {
         && args[1].starts_with(b"__sentinel__:")
 }
 
+/// A cluster source shard's copy of an every-master command, made
+/// harmless when another shard's copy has already run on the target:
 /// `FUNCTION LOAD code` → `FUNCTION LOAD REPLACE code`; `FUNCTION RESTORE
-/// payload` without a policy → `… REPLACE` (idempotent when every source
-/// shard's stream carries the same command).
-fn function_load_replace(args: &mut Vec<Bytes>) {
+/// payload` without a policy or with `APPEND` → `… REPLACE` (on the source
+/// master `APPEND` found no such library, so `REPLACE` did the same there);
+/// `FUNCTION DELETE lib` may be answered `Library not found` (another
+/// shard's copy deleted it): tolerated, counted by the writer. `FUNCTION
+/// FLUSH`, `SCRIPT FLUSH`, `SCRIPT LOAD` and a `FUNCTION RESTORE … FLUSH`
+/// or `REPLACE` succeed again as they are.
+fn every_master_copy(args: &mut Vec<Bytes>) -> Tolerate {
     if args.len() < 3 || !args[0].eq_ignore_ascii_case(b"FUNCTION") {
-        return;
+        return Tolerate::Nothing;
     }
     if args[1].eq_ignore_ascii_case(b"LOAD") {
         let has = args[2..args.len() - 1]
@@ -278,7 +287,14 @@ fn function_load_replace(args: &mut Vec<Bytes>) {
         if !has {
             args.insert(2, Bytes::from_static(b"REPLACE"));
         }
-    } else if args[1].eq_ignore_ascii_case(b"RESTORE") && args.len() == 3 {
-        args.push(Bytes::from_static(b"REPLACE"));
+    } else if args[1].eq_ignore_ascii_case(b"RESTORE") {
+        if args.len() == 3 {
+            args.push(Bytes::from_static(b"REPLACE"));
+        } else if args.len() == 4 && args[3].eq_ignore_ascii_case(b"APPEND") {
+            args[3] = Bytes::from_static(b"REPLACE");
+        }
+    } else if args[1].eq_ignore_ascii_case(b"DELETE") && args.len() == 3 {
+        return Tolerate::LibraryNotFound;
     }
+    Tolerate::Nothing
 }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use ferry_rdb::{Flavor, HashField, Item, Key, KeyHeader, Kind, Value};
 
 use super::*;
+use crate::op::Tolerate;
 use crate::slot::key_slot;
 
 pub(super) fn a(s: &str) -> Vec<Bytes> {
@@ -725,4 +726,52 @@ fn a_cluster_source_shard_flushes_only_its_slots() {
             .any(|a| matches!(a, Action::FlushSlots { offset: 6 })),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_cluster_source_shard_tolerates_a_second_function_delete() {
+    fn ops(t: &mut Translator, line: &str) -> Vec<Op> {
+        let mut out = Vec::new();
+        t.command(a(line), 0, 20, NOW, &mut out);
+        out.into_iter()
+            .filter_map(|a| match a {
+                Action::Write(op) => Some(op),
+                _ => None,
+            })
+            .collect()
+    }
+    for standalone in [false, true] {
+        let mut t = started(TranslatorConfig {
+            source_shard: true,
+            standalone,
+            ..cfg()
+        });
+        let del = ops(&mut t, "FUNCTION DELETE mylib");
+        let del = del.last().expect("the delete is written");
+        assert_eq!(del.args, a("FUNCTION DELETE mylib"));
+        assert_eq!(del.tolerate, Tolerate::LibraryNotFound, "{standalone}");
+        // RESTORE … APPEND: a second copy would be refused; REPLACE is not.
+        let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
+        assert_eq!(restore[0].args, a("FUNCTION RESTORE payload REPLACE"));
+        for line in [
+            "FUNCTION RESTORE payload FLUSH",
+            "FUNCTION RESTORE payload REPLACE",
+            "FUNCTION FLUSH",
+            "FUNCTION FLUSH ASYNC",
+            "SCRIPT FLUSH",
+            "SCRIPT LOAD body",
+        ] {
+            // Idempotent as they are: unchanged, nothing tolerated.
+            let op = &ops(&mut t, line)[0];
+            assert_eq!(op.args, a(line), "{line}");
+            assert_eq!(op.tolerate, Tolerate::Nothing, "{line}");
+        }
+        assert_eq!(t.counters.commands_applied, 8);
+    }
+    // A standalone source: one copy only, so every refusal is an error.
+    let mut t = started(cfg());
+    let del = ops(&mut t, "FUNCTION DELETE mylib");
+    assert_eq!(del[0].tolerate, Tolerate::Nothing);
+    let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
+    assert_eq!(restore[0].args, a("FUNCTION RESTORE payload APPEND"));
 }

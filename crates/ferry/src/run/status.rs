@@ -87,6 +87,10 @@ pub struct TargetStats {
     pub reprobed: u64,
     /// `target.wait_replicas`: `WAIT`s no replica answered in time.
     pub wait_timeouts: u64,
+    /// Cluster source: copies of a `FUNCTION DELETE` (one per source shard)
+    /// the target answered `Library not found` because another copy had
+    /// deleted the library already; counted, not errors.
+    pub function_delete_absent: u64,
     /// `target.max_ops_per_sec`/`max_bytes_per_sec` held writes back
     /// within the last second: the limit, not the target, sets the pace.
     pub rate_limited: bool,
@@ -107,6 +111,7 @@ impl From<ferry_cluster::WriterStats> for TargetStats {
             refreshes: w.refreshes,
             reprobed: w.reprobed,
             wait_timeouts: w.wait_timeouts,
+            function_delete_absent: w.function_delete_absent,
             rate_limited: w.rate_limited,
             rate_limited_ms: w.rate_limited_ms,
         }
@@ -364,6 +369,7 @@ pub fn combine(shards: &[ShardStatus]) -> Status {
         t.refreshes += u.refreshes;
         t.reprobed += u.reprobed;
         t.wait_timeouts += u.wait_timeouts;
+        t.function_delete_absent += u.function_delete_absent;
         t.rate_limited |= u.rate_limited;
         t.rate_limited_ms += u.rate_limited_ms;
         st.snapshot.bytes_done += s.snapshot.bytes_done;

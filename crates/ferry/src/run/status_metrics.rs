@@ -41,6 +41,7 @@ pub struct StatusMetrics {
     refreshes: Counter,
     reprobed: Counter,
     wait_timeouts: Counter,
+    function_delete_absent: Counter,
     rate_limited: Gauge,
     rate_limited_wait: Gauge,
     verify_checked: Counter,
@@ -77,6 +78,7 @@ impl Default for StatusMetrics {
             refreshes: counter!(TARGET_REFRESHES),
             reprobed: counter!(TARGET_REPROBED),
             wait_timeouts: counter!(TARGET_WAIT_TIMEOUTS),
+            function_delete_absent: counter!(TARGET_FUNCTION_DELETE_ABSENT),
             rate_limited: gauge!(TARGET_RATE_LIMITED),
             rate_limited_wait: gauge!(TARGET_RATE_LIMITED_WAIT),
             verify_checked: counter!(VERIFY_CHECKED),
@@ -118,6 +120,8 @@ impl StatusMetrics {
         self.refreshes.absolute(t.refreshes);
         self.reprobed.absolute(t.reprobed);
         self.wait_timeouts.absolute(t.wait_timeouts);
+        self.function_delete_absent
+            .absolute(t.function_delete_absent);
         self.rate_limited.set(f64::from(u8::from(t.rate_limited)));
         self.rate_limited_wait
             .set(t.rate_limited_ms as f64 / 1000.0);

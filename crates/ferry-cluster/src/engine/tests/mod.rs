@@ -4,6 +4,7 @@
 
 mod harness;
 mod redirects;
+mod tolerate;
 mod transactions;
 mod wait;
 
