@@ -18,6 +18,8 @@ use crate::common::Norm;
 use crate::common::daemon::{Daemon, FERRY, status};
 use crate::e2e_support::{assert_same, dataset};
 
+mod functions;
+
 const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound of every wait for a catch-up.
 const CATCH_UP: Duration = Duration::from_secs(120);
