@@ -19,6 +19,7 @@ use crate::common::daemon::{Daemon, FERRY, status};
 use crate::e2e_support::{assert_same, dataset};
 
 mod functions;
+mod wiring;
 
 const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound of every wait for a catch-up.

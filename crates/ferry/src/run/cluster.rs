@@ -9,7 +9,9 @@
 //! pipeline, wired by [`wiring::wire`] with the shard's node as the source,
 //! `state_dir/shards/<name>/` as its state directory, the shard name as
 //! its checkpoint namespace and a [`SlotGate`] of its slots; each is
-//! driven by its own task running [`main_loop::run`]. One shutdown tree:
+//! driven by its own task running [`main_loop::run`]. The shards are wired
+//! concurrently (at most `WIRE_AT_ONCE` at a time), so a shard streams as
+//! soon as its own wiring is done. One shutdown tree:
 //! a signal (or any pipeline's error) cancels `work`, every pipeline
 //! drains (finishes in-flight writes, saves its position) and stops. One
 //! status is assembled from all of them ([`status::combine`]).
@@ -18,6 +20,7 @@
 //! `CLUSTER SLOTS`) and recorded in `state_dir/shards.json`
 //! ([`ferry_ops::ShardRecord`]): names, node ids, the partition.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ use ferry_ops::{
     reconcile, source_shards, source_shards_from_slots,
 };
 use ferry_resp::Value;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -294,7 +299,8 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
     Ok(out)
 }
 
-/// What the aggregator knows of one running pipeline.
+/// What the aggregator knows of one selected shard's pipeline (its
+/// status stays the default, `connecting`, until the pipeline is wired).
 struct Running {
     name: String,
     node: String,
@@ -302,7 +308,19 @@ struct Running {
     status: Arc<Mutex<Status>>,
 }
 
+/// Shard pipelines wired at the same time at most (the rest wait for a
+/// free place): each wiring holds a few connections to the target and the
+/// source while it probes.
+const WIRE_AT_ONCE: usize = 16;
+
 /// Runs every selected shard's pipeline until a signal or an error.
+///
+/// The shards are wired concurrently (at most [`WIRE_AT_ONCE`] at a time),
+/// each pipeline starting as soon as its own wiring is done; `/status`
+/// lists every selected shard from the start (`connecting` until its
+/// pipeline reports). A shard that fails to wire stops the others' wiring
+/// and lets the running pipelines drain; ferry then stops with the error
+/// naming the shard.
 pub async fn run(
     cfg: &Config,
     allow_nonempty_target: bool,
@@ -313,54 +331,22 @@ pub async fn run(
         p = plan(cfg) => p?,
         _ = sd.work.cancelled() => return Ok(()),
     };
+    let running: Vec<Running> = planned
+        .iter()
+        .map(|p| Running {
+            name: p.name.clone(),
+            node: p.node.clone(),
+            slots: p.slots.clone(),
+            status: Arc::new(Mutex::new(Status::default())),
+        })
+        .collect();
+    let mut queue: VecDeque<(Planned, Arc<Mutex<Status>>)> = planned
+        .into_iter()
+        .zip(running.iter().map(|r| r.status.clone()))
+        .collect();
+    let mut wiring = FuturesUnordered::new();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-    let mut running = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;
-    for p in planned {
-        let shard = ShardWire {
-            namespace: p.name.clone(),
-            gate: p.gate.clone(),
-            locator: Some(p.locator.clone()),
-        };
-        let wired = tokio::select! {
-            w = wiring::wire(&p.cfg, allow_nonempty_target, sd.root.child_token(), Some(shard)) => {
-                match w.with_context(|| format!("source shard {} ({})", p.name, p.node)) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        // The pipelines already running drain before ferry stops.
-                        sd.work.cancel();
-                        first_error = Some(e);
-                        break;
-                    }
-                }
-            }
-            _ = sd.work.cancelled() => break,
-        };
-        tracing::info!(shard = %p.name, node = %p.node, slots = %p.slots, "shard pipeline started");
-        let shard_status = Arc::new(Mutex::new(Status::default()));
-        let publish = Publish {
-            status: shard_status.clone(),
-            sampler: Arc::new(crate::sampler::SamplerStats::default()),
-            sample_per_second: 0,
-            metrics: None,
-            assembler: Assembler::new(wired.keys_total, wired.standalone, wired.masters.clone())
-                .for_shard(),
-            print_line: false,
-        };
-        let work = sd.work.clone();
-        let name = p.name.clone();
-        tasks.spawn(async move {
-            drive(wired, publish, work.clone())
-                .await
-                .with_context(|| format!("source shard {name}"))
-        });
-        running.push(Running {
-            name: p.name,
-            node: p.node,
-            slots: p.slots,
-            status: shard_status,
-        });
-    }
     // The sampled verify: keys of every source master whose shard this
     // process carries, each checked once its link has applied the
     // master's offset (matched by replid).
@@ -379,18 +365,56 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
     loop {
+        if sd.work.is_cancelled() {
+            // A signal or a failed shard: nothing more is wired (a wiring
+            // under way is dropped, as a signal during one always was).
+            queue.clear();
+            wiring.clear();
+        }
+        while wiring.len() < WIRE_AT_ONCE
+            && let Some((p, shard_status)) = queue.pop_front()
+        {
+            wiring.push(wire_one(p, shard_status, allow_nonempty_target, sd));
+        }
+        if wiring.is_empty() && tasks.is_empty() {
+            break;
+        }
         tokio::select! {
-            done = tasks.join_next() => match done {
-                None => break,
-                Some(r) => {
-                    let r = r.map_err(anyhow::Error::from).and_then(|r| r);
-                    if let Err(e) = r {
-                        // One pipeline failed: every other one drains and stops.
-                        sd.work.cancel();
-                        first_error.get_or_insert(e);
-                    }
+            Some((p, shard_status, wired)) = wiring.next(), if !wiring.is_empty() => match wired {
+                Ok(wired) => {
+                    tracing::info!(shard = %p.name, node = %p.node, slots = %p.slots, "shard pipeline started");
+                    let publish = Publish {
+                        status: shard_status,
+                        sampler: Arc::new(crate::sampler::SamplerStats::default()),
+                        sample_per_second: 0,
+                        metrics: None,
+                        assembler: Assembler::new(wired.keys_total, wired.standalone, wired.masters.clone())
+                            .for_shard(),
+                        print_line: false,
+                    };
+                    let work = sd.work.clone();
+                    let name = p.name;
+                    tasks.spawn(async move {
+                        drive(wired, publish, work.clone())
+                            .await
+                            .with_context(|| format!("source shard {name}"))
+                    });
+                }
+                Err(e) => {
+                    // The pipelines already running drain before ferry stops.
+                    sd.work.cancel();
+                    first_error.get_or_insert(e);
                 }
             },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                let r = done.map_err(anyhow::Error::from).and_then(|r| r);
+                if let Err(e) = r {
+                    // One pipeline failed: every other one drains and stops.
+                    sd.work.cancel();
+                    first_error.get_or_insert(e);
+                }
+            },
+            _ = sd.work.cancelled(), if !wiring.is_empty() => {}
             _ = tick.tick() => {}
         }
         let mut st = combined(&running);
@@ -415,6 +439,29 @@ pub async fn run(
         *s = st;
     }
     Ok(())
+}
+
+/// Wires one shard's pipeline; the result comes back with what names it.
+async fn wire_one(
+    p: Planned,
+    shard_status: Arc<Mutex<Status>>,
+    allow_nonempty_target: bool,
+    sd: &Shutdown,
+) -> (Planned, Arc<Mutex<Status>>, Result<wiring::Wired>) {
+    let shard = ShardWire {
+        namespace: p.name.clone(),
+        gate: p.gate.clone(),
+        locator: Some(p.locator.clone()),
+    };
+    let wired = wiring::wire(
+        &p.cfg,
+        allow_nonempty_target,
+        sd.root.child_token(),
+        Some(shard),
+    )
+    .await
+    .with_context(|| format!("source shard {} ({})", p.name, p.node));
+    (p, shard_status, wired)
 }
 
 fn combined(running: &[Running]) -> Status {
