@@ -58,24 +58,36 @@ fn libraries(s: &Server) -> usize {
 /// `FUNCTION LOAD` then `FUNCTION DELETE` on every source master while a
 /// workload streams: ferry keeps streaming, the library is gone from every
 /// target master, the copies the target refused ("Library not found") are
-/// counted as `function_delete_absent` (the first copy of each target
+/// counted as `function_delete_absent` (the first copy on each target
 /// master applies, the other two are refused: 2 × 3 masters) and logged,
 /// and the target equals the source.
 #[test]
 fn function_delete_on_every_source_master_keeps_streaming() {
     let src = Cluster::start(FLAVOR, 3).expect("source");
     let dst = Cluster::start(FLAVOR, 3).expect("target");
-    fill(&src, 300);
-    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    load_then_delete_everywhere(&src, &dst.seed_url(), &masters(&dst));
+}
+
+/// The same into one standalone server (consolidation): 2 refused copies.
+#[test]
+fn function_delete_on_every_source_master_into_a_standalone_target() {
+    let src = Cluster::start(FLAVOR, 3).expect("source");
+    let dst = Server::start(FLAVOR).expect("standalone target");
+    load_then_delete_everywhere(&src, &dst.url(), &[&dst]);
+}
+
+fn load_then_delete_everywhere(src: &Cluster, target_url: &str, targets: &[&Server]) {
+    fill(src, 300);
+    let run = Run::new(&src.nodes[0].url(), ", mode: cluster", target_url, "");
     let daemon = run.start();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let w = s.spawn(|| workload_until(&src, 13, &stop, 90, 400_000));
+        let w = s.spawn(|| workload_until(src, 13, &stop, 90, 400_000));
         wait_streaming(&run, 3, &daemon);
         // Loaded on every master; every copy applied before the deletes
         // (so each target master refuses exactly the later two deletes).
         let mut loaded = Vec::new();
-        for m in masters(&src) {
+        for m in masters(src) {
             let _: String = redis::cmd("FUNCTION")
                 .arg("LOAD")
                 .arg(LIB)
@@ -84,10 +96,10 @@ fn function_delete_on_every_source_master_keeps_streaming() {
             loaded.push((m.addr(), repl_offset(m)));
         }
         wait_applied(&run, &loaded, &daemon);
-        for m in masters(&dst) {
+        for m in targets {
             assert_eq!(libraries(m), 1, "{}", m.addr());
         }
-        for m in masters(&src) {
+        for m in masters(src) {
             let _: () = redis::cmd("FUNCTION")
                 .arg("DELETE")
                 .arg("ferrydel")
@@ -98,15 +110,16 @@ fn function_delete_on_every_source_master_keeps_streaming() {
         stop.store(true, Ordering::Relaxed);
         w.join().expect("workload")
     });
-    wait_all_caught_up(&src, &run, 3, &daemon);
-    for m in masters(&dst) {
+    wait_all_caught_up(src, &run, 3, &daemon);
+    for m in targets {
         assert_eq!(libraries(m), 0, "library left on {}", m.addr());
     }
     let st = run.status().expect("status");
     assert_eq!(st["phase"], "streaming", "{st:#}");
+    let refused = 2 * targets.len() as u64;
     assert_eq!(
         st["target"]["function_delete_absent"].as_u64(),
-        Some(6),
+        Some(refused),
         "{st:#}\n{}",
         daemon.log()
     );
@@ -115,6 +128,9 @@ fn function_delete_on_every_source_master_keeps_streaming() {
         .lines()
         .filter(|l| l.contains("FUNCTION DELETE ferrydel") && l.contains("function_delete_absent"))
         .count();
-    assert!((1..=6).contains(&lines), "{lines} lines\n{log}");
-    assert_target_equals_source(&src, &masters(&dst));
+    assert!(
+        (1..=refused as usize).contains(&lines),
+        "{lines} lines\n{log}"
+    );
+    assert_target_equals_source(src, targets);
 }
