@@ -23,7 +23,9 @@
 //! resend list or queued list); `inflight[s]` counts entries of slot s in
 //! node queues; an entry answered with a non-error reply is never sent
 //! again. Ops for every master (`slot: None`) are not redirected: any error
-//! reply on them is fatal, and they are resent only after a reconnect.
+//! reply on them is fatal (except the one reply an op's `tolerate` names,
+//! counted and acknowledged: `reply.rs`), and they are resent only after a
+//! reconnect.
 //!
 //! Topology refresh: when a node has been unreachable for [`REFRESH_GRACE`]
 //! (and still serves slots or holds entries), or a reply is `CLUSTERDOWN`,

@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
+use ferry_ops::Tolerate;
 use ferry_resp::Value;
 
 use super::core::Core;
-use ferry_ops::Tolerate;
-
 use super::entry::{Body, Entry, Txn, show, topology_changing};
 use super::events::WriterEvent;
 use crate::checkpoint;
