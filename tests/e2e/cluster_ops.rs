@@ -220,6 +220,15 @@ fn two_partitions_status_verify_cutover_metrics_cleanup() {
 
     // Stopped: cleanup removes every checkpoint of every shard.
     assert_eq!(d0.stop(), Some(0), "{}", d0.log());
+    // One process down: still one screen, its row unreachable, exit 1.
+    let (code, out, err) = ferry(&["status", "--http", &http]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains(" shard-5461 "), "{out}");
+    assert!(
+        out.contains("unreachable") && out.contains(&format!("error on {}", s0.http)),
+        "{out}"
+    );
+    assert!(err.contains("1 of 2 daemons did not answer"), "{err}");
     assert_eq!(d1.stop(), Some(0), "{}", d1.log());
     let before = reserved_keys(&dst);
     assert!(
