@@ -34,6 +34,7 @@ mod rdb_roundtrip;
 mod run_e2e;
 mod sampler;
 mod security;
+mod sentinel_source;
 mod standalone;
 mod target_tls;
 mod ttl_hold;

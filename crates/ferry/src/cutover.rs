@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use redis::aio::MultiplexedConnection;
 
-use crate::config::{Config, parse_endpoint};
+use crate::config::Config;
 use crate::control::status_json;
 
 /// Arguments of `ferry cutover`.
@@ -172,15 +172,16 @@ fn gather(endpoints: &[String], token: Option<&str>, cluster: bool) -> Result<Ve
 /// `AUTH` and every reply are bounded by 5 s.
 async fn source_client(cfg: &Config, addr: &str) -> Result<MultiplexedConnection> {
     const T: Duration = Duration::from_secs(5);
-    let src = parse_endpoint(&cfg.source.url)?;
-    let stream = ferry_tls::connect(addr, cfg.source.tls_config().as_ref(), T)
+    // The URL's credentials, or a Sentinel source's (see `source::node_access`).
+    let (auth, tls) = crate::source::node_access(&cfg.source)?;
+    let stream = ferry_tls::connect(addr, tls.as_ref(), T)
         .await
         .with_context(|| format!("source {addr}"))?;
     let mut info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
-    if let Some(user) = &src.auth.user {
+    if let Some(user) = &auth.user {
         info = info.set_username(user);
     }
-    if let Some(password) = &src.auth.password {
+    if let Some(password) = &auth.password {
         info = info.set_password(password);
     }
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(T));

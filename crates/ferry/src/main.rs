@@ -16,6 +16,8 @@ mod probe;
 mod rdb_cmd;
 mod run;
 mod sampler;
+mod sentinel;
+mod source;
 mod telemetry;
 mod verify;
 

@@ -54,7 +54,8 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     match cfg.source.mode {
         SourceMode::Cluster => return Ok(true),
         SourceMode::Standalone => return Ok(false),
-        SourceMode::Sentinel => bail!("source.mode: sentinel is not built in this branch"),
+        // One link to the master the sentinels name (today's layout).
+        SourceMode::Sentinel => return Ok(false),
         SourceMode::Auto => {}
     }
     if cfg.state_dir.join(SHARDS_FILE).exists() {
@@ -190,21 +191,23 @@ struct Planned {
     locator: Arc<ShardLocator>,
 }
 
-/// The node a shard is replicated from (`source.read_from`).
-fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> Result<String> {
+/// The node a shard is replicated from (`source.read_from`); with
+/// `replica` and no usable replica, its master (logged).
+fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> String {
     match read_from {
-        ReadFrom::Master => Ok(shard.master.addr.clone()),
-        ReadFrom::Replica => shard
-            .replicas
-            .iter()
-            .find(|r| r.online)
-            .map(|r| r.addr.clone())
-            .with_context(|| {
-                format!(
-                    "source.read_from: replica, but shard {name} ({}) has no online replica",
-                    ranges_text(&shard.ranges)
-                )
-            }),
+        ReadFrom::Master => shard.master.addr.clone(),
+        ReadFrom::Replica => match shard.replica_to_read() {
+            Some(r) => r.addr.clone(),
+            None => {
+                tracing::warn!(
+                    shard = %name,
+                    slots = %ranges_text(&shard.ranges),
+                    "source.read_from: replica, but the shard has no usable replica: \
+                     replicating its master"
+                );
+                shard.master.addr.clone()
+            }
+        },
     }
 }
 
@@ -245,7 +248,7 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
     let selected = assigned.iter().filter(|a| a.selected).count() as u64;
     for a in assigned.iter().filter(|a| a.selected) {
         let shard = &shards[a.current];
-        let node = node_of(shard, cfg.source.read_from, &a.name)?;
+        let node = node_of(shard, cfg.source.read_from, &a.name);
         let mut c = cfg.clone();
         c.state_dir = cfg.state_dir.join(SHARDS_DIR).join(&a.name);
         c.source.url = url_with_addr(&cfg.source.url, &node);

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
 use crate::config::{Config, RestoreMode, parse_endpoint, redact};
 use crate::probe::{check_source_dbs, target_format, target_is_empty};
+use crate::sentinel::Sentinels;
 
 /// What the main loop runs on.
 pub struct Wired {
@@ -74,9 +75,23 @@ pub async fn wire(
         .state_dir
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
-    let facts = crate::preflight::check(cfg, &masters, &wauth, resuming).await?;
-    let src = parse_endpoint(&cfg.source.url)?;
-    check_source_dbs(&src, cfg, standalone).await?;
+    let src = match crate::source::resolve(cfg).await {
+        Ok(src) => Some(src),
+        // Resuming: the link's locator keeps asking the sentinels.
+        Err(e) if resuming && cfg.source.sentinel.is_some() => {
+            tracing::warn!("{e:#}; resuming, the link keeps asking");
+            None
+        }
+        Err(e) => return Err(e.context(crate::source::describe(&cfg.source))),
+    };
+    let facts = match &src {
+        Some(src) => {
+            let facts = crate::preflight::check(cfg, src, &masters, &wauth, resuming).await?;
+            check_source_dbs(src, cfg, standalone).await?;
+            facts
+        }
+        None => Default::default(),
+    };
     let state = match state {
         Some(s) => s,
         None => {
@@ -119,17 +134,29 @@ pub async fn wire(
     let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
-    let mut lcfg = LinkConfig::new(src.addr(), cfg.state_dir.clone());
+    let (auth, tls) = crate::source::node_access(&cfg.source)?;
+    let mut lcfg = LinkConfig::new(
+        src.as_ref().map(|s| s.addr()).unwrap_or_default(),
+        cfg.state_dir.clone(),
+    );
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
     lcfg.spool.cap_bytes = cfg.spool.cap_bytes;
-    lcfg.tls = cfg.source.tls_config();
+    lcfg.tls = tls;
     if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
         tracing::warn!("source: {w}");
     }
-    lcfg.auth = src.auth.clone();
-    lcfg.locator = locator;
-    let (link, events) = Link::start(lcfg, link_cancel)
-        .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
+    lcfg.auth = auth;
+    let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
+    lcfg.locator = match (&sentinels, locator) {
+        (Some(s), _) => Some(Arc::new(s.clone())),
+        (None, shard) => shard,
+    };
+    let (link, events) = Link::start(lcfg, link_cancel.clone())
+        .with_context(|| format!("source {}", crate::source::describe(&cfg.source)))?;
+    if let Some(s) = sentinels {
+        // Follows +switch-master until the link stops.
+        tokio::spawn(s.watch(link.handle(), link_cancel));
+    }
     Ok(Wired {
         applier,
         link,

@@ -71,17 +71,19 @@ impl Endpoints {
 /// cluster source (sorted by address): `source.mode`, or with `auto`
 /// what `INFO cluster` says.
 pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
-    let src = parse_endpoint(&cfg.source.url)?;
+    // A Sentinel source: the master the sentinels name now.
+    let src = crate::source::resolve(cfg).await?;
     let addr = src.addr();
     let mut e = Endpoints {
         addrs: vec![addr.clone()],
-        auth: src.auth,
-        tls: cfg.source.tls_config(),
+        auth: src.endpoint.auth,
+        tls: src.tls,
         owner: None,
     };
     let cluster = match cfg.source.mode {
         SourceMode::Cluster => true,
         SourceMode::Standalone | SourceMode::Sentinel => false,
+        SourceMode::Auto if cfg.source.sentinel.is_some() => false,
         SourceMode::Auto => {
             let mut c = e
                 .connect(0, 0)
