@@ -251,7 +251,8 @@ impl Core {
         let group = self.progress.add(op.offset, copies);
         self.seq += 1;
         let slot = op.slot;
-        let entry = Entry::op(self.seq, group, Arc::new(op), wire.freeze());
+        let entry = Entry::op(self.seq, group, &op, wire.freeze());
+        drop(op);
         match slot {
             Some(slot) => self.route(slot, entry),
             None => {
