@@ -214,7 +214,7 @@ impl Core {
         };
         let held_fits = self.held_bytes == 0 || self.held_bytes + len <= limit;
         match op.slot {
-            Some(slot) if self.holds.contains_key(&slot) => held_fits,
+            Some(slot) if !self.holds.is_empty() && self.holds.contains_key(&slot) => held_fits,
             Some(slot) => match self.topology.slots.node_for(slot) {
                 Some(i) => fits(&self.nodes[i]),
                 None => held_fits,
@@ -322,7 +322,9 @@ impl Core {
     /// Sends `entry` for `slot` where it belongs now: behind a hold, to the
     /// slot's node, or into a new hold if no node serves the slot.
     pub(super) fn route(&mut self, slot: u16, mut entry: Entry) {
-        if let Some(hold) = self.holds.get_mut(&slot) {
+        if !self.holds.is_empty()
+            && let Some(hold) = self.holds.get_mut(&slot)
+        {
             self.held_bytes += entry.wire.len();
             hold.queued.push_back(entry);
             return;
