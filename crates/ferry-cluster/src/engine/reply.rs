@@ -140,8 +140,10 @@ impl Core {
 
     fn on_op_reply(&mut self, i: usize, entry: Entry, value: &Value) {
         let Value::Error(message) = value else {
-            if let Body::Op { op, group } = &entry.body {
-                self.shared.acked_op(&op.args);
+            if let Body::Op { group, select } = &entry.body {
+                if let Some(db) = *select {
+                    self.shared.selected_db.store(db, Ordering::Release);
+                }
                 self.progress.ack(*group);
                 self.shared.acked.fetch_add(1, Ordering::Relaxed);
             }
