@@ -15,6 +15,9 @@ mod probe;
 mod rdb_cmd;
 mod run;
 mod sampler;
+// Wired into `run` with the per-shard pipelines of a cluster source.
+#[allow(dead_code)]
+mod source_watch;
 mod telemetry;
 mod verify;
 
