@@ -29,6 +29,9 @@
 //!   [`SlotSet`] per shard.
 //! * [`endpoint`]: the client vocabulary: `redis[s]://` URLs into an
 //!   [`Endpoint`], [`Auth`], [`split_host_port`] (IPv6-aware), [`redact`].
+//! * [`source_shards`]: the shards of a cluster source (master, replicas,
+//!   slots), their names and matching across restarts, the partition.
+//! * [`gate`]: [`SlotGate`], the slots a source shard's pipeline owns now.
 //! * [`info`]: `INFO` text into fields and keyspace lines ([`Info`]).
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
 //!   server error replies are classified ([`ErrorKind`]).
@@ -41,6 +44,7 @@ pub mod cluster_nodes;
 pub mod emulate;
 pub mod endpoint;
 pub mod filter;
+pub mod gate;
 pub mod info;
 pub mod keys;
 pub mod nodes;
@@ -49,6 +53,7 @@ pub mod redirect;
 pub mod rewrite;
 pub mod slot;
 pub mod slot_set;
+pub mod source_shards;
 pub mod source_watch;
 pub mod split;
 pub mod target;
@@ -61,6 +66,7 @@ pub use cluster_nodes::{
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
 pub use endpoint::{Auth, Endpoint, EndpointError, HostPort, host_of, redact, split_host_port};
 pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
+pub use gate::SlotGate;
 pub use info::{DbKeys, Info, InfoError, info_text};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
 pub use nodes::{shards_node_addrs, slots_node_addrs};
@@ -69,6 +75,10 @@ pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
 pub use slot_set::SlotSet;
+pub use source_shards::{
+    Assigned, PartitionRecord, RecordedShard, ShardMember, ShardRecord, ShardRecordError,
+    SourceShard, ranges_text, reconcile, source_shards, source_shards_from_slots,
+};
 pub use source_watch::{
     DEFAULT_SETTLE, KnownShard, MasterView, Snapshot, SourceWatch, WatchAction,
 };

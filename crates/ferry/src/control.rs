@@ -146,9 +146,10 @@ pub fn status(args: &StatusArgs) -> Result<()> {
 /// `AUTH` and every reply are bounded by 5 s.
 async fn source_client(cfg: &Config) -> Result<MultiplexedConnection> {
     const T: Duration = Duration::from_secs(5);
-    let src = parse_endpoint(&cfg.source.url)?;
+    let src = crate::source::resolve(cfg).await?.endpoint;
     let addr = src.addr();
-    let stream = ferry_tls::connect(&addr, cfg.source.tls_config().as_ref(), T)
+    let (_, tls) = crate::source::node_access(&cfg.source)?;
+    let stream = ferry_tls::connect(&addr, tls.as_ref(), T)
         .await
         .with_context(|| format!("source {addr}"))?;
     let mut info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();

@@ -15,6 +15,8 @@ mod probe;
 mod rdb_cmd;
 mod run;
 mod sampler;
+mod sentinel;
+mod source;
 // Wired into `run` with the per-shard pipelines of a cluster source.
 #[allow(dead_code)]
 mod source_watch;

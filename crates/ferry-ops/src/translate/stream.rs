@@ -75,6 +75,17 @@ impl Translator {
                 return;
             }
         };
+        if self.cfg.source_shard
+            && matches!(route, Route::AllMasters)
+            && (args[0].eq_ignore_ascii_case(b"FLUSHALL")
+                || args[0].eq_ignore_ascii_case(b"FLUSHDB"))
+        {
+            // The target holds other shards' keys too: only this shard's go.
+            self.between_barriers(out, Action::FlushSlots { offset });
+            self.counters.emulated += 1;
+            self.counters.commands_applied += 1;
+            return;
+        }
         if self.cfg.standalone {
             return self.standalone(args, route, db, offset, out);
         }

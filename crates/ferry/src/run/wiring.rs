@@ -4,6 +4,7 @@
 //! daemon's tracker: the link owns its tasks and is joined by
 //! `Link::shutdown`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
 use crate::config::{Config, RestoreMode, parse_endpoint, redact};
 use crate::probe::{check_source_dbs, target_format, target_is_empty};
+use crate::sentinel::Sentinels;
 
 /// What the main loop runs on.
 pub struct Wired {
@@ -31,11 +33,24 @@ pub struct Wired {
     pub masters: Vec<String>,
 }
 
+/// What makes a pipeline one shard of a cluster source (`cfg.source.url`
+/// and `cfg.state_dir` are then the shard's node and subdirectory).
+#[derive(Debug, Clone)]
+pub struct ShardWire {
+    /// The checkpoint namespace (the shard name).
+    pub namespace: String,
+    /// The slots the shard owns now.
+    pub gate: Arc<ferry_ops::SlotGate>,
+}
+
 /// Connects, probes and starts the link; `link_cancel` stops the link.
+/// `shard`: one pipeline of a cluster source (see [`ShardWire`]); `None`
+/// for a standalone source.
 pub async fn wire(
     cfg: &Config,
     allow_nonempty_target: bool,
     link_cancel: CancellationToken,
+    shard: Option<ShardWire>,
 ) -> Result<Wired> {
     let dst = parse_endpoint(&cfg.target.url)?;
     let dst_addr = dst.addr();
@@ -46,21 +61,62 @@ pub async fn wire(
     let wauth = dst.auth;
     let (format, mode) =
         target_format(&dst_addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
-    let (writer, checkpoints, state) = connect_writer(cfg, &dst_addr, &wauth, mode).await?;
+    let namespace = shard
+        .as_ref()
+        .map(|s| s.namespace.clone())
+        .unwrap_or_default();
+    let (mut writer, checkpoints, state) =
+        connect_writer(cfg, &dst_addr, &wauth, mode, namespace).await?;
     let standalone = writer.is_standalone();
     let masters = writer.masters().to_vec();
     let resuming = cfg
         .state_dir
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
-    let facts = crate::preflight::check(cfg, &masters, &wauth, resuming).await?;
-    let src = parse_endpoint(&cfg.source.url)?;
-    check_source_dbs(&src, cfg, standalone).await?;
+    let src = match crate::source::resolve(cfg).await {
+        Ok(src) => Some(src),
+        // Resuming: the link's locator keeps asking the sentinels.
+        Err(e) if resuming && cfg.source.sentinel.is_some() => {
+            tracing::warn!("{e:#}; resuming, the link keeps asking");
+            None
+        }
+        Err(e) => return Err(e.context(crate::source::describe(&cfg.source))),
+    };
+    let facts = match &src {
+        Some(src) => {
+            let facts = crate::preflight::check(cfg, src, &masters, &wauth, resuming).await?;
+            check_source_dbs(src, cfg, standalone).await?;
+            facts
+        }
+        None => Default::default(),
+    };
     let state = match state {
         Some(s) => s,
         None => {
             // A new migration.
-            let empty = target_is_empty(&masters, &wauth, target_tls.as_ref()).await?;
+            let empty = match &shard {
+                // Other shards (other processes, too) write their own
+                // slots: only this shard's slots must be empty.
+                Some(s) => {
+                    let keep = |k: &[u8]| ferry_ops::is_reserved(k);
+                    let n = writer
+                        .keys_in_slots(&s.gate.slots(), &keep)
+                        .await
+                        .context("looking for keys in this shard's slots on the target")?;
+                    if n == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "the target is not empty: it holds keys in the slots of source shard \
+                             {} (at least {n}). Start with --allow-nonempty-target to migrate into \
+                             it anyway (this shard's keys are deleted from those slots before its \
+                             full sync; keys in other slots are left alone)",
+                            s.namespace
+                        ))
+                    }
+                }
+                None => target_is_empty(&masters, &wauth, target_tls.as_ref()).await?,
+            };
             if let Err(e) = &empty
                 && !allow_nonempty_target
             {
@@ -71,19 +127,32 @@ pub async fn wire(
             s
         }
     };
-    let mut applier = new_applier(cfg, writer, format, checkpoints, state)?;
+    let gate = shard.map(|s| s.gate);
+    let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
-    let mut lcfg = LinkConfig::new(src.addr(), cfg.state_dir.clone());
+    let (auth, tls) = crate::source::node_access(&cfg.source)?;
+    let mut lcfg = LinkConfig::new(
+        src.as_ref().map(|s| s.addr()).unwrap_or_default(),
+        cfg.state_dir.clone(),
+    );
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
     lcfg.spool.cap_bytes = cfg.spool.cap_bytes;
-    lcfg.tls = cfg.source.tls_config();
+    lcfg.tls = tls;
     if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
         tracing::warn!("source: {w}");
     }
-    lcfg.auth = src.auth.clone();
-    let (link, events) = Link::start(lcfg, link_cancel)
-        .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
+    lcfg.auth = auth;
+    let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
+    if let Some(s) = &sentinels {
+        lcfg.locator = Some(Arc::new(s.clone()));
+    }
+    let (link, events) = Link::start(lcfg, link_cancel.clone())
+        .with_context(|| format!("source {}", crate::source::describe(&cfg.source)))?;
+    if let Some(s) = sentinels {
+        // Follows +switch-master until the link stops.
+        tokio::spawn(s.watch(link.handle(), link_cancel));
+    }
     Ok(Wired {
         applier,
         link,
@@ -100,6 +169,7 @@ fn new_applier(
     format: TargetFormat,
     checkpoints: bool,
     state: TargetState,
+    gate: Option<Arc<ferry_ops::SlotGate>>,
 ) -> Result<Applier> {
     Applier::new(
         writer,
@@ -110,6 +180,7 @@ fn new_applier(
         cfg.snapshot.ttl_hold,
         cfg.state_dir.clone(),
         state,
+        gate,
     )
 }
 
@@ -120,6 +191,7 @@ async fn connect_writer(
     addr: &str,
     wauth: &Auth,
     mode: TargetMode,
+    namespace: String,
 ) -> Result<(ClusterWriter, bool, Option<TargetState>)> {
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
     let mut state = TargetState::load(&cfg.state_dir)?;
@@ -147,6 +219,7 @@ async fn connect_writer(
             auth: wauth.clone(),
             checkpoint: checkpoints.then(|| CheckpointConfig {
                 history: history.clone().unwrap_or_default(),
+                namespace,
             }),
             skip_applied: checkpoints && history.is_some(),
             tls: cfg.target.tls_config(),

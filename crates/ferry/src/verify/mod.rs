@@ -201,7 +201,7 @@ async fn choose_method(src: &target::Endpoints, tgt: &TargetPlan) -> Result<Meth
 }
 
 async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
-    let src = source_endpoints(&cfg)?;
+    let src = source_endpoints(&cfg).await?;
     let mut s = src
         .connect(0, 0)
         .await

@@ -43,13 +43,14 @@ impl Endpoints {
     }
 }
 
-/// The source's nodes (one today: a standalone server or a primary).
-pub(crate) fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
-    let src = parse_endpoint(&cfg.source.url)?;
+/// The source's nodes (one today: a standalone server, or the master the
+/// sentinels name now).
+pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
+    let src = crate::source::resolve(cfg).await?;
     Ok(Endpoints {
         addrs: vec![src.addr()],
-        auth: src.auth,
-        tls: cfg.source.tls_config(),
+        auth: src.endpoint.auth,
+        tls: src.tls,
     })
 }
 
@@ -127,7 +128,7 @@ impl Target {
 
 /// Connect to the source (read-only use).
 pub async fn connect_source(cfg: &Config) -> Result<Conn> {
-    let src = source_endpoints(cfg)?;
+    let src = source_endpoints(cfg).await?;
     src.connect(0, 0)
         .await
         .with_context(|| format!("source {}", src.addrs[0]))
