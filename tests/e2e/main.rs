@@ -31,6 +31,7 @@ mod rdb_roundtrip;
 mod run_e2e;
 mod sampler;
 mod security;
+mod source_reshard;
 mod standalone;
 mod target_tls;
 mod ttl_hold;

@@ -17,8 +17,6 @@ mod run;
 mod sampler;
 mod sentinel;
 mod source;
-// Wired into `run` with the per-shard pipelines of a cluster source.
-#[allow(dead_code)]
 mod source_watch;
 mod telemetry;
 mod verify;

@@ -32,6 +32,7 @@ use crate::events;
 pub mod cluster;
 pub mod http;
 pub mod main_loop;
+pub mod reshard;
 pub mod shutdown;
 pub mod status;
 pub mod status_metrics;
