@@ -241,8 +241,19 @@ fn reshard_under_load(flavor: Flavor, mover: Mover) {
     wait_settled(&src, &run, &daemon);
     let from = src.master_of_slot(0).expect("owner of slot 0");
     let to = src.master_of_slot(16383).expect("owner of slot 16383");
-    let ops = std::thread::scope(|s| {
+    let moving = std::sync::atomic::AtomicBool::new(true);
+    let started = Instant::now();
+    let (ops, saw_resharding) = std::thread::scope(|s| {
         let w = s.spawn(|| workload(&src, 11, 25, 60_000));
+        // `/status` says `resharding` while the slots move (bounded by the move).
+        let watch = s.spawn(|| {
+            let mut seen = false;
+            while moving.load(std::sync::atomic::Ordering::Relaxed) && !seen {
+                seen = status(&run.http).is_some_and(|st| st["source_watch"]["resharding"] == true);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
         std::thread::sleep(Duration::from_millis(500));
         match mover {
             Mover::RedisCli => src
@@ -253,9 +264,14 @@ fn reshard_under_load(flavor: Flavor, mover: Mover) {
             }
         }
         .unwrap_or_else(|e| panic!("{e}"));
-        w.join().expect("workload")
+        let moved_in = started.elapsed();
+        let ops = w.join().expect("workload");
+        moving.store(false, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("{MOVED} slots moved in {moved_in:?} under {ops} writes");
+        (ops, watch.join().expect("status poller"))
     });
     assert!(ops > 1000, "{ops} ops");
+    assert!(saw_resharding, "/status never said resharding");
     assert_eq!(src.master_of_slot(0), Some(to));
     assert_eq!(src.master_of_slot(MOVED as u16 - 1), Some(to));
     // After the move: delete some keys of moved slots, write others.
@@ -274,7 +290,16 @@ fn reshard_under_load(flavor: Flavor, mover: Mover) {
         let k = format!("after:{i}");
         cl.run(&k, redis::cmd("SET").arg(&k).arg(i));
     }
+    let quiet = Instant::now();
     let st = wait_settled(&src, &run, &daemon);
+    eprintln!(
+        "settled (resync done, caught up) {:?} after the last write",
+        quiet.elapsed()
+    );
+    assert!(
+        st["moved_slot_dropped"].as_u64().unwrap_or(0) > 0,
+        "no op of a moved slot was dropped: {st:#}"
+    );
     assert!(
         st["source_watch"]["resyncs"].as_u64().unwrap_or(0) >= 1,
         "{st:#}"
