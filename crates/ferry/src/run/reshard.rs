@@ -133,3 +133,48 @@ pub fn watch_config(cfg: &Config, seeds: Vec<String>) -> anyhow::Result<WatchCon
         timeout: TIMEOUT,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use ferry_ops::RecordedShard;
+    use ferry_ops::source_shards::SHARDS_FORMAT;
+
+    use super::*;
+
+    fn rec(shards: &[(&str, &[(u16, u16)])]) -> ShardRecord {
+        ShardRecord {
+            format: SHARDS_FORMAT.into(),
+            partition: None,
+            shards: shards
+                .iter()
+                .map(|(n, r)| RecordedShard {
+                    name: (*n).into(),
+                    ranges: r.to_vec(),
+                    nodes: vec![format!("{n}-id")],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn known_shards_start_from_the_ranges_of_the_previous_start() {
+        let before = rec(&[("shard-0", &[(0, 5460)]), ("shard-5461", &[(5461, 16383)])]);
+        let now = rec(&[
+            ("shard-0", &[(0, 6000)]),
+            ("shard-5461", &[(6001, 16383)]),
+            ("shard-x", &[]),
+        ]);
+        let k = known_shards(Some(&before), &now, &["shard-0".into()]);
+        assert_eq!(k.len(), 3);
+        assert_eq!(k[0].slots.to_string(), "0-5460", "gain while stopped kept");
+        assert!(k[0].followed && !k[1].followed);
+        assert_eq!(k[1].node_ids, ["shard-5461-id"]);
+        assert_eq!(k[2].slots.to_string(), "-");
+        let first = known_shards(None, &now, &[]);
+        assert_eq!(
+            first[0].slots.to_string(),
+            "0-6000",
+            "first start: nothing gained"
+        );
+    }
+}
