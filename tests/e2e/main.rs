@@ -17,6 +17,7 @@ mod e2e_support;
 
 mod bad_input;
 mod big_values;
+mod cluster_source;
 mod corrupt_inputs;
 mod cross_slot;
 mod daemon;
@@ -31,6 +32,7 @@ mod rdb_roundtrip;
 mod run_e2e;
 mod sampler;
 mod security;
+mod sentinel_source;
 mod source_reshard;
 mod standalone;
 mod target_tls;

@@ -265,6 +265,10 @@ pub struct RecordedShard {
     pub ranges: Vec<(u16, u16)>,
     /// Node ids of its master and replicas when last seen.
     pub nodes: Vec<String>,
+    /// Their addresses (`host:port`) when last seen: where to ask for the
+    /// topology on restart when `source.url` does not answer.
+    #[serde(default)]
+    pub addrs: Vec<String>,
 }
 
 /// `state_dir/shards.json`: the source's shards in the order of first
@@ -278,6 +282,19 @@ pub struct ShardRecord {
     pub partition: Option<PartitionRecord>,
     /// Every shard of the source, positions fixed at first discovery.
     pub shards: Vec<RecordedShard>,
+}
+
+impl ShardRecord {
+    /// Every recorded node address (to ask for the topology).
+    pub fn addrs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in self.shards.iter().flat_map(|s| &s.addrs) {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
 }
 
 /// The file format tag of [`ShardRecord`].
@@ -420,6 +437,7 @@ pub fn reconcile(
             name,
             ranges: Vec::new(),
             nodes: Vec::new(),
+            addrs: Vec::new(),
         });
         matched[c] = Some(record.shards.len() - 1);
     }
@@ -437,6 +455,10 @@ pub fn reconcile(
         }
         nodes.truncate(16);
         rec.nodes = nodes;
+        rec.addrs = std::iter::once(&shard.master)
+            .chain(&shard.replicas)
+            .map(|m| m.addr.clone())
+            .collect();
         out.push(Assigned {
             name: rec.name.clone(),
             current: c,

@@ -113,6 +113,8 @@ fn names_by_lowest_slot_and_stable_on_restart() {
     assert_eq!(names, ["shard-0", "shard-5461", "shard-10923"]);
     assert!(a.iter().all(|a| a.selected));
     assert_eq!(rec.shards[1].nodes, ["b", "b2"]);
+    assert_eq!(rec.shards[1].addrs, ["127.0.0.1:7001", "127.0.0.1:7004"]);
+    assert_eq!(rec.addrs().len(), 6);
     let (rec2, a2) = reconcile(Some(&rec), &current(), None).unwrap();
     assert_eq!(a2, a);
     assert_eq!(rec2, rec);

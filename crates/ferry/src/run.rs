@@ -31,6 +31,7 @@ use crate::events;
 
 pub mod cluster;
 pub mod http;
+pub mod locate;
 pub mod main_loop;
 pub mod reshard;
 pub mod shutdown;
@@ -110,6 +111,7 @@ async fn daemon(
     if cluster::is_cluster(cfg).await? {
         return cluster::run(cfg, allow_nonempty_target, sd, status).await;
     }
+    cluster::check_standalone(cfg)?;
 
     let wiring::Wired {
         mut applier,

@@ -36,6 +36,9 @@ impl Translator {
         if args.is_empty() {
             return;
         }
+        if is_sentinel_hello(&args) {
+            return;
+        }
         if !self.keep_db(db) {
             self.counters.skip(SkipReason::FilteredDb);
             return;
@@ -85,6 +88,12 @@ impl Translator {
             self.counters.emulated += 1;
             self.counters.commands_applied += 1;
             return;
+        }
+        if self.cfg.source_shard {
+            // Each source master's stream carries its own FUNCTION LOAD of
+            // the same library (a client loads it on every master): the
+            // second one into the same target master must not fail.
+            function_load_replace(&mut args);
         }
         if self.cfg.standalone {
             return self.standalone(args, route, db, offset, out);
@@ -243,5 +252,33 @@ impl Translator {
             }
         }
         Some(kept)
+    }
+}
+
+/// `PUBLISH __sentinel__:…`: a Sentinel's hello (every 2 s per sentinel,
+/// on the master it watches, so it is in the replication stream). Not the
+/// application's traffic: dropped without a skip warning.
+fn is_sentinel_hello(args: &[Bytes]) -> bool {
+    args.len() == 3
+        && args[0].eq_ignore_ascii_case(b"PUBLISH")
+        && args[1].starts_with(b"__sentinel__:")
+}
+
+/// `FUNCTION LOAD code` → `FUNCTION LOAD REPLACE code`; `FUNCTION RESTORE
+/// payload` without a policy → `… REPLACE` (idempotent when every source
+/// shard's stream carries the same command).
+fn function_load_replace(args: &mut Vec<Bytes>) {
+    if args.len() < 3 || !args[0].eq_ignore_ascii_case(b"FUNCTION") {
+        return;
+    }
+    if args[1].eq_ignore_ascii_case(b"LOAD") {
+        let has = args[2..args.len() - 1]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"REPLACE"));
+        if !has {
+            args.insert(2, Bytes::from_static(b"REPLACE"));
+        }
+    } else if args[1].eq_ignore_ascii_case(b"RESTORE") && args.len() == 3 {
+        args.push(Bytes::from_static(b"REPLACE"));
     }
 }

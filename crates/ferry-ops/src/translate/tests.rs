@@ -603,6 +603,8 @@ fn standalone_keeps_dbs_with_select_and_commands_as_they_are() {
     assert_eq!(cmd(&mut t, 0, 8, "FLUSHALL"), ["0@8 FLUSHALL"]);
     assert_eq!(cmd(&mut t, 0, 9, "PUBLISH c m"), ["skip unreplayable -"]);
     assert!(cmd(&mut t, 0, 10, "PING").is_empty());
+    // A Sentinel's hello: quietly dropped.
+    assert!(cmd(&mut t, 0, 11, "PUBLISH __sentinel__:hello x").is_empty());
     // With a key filter, a flush is not carried.
     let mut t = started(TranslatorConfig {
         standalone: true,
@@ -684,6 +686,26 @@ fn a_cluster_source_shard_flushes_only_its_slots() {
         });
         assert_eq!(cmd(&mut t, 0, 8, "FLUSHALL"), ["flush-slots@8"]);
         assert_eq!(cmd(&mut t, 0, 9, "FLUSHDB ASYNC"), ["flush-slots@9"]);
+        // FUNCTION LOAD from every shard's stream: idempotent.
+        let load = cmd(&mut t, 0, 12, "FUNCTION LOAD code");
+        assert!(
+            load.iter()
+                .any(|l| l.ends_with("FUNCTION LOAD REPLACE code")),
+            "{load:?}"
+        );
+        let load = cmd(&mut t, 0, 13, "FUNCTION LOAD REPLACE code");
+        assert!(
+            load.iter()
+                .any(|l| l.ends_with("FUNCTION LOAD REPLACE code")),
+            "{load:?}"
+        );
+        let restore = cmd(&mut t, 0, 14, "FUNCTION RESTORE payload");
+        assert!(
+            restore
+                .iter()
+                .any(|l| l.ends_with("FUNCTION RESTORE payload REPLACE")),
+            "{restore:?}"
+        );
         // Other every-master commands are applied as before.
         assert_eq!(cmd(&mut t, 0, 10, "SCRIPT FLUSH").len(), 1);
         assert_ne!(cmd(&mut t, 0, 11, "SCRIPT FLUSH"), ["flush-slots@11"]);

@@ -33,6 +33,7 @@ use ferry_resp::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::locate::ShardLocator;
 use super::main_loop::{self, Publish};
 use super::reshard;
 use super::shutdown::Shutdown;
@@ -75,15 +76,62 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     Ok(Info::parse(&text).get("cluster_enabled") == Some("1"))
 }
 
-/// The source's shards, asked of `source.url`.
-async fn discover(cfg: &Config) -> Result<Vec<SourceShard>> {
+/// Refuses cluster-only settings for a standalone source (`source.partition`
+/// would otherwise be ignored: two processes would both migrate it) and
+/// warns about `read_from: replica`.
+pub fn check_standalone(cfg: &Config) -> Result<()> {
+    if let Some(p) = cfg.source.partition {
+        bail!(
+            "source.partition (index {}, count {}) is for a cluster source, but {} is a standalone \
+             server (INFO cluster: cluster_enabled:0): remove source.partition and \
+             FERRY_PARTITION_INDEX/FERRY_PARTITION_COUNT",
+            p.index,
+            p.count,
+            redact(&cfg.source.url)
+        );
+    }
+    if cfg.source.read_from == ReadFrom::Replica {
+        tracing::warn!(
+            "source.read_from: replica is for a cluster source; replicating {} itself",
+            redact(&cfg.source.url)
+        );
+    }
+    Ok(())
+}
+
+/// The source's shards, asked of `source.url`, else of the nodes
+/// recorded in `shards.json` (the seed may have failed since).
+async fn discover(cfg: &Config, recorded: &[String]) -> Result<Vec<SourceShard>> {
     let src = parse_endpoint(&cfg.source.url)?;
-    let addr = src.addr();
+    let mut seeds = vec![src.addr()];
+    seeds.extend(recorded.iter().filter(|a| **a != src.addr()).cloned());
+    let mut tried = Vec::new();
+    for addr in &seeds {
+        match discover_at(cfg, &src.auth, addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::warn!(node = %addr, "source cluster: {e:#}");
+                tried.push(format!("{addr}: {e:#}"));
+            }
+        }
+    }
+    bail!(
+        "cannot read the source cluster's shards from {} (nor any recorded node): {}",
+        redact(&cfg.source.url),
+        tried.join("; ")
+    )
+}
+
+async fn discover_at(
+    cfg: &Config,
+    auth: &ferry_cluster::Auth,
+    addr: &str,
+) -> Result<Vec<SourceShard>> {
     let tls = cfg.source.tls_config();
-    let mut conn = Conn::connect_tls(&addr, &src.auth, T, tls.as_ref())
+    let mut conn = Conn::connect_tls(addr, auth, T, tls.as_ref())
         .await
-        .with_context(|| format!("cannot connect to the source {}", redact(&cfg.source.url)))?;
-    let host = host_of(&addr).to_owned();
+        .with_context(|| format!("cannot connect to the source node {addr}"))?;
+    let host = host_of(addr).to_owned();
     let reply = conn
         .call(&["CLUSTER", "SHARDS"], T)
         .await
@@ -143,6 +191,7 @@ struct Planned {
     slots: String,
     cfg: Config,
     gate: Arc<SlotGate>,
+    locator: Arc<ShardLocator>,
 }
 
 /// The node a shard is replicated from (`source.read_from`).
@@ -172,8 +221,12 @@ struct WatchPlan {
 
 /// Discovers, records and selects the shards of this process.
 async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
-    let shards = discover(cfg).await?;
     let recorded = load_record(&cfg.state_dir)?;
+    let known = recorded
+        .as_ref()
+        .map(ShardRecord::addrs)
+        .unwrap_or_default();
+    let shards = discover(cfg, &known).await?;
     let partition = cfg.source.partition.map(|p| PartitionRecord {
         index: p.index,
         count: p.count,
@@ -181,6 +234,15 @@ async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
     let (record, assigned) = reconcile(recorded.as_ref(), &shards, partition)
         .with_context(|| format!("{}", cfg.state_dir.join(SHARDS_FILE).display()))?;
     save_record(&cfg.state_dir, &record)?;
+    let src = parse_endpoint(&cfg.source.url)?;
+    let mut seeds = vec![src.addr()];
+    for s in &shards {
+        for m in std::iter::once(&s.master).chain(&s.replicas) {
+            if !seeds.contains(&m.addr) {
+                seeds.push(m.addr.clone());
+            }
+        }
+    }
     let selected: Vec<String> = assigned
         .iter()
         .filter(|a| a.selected)
@@ -189,11 +251,7 @@ async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
     let watch = WatchPlan {
         known: reshard::known_shards(recorded.as_ref(), &record, &selected),
         record: record.clone(),
-        seeds: shards
-            .iter()
-            .flat_map(|s| std::iter::once(&s.master).chain(&s.replicas))
-            .map(|m| m.addr.clone())
-            .collect(),
+        seeds: seeds.clone(),
     };
     let mut out = Vec::new();
     for a in assigned.iter().filter(|a| a.selected) {
@@ -204,13 +262,29 @@ async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
         c.source.url = url_with_addr(&cfg.source.url, &node);
         // The sampler reads one server; not per shard (yet).
         c.verify.sample_per_second = 0;
+        let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
+        let locator = Arc::new(ShardLocator::new(
+            a.name.clone(),
+            seeds.clone(),
+            src.auth.clone(),
+            cfg.source.tls_config(),
+            gate.clone(),
+            cfg.source.read_from,
+            node.clone(),
+        ));
         out.push(Planned {
             name: a.name.clone(),
             node,
             slots: ranges_text(&shard.ranges),
             cfg: c,
-            gate: Arc::new(SlotGate::from_ranges(&shard.ranges)),
+            gate,
+            locator,
         });
+    }
+    if cfg.verify.sample_per_second > 0 {
+        tracing::info!(
+            "verify.sample_per_second is not used with a cluster source yet (no sampled verify)"
+        );
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
@@ -251,14 +325,24 @@ pub async fn run(
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut running = Vec::new();
     let mut driven = HashMap::new();
+    let mut first_error: Option<anyhow::Error> = None;
     for p in planned {
         let shard = ShardWire {
             namespace: p.name.clone(),
             gate: p.gate.clone(),
+            locator: Some(p.locator.clone()),
         };
         let wired = tokio::select! {
             w = wiring::wire(&p.cfg, allow_nonempty_target, sd.root.child_token(), Some(shard)) => {
-                w.with_context(|| format!("source shard {} ({})", p.name, p.node))?
+                match w.with_context(|| format!("source shard {} ({})", p.name, p.node)) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        // The pipelines already running drain before ferry stops.
+                        sd.work.cancel();
+                        first_error = Some(e);
+                        break;
+                    }
+                }
             }
             _ = sd.work.cancelled() => break,
         };
@@ -297,24 +381,28 @@ pub async fn run(
     // The topology watcher: gates follow the source's slot ownership, a
     // shard that gained slots is resynced once the source is quiet.
     let watch_status = Arc::new(WatchStatus::default());
-    tokio::spawn(crate::source_watch::run(
-        reshard::watch_config(cfg, watch.seeds)?,
-        SourceWatch::with_shards(
-            Duration::from_millis(cfg.source.reshard_settle_ms),
-            watch.known,
-        ),
-        Arc::new(reshard::Control::new(
-            driven,
-            watch.record,
-            cfg.state_dir.clone(),
-        )),
-        watch_status.clone(),
-        sd.work.clone(),
-    ));
+    match reshard::watch_config(cfg, watch.seeds) {
+        Ok(wcfg) => {
+            tokio::spawn(crate::source_watch::run(
+                wcfg,
+                SourceWatch::with_shards(
+                    Duration::from_millis(cfg.source.reshard_settle_ms),
+                    watch.known,
+                ),
+                Arc::new(reshard::Control::new(
+                    driven,
+                    watch.record,
+                    cfg.state_dir.clone(),
+                )),
+                watch_status.clone(),
+                sd.work.clone(),
+            ));
+        }
+        Err(e) => tracing::error!(error = %e, "source resharding is not followed"),
+    }
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
-    let mut first_error: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             done = tasks.join_next() => match done {

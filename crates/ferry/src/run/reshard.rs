@@ -151,6 +151,7 @@ mod tests {
                     name: (*n).into(),
                     ranges: r.to_vec(),
                     nodes: vec![format!("{n}-id")],
+                    addrs: Vec::new(),
                 })
                 .collect(),
         }

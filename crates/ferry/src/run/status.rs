@@ -133,7 +133,8 @@ pub struct LinkSection {
     /// The link's name (`source` for a standalone source, the shard name
     /// for a cluster source).
     pub name: String,
-    /// Cluster source: the address the link replicates from now.
+    /// The address the link replicates from now (a cluster shard's node,
+    /// a Sentinel source's current master, the standalone source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Cluster source: the replication id of the shard's history.
@@ -411,7 +412,7 @@ pub fn combine(shards: &[ShardStatus]) -> Status {
         .map(|s| {
             let mut l = s.status.links.first().cloned().unwrap_or_default();
             l.name = s.name.clone();
-            l.source = Some(s.source.clone());
+            l.source = l.source.or_else(|| Some(s.source.clone()));
             l.replid = l.replid.or_else(|| s.replid.clone());
             l.slots = Some(s.slots.clone());
             l
@@ -591,7 +592,8 @@ impl Assembler {
             source_watch: None,
             links: vec![LinkSection {
                 name: "source".into(),
-                source: None,
+                // The address in use (a Sentinel source's master moves).
+                source: Some(ls.addr.clone()).filter(|a| !a.is_empty()),
                 replid: if self.shard { ls.replid.clone() } else { None },
                 slots: None,
                 phase,

@@ -41,6 +41,8 @@ pub struct ShardWire {
     pub namespace: String,
     /// The slots the shard owns now.
     pub gate: Arc<ferry_ops::SlotGate>,
+    /// Where the shard's link connects (follows a source failover).
+    pub locator: Option<Arc<dyn ferry_replica::Locate>>,
 }
 
 /// Connects, probes and starts the link; `link_cancel` stops the link.
@@ -127,7 +129,8 @@ pub async fn wire(
             s
         }
     };
-    let gate = shard.map(|s| s.gate);
+    let gate = shard.as_ref().map(|s| s.gate.clone());
+    let locator = shard.and_then(|s| s.locator);
     let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
@@ -144,9 +147,10 @@ pub async fn wire(
     }
     lcfg.auth = auth;
     let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
-    if let Some(s) = &sentinels {
-        lcfg.locator = Some(Arc::new(s.clone()));
-    }
+    lcfg.locator = match (&sentinels, locator) {
+        (Some(s), _) => Some(Arc::new(s.clone())),
+        (None, shard) => shard,
+    };
     let (link, events) = Link::start(lcfg, link_cancel.clone())
         .with_context(|| format!("source {}", crate::source::describe(&cfg.source)))?;
     if let Some(s) = sentinels {
