@@ -5,9 +5,10 @@
 //!
 //! ```text
 //! snapshot (masters, replicas, slots, slots moving) + now
-//!   match each master to a shard: same master id; else a known node id of
-//!   the shard (a promoted replica); else the largest slot overlap with a
-//!   shard whose master is gone; else a new shard (no pipeline follows it)
+//!   match each master (those serving slots first) to a shard: same master
+//!   id; else a known node id of the shard whose master is gone (failed,
+//!   absent, or serving nothing: a promoted replica); else the largest slot
+//!   overlap with such a shard; else a new shard (no pipeline follows it)
 //!   shard slots := its master's slots + its old slots nobody serves now
 //!   changed -> Gate(shard, slots)             the applier drops the others
 //!   gained  -> pending += gained; last_move := now
@@ -46,6 +47,8 @@ pub struct MasterView {
     pub slots: SlotSet,
     /// Ids of its replicas.
     pub replicas: Vec<String>,
+    /// Marked `fail` by the cluster.
+    pub failed: bool,
 }
 
 /// One look at the source cluster.
@@ -74,6 +77,7 @@ impl Snapshot {
                     .filter(|r| r.is_replica() && r.master_id.as_deref() == Some(&n.id))
                     .map(|r| r.id.clone())
                     .collect(),
+                failed: n.is_failed(),
             });
         }
         snap.add_markers(lines);
@@ -236,7 +240,13 @@ impl SourceWatch {
         let mut actions = Vec::new();
         let mut masters: Vec<&MasterView> = snap.masters.iter().collect();
         masters.sort_by_key(|m| m.slots.first().unwrap_or(u16::MAX));
-        let master_ids: BTreeSet<&str> = masters.iter().map(|m| m.id.as_str()).collect();
+        // Masters that still serve: a failed master, or one left without
+        // slots (replaced by a promoted replica), is gone for matching.
+        let serving: BTreeSet<&str> = masters
+            .iter()
+            .filter(|m| !m.failed && !m.slots.is_empty())
+            .map(|m| m.id.as_str())
+            .collect();
 
         // Match each master to a shard.
         let mut matched: Vec<Option<usize>> = vec![None; self.shards.len()];
@@ -247,7 +257,7 @@ impl SourceWatch {
             let gone = |s: &Shard| {
                 s.master
                     .as_deref()
-                    .is_none_or(|id| !master_ids.contains(id) || id == m.id)
+                    .is_none_or(|id| !serving.contains(id) || id == m.id)
             };
             let by_id = (0..self.shards.len())
                 .find(|&i| free(i) && self.shards[i].master.as_deref() == Some(&m.id))

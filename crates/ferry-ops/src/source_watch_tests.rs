@@ -11,6 +11,7 @@ fn master(id: &str, ranges: &[(u16, u16)]) -> MasterView {
         addr: Some(format!("h:{}", id.len())),
         slots: SlotSet::from_ranges(ranges),
         replicas: vec![format!("{id}-r")],
+        failed: false,
     }
 }
 
@@ -179,6 +180,34 @@ fn a_failover_is_a_master_change_not_a_resync() {
 }
 
 #[test]
+fn a_killed_master_still_listed_as_failed_is_replaced_by_its_replica() {
+    let mut w = SourceWatch::new(DEFAULT_SETTLE);
+    w.observe(Duration::ZERO, &snap(three(), &[]));
+    // b is killed: marked failed (its slots still listed), then b-r takes them
+    // while b stays listed as a failed master without slots.
+    let mut failing = three();
+    failing[1].failed = true;
+    assert!(w.observe(S, &snap(failing, &[])).is_empty());
+    let mut after = three();
+    after[1] = master("b-r", &[(5461, 10922)]);
+    after[1].replicas = vec![];
+    let mut dead = master("b", &[]);
+    dead.failed = true;
+    after.push(dead);
+    let a = w.observe(2 * S, &snap(after.clone(), &[]));
+    assert_eq!(
+        a,
+        [WatchAction::MasterChanged {
+            shard: "shard-5461".into(),
+            id: "b-r".into(),
+            addr: Some("h:3".into()),
+        }]
+    );
+    assert!(w.observe(10 * S, &snap(after, &[])).is_empty());
+    assert!(w.pending().is_empty() && !w.resharding());
+}
+
+#[test]
 fn an_unknown_promoted_node_is_matched_by_slot_overlap() {
     let mut w = SourceWatch::new(DEFAULT_SETTLE);
     w.observe(Duration::ZERO, &snap(three(), &[]));
@@ -322,7 +351,7 @@ proptest! {
             (0..3).map(|m| {
                 let mut slots = SlotSet::new();
                 (0..16384u16).filter(|s| owner[*s as usize] == m).for_each(|s| slots.insert(s));
-                MasterView { id: ids[m].into(), addr: None, slots, replicas: vec![] }
+                MasterView { id: ids[m].into(), addr: None, slots, replicas: vec![], failed: false }
             }).collect()
         };
         let mut w = SourceWatch::new(DEFAULT_SETTLE);
