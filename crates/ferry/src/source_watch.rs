@@ -281,7 +281,14 @@ pub async fn run(
 fn apply(action: &WatchAction, control: &dyn ShardControl, status: &WatchStatus) {
     match action {
         WatchAction::Gate { shard, slots } => {
-            tracing::info!(shard, slots = %slots, "source shard owns these slots now");
+            if slots.is_empty() {
+                tracing::warn!(
+                    shard,
+                    "source shard owns no slot now: its ops are all dropped"
+                );
+            } else {
+                tracing::info!(shard, slots = %slots, "source shard owns these slots now");
+            }
             control.set_slots(shard, slots);
         }
         WatchAction::Resync { shard, gained } => {
