@@ -17,7 +17,9 @@ mod e2e_support;
 
 mod bad_input;
 mod big_values;
+mod cluster_ops;
 mod cluster_source;
+mod cluster_verify;
 mod corrupt_inputs;
 mod cross_slot;
 mod daemon;

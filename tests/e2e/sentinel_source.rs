@@ -226,6 +226,10 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
         "ferry did not follow +switch-master:\n{log}"
     );
     assert!(
+        !log.contains("sentinel subscription"),
+        "the +switch-master subscription failed (its keepalive pings, every 5 s idle):\n{log}"
+    );
+    assert!(
         !log.contains("PUBLISH is filtered"),
         "the sentinels' hellos were reported as skipped:\n{log}"
     );
@@ -267,7 +271,7 @@ fn sentinel_failover_under_load_continues_on_the_new_master() {
 }
 
 /// Passwords on the sentinels and on the data servers, no `source.url`:
-/// the sentinels' credentials serve for both.
+/// the sentinels' credentials serve for both (`run`, `verify`, `cutover`).
 #[test]
 fn sentinel_with_passwords_and_no_source_url() {
     let group =
@@ -287,6 +291,20 @@ fn sentinel_with_passwords_and_no_source_url() {
     assert_eq!(st["links"][0]["source"], master.addr(), "{st}");
     let verify = setup.assert_verified();
     assert!(verify.contains("0 differ"), "{verify}");
+    // The cutover finds the master through the sentinels too.
+    let out = std::process::Command::new(crate::common::daemon::FERRY)
+        .args(["cutover", "--config"])
+        .arg(&setup.cfg)
+        .output()
+        .expect("cutover");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cutover: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("in sync at offset"), "{text}");
     drop(daemon);
 }
 

@@ -31,6 +31,10 @@ use crate::config::Tls;
 /// Bound of connecting to a sentinel and of each of its replies.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A `+switch-master` subscription silent this long is pinged; two pings
+/// unanswered move it to the next sentinel.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// `source.sentinel`: the sentinels that watch the source's master.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,17 +183,30 @@ impl Sentinels {
         sock.write_all(&out).await?;
         sock.flush().await?;
         let mut buf = BytesMut::new();
+        let mut silent = 0u32;
         loop {
             let v = loop {
                 if let Some((v, n)) = ferry_resp::decode(&buf)? {
                     let _ = buf.split_to(n);
                     break v;
                 }
-                // Sentinels publish `+sentinel`/hello traffic on other
-                // channels only; a quiet subscription is normal, so no
-                // read timeout here (TCP keepalive is the OS's).
-                if sock.read_buf(&mut buf).await? == 0 {
-                    bail!("the sentinel closed the connection");
+                // A quiet subscription is normal: ping it when silent, and
+                // give up on a sentinel that answers nothing (the next
+                // one is subscribed to then).
+                match tokio::time::timeout(KEEPALIVE, sock.read_buf(&mut buf)).await {
+                    Ok(Ok(0)) => bail!("the sentinel closed the connection"),
+                    Ok(Ok(_)) => silent = 0,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) if silent >= 2 => {
+                        bail!("no answer to PING for {:?}", KEEPALIVE * 2)
+                    }
+                    Err(_) => {
+                        silent += 1;
+                        let mut ping = Vec::new();
+                        ferry_resp::write_command(&mut ping, &["PING"]);
+                        sock.write_all(&ping).await?;
+                        sock.flush().await?;
+                    }
                 }
             };
             match &v {

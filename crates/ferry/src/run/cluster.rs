@@ -194,21 +194,32 @@ struct Planned {
     locator: Arc<ShardLocator>,
 }
 
-/// The node a shard is replicated from (`source.read_from`).
-fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> Result<String> {
+/// The node a shard is replicated from (`source.read_from`); with
+/// `replica` and no usable replica, its master (logged).
+fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> String {
     match read_from {
-        ReadFrom::Master => Ok(shard.master.addr.clone()),
-        ReadFrom::Replica => shard
-            .replicas
-            .iter()
-            .find(|r| r.online)
-            .map(|r| r.addr.clone())
-            .with_context(|| {
-                format!(
-                    "source.read_from: replica, but shard {name} ({}) has no online replica",
-                    ranges_text(&shard.ranges)
-                )
-            }),
+        ReadFrom::Master => shard.master.addr.clone(),
+        ReadFrom::Replica => match shard.replica_to_read() {
+            Some(r) => r.addr.clone(),
+            None => {
+                tracing::warn!(
+                    shard = %name,
+                    slots = %ranges_text(&shard.ranges),
+                    "source.read_from: replica, but the shard has no usable replica: \
+                     replicating its master"
+                );
+                shard.master.addr.clone()
+            }
+        },
+    }
+}
+
+/// `limit` (0 = unlimited) split among `n` pipelines, rounded up.
+fn share(limit: u64, n: u64) -> u64 {
+    if limit == 0 {
+        0
+    } else {
+        limit.div_ceil(n.max(1))
     }
 }
 
@@ -254,14 +265,19 @@ async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
         seeds: seeds.clone(),
     };
     let mut out = Vec::new();
+    let selected = assigned.iter().filter(|a| a.selected).count() as u64;
     for a in assigned.iter().filter(|a| a.selected) {
         let shard = &shards[a.current];
-        let node = node_of(shard, cfg.source.read_from, &a.name)?;
+        let node = node_of(shard, cfg.source.read_from, &a.name);
         let mut c = cfg.clone();
         c.state_dir = cfg.state_dir.join(SHARDS_DIR).join(&a.name);
         c.source.url = url_with_addr(&cfg.source.url, &node);
-        // The sampler reads one server; not per shard (yet).
+        // One sampler for the process (below), drawing from every master.
         c.verify.sample_per_second = 0;
+        // The target rate limit is one budget for the process: shared out
+        // evenly among its pipelines (each writer has its own limiter).
+        c.target.max_ops_per_sec = share(cfg.target.max_ops_per_sec, selected);
+        c.target.max_bytes_per_sec = share(cfg.target.max_bytes_per_sec, selected);
         let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
         let locator = Arc::new(ShardLocator::new(
             a.name.clone(),
@@ -280,11 +296,6 @@ async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
             gate,
             locator,
         });
-    }
-    if cfg.verify.sample_per_second > 0 {
-        tracing::info!(
-            "verify.sample_per_second is not used with a cluster source yet (no sampled verify)"
-        );
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
@@ -400,6 +411,20 @@ pub async fn run(
         }
         Err(e) => tracing::error!(error = %e, "source resharding is not followed"),
     }
+    // The sampled verify: keys of every source master whose shard this
+    // process carries, each checked once its link has applied the
+    // master's offset (matched by replid).
+    let sampler = Arc::new(crate::sampler::SamplerStats::default());
+    {
+        let status = status.clone();
+        crate::sampler::spawn(
+            cfg,
+            sampler.clone(),
+            move || crate::run::sampler_progress(&status),
+            sd.work.child_token(),
+            &sd.tracker,
+        );
+    }
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
@@ -418,7 +443,8 @@ pub async fn run(
             },
             _ = tick.tick() => {}
         }
-        let st = combined(&running, &watch_status);
+        let mut st = combined(&running, &watch_status);
+        st.verify = sampler.status(cfg.verify.sample_per_second);
         metrics.record(&st);
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
@@ -432,6 +458,7 @@ pub async fn run(
         return Err(e);
     }
     let mut st = combined(&running, &watch_status);
+    st.verify = sampler.status(cfg.verify.sample_per_second);
     st.stopped();
     metrics.record(&st);
     if let Ok(mut s) = status.lock() {
@@ -482,4 +509,15 @@ async fn drive(wired: wiring::Wired, mut publish: Publish, work: CancellationTok
         s.stopped();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rate_budget_is_shared_among_the_pipelines() {
+        assert_eq!(super::share(0, 3), 0, "unlimited stays unlimited");
+        assert_eq!(super::share(1000, 3), 334);
+        assert_eq!(super::share(1000, 1), 1000);
+        assert_eq!(super::share(1, 3), 1, "never 0 (unlimited)");
+    }
 }
