@@ -17,7 +17,7 @@
 
 use ferry_resp::Value;
 
-use crate::endpoint::HostPort;
+use crate::endpoint::{HostPort, split_host_port};
 use crate::nodes::{field, pairs, text};
 use crate::slot::MAX_SLOT;
 
@@ -123,12 +123,13 @@ pub fn parse_cluster_nodes(input: &str) -> Result<Vec<NodeLine>, NodesError> {
 fn parse_addr(s: &str) -> Option<Option<String>> {
     let s = s.split(',').next()?;
     let s = s.split('@').next()?;
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    if host.is_empty() || port == 0 {
+    if s.ends_with(":0") {
         return Some(None);
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (host, port) = split_host_port(s)?;
+    if host.is_empty() {
+        return Some(None);
+    }
     Some(Some(HostPort(host, port).to_string()))
 }
 
