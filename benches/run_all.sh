@@ -17,7 +17,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-all="decode replica_rate full_sync streaming_lag memory scaling verify"
+all="decode replica_rate full_sync sink_scaling streaming_lag memory scaling verify"
 for b in ${ONLY:-$all}; do
     echo "=== benches/$b.sh ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     "benches/$b.sh"

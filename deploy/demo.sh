@@ -3,7 +3,9 @@
 #   installs the servers if missing (root), builds ferry, starts a local
 #   Redis 7.0 source with 200k mixed keys and a 3-master Redis cluster,
 #   runs `ferry run` while a write load hits the source, shows the lag
-#   falling to zero, then runs `ferry verify`. Stops everything it started.
+#   falling to zero, then runs `ferry verify`. Then the same from a 3-master
+#   source cluster (one link per source shard) into a new 4-master cluster.
+#   Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,18 +74,22 @@ echo "== source: Redis $($SERVER --version | sed 's/.*v=\([^ ]*\).*/\1/') on 127
     echo "XREADGROUP GROUP workers w1 COUNT 5 STREAMS events >"
 } | "$CLI" -p "$SRC" >/dev/null
 
-nodes=()
-for _ in 1 2 3; do
-    free_port P bus
-    start "$P" --cluster-enabled yes --cluster-config-file "$work/nodes-$P.conf"
-    nodes+=("127.0.0.1:$P")
-done
-"$CLI" --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
-for n in "${nodes[@]}"; do
-    for _ in $(seq 100); do
-        "$CLI" -p "${n#*:}" cluster info 2>/dev/null | grep -q cluster_state:ok && break; sleep 0.1
+# cluster N: starts an N-master cluster; its nodes (host:port) in $nodes.
+cluster() {
+    nodes=()
+    for _ in $(seq "$1"); do
+        free_port P bus
+        start "$P" --cluster-enabled yes --cluster-config-file "$work/nodes-$P.conf"
+        nodes+=("127.0.0.1:$P")
     done
-done
+    "$CLI" --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+    for n in "${nodes[@]}"; do
+        for _ in $(seq 100); do
+            "$CLI" -p "${n#*:}" cluster info 2>/dev/null | grep -q cluster_state:ok && break; sleep 0.1
+        done
+    done
+}
+cluster 3
 echo "== target: 3-master cluster ${nodes[*]}"
 
 free_port HTTP
@@ -124,4 +130,41 @@ for i in $(seq 1 120); do
 done
 echo "== ferry verify"
 "$FERRY" verify --config "$work/ferry.yaml" --show 10
-echo "== done: the cluster holds the source's data; stopping everything"
+kill "$FERRY_PID"; wait "$FERRY_PID" 2>/dev/null || true
+echo "== done: the cluster holds the source's data"
+
+echo
+echo "== part 2: a 3-master source cluster into a new 4-master cluster (one link per source shard)"
+cluster 3
+src_nodes=("${nodes[@]}")
+"$BENCH" --cluster -h 127.0.0.1 -p "${src_nodes[0]#*:}" -t set,lpush,hset,sadd,zadd -n 100000 -r 100000 -P 16 -q >/dev/null 2>&1
+total=0
+for n in "${src_nodes[@]}"; do total=$((total + $("$CLI" -p "${n#*:}" dbsize))); done
+echo "== source cluster ${src_nodes[*]}: $total keys"
+cluster 4
+echo "== target: 4-master cluster ${nodes[*]}"
+free_port HTTP
+cat > "$work/ferry2.yaml" <<YAML
+source: { url: "redis://${src_nodes[0]}", mode: cluster }
+target: { url: "redis://${nodes[0]}" }
+state_dir: "$work/state2"
+http: { listen: "127.0.0.1:$HTTP" }
+YAML
+echo "== ferry run --config ferry2.yaml, while redis-benchmark --cluster writes to the source (at most 15 s)"
+"$FERRY" run --config "$work/ferry2.yaml" >"$work/ferry2.out" 2>"$work/ferry2.log" &
+pids+=("$!")
+FERRY_PID=$!
+timeout 15 "$BENCH" --cluster -h 127.0.0.1 -p "${src_nodes[0]#*:}" -t set,incr,lpush,hset -n 200000 -r 100000 -P 16 -q >/dev/null 2>&1 &
+BENCH_PID=$!
+while kill -0 "$BENCH_PID" 2>/dev/null; do tail -n 1 "$work/ferry2.out" 2>/dev/null || true; sleep 1; done
+echo "== load stopped; lag falling to zero on every link"
+for i in $(seq 1 120); do
+    if status; then break; fi
+    kill -0 "$FERRY_PID" 2>/dev/null || { echo "ferry exited:"; cat "$work/ferry2.log"; exit 1; }
+    [ "$i" = 120 ] && { echo "lag did not reach zero"; tail "$work/ferry2.log"; exit 1; }
+    sleep 0.5
+done
+"$FERRY" status --http "127.0.0.1:$HTTP" || true
+echo "== ferry verify (scans every source master)"
+"$FERRY" verify --config "$work/ferry2.yaml" --show 10
+echo "== done: the new cluster holds the source cluster's data; stopping everything"

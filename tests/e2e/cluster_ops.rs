@@ -42,9 +42,10 @@ fn start(setup: &Setup, index: u32, count: u32) -> Daemon {
     Daemon { child, log }
 }
 
-/// Waits until the daemons' links together are `links`, each streaming
-/// and applied up to its source master's offset.
-fn wait_caught_up(src: &Cluster, setups: &[&Setup], daemons: &[&Daemon], links: usize) {
+/// Waits until the daemons' links together are `links`, each streaming,
+/// applied up to its source master's offset, with lag 0 (the source offset
+/// polled).
+fn wait_caught_up(src: &Cluster, setups: &[&Setup], daemons: &mut [&mut Daemon], links: usize) {
     let deadline = Instant::now() + CATCH_UP;
     loop {
         let all: Vec<serde_json::Value> = setups
@@ -61,11 +62,16 @@ fn wait_caught_up(src: &Cluster, setups: &[&Setup], daemons: &[&Daemon], links: 
                 src.nodes.iter().any(|n| {
                     n.addr() == node
                         && l["applied_offset"].as_u64() == Some(repl_offset(n))
+                        && l["lag_bytes"].as_u64() == Some(0)
                         && l["phase"] == "streaming"
                 })
             });
         if ok {
             return;
+        }
+        for d in daemons.iter_mut() {
+            let exited = d.child.try_wait().expect("try_wait");
+            assert!(exited.is_none(), "ferry exited ({exited:?}):\n{}", d.log());
         }
         assert!(
             Instant::now() < deadline,
@@ -134,10 +140,10 @@ fn two_partitions_status_verify_cutover_metrics_cleanup() {
     let s1 = Setup::new(&src.seed_url(), &dst.seed_url(), extra);
     let mut d0 = start(&s0, 0, 2);
     let mut d1 = start(&s1, 1, 2);
-    wait_caught_up(&src, &[&s0, &s1], &[&d0, &d1], 3);
+    wait_caught_up(&src, &[&s0, &s1], &mut [&mut d0, &mut d1], 3);
     // Writes while streaming, on every master.
     fill_source(&src, 3500);
-    wait_caught_up(&src, &[&s0, &s1], &[&d0, &d1], 3);
+    wait_caught_up(&src, &[&s0, &s1], &mut [&mut d0, &mut d1], 3);
     let http = format!("{},{}", s0.http, s1.http);
     let cfg = s0.cfg.to_str().expect("path");
 
@@ -214,6 +220,15 @@ fn two_partitions_status_verify_cutover_metrics_cleanup() {
 
     // Stopped: cleanup removes every checkpoint of every shard.
     assert_eq!(d0.stop(), Some(0), "{}", d0.log());
+    // One process down: still one screen, its row unreachable, exit 1.
+    let (code, out, err) = ferry(&["status", "--http", &http]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains(" shard-5461 "), "{out}");
+    assert!(
+        out.contains("unreachable") && out.contains(&format!("error on {}", s0.http)),
+        "{out}"
+    );
+    assert!(err.contains("1 of 2 daemons did not answer"), "{err}");
     assert_eq!(d1.stop(), Some(0), "{}", d1.log());
     let before = reserved_keys(&dst);
     assert!(
@@ -251,7 +266,7 @@ fn sampled_verify_of_a_cluster_source_checks_every_master() {
         "verify: { sample_per_second: 200 }\n",
     );
     let mut d = s.run();
-    wait_caught_up(&src, &[&s], &[&d], 3);
+    wait_caught_up(&src, &[&s], &mut [&mut d], 3);
     for i in (4..3000).step_by(5) {
         let k = format!("k:{i}");
         redis::cmd("APPEND")
@@ -289,4 +304,74 @@ fn sampled_verify_of_a_cluster_source_checks_every_master() {
         st["verify"]
     );
     assert_eq!(d.stop(), Some(0), "{}", d.log());
+}
+
+/// A cutover that cannot catch up (the target rate limit holds ferry far
+/// behind): exit 1 naming the masters behind, every master unpaused; the
+/// same interrupted by SIGINT during a long pause: every master unpaused at
+/// once, exit 2.
+#[test]
+fn cutover_behind_and_interrupted_unpauses_every_master() {
+    let src = Cluster::start(Flavor::Redis70, 3).expect("source cluster");
+    let dst = Cluster::start(Flavor::Redis70, 4).expect("target cluster");
+    fill_source(&src, 300);
+    let s = Setup::new(&src.seed_url(), &dst.seed_url(), "");
+    // The target's rate limit (in the `target:` map Setup writes).
+    let text = std::fs::read_to_string(&s.cfg).expect("config");
+    let text = text.replacen("target: { url:", "target: { max_ops_per_sec: 100, url:", 1);
+    std::fs::write(&s.cfg, text).expect("config");
+    let mut d = s.run();
+    wait_caught_up(&src, &[&s], &mut [&mut d], 3);
+    // Far more writes than 100 ops/s applies during a pause.
+    fill_source(&src, 6000);
+    let cfg = s.cfg.to_str().expect("path");
+    let (code, out, err) = ferry(&["cutover", "--config", cfg, "--pause-ms", "300"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.starts_with("NOT in sync after "), "{out}");
+    assert!(out.contains("bytes behind offset"), "{out}");
+    assert!(
+        src.nodes.iter().any(|n| out.contains(&n.addr())),
+        "names the masters behind: {out}"
+    );
+    for n in &src.nodes {
+        assert_not_paused(n);
+    }
+
+    let t = Instant::now();
+    let child = Command::new(FERRY)
+        .args(["cutover", "--config", cfg, "--pause-ms", "30000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry cutover");
+    // Paused: a write waits (bounded by its own timeout).
+    let paused = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = src.nodes[0].conn();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        if redis::cmd("SET")
+            .arg("{06S}probe")
+            .arg(1)
+            .query::<()>(&mut c)
+            .is_err()
+        {
+            break;
+        }
+        assert!(Instant::now() < paused, "the cutover never paused writes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("cutover exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    for n in &src.nodes {
+        assert_not_paused(n);
+    }
+    // Still far behind at 100 ops/s: a drain would outlast the test.
+    d.kill9();
 }

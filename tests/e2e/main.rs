@@ -35,6 +35,7 @@ mod run_e2e;
 mod sampler;
 mod security;
 mod sentinel_source;
+mod source_reshard;
 mod standalone;
 mod target_tls;
 mod ttl_hold;

@@ -6,9 +6,9 @@
 //! Conn::connect_tls(.., tls)     the same, with TLS when `tls` is given
 //! Conn::call(args)               one command, one reply (discovery, handshake)
 //! Conn::into_pipeline(tag, tx)   split the socket:
-//!     writer task: Bytes chunks from an unbounded channel -> BufWriter,
-//!                  flushed once the channel is momentarily empty (one flush
-//!                  per batch, not per command)
+//!     writer task: Bytes chunks from an unbounded channel -> the socket:
+//!                  big chunks as they are, small ones gathered into one
+//!                  write, flushed once the channel is momentarily empty
 //!     reader task: socket -> buffer -> every complete reply decoded, sent
 //!                  as one (tag, Replies(vec)) event per read, in order
 //!     either side failing sends (tag, Lost(error)) once; both tasks are
@@ -25,14 +25,16 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_resp::{RespError, Value, write_command};
 use ferry_tls::{ConnectError, Stream, TlsConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
-/// Write buffer of the pipeline's writer task.
+/// Small chunks are gathered into one write of up to this many bytes.
 const WRITE_BUF: usize = 256 * 1024;
+/// Chunks at least this big are written as they are, not copied first.
+const WRITE_DIRECT: usize = 16 * 1024;
 
 pub use ferry_ops::Auth;
 
@@ -310,14 +312,37 @@ impl Conn {
             let tag = tag.clone();
             let addr = addr.clone();
             tokio::spawn(async move {
-                let mut out = BufWriter::with_capacity(WRITE_BUF, write_half);
+                let mut out = write_half;
+                // Small chunks gathered (in order) into one write; big ones
+                // (a loop turn's writes for the node) go out without a copy.
+                let mut stage: Vec<u8> = Vec::new();
                 while let Some(chunk) = rx.recv().await {
-                    let mut result = out.write_all(&chunk).await;
-                    while result.is_ok() {
-                        match rx.try_recv() {
-                            Ok(chunk) => result = out.write_all(&chunk).await,
-                            Err(_) => break,
+                    let mut next = Some(chunk);
+                    let mut result = Ok(());
+                    while let Some(chunk) = next.take() {
+                        if chunk.len() >= WRITE_DIRECT {
+                            if !stage.is_empty() {
+                                result = out.write_all(&stage).await;
+                                stage.clear();
+                            }
+                            if result.is_ok() {
+                                result = out.write_all(&chunk).await;
+                            }
+                        } else {
+                            stage.extend_from_slice(&chunk);
+                            if stage.len() >= WRITE_BUF {
+                                result = out.write_all(&stage).await;
+                                stage.clear();
+                            }
                         }
+                        if result.is_err() {
+                            break;
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if result.is_ok() && !stage.is_empty() {
+                        result = out.write_all(&stage).await;
+                        stage.clear();
                     }
                     if result.is_ok() {
                         result = out.flush().await;

@@ -2,9 +2,7 @@
 //! applied offset, the fatal error.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use bytes::Bytes;
+use std::sync::atomic::AtomicU64;
 
 use crate::error::WriterError;
 
@@ -38,16 +36,5 @@ impl Shared {
 
     pub(crate) fn error(&self) -> Option<WriterError> {
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Notes an acknowledged op: a `SELECT n` moves the standalone
-    /// connection to db `n`.
-    pub(crate) fn acked_op(&self, args: &[Bytes]) {
-        if let [name, db] = args
-            && name.eq_ignore_ascii_case(b"SELECT")
-            && let Some(db) = std::str::from_utf8(db).ok().and_then(|d| d.parse().ok())
-        {
-            self.selected_db.store(db, Ordering::Release);
-        }
     }
 }

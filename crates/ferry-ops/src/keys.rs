@@ -104,7 +104,10 @@ pub enum NoKeysKind {
     Publish,
     /// `SWAPDB a b`.
     SwapDb,
-    /// Vendor stream noise: Aliyun `OPINFO`.
+    /// Stream noise without data: Aliyun `OPINFO`; cluster control such as
+    /// `CLUSTER SYNCSLOTS` (Valkey 9's atomic slot migration relays it to
+    /// the importing master's replicas; the keys themselves arrive as
+    /// ordinary writes).
     Vendor,
 }
 
@@ -208,6 +211,7 @@ static TABLE: &[(&str, KeySpec)] = &[
     ("APPEND", K1),
     ("BITFIELD", K1),
     ("BITOP", r(2, -1, 1)),
+    ("CLUSTER", KeySpec::NoKeys(NoKeysKind::Vendor)),
     ("COPY", KeySpec::Copy),
     ("DECR", K1),
     ("DECRBY", K1),
@@ -692,6 +696,7 @@ mod tests {
             ("PUBLISH ch m", NoKeysKind::Publish),
             ("SWAPDB 0 1", NoKeysKind::SwapDb),
             ("OPINFO x", NoKeysKind::Vendor),
+            ("CLUSTER SYNCSLOTS SNAPSHOT-EOF", NoKeysKind::Vendor),
         ] {
             let k = command_keys(&args(cmd)).unwrap();
             assert_eq!(k.class, Class::NoKeys(kind), "{cmd}");

@@ -22,6 +22,11 @@
 //!   into a [`Topology`] with a [`SlotMap`] keyed by range end.
 //! * [`nodes`]: node entries of those replies (endpoint rules, TLS ports),
 //!   and every node address they name ([`shards_node_addrs`]).
+//! * [`cluster_nodes`]: `CLUSTER NODES` text ([`NodeLine`]: slots, replicas,
+//!   migration markers) and Valkey 9's `CLUSTER GETSLOTMIGRATIONS`.
+//! * [`source_watch`]: the [`SourceWatch`] state machine that follows a
+//!   source cluster's resharding (gates, resyncs, master changes) over a
+//!   [`SlotSet`] per shard.
 //! * [`endpoint`]: the client vocabulary: `redis[s]://` URLs into an
 //!   [`Endpoint`], [`Auth`], [`split_host_port`] (IPv6-aware), [`redact`].
 //! * [`source_shards`]: the shards of a cluster source (master, replicas,
@@ -35,6 +40,7 @@
 //! are typed errors ([`KeyError`], [`TopologyError`], [`EndpointError`]) or
 //! `None`.
 
+pub mod cluster_nodes;
 pub mod emulate;
 pub mod endpoint;
 pub mod filter;
@@ -46,12 +52,17 @@ pub mod op;
 pub mod redirect;
 pub mod rewrite;
 pub mod slot;
+pub mod slot_set;
 pub mod source_shards;
+pub mod source_watch;
 pub mod split;
 pub mod target;
 pub mod topology;
 pub mod translate;
 
+pub use cluster_nodes::{
+    NodeLine, NodesError, SlotMigration, parse_cluster_nodes, parse_slot_migrations,
+};
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
 pub use endpoint::{Auth, Endpoint, EndpointError, HostPort, host_of, redact, split_host_port};
 pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
@@ -63,9 +74,13 @@ pub use op::{Op, Tolerate};
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
+pub use slot_set::SlotSet;
 pub use source_shards::{
     Assigned, PartitionRecord, RecordedShard, ShardMember, ShardRecord, ShardRecordError,
     SourceShard, ranges_text, reconcile, source_shards, source_shards_from_slots,
+};
+pub use source_watch::{
+    DEFAULT_SETTLE, KnownShard, MasterView, Snapshot, SourceWatch, WatchAction,
 };
 pub use split::{Route, Split, Unreplayable, route, split};
 pub use target::TargetFormat;

@@ -182,7 +182,13 @@ impl Decoder {
                     return Ok(None);
                 };
                 let v = match t {
-                    b'+' => Value::Simple(src.take(start, end)),
+                    // The replies a pipelined write gets, shared instead of
+                    // allocated per reply.
+                    b'+' => match &buf[start..end] {
+                        b"OK" => Value::Simple(Bytes::from_static(b"OK")),
+                        b"QUEUED" => Value::Simple(Bytes::from_static(b"QUEUED")),
+                        _ => Value::Simple(src.take(start, end)),
+                    },
                     b'-' => Value::Error(src.take(start, end)),
                     b'(' => {
                         check_big_number(buf, start, end)?;
@@ -366,6 +372,23 @@ mod tests {
             v.as_bytes().map(|b| b.starts_with(b"CONTINUE ")),
             Some(true)
         );
+    }
+
+    #[test]
+    fn ok_and_queued_are_shared_and_equal() {
+        for (wire, text) in [
+            (&b"+OK\r\n"[..], "OK"),
+            (b"+QUEUED\r\n", "QUEUED"),
+            (b"+OKAY\r\n", "OKAY"),
+        ] {
+            let (v, n) = ok(wire);
+            assert_eq!((v, n), (Value::simple(text), wire.len()));
+            let (v, _) = decode_bytes(&Bytes::copy_from_slice(wire))
+                .expect("valid")
+                .expect("complete");
+            assert_eq!(v, Value::simple(text));
+        }
+        assert_eq!(decode(b"+OK\r"), Ok(None));
     }
 
     #[test]

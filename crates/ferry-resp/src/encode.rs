@@ -180,6 +180,23 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn length_headers_of_every_width() {
+        for len in [0usize, 1, 9, 10, 99, 100, 12_345, 1_000_000] {
+            let arg = vec![b'x'; len];
+            let mut out = Vec::new();
+            write_command(&mut out, &[&b"SET"[..], &arg]);
+            let mut want = format!("*2\r\n$3\r\nSET\r\n${len}\r\n").into_bytes();
+            want.extend_from_slice(&arg);
+            want.extend_from_slice(b"\r\n");
+            assert_eq!(out, want, "length {len}");
+            assert_eq!(command_len(&[&b"SET"[..], &arg]), want.len());
+        }
+        let mut out = Vec::new();
+        header(&mut out, b'*', usize::MAX);
+        assert_eq!(out, format!("*{}\r\n", usize::MAX).into_bytes());
+    }
+
     fn enc(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
         write_value(&mut out, v);

@@ -7,6 +7,8 @@
 //!   aborts and servers kept in statics).
 //! * [`Cluster`]: N masters (optionally with replicas) joined with
 //!   `redis-cli --cluster create`, waited on until every node agrees.
+//!   [`Cluster::reshard`] moves slots with `redis-cli --cluster reshard`,
+//!   [`Cluster::migrate_slots_atomic`] with Valkey 9's `CLUSTER MIGRATESLOTS`.
 //! * [`fixtures`]: a dataset that makes each server write every RDB type and
 //!   encoding it has; bulk data for benchmarks.
 //! * [`proxy`]: [`FaultProxy`], a TCP proxy that cuts, pauses, delays and
@@ -37,6 +39,7 @@ mod cluster;
 mod error;
 mod flavor;
 mod port;
+mod reshard;
 mod sentinel;
 mod server;
 mod tools;

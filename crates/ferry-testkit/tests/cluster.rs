@@ -1,5 +1,7 @@
 //! 3-master clusters of Redis 7.0 and Valkey 9: bring-up, routing, teardown.
 
+use std::time::Duration;
+
 use ferry_testkit::{Cluster, Flavor, pid_alive};
 
 fn exercise(flavor: Flavor) {
@@ -129,4 +131,48 @@ fn shared_cluster_is_started_once() {
     a.flushall();
     assert_eq!(a.nodes.len(), 3);
     // Never dropped: the servers' watchdogs kill it when this process exits.
+}
+
+/// `redis-cli --cluster reshard` moves slots (keys included) and the
+/// cluster converges on the new map; Valkey 9's atomic migration too.
+fn reshard_moves(flavor: Flavor) {
+    let cluster = Cluster::start(flavor, 3).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = cluster.node_for_key(b"k").conn();
+    let slot = ferry_ops::key_slot(b"k");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    let from = cluster.master_of_slot(0).unwrap();
+    let to = cluster.master_of_slot(16383).unwrap();
+    cluster
+        .reshard(from, to, 100, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cluster.master_of_slot(0), Some(to));
+    let owner = cluster.master_of_slot(slot).unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut cluster.nodes[owner].conn())
+        .unwrap();
+    assert_eq!(v, "v");
+    if cluster.has_atomic_migration() {
+        cluster
+            .migrate_slots_atomic(to, from, 0, 9, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cluster.master_of_slot(0), Some(from));
+        assert_eq!(cluster.master_of_slot(10), Some(to));
+    } else {
+        assert_ne!(flavor, Flavor::Valkey9, "Valkey 9 has atomic migration");
+    }
+}
+
+#[test]
+fn redis70_reshard() {
+    reshard_moves(Flavor::Redis70);
+}
+
+#[test]
+fn valkey9_reshard_and_atomic_migration() {
+    reshard_moves(Flavor::Valkey9);
 }

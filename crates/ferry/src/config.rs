@@ -132,6 +132,15 @@ pub struct Endpoint {
     /// (`FERRY_PARTITION_INDEX` / `FERRY_PARTITION_COUNT` override it).
     #[serde(default)]
     pub partition: Option<Partition>,
+    /// For a cluster source: how long no slot may move (no
+    /// `MIGRATING`/`IMPORTING` marker, no atomic migration, no ownership
+    /// change) before a shard that gained slots is resynced.
+    #[serde(default = "default_reshard_settle_ms")]
+    pub reshard_settle_ms: u64,
+}
+
+fn default_reshard_settle_ms() -> u64 {
+    ferry_ops::DEFAULT_SETTLE.as_millis() as u64
 }
 
 /// What kind of server the source is.
@@ -256,6 +265,7 @@ impl std::fmt::Debug for Endpoint {
             .field("mode", &self.mode)
             .field("read_from", &self.read_from)
             .field("partition", &self.partition)
+            .field("reshard_settle_ms", &self.reshard_settle_ms)
             .field("sentinel", &self.sentinel)
             .finish()
     }

@@ -69,14 +69,29 @@ pub fn status(args: &StatusArgs) -> Result<()> {
             .filter(|t| !t.is_empty())
     });
     let mut all = Vec::with_capacity(args.http.len());
+    let mut down = 0;
     for e in &args.http {
         let e = e.trim().to_string();
-        let s = status_json(&e, token.as_deref())?;
-        all.push((e, s));
+        match status_json(&e, token.as_deref()) {
+            Ok(s) => all.push((e, s)),
+            // One of several: shown as a row, the others still listed.
+            Err(err) if args.http.len() > 1 => {
+                down += 1;
+                let error = format!("{err:#}");
+                all.push((
+                    e,
+                    serde_json::json!({ "phase": "unreachable", "error": error }),
+                ));
+            }
+            Err(err) => return Err(err),
+        }
     }
     match &all[..] {
         [(_, s)] if s["links"].as_array().is_none_or(|l| l.len() <= 1) => print_one(s),
         _ => print!("{}", table(&all)),
+    }
+    if down > 0 {
+        bail!("{down} of {} daemons did not answer", all.len());
     }
     Ok(())
 }
@@ -265,6 +280,15 @@ mod tests {
         );
         assert!(
             lines[4].contains("3 links on 2 processes; lag 40 bytes (shard-5461 on h:2), 2.0 s"),
+            "{t}"
+        );
+        // An unreachable one is a row and an error line.
+        let t = super::table(&[(
+            "h:4".into(),
+            serde_json::json!({ "phase": "unreachable", "error": "no ferry daemon answers" }),
+        )]);
+        assert!(
+            t.contains("unreachable") && t.contains("error on h:4: no ferry"),
             "{t}"
         );
         // A daemon without links[] (an older one) is one row.

@@ -1,7 +1,8 @@
 //! `ferry cutover`: pause the source's writes until the target has them all.
 //!
 //! ```text
-//! 1. every daemon (--http a,b,c, or http.listen) must be streaming
+//! 1. every daemon (--http a,b,c, or http.listen) must be streaming, and
+//!    not following a resharding of the source (source_watch.resharding)
 //! 2. the source's masters: the standalone server, or every master of a
 //!    cluster source (CLUSTER SHARDS, fallback CLUSTER SLOTS)
 //! 3. each master's master_replid must be followed by a link of some
@@ -143,6 +144,14 @@ fn ready(endpoint: &str, st: &serde_json::Value) -> Result<()> {
         bail!(
             "ferry on {endpoint} is not streaming yet (phase {}): wait until the snapshot is applied",
             st["phase"]
+        );
+    }
+    let watch = &st["source_watch"];
+    if watch["resharding"] == true {
+        bail!(
+            "ferry on {endpoint}: the source cluster is being resharded (slots moving, or a resync \
+             pending: {}): wait until /status source_watch.resharding is false",
+            watch["pending"]
         );
     }
     for l in st["links"].as_array().into_iter().flatten() {
@@ -436,5 +445,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("boom"), "{err}");
+        let st = serde_json::json!({ "phase": "streaming", "links": [],
+            "source_watch": { "resharding": true, "pending": ["shard-0"] } });
+        let err = ready("h:1", &st).unwrap_err();
+        assert!(err.to_string().contains("resharded"), "{err}");
+        assert!(err.to_string().contains("shard-0"), "{err}");
+        let st = serde_json::json!({ "phase": "streaming", "links": [],
+            "source_watch": { "resharding": false, "pending": [] } });
+        ready("h:1", &st).unwrap();
     }
 }

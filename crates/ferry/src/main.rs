@@ -18,6 +18,7 @@ mod run;
 mod sampler;
 mod sentinel;
 mod source;
+mod source_watch;
 mod telemetry;
 mod verify;
 

@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod http;
 pub mod locate;
 pub mod main_loop;
+pub mod reshard;
 pub mod shutdown;
 pub mod status;
 pub mod status_metrics;

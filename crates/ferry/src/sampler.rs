@@ -19,14 +19,14 @@
 //! ```
 //! A mismatch is thus only counted when it persists after the target has
 //! caught up with the source's state at the first read, and the source key
-//! did not change meanwhile.
+//! did not change meanwhile. Errors (a node restarting, a failover) are
+//! logged, the connections dropped and re-made; they never stop the daemon.
 //!
 //! A cluster source: each sample is drawn from the next source master in
 //! turn, among those this process replicates (a link of
 //! [`Progress::links`] with the master's `master_replid`; with
 //! `source.partition` the other masters belong to other processes); O1 is
-//! that master's offset and "applied" is its link's. Errors (a node restarting, a failover) are
-//! logged, the connections dropped and re-made; they never stop the daemon.
+//! that master's offset and "applied" is its link's.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -372,5 +372,36 @@ impl Sampler {
             *m = Some(format!("{key:?}: {what}"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LinkProgress, Progress};
+
+    #[test]
+    fn applied_offset_of_the_sampled_history() {
+        let standalone = Progress {
+            streaming: true,
+            applied: Some(7),
+            links: Vec::new(),
+        };
+        assert_eq!(standalone.applied(None), Some(7));
+        assert!(standalone.any_streaming());
+        let link = |r: &str, streaming: bool, a: u64| LinkProgress {
+            replid: Some(r.into()),
+            streaming,
+            applied: Some(a),
+        };
+        let cluster = Progress {
+            streaming: false,
+            applied: Some(30),
+            links: vec![link("r1", true, 10), link("r2", false, 20)],
+        };
+        assert_eq!(cluster.applied(Some("r1")), Some(10));
+        // Not streaming yet, or another process's shard: not sampled.
+        assert_eq!(cluster.applied(Some("r2")), None);
+        assert_eq!(cluster.applied(Some("r3")), None);
+        assert!(cluster.any_streaming());
     }
 }

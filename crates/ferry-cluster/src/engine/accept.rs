@@ -115,8 +115,10 @@ impl Core {
     /// [`Core::take`] for a unit of one op, without allocating the unit
     /// unless it has to wait.
     fn take_one(&mut self, op: Op) {
-        if self.pending.is_empty() && self.has_room(std::slice::from_ref(&op)) {
-            self.accept_one(op);
+        // Measured once for the bound and the encoding.
+        let len = ferry_resp::command_len(&op.args);
+        if self.pending.is_empty() && self.fits(op.slot, len) {
+            self.accept_one(op, len);
         } else {
             self.pending.push_back(vec![op]);
         }
@@ -134,15 +136,17 @@ impl Core {
 
     fn accept_unit(&mut self, unit: Vec<Op>) {
         for op in unit {
-            self.accept_one(op);
+            let len = ferry_resp::command_len(&op.args);
+            self.accept_one(op, len);
         }
     }
 
-    fn accept_one(&mut self, op: Op) {
+    /// `len`: the op's encoded length.
+    fn accept_one(&mut self, op: Op, len: usize) {
         if self.txn_on {
-            self.accept_txn(op);
+            self.accept_txn(op, len);
         } else {
-            self.accept(op);
+            self.accept(op, len);
         }
     }
 
@@ -165,7 +169,7 @@ impl Core {
 
     /// Checkpoint mode: a slot op joins its slot's open group; an op for
     /// every master becomes one barrier transaction per master.
-    fn accept_txn(&mut self, op: Op) {
+    fn accept_txn(&mut self, op: Op, len: usize) {
         let Some(slot) = op.slot else {
             return self.accept_barrier(op);
         };
@@ -175,7 +179,6 @@ impl Core {
             self.progress.add(op.offset, 0);
             return;
         }
-        let len = ferry_resp::command_len(&op.args);
         let group = self.progress.add(op.offset, 1);
         let g = self.open.entry(slot).or_default();
         g.ops.push(Arc::new(op));
@@ -223,14 +226,20 @@ impl Core {
             return true;
         };
         let len: usize = unit.iter().map(|o| ferry_resp::command_len(&o.args)).sum();
+        self.fits(op.slot, len)
+    }
+
+    /// [`Core::has_room`] for a unit of `len` bytes whose first op is for
+    /// `slot`.
+    fn fits(&self, slot: Option<u16>, len: usize) -> bool {
         let limit = self.config.max_inflight_bytes;
         let open = self.open_bytes;
         let fits = |n: &NodeState| {
             (n.queue.is_empty() || n.bytes + len <= limit) && (open == 0 || open + len <= limit)
         };
         let held_fits = self.held_bytes == 0 || self.held_bytes + len <= limit;
-        match op.slot {
-            Some(slot) if self.holds.contains_key(&slot) => held_fits,
+        match slot {
+            Some(slot) if !self.holds.is_empty() && self.holds.contains_key(&slot) => held_fits,
             Some(slot) => match self.topology.slots.node_for(slot) {
                 Some(i) => fits(&self.nodes[i]),
                 None => held_fits,
@@ -243,7 +252,7 @@ impl Core {
     }
 
     /// Plain mode: one entry per op (per master for `slot: None`).
-    fn accept(&mut self, op: Op) {
+    fn accept(&mut self, op: Op, len: usize) {
         let targets: Vec<usize> = match op.slot {
             Some(_) => Vec::new(),
             // Every node that serves slots now (a master demoted by a
@@ -257,7 +266,6 @@ impl Core {
             self.progress.add(op.offset, 0);
             return;
         }
-        let len = ferry_resp::command_len(&op.args);
         if self.wire_buf.capacity() < len {
             self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
         }
@@ -267,7 +275,8 @@ impl Core {
         let group = self.progress.add(op.offset, copies);
         self.seq += 1;
         let slot = op.slot;
-        let entry = Entry::op(self.seq, group, Arc::new(op), wire.freeze());
+        let entry = Entry::op(self.seq, group, &op, wire.freeze());
+        drop(op);
         match slot {
             Some(slot) => self.route(slot, entry),
             None => {
@@ -337,7 +346,9 @@ impl Core {
     /// Sends `entry` for `slot` where it belongs now: behind a hold, to the
     /// slot's node, or into a new hold if no node serves the slot.
     pub(super) fn route(&mut self, slot: u16, mut entry: Entry) {
-        if let Some(hold) = self.holds.get_mut(&slot) {
+        if !self.holds.is_empty()
+            && let Some(hold) = self.holds.get_mut(&slot)
+        {
             self.held_bytes += entry.wire.len();
             hold.queued.push_back(entry);
             return;

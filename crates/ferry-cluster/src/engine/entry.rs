@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ferry_ops::ErrorKind;
+use ferry_ops::{ErrorKind, Tolerate};
 
 use crate::config::Op;
 
@@ -38,8 +38,17 @@ pub(super) struct Entry {
 /// The kind of an [`Entry`], with the state only that kind has.
 #[derive(Debug, Clone)]
 pub(super) enum Body {
-    /// A user op, sent as is; acknowledges `group` once.
-    Op { op: Arc<Op>, group: u64 },
+    /// A user op, sent as is (its arguments live only in the wire);
+    /// acknowledges `group` once. `select`: the db of a `SELECT` op, noted
+    /// when acknowledged (standalone target).
+    /// `tolerate`/`offset`: the op's [`ferry_ops::Tolerate`] and offset
+    /// (for counting and logging the one refusal it tolerates).
+    Op {
+        group: u64,
+        select: Option<u64>,
+        tolerate: Tolerate,
+        offset: u64,
+    },
     /// `MULTI, ops..., SET <key> <value>, EXEC`.
     Txn(TxnState),
     /// `WAIT 1 <ms>` after committed transactions.
@@ -81,10 +90,16 @@ impl TxnState {
 }
 
 impl Entry {
-    /// An op entry.
-    pub(super) fn op(seq: u64, group: u64, op: Arc<Op>, wire: Bytes) -> Entry {
-        let slot = op.slot;
-        Entry::new(seq, slot, wire, Body::Op { op, group })
+    /// An op entry: `wire` is the op's encoded command.
+    pub(super) fn op(seq: u64, group: u64, op: &Op, wire: Bytes) -> Entry {
+        let select = select_db(&op.args);
+        let body = Body::Op {
+            group,
+            select,
+            tolerate: op.tolerate,
+            offset: op.offset,
+        };
+        Entry::new(seq, op.slot, wire, body)
     }
 
     /// A transaction entry for `slot`.
@@ -139,8 +154,8 @@ impl Entry {
     /// first op.
     pub(super) fn describe(&self) -> (String, String) {
         let args = match &self.body {
-            Body::Op { op, .. } => Some(&op.args),
-            Body::Txn(t) => t.parts.ops.first().map(|o| &o.args),
+            Body::Op { .. } => Some(first_args(&self.wire)),
+            Body::Txn(t) => t.parts.ops.first().map(|o| o.args.clone()),
             Body::Wait => None,
         };
         match args {
@@ -242,6 +257,44 @@ impl NodeState {
     }
 }
 
+/// The db of a `SELECT <db>` command, `None` for any other.
+fn select_db(args: &[Bytes]) -> Option<u64> {
+    match args {
+        [name, db] if name.eq_ignore_ascii_case(b"SELECT") => {
+            std::str::from_utf8(db).ok()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// The first two arguments of an encoded command (`*<n>` of `$<len>`
+/// bulk strings), for an error message; fewer if `wire` is cut short.
+pub(super) fn first_args(wire: &[u8]) -> Vec<Bytes> {
+    fn line(b: &[u8], pos: usize) -> Option<(usize, usize)> {
+        let end = pos + b.get(pos..)?.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(b.get(pos + 1..end)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        Some((n, end + 2))
+    }
+    let mut out = Vec::new();
+    let Some((count, mut pos)) = line(wire, 0).filter(|_| wire.first() == Some(&b'*')) else {
+        return out;
+    };
+    while out.len() < count.min(2) {
+        let Some((len, start)) = line(wire, pos).filter(|_| wire.get(pos) == Some(&b'$')) else {
+            break;
+        };
+        let Some(arg) = wire.get(start..start + len) else {
+            break;
+        };
+        out.push(Bytes::copy_from_slice(arg));
+        pos = start + len + 2;
+    }
+    out
+}
+
 /// A command argument for an error message: escaped, cut at 64 bytes; `-`
 /// when absent.
 pub(super) fn show(b: Option<&Bytes>) -> String {
@@ -273,4 +326,39 @@ pub(super) fn demoted(message: &[u8]) -> bool {
 pub(super) fn topology_changing(message: &[u8]) -> bool {
     let kind = ErrorKind::classify(message);
     kind.is_redirect() || kind.is_transient() || demoted(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_args_reads_name_and_key_from_the_wire() {
+        let args = first_args(b"*3\r\n$3\r\nSET\r\n$5\r\nk:\r\nx\r\n$1\r\nv\r\n");
+        assert_eq!(
+            args,
+            [Bytes::from_static(b"SET"), Bytes::from_static(b"k:\r\nx")]
+        );
+        assert_eq!(
+            first_args(b"*1\r\n$4\r\nPING\r\n"),
+            [Bytes::from_static(b"PING")]
+        );
+        // Cut short or not a command: what can be read, never a panic.
+        assert_eq!(
+            first_args(b"*2\r\n$3\r\nDEL\r\n$9\r\nab"),
+            [Bytes::from_static(b"DEL")]
+        );
+        assert!(first_args(b"+OK\r\n").is_empty());
+        assert!(first_args(b"*x\r\n").is_empty());
+        assert!(first_args(b"").is_empty());
+    }
+
+    #[test]
+    fn select_db_only_for_select() {
+        let a = |v: &[&'static [u8]]| v.iter().map(|b| Bytes::from_static(b)).collect::<Vec<_>>();
+        assert_eq!(select_db(&a(&[b"select", b"3"])), Some(3));
+        assert_eq!(select_db(&a(&[b"SET", b"3"])), None);
+        assert_eq!(select_db(&a(&[b"SELECT", b"x"])), None);
+        assert_eq!(select_db(&a(&[b"SELECT", b"1", b"2"])), None);
+    }
 }

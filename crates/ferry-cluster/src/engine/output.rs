@@ -26,7 +26,20 @@ impl Core {
                 continue;
             }
             let generation = node.generation;
-            let mut buf = BytesMut::new();
+            // Sized once: growing it entry by entry copied it again at
+            // every doubling.
+            let want: usize = node
+                .queue
+                .range(node.sent..)
+                .map(|e| {
+                    if e.wire.len() > COPY_MAX {
+                        0
+                    } else {
+                        e.bytes()
+                    }
+                })
+                .sum();
+            let mut buf = BytesMut::with_capacity(want);
             let mut written = node.sent;
             let mut probes = 0;
             for e in node.queue.range_mut(node.sent..) {

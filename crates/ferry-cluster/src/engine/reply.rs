@@ -14,7 +14,7 @@ use super::core::Core;
 use super::entry::{Body, Entry, Txn, show, topology_changing};
 use super::events::WriterEvent;
 use crate::checkpoint;
-use crate::config::{Op, TargetMode};
+use crate::config::TargetMode;
 use crate::error::WriterError;
 
 impl Core {
@@ -143,25 +143,37 @@ impl Core {
     fn on_op_reply(&mut self, i: usize, entry: Entry, value: &Value) {
         if let Value::Error(message) = value {
             match &entry.body {
-                Body::Op { op, .. } if op.tolerate.accepts(message) => {
-                    let op = Arc::clone(op);
-                    self.tolerated(i, &op, message);
+                Body::Op {
+                    tolerate, offset, ..
+                } if tolerate.accepts(message) => {
+                    let args = wire_args(&entry.wire);
+                    self.tolerated(i, *tolerate, *offset, &args, message);
                 }
                 _ => return self.on_error(i, entry, message),
             }
         }
-        if let Body::Op { op, group } = &entry.body {
-            self.shared.acked_op(&op.args);
+        if let Body::Op { group, select, .. } = &entry.body {
+            if let Some(db) = *select {
+                self.shared.selected_db.store(db, Ordering::Release);
+            }
             self.progress.ack(*group);
             self.shared.acked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Op `op` got the error reply it tolerates (see [`ferry_ops::Tolerate`])
-    /// from node `i`: counted, and logged once per source command (its
-    /// copies to the other masters share the offset and the command).
-    fn tolerated(&mut self, i: usize, op: &Op, message: &[u8]) {
-        match op.tolerate {
+    /// An op (`args`, at `offset`) got the error reply it tolerates (see
+    /// [`ferry_ops::Tolerate`]) from node `i`: counted, and logged once per
+    /// source command (its copies to the other masters share the offset
+    /// and the command).
+    fn tolerated(
+        &mut self,
+        i: usize,
+        tolerate: Tolerate,
+        offset: u64,
+        args: &[Bytes],
+        message: &[u8],
+    ) {
+        match tolerate {
             Tolerate::LibraryNotFound => {
                 self.shared
                     .function_delete_absent
@@ -172,21 +184,20 @@ impl Core {
         if self
             .last_tolerated
             .as_ref()
-            .is_some_and(|(offset, args)| *offset == op.offset && *args == op.args)
+            .is_some_and(|(o, a)| *o == offset && a[..] == *args)
         {
             return;
         }
-        self.last_tolerated = Some((op.offset, op.args.clone()));
+        self.last_tolerated = Some((offset, args.to_vec()));
         self.note_tolerated(WriterEvent::Tolerated {
             node: self.nodes[i].addr.clone(),
-            command: op
-                .args
+            command: args
                 .iter()
                 .map(|a| show(Some(a)))
                 .collect::<Vec<_>>()
                 .join(" "),
             reply: String::from_utf8_lossy(message).into_owned(),
-            counter: op.tolerate.as_str(),
+            counter: tolerate.as_str(),
         });
     }
 
@@ -201,8 +212,7 @@ impl Core {
                         if let Some(op) = parts.ops.get(k)
                             && op.tolerate.accepts(message)
                         {
-                            let op = Arc::clone(op);
-                            self.tolerated(i, &op, message);
+                            self.tolerated(i, op.tolerate, op.offset, &op.args, message);
                             continue;
                         }
                         let (command, key) = match parts.ops.get(k) {
@@ -297,5 +307,15 @@ fn probe_says_committed(history: &str, txn: &Txn, value: &Value) -> Option<bool>
             Some(checkpoint::decode(b).is_some_and(|(h, o)| h == history && o >= txn.offset))
         }
         _ => None,
+    }
+}
+
+/// Every argument of the command encoded in `wire` (an op's own bytes;
+/// read only on the rare tolerated refusal, for its log line).
+fn wire_args(wire: &Bytes) -> Vec<Bytes> {
+    let mut buf = bytes::BytesMut::from(&wire[..]);
+    match ferry_resp::split_command(&mut buf) {
+        Ok(Some(cmd)) => cmd.args,
+        _ => Vec::new(),
     }
 }

@@ -83,6 +83,10 @@ impl Core {
 
     /// [`Core::maybe_release`] for each of `slots` (sorted, deduplicated).
     pub(super) fn release_touched(&mut self, mut slots: Vec<u16>) {
+        // The common case, no hold at all: no sort, no lookups.
+        if self.holds.is_empty() {
+            return;
+        }
         slots.sort_unstable();
         slots.dedup();
         for slot in slots {

@@ -82,13 +82,20 @@ impl Translator {
                     }
                     _ => None,
                 };
-                let mut cmds = Vec::new();
-                if let (Some(_), Value::String(v), None) = (stamp, &k.value, h.expire_ms) {
+                if stamp.is_some()
+                    && h.expire_ms.is_none()
+                    && let Value::String(v) = k.value
+                {
                     // A plain string without TTL: SET leaves the same key as
                     // RESTORE REPLACE and costs the target less (no payload
-                    // to check and parse).
-                    cmds.push(vec!["SET".into(), h.key.clone(), v.clone()]);
-                } else if let Some(version) = stamp {
+                    // to check and parse). Key and value move into the op.
+                    let args = vec![Bytes::from_static(b"SET"), k.header.key, v];
+                    self.write(out, Op::slot(args, slot, off));
+                    self.counters.keys_applied += 1;
+                    return;
+                }
+                let mut cmds = Vec::new();
+                if let Some(version) = stamp {
                     let mut c: Vec<Bytes> = vec![
                         "RESTORE".into(),
                         h.key.clone(),

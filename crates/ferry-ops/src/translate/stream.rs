@@ -71,6 +71,11 @@ impl Translator {
             };
         }
         self.hold_command(&mut args, db, now_ms, out);
+        if self.cfg.source_shard {
+            // A key MIGRATEd between source shards: the other shard's link
+            // may already have written it (the links are not ordered).
+            restore_asking_replace(&mut args);
+        }
         let route = match route(&args) {
             Ok(r) => r,
             Err(e) => {
@@ -265,6 +270,22 @@ fn is_sentinel_hello(args: &[Bytes]) -> bool {
     args.len() == 3
         && args[0].eq_ignore_ascii_case(b"PUBLISH")
         && args[1].starts_with(b"__sentinel__:")
+}
+
+/// `RESTORE-ASKING k ttl payload …` (a cluster source's `MIGRATE`, on the
+/// importing shard's stream) → `RESTORE k ttl payload … REPLACE`: the key
+/// may already be on the target, written by the exporting shard's link; the
+/// importing master's copy is the newer one. (The gate drops it when the
+/// slot is not this shard's yet; the resync of the gaining shard then
+/// reloads the slot.)
+fn restore_asking_replace(args: &mut Vec<Bytes>) {
+    if args.len() < 4 || !args[0].eq_ignore_ascii_case(b"RESTORE-ASKING") {
+        return;
+    }
+    args[0] = Bytes::from_static(b"RESTORE");
+    if !args[4..].iter().any(|a| a.eq_ignore_ascii_case(b"REPLACE")) {
+        args.push(Bytes::from_static(b"REPLACE"));
+    }
 }
 
 /// A cluster source shard's copy of an every-master command, made

@@ -775,3 +775,34 @@ fn a_cluster_source_shard_tolerates_a_second_function_delete() {
     let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
     assert_eq!(restore[0].args, a("FUNCTION RESTORE payload APPEND"));
 }
+
+#[test]
+fn a_migrated_keys_restore_asking_replaces_on_a_cluster_source() {
+    for standalone in [false, true] {
+        let mut t = started(TranslatorConfig {
+            source_shard: true,
+            standalone,
+            ..cfg()
+        });
+        let out = cmd(&mut t, 0, 8, "RESTORE-ASKING k 0 payload");
+        assert!(
+            out.iter()
+                .any(|l| l.ends_with("RESTORE k 0 payload REPLACE")),
+            "{out:?}"
+        );
+        let out = cmd(&mut t, 0, 9, "RESTORE-ASKING k 0 payload REPLACE");
+        assert!(
+            out.iter()
+                .any(|l| l.ends_with("RESTORE k 0 payload REPLACE")),
+            "{out:?}"
+        );
+    }
+    // A standalone source's RESTORE-ASKING is replayed as it is.
+    let mut t = started(cfg());
+    let out = cmd(&mut t, 0, 8, "RESTORE-ASKING k 0 payload");
+    assert!(
+        out.iter()
+            .any(|l| l.ends_with("RESTORE-ASKING k 0 payload")),
+        "{out:?}"
+    );
+}

@@ -20,7 +20,7 @@
 //! `CLUSTER SLOTS`) and recorded in `state_dir/shards.json`
 //! ([`ferry_ops::ShardRecord`]): names, node ids, the partition.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ferry_cluster::Conn;
 use ferry_ops::{
-    Info, PartitionRecord, ShardRecord, SlotGate, SourceShard, host_of, info_text, ranges_text,
-    reconcile, source_shards, source_shards_from_slots,
+    Info, KnownShard, PartitionRecord, ShardRecord, SlotGate, SourceShard, SourceWatch, host_of,
+    info_text, ranges_text, reconcile, source_shards, source_shards_from_slots,
 };
 use ferry_resp::Value;
 use futures_util::StreamExt;
@@ -39,11 +39,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::locate::ShardLocator;
 use super::main_loop::{self, Publish};
+use super::reshard;
 use super::shutdown::Shutdown;
-use super::status::{self, Assembler, ShardStatus, Status};
+use super::status::{self, Assembler, ShardStatus, Status, WatchSection};
 use super::status_metrics::StatusMetrics;
 use super::wiring::{self, ShardWire};
 use crate::config::{Config, ReadFrom, SourceMode, parse_endpoint, redact, url_with_addr};
+use crate::source_watch::WatchStatus;
 
 /// The record of the source's shards in `state_dir`.
 pub const SHARDS_FILE: &str = "shards.json";
@@ -172,7 +174,7 @@ fn load_record(dir: &Path) -> Result<Option<ShardRecord>> {
     Ok(Some(r))
 }
 
-fn save_record(dir: &Path, record: &ShardRecord) -> Result<()> {
+pub(super) fn save_record(dir: &Path, record: &ShardRecord) -> Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(SHARDS_FILE);
@@ -225,8 +227,15 @@ fn share(limit: u64, n: u64) -> u64 {
     }
 }
 
+/// What the source watcher starts from (see [`reshard`]).
+struct WatchPlan {
+    known: Vec<KnownShard>,
+    record: ShardRecord,
+    seeds: Vec<String>,
+}
+
 /// Discovers, records and selects the shards of this process.
-async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
+async fn plan(cfg: &Config) -> Result<(Vec<Planned>, WatchPlan)> {
     let recorded = load_record(&cfg.state_dir)?;
     let known = recorded
         .as_ref()
@@ -249,6 +258,16 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
             }
         }
     }
+    let selected: Vec<String> = assigned
+        .iter()
+        .filter(|a| a.selected)
+        .map(|a| a.name.clone())
+        .collect();
+    let watch = WatchPlan {
+        known: reshard::known_shards(recorded.as_ref(), &record, &selected),
+        record: record.clone(),
+        seeds: seeds.clone(),
+    };
     let mut out = Vec::new();
     let selected = assigned.iter().filter(|a| a.selected).count() as u64;
     for a in assigned.iter().filter(|a| a.selected) {
@@ -296,7 +315,7 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
             shards.len()
         );
     }
-    Ok(out)
+    Ok((out, watch))
 }
 
 /// What the aggregator knows of one selected shard's pipeline (its
@@ -327,7 +346,7 @@ pub async fn run(
     sd: &Shutdown,
     status: &Arc<Mutex<Status>>,
 ) -> Result<()> {
-    let planned = tokio::select! {
+    let (planned, watch) = tokio::select! {
         p = plan(cfg) => p?,
         _ = sd.work.cancelled() => return Ok(()),
     };
@@ -347,6 +366,10 @@ pub async fn run(
     let mut wiring = FuturesUnordered::new();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut first_error: Option<anyhow::Error> = None;
+    // The links of the wired pipelines, for the topology watcher.
+    let mut driven = HashMap::new();
+    let mut watch = Some(watch);
+    let watch_status = Arc::new(WatchStatus::default());
     // The sampled verify: keys of every source master whose shard this
     // process carries, each checked once its link has applied the
     // master's offset (matched by replid).
@@ -376,6 +399,16 @@ pub async fn run(
         {
             wiring.push(wire_one(p, shard_status, allow_nonempty_target, sd));
         }
+        if queue.is_empty()
+            && wiring.is_empty()
+            && !sd.work.is_cancelled()
+            && let Some(watch) = watch.take()
+        {
+            // Every shard is wired: the topology watcher starts (gates
+            // follow the source's slot ownership, a shard that gained
+            // slots is resynced once the source is quiet).
+            start_watcher(cfg, watch, std::mem::take(&mut driven), &watch_status, sd);
+        }
         if wiring.is_empty() && tasks.is_empty() {
             break;
         }
@@ -392,6 +425,13 @@ pub async fn run(
                             .for_shard(),
                         print_line: false,
                     };
+                    driven.insert(
+                        p.name.clone(),
+                        reshard::Driven {
+                            gate: p.gate.clone(),
+                            link: wired.link.handle(),
+                        },
+                    );
                     let work = sd.work.clone();
                     let name = p.name;
                     tasks.spawn(async move {
@@ -417,7 +457,7 @@ pub async fn run(
             _ = sd.work.cancelled(), if !wiring.is_empty() => {}
             _ = tick.tick() => {}
         }
-        let mut st = combined(&running);
+        let mut st = combined(&running, &watch_status);
         st.verify = sampler.status(cfg.verify.sample_per_second);
         metrics.record(&st);
         if last_print.elapsed() >= Duration::from_secs(1) {
@@ -431,7 +471,7 @@ pub async fn run(
     if let Some(e) = first_error {
         return Err(e);
     }
-    let mut st = combined(&running);
+    let mut st = combined(&running, &watch_status);
     st.verify = sampler.status(cfg.verify.sample_per_second);
     st.stopped();
     metrics.record(&st);
@@ -439,6 +479,35 @@ pub async fn run(
         *s = st;
     }
     Ok(())
+}
+
+/// Starts the topology watcher over the wired pipelines `driven`.
+fn start_watcher(
+    cfg: &Config,
+    watch: WatchPlan,
+    driven: HashMap<String, reshard::Driven>,
+    watch_status: &Arc<WatchStatus>,
+    sd: &Shutdown,
+) {
+    match reshard::watch_config(cfg, watch.seeds) {
+        Ok(wcfg) => {
+            tokio::spawn(crate::source_watch::run(
+                wcfg,
+                SourceWatch::with_shards(
+                    Duration::from_millis(cfg.source.reshard_settle_ms),
+                    watch.known,
+                ),
+                Arc::new(reshard::Control::new(
+                    driven,
+                    watch.record,
+                    cfg.state_dir.clone(),
+                )),
+                watch_status.clone(),
+                sd.work.clone(),
+            ));
+        }
+        Err(e) => tracing::error!(error = %e, "source resharding is not followed"),
+    }
 }
 
 /// Wires one shard's pipeline; the result comes back with what names it.
@@ -464,7 +533,7 @@ async fn wire_one(
     (p, shard_status, wired)
 }
 
-fn combined(running: &[Running]) -> Status {
+fn combined(running: &[Running], watch: &WatchStatus) -> Status {
     let shards: Vec<ShardStatus> = running
         .iter()
         .map(|r| ShardStatus {
@@ -475,7 +544,9 @@ fn combined(running: &[Running]) -> Status {
             status: r.status.lock().map(|s| s.clone()).unwrap_or_default(),
         })
         .collect();
-    status::combine(&shards)
+    let mut st = status::combine(&shards);
+    st.source_watch = Some(WatchSection::of(watch));
+    st
 }
 
 /// One shard's pipeline: today's main loop, then the drain.

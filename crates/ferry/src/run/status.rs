@@ -230,6 +230,39 @@ pub struct Status {
     pub links: Vec<LinkSection>,
     /// Per target.
     pub targets: Vec<TargetSection>,
+    /// Cluster source: the topology watcher (source resharding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_watch: Option<WatchSection>,
+}
+
+/// `/status` `source_watch`: what the cluster source's topology watcher
+/// saw and asked for.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WatchSection {
+    /// Slots are moving on the source, or a resync is not yet requested.
+    /// `ferry cutover` must wait until this is false and every link streams.
+    pub resharding: bool,
+    /// Shards waiting for their resync.
+    pub pending: Vec<String>,
+    /// Resyncs requested since start.
+    pub resyncs: u64,
+    /// Masters serving slots that no ferry pipeline follows.
+    pub unfollowed: Vec<String>,
+    /// Polls where no source node answered.
+    pub polls_failed: u64,
+}
+
+impl WatchSection {
+    /// The section from the watcher's state.
+    pub fn of(w: &crate::source_watch::WatchStatus) -> WatchSection {
+        WatchSection {
+            resharding: w.resharding(),
+            pending: w.pending(),
+            resyncs: w.resyncs(),
+            unfollowed: w.unfollowed(),
+            polls_failed: w.polls_failed(),
+        }
+    }
 }
 
 impl Status {
@@ -562,6 +595,7 @@ impl Assembler {
             snapshot: self.snapshot.clone(),
             verify,
             moved_slot_dropped: applied.moved_slot_dropped,
+            source_watch: None,
             links: vec![LinkSection {
                 name: "source".into(),
                 // The address in use (a Sentinel source's master moves).
