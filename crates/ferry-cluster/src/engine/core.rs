@@ -109,6 +109,11 @@ pub(crate) struct Core {
     pub(super) actions: Vec<Action>,
     /// Log lines and their rate limits.
     pub(super) telemetry: Telemetry,
+    /// Standalone target: the db the ops expect (see `dbs`).
+    pub(super) db: u64,
+    /// Standalone target: the db the connection is on after everything
+    /// queued (see `dbs`).
+    pub(super) wire_db: u64,
 }
 
 impl Core {
@@ -150,6 +155,8 @@ impl Core {
             wire_buf: BytesMut::new(),
             actions: Vec::new(),
             telemetry: Telemetry::default(),
+            db: 0,
+            wire_db: 0,
         };
         if let Some(c) = &core.config.checkpoint {
             core.txn_on = true;

@@ -92,6 +92,7 @@
 
 mod accept;
 mod core;
+mod dbs;
 mod entry;
 mod events;
 mod output;

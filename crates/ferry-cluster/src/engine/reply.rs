@@ -158,7 +158,8 @@ impl Core {
                 let parts = Arc::clone(&t.parts);
                 for (k, r) in results.iter().enumerate() {
                     if let Value::Error(message) = r {
-                        let (command, key) = match parts.ops.get(k) {
+                        let op = k.checked_sub(parts.lead as usize);
+                        let (command, key) = match op.and_then(|k| parts.ops.get(k)) {
                             Some(op) => (show(op.args.first()), show(op.args.get(1))),
                             None => ("SET".to_owned(), show(Some(&parts.key))),
                         };

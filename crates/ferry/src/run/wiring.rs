@@ -132,14 +132,11 @@ async fn connect_writer(
         state = Some(s);
     }
     let history = state.as_ref().and_then(|s| s.history.clone());
-    // A standalone target keeps several dbs: per-slot checkpoint keys
-    // (written in whatever db is selected) do not fit it.
-    let checkpoints = cfg.checkpoints() && mode != TargetMode::Standalone;
-    if cfg.checkpoints() && !checkpoints {
-        tracing::warn!("standalone target: no checkpoints (at-least-once replay after a crash)");
-    }
+    // A standalone target keeps several dbs: its checkpoint key lives in
+    // db 0 and each transaction selects its way there (see the writer).
+    let checkpoints = cfg.checkpoints();
     if cfg.target.wait_replicas.is_some() && !checkpoints {
-        tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
+        tracing::warn!("target.wait_replicas ignored (it needs target.checkpoints)");
     }
     let mut writer = ClusterWriter::connect_with(
         addr,
