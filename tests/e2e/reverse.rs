@@ -2,14 +2,20 @@
 //!
 //! * A standalone target is exactly-once across `kill -9` (checkpoint key
 //!   in db 0, each transaction selecting its way there and back).
+//! * Rollback, standalone ↔ standalone: forward run → `ferry cutover
+//!   --reverse R.yaml` → forward stopped → `ferry run --config R.yaml`
+//!   continues the new side's stream (no full sync) into the old side,
+//!   across a `kill -9`; a position pushed out of the backlog is refused.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_testkit::{Flavor, Server};
 
-use crate::common::daemon::{Setup, status, wait_caught_up};
-use crate::e2e_support::{assert_same, dataset};
+use crate::common::daemon::{Daemon, FERRY, Setup, stat, status, wait_caught_up};
+use crate::e2e_support::{assert_same, dataset, run_expecting_exit};
 
 /// xorshift64*: a reproducible workload.
 struct Rng(u64);
@@ -155,4 +161,184 @@ fn standalone_target_kill_9_twice_applies_every_command_once() {
         kills.join("; "),
         st["target"]
     );
+}
+
+/// `ferry <args> --config <cfg> [more]`: exit code and stdout + stderr.
+pub(crate) fn ferry(args: &[&str], cfg: &Path, more: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(FERRY)
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .args(more)
+        .output()
+        .expect("ferry");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `ferry run --config <cfg>`, stderr to `<cfg>.<n>.log`.
+pub(crate) fn run(cfg: &Path) -> Daemon {
+    let mut n = 0;
+    let log = loop {
+        let l = cfg.with_extension(format!("{n}.log"));
+        if !l.exists() {
+            break l;
+        }
+        n += 1;
+    };
+    let child = Command::new(FERRY)
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start ferry run");
+    Daemon { child, log }
+}
+
+/// The `http.listen` of a config file.
+pub(crate) fn http_of(cfg: &Path) -> String {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    v["http"]["listen"]
+        .as_str()
+        .expect("http.listen")
+        .to_owned()
+}
+
+/// Forward run `old → new` until caught up, then `ferry cutover --reverse`:
+/// the forward setup (still running) and the reverse file.
+fn forward_then_cutover(
+    old: &Server,
+    new: &Server,
+    extra: &str,
+) -> (Setup, Daemon, PathBuf, String) {
+    let setup = Setup::new(&old.url(), &new.url(), extra);
+    let daemon = setup.run();
+    wait_streaming(&setup.http, &|| daemon.log());
+    wait_caught_up(old, &setup.http, Duration::from_secs(60));
+    let r = setup.dir.path().join("reverse.yaml");
+    let (code, out) = ferry(
+        &["cutover"],
+        &setup.cfg,
+        &["--reverse", r.to_str().expect("path")],
+    );
+    assert_eq!(code, Some(0), "cutover --reverse: {out}\n{}", daemon.log());
+    assert!(out.contains("reverse configuration written"), "{out}");
+    (setup, daemon, r, out)
+}
+
+#[test]
+fn rollback_standalone_continues_the_new_side_into_the_old_across_kill_9() {
+    rollback_standalone(false);
+}
+
+#[test]
+fn rollback_standalone_with_a_replica_on_the_new_side() {
+    rollback_standalone(true);
+}
+
+fn rollback_standalone(replica: bool) {
+    let old = Server::start(Flavor::Redis70).expect("old");
+    // Without a replica cutover --reverse must create the new side's
+    // backlog (big enough for the load while the reverse ferry is down).
+    let new = Server::builder(Flavor::Redis70)
+        .arg("repl-backlog-size", "64mb")
+        .start()
+        .expect("new");
+    let _replica = replica.then(|| {
+        let r = Server::start(Flavor::Redis70).expect("replica");
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(new.port())
+            .query::<()>(&mut r.conn())
+            .expect("REPLICAOF");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !new.info("replication").contains("state=online") {
+            assert!(Instant::now() < deadline, "replica not online");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    });
+    ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 5_000).expect("seed");
+    let (setup, mut forward, r, out) = forward_then_cutover(&old, &new, "");
+    assert_eq!(
+        out.contains("created a replication backlog on"),
+        !replica,
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&r).expect("R.yaml");
+    assert!(
+        text.contains("start_positions") && text.contains("repl-backlog-ttl"),
+        "{text}"
+    );
+    assert_eq!(forward.stop(), Some(0), "forward stop: {}", forward.log());
+    let full_before = stat(&new, "sync_full");
+
+    let http = http_of(&r);
+    let mut reverse = run(&r);
+    wait_streaming(&http, &|| reverse.log());
+    let stop = AtomicBool::new(false);
+    let ops = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| load_dbs(&new, &stop, 8, 200_000, "n:", 11));
+        std::thread::sleep(Duration::from_millis(2000));
+        reverse.kill9();
+        reverse = run(&r);
+        wait_streaming(&http, &|| reverse.log());
+        loader.join().expect("load")
+    });
+    assert!(ops > 1000, "load too small: {ops}");
+    wait_caught_up(&new, &http, Duration::from_secs(90));
+    let st = status(&http).expect("status");
+    assert_eq!(
+        st["keys_applied"], 0,
+        "the reverse run took a snapshot: {st}"
+    );
+    assert_eq!(
+        stat(&new, "sync_full"),
+        full_before,
+        "a full sync of the new side"
+    );
+    assert_same(&dataset(&new), &dataset(&old));
+    let (code, out) = ferry(&["verify"], &r, &[]);
+    assert_eq!(code, Some(0), "verify R.yaml: {out}");
+    drop(setup);
+}
+
+#[test]
+fn rollback_refuses_a_position_pushed_out_of_the_backlog() {
+    let old = Server::start(Flavor::Redis70).expect("old");
+    let new = Server::builder(Flavor::Redis70)
+        .arg("repl-backlog-size", "16kb")
+        .start()
+        .expect("new");
+    ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 1_000).expect("seed");
+    let (_setup, mut forward, r, _) = forward_then_cutover(&old, &new, "");
+    assert_eq!(forward.stop(), Some(0));
+    let before = dataset(&old);
+    // 200 kB of writes on the new side: far past its 16 kB backlog.
+    let mut c = new.conn();
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("big:{i}"))
+            .arg("x".repeat(1000))
+            .query::<()>(&mut c)
+            .expect("SET");
+    }
+    let out = run_expecting_exit(&r, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no longer in the backlog")
+            && err.contains(&new.addr())
+            && err.contains("start_positions to allow a full sync"),
+        "{err}"
+    );
+    assert_same(&before, &dataset(&old));
 }

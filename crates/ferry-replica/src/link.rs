@@ -93,6 +93,14 @@ pub struct LinkConfig {
     /// TLS to the source (`rediss://`), also for the INFO poller; `None`
     /// is plain TCP.
     pub tls: Option<ferry_tls::TlsConfig>,
+    /// Where to start when `state_dir` holds no saved position: the first
+    /// `PSYNC` asks for the byte after it, as for a saved one (e.g. the
+    /// position a cutover recorded for a reverse run).
+    pub start_position: Option<Position>,
+    /// `Some(hint)`: a `+FULLRESYNC` answer stops the link with
+    /// [`LinkError::FullSyncRefused`] (carrying `hint`, what the operator
+    /// can do) instead of taking a snapshot.
+    pub refuse_full_sync: Option<String>,
 }
 
 impl LinkConfig {
@@ -120,6 +128,8 @@ impl LinkConfig {
             info_interval: Some(Duration::from_secs(1)),
             rdb: DecodeOptions::default(),
             tls: None,
+            start_position: None,
+            refuse_full_sync: None,
         }
     }
 }
@@ -290,6 +300,19 @@ pub enum LinkError {
     /// A bug: state that should not happen.
     #[error("internal error in the replica link: {0}")]
     Internal(String),
+    /// The source answered `+FULLRESYNC` and [`LinkConfig::refuse_full_sync`]
+    /// is set.
+    #[error(
+        "{addr} cannot continue from {asked}: it answered +FULLRESYNC; refusing a full sync: {hint}"
+    )]
+    FullSyncRefused {
+        /// The source.
+        addr: String,
+        /// The position asked for (`<replid> <offset>`, or "no position").
+        asked: String,
+        /// What to do (from the config).
+        hint: String,
+    },
 }
 
 impl LinkError {
@@ -305,6 +328,7 @@ impl LinkError {
             | LinkError::Position(_)
             | LinkError::Spool(_)
             | LinkError::Tls(_)
+            | LinkError::FullSyncRefused { .. }
             | LinkError::Internal(_) => false,
         }
     }
@@ -504,7 +528,8 @@ impl Link {
                 source,
             })
         })?;
-        let saved = Position::load(&cfg.state_dir.join(POSITION_FILE))?;
+        let saved = Position::load(&cfg.state_dir.join(POSITION_FILE))?
+            .or_else(|| cfg.start_position.clone());
         let spool = spool_io::SharedSpool::new(Spool::new(cfg.spool.clone())?);
         let batches = cfg.channel_capacity.div_ceil(decode::BATCH_EVENTS).max(2);
         let (tx, rx) = mpsc::channel(batches);

@@ -112,6 +112,11 @@ pub struct Endpoint {
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
+    /// Where each master's stream starts on a state_dir with no saved
+    /// position (written by `ferry cutover --reverse`): `PSYNC <replid>
+    /// <offset+1>` must be answered `+CONTINUE`; a full sync is refused.
+    #[serde(default)]
+    pub start_positions: Vec<crate::reverse::StartPosition>,
 }
 
 /// TLS settings of an endpoint.

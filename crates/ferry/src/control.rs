@@ -43,6 +43,12 @@ pub struct CutoverArgs {
     /// How long the source's writes may be paused.
     #[arg(long, default_value_t = 2000)]
     pub pause_ms: u64,
+    /// Also write a configuration for the opposite direction (target →
+    /// source) starting at the position both sides share at the cutover:
+    /// every target master gets a replication backlog before the pause and
+    /// its position is recorded once in sync.
+    #[arg(long, value_name = "R.yaml")]
+    pub reverse: Option<std::path::PathBuf>,
 }
 
 /// GET a path from the daemon's HTTP listener, with the bearer token if any.
@@ -210,6 +216,18 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
         .enable_all()
         .build()?
         .block_on(async {
+            use crate::reverse::cutover as rc;
+            let reverse = match &args.reverse {
+                Some(_) => {
+                    let masters = rc::target_masters(&cfg).await?;
+                    let created = rc::ensure_backlogs(&masters).await?;
+                    for m in &created {
+                        println!("created a replication backlog on {m} (it had no replica)");
+                    }
+                    Some((masters, created))
+                }
+                None => None,
+            };
             let mut conn = source_client(&cfg).await?;
             let pause = args.pause_ms.to_string();
             call(&mut conn, &["CLIENT", "PAUSE", &pause, "WRITE"]).await?;
@@ -227,9 +245,20 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
                     _ => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             };
+            // In sync and paused: both sides are equal, record the target's.
+            let recorded = match (&result, &reverse) {
+                (Ok((true, _, _)), Some((masters, _))) => Some(rc::positions(masters).await),
+                _ => None,
+            };
             let unpaused = call(&mut conn, &["CLIENT", "UNPAUSE"]).await;
             let (ok, offset, lag) = result?;
             unpaused?;
+            if let (Some(recorded), Some(path), Some((_, created))) =
+                (recorded, &args.reverse, &reverse)
+            {
+                let (positions, backlog_ttl) = recorded?;
+                write_reverse(args, &cfg, path, &positions, backlog_ttl, created)?;
+            }
             let ms = started.elapsed().as_millis();
             if ok {
                 println!("in sync at offset {offset} after {ms} ms: switch clients to the target now");
@@ -238,6 +267,43 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             }
             Ok(ok)
         })
+}
+
+/// Writes the reverse configuration `path` (see `reverse::yaml`).
+fn write_reverse(
+    args: &CutoverArgs,
+    cfg: &Config,
+    path: &std::path::Path,
+    positions: &[crate::reverse::StartPosition],
+    backlog_ttl: Option<u64>,
+    created: &[String],
+) -> Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rec = crate::reverse::yaml::Recorded {
+        positions,
+        backlog_ttl,
+        created,
+        forward: &args.config.display().to_string(),
+        at: format!("unix time {at}"),
+    };
+    let out = crate::reverse::yaml::reverse_config(&text, cfg, &rec)?;
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    for p in positions {
+        println!(
+            "recorded {} at replid {} offset {}",
+            p.master, p.replid, p.offset
+        );
+    }
+    println!(
+        "reverse configuration written to {} (start it with `ferry run --config {}`)",
+        path.display(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// Arguments of `ferry cleanup`.

@@ -13,6 +13,7 @@ mod modules;
 mod preflight;
 mod probe;
 mod rdb_cmd;
+mod reverse;
 mod run;
 mod sampler;
 mod telemetry;

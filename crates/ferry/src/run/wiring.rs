@@ -46,7 +46,14 @@ pub async fn wire(
     let wauth = dst.auth;
     let (format, mode) =
         target_format(&dst_addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
-    let (writer, checkpoints, state) = connect_writer(cfg, &dst_addr, &wauth, mode).await?;
+    let src = parse_endpoint(&cfg.source.url)?;
+    let start = if cfg.source.start_positions.is_empty() {
+        None
+    } else {
+        Some(crate::reverse::position_for(&cfg.source.start_positions, &src.addr())?.clone())
+    };
+    let (writer, checkpoints, state) =
+        connect_writer(cfg, &dst_addr, &wauth, mode, start.is_some()).await?;
     let standalone = writer.is_standalone();
     let masters = writer.masters().to_vec();
     let resuming = cfg
@@ -54,10 +61,16 @@ pub async fn wire(
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
     let facts = crate::preflight::check(cfg, &masters, &wauth, resuming).await?;
-    let src = parse_endpoint(&cfg.source.url)?;
     check_source_dbs(&src, cfg, standalone).await?;
     let state = match state {
         Some(s) => s,
+        // A reverse run continues a position both sides share: the
+        // target holds the data (it is never flushed: not "empty at start").
+        None if start.is_some() => {
+            let s = TargetState::new(false);
+            s.save(&cfg.state_dir)?;
+            s
+        }
         None => {
             // A new migration.
             let empty = target_is_empty(&masters, &wauth, target_tls.as_ref()).await?;
@@ -82,6 +95,10 @@ pub async fn wire(
         tracing::warn!("source: {w}");
     }
     lcfg.auth = src.auth.clone();
+    if let Some(p) = &start {
+        lcfg.start_position = Some(p.position());
+        lcfg.refuse_full_sync = Some(p.refusal_hint());
+    }
     let (link, events) = Link::start(lcfg, link_cancel)
         .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
     Ok(Wired {
@@ -120,12 +137,14 @@ async fn connect_writer(
     addr: &str,
     wauth: &Auth,
     mode: TargetMode,
+    start_position: bool,
 ) -> Result<(ClusterWriter, bool, Option<TargetState>)> {
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
     let mut state = TargetState::load(&cfg.state_dir)?;
-    if state.as_ref().is_none_or(|s| s.history.is_none()) && position.exists() {
-        // A state_dir from before checkpoints: start one history now
-        // (nothing of it is in the target yet, so nothing is skipped).
+    if state.as_ref().is_none_or(|s| s.history.is_none()) && (position.exists() || start_position) {
+        // A state_dir from before checkpoints, or a reverse run's start
+        // position: start one history now (nothing of it is in the target
+        // yet, so nothing is skipped).
         let mut s = state.clone().unwrap_or_else(|| TargetState::new(false));
         s.history = Some(history_name("resumed", 0));
         s.save(&cfg.state_dir)?;
