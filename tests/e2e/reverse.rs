@@ -342,3 +342,183 @@ fn rollback_refuses_a_position_pushed_out_of_the_backlog() {
     );
     assert_same(&before, &dataset(&old));
 }
+
+/// A bounded load of `INCR <p>cnt:<i>` and `RPUSH <p>list:<i>` in db 0 (no
+/// transactions: one client command, one replicated command), in
+/// pipelines of 50, until `stop` or the bounds: (INCRs, RPUSHes) sent.
+pub(crate) fn load_counted(
+    server: &Server,
+    stop: &AtomicBool,
+    seconds: u64,
+    max: u64,
+    p: &str,
+) -> (u64, u64) {
+    let mut c = server.conn();
+    let mut rng = Rng(0x1234_5678 ^ p.len() as u64 ^ u64::from(p.as_bytes()[0]));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut incrs, mut pushes) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && incrs + pushes < max {
+        let mut pipe = redis::pipe();
+        for _ in 0..50 {
+            let r = rng.next();
+            if r % 2 == 0 {
+                pipe.cmd("INCR").arg(format!("{p}cnt:{}", r % 64));
+                incrs += 1;
+            } else {
+                pipe.cmd("RPUSH")
+                    .arg(format!("{p}list:{}", r % 16))
+                    .arg(r % 1000);
+                pushes += 1;
+            }
+            pipe.ignore();
+        }
+        pipe.query::<()>(&mut c).expect("load");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (incrs, pushes)
+}
+
+/// (sum of `<p>cnt:*` values, sum of `<p>list:*` lengths) on `server`.
+fn totals(server: &Server, p: &str) -> (u64, u64) {
+    let mut c = server.conn();
+    let (mut sum, mut len) = (0, 0);
+    for i in 0..64 {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(format!("{p}cnt:{i}"))
+            .query(&mut c)
+            .expect("GET");
+        sum += v.unwrap_or(0);
+    }
+    for i in 0..16 {
+        let n: u64 = redis::cmd("LLEN")
+            .arg(format!("{p}list:{i}"))
+            .query(&mut c)
+            .expect("LLEN");
+        len += n;
+    }
+    (sum, len)
+}
+
+/// Waits (bounded) until both ferries have applied their source's offset,
+/// twice in a row (each one's writes move the other's source).
+fn wait_both_caught_up(a: &Server, fa: &str, b: &Server, fb: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stable = 0;
+    while stable < 2 {
+        let done = |s: &Server, http: &str| {
+            let st = status(http);
+            let applied = st.as_ref().and_then(|s| s["applied_offset"].as_u64());
+            applied == Some(crate::common::daemon::source_offset(s))
+        };
+        if done(a, fa) && done(b, fb) {
+            stable += 1;
+        } else {
+            stable = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not caught up: forward {:?} / {}, reverse {:?} / {}",
+            status(fa).map(|s| s["applied_offset"].clone()),
+            crate::common::daemon::source_offset(a),
+            status(fb).map(|s| s["applied_offset"].clone()),
+            crate::common::daemon::source_offset(b),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Both ferries running (`mode: two_way`), `a:*` written on the old side
+/// and `b:*` on the new, then the same with a `kill -9` of each: both
+/// sides equal, every client command applied once on each side (no echo:
+/// counters and list lengths equal what clients sent).
+fn two_way_between(old: &Server, new: &Server) {
+    let (setup, mut forward, r, _) = forward_then_cutover(old, new, "mode: two_way\n");
+    let rhttp = http_of(&r);
+    let mut reverse = run(&r);
+    wait_streaming(&rhttp, &|| reverse.log());
+
+    let stop = AtomicBool::new(false);
+    let (la, lb) = std::thread::scope(|scope| {
+        let ta = scope.spawn(|| load_counted(old, &stop, 15, 150_000, "a:"));
+        let tb = scope.spawn(|| load_counted(new, &stop, 15, 150_000, "b:"));
+        (ta.join().expect("a"), tb.join().expect("b"))
+    });
+    wait_both_caught_up(old, &setup.http, new, &rhttp);
+    let sf = status(&setup.http).expect("forward status");
+    let sr = status(&rhttp).expect("reverse status");
+    // No echo: each ferry applied exactly what its side's clients sent,
+    // and left out exactly what the other ferry wrote there.
+    assert_eq!(sf["commands_applied"], la.0 + la.1, "forward: {sf}");
+    assert_eq!(sr["commands_applied"], lb.0 + lb.1, "reverse: {sr}");
+    assert_eq!(sf["two_way"]["echo_commands"], lb.0 + lb.1, "forward: {sf}");
+    assert_eq!(sr["two_way"]["echo_commands"], la.0 + la.1, "reverse: {sr}");
+    assert_eq!(sf["two_way"]["conflicts"], 0, "{sf}");
+    for s in [old, new] {
+        assert_eq!(totals(s, "a:"), la);
+        assert_eq!(totals(s, "b:"), lb);
+    }
+
+    // The same with a kill -9 of each ferry.
+    let stop = AtomicBool::new(false);
+    let (la2, lb2) = std::thread::scope(|scope| {
+        let ta = scope.spawn(|| load_counted(old, &stop, 15, 150_000, "a:"));
+        let tb = scope.spawn(|| load_counted(new, &stop, 15, 150_000, "b:"));
+        std::thread::sleep(Duration::from_millis(3000));
+        forward.kill9();
+        forward = setup.run();
+        wait_streaming(&setup.http, &|| forward.log());
+        std::thread::sleep(Duration::from_millis(3000));
+        reverse.kill9();
+        reverse = run(&r);
+        wait_streaming(&rhttp, &|| reverse.log());
+        (ta.join().expect("a"), tb.join().expect("b"))
+    });
+    wait_both_caught_up(old, &setup.http, new, &rhttp);
+    let want_a = (la.0 + la2.0, la.1 + la2.1);
+    let want_b = (lb.0 + lb2.0, lb.1 + lb2.1);
+    for s in [old, new] {
+        assert_eq!(totals(s, "a:"), want_a, "a:* on {}", s.addr());
+        assert_eq!(totals(s, "b:"), want_b, "b:* on {}", s.addr());
+    }
+    assert_same(&dataset(old), &dataset(new));
+    setup.assert_verified();
+    let (code, out) = ferry(&["verify"], &r, &[]);
+    assert_eq!(code, Some(0), "verify R.yaml: {out}");
+    eprintln!(
+        "two-way: a {la:?}+{la2:?}, b {lb:?}+{lb2:?}; forward {}, reverse {}",
+        status(&setup.http).map_or(serde_json::Value::Null, |s| s["two_way"].clone()),
+        status(&rhttp).map_or(serde_json::Value::Null, |s| s["two_way"].clone()),
+    );
+}
+
+#[test]
+fn two_way_standalone_both_sides_equal_and_no_echo_across_kill_9() {
+    let old = Server::builder(Flavor::Redis70)
+        .arg("repl-backlog-size", "64mb")
+        .start()
+        .expect("old");
+    let new = Server::builder(Flavor::Redis70)
+        .arg("repl-backlog-size", "64mb")
+        .start()
+        .expect("new");
+    ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 2_000).expect("seed");
+    two_way_between(&old, &new);
+}
+
+#[test]
+fn two_way_refused_when_the_forward_ferry_is_one_way() {
+    let old = Server::start(Flavor::Redis70).expect("old");
+    let new = Server::start(Flavor::Redis70).expect("new");
+    ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 500).expect("seed");
+    // Forward one-way, reverse file edited to two-way: refused.
+    let (_setup, _forward, r, _) = forward_then_cutover(&old, &new, "");
+    let text = std::fs::read_to_string(&r).expect("R.yaml");
+    std::fs::write(&r, format!("mode: two_way\n{text}")).expect("write");
+    let out = run_expecting_exit(&r, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the opposite direction is not") && err.contains("__ferry:two_way"),
+        "{err}"
+    );
+}

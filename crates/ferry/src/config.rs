@@ -14,6 +14,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `one_way` (default) or `two_way`: this ferry and the one of the
+    /// opposite direction run at the same time, each leaving out the
+    /// other's writes (both configurations must say `two_way`).
+    #[serde(default)]
+    pub mode: SyncMode,
     /// The server to migrate from.
     pub source: Endpoint,
     /// Any node of the target cluster, or a standalone server (`rediss://`
@@ -102,6 +107,17 @@ fn default_ttl_tolerance_ms() -> i64 {
 }
 
 pub use ferry_ops::Filter;
+
+/// One direction, or both at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Source to target only.
+    #[default]
+    OneWay,
+    /// Two ferries, opposite directions, at the same time (a gradual switch).
+    TwoWay,
+}
 
 /// A server address.
 #[derive(Clone, PartialEq, Deserialize)]

@@ -73,6 +73,7 @@ pub(super) fn cfg() -> TranslatorConfig {
         standalone: false,
         checkpoints: true,
         ttl_hold: false,
+        two_way: false,
     }
 }
 

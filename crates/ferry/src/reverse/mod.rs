@@ -9,6 +9,7 @@
 //! ```
 
 pub mod cutover;
+pub mod marker;
 pub mod yaml;
 
 use anyhow::{Result, bail};

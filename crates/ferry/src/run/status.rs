@@ -210,6 +210,19 @@ pub struct Status {
     pub links: Vec<LinkSection>,
     /// Per target.
     pub targets: Vec<TargetSection>,
+    /// Two-way sync (`mode: two_way`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_way: Option<TwoWayStatus>,
+}
+
+/// Two-way sync counters for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TwoWayStatus {
+    /// Commands of the opposite ferry's transactions not carried back.
+    pub echo_commands: u64,
+    /// Client writes carried to a key the opposite ferry wrote within the
+    /// conflict window (each side ends with the write applied there last).
+    pub conflicts: u64,
 }
 
 impl Status {
@@ -427,6 +440,7 @@ impl Assembler {
                 stats: source,
             }],
             targets: vec![self.target.clone()],
+            two_way: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use ferry_replica::{Link, LinkConfig, LinkEvents};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
-use crate::config::{Config, RestoreMode, parse_endpoint, redact};
+use crate::config::{Config, RestoreMode, SyncMode, parse_endpoint, redact};
 use crate::probe::{check_source_dbs, target_format, target_is_empty};
 
 /// What the main loop runs on.
@@ -84,7 +84,9 @@ pub async fn wire(
             s
         }
     };
+    two_way_markers(cfg, &src, &dst_addr, &wauth, checkpoints, start.is_some()).await?;
     let mut applier = new_applier(cfg, writer, format, checkpoints, state)?;
+    applier.set_two_way(cfg.mode == SyncMode::TwoWay);
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
     let mut lcfg = LinkConfig::new(src.addr(), cfg.state_dir.clone());
@@ -204,4 +206,75 @@ async fn connect_writer(
         );
     }
     Ok((writer, checkpoints, state))
+}
+
+/// Two-way sync checks and markers (see `reverse::marker`): a two-way
+/// ferry needs checkpoints (the other one recognises its writes by them)
+/// and marks its target; one that starts at recorded positions (the
+/// reverse, started second) needs its source marked by the forward one; a
+/// one-way ferry refuses a source marked by a two-way one, and removes a
+/// marker of its own from its target.
+async fn two_way_markers(
+    cfg: &Config,
+    src: &ferry_ops::Endpoint,
+    dst_addr: &str,
+    wauth: &Auth,
+    checkpoints: bool,
+    reverse: bool,
+) -> Result<()> {
+    use crate::reverse::marker::{self, MARKER, Side};
+    let two_way = cfg.mode == SyncMode::TwoWay;
+    if two_way && !checkpoints {
+        bail!(
+            "mode: two_way needs target.checkpoints: true (the opposite ferry recognises this \
+             one's writes by their checkpoint keys)"
+        );
+    }
+    let src_tls = cfg.source.tls_config();
+    let source = Side {
+        addr: src.addr(),
+        auth: &src.auth,
+        tls: src_tls.as_ref(),
+        name: "source",
+    };
+    // A one-way ferry's source user may not be allowed EXISTS: then there
+    // is nothing to check.
+    let marked = match marker::present(&source).await {
+        Ok(m) => m,
+        Err(e) if !two_way => {
+            tracing::debug!("two-way marker not checked on the source: {e:#}");
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if two_way && reverse && !marked {
+        bail!(
+            "mode: two_way, but the opposite direction is not: the source {} has no {MARKER} \
+             marker, which a ferry writing into it in mode: two_way keeps there (start the \
+             forward ferry with mode: two_way first, or run this one with mode: one_way)",
+            source.addr
+        );
+    }
+    if !two_way && marked {
+        bail!(
+            "the source {} is written by a ferry in mode: two_way (marker {MARKER}): set mode: \
+             two_way here too, or, if that ferry is gone for good, delete its keys with ferry \
+             cleanup --config <its configuration>",
+            source.addr
+        );
+    }
+    let dst_tls = cfg.target.tls_config();
+    let target = Side {
+        addr: dst_addr.to_owned(),
+        auth: wauth,
+        tls: dst_tls.as_ref(),
+        name: "target",
+    };
+    if two_way || marker::present(&target).await.unwrap_or(false) {
+        marker::set(&target, two_way).await?;
+    }
+    if two_way {
+        tracing::info!(target = %dst_addr, "two-way sync: marked the target ({MARKER}); the opposite ferry's writes are not carried back");
+    }
+    Ok(())
 }
