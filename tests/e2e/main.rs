@@ -17,6 +17,7 @@ mod e2e_support;
 
 mod bad_input;
 mod big_values;
+mod cluster_source;
 mod corrupt_inputs;
 mod cross_slot;
 mod daemon;

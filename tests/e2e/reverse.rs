@@ -231,6 +231,18 @@ fn forward_then_cutover(
     );
     assert_eq!(code, Some(0), "cutover --reverse: {out}\n{}", daemon.log());
     assert!(out.contains("reverse configuration written"), "{out}");
+    // R.yaml listens on the forward port + 1, which tests running in
+    // parallel may hold: a free port instead.
+    let text = std::fs::read_to_string(&r).expect("R.yaml");
+    let fresh = format!("listen: 127.0.0.1:{}", ferry_testkit::free_port());
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| match l.find("listen: ") {
+            Some(i) => format!("{}{fresh}", &l[..i]),
+            None => l.to_owned(),
+        })
+        .collect();
+    std::fs::write(&r, text.join("\n") + "\n").expect("R.yaml");
     (setup, daemon, r, out)
 }
 

@@ -58,14 +58,34 @@ pub fn slot_tag(slot: u16) -> &'static str {
     &tags()[usize::from(slot)]
 }
 
-/// The checkpoint key of `slot`.
+/// The checkpoint key of `slot` (no namespace).
 pub fn ckpt_key(slot: u16) -> String {
-    format!("{CKPT_PREFIX}{{{}}}", slot_tag(slot))
+    ckpt_key_in("", slot)
 }
 
-/// The barrier key of `slot`.
+/// The barrier key of `slot` (no namespace).
 pub fn barrier_key(slot: u16) -> String {
-    format!("{BARRIER_PREFIX}{{{}}}", slot_tag(slot))
+    barrier_key_in("", slot)
+}
+
+/// `prefix` + `<namespace>:` (when not empty) + `{tag}`.
+fn key_in(prefix: &str, namespace: &str, slot: u16) -> String {
+    if namespace.is_empty() {
+        format!("{prefix}{{{}}}", slot_tag(slot))
+    } else {
+        format!("{prefix}{namespace}:{{{}}}", slot_tag(slot))
+    }
+}
+
+/// The checkpoint key of `slot` in `namespace` (see
+/// [`CheckpointConfig::namespace`](crate::CheckpointConfig)).
+pub fn ckpt_key_in(namespace: &str, slot: u16) -> String {
+    key_in(CKPT_PREFIX, namespace, slot)
+}
+
+/// The barrier key of `slot` in `namespace`.
+pub fn barrier_key_in(namespace: &str, slot: u16) -> String {
+    key_in(BARRIER_PREFIX, namespace, slot)
 }
 
 /// A checkpoint value.
@@ -146,15 +166,16 @@ pub(crate) async fn pipelined(
     Ok(out)
 }
 
-/// Reads the checkpoint and barrier keys of every slot from the master
+/// Reads the checkpoint and barrier keys (of `config`'s namespace) of every slot from the master
 /// serving it (one pipeline per master) and keeps those of `history`.
 pub(crate) async fn read(
     topology: &Topology,
     auth: &Auth,
     tls: Option<&ferry_tls::TlsConfig>,
     timeout: Duration,
-    history: &str,
+    config: &crate::CheckpointConfig,
 ) -> Result<Resume, WriterError> {
+    let history = config.history.as_str();
     let mut resume = Resume {
         slot: vec![0; usize::from(SLOTS)],
         node_barrier: vec![0; topology.masters.len()],
@@ -169,10 +190,13 @@ pub(crate) async fn read(
             .collect();
         let mut cmds = Vec::with_capacity(slots.len() * 2);
         for &s in &slots {
-            cmds.push(vec![Bytes::from_static(b"GET"), Bytes::from(ckpt_key(s))]);
             cmds.push(vec![
                 Bytes::from_static(b"GET"),
-                Bytes::from(barrier_key(s)),
+                Bytes::from(config.ckpt_key(s)),
+            ]);
+            cmds.push(vec![
+                Bytes::from_static(b"GET"),
+                Bytes::from(config.barrier_key(s)),
             ]);
         }
         let addr = node.addr();
@@ -297,6 +321,29 @@ mod tests {
         }
         assert!(longest <= 6, "{longest}");
         assert!(is_reserved(ckpt_key(7).as_bytes()));
+    }
+
+    #[test]
+    fn namespaces_keep_shards_apart_and_empty_is_unchanged() {
+        let plain = crate::CheckpointConfig::default();
+        assert_eq!(plain.ckpt_key(0), ckpt_key(0));
+        assert_eq!(plain.barrier_key(9), barrier_key(9));
+        let tag = slot_tag(5);
+        assert_eq!(ckpt_key(5), format!("__ferry:ckpt:{{{tag}}}"));
+        let ns = crate::CheckpointConfig {
+            history: "h".into(),
+            namespace: "shard-5461".into(),
+        };
+        assert_eq!(ns.ckpt_key(5), format!("__ferry:ckpt:shard-5461:{{{tag}}}"));
+        assert_eq!(
+            ns.barrier_key(5),
+            format!("__ferry:barrier:shard-5461:{{{tag}}}")
+        );
+        for s in [0, 5, 16383] {
+            assert_eq!(key_slot(ns.ckpt_key(s).as_bytes()), s);
+            assert_eq!(key_slot(ns.barrier_key(s).as_bytes()), s);
+            assert!(is_reserved(ns.ckpt_key(s).as_bytes()));
+        }
     }
 
     #[test]

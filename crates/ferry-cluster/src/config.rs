@@ -74,13 +74,31 @@ pub struct CheckpointConfig {
     /// written into every checkpoint value, and checkpoints of another
     /// history are ignored. No `:` needed; any text.
     pub history: String,
+    /// Names the key family: `__ferry:ckpt:<namespace>:{tag}` and
+    /// `__ferry:barrier:<namespace>:{tag}`, so several writers (one per
+    /// source shard) keep apart checkpoints in one target. Empty (the
+    /// default, a standalone source): `__ferry:ckpt:{tag}`, as always.
+    pub namespace: String,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
             history: "0".to_owned(),
+            namespace: String::new(),
         }
+    }
+}
+
+impl CheckpointConfig {
+    /// The checkpoint key of `slot` in this namespace.
+    pub fn ckpt_key(&self, slot: u16) -> String {
+        crate::checkpoint::ckpt_key_in(&self.namespace, slot)
+    }
+
+    /// The barrier key of `slot` in this namespace.
+    pub fn barrier_key(&self, slot: u16) -> String {
+        crate::checkpoint::barrier_key_in(&self.namespace, slot)
     }
 }
 

@@ -66,6 +66,8 @@ use crate::engine::{Cmd, Engine};
 use crate::error::WriterError;
 use crate::shared::Shared;
 
+mod delete_slots;
+
 /// Replays ops into a Redis Cluster: one pipelined connection per master,
 /// per-slot order kept across redirects, retries and reconnects.
 ///
@@ -203,7 +205,7 @@ impl ClusterWriter {
                     &config.auth,
                     config.tls.as_ref(),
                     config.connect_timeout,
-                    &c.history,
+                    c,
                 )
                 .await?
             }

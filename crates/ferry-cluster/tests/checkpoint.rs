@@ -88,6 +88,7 @@ fn config() -> WriterConfig {
     WriterConfig {
         checkpoint: Some(CheckpointConfig {
             history: HISTORY.into(),
+            namespace: String::new(),
         }),
         skip_applied: true,
         ..WriterConfig::default()

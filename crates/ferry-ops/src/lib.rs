@@ -24,6 +24,9 @@
 //!   and every node address they name ([`shards_node_addrs`]).
 //! * [`endpoint`]: the client vocabulary: `redis[s]://` URLs into an
 //!   [`Endpoint`], [`Auth`], [`split_host_port`] (IPv6-aware), [`redact`].
+//! * [`source_shards`]: the shards of a cluster source (master, replicas,
+//!   slots), their names and matching across restarts, the partition.
+//! * [`gate`]: [`SlotGate`], the slots a source shard's pipeline owns now.
 //! * [`info`]: `INFO` text into fields and keyspace lines ([`Info`]).
 //! * [`redirect`]: `-MOVED` / `-ASK` parsing ([`Redirect`]) and the one place
 //!   server error replies are classified ([`ErrorKind`]).
@@ -35,6 +38,7 @@
 pub mod emulate;
 pub mod endpoint;
 pub mod filter;
+pub mod gate;
 pub mod info;
 pub mod keys;
 pub mod nodes;
@@ -42,6 +46,7 @@ pub mod op;
 pub mod redirect;
 pub mod rewrite;
 pub mod slot;
+pub mod source_shards;
 pub mod split;
 pub mod target;
 pub mod topology;
@@ -50,6 +55,7 @@ pub mod translate;
 pub use emulate::{End, Plan, TEMP_PREFIX, plan, slot_tag, temp_key};
 pub use endpoint::{Auth, Endpoint, EndpointError, HostPort, host_of, redact, split_host_port};
 pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
+pub use gate::SlotGate;
 pub use info::{DbKeys, Info, InfoError, info_text};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
 pub use nodes::{shards_node_addrs, slots_node_addrs};
@@ -57,6 +63,10 @@ pub use op::Op;
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
+pub use source_shards::{
+    Assigned, PartitionRecord, RecordedShard, ShardMember, ShardRecord, ShardRecordError,
+    SourceShard, ranges_text, reconcile, source_shards, source_shards_from_slots,
+};
 pub use split::{Route, Split, Unreplayable, route, split};
 pub use target::TargetFormat;
 pub use topology::{Node, SlotMap, Topology, TopologyError};

@@ -38,7 +38,8 @@ pub mod stream;
 
 pub use handshake::{Auth, Handshake, HandshakeConfig, HandshakeError, Outcome, Warning};
 pub use link::{
-    Applied, Link, LinkConfig, LinkError, LinkEvent, LinkEvents, LinkHandle, LinkStatus, Phase,
+    Applied, Link, LinkConfig, LinkError, LinkEvent, LinkEvents, LinkHandle, LinkStatus, Locate,
+    Phase,
 };
 pub use position::{Position, PositionError, ack_command};
 pub use snapshot::{Preamble, SnapshotError, SnapshotEvent, SnapshotFramer};

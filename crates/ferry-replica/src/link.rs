@@ -33,10 +33,20 @@
 //! * Histories are numbered by an *epoch* that grows on every full sync; an
 //!   [`Applied`] from an older epoch is ignored (it belongs to data the new
 //!   snapshot replaces).
+//! * The source may move: with a [`Locate`] in [`LinkConfig::locator`],
+//!   every connection asks it for the address first (the INFO poller and
+//!   [`LinkStatus::addr`] follow), and resumes there with the same
+//!   replication id and offset: a promoted replica answers `+CONTINUE`
+//!   when its history holds the offset. [`LinkHandle::reconnect`] makes it
+//!   ask now (e.g. on a Sentinel's `+switch-master`);
+//!   [`LinkHandle::resync`] forgets the position (next: `PSYNC ? -1`).
 
 mod conn;
 mod decode;
+mod locate;
 mod spool_io;
+
+pub use locate::Locate;
 
 use std::io;
 use std::path::PathBuf;
@@ -59,8 +69,12 @@ pub const POSITION_FILE: &str = "position.json";
 /// How the link connects and paces itself.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// The source, `host:port`.
+    /// The source, `host:port` (used when `locator` is `None`).
     pub addr: String,
+    /// Asked for the source's address before every connection (e.g. the
+    /// current master of a Sentinel-managed or cluster shard); `None`:
+    /// always `addr`. Its errors are logged and retried with backoff.
+    pub locator: Option<Arc<dyn Locate>>,
     /// `AUTH` credentials (also used by the INFO poller).
     pub auth: Auth,
     /// Port announced with `REPLCONF listening-port`.
@@ -110,6 +124,7 @@ impl LinkConfig {
         let state_dir = state_dir.into();
         LinkConfig {
             addr: addr.into(),
+            locator: None,
             auth: Auth::none(),
             listening_port: None,
             announce_version: Some("9.0.0".into()),
@@ -208,6 +223,10 @@ pub enum Phase {
 /// A snapshot of the link's state, for status pages and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkStatus {
+    /// The source address in use: the one connected now, or being
+    /// connected to (from the locator when one is configured; empty until
+    /// it first answered).
+    pub addr: String,
     /// A replication connection is established (handshake done).
     pub connected: bool,
     /// What the decoder is doing.
@@ -297,6 +316,18 @@ pub enum LinkError {
     /// TLS is misconfigured or the source's certificate is refused.
     #[error(transparent)]
     Tls(#[from] ferry_tls::TlsError),
+    /// The locator could not tell where the source is (retried).
+    #[error("locating the source: {0}")]
+    Locate(String),
+    /// [`LinkHandle::reconnect`] or [`LinkHandle::resync`] dropped the
+    /// connection (the link reconnects at once).
+    #[error("connection to {addr} dropped on request: {reason}")]
+    Interrupted {
+        /// The source address.
+        addr: String,
+        /// The reason given by the caller.
+        reason: String,
+    },
     /// A bug: state that should not happen.
     #[error("internal error in the replica link: {0}")]
     Internal(String),
@@ -323,7 +354,11 @@ impl LinkError {
         match self {
             LinkError::Handshake(e) => e.retriable(),
             LinkError::Snapshot(e) => e.retriable(),
-            LinkError::Io { .. } | LinkError::Timeout { .. } | LinkError::Closed { .. } => true,
+            LinkError::Io { .. }
+            | LinkError::Timeout { .. }
+            | LinkError::Closed { .. }
+            | LinkError::Locate(_)
+            | LinkError::Interrupted { .. } => true,
             LinkError::Stream(_)
             | LinkError::Position(_)
             | LinkError::Spool(_)
@@ -384,6 +419,18 @@ struct Inner {
     /// Warnings of the latest handshake, and the count over all of them.
     warnings: Vec<crate::Warning>,
     warnings_total: u64,
+    /// The source address in use ([`LinkStatus::addr`]).
+    addr: String,
+    /// A pending [`LinkHandle::reconnect`] / [`LinkHandle::resync`].
+    request: Option<Request>,
+}
+
+/// What the consumer asked the connection task to do.
+#[derive(Debug, Clone)]
+struct Request {
+    /// Forget the position: the next connection asks for a full sync.
+    resync: bool,
+    reason: String,
 }
 
 impl Inner {
@@ -406,6 +453,8 @@ struct PositionState {
     epoch: u64,
     replid: Option<String>,
     saved: Option<(u64, u64)>,
+    /// A resync was asked: save nothing until the next full sync starts.
+    hold: bool,
 }
 
 struct Shared {
@@ -423,6 +472,8 @@ struct Shared {
     ack_now: Notify,
     /// Decoder → connection: drop this connection (snapshot aborted).
     reconnect: Notify,
+    /// Handle → connection: a [`Request`] is pending (the value counts them).
+    interrupt: watch::Sender<u64>,
     applied: watch::Sender<Option<Applied>>,
     /// Snapshot progress: RDB bytes decoded, and the announced size
     /// (`u64::MAX`: unknown).
@@ -458,7 +509,7 @@ impl Shared {
             let Some(replid) = p.replid.clone() else {
                 return Ok(());
             };
-            if a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
+            if p.hold || a.epoch != p.epoch || p.saved == Some((a.offset, a.db)) {
                 return Ok(());
             }
             (replid, p.epoch)
@@ -552,18 +603,26 @@ impl Link {
                 getack: None,
                 warnings: Vec::new(),
                 warnings_total: 0,
+                addr: if cfg.locator.is_some() {
+                    String::new()
+                } else {
+                    cfg.addr.clone()
+                },
+                request: None,
             }),
             position_file: Mutex::new(()),
             position: Mutex::new(PositionState {
                 epoch: 0,
                 replid: saved.as_ref().map(|p| p.replid.clone()),
                 saved: saved.as_ref().map(|p| (p.offset, p.db)),
+                hold: false,
             }),
             cfg,
             data: Notify::new(),
             room: Notify::new(),
             ack_now: Notify::new(),
             reconnect: Notify::new(),
+            interrupt: watch::channel(0).0,
             applied,
             snapshot_done: Default::default(),
             snapshot_total: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -689,6 +748,7 @@ impl LinkHandle {
         let epoch = self.shared.lock_position().epoch;
         let inner = self.shared.lock();
         LinkStatus {
+            addr: inner.addr.clone(),
             connected: inner.connected,
             phase: inner.phase,
             replid: inner.session.as_ref().map(|s| s.replid.clone()),
@@ -721,6 +781,38 @@ impl LinkHandle {
     /// REPLCONF option: version (ignored)` from Redis 7.0.
     pub fn handshake_warnings(&self) -> Vec<crate::Warning> {
         self.shared.lock().warnings.clone()
+    }
+
+    /// Drops the connection (if any) and connects again, asking the
+    /// locator for the address first; the position is kept (`PSYNC` with
+    /// the replication id and the offset received so far), so the consumer
+    /// sees [`LinkEvent::Reconnecting`] then [`LinkEvent::Continue`] (or a
+    /// full sync when the source cannot continue). E.g. on a Sentinel's
+    /// `+switch-master`.
+    pub fn reconnect(&self, reason: impl Into<String>) {
+        self.request(false, reason.into());
+    }
+
+    /// Drops the connection and the saved position: the next connection
+    /// asks for a full sync (`PSYNC ? -1`), and the consumer sees
+    /// [`LinkEvent::Reconnecting`], then the usual [`LinkEvent::FullSync`],
+    /// snapshot and stream. Events already received are still delivered
+    /// before it. Until the full sync starts, no position is saved, so a
+    /// restart meanwhile also starts with a full sync.
+    pub fn resync(&self, reason: impl Into<String>) {
+        self.request(true, reason.into());
+    }
+
+    fn request(&self, resync: bool, reason: String) {
+        if resync {
+            self.shared.lock_position().hold = true;
+        }
+        {
+            let mut inner = self.shared.lock();
+            let resync = resync || inner.request.as_ref().is_some_and(|r| r.resync);
+            inner.request = Some(Request { resync, reason });
+        }
+        self.shared.interrupt.send_modify(|n| *n += 1);
     }
 }
 

@@ -30,6 +30,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -37,7 +38,8 @@ use bytes::Bytes;
 use ferry_cluster::checkpoint::is_reserved;
 use ferry_cluster::{ClusterWriter, Op, SUBMIT_BATCH_BYTES, SUBMIT_BATCH_OPS};
 use ferry_ops::{
-    Action, Counters, End, Plan, Skip, SkipReason, Translator, TranslatorConfig, key_slot,
+    Action, Counters, End, Plan, Skip, SkipReason, SlotGate, Translator, TranslatorConfig,
+    command_keys, key_slot,
 };
 use ferry_replica::{Applied, LinkEvent, StreamEvent};
 use ferry_resp::Value as Reply;
@@ -141,6 +143,9 @@ pub struct Applier {
     pending: Vec<Op>,
     /// Argument bytes in `pending`.
     pending_bytes: usize,
+    /// For one shard of a cluster source: the slots it owns now (ops of
+    /// other slots are dropped, counted as `moved_slot_dropped`).
+    gate: Option<Arc<SlotGate>>,
 }
 
 fn now_ms() -> i64 {
@@ -180,6 +185,7 @@ impl Applier {
         ttl_hold: bool,
         state_dir: PathBuf,
         state: TargetState,
+        gate: Option<Arc<SlotGate>>,
     ) -> Result<Applier> {
         let tr = Translator::new(TranslatorConfig {
             target,
@@ -188,6 +194,7 @@ impl Applier {
             standalone: writer.is_standalone(),
             checkpoints,
             ttl_hold,
+            source_shard: gate.is_some(),
             two_way: false,
         });
         let hold = HoldFile::open(&state_dir)?;
@@ -203,7 +210,32 @@ impl Applier {
             hold,
             pending: Vec::with_capacity(SUBMIT_BATCH_OPS),
             pending_bytes: 0,
+            gate,
         })
+    }
+
+    /// Whether the gate lets `op` through (always without a gate; ops
+    /// without keys always). On a standalone target ops carry no slot, so
+    /// it is computed from the first key.
+    fn gate_passes(&self, op: &Op) -> bool {
+        let Some(gate) = &self.gate else {
+            return true;
+        };
+        let slot = if self.writer.is_standalone() {
+            match command_keys(&op.args)
+                .ok()
+                .and_then(|k| k.indexes.first().copied())
+            {
+                Some(i) => key_slot(&op.args[i]),
+                None => return true,
+            }
+        } else {
+            match op.slot {
+                Some(s) => s,
+                None => return true,
+            }
+        };
+        gate.owns(slot)
     }
 
     /// Counters for the status page.
@@ -244,6 +276,10 @@ impl Applier {
     /// the writer (so the order of ops and requests is unchanged).
     async fn submit(&mut self, op: Op) -> Result<()> {
         self.last_op_offset = op.offset;
+        if !self.gate_passes(&op) {
+            self.tr.counters.moved_slot_dropped += 1;
+            return Ok(());
+        }
         self.pending_bytes += op.args.iter().map(Bytes::len).sum::<usize>();
         self.pending.push(op);
         if self.pending.len() >= SUBMIT_BATCH_OPS || self.pending_bytes >= SUBMIT_BATCH_BYTES {
@@ -266,10 +302,18 @@ impl Applier {
             .context("writing to the target cluster")
     }
 
-    async fn submit_group(&mut self, ops: Vec<Op>) -> Result<()> {
+    async fn submit_group(&mut self, mut ops: Vec<Op>) -> Result<()> {
         self.send_pending().await?;
         if let Some(last) = ops.last() {
             self.last_op_offset = last.offset;
+        }
+        if self.gate.is_some() {
+            let before = ops.len();
+            ops.retain(|op| self.gate_passes(op));
+            self.tr.counters.moved_slot_dropped += (before - ops.len()) as u64;
+            if ops.is_empty() {
+                return Ok(());
+            }
         }
         self.writer
             .submit_group(ops)
@@ -294,7 +338,14 @@ impl Applier {
             .set_checkpointing(false)
             .await
             .context("target cluster")?;
-        if self.state.history.is_some() {
+        if let Some(gate) = self.gate.clone() {
+            // One shard of several: the target also holds the other
+            // shards' keys, so only this shard's slots are emptied.
+            if self.state.history.is_some() || !self.state.empty_at_start {
+                self.delete_slots(&gate, offset + 1, "full sync of this source shard")
+                    .await?;
+            }
+        } else if self.state.history.is_some() {
             if self.state.empty_at_start {
                 tracing::warn!(
                     "full resync: flushing the target's masters before loading the new snapshot \
@@ -417,6 +468,13 @@ impl Applier {
                 Action::FlushPrefixes { prefixes, offset } => {
                     self.flush_prefixes(&prefixes, offset).await?
                 }
+                Action::FlushSlots { offset } => match self.gate.clone() {
+                    Some(gate) => {
+                        self.delete_slots(&gate, offset, "FLUSHALL/FLUSHDB in the source's stream")
+                            .await?;
+                    }
+                    None => anyhow::bail!("FLUSHALL of a source shard without a slot gate"),
+                },
                 Action::Hold { db, key } => self.hold.add(db, key)?,
                 Action::FixUp { offset } => self.fixup(offset).await?,
             }
@@ -668,6 +726,29 @@ impl Applier {
             deleted,
             prefixes = ?prefixes.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
             "flush of a prefixed db replayed as DEL of its keys"
+        );
+        Ok(())
+    }
+
+    /// Deletes the target's keys in the slots `gate` owns (those the
+    /// filter carries; never ferry's own keys), between two barriers, with
+    /// `offset` (see `ClusterWriter::delete_slots`).
+    async fn delete_slots(&mut self, gate: &SlotGate, offset: u64, why: &str) -> Result<()> {
+        self.send_pending().await?;
+        let slots = gate.slots();
+        let started = std::time::Instant::now();
+        let filter = self.tr.filter().clone();
+        let keep = move |k: &[u8]| is_reserved(k) || !filter.key(k);
+        let deleted = self
+            .writer
+            .delete_slots(&slots, offset, &keep)
+            .await
+            .context("deleting the target's keys in this shard's slots")?;
+        tracing::info!(
+            deleted,
+            slots = slots.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "{why}: the target's keys in this shard's slots deleted"
         );
         Ok(())
     }

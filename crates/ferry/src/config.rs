@@ -119,7 +119,7 @@ pub enum SyncMode {
     TwoWay,
 }
 
-/// A server address.
+/// The source: a standalone server or any node of a cluster.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
@@ -133,6 +133,110 @@ pub struct Endpoint {
     /// <offset+1>` must be answered `+CONTINUE`; a full sync is refused.
     #[serde(default)]
     pub start_positions: Vec<crate::reverse::StartPosition>,
+    /// What the source is (`auto`: a cluster when `INFO cluster` says
+    /// `cluster_enabled:1`).
+    #[serde(default)]
+    pub mode: SourceMode,
+    /// For a cluster source: replicate each shard from its master
+    /// (default) or from one of its replicas.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// For a cluster source: this process's share of the shards
+    /// (`FERRY_PARTITION_INDEX` / `FERRY_PARTITION_COUNT` override it).
+    #[serde(default)]
+    pub partition: Option<Partition>,
+}
+
+/// What kind of server the source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// Detect from `INFO cluster` (`cluster_enabled`).
+    #[default]
+    Auto,
+    /// One server: one link (today's layout of `state_dir`).
+    Standalone,
+    /// A Redis Cluster: one pipeline per source shard.
+    Cluster,
+    /// A Sentinel-managed primary (needs `source.sentinel`).
+    Sentinel,
+}
+
+/// Which node of a source shard ferry replicates from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// The shard's master.
+    #[default]
+    Master,
+    /// An online replica of the shard (spares the master the fork; a
+    /// replica relays the master's stream with the same replid and offsets).
+    Replica,
+}
+
+/// `source.partition`: process `index` of `count` takes the shards whose
+/// position (by lowest slot at first discovery) modulo `count` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// This process, `0..count`.
+    pub index: u32,
+    /// How many processes share the source.
+    pub count: u32,
+}
+
+/// Environment variable overriding `source.partition.index`.
+pub const PARTITION_INDEX_ENV: &str = "FERRY_PARTITION_INDEX";
+/// Environment variable overriding `source.partition.count`.
+pub const PARTITION_COUNT_ENV: &str = "FERRY_PARTITION_COUNT";
+
+/// The partition from the file, overridden by the environment (`lookup`).
+fn partition_with(
+    file: Option<Partition>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Partition>> {
+    let num = |name: &str| -> Result<Option<u32>> {
+        match lookup(name) {
+            None => Ok(None),
+            Some(v) if v.trim().is_empty() => Ok(None),
+            Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                anyhow::anyhow!("{name}={v:?} is not a partition number (0, 1, 2, ...)")
+            }),
+        }
+    };
+    let index = num(PARTITION_INDEX_ENV)?;
+    let count = num(PARTITION_COUNT_ENV)?;
+    let p = match (file, index, count) {
+        (f, None, None) => f,
+        (f, i, c) => {
+            let index = i.or(f.map(|p| p.index));
+            let count = c.or(f.map(|p| p.count));
+            match (index, count) {
+                (Some(index), Some(count)) => Some(Partition { index, count }),
+                (None, _) => bail!(
+                    "{PARTITION_COUNT_ENV} is set but no partition index: set {PARTITION_INDEX_ENV} \
+                     or source.partition.index"
+                ),
+                (_, None) => bail!(
+                    "{PARTITION_INDEX_ENV} is set but no partition count: set {PARTITION_COUNT_ENV} \
+                     or source.partition.count"
+                ),
+            }
+        }
+    };
+    if let Some(Partition { index, count }) = p {
+        if count == 0 {
+            bail!("source.partition.count is 0: at least 1 process must take the shards");
+        }
+        if index >= count {
+            bail!(
+                "source.partition.index {index} is not below source.partition.count {count} \
+                 (indexes run 0..{})",
+                count - 1
+            );
+        }
+    }
+    Ok(p)
 }
 
 /// TLS settings of an endpoint.
@@ -162,6 +266,9 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("url", &redact(&self.url))
             .field("tls", &self.tls)
+            .field("mode", &self.mode)
+            .field("read_from", &self.read_from)
+            .field("partition", &self.partition)
             .finish()
     }
 }
@@ -368,13 +475,27 @@ fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
 impl Config {
     /// Parse configuration text, expanding `${NAME}` from the environment.
     pub fn parse(text: &str) -> Result<Config> {
-        Config::parse_with(text, &|name| std::env::var(name).ok())
+        let env = |name: &str| std::env::var(name).ok();
+        Config::parse_env(text, &env, &env)
     }
 
-    /// Parse configuration text, expanding `${NAME}` with `lookup`.
+    /// Parse configuration text, expanding `${NAME}` with `lookup` (no
+    /// partition override from the environment).
+    #[cfg(test)]
     pub fn parse_with(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        Config::parse_env(text, lookup, &|_| None)
+    }
+
+    /// Parse configuration text, expanding `${NAME}` with `lookup`;
+    /// `env` gives the partition overrides ([`PARTITION_INDEX_ENV`],
+    /// [`PARTITION_COUNT_ENV`]).
+    pub fn parse_env(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
         let text = expand_env(text, lookup)?;
-        let cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| {
+        let mut cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| {
             let msg = e.to_string();
             if msg.starts_with("source") && msg.contains("unknown field `checkpoints`") {
                 anyhow::anyhow!("{msg} (checkpoints are a target setting: target.checkpoints)")
@@ -412,6 +533,19 @@ impl Config {
         }
         parse_endpoint(&cfg.source.url).context("source.url")?;
         parse_endpoint(&cfg.target.url).context("target.url")?;
+        cfg.source.partition = partition_with(cfg.source.partition, env)?;
+        if cfg.source.mode == SourceMode::Sentinel {
+            bail!(
+                "source.mode: sentinel needs source.sentinel, which is not built in this branch \
+                 (use auto, standalone or cluster)"
+            );
+        }
+        if cfg.source.partition.is_some() && cfg.source.mode == SourceMode::Standalone {
+            bail!(
+                "source.partition is for a cluster source (its shards are shared out); \
+                 a standalone source is one link: remove source.partition"
+            );
+        }
         if cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
@@ -435,6 +569,14 @@ impl Config {
 }
 
 pub use ferry_ops::redact;
+
+/// `url` with its `host:port` replaced by `addr` (scheme and credentials
+/// kept): the URL of another node of the same cluster.
+pub fn url_with_addr(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let creds = rest.rfind('@').map_or("", |i| &rest[..=i]);
+    format!("{scheme}://{creds}{addr}")
+}
 
 /// Parse a `redis://` or `rediss://` (TLS) URL of the configuration: a
 /// `/<db>` path is refused (the source replicates every db; `filter.dbs`
@@ -519,7 +661,7 @@ mod tests {
         assert!(err.contains("`url`") && err.contains("`tls`"), "{err}");
         assert!(!err.contains("checkpoints"), "{err}");
         // Target keys are refused in source, named as such.
-        for key in ["mode: cluster", "wait_replicas: 10"] {
+        for key in ["checkpoints: false", "wait_replicas: 10"] {
             let err = parse(&format!(", {key}"), "").unwrap_err();
             assert!(err.starts_with("source"), "{key}: {err}");
         }
@@ -558,6 +700,80 @@ mod tests {
             .expect("the ConfigMap's ferry.yaml parses");
         assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/ferry"));
         assert_eq!(cfg.http.token.as_deref(), Some("<FERRY_HTTP_TOKEN>"));
+    }
+
+    #[test]
+    fn source_mode_read_from_and_partition() {
+        let parse = |source: &str, env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::parse_env(
+                &format!(
+                    "source: {{ url: \"redis://a:1\"{source} }}\ntarget: {{ url: \"redis://b:2\" }}\n"
+                ),
+                &|_| None,
+                &|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            )
+            .map_err(|e| format!("{e:#}"))
+        };
+        let d = parse("", &[]).expect("defaults");
+        assert_eq!(d.source.mode, SourceMode::Auto);
+        assert_eq!(d.source.read_from, ReadFrom::Master);
+        assert_eq!(d.source.partition, None);
+        let c = parse(
+            ", mode: cluster, read_from: replica, partition: { index: 1, count: 3 }",
+            &[],
+        )
+        .expect("cluster");
+        assert_eq!(c.source.mode, SourceMode::Cluster);
+        assert_eq!(c.source.read_from, ReadFrom::Replica);
+        assert_eq!(c.source.partition, Some(Partition { index: 1, count: 3 }));
+        // The environment overrides the file, field by field.
+        let e = parse(
+            ", partition: { index: 1, count: 3 }",
+            &[(PARTITION_INDEX_ENV, "2")],
+        )
+        .expect("env index");
+        assert_eq!(e.source.partition, Some(Partition { index: 2, count: 3 }));
+        let e = parse(
+            "",
+            &[(PARTITION_INDEX_ENV, "0"), (PARTITION_COUNT_ENV, "2")],
+        )
+        .expect("env only");
+        assert_eq!(e.source.partition, Some(Partition { index: 0, count: 2 }));
+        for (source, env, what) in [
+            (", partition: { index: 3, count: 3 }", &[][..], "not below"),
+            (", partition: { index: 0, count: 0 }", &[][..], "count is 0"),
+            ("", &[(PARTITION_INDEX_ENV, "1")][..], "no partition count"),
+            ("", &[(PARTITION_COUNT_ENV, "2")][..], "no partition index"),
+            (
+                "",
+                &[(PARTITION_INDEX_ENV, "x"), (PARTITION_COUNT_ENV, "2")][..],
+                "not a partition number",
+            ),
+            (", mode: sentinel", &[][..], "not built in this branch"),
+            (
+                ", mode: standalone, partition: { index: 0, count: 1 }",
+                &[][..],
+                "cluster source",
+            ),
+            (", mode: clustr", &[][..], "unknown variant"),
+            (", read_from: slave", &[][..], "unknown variant"),
+        ] {
+            let err = parse(source, env).unwrap_err();
+            assert!(err.contains(what), "{source} {env:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn url_of_another_node_keeps_scheme_and_credentials() {
+        assert_eq!(
+            url_with_addr("rediss://u:p@w@h:1", "10.0.0.2:7001"),
+            "rediss://u:p@w@10.0.0.2:7001"
+        );
+        assert_eq!(url_with_addr("redis://h:1", "[::1]:7"), "redis://[::1]:7");
     }
 
     #[test]

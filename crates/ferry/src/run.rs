@@ -29,7 +29,9 @@ use clap::Args;
 use crate::config::Config;
 use crate::events;
 
+pub mod cluster;
 pub mod http;
+pub mod locate;
 pub mod main_loop;
 pub mod shutdown;
 pub mod status;
@@ -105,6 +107,11 @@ async fn daemon(
             .spawn(async move { l.serve(status, stop, tracker).await });
     }
 
+    if cluster::is_cluster(cfg).await? {
+        return cluster::run(cfg, allow_nonempty_target, sd, status).await;
+    }
+    cluster::check_standalone(cfg)?;
+
     let wiring::Wired {
         mut applier,
         link,
@@ -113,7 +120,7 @@ async fn daemon(
         standalone,
         masters,
     } = tokio::select! {
-        w = wiring::wire(cfg, allow_nonempty_target, sd.root.child_token()) => w?,
+        w = wiring::wire(cfg, allow_nonempty_target, sd.root.child_token(), None) => w?,
         // Stopped before anything moved: nothing to drain.
         _ = sd.work.cancelled() => return Ok(()),
     };
@@ -139,8 +146,9 @@ async fn daemon(
         status: status.clone(),
         sampler,
         sample_per_second: cfg.verify.sample_per_second,
-        metrics: status_metrics::StatusMetrics::default(),
+        metrics: Some(status_metrics::StatusMetrics::default()),
         assembler: Assembler::new(keys_total, standalone, masters),
+        print_line: true,
     };
     let result = main_loop::run(&mut applier, &link, &mut events, &mut publish, &sd.work).await;
 
@@ -159,7 +167,9 @@ async fn daemon(
     link_result.context("source link")?;
     if let Ok(mut s) = status.lock() {
         s.stopped();
-        publish.metrics.record(&s);
+        if let Some(m) = &publish.metrics {
+            m.record(&s);
+        }
     }
     Ok(())
 }

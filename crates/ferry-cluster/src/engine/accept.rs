@@ -44,6 +44,22 @@ impl Core {
         }
     }
 
+    /// The checkpoint key of `slot` (in the configured namespace).
+    fn ckpt_key(&self, slot: u16) -> String {
+        match &self.config.checkpoint {
+            Some(c) => c.ckpt_key(slot),
+            None => checkpoint::ckpt_key(slot),
+        }
+    }
+
+    /// The barrier key of `slot` (in the configured namespace).
+    fn barrier_key(&self, slot: u16) -> String {
+        match &self.config.checkpoint {
+            Some(c) => c.barrier_key(slot),
+            None => checkpoint::barrier_key(slot),
+        }
+    }
+
     /// Checkpoint mode on or off for the ops after this.
     pub(crate) fn set_checkpointing(&mut self, on: bool) {
         self.seal(true);
@@ -198,7 +214,7 @@ impl Core {
         let group = self.progress.add(op.offset, copies);
         let op = Arc::new(op);
         for (i, slot) in targets {
-            let key = Bytes::from(checkpoint::barrier_key(slot));
+            let key = Bytes::from(self.barrier_key(slot));
             let dbs = self.db;
             let (wire, lead, extra) =
                 self.txn_wire(&[op.args.as_slice()], &key, op.offset, (dbs, dbs));
@@ -304,7 +320,7 @@ impl Core {
             };
             self.open_bytes -= g.bytes;
             let offset = g.ops.last().map_or(0, |o| o.offset);
-            let key = Bytes::from(checkpoint::ckpt_key(slot));
+            let key = Bytes::from(self.ckpt_key(slot));
             let ops: Vec<&[Bytes]> = g.ops.iter().map(|o| o.args.as_slice()).collect();
             let end = ops
                 .iter()

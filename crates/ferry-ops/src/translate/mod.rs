@@ -76,6 +76,10 @@ pub struct TranslatorConfig {
     /// Hold short TTLs through the snapshot and its catch-up (see
     /// the module docs and [`HOLD_MS`]).
     pub ttl_hold: bool,
+    /// The source is one shard of a cluster (one pipeline of several into
+    /// the target): `FLUSHALL`/`FLUSHDB` in its stream become
+    /// [`Action::FlushSlots`] (a client flushes each master separately).
+    pub source_shard: bool,
     /// Two-way sync: drop the other ferry's transactions from the stream
     /// and count conflicts (see the `two_way` module).
     pub two_way: bool,
@@ -191,6 +195,13 @@ pub enum Action {
         /// The command's offset.
         offset: u64,
     },
+    /// `FLUSHALL`/`FLUSHDB` in a cluster source shard's stream: between
+    /// two barriers, delete the target's keys in the slots this shard owns
+    /// (those the filter carries), with `offset`.
+    FlushSlots {
+        /// The command's offset.
+        offset: u64,
+    },
     /// Turn the checkpointed stream on (the snapshot is complete).
     Checkpointing,
     /// Not carried: count it (done by the translator) and log it.
@@ -229,6 +240,9 @@ pub struct Counters {
     pub ttl_held: u64,
     /// Fix-up ops emitted.
     pub ttl_fixups: u64,
+    /// Ops dropped because their slot is not owned by this source shard
+    /// now (the shard that owns it carries them; not a skip).
+    pub moved_slot_dropped: u64,
     /// Snapshot keys handled (written or skipped), fixed when the last
     /// snapshot ended; `None` while one is being applied.
     pub snapshot_keys: Option<u64>,

@@ -85,6 +85,23 @@ impl Translator {
                 return;
             }
         };
+        if self.cfg.source_shard
+            && matches!(route, Route::AllMasters)
+            && (args[0].eq_ignore_ascii_case(b"FLUSHALL")
+                || args[0].eq_ignore_ascii_case(b"FLUSHDB"))
+        {
+            // The target holds other shards' keys too: only this shard's go.
+            self.between_barriers(out, Action::FlushSlots { offset });
+            self.counters.emulated += 1;
+            self.counters.commands_applied += 1;
+            return;
+        }
+        if self.cfg.source_shard {
+            // Each source master's stream carries its own FUNCTION LOAD of
+            // the same library (a client loads it on every master): the
+            // second one into the same target master must not fail.
+            function_load_replace(&mut args);
+        }
         if self.cfg.standalone {
             return self.standalone(args, route, db, offset, out);
         }
@@ -242,5 +259,24 @@ impl Translator {
             }
         }
         Some(kept)
+    }
+}
+
+/// `FUNCTION LOAD code` → `FUNCTION LOAD REPLACE code`; `FUNCTION RESTORE
+/// payload` without a policy → `… REPLACE` (idempotent when every source
+/// shard's stream carries the same command).
+fn function_load_replace(args: &mut Vec<Bytes>) {
+    if args.len() < 3 || !args[0].eq_ignore_ascii_case(b"FUNCTION") {
+        return;
+    }
+    if args[1].eq_ignore_ascii_case(b"LOAD") {
+        let has = args[2..args.len() - 1]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"REPLACE"));
+        if !has {
+            args.insert(2, Bytes::from_static(b"REPLACE"));
+        }
+    } else if args[1].eq_ignore_ascii_case(b"RESTORE") && args.len() == 3 {
+        args.push(Bytes::from_static(b"REPLACE"));
     }
 }

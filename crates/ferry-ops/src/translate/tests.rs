@@ -41,6 +41,7 @@ pub(super) fn render(actions: &[Action]) -> Vec<String> {
                 let p: Vec<String> = prefixes.iter().map(show_arg).collect();
                 format!("flush-prefixes@{offset} {}", p.join(","))
             }
+            Action::FlushSlots { offset } => format!("flush-slots@{offset}"),
             Action::Checkpointing => "checkpointing".into(),
             Action::Hold { db, key } => format!("hold {db} {}", show_arg(key)),
             Action::FixUp { offset } => format!("fixup@{offset}"),
@@ -73,6 +74,7 @@ pub(super) fn cfg() -> TranslatorConfig {
         standalone: false,
         checkpoints: true,
         ttl_hold: false,
+        source_shard: false,
         two_way: false,
     }
 }
@@ -671,4 +673,55 @@ fn a_value_commands_cannot_carry_is_skipped_with_its_key() {
         ["skip unsupported_value m".to_owned(), w("m", 101, "DEL m")]
     );
     assert_eq!(t.counters.skipped.get("unsupported_value"), Some(&1));
+}
+
+#[test]
+fn a_cluster_source_shard_flushes_only_its_slots() {
+    for standalone in [false, true] {
+        let mut t = started(TranslatorConfig {
+            source_shard: true,
+            standalone,
+            ..cfg()
+        });
+        assert_eq!(cmd(&mut t, 0, 8, "FLUSHALL"), ["flush-slots@8"]);
+        assert_eq!(cmd(&mut t, 0, 9, "FLUSHDB ASYNC"), ["flush-slots@9"]);
+        // FUNCTION LOAD from every shard's stream: idempotent.
+        let load = cmd(&mut t, 0, 12, "FUNCTION LOAD code");
+        assert!(
+            load.iter()
+                .any(|l| l.ends_with("FUNCTION LOAD REPLACE code")),
+            "{load:?}"
+        );
+        let load = cmd(&mut t, 0, 13, "FUNCTION LOAD REPLACE code");
+        assert!(
+            load.iter()
+                .any(|l| l.ends_with("FUNCTION LOAD REPLACE code")),
+            "{load:?}"
+        );
+        let restore = cmd(&mut t, 0, 14, "FUNCTION RESTORE payload");
+        assert!(
+            restore
+                .iter()
+                .any(|l| l.ends_with("FUNCTION RESTORE payload REPLACE")),
+            "{restore:?}"
+        );
+        // Other every-master commands are applied as before.
+        assert_eq!(cmd(&mut t, 0, 10, "SCRIPT FLUSH").len(), 1);
+        assert_ne!(cmd(&mut t, 0, 11, "SCRIPT FLUSH"), ["flush-slots@11"]);
+    }
+    // Inside MULTI/EXEC: the open group is cut around it.
+    let mut t = started(TranslatorConfig {
+        source_shard: true,
+        ..cfg()
+    });
+    let mut out = Vec::new();
+    t.multi(&mut out);
+    t.command(a("SET a 1"), 0, 5, NOW, &mut out);
+    t.command(a("FLUSHALL"), 0, 6, NOW, &mut out);
+    t.exec(&mut out);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::FlushSlots { offset: 6 })),
+        "{out:?}"
+    );
 }

@@ -7,8 +7,13 @@
 //! first connection of the process     saved position ─▶ PSYNC <replid> <applied+1>, else PSYNC ? -1
 //! later, received offset known        PSYNC <replid> <received+1>   (spooled bytes are still delivered)
 //! later, snapshot end not yet decoded PSYNC ? -1
+//! after LinkHandle::resync            PSYNC ? -1 (and the saved position is deleted)
 //! ```
+//!
+//! Every connection first asks the locator (if any) for the address; a
+//! locator error is logged and retried like a lost connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -18,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LinkError, Mark, Session, Shared};
 use crate::{Handshake, HandshakeConfig, Outcome, Position, ack_command};
+use tokio::sync::watch;
 
 /// Largest single socket read.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Reconnects until cancelled or a fatal error.
 pub(super) async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     token: &CancellationToken,
     saved: Option<Position>,
 ) -> Result<(), LinkError> {
@@ -32,11 +38,23 @@ pub(super) async fn run(
     let mut backoff = cfg.reconnect_min;
     let mut resume = saved;
     let mut epoch = 0u64;
+    let mut interrupt = shared.interrupt.subscribe();
     loop {
+        interrupt.borrow_and_update();
+        let request = shared.lock().request.take();
+        if let Some(r) = request.filter(|r| r.resync) {
+            tracing::info!(reason = %r.reason, "replica link: full resync requested");
+            resume = None;
+            super::blocking(shared, Shared::remove_position_blocking).await?;
+        }
         let mut handshook = false;
         let r = tokio::select! {
             r = connection(shared, token, resume.clone(), &mut epoch, &mut handshook) => r,
             _ = token.cancelled() => Ok(()),
+            reason = interrupted(shared, &mut interrupt) => Err(LinkError::Interrupted {
+                addr: shared.lock().addr.clone(),
+                reason,
+            }),
         };
         {
             let mut inner = shared.lock();
@@ -53,6 +71,10 @@ pub(super) async fn run(
         };
         if handshook {
             backoff = cfg.reconnect_min;
+        }
+        let asked = matches!(e, LinkError::Interrupted { .. });
+        if let LinkError::Locate(_) = e {
+            tracing::warn!("replica link: {e}; retrying in {backoff:?}");
         }
         // A push cut off with the connection may still be landing.
         shared.spool.settle().await;
@@ -78,12 +100,52 @@ pub(super) async fn run(
             };
         }
         shared.data.notify_one();
+        if asked {
+            // Asked for: reconnect now.
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = token.cancelled() => return Ok(()),
+            // A reconnect or resync asked during the backoff: go now.
+            _ = interrupt.changed() => {}
         }
         backoff = (backoff * 2).min(cfg.reconnect_max);
     }
+}
+
+/// Resolves when a [`super::Request`] is pending; its reason.
+async fn interrupted(shared: &Shared, rx: &mut watch::Receiver<u64>) -> String {
+    loop {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if let Some(r) = &shared.lock().request {
+            return r.reason.clone();
+        }
+    }
+}
+
+/// The address to connect to now: the locator's answer (bounded by the
+/// timeout), else the configured one. Recorded as the address in use.
+async fn locate(shared: &Shared) -> Result<String, LinkError> {
+    let cfg = &shared.cfg;
+    let addr = match &cfg.locator {
+        None => cfg.addr.clone(),
+        Some(l) => tokio::time::timeout(cfg.timeout, l.locate())
+            .await
+            .map_err(|_| LinkError::Locate(format!("no answer within {:?}", cfg.timeout)))??,
+    };
+    let mut inner = shared.lock();
+    if inner.addr != addr {
+        if !inner.addr.is_empty() {
+            tracing::info!(from = %inner.addr, to = %addr, "replica link: the source moved");
+        }
+        inner.addr = addr.clone();
+        // The offset polled from the previous address is not this one's.
+        inner.source_offset = None;
+    }
+    Ok(addr)
 }
 
 /// One connection: handshake, then read and ack until it fails.
@@ -95,7 +157,9 @@ async fn connection(
     handshook: &mut bool,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
-    let mut sock = connect(shared).await?;
+    let addr = locate(shared).await?;
+    let addr = addr.as_str();
+    let mut sock = connect(cfg, addr).await?;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut hs = Handshake::new(HandshakeConfig {
         auth: cfg.auth.clone(),
@@ -106,9 +170,9 @@ async fn connection(
     let mut out = hs.take_request_bytes();
     let outcome = loop {
         if !out.is_empty() {
-            sock.write_all(&out).await.map_err(io("write to", cfg))?;
+            sock.write_all(&out).await.map_err(io("write to", addr))?;
             // TLS may hold written bytes until flushed (no-op for TCP).
-            sock.flush().await.map_err(io("write to", cfg))?;
+            sock.flush().await.map_err(io("write to", addr))?;
         }
         if let Some(o) = hs.feed(&mut buf)? {
             break o;
@@ -118,7 +182,7 @@ async fn connection(
             read_some(
                 &mut sock,
                 &mut buf,
-                cfg,
+                (cfg.timeout, addr),
                 "waiting for the handshake replies",
             )
             .await?;
@@ -132,10 +196,10 @@ async fn connection(
         .cloned()
         .partition(|w| w.request == "PING" && cfg.auth.is_set());
     for w in &expected {
-        tracing::debug!(source = %cfg.addr, "replica handshake: {w}");
+        tracing::debug!(source = %addr, "replica handshake: {w}");
     }
     for w in &warnings {
-        tracing::warn!(source = %cfg.addr, "replica handshake: {w}");
+        tracing::warn!(source = %addr, "replica handshake: {w}");
     }
     {
         let mut inner = shared.lock();
@@ -200,27 +264,26 @@ async fn connection(
     let (mut rd, mut wr) = tokio::io::split(sock);
     let epoch = *epoch;
     tokio::select! {
-        r = read_loop(shared, token, &mut rd, buf.split().freeze()) => r,
-        r = ack_loop(shared, &mut wr, epoch) => r,
+        r = read_loop(shared, token, &mut rd, buf.split().freeze(), addr) => r,
+        r = ack_loop(shared, &mut wr, epoch, addr) => r,
         _ = shared.reconnect.notified() => Err(LinkError::Closed {
             what: "the snapshot was aborted",
-            addr: cfg.addr.clone(),
+            addr: addr.to_string(),
         }),
     }
 }
 
-/// TCP (and TLS when configured) to the source, bounded by the timeout.
-async fn connect(shared: &Shared) -> Result<Stream, LinkError> {
-    let cfg = &shared.cfg;
-    ferry_tls::connect(&cfg.addr, cfg.tls.as_ref(), cfg.timeout)
+/// TCP (and TLS when configured) to `addr`, bounded by the timeout.
+async fn connect(cfg: &super::LinkConfig, addr: &str) -> Result<Stream, LinkError> {
+    ferry_tls::connect(addr, cfg.tls.as_ref(), cfg.timeout)
         .await
         .map_err(|e| match e {
             ConnectError::Timeout(after) => LinkError::Timeout {
                 what: "connecting",
-                addr: cfg.addr.clone(),
+                addr: addr.to_string(),
                 after,
             },
-            ConnectError::Io(source) => io("connect to", cfg)(source),
+            ConnectError::Io(source) => io("connect to", addr)(source),
             ConnectError::Tls(e) => LinkError::Tls(e),
         })
 }
@@ -229,22 +292,22 @@ async fn connect(shared: &Shared) -> Result<Stream, LinkError> {
 async fn read_some<R: AsyncReadExt + Unpin>(
     sock: &mut R,
     buf: &mut BytesMut,
-    cfg: &super::LinkConfig,
+    (timeout, addr): (Duration, &str),
     what: &'static str,
 ) -> Result<usize, LinkError> {
     buf.reserve(READ_CHUNK);
-    let n = tokio::time::timeout(cfg.timeout, sock.read_buf(buf))
+    let n = tokio::time::timeout(timeout, sock.read_buf(buf))
         .await
         .map_err(|_| LinkError::Timeout {
             what,
-            addr: cfg.addr.clone(),
-            after: cfg.timeout,
+            addr: addr.to_string(),
+            after: timeout,
         })?
-        .map_err(io("read from", cfg))?;
+        .map_err(io("read from", addr))?;
     if n == 0 {
         return Err(LinkError::Closed {
             what,
-            addr: cfg.addr.clone(),
+            addr: addr.to_string(),
         });
     }
     Ok(n)
@@ -256,6 +319,7 @@ async fn read_loop(
     token: &CancellationToken,
     rd: &mut ReadHalf<Stream>,
     leftover: Bytes,
+    addr: &str,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
     if !leftover.is_empty() {
@@ -268,7 +332,7 @@ async fn read_loop(
             return Ok(()); // cancelled
         }
         let mut limited = (&mut *rd).take(room.min(READ_CHUNK) as u64);
-        read_some(&mut limited, &mut buf, cfg, "streaming").await?;
+        read_some(&mut limited, &mut buf, (cfg.timeout, addr), "streaming").await?;
         push(shared, token, buf.split().freeze()).await?;
     }
 }
@@ -341,6 +405,7 @@ async fn ack_loop(
     shared: &Shared,
     wr: &mut WriteHalf<Stream>,
     epoch: u64,
+    addr: &str,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
     let mut applied = shared.applied.subscribe();
@@ -379,13 +444,13 @@ async fn ack_loop(
         }
         wr.write_all(&ack_command(offset))
             .await
-            .map_err(io("write an ACK to", cfg))?;
-        wr.flush().await.map_err(io("write an ACK to", cfg))?;
+            .map_err(io("write an ACK to", addr))?;
+        wr.flush().await.map_err(io("write an ACK to", addr))?;
     }
 }
 
-fn io(what: &'static str, cfg: &super::LinkConfig) -> impl FnOnce(std::io::Error) -> LinkError {
-    let addr = cfg.addr.clone();
+fn io(what: &'static str, addr: &str) -> impl FnOnce(std::io::Error) -> LinkError {
+    let addr = addr.to_string();
     move |source| LinkError::Io { what, addr, source }
 }
 
@@ -401,29 +466,47 @@ pub(super) async fn poll_info(shared: &Shared, token: &CancellationToken) -> Res
             r = info_session(shared, every) => r,
             _ = token.cancelled() => return Ok(()),
         };
-        if r.is_err() {
-            shared.lock().source_offset = None;
-        }
+        let pause = match r {
+            // The link moved to another address: follow it now.
+            Ok(()) => Duration::ZERO,
+            Err(_) => {
+                shared.lock().source_offset = None;
+                every.max(Duration::from_secs(5))
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(every.max(Duration::from_secs(5))) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = token.cancelled() => return Ok(()),
         }
     }
 }
 
+/// Polls the address the link uses until an error, or `Ok` once the link
+/// moved to another address.
 async fn info_session(shared: &Shared, every: Duration) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
-    let mut sock = connect(shared).await?;
+    let addr = shared.lock().addr.clone();
+    if addr.is_empty() {
+        return Err(LinkError::Locate("not located yet".into()));
+    }
+    let ctx = (cfg.timeout, addr.as_str());
+    let mut sock = connect(cfg, &addr).await?;
     let mut buf = BytesMut::new();
     if let Some(args) = cfg.auth.command() {
-        request(&mut sock, &mut buf, cfg, &args).await?;
+        request(&mut sock, &mut buf, ctx, &args).await?;
     }
     loop {
-        let reply = request(&mut sock, &mut buf, cfg, &[b"INFO", b"replication"]).await?;
+        let reply = request(&mut sock, &mut buf, ctx, &[b"INFO", b"replication"]).await?;
         let offset = ferry_ops::info_text(&reply)
             .ok()
             .and_then(|text| ferry_ops::Info::parse(&text).get_u64("master_repl_offset"));
-        shared.lock().source_offset = offset;
+        {
+            let mut inner = shared.lock();
+            if inner.addr != addr {
+                return Ok(());
+            }
+            inner.source_offset = offset;
+        }
         tokio::time::sleep(every).await;
     }
 }
@@ -432,13 +515,13 @@ async fn info_session(shared: &Shared, every: Duration) -> Result<(), LinkError>
 async fn request(
     sock: &mut Stream,
     buf: &mut BytesMut,
-    cfg: &super::LinkConfig,
+    ctx: (Duration, &str),
     args: &[&[u8]],
 ) -> Result<ferry_resp::Value, LinkError> {
     let mut out = Vec::new();
     ferry_resp::write_command(&mut out, args);
-    sock.write_all(&out).await.map_err(io("write to", cfg))?;
-    sock.flush().await.map_err(io("write to", cfg))?;
+    sock.write_all(&out).await.map_err(io("write to", ctx.1))?;
+    sock.flush().await.map_err(io("write to", ctx.1))?;
     loop {
         match ferry_resp::decode(buf) {
             Ok(Some((v, n))) => {
@@ -452,7 +535,7 @@ async fn request(
                 return Ok(v);
             }
             Ok(None) => {
-                read_some(sock, buf, cfg, "polling INFO").await?;
+                read_some(sock, buf, ctx, "polling INFO").await?;
             }
             Err(e) => return Err(LinkError::Internal(format!("INFO poller: {e}"))),
         }

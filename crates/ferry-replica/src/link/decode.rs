@@ -201,6 +201,7 @@ impl Dec<'_> {
                     p.epoch = epoch;
                     p.replid = Some(replid.clone());
                     p.saved = None;
+                    p.hold = false;
                 }
                 super::blocking(self.shared, Shared::remove_position_blocking).await?;
                 self.set_phase(Phase::Snapshot);

@@ -28,10 +28,13 @@ pub struct Publish {
     pub sampler: Arc<SamplerStats>,
     /// `verify.sample_per_second`.
     pub sample_per_second: u32,
-    /// Gauges and counters set from each snapshot.
-    pub metrics: StatusMetrics,
+    /// Gauges and counters set from each snapshot (`None`: one shard of
+    /// a cluster source; the combined status records them).
+    pub metrics: Option<StatusMetrics>,
     /// Assembly state (lag in seconds, snapshot progress).
     pub assembler: Assembler,
+    /// Print the once-a-second status line (not for one shard of several).
+    pub print_line: bool,
 }
 
 impl Publish {
@@ -45,6 +48,7 @@ impl Publish {
             emulated: c.emulated,
             skipped: c.skipped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             snapshot_keys: c.snapshot_keys,
+            moved_slot_dropped: c.moved_slot_dropped,
         };
         let two_way = applier
             .two_way()
@@ -65,7 +69,9 @@ impl Publish {
 
     /// Records and publishes `st`.
     pub fn publish(&self, st: Status) {
-        self.metrics.record(&st);
+        if let Some(m) = &self.metrics {
+            m.record(&st);
+        }
         if let Ok(mut s) = self.status.lock() {
             *s = st;
         }
@@ -131,7 +137,7 @@ pub async fn run(
                 st.source_offset.or(st.received_offset),
             )
             .await?;
-        if last_print.elapsed() >= Duration::from_secs(1) {
+        if publish.print_line && last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
             println!("{}", st.line());
         }

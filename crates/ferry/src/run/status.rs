@@ -130,8 +130,18 @@ pub struct SourceStats {
 /// One source link.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LinkSection {
-    /// The link's name (`source` while there is one).
+    /// The link's name (`source` for a standalone source, the shard name
+    /// for a cluster source).
     pub name: String,
+    /// Cluster source: the address the link replicates from now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Cluster source: the replication id of the shard's history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replid: Option<String>,
+    /// Cluster source: the slots the shard owns (e.g. `0-5460`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<String>,
     /// The link's phase.
     pub phase: Phase,
     /// Connected to the source now.
@@ -191,6 +201,10 @@ pub struct Status {
     pub emulated: u64,
     /// Not carried, by reason.
     pub skipped: BTreeMap<String, u64>,
+    /// Cluster source: ops dropped by a shard's slot gate (their slot is
+    /// owned by another source shard now, which carries them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub moved_slot_dropped: u64,
     /// Bytes waiting in the spool (disk part included).
     pub spool_bytes: u64,
     /// Reconnects to the source.
@@ -274,6 +288,123 @@ impl Status {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How far a phase is (for "the least advanced link").
+fn rank(p: Phase) -> u8 {
+    match p {
+        Phase::Error => 0,
+        Phase::Connecting => 1,
+        Phase::Snapshot => 2,
+        Phase::Streaming => 3,
+        Phase::Stopped => 4,
+    }
+}
+
+/// Sums of optional values: `None` if any part is `None`.
+fn sum_all(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    let mut total = 0u64;
+    for v in values {
+        total = total.saturating_add(v?);
+    }
+    Some(total)
+}
+
+/// One shard pipeline's status with what names it.
+#[derive(Debug, Clone)]
+pub struct ShardStatus {
+    /// The shard name.
+    pub name: String,
+    /// The address its link replicates from now.
+    pub source: String,
+    /// Its slots, as text.
+    pub slots: String,
+    /// Its replication id, if known.
+    pub replid: Option<String>,
+    /// Its pipeline's status.
+    pub status: Status,
+}
+
+/// The status of a cluster source from its shard pipelines' statuses:
+/// `links[]` has one entry per shard (`name`, `source`, `replid`,
+/// `slots`); the top-level offsets (`source_offset`, `received_offset`,
+/// `applied_offset`) and `lag_bytes` are **sums** over the shards (each
+/// shard has its own offset space; a sum is `None` while any shard's is),
+/// so `lag_bytes` stays `source_offset − applied_offset`; `lag_seconds`
+/// is the **largest** of the shards'; `phase` is the least advanced
+/// shard's (an error first); counters are sums; `targets` is one entry
+/// with the writers' counters summed.
+pub fn combine(shards: &[ShardStatus]) -> Status {
+    let mut st = Status::default();
+    let all = || shards.iter().map(|s| &s.status);
+    st.phase = all()
+        .map(|s| s.phase)
+        .min_by_key(|p| rank(*p))
+        .unwrap_or_default();
+    st.source_offset = sum_all(all().map(|s| s.source_offset));
+    st.applied_offset = sum_all(all().map(|s| s.applied_offset));
+    st.received_offset = sum_all(all().map(|s| s.received_offset));
+    st.lag_bytes = sum_all(all().map(|s| s.lag_bytes));
+    st.lag_seconds = all().map(|s| s.lag_seconds).fold(0.0, f64::max);
+    st.error = all().find_map(|s| s.error.clone());
+    let mut bytes_total = Some(0u64);
+    let mut keys_total = Some(0u64);
+    for s in all() {
+        st.keys_applied += s.keys_applied;
+        st.commands_applied += s.commands_applied;
+        st.emulated += s.emulated;
+        st.moved_slot_dropped += s.moved_slot_dropped;
+        for (k, v) in &s.skipped {
+            *st.skipped.entry(k.clone()).or_default() += v;
+        }
+        st.spool_bytes += s.spool_bytes;
+        st.reconnects += s.reconnects;
+        st.source.spool_disk_bytes += s.source.spool_disk_bytes;
+        st.source.spool_full |= s.source.spool_full;
+        st.source.spool_disk_bytes_written += s.source.spool_disk_bytes_written;
+        st.source.handshake_warnings += s.source.handshake_warnings;
+        let (t, u) = (&mut st.target, &s.target);
+        t.moved += u.moved;
+        t.ask += u.ask;
+        t.retry += u.retry;
+        t.reconnects += u.reconnects;
+        t.checkpoints += u.checkpoints;
+        t.skipped_applied += u.skipped_applied;
+        t.split_transactions += u.split_transactions;
+        t.refreshes += u.refreshes;
+        t.reprobed += u.reprobed;
+        t.wait_timeouts += u.wait_timeouts;
+        t.rate_limited |= u.rate_limited;
+        t.rate_limited_ms += u.rate_limited_ms;
+        st.snapshot.bytes_done += s.snapshot.bytes_done;
+        st.snapshot.keys_done += s.snapshot.keys_done;
+        bytes_total = bytes_total.zip(s.snapshot.bytes_total).map(|(a, b)| a + b);
+        keys_total = keys_total.zip(s.snapshot.keys_total).map(|(a, b)| a + b);
+    }
+    st.snapshot.bytes_total = bytes_total.filter(|_| !shards.is_empty());
+    st.snapshot.keys_total = keys_total.filter(|_| !shards.is_empty());
+    st.snapshot.compute(st.phase == Phase::Streaming);
+    st.links = shards
+        .iter()
+        .map(|s| {
+            let mut l = s.status.links.first().cloned().unwrap_or_default();
+            l.name = s.name.clone();
+            l.source = l.source.or_else(|| Some(s.source.clone()));
+            l.replid = l.replid.or_else(|| s.replid.clone());
+            l.slots = Some(s.slots.clone());
+            l
+        })
+        .collect();
+    if let Some(first) = shards.first().and_then(|s| s.status.targets.first()) {
+        let mut t = first.clone();
+        t.stats = st.target;
+        st.targets = vec![t];
+    }
+    st
+}
+
 /// Snapshot progress for `/status`, the status line and the dashboard.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SnapshotProgress {
@@ -322,6 +453,8 @@ pub struct Assembler {
     snapshot: SnapshotProgress,
     last_reconnect_reason: Option<String>,
     target: TargetSection,
+    /// One shard of a cluster source: the link section carries the replid.
+    shard: bool,
 }
 
 /// The applier's totals, as the status shows them.
@@ -337,6 +470,8 @@ pub struct Applied {
     pub skipped: BTreeMap<String, u64>,
     /// Keys the snapshot held (written or skipped), once it has ended.
     pub snapshot_keys: Option<u64>,
+    /// Ops dropped by a cluster source shard's slot gate.
+    pub moved_slot_dropped: u64,
 }
 
 impl Assembler {
@@ -355,6 +490,12 @@ impl Assembler {
             },
             ..Default::default()
         }
+    }
+
+    /// For one shard of a cluster source (the link section names its replid).
+    pub fn for_shard(mut self) -> Assembler {
+        self.shard = true;
+        self
     }
 
     /// The link lost its connection for `reason`.
@@ -426,8 +567,12 @@ impl Assembler {
             error: None,
             snapshot: self.snapshot.clone(),
             verify,
+            moved_slot_dropped: applied.moved_slot_dropped,
             links: vec![LinkSection {
                 name: "source".into(),
+                source: (self.shard && !ls.addr.is_empty()).then(|| ls.addr.clone()),
+                replid: if self.shard { ls.replid.clone() } else { None },
+                slots: None,
                 phase,
                 connected: ls.connected,
                 source_offset: ls.source_offset,
@@ -465,6 +610,70 @@ mod tests {
             assert_eq!(p.name(), name);
             assert_eq!(p.code(), code);
         }
+    }
+
+    #[test]
+    fn shards_combine_into_one_status() {
+        let shard = |name: &str, phase, source, applied, lag: f64| {
+            let mut st = Status {
+                phase,
+                source_offset: source,
+                applied_offset: applied,
+                lag_bytes: source.zip(applied).map(|(s, a)| s - a),
+                lag_seconds: lag,
+                keys_applied: 10,
+                moved_slot_dropped: 1,
+                links: vec![LinkSection {
+                    name: "source".into(),
+                    phase,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            st.skipped.insert("expired".into(), 2);
+            st.target.moved = 3;
+            ShardStatus {
+                name: name.into(),
+                source: format!("{name}:1"),
+                slots: "0-5460".into(),
+                replid: Some("r".into()),
+                status: st,
+            }
+        };
+        let c = combine(&[
+            shard("shard-0", Phase::Streaming, Some(100), Some(90), 0.5),
+            shard("shard-5461", Phase::Snapshot, Some(50), Some(50), 2.0),
+        ]);
+        assert_eq!(c.phase, Phase::Snapshot, "the least advanced");
+        assert_eq!(c.source_offset, Some(150));
+        assert_eq!(c.applied_offset, Some(140));
+        assert_eq!(c.lag_bytes, Some(10));
+        assert_eq!(c.lag_seconds, 2.0, "the largest");
+        assert_eq!(c.keys_applied, 20);
+        assert_eq!(c.moved_slot_dropped, 2);
+        assert_eq!(c.skipped["expired"], 4);
+        assert_eq!(c.target.moved, 6);
+        assert_eq!(c.links.len(), 2);
+        let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["links"][1]["name"], "shard-5461");
+        assert_eq!(v["links"][1]["slots"], "0-5460");
+        assert_eq!(v["links"][0]["source"], "shard-0:1");
+        let c = combine(&[
+            shard("a", Phase::Streaming, None, Some(1), 0.0),
+            shard("b", Phase::Error, Some(1), Some(1), 0.0),
+        ]);
+        assert_eq!(c.source_offset, None, "unknown while a shard's is");
+        assert_eq!(c.phase, Phase::Error);
+        // A standalone status has none of the shard fields.
+        let one = Assembler::new(None, false, vec![]).assemble(
+            &LinkStatus::default(),
+            Applied::default(),
+            ferry_cluster::WriterStats::default(),
+            Default::default(),
+        );
+        let v = serde_json::to_value(&one).expect("json");
+        assert!(v["links"][0].get("slots").is_none());
+        assert!(v.get("moved_slot_dropped").is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! daemon's tracker: the link owns its tasks and is joined by
 //! `Link::shutdown`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -31,11 +32,26 @@ pub struct Wired {
     pub masters: Vec<String>,
 }
 
+/// What makes a pipeline one shard of a cluster source (`cfg.source.url`
+/// and `cfg.state_dir` are then the shard's node and subdirectory).
+#[derive(Debug, Clone)]
+pub struct ShardWire {
+    /// The checkpoint namespace (the shard name).
+    pub namespace: String,
+    /// The slots the shard owns now.
+    pub gate: Arc<ferry_ops::SlotGate>,
+    /// Where the shard's link connects (follows a source failover).
+    pub locator: Option<Arc<dyn ferry_replica::Locate>>,
+}
+
 /// Connects, probes and starts the link; `link_cancel` stops the link.
+/// `shard`: one pipeline of a cluster source (see [`ShardWire`]); `None`
+/// for a standalone source.
 pub async fn wire(
     cfg: &Config,
     allow_nonempty_target: bool,
     link_cancel: CancellationToken,
+    shard: Option<ShardWire>,
 ) -> Result<Wired> {
     let dst = parse_endpoint(&cfg.target.url)?;
     let dst_addr = dst.addr();
@@ -52,8 +68,12 @@ pub async fn wire(
     } else {
         Some(crate::reverse::position_for(&cfg.source.start_positions, &src.addr())?.clone())
     };
-    let (writer, checkpoints, state) =
-        connect_writer(cfg, &dst_addr, &wauth, mode, start.is_some()).await?;
+    let namespace = shard
+        .as_ref()
+        .map(|s| s.namespace.clone())
+        .unwrap_or_default();
+    let (mut writer, checkpoints, state) =
+        connect_writer(cfg, &dst_addr, &wauth, mode, namespace, start.is_some()).await?;
     let standalone = writer.is_standalone();
     let masters = writer.masters().to_vec();
     let resuming = cfg
@@ -73,7 +93,29 @@ pub async fn wire(
         }
         None => {
             // A new migration.
-            let empty = target_is_empty(&masters, &wauth, target_tls.as_ref()).await?;
+            let empty = match &shard {
+                // Other shards (other processes, too) write their own
+                // slots: only this shard's slots must be empty.
+                Some(s) => {
+                    let keep = |k: &[u8]| ferry_ops::is_reserved(k);
+                    let n = writer
+                        .keys_in_slots(&s.gate.slots(), &keep)
+                        .await
+                        .context("looking for keys in this shard's slots on the target")?;
+                    if n == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "the target is not empty: it holds keys in the slots of source shard \
+                             {} (at least {n}). Start with --allow-nonempty-target to migrate into \
+                             it anyway (this shard's keys are deleted from those slots before its \
+                             full sync; keys in other slots are left alone)",
+                            s.namespace
+                        ))
+                    }
+                }
+                None => target_is_empty(&masters, &wauth, target_tls.as_ref()).await?,
+            };
             if let Err(e) = &empty
                 && !allow_nonempty_target
             {
@@ -85,7 +127,9 @@ pub async fn wire(
         }
     };
     two_way_markers(cfg, &src, &dst_addr, &wauth, checkpoints, start.is_some()).await?;
-    let mut applier = new_applier(cfg, writer, format, checkpoints, state)?;
+    let gate = shard.as_ref().map(|s| s.gate.clone());
+    let locator = shard.and_then(|s| s.locator);
+    let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
     applier.set_two_way(cfg.mode == SyncMode::TwoWay);
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
@@ -101,6 +145,7 @@ pub async fn wire(
         lcfg.start_position = Some(p.position());
         lcfg.refuse_full_sync = Some(p.refusal_hint());
     }
+    lcfg.locator = locator;
     let (link, events) = Link::start(lcfg, link_cancel)
         .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
     Ok(Wired {
@@ -119,6 +164,7 @@ fn new_applier(
     format: TargetFormat,
     checkpoints: bool,
     state: TargetState,
+    gate: Option<Arc<ferry_ops::SlotGate>>,
 ) -> Result<Applier> {
     Applier::new(
         writer,
@@ -129,6 +175,7 @@ fn new_applier(
         cfg.snapshot.ttl_hold,
         cfg.state_dir.clone(),
         state,
+        gate,
     )
 }
 
@@ -139,6 +186,7 @@ async fn connect_writer(
     addr: &str,
     wauth: &Auth,
     mode: TargetMode,
+    namespace: String,
     start_position: bool,
 ) -> Result<(ClusterWriter, bool, Option<TargetState>)> {
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
@@ -165,6 +213,7 @@ async fn connect_writer(
             auth: wauth.clone(),
             checkpoint: checkpoints.then(|| CheckpointConfig {
                 history: history.clone().unwrap_or_default(),
+                namespace,
             }),
             skip_applied: checkpoints && history.is_some(),
             tls: cfg.target.tls_config(),
