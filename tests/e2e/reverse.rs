@@ -12,9 +12,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{Flavor, Server};
+use ferry_testkit::{Cluster, Flavor, Server};
 
-use crate::common::daemon::{Daemon, FERRY, Setup, stat, status, wait_caught_up};
+use crate::common::daemon::{Daemon, FERRY, Setup, source_offset, stat, status, wait_caught_up};
 use crate::e2e_support::{assert_same, dataset, run_expecting_exit};
 
 /// xorshift64*: a reproducible workload.
@@ -216,10 +216,10 @@ pub(crate) fn http_of(cfg: &Path) -> String {
 /// the forward setup (still running) and the reverse file.
 fn forward_then_cutover(
     old: &Server,
-    new: &Server,
+    new_url: &str,
     extra: &str,
 ) -> (Setup, Daemon, PathBuf, String) {
-    let setup = Setup::new(&old.url(), &new.url(), extra);
+    let setup = Setup::new(&old.url(), new_url, extra);
     let daemon = setup.run();
     wait_streaming(&setup.http, &|| daemon.log());
     wait_caught_up(old, &setup.http, Duration::from_secs(60));
@@ -279,7 +279,7 @@ fn rollback_standalone(replica: bool) {
         r
     });
     ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 5_000).expect("seed");
-    let (setup, mut forward, r, out) = forward_then_cutover(&old, &new, "");
+    let (setup, mut forward, r, out) = forward_then_cutover(&old, &new.url(), "");
     assert_eq!(
         out.contains("created a replication backlog on"),
         !replica,
@@ -331,7 +331,7 @@ fn rollback_refuses_a_position_pushed_out_of_the_backlog() {
         .start()
         .expect("new");
     ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 1_000).expect("seed");
-    let (_setup, mut forward, r, _) = forward_then_cutover(&old, &new, "");
+    let (_setup, mut forward, r, _) = forward_then_cutover(&old, &new.url(), "");
     assert_eq!(forward.stop(), Some(0));
     let before = dataset(&old);
     // 200 kB of writes on the new side: far past its 16 kB backlog.
@@ -355,85 +355,149 @@ fn rollback_refuses_a_position_pushed_out_of_the_backlog() {
     assert_same(&before, &dataset(&old));
 }
 
+/// One side of a migration: a server or a cluster.
+#[derive(Clone, Copy)]
+pub(crate) enum Side<'a> {
+    /// A standalone server.
+    One(&'a Server),
+    /// A cluster (every node a master).
+    Many(&'a Cluster),
+}
+
+impl Side<'_> {
+    fn node_for(&self, key: &str) -> &Server {
+        match self {
+            Side::One(s) => s,
+            Side::Many(c) => c.node_for_key(key.as_bytes()),
+        }
+    }
+
+    fn masters(&self) -> Vec<&Server> {
+        match self {
+            Side::One(s) => vec![*s],
+            Side::Many(c) => c
+                .nodes
+                .iter()
+                .filter(|n| n.info("replication").contains("role:master"))
+                .collect(),
+        }
+    }
+
+    /// The sum of the masters' `master_repl_offset` (what `/status` sums
+    /// for a cluster source).
+    fn offset(&self) -> u64 {
+        self.masters().iter().map(|m| source_offset(m)).sum()
+    }
+
+    /// Each master's `sync_full`.
+    fn full_syncs(&self) -> Vec<u64> {
+        self.masters()
+            .iter()
+            .map(|m| stat(m, "sync_full"))
+            .collect()
+    }
+}
+
 /// A bounded load of `INCR <p>cnt:<i>` and `RPUSH <p>list:<i>` in db 0 (no
 /// transactions: one client command, one replicated command), in
-/// pipelines of 50, until `stop` or the bounds: (INCRs, RPUSHes) sent.
+/// pipelines of 50 (per node), until `stop` or the bounds: (INCRs,
+/// RPUSHes) sent.
 pub(crate) fn load_counted(
-    server: &Server,
+    side: Side<'_>,
     stop: &AtomicBool,
     seconds: u64,
     max: u64,
     p: &str,
 ) -> (u64, u64) {
-    let mut c = server.conn();
+    let mut conns: Vec<(u16, redis::Connection)> = Vec::new();
     let mut rng = Rng(0x1234_5678 ^ p.len() as u64 ^ u64::from(p.as_bytes()[0]));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let (mut incrs, mut pushes) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && incrs + pushes < max {
-        let mut pipe = redis::pipe();
+        let mut pipes: Vec<(u16, redis::Pipeline)> = Vec::new();
         for _ in 0..50 {
             let r = rng.next();
+            let key = if r % 2 == 0 {
+                format!("{p}cnt:{}", r % 64)
+            } else {
+                format!("{p}list:{}", r % 16)
+            };
+            let node = side.node_for(&key);
+            let port = node.port();
+            if !conns.iter().any(|(p, _)| *p == port) {
+                conns.push((port, node.conn()));
+            }
+            if !pipes.iter().any(|(p, _)| *p == port) {
+                pipes.push((port, redis::pipe()));
+            }
+            let pipe = &mut pipes.iter_mut().find(|(p, _)| *p == port).expect("pipe").1;
             if r % 2 == 0 {
-                pipe.cmd("INCR").arg(format!("{p}cnt:{}", r % 64));
+                pipe.cmd("INCR").arg(&key);
                 incrs += 1;
             } else {
-                pipe.cmd("RPUSH")
-                    .arg(format!("{p}list:{}", r % 16))
-                    .arg(r % 1000);
+                pipe.cmd("RPUSH").arg(&key).arg(r % 1000);
                 pushes += 1;
             }
             pipe.ignore();
         }
-        pipe.query::<()>(&mut c).expect("load");
+        for (port, pipe) in &pipes {
+            let c = &mut conns.iter_mut().find(|(p, _)| p == port).expect("conn").1;
+            pipe.query::<()>(c).expect("load");
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     (incrs, pushes)
 }
 
-/// (sum of `<p>cnt:*` values, sum of `<p>list:*` lengths) on `server`.
-fn totals(server: &Server, p: &str) -> (u64, u64) {
-    let mut c = server.conn();
+/// (sum of `<p>cnt:*` values, sum of `<p>list:*` lengths) on `side`.
+fn totals(side: Side<'_>, p: &str) -> (u64, u64) {
     let (mut sum, mut len) = (0, 0);
     for i in 0..64 {
+        let key = format!("{p}cnt:{i}");
         let v: Option<u64> = redis::cmd("GET")
-            .arg(format!("{p}cnt:{i}"))
-            .query(&mut c)
+            .arg(&key)
+            .query(&mut side.node_for(&key).conn())
             .expect("GET");
         sum += v.unwrap_or(0);
     }
     for i in 0..16 {
+        let key = format!("{p}list:{i}");
         let n: u64 = redis::cmd("LLEN")
-            .arg(format!("{p}list:{i}"))
-            .query(&mut c)
+            .arg(&key)
+            .query(&mut side.node_for(&key).conn())
             .expect("LLEN");
         len += n;
     }
     (sum, len)
 }
 
-/// Waits (bounded) until both ferries have applied their source's offset,
-/// twice in a row (each one's writes move the other's source).
-fn wait_both_caught_up(a: &Server, fa: &str, b: &Server, fb: &str) {
+/// Waits (bounded) until the ferry on `http` has applied its source's
+/// offset (`side`), twice in a row 300 ms apart.
+fn wait_applied(side: Side<'_>, http: &str) {
+    wait_all_applied(&[(side, http)]);
+}
+
+/// [`wait_applied`] for several ferries at once (each one's writes move
+/// the other's source).
+fn wait_all_applied(ferries: &[(Side<'_>, &str)]) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut stable = 0;
     while stable < 2 {
-        let done = |s: &Server, http: &str| {
-            let st = status(http);
-            let applied = st.as_ref().and_then(|s| s["applied_offset"].as_u64());
-            applied == Some(crate::common::daemon::source_offset(s))
-        };
-        if done(a, fa) && done(b, fb) {
-            stable += 1;
-        } else {
-            stable = 0;
-        }
+        let done = ferries.iter().all(|(side, http)| {
+            let applied = status(http).and_then(|s| s["applied_offset"].as_u64());
+            applied == Some(side.offset())
+        });
+        stable = if done { stable + 1 } else { 0 };
         assert!(
             Instant::now() < deadline,
-            "not caught up: forward {:?} / {}, reverse {:?} / {}",
-            status(fa).map(|s| s["applied_offset"].clone()),
-            crate::common::daemon::source_offset(a),
-            status(fb).map(|s| s["applied_offset"].clone()),
-            crate::common::daemon::source_offset(b),
+            "not caught up: {:?}",
+            ferries
+                .iter()
+                .map(|(side, http)| (
+                    status(http).map(|s| s["applied_offset"].clone()),
+                    side.offset()
+                ))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -443,19 +507,20 @@ fn wait_both_caught_up(a: &Server, fa: &str, b: &Server, fb: &str) {
 /// and `b:*` on the new, then the same with a `kill -9` of each: both
 /// sides equal, every client command applied once on each side (no echo:
 /// counters and list lengths equal what clients sent).
-fn two_way_between(old: &Server, new: &Server) {
-    let (setup, mut forward, r, _) = forward_then_cutover(old, new, "mode: two_way\n");
+fn two_way_between(old: &Server, new: Side<'_>, new_url: &str) {
+    let (setup, mut forward, r, _) = forward_then_cutover(old, new_url, "mode: two_way\n");
     let rhttp = http_of(&r);
     let mut reverse = run(&r);
     wait_streaming(&rhttp, &|| reverse.log());
+    let old_side = Side::One(old);
 
     let stop = AtomicBool::new(false);
     let (la, lb) = std::thread::scope(|scope| {
-        let ta = scope.spawn(|| load_counted(old, &stop, 15, 150_000, "a:"));
+        let ta = scope.spawn(|| load_counted(old_side, &stop, 15, 150_000, "a:"));
         let tb = scope.spawn(|| load_counted(new, &stop, 15, 150_000, "b:"));
         (ta.join().expect("a"), tb.join().expect("b"))
     });
-    wait_both_caught_up(old, &setup.http, new, &rhttp);
+    wait_all_applied(&[(old_side, &setup.http), (new, &rhttp)]);
     let sf = status(&setup.http).expect("forward status");
     let sr = status(&rhttp).expect("reverse status");
     // No echo: each ferry applied exactly what its side's clients sent,
@@ -465,7 +530,7 @@ fn two_way_between(old: &Server, new: &Server) {
     assert_eq!(sf["two_way"]["echo_commands"], lb.0 + lb.1, "forward: {sf}");
     assert_eq!(sr["two_way"]["echo_commands"], la.0 + la.1, "reverse: {sr}");
     assert_eq!(sf["two_way"]["conflicts"], 0, "{sf}");
-    for s in [old, new] {
+    for s in [old_side, new] {
         assert_eq!(totals(s, "a:"), la);
         assert_eq!(totals(s, "b:"), lb);
     }
@@ -473,7 +538,7 @@ fn two_way_between(old: &Server, new: &Server) {
     // The same with a kill -9 of each ferry.
     let stop = AtomicBool::new(false);
     let (la2, lb2) = std::thread::scope(|scope| {
-        let ta = scope.spawn(|| load_counted(old, &stop, 15, 150_000, "a:"));
+        let ta = scope.spawn(|| load_counted(old_side, &stop, 15, 150_000, "a:"));
         let tb = scope.spawn(|| load_counted(new, &stop, 15, 150_000, "b:"));
         std::thread::sleep(Duration::from_millis(3000));
         forward.kill9();
@@ -485,14 +550,16 @@ fn two_way_between(old: &Server, new: &Server) {
         wait_streaming(&rhttp, &|| reverse.log());
         (ta.join().expect("a"), tb.join().expect("b"))
     });
-    wait_both_caught_up(old, &setup.http, new, &rhttp);
+    wait_all_applied(&[(old_side, &setup.http), (new, &rhttp)]);
     let want_a = (la.0 + la2.0, la.1 + la2.1);
     let want_b = (lb.0 + lb2.0, lb.1 + lb2.1);
-    for s in [old, new] {
-        assert_eq!(totals(s, "a:"), want_a, "a:* on {}", s.addr());
-        assert_eq!(totals(s, "b:"), want_b, "b:* on {}", s.addr());
+    for s in [old_side, new] {
+        assert_eq!(totals(s, "a:"), want_a, "a:*");
+        assert_eq!(totals(s, "b:"), want_b, "b:*");
     }
-    assert_same(&dataset(old), &dataset(new));
+    if let Side::One(n) = new {
+        assert_same(&dataset(old), &dataset(n));
+    }
     setup.assert_verified();
     let (code, out) = ferry(&["verify"], &r, &[]);
     assert_eq!(code, Some(0), "verify R.yaml: {out}");
@@ -514,7 +581,7 @@ fn two_way_standalone_both_sides_equal_and_no_echo_across_kill_9() {
         .start()
         .expect("new");
     ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 2_000).expect("seed");
-    two_way_between(&old, &new);
+    two_way_between(&old, Side::One(&new), &new.url());
 }
 
 #[test]
@@ -523,7 +590,7 @@ fn two_way_refused_when_the_forward_ferry_is_one_way() {
     let new = Server::start(Flavor::Redis70).expect("new");
     ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 500).expect("seed");
     // Forward one-way, reverse file edited to two-way: refused.
-    let (_setup, _forward, r, _) = forward_then_cutover(&old, &new, "");
+    let (_setup, _forward, r, _) = forward_then_cutover(&old, &new.url(), "");
     let text = std::fs::read_to_string(&r).expect("R.yaml");
     std::fs::write(&r, format!("mode: two_way\n{text}")).expect("write");
     let out = run_expecting_exit(&r, Duration::from_secs(30));
@@ -533,4 +600,72 @@ fn two_way_refused_when_the_forward_ferry_is_one_way() {
         err.contains("the opposite direction is not") && err.contains("__ferry:two_way"),
         "{err}"
     );
+}
+
+/// A 3-master cluster (no replicas: cutover --reverse creates each
+/// master's backlog) with a backlog big enough for the load while the
+/// reverse ferry is down.
+fn new_cluster() -> Cluster {
+    Cluster::start_with(Flavor::Redis70, 3, |b| b.arg("repl-backlog-size", "64mb"))
+        .expect("cluster")
+}
+
+#[test]
+fn rollback_from_a_3_master_cluster_into_the_old_server_across_kill_9() {
+    let old = Server::start(Flavor::Redis70).expect("old");
+    ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 5_000).expect("seed");
+    let cluster = new_cluster();
+    let new = Side::Many(&cluster);
+    let (setup, mut forward, r, out) = forward_then_cutover(&old, &cluster.seed_url(), "");
+    assert_eq!(
+        out.matches("created a replication backlog on").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(out.matches("recorded ").count(), 3, "{out}");
+    assert_eq!(forward.stop(), Some(0), "forward stop: {}", forward.log());
+    let full_before = new.full_syncs();
+    let before_a = totals(Side::One(&old), "b:");
+    assert_eq!(before_a, (0, 0));
+
+    let http = http_of(&r);
+    let mut reverse = run(&r);
+    wait_streaming(&http, &|| reverse.log());
+    let stop = AtomicBool::new(false);
+    let sent = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| load_counted(new, &stop, 20, 400_000, "b:"));
+        std::thread::sleep(Duration::from_millis(8000));
+        reverse.kill9();
+        reverse = run(&r);
+        wait_streaming(&http, &|| reverse.log());
+        loader.join().expect("load")
+    });
+    assert!(sent.0 + sent.1 > 1000, "load too small: {sent:?}");
+    wait_applied(new, &http);
+    let st = status(&http).expect("status");
+    assert_eq!(
+        st["keys_applied"], 0,
+        "the reverse run took a snapshot: {st}"
+    );
+    assert_eq!(new.full_syncs(), full_before, "a full sync of a new master");
+    assert_eq!(totals(new, "b:"), sent);
+    assert_eq!(
+        totals(Side::One(&old), "b:"),
+        sent,
+        "old side after the reverse run"
+    );
+    let (code, out) = ferry(&["verify"], &r, &[]);
+    assert_eq!(code, Some(0), "verify R.yaml: {out}\n{}", reverse.log());
+    drop(setup);
+}
+
+#[test]
+fn two_way_standalone_old_and_3_master_cluster_no_echo_across_kill_9() {
+    let old = Server::builder(Flavor::Redis70)
+        .arg("repl-backlog-size", "64mb")
+        .start()
+        .expect("old");
+    ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 2_000).expect("seed");
+    let cluster = new_cluster();
+    two_way_between(&old, Side::Many(&cluster), &cluster.seed_url());
 }

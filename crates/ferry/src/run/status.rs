@@ -378,6 +378,11 @@ pub fn combine(shards: &[ShardStatus]) -> Status {
         t.wait_timeouts += u.wait_timeouts;
         t.rate_limited |= u.rate_limited;
         t.rate_limited_ms += u.rate_limited_ms;
+        if let Some(w) = &s.two_way {
+            let t = st.two_way.get_or_insert_with(TwoWayStatus::default);
+            t.echo_commands += w.echo_commands;
+            t.conflicts += w.conflicts;
+        }
         st.snapshot.bytes_done += s.snapshot.bytes_done;
         st.snapshot.keys_done += s.snapshot.keys_done;
         bytes_total = bytes_total.zip(s.snapshot.bytes_total).map(|(a, b)| a + b);

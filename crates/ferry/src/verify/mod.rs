@@ -201,17 +201,19 @@ async fn choose_method(src: &target::Endpoints, tgt: &TargetPlan) -> Result<Meth
 }
 
 async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
-    let src = source_endpoints(&cfg)?;
+    let src = source_endpoints(&cfg).await?;
     let mut s = src
         .connect(0, 0)
         .await
         .with_context(|| format!("source {}", src.addrs[0]))?;
     let tgt = TargetPlan::discover(&cfg).await?;
     let counts = keyspace(&mut s).await?;
-    let src_mget = mget_allowed(&mut s).await?;
+    // A cluster source (several masters) refuses MGET across slots.
+    let src_cluster = src.addrs.len() > 1;
+    let src_mget = !src_cluster && mget_allowed(&mut s).await?;
     drop(s);
     let tgt_mget = tgt.standalone && mget_allowed(&mut tgt.nodes.connect(0, 0).await?).await?;
-    if !src_mget {
+    if !src_mget && !src_cluster {
         eprintln!(
             "verify: MGET is not allowed on the source ({}): strings are read key by key \
              (allow +mget for a faster verify)",

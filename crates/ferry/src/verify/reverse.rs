@@ -29,7 +29,13 @@ pub(crate) async fn reverse_task(
         Reverse::Merged { .. } => 0,
         Reverse::Db { .. } => job.db,
     };
+    // A cluster source: every node, each key answered by its owner (the
+    // others answer MOVED).
     let mut s = ctx.src.connect(0, sdb).await?;
+    let mut others = Vec::new();
+    for i in 1..ctx.src.addrs.len() {
+        others.push(ctx.src.connect(i, sdb).await?);
+    }
     let count = ctx.step().to_string();
     loop {
         let (next, keys) = scan(&mut t, &cursor, &count).await?;
@@ -73,7 +79,12 @@ pub(crate) async fn reverse_task(
                         _ => {}
                     }
                 }
-                for key in missing(&mut s, &mine).await? {
+                let gone = if others.is_empty() {
+                    missing(&mut s, &mine).await?
+                } else {
+                    missing_on_all(&mut s, &mut others, &mine).await?
+                };
+                for key in gone {
                     extra(
                         ctx,
                         job,
@@ -134,6 +145,35 @@ async fn missing<'a>(conn: &mut Conn, keys: &'a [Vec<u8>]) -> Result<Vec<&'a [u8
         .iter()
         .zip(replies)
         .filter(|(_, r)| r.as_int() == Some(0))
+        .map(|(k, _)| &k[..])
+        .collect())
+}
+
+/// [`missing`] for a cluster source: the keys no node says it has (one
+/// pipelined `EXISTS` a key on every node; only the owner of a key's slot
+/// answers 1, the others `MOVED`).
+async fn missing_on_all<'a>(
+    first: &mut Conn,
+    others: &mut [Conn],
+    keys: &'a [Vec<u8>],
+) -> Result<Vec<&'a [u8]>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cmds: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"EXISTS"[..], k]).collect();
+    let mut present = vec![false; keys.len()];
+    for conn in std::iter::once(first).chain(others.iter_mut()) {
+        let replies = conn
+            .call_many(&cmds, std::time::Duration::from_secs(5))
+            .await?;
+        for (p, r) in present.iter_mut().zip(replies) {
+            *p |= r.as_int() == Some(1);
+        }
+    }
+    Ok(keys
+        .iter()
+        .zip(present)
+        .filter(|(_, p)| !p)
         .map(|(k, _)| &k[..])
         .collect())
 }

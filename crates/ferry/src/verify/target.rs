@@ -43,13 +43,27 @@ impl Endpoints {
     }
 }
 
-/// The source's nodes (one today: a standalone server or a primary).
-pub(crate) fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
+/// The source's nodes: a standalone server, or every master of a cluster
+/// source (discovered from `source.url`).
+pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
     let src = parse_endpoint(&cfg.source.url)?;
+    let tls = cfg.source.tls_config();
+    let mut addrs = vec![src.addr()];
+    if cfg.source.mode != crate::config::SourceMode::Standalone {
+        let wcfg = ferry_cluster::WriterConfig {
+            auth: src.auth.clone(),
+            tls: tls.clone(),
+            mode: ferry_cluster::TargetMode::Cluster,
+            ..Default::default()
+        };
+        if let Ok(t) = ferry_cluster::discover_topology(&cfg.source.url, &wcfg).await {
+            addrs = t.masters.iter().map(ferry_ops::Node::addr).collect();
+        }
+    }
     Ok(Endpoints {
-        addrs: vec![src.addr()],
+        addrs,
         auth: src.auth,
-        tls: cfg.source.tls_config(),
+        tls,
     })
 }
 
@@ -127,7 +141,7 @@ impl Target {
 
 /// Connect to the source (read-only use).
 pub async fn connect_source(cfg: &Config) -> Result<Conn> {
-    let src = source_endpoints(cfg)?;
+    let src = source_endpoints(cfg).await?;
     src.connect(0, 0)
         .await
         .with_context(|| format!("source {}", src.addrs[0]))
