@@ -4,6 +4,7 @@
 
 mod harness;
 mod redirects;
+mod standalone;
 mod transactions;
 mod wait;
 
