@@ -669,3 +669,24 @@ fn two_way_standalone_old_and_3_master_cluster_no_echo_across_kill_9() {
     let cluster = new_cluster();
     two_way_between(&old, Side::Many(&cluster), &cluster.seed_url());
 }
+
+#[test]
+fn one_way_refuses_a_source_written_by_a_two_way_ferry() {
+    let old = Server::start(Flavor::Redis70).expect("old");
+    let new = Server::start(Flavor::Redis70).expect("new");
+    redis::cmd("SET")
+        .arg("__ferry:two_way")
+        .arg("two_way")
+        .query::<()>(&mut old.conn())
+        .expect("marker");
+    let setup = Setup::new(&old.url(), &new.url(), "");
+    let out = run_expecting_exit(&setup.cfg, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("is written by a ferry in mode: two_way") && err.contains(&old.addr()),
+        "{err}"
+    );
+    let n: u64 = redis::cmd("DBSIZE").query(&mut new.conn()).expect("DBSIZE");
+    assert_eq!(n, 0, "nothing written to the target");
+}

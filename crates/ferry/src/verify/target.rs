@@ -49,7 +49,20 @@ pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
     let src = parse_endpoint(&cfg.source.url)?;
     let tls = cfg.source.tls_config();
     let mut addrs = vec![src.addr()];
-    if cfg.source.mode != crate::config::SourceMode::Standalone {
+    // INFO first (a read-only source user may not run CLUSTER SHARDS).
+    let cluster = match cfg.source.mode {
+        crate::config::SourceMode::Standalone => false,
+        crate::config::SourceMode::Cluster => true,
+        _ => {
+            let mut c = Conn::connect_tls(&addrs[0], &src.auth, T, tls.as_ref())
+                .await
+                .with_context(|| format!("source {}", addrs[0]))?;
+            let info = call(&mut c, &[b"INFO", b"cluster"]).await?;
+            let text = ferry_ops::info_text(&info).unwrap_or_default();
+            ferry_ops::Info::parse(&text).get("cluster_enabled") == Some("1")
+        }
+    };
+    if cluster {
         let wcfg = ferry_cluster::WriterConfig {
             auth: src.auth.clone(),
             tls: tls.clone(),
