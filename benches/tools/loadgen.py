@@ -8,7 +8,11 @@ every reply. Prints one JSON object: commands sent, replies, errors, the
 achieved rate and the wall time. Every reply of this mix is a single line
 (+OK or :n), so replies are counted by line ends.
 
-usage: loadgen.py PORT RATE SECONDS COUNT [KEYS]
+usage: loadgen.py PORT RATE SECONDS COUNT [KEYS [TAGS]]
+
+TAGS (comma-separated) confines every key to the hash tags given (key
+"lg:s:<k>{<tag>}", the tag picked by k), e.g. tags whose slots one master of
+a cluster serves, so the load can be aimed at that master.
 """
 import json
 import random
@@ -27,12 +31,15 @@ def command(*args: bytes) -> bytes:
     return b"".join(out)
 
 
-def pool(keys: int, size: int, seed: int = 7):
+def pool(keys: int, size: int, seed: int = 7, tags=None):
     rnd = random.Random(seed)
     val = bytes(rnd.getrandbits(8) for _ in range(100))
     cmds = []
     for _ in range(size):
-        k = b"%d" % rnd.randrange(keys)
+        n = rnd.randrange(keys)
+        k = b"%d" % n
+        if tags:
+            k += b"{%s}" % tags[n % len(tags)]
         r = rnd.random()
         if r < 0.30:
             c = command(b"SET", b"lg:s:" + k, val)
@@ -59,7 +66,8 @@ def pool(keys: int, size: int, seed: int = 7):
 def main() -> None:
     port, rate, seconds, count = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     keys = int(sys.argv[5]) if len(sys.argv) > 5 else 100_000
-    cmds = pool(keys, 200_000)
+    tags = [t.encode() for t in sys.argv[6].split(",") if t] if len(sys.argv) > 6 else None
+    cmds = pool(keys, 200_000, tags=tags)
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.setblocking(False)
     sent = replies = errors = 0

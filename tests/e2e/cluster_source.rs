@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -209,11 +210,16 @@ fn fill(c: &Cluster, keys: usize) {
 /// hashes, deletes, and a `MULTI`/`EXEC` on one slot): at most `max_ops`
 /// batches or `seconds`. Returns the batches run.
 fn workload(c: &Cluster, seed: u64, seconds: u64, max_ops: u64) -> u64 {
+    workload_until(c, seed, &AtomicBool::new(false), seconds, max_ops)
+}
+
+/// [`workload`] that also stops once `stop` is set.
+fn workload_until(c: &Cluster, seed: u64, stop: &AtomicBool, seconds: u64, max_ops: u64) -> u64 {
     let mut r = Router::new(c);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut x = seed | 1;
     let mut n = 0;
-    while n < max_ops && Instant::now() < deadline {
+    while n < max_ops && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         // xorshift: reproducible and dependency-free.
         x ^= x << 13;
         x ^= x >> 7;
@@ -294,8 +300,13 @@ fn three_into_four(read_from: &str) {
         "",
     );
     let daemon = run.start();
+    // Writes during the snapshot and on into the stream of every shard.
+    let stop = AtomicBool::new(false);
     let ops = std::thread::scope(|s| {
-        let w = s.spawn(|| workload(&src, 1, 4, 20_000));
+        let w = s.spawn(|| workload_until(&src, 1, &stop, 60, 200_000));
+        wait_streaming(&run, 3, &daemon);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
         w.join().expect("workload")
     });
     assert!(ops > 100, "{ops} ops");
@@ -415,7 +426,14 @@ fn cluster_source_into_a_standalone_target() {
     fill(&src, 400);
     let run = Run::new(&src.nodes[0].url(), ", mode: cluster", &dst.url(), "");
     let daemon = run.start();
-    std::thread::scope(|s| s.spawn(|| workload(&src, 3, 3, 20_000)).join()).expect("workload");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| workload_until(&src, 3, &stop, 60, 200_000));
+        wait_streaming(&run, 3, &daemon);
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, Ordering::Relaxed);
+        w.join().expect("workload")
+    });
     wait_all_caught_up(&src, &run, 3, &daemon);
     assert_eq!(
         run.status().expect("status")["targets"][0]["mode"],

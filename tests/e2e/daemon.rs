@@ -83,6 +83,13 @@ fn metrics_pass_promtool_and_status_has_sections() {
         "ferry_reconnects_total{side=\"target\"}",
         "ferry_target_errors_total{kind=\"retry\"}",
         "ferry_spool_bytes",
+        // Per link (one, named `source`, for a standalone source); the
+        // unlabelled series above stay for compatibility.
+        "ferry_link_lag_bytes{shard=\"source\"} 0",
+        "ferry_link_connected{shard=\"source\"} 1",
+        "ferry_link_applied_offset{shard=\"source\"}",
+        "ferry_link_reconnects{shard=\"source\"} 0",
+        "ferry_link_spool_bytes{shard=\"source\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }

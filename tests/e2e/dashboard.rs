@@ -40,6 +40,9 @@ enum Mode {
     /// `/status` answers only with `Authorization: Bearer <TOKEN>` (401
     /// otherwise), as with `http.token`.
     Token,
+    /// A cluster source: `links[]` has three source shards, one of them
+    /// disconnected.
+    Shards,
 }
 
 /// The token of `Mode::Token`.
@@ -69,8 +72,19 @@ fn lag_seconds(n: u64) -> f64 {
     (3.0 - 0.1 * n as f64).max(0.2) + if n % 3 == 0 { 0.4 } else { 0.0 }
 }
 
-/// The n-th `/status` document (0-based), shaped like run.rs's `Status`.
-fn status_json(n: u64, failed: bool) -> String {
+/// `links[]` of a cluster source of three shards (`Mode::Shards`).
+const SHARDS: &str = r#"[
+  { "name": "shard-0", "source": "10.0.0.1:6379", "slots": "0-5460", "phase": "streaming",
+    "connected": true, "source_offset": 1000, "applied_offset": 990, "lag_bytes": 10, "reconnects": 0 },
+  { "name": "shard-5461", "source": "10.0.0.2:6379", "slots": "5461-10922", "phase": "streaming",
+    "connected": false, "source_offset": 2000, "applied_offset": 1234, "lag_bytes": 766, "reconnects": 3 },
+  { "name": "shard-10923", "source": "10.0.0.3:6379", "slots": "10923-16383", "phase": "streaming",
+    "connected": true, "source_offset": 3000, "applied_offset": 3000, "lag_bytes": 0, "reconnects": 0 }
+]"#;
+
+/// The n-th `/status` document (0-based), shaped like run.rs's `Status`,
+/// with these `links`.
+fn status_with_links(n: u64, failed: bool, links: &str) -> String {
     let lag = lag_bytes(n);
     let source = 5_000_000 + n * 50_000;
     let keys_total = 200_000u64;
@@ -97,7 +111,8 @@ fn status_json(n: u64, failed: bool) -> String {
   "snapshot": {{ "keys_done": {keys}, "keys_total": {keys_total},
                 "bytes_done": {bytes_done}, "bytes_total": 9000000, "transfer": "disk" }},
   "verify": {{ "sample_per_second": 5, "checked": {checked}, "mismatches": 0, "pending": 0,
-              "unsettled": 0, "last_mismatch": null }}
+              "unsettled": 0, "last_mismatch": null }},
+  "links": {links}
 }}"#,
         checked = 1000 + n * 5,
         applied = source - lag,
@@ -171,7 +186,13 @@ fn handle(mut sock: TcpStream, mode: Mode, served: &Mutex<Served>) {
             }
             s.lag_bytes.push(lag_bytes(n as u64));
             let failed = matches!(mode, Mode::Failed);
-            ("200 OK", "application/json", status_json(n as u64, failed))
+            let links = if matches!(mode, Mode::Shards) {
+                SHARDS
+            } else {
+                "[]"
+            };
+            let body = status_with_links(n as u64, failed, links);
+            ("200 OK", "application/json", body)
         }
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
@@ -351,6 +372,10 @@ fn dashboard_renders_live_status() {
         tag_of(&dom, "error").contains("hidden"),
         "no error box without an error"
     );
+    assert!(
+        tag_of(&dom, "links-card").contains("hidden"),
+        "no per-link table for one link"
+    );
 
     // A fresh fake daemon for the picture, so its history starts at 0.
     let (port, _) = serve(Mode::Live);
@@ -430,4 +455,38 @@ fn dashboard_sends_the_token() {
     let dom = dump_dom(&format!("http://127.0.0.1:{port}/"));
     assert!(served.lock().unwrap().unauthorized >= 1);
     assert!(dom.contains("needs the token"), "{dom}");
+}
+
+/// A cluster source: one row per source shard (name, address, slots,
+/// offsets, lag), a disconnected link marked.
+#[test]
+fn dashboard_lists_every_link_of_a_cluster_source() {
+    require_chromium();
+    let (port, _) = serve(Mode::Shards);
+    let dom = dump_dom(&format!("http://127.0.0.1:{port}/"));
+    assert!(
+        !tag_of(&dom, "links-card").contains("hidden"),
+        "per-link table shown"
+    );
+    for (name, addr, slots, lag) in [
+        ("shard-0", "10.0.0.1:6379", "0-5460", "10"),
+        ("shard-5461", "10.0.0.2:6379", "5461-10922", "766"),
+        ("shard-10923", "10.0.0.3:6379", "10923-16383", "0"),
+    ] {
+        let at = dom
+            .find(&format!("id=\"link-{name}\""))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{dom}"));
+        let row = &dom[at..at + dom[at..].find("</tr>").expect("row end")];
+        for cell in [addr, slots, lag] {
+            assert!(
+                row.contains(&format!(">{cell}</td>")),
+                "{name}: {cell} in {row}"
+            );
+        }
+    }
+    let down = tag_of(&dom, "link-shard-5461");
+    assert!(down.contains("bad"), "{down}");
+    assert!(dom.contains("streaming (disconnected)"));
+    let (port, _) = serve(Mode::Shards);
+    screenshot(&format!("http://127.0.0.1:{port}/"), "dashboard-shards.png");
 }

@@ -293,6 +293,130 @@ fn kubernetes_manifests() {
     assert_eq!(s(&svc["metadata"]["labels"][job_label]), "ferry");
 }
 
+/// `deploy/k8s/statefulset/`: N ferry processes sharing one cluster
+/// source, the partition index from the pod ordinal, the count equal to the
+/// replicas, one PVC per pod at state_dir, a headless Service.
+#[test]
+fn kubernetes_statefulset_variant() {
+    let dir = "deploy/k8s/statefulset";
+    let kust = yaml(&format!("{dir}/kustomization.yaml"));
+    let resources: Vec<&str> = kust["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(s)
+        .collect();
+    for r in &resources {
+        assert!(root().join(dir).join(r).exists(), "{dir}/{r}");
+    }
+    for r in ["statefulset.yaml", "service.yaml", "configmap.yaml"] {
+        assert!(resources.contains(&r), "{dir}/kustomization.yaml lacks {r}");
+    }
+    let sts = manifest(&format!("{dir}/statefulset.yaml"), "StatefulSet");
+    let spec = &sts["spec"];
+    let replicas = spec["replicas"].as_u64().expect("replicas");
+    assert!(replicas >= 2, "{replicas}");
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let c = &pod["containers"][0];
+    assert_eq!(s(&c["command"][0]), BIN_PATH);
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(s)
+        .collect();
+    assert_eq!(args, ["run", "--config", CONFIG_PATH]);
+    assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(PORT));
+    let env = c["env"].as_sequence().expect("env");
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| s(&e["name"]) == name)
+            .unwrap_or_else(|| panic!("{name} is not set"))
+    };
+    assert_eq!(
+        s(&var("FERRY_PARTITION_INDEX")["valueFrom"]["fieldRef"]["fieldPath"]),
+        "metadata.labels['apps.kubernetes.io/pod-index']",
+        "the partition index is the pod ordinal"
+    );
+    assert_eq!(
+        s(&var("FERRY_PARTITION_COUNT")["value"]),
+        replicas.to_string(),
+        "the partition count is the number of replicas"
+    );
+    // One PVC per pod, mounted at state_dir; the config from the ConfigMap.
+    let mounts = c["volumeMounts"].as_sequence().expect("volumeMounts");
+    let mounted = |path: &str| {
+        s(&mounts
+            .iter()
+            .find(|m| s(&m["mountPath"]) == path)
+            .unwrap_or_else(|| panic!("nothing mounted at {path}"))["name"])
+    };
+    let claim = &spec["volumeClaimTemplates"][0];
+    assert_eq!(s(&claim["metadata"]["name"]), mounted(STATE_DIR));
+    assert!(
+        claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .is_some()
+    );
+    let config_dir = Path::new(CONFIG_PATH).parent().unwrap().to_str().unwrap();
+    let cm_volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| s(&v["name"]) == mounted(config_dir))
+        .expect("config volume");
+    let cm = manifest(&format!("{dir}/configmap.yaml"), "ConfigMap");
+    assert_eq!(
+        s(&cm["metadata"]["name"]),
+        s(&cm_volume["configMap"]["name"])
+    );
+    let text = s(&cm["data"]["ferry.yaml"]);
+    let cfg: Value = serde_yaml_ng::from_str(text).expect("ferry.yaml in the ConfigMap");
+    assert_eq!(s(&cfg["state_dir"]), STATE_DIR);
+    assert_eq!(s(&cfg["source"]["mode"]), "cluster");
+    assert!(
+        cfg["source"]["partition"].is_null(),
+        "the environment sets it"
+    );
+    let secret = manifest("deploy/k8s/secret.example.yaml", "Secret");
+    for part in text.split("${").skip(1) {
+        let name = &part[..part.find('}').expect("closing brace")];
+        let key = &var(name)["valueFrom"]["secretKeyRef"];
+        assert_eq!(s(&key["name"]), s(&secret["metadata"]["name"]), "{name}");
+    }
+    // A headless Service named by the StatefulSet, selecting its pods.
+    let svc = manifest(&format!("{dir}/service.yaml"), "Service");
+    assert_eq!(s(&svc["metadata"]["name"]), s(&spec["serviceName"]));
+    assert_eq!(s(&svc["spec"]["clusterIP"]), "None");
+    assert_eq!(svc["spec"]["ports"][0]["port"].as_u64(), Some(PORT));
+    let pod_labels = &spec["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_mapping().expect("selector") {
+        assert_eq!(&pod_labels[s(k)], v, "Service selector {k:?}");
+        assert_eq!(&spec["selector"]["matchLabels"][s(k)], v);
+    }
+    // Where kubectl is installed, kustomize renders the variant offline.
+    let kubectl = Path::new("/usr/bin/kubectl");
+    if kubectl.exists() {
+        let out = std::process::Command::new("timeout")
+            .args(["60"])
+            .arg(kubectl)
+            .arg("kustomize")
+            .arg(root().join(dir))
+            .output()
+            .expect("kubectl kustomize");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("kind: StatefulSet") && text.contains("namespace: ferry"));
+    } else {
+        println!("kubectl not installed: the kustomize rendering is not checked");
+    }
+}
+
 #[test]
 fn alert_rules_cover_lag_link_errors_and_spool() {
     let rules_file = yaml("deploy/prometheus/ferry-alerts.yaml");
@@ -330,6 +454,11 @@ fn alert_rules_cover_lag_link_errors_and_spool() {
         e.contains("ferry_lag_seconds >") || e.contains("ferry_lag_bytes >")
     });
     has("link down", &|e| e.contains("ferry_phase == 0"));
+    // One link per source shard: the largest lag of any, and any link down.
+    has("largest link lag", &|e| {
+        e.contains("max by (instance, job, shard) (ferry_link_lag_bytes) >")
+    });
+    has("a link down", &|e| e.contains("ferry_link_connected == 0"));
     has("errors", &|e| e.contains("ferry_phase == 4"));
     has("target errors", &|e| {
         e.contains("ferry_target_errors_total")

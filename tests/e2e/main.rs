@@ -17,7 +17,9 @@ mod e2e_support;
 
 mod bad_input;
 mod big_values;
+mod cluster_ops;
 mod cluster_source;
+mod cluster_verify;
 mod corrupt_inputs;
 mod cross_slot;
 mod daemon;
@@ -33,6 +35,7 @@ mod reverse;
 mod run_e2e;
 mod sampler;
 mod security;
+mod sentinel_source;
 mod standalone;
 mod target_tls;
 mod ttl_hold;

@@ -34,6 +34,9 @@ pub struct ShardMember {
     /// Reported online (`health`; `CLUSTER SLOTS` lists only reachable
     /// replicas, so they count as online).
     pub online: bool,
+    /// Reported failed (`health: fail`). A replica can be neither online
+    /// nor failed: `loading` (syncing, or its offset not gossiped yet).
+    pub failed: bool,
 }
 
 /// A shard of the source cluster: its slots, master and replicas.
@@ -59,6 +62,17 @@ impl SourceShard {
             .chain(&self.replicas)
             .filter_map(|m| m.id.clone())
             .collect()
+    }
+
+    /// The replica to replicate from: an online one, else one not
+    /// reported failed (a node reports a replica `loading` until it has
+    /// heard of its replication offset, e.g. just after the cluster
+    /// formed); `None` when every replica failed or there is none.
+    pub fn replica_to_read(&self) -> Option<&ShardMember> {
+        self.replicas
+            .iter()
+            .find(|r| r.online)
+            .or_else(|| self.replicas.iter().find(|r| !r.failed))
     }
 
     /// Whether it owns `slot`.
@@ -161,6 +175,7 @@ pub fn source_shards(
                 id: n.id.map(str::to_owned),
                 addr: crate::endpoint::HostPort(&n.host, port).to_string(),
                 online: n.health.is_none_or(|h| h == "online"),
+                failed: n.health.is_some_and(|h| h.starts_with("fail")),
             };
             match n.role {
                 Some("master") if master.as_ref().is_none_or(|m| !m.online) => {
@@ -222,6 +237,7 @@ pub fn source_shards_from_slots(
                 id: n.id.map(str::to_owned),
                 addr: crate::endpoint::HostPort(&n.host, port).to_string(),
                 online: true,
+                failed: false,
             });
         }
         let master = members.remove(0);

@@ -45,7 +45,7 @@ fn three() -> Value {
             &[5461, 10922],
             vec![
                 node("b", 7001, "master", "online"),
-                node("b2", 7004, "replica", "failed"),
+                node("b2", 7004, "replica", "fail"),
             ],
         ),
         // A master without slots (e.g. a new node): not a source shard.
@@ -61,7 +61,12 @@ fn shards_reply_into_source_shards() {
     assert_eq!(s[0].master.addr, "127.0.0.1:7000");
     assert_eq!(s[0].replicas[0].addr, "127.0.0.1:7003");
     assert_eq!(s[1].master.id.as_deref(), Some("b"));
-    assert!(!s[1].replicas[0].online);
+    assert!(!s[1].replicas[0].online && s[1].replicas[0].failed);
+    assert_eq!(s[1].replica_to_read(), None, "its only replica failed");
+    assert_eq!(
+        s[0].replica_to_read().map(|r| r.addr.as_str()),
+        Some("127.0.0.1:7003")
+    );
     assert_eq!(s[2].lowest_slot(), 10923);
     assert_eq!(s[2].node_ids(), ["c", "c2"]);
     assert!(s[2].owns(16383) && !s[2].owns(0));
@@ -129,6 +134,7 @@ fn a_failover_keeps_the_name() {
         id: Some("b2".into()),
         addr: "127.0.0.1:7004".into(),
         online: true,
+        failed: false,
     };
     now[1].replicas.clear();
     let (rec2, a) = reconcile(Some(&rec), &now, None).unwrap();
@@ -158,6 +164,7 @@ fn a_new_shard_is_appended_and_positions_stay() {
             id: Some("d".into()),
             addr: "127.0.0.1:7006".into(),
             online: true,
+            failed: false,
         },
         replicas: vec![],
     });
@@ -201,4 +208,20 @@ fn partition_selection_and_refusals() {
     // count 1 and no partition are the same thing.
     let (rec, _) = reconcile(None, &current(), None).unwrap();
     assert!(reconcile(Some(&rec), &current(), p(0, 1)).is_ok());
+}
+
+#[test]
+fn a_loading_replica_is_read_when_none_is_online() {
+    let reply = Value::Array(vec![shard(
+        &[0, 16383],
+        vec![
+            node("a", 7000, "master", "online"),
+            node("a2", 7001, "replica", "loading"),
+            node("a3", 7002, "replica", "fail"),
+        ],
+    )]);
+    let s = source_shards(&reply, "h", false).unwrap();
+    let r = s[0].replica_to_read().expect("the loading one");
+    assert_eq!(r.id.as_deref(), Some("a2"));
+    assert!(!r.online && !r.failed);
 }

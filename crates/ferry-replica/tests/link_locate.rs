@@ -355,3 +355,65 @@ async fn resync_asks_a_full_sync() {
     assert_eq!(consumer.count(is_continue), 0);
     link.shutdown().await.unwrap();
 }
+
+/// What Sentinel does: after the promotion of B, the old master A still
+/// takes `PUBLISH`es (the sentinels' hellos) and pings its replicas, so
+/// the link holds bytes B's history lacks. They carry no data: the link
+/// resumes on B right after the last data command, with `+CONTINUE`.
+/// A data write on A after the promotion cannot be skipped: full sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skips_a_tail_without_data_when_the_source_moves() {
+    let (a, b) = (server(), server());
+    let dir = tempfile::tempdir().unwrap();
+    let locator = Switch::new(a.addr(), 0);
+    let (link, rx) = Link::start(
+        config("127.0.0.1:1", dir.path(), Some(locator.clone())),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let consumer = Consumer::spawn(&link, rx);
+    wait_for("the snapshot to end", || {
+        consumer.count(|e| matches!(e, LinkEvent::SnapshotEnd { .. })) == 1
+    })
+    .await;
+    let mut expected = write(&a, "one", 0..100);
+    caught_up(&a, &link, &consumer).await;
+    replicate(&b, &a).await;
+    promote(&b).await;
+    // After the promotion: no data on A, only a publish (and a ping).
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("__sentinel__:hello")
+        .arg("x")
+        .query(&mut a.conn())
+        .unwrap();
+    caught_up(&a, &link, &consumer).await;
+    assert!(master_offset(&a) > master_offset(&b));
+    locator.set(b.addr());
+    link.handle().reconnect("moved");
+    wait_for("a +CONTINUE from B", || consumer.count(is_continue) == 1).await;
+    expected.extend(write(&b, "two", 0..100));
+    caught_up(&b, &link, &consumer).await;
+    assert_eq!(
+        info_u64(&b, "stats", "sync_full"),
+        0,
+        "B fully synced the link"
+    );
+    assert_eq!(consumer.count(is_full), 1);
+    assert_eq!(consumer.set_keys(), expected);
+
+    // Now a data write on B after promoting A back: A lacks it.
+    replicate(&a, &b).await;
+    promote(&a).await;
+    let _: () = redis::cmd("SET")
+        .arg("lost")
+        .arg("on-b")
+        .query(&mut b.conn())
+        .unwrap();
+    caught_up(&b, &link, &consumer).await;
+    let full_before = info_u64(&a, "stats", "sync_full");
+    locator.set(a.addr());
+    link.handle().reconnect("moved back");
+    wait_for("a full sync from A", || consumer.count(is_full) == 2).await;
+    assert_eq!(info_u64(&a, "stats", "sync_full"), full_before + 1);
+    link.shutdown().await.unwrap();
+}

@@ -37,6 +37,7 @@ mod cluster;
 mod error;
 mod flavor;
 mod port;
+mod sentinel;
 mod server;
 mod tools;
 
@@ -50,5 +51,6 @@ pub use error::{Result, TestkitError};
 pub use flavor::Flavor;
 pub use port::{CLUSTER_BUS_OFFSET, free_cluster_port, free_port};
 pub use proxy::{FaultProxy, ProxyStats};
+pub use sentinel::SentinelGroup;
 pub use server::{Server, ServerBuilder, TlsFiles, info_field, pid_alive};
 pub use tools::{check_rdb, run_bounded};

@@ -73,6 +73,7 @@ pub struct ServerBuilder {
     preload_rdb: Option<Vec<u8>>,
     port: Option<u16>,
     tls: Option<TlsFiles>,
+    sentinel_conf: Option<String>,
 }
 
 /// PEM files for a TLS-only server ([`ServerBuilder::tls_only`]).
@@ -106,7 +107,17 @@ impl ServerBuilder {
             preload_rdb: None,
             port: None,
             tls: None,
+            sentinel_conf: None,
         }
+    }
+
+    /// Runs a Sentinel (`<server> <dir>/sentinel.conf --sentinel`, the same
+    /// binary as the flavor's server) whose config file starts with `conf`
+    /// (e.g. `sentinel monitor …` lines); the sentinel rewrites that file
+    /// as it learns. See [`crate::SentinelGroup`].
+    pub fn sentinel(mut self, conf: &str) -> ServerBuilder {
+        self.sentinel_conf = Some(conf.to_string());
+        self
     }
 
     /// Adds `--<name> <value>` after the defaults (so it overrides them).
@@ -260,6 +271,12 @@ impl ServerBuilder {
         let err = out.try_clone().map_err(io_err("cloning stdout.log"))?;
 
         let mut cmd = Command::new(binary);
+        if let Some(conf) = &self.sentinel_conf {
+            // The config file must be the first argument.
+            let file = path.join("sentinel.conf");
+            std::fs::write(&file, conf).map_err(io_err("writing sentinel.conf"))?;
+            cmd.arg(&file).arg("--sentinel");
+        }
         match &self.tls {
             None => {
                 cmd.arg("--port").arg(port.to_string());
@@ -284,8 +301,10 @@ impl ServerBuilder {
         cmd.args(["--dbfilename", "dump.rdb", "--daemonize", "no"]);
         cmd.arg("--logfile").arg(path.join("server.log"));
         cmd.args(["--save", "", "--appendonly", "no"]);
-        cmd.args(["--repl-diskless-sync-delay", "0"]);
-        if flavor.has_enable_debug_command() {
+        if self.sentinel_conf.is_none() {
+            cmd.args(["--repl-diskless-sync-delay", "0"]);
+        }
+        if flavor.has_enable_debug_command() && self.sentinel_conf.is_none() {
             cmd.args(["--enable-debug-command", "yes"]);
         }
         if self.cluster {

@@ -122,6 +122,30 @@ pub fn history_name(replid: &str, offset: u64) -> String {
     format!("{short}-{offset}-{nonce:016x}")
 }
 
+/// Whether a shard's slot gate lets `op` through: always without a gate,
+/// always for ops without keys; on a standalone target ops carry no slot,
+/// so the first key's slot is used.
+pub fn gate_passes(gate: Option<&SlotGate>, standalone: bool, op: &Op) -> bool {
+    let Some(gate) = gate else {
+        return true;
+    };
+    let slot = if standalone {
+        match command_keys(&op.args)
+            .ok()
+            .and_then(|k| k.indexes.first().copied())
+        {
+            Some(i) => key_slot(&op.args[i]),
+            None => return true,
+        }
+    } else {
+        match op.slot {
+            Some(s) => s,
+            None => return true,
+        }
+    };
+    gate.owns(slot)
+}
+
 /// Feeds the cluster writer and tracks what is applied.
 pub struct Applier {
     writer: ClusterWriter,
@@ -214,28 +238,9 @@ impl Applier {
         })
     }
 
-    /// Whether the gate lets `op` through (always without a gate; ops
-    /// without keys always). On a standalone target ops carry no slot, so
-    /// it is computed from the first key.
+    /// Whether the gate lets `op` through (see [`gate_passes`]).
     fn gate_passes(&self, op: &Op) -> bool {
-        let Some(gate) = &self.gate else {
-            return true;
-        };
-        let slot = if self.writer.is_standalone() {
-            match command_keys(&op.args)
-                .ok()
-                .and_then(|k| k.indexes.first().copied())
-            {
-                Some(i) => key_slot(&op.args[i]),
-                None => return true,
-            }
-        } else {
-            match op.slot {
-                Some(s) => s,
-                None => return true,
-            }
-        };
-        gate.owns(slot)
+        gate_passes(self.gate.as_deref(), self.writer.is_standalone(), op)
     }
 
     /// Counters for the status page.
@@ -815,5 +820,31 @@ impl Applier {
             .flush()
             .await
             .context("flushing the target cluster")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_drops_ops_of_slots_it_does_not_own() {
+        let op = |args: &str, slot: Option<u16>| Op {
+            args: args.split(' ').map(|a| Bytes::from(a.to_owned())).collect(),
+            slot,
+            offset: 1,
+        };
+        let k = key_slot(b"k");
+        let gate = SlotGate::from_ranges(&[(k, k)]);
+        let other = op("SET x 1", Some(key_slot(b"x")));
+        assert!(gate_passes(None, false, &other), "no gate: everything");
+        assert!(gate_passes(Some(&gate), false, &op("SET k 1", Some(k))));
+        assert!(!gate_passes(Some(&gate), false, &other));
+        // Every-master ops and keyless ops pass.
+        assert!(gate_passes(Some(&gate), false, &op("FUNCTION FLUSH", None)));
+        // A standalone target: the slot of the first key (ops carry 0).
+        assert!(gate_passes(Some(&gate), true, &op("SET k 1", Some(0))));
+        assert!(!gate_passes(Some(&gate), true, &op("SET x 1", Some(0))));
+        assert!(gate_passes(Some(&gate), true, &op("SELECT 0", Some(0))));
     }
 }

@@ -119,12 +119,20 @@ pub enum SyncMode {
     TwoWay,
 }
 
-/// The source: a standalone server or any node of a cluster.
+/// The source: a standalone server, any node of a cluster, or the
+/// sentinels of a Sentinel-managed master.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `redis://[user:password@]host:port`, or `rediss://` for TLS.
+    /// Required, except with `sentinel`: then optional, and only its
+    /// credentials and scheme are used (for the master the sentinels
+    /// name); its host:port is ignored.
+    #[serde(default)]
     pub url: String,
+    /// The sentinels to ask for the master (selects `mode: sentinel`).
+    #[serde(default)]
+    pub sentinel: Option<crate::sentinel::SentinelConfig>,
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
@@ -269,6 +277,7 @@ impl std::fmt::Debug for Endpoint {
             .field("mode", &self.mode)
             .field("read_from", &self.read_from)
             .field("partition", &self.partition)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -284,13 +293,18 @@ impl Tls {
     /// These settings when `url` is `rediss://`.
     fn config_for(&self, url: &str) -> Option<ferry_tls::TlsConfig> {
         let tls = ferry_ops::Endpoint::parse(url).is_ok_and(|e| e.tls);
-        tls.then(|| ferry_tls::TlsConfig {
+        tls.then(|| self.config())
+    }
+
+    /// These settings, TLS on.
+    pub fn config(&self) -> ferry_tls::TlsConfig {
+        ferry_tls::TlsConfig {
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
             insecure: self.insecure,
             server_name: self.server_name.clone(),
-        })
+        }
     }
 }
 
@@ -531,13 +545,16 @@ impl Config {
                 );
             }
         }
-        parse_endpoint(&cfg.source.url).context("source.url")?;
+        check_sentinel(&mut cfg.source)?;
+        if cfg.source.mode != SourceMode::Sentinel || !cfg.source.url.is_empty() {
+            parse_endpoint(&cfg.source.url).context("source.url")?;
+        }
         parse_endpoint(&cfg.target.url).context("target.url")?;
         cfg.source.partition = partition_with(cfg.source.partition, env)?;
-        if cfg.source.mode == SourceMode::Sentinel {
+        if cfg.source.partition.is_some() && cfg.source.mode == SourceMode::Sentinel {
             bail!(
-                "source.mode: sentinel needs source.sentinel, which is not built in this branch \
-                 (use auto, standalone or cluster)"
+                "source.partition is for a cluster source; a Sentinel source is one link: \
+                 remove source.partition"
             );
         }
         if cfg.source.partition.is_some() && cfg.source.mode == SourceMode::Standalone {
@@ -546,7 +563,7 @@ impl Config {
                  a standalone source is one link: remove source.partition"
             );
         }
-        if cfg.source.url == cfg.target.url {
+        if cfg.source.mode != SourceMode::Sentinel && cfg.source.url == cfg.target.url {
             bail!(
                 "source and target are the same server ({})",
                 redact(&cfg.source.url)
@@ -576,6 +593,40 @@ pub fn url_with_addr(url: &str, addr: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
     let creds = rest.rfind('@').map_or("", |i| &rest[..=i]);
     format!("{scheme}://{creds}{addr}")
+}
+
+/// `source.sentinel` or `source.mode: sentinel` (either selects the other):
+/// both agree, the sentinel settings are valid, and nothing cluster-only
+/// is set.
+fn check_sentinel(src: &mut Endpoint) -> Result<()> {
+    match (&src.sentinel, src.mode) {
+        (None, SourceMode::Sentinel) => bail!(
+            "source.mode: sentinel needs source.sentinel: {{ master_name: <name>, \
+             addresses: [host:port, ...] }}"
+        ),
+        (None, _) => {
+            if src.url.is_empty() {
+                bail!("source.url is missing (or give source.sentinel for a Sentinel source)");
+            }
+            Ok(())
+        }
+        (Some(_), SourceMode::Standalone | SourceMode::Cluster) => bail!(
+            "source.sentinel is set but source.mode is {:?}: use mode: sentinel (or auto), \
+             or remove source.sentinel",
+            src.mode
+        ),
+        (Some(s), _) => {
+            s.validate()?;
+            if src.read_from == ReadFrom::Replica {
+                bail!(
+                    "source.read_from: replica is for a cluster source; a Sentinel source \
+                     replicates from the master the sentinels name"
+                );
+            }
+            src.mode = SourceMode::Sentinel;
+            Ok(())
+        }
+    }
 }
 
 /// Parse a `redis://` or `rediss://` (TLS) URL of the configuration: a
@@ -753,7 +804,7 @@ mod tests {
                 &[(PARTITION_INDEX_ENV, "x"), (PARTITION_COUNT_ENV, "2")][..],
                 "not a partition number",
             ),
-            (", mode: sentinel", &[][..], "not built in this branch"),
+            (", mode: sentinel", &[][..], "needs source.sentinel"),
             (
                 ", mode: standalone, partition: { index: 0, count: 1 }",
                 &[][..],

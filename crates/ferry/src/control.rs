@@ -1,58 +1,32 @@
-//! Commands that talk to a running daemon: `ferry status` and `ferry cutover`.
-//!
-//! Cutover, the switch-over procedure:
-//! ```text
-//! 1. the daemon must be streaming            (its /status)
-//! 2. CLIENT PAUSE <pause_ms> WRITE on the source: writes wait, reads go on
-//! 3. wait until applied offset == source master_repl_offset
-//! 4. "in sync at offset N after M ms" → exit 0   (switch clients now)
-//!    not reached within the pause → exit 1 with the remaining lag
-//! 5. CLIENT UNPAUSE in both cases
-//! ```
-//! The source's writes are paused, never refused; ferry keeps streaming
-//! until it is stopped.
+//! Commands that talk to a running daemon's HTTP listener: `ferry status`
+//! (and the `/status` reads of `ferry cutover`, `cutover.rs`), and
+//! `ferry cleanup`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use redis::aio::MultiplexedConnection;
 
 use crate::config::{Config, parse_endpoint};
 
 /// Arguments of `ferry status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The daemon's HTTP listener (`http.listen` of its configuration).
-    #[arg(long, default_value = "127.0.0.1:9121")]
-    pub http: String,
+    /// The daemon's HTTP listener (`http.listen` of its configuration);
+    /// several, comma-separated, for the processes sharing one source
+    /// (`source.partition`): one row per link of each.
+    #[arg(long, default_value = "127.0.0.1:9121", value_delimiter = ',')]
+    pub http: Vec<String>,
     /// The daemon's `http.token`, if it has one (default: the environment
     /// variable FERRY_HTTP_TOKEN; a flag shows in `ps`).
     #[arg(long)]
     pub token: Option<String>,
 }
 
-/// Arguments of `ferry cutover`.
-#[derive(Debug, Args)]
-pub struct CutoverArgs {
-    /// The configuration the daemon runs with.
-    #[arg(long)]
-    pub config: std::path::PathBuf,
-    /// How long the source's writes may be paused.
-    #[arg(long, default_value_t = 2000)]
-    pub pause_ms: u64,
-    /// Also write a configuration for the opposite direction (target →
-    /// source) starting at the position both sides share at the cutover:
-    /// every target master gets a replication backlog before the pause and
-    /// its position is recorded once in sync.
-    #[arg(long, value_name = "R.yaml")]
-    pub reverse: Option<std::path::PathBuf>,
-}
-
 /// GET a path from the daemon's HTTP listener, with the bearer token if any.
-fn get(addr: &str, path: &str, token: Option<&str>) -> Result<String> {
+pub(crate) fn get(addr: &str, path: &str, token: Option<&str>) -> Result<String> {
     let mut s = TcpStream::connect(addr).with_context(|| {
         format!(
             "no ferry daemon answers on {addr} (is `ferry run` running with http.listen {addr}?)"
@@ -83,7 +57,7 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> Result<String> {
     }
 }
 
-fn status_json(addr: &str, token: Option<&str>) -> Result<serde_json::Value> {
+pub(crate) fn status_json(addr: &str, token: Option<&str>) -> Result<serde_json::Value> {
     serde_json::from_str(&get(addr, "/status", token)?).context("the daemon's /status is not JSON")
 }
 
@@ -94,7 +68,94 @@ pub fn status(args: &StatusArgs) -> Result<()> {
             .ok()
             .filter(|t| !t.is_empty())
     });
-    let s = status_json(&args.http, token.as_deref())?;
+    let mut all = Vec::with_capacity(args.http.len());
+    for e in &args.http {
+        let e = e.trim().to_string();
+        let s = status_json(&e, token.as_deref())?;
+        all.push((e, s));
+    }
+    match &all[..] {
+        [(_, s)] if s["links"].as_array().is_none_or(|l| l.len() <= 1) => print_one(s),
+        _ => print!("{}", table(&all)),
+    }
+    Ok(())
+}
+
+/// Several links (one process's shards, or several processes'): a row
+/// per link and the total (lag: the largest).
+fn table(all: &[(String, serde_json::Value)]) -> String {
+    use std::fmt::Write as _;
+    let n = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |v| v.to_string());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<21} {:<12} {:<21} {:<11} {:<10} {:>14} {:>14} {:>12} {:>10}",
+        "ferry",
+        "shard",
+        "source",
+        "slots",
+        "phase",
+        "source offset",
+        "applied",
+        "lag bytes",
+        "reconnects"
+    );
+    let (mut links, mut worst, mut worst_secs): (usize, Option<(u64, String)>, f64) =
+        (0, None, 0.0);
+    let mut errors = Vec::new();
+    for (endpoint, s) in all {
+        let rows: Vec<&serde_json::Value> = match s["links"].as_array() {
+            Some(l) if !l.is_empty() => l.iter().collect(),
+            _ => vec![s],
+        };
+        for l in rows {
+            links += 1;
+            let name = l["name"].as_str().unwrap_or("source");
+            let lag = l["lag_bytes"].as_u64();
+            if let Some(lag) = lag
+                && worst.as_ref().is_none_or(|(w, _)| lag > *w)
+            {
+                worst = Some((lag, format!("{name} on {endpoint}")));
+            }
+            let _ = writeln!(
+                out,
+                "{:<21} {:<12} {:<21} {:<11} {:<10} {:>14} {:>14} {:>12} {:>10}",
+                endpoint,
+                name,
+                l["source"].as_str().unwrap_or("-"),
+                l["slots"].as_str().unwrap_or("-"),
+                l["phase"].as_str().unwrap_or("?"),
+                n(&l["source_offset"]),
+                n(&l["applied_offset"]),
+                n(&l["lag_bytes"]),
+                n(&l["reconnects"]),
+            );
+        }
+        worst_secs = worst_secs.max(s["lag_seconds"].as_f64().unwrap_or(0.0));
+        if let Some(e) = s["error"].as_str() {
+            errors.push(format!("error on {endpoint}: {e}"));
+        }
+    }
+    let _ = match &worst {
+        Some((lag, at)) => writeln!(
+            out,
+            "total: {links} links on {} processes; lag {lag} bytes ({at}), {worst_secs:.1} s",
+            all.len()
+        ),
+        None => writeln!(
+            out,
+            "total: {links} links on {} processes; lag unknown",
+            all.len()
+        ),
+    };
+    for e in errors {
+        let _ = writeln!(out, "{e}");
+    }
+    out
+}
+
+/// Today's screen of one daemon with one link.
+fn print_one(s: &serde_json::Value) {
     let n = |k: &str| s[k].as_u64().map_or("-".to_string(), |v| v.to_string());
     println!("phase:            {}", s["phase"].as_str().unwrap_or("?"));
     println!("source offset:    {}", n("source_offset"));
@@ -143,167 +204,6 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     if let Some(e) = s["error"].as_str() {
         println!("error:            {e}");
     }
-    Ok(())
-}
-
-/// A connection to the source for the cutover: redis-rs (`redis` crate)
-/// speaking over ferry-tls's stream, so the TLS settings (CA, client
-/// certificate, `server_name`, `insecure`) are the link's own. Connecting,
-/// `AUTH` and every reply are bounded by 5 s.
-async fn source_client(cfg: &Config) -> Result<MultiplexedConnection> {
-    const T: Duration = Duration::from_secs(5);
-    let src = parse_endpoint(&cfg.source.url)?;
-    let addr = src.addr();
-    let stream = ferry_tls::connect(&addr, cfg.source.tls_config().as_ref(), T)
-        .await
-        .with_context(|| format!("source {addr}"))?;
-    let mut info = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
-    if let Some(user) = &src.auth.user {
-        info = info.set_username(user);
-    }
-    if let Some(password) = &src.auth.password {
-        info = info.set_password(password);
-    }
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(T));
-    let (conn, driver) = tokio::time::timeout(
-        T,
-        MultiplexedConnection::new_with_config(&info, stream, config),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("source {addr}: no answer to AUTH within 5 s"))?
-    .with_context(|| format!("source {addr}"))?;
-    tokio::spawn(driver);
-    Ok(conn)
-}
-
-/// One command on the source; an error reply is an error naming it.
-async fn call(conn: &mut MultiplexedConnection, args: &[&str]) -> Result<redis::Value> {
-    let mut cmd = redis::cmd(args[0]);
-    cmd.arg(&args[1..]);
-    cmd.query_async(conn)
-        .await
-        .with_context(|| format!("{} on the source", args.join(" ")))
-}
-
-async fn source_offset(conn: &mut MultiplexedConnection) -> Result<u64> {
-    let reply = call(conn, &["INFO", "replication"]).await?;
-    let text: String = redis::from_redis_value(reply).context("the source's INFO replication")?;
-    ferry_ops::Info::parse(&text)
-        .get_u64("master_repl_offset")
-        .context("the source's INFO replication has no master_repl_offset")
-}
-
-/// Run `ferry cutover`; Ok(true) when in sync.
-pub fn cutover(args: &CutoverArgs) -> Result<bool> {
-    let cfg = Config::load(&args.config)?;
-    if cfg.http.listen.is_empty() {
-        bail!(
-            "cutover needs the daemon's status page: set http.listen in {}",
-            args.config.display()
-        );
-    }
-    let st = status_json(&cfg.http.listen, cfg.http.token.as_deref())?;
-    if let Some(e) = st["error"].as_str() {
-        bail!("ferry stopped on an error: {e}");
-    }
-    if st["phase"] != "streaming" {
-        bail!(
-            "ferry is not streaming yet (phase {}): wait until the snapshot is applied",
-            st["phase"]
-        );
-    }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            use crate::reverse::cutover as rc;
-            let reverse = match &args.reverse {
-                Some(_) => {
-                    let masters = rc::target_masters(&cfg).await?;
-                    let created = rc::ensure_backlogs(&masters).await?;
-                    for m in &created {
-                        println!("created a replication backlog on {m} (it had no replica)");
-                    }
-                    Some((masters, created))
-                }
-                None => None,
-            };
-            let mut conn = source_client(&cfg).await?;
-            let pause = args.pause_ms.to_string();
-            call(&mut conn, &["CLIENT", "PAUSE", &pause, "WRITE"]).await?;
-            let started = Instant::now();
-            let deadline = started + Duration::from_millis(args.pause_ms);
-            let result = loop {
-                let target = source_offset(&mut conn).await;
-                let applied = status_json(&cfg.http.listen, cfg.http.token.as_deref()).map(|s| s["applied_offset"].as_u64());
-                match (target, applied) {
-                    (Ok(t), Ok(Some(a))) if a >= t => break Ok((true, t, 0)),
-                    (Ok(t), Ok(a)) if Instant::now() >= deadline => {
-                        break Ok((false, t, t.saturating_sub(a.unwrap_or(0))));
-                    }
-                    (Err(e), _) | (_, Err(e)) => break Err(e),
-                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            };
-            // In sync and paused: both sides are equal, record the target's.
-            let recorded = match (&result, &reverse) {
-                (Ok((true, _, _)), Some((masters, _))) => Some(rc::positions(masters).await),
-                _ => None,
-            };
-            let unpaused = call(&mut conn, &["CLIENT", "UNPAUSE"]).await;
-            let (ok, offset, lag) = result?;
-            unpaused?;
-            if let (Some(recorded), Some(path), Some((_, created))) =
-                (recorded, &args.reverse, &reverse)
-            {
-                let (positions, backlog_ttl) = recorded?;
-                write_reverse(args, &cfg, path, &positions, backlog_ttl, created)?;
-            }
-            let ms = started.elapsed().as_millis();
-            if ok {
-                println!("in sync at offset {offset} after {ms} ms: switch clients to the target now");
-            } else {
-                println!("NOT in sync after {ms} ms: {lag} bytes behind offset {offset}; writes resumed, try again");
-            }
-            Ok(ok)
-        })
-}
-
-/// Writes the reverse configuration `path` (see `reverse::yaml`).
-fn write_reverse(
-    args: &CutoverArgs,
-    cfg: &Config,
-    path: &std::path::Path,
-    positions: &[crate::reverse::StartPosition],
-    backlog_ttl: Option<u64>,
-    created: &[String],
-) -> Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let rec = crate::reverse::yaml::Recorded {
-        positions,
-        backlog_ttl,
-        created,
-        forward: &args.config.display().to_string(),
-        at: format!("unix time {at}"),
-    };
-    let out = crate::reverse::yaml::reverse_config(&text, cfg, &rec)?;
-    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
-    for p in positions {
-        println!(
-            "recorded {} at replid {} offset {}",
-            p.master, p.replid, p.offset
-        );
-    }
-    println!(
-        "reverse configuration written to {} (start it with `ferry run --config {}`)",
-        path.display(),
-        path.display()
-    );
-    Ok(())
 }
 
 /// Arguments of `ferry cleanup`.
@@ -336,4 +236,39 @@ pub fn cleanup(args: &CleanupArgs) -> Result<()> {
         ferry_cluster::RESERVED_PREFIX
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn several_links_one_row_each_and_the_largest_lag() {
+        let a = serde_json::json!({ "phase": "streaming", "lag_seconds": 0.5, "links": [
+            { "name": "shard-0", "source": "10.0.0.1:6379", "slots": "0-5460",
+              "phase": "streaming", "source_offset": 100, "applied_offset": 90, "lag_bytes": 10 },
+            { "name": "shard-10923", "source": "10.0.0.3:6379", "slots": "10923-16383",
+              "phase": "streaming", "source_offset": 50, "applied_offset": 50, "lag_bytes": 0 }
+        ] });
+        let b = serde_json::json!({ "phase": "snapshot", "lag_seconds": 2.0, "links": [
+            { "name": "shard-5461", "source": "10.0.0.2:6379", "slots": "5461-10922",
+              "phase": "snapshot", "source_offset": 70, "applied_offset": 30, "lag_bytes": 40 }
+        ] });
+        let t = super::table(&[("h:1".into(), a), ("h:2".into(), b)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(
+            lines[1].contains("shard-0") && lines[1].contains("10.0.0.1:6379"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("h:2") && lines[3].contains("snapshot"),
+            "{t}"
+        );
+        assert!(
+            lines[4].contains("3 links on 2 processes; lag 40 bytes (shard-5461 on h:2), 2.0 s"),
+            "{t}"
+        );
+        // A daemon without links[] (an older one) is one row.
+        let t = super::table(&[("h:3".into(), serde_json::json!({ "lag_bytes": 5 }))]);
+        assert!(t.contains("lag 5 bytes (source on h:3)"), "{t}");
+    }
 }

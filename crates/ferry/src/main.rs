@@ -6,6 +6,7 @@
 mod apply;
 mod config;
 mod control;
+mod cutover;
 mod dashboard;
 mod events;
 mod hold;
@@ -16,6 +17,8 @@ mod rdb_cmd;
 mod reverse;
 mod run;
 mod sampler;
+mod sentinel;
+mod source;
 mod telemetry;
 mod verify;
 
@@ -38,7 +41,7 @@ enum Command {
     /// One screen of the running daemon's state (its /status).
     Status(control::StatusArgs),
     /// Pause the source's writes until the target has everything (switch clients then).
-    Cutover(control::CutoverArgs),
+    Cutover(cutover::CutoverArgs),
     /// Compare source and target now: exit 0 identical, 1 differences, 2 error.
     Verify(verify::VerifyArgs),
     /// After cutover: delete ferry's own keys (checkpoints, `__ferry:*`) from the target.
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
             run::run(&args)
         }
         Command::Status(args) => control::status(&args),
-        Command::Cutover(args) => match control::cutover(&args) {
+        Command::Cutover(args) => match cutover::cutover(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
             Err(e) => {

@@ -23,7 +23,7 @@ use ferry_ops::{Info, info_text};
 use ferry_rdb::Flavor;
 
 use crate::apply::TargetFormat;
-use crate::config::{Config, RestoreMode, parse_endpoint, redact};
+use crate::config::{Config, RestoreMode};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -70,37 +70,32 @@ fn keys_in_carried_dbs(cfg: &Config, keyspace: &str) -> u64 {
 /// to with `target_auth`).
 pub async fn check(
     cfg: &Config,
+    src: &crate::source::SourceNode,
     masters: &[String],
     target_auth: &Auth,
     resuming: bool,
 ) -> Result<SourceFacts> {
-    let src = parse_endpoint(&cfg.source.url)?;
-    let mut conn = match Conn::connect_tls(
-        &src.addr(),
-        &src.auth,
-        T,
-        cfg.source.tls_config().as_ref(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        // Resuming after a restart, a source that is down (restarting,
-        // unreachable for a while) is waited for by the link; wrong
-        // credentials never get better.
-        Err(e) if resuming && !matches!(e, ConnError::Auth { .. } | ConnError::Tls { .. }) => {
-            tracing::warn!(
-                "cannot connect to the source {} yet: {e}; resuming, the link keeps trying",
-                redact(&cfg.source.url)
-            );
-            return Ok(SourceFacts::default());
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot connect to the source {}",
-                redact(&cfg.source.url)
-            )));
-        }
-    };
+    let mut conn =
+        match Conn::connect_tls(&src.addr(), &src.endpoint.auth, T, src.tls.as_ref()).await {
+            Ok(c) => c,
+            // Resuming after a restart, a source that is down (restarting,
+            // unreachable for a while) is waited for by the link; wrong
+            // credentials never get better.
+            Err(e) if resuming && !matches!(e, ConnError::Auth { .. } | ConnError::Tls { .. }) => {
+                tracing::warn!(
+                    "cannot connect to the source {} yet: {e}; resuming, the link keeps trying",
+                    src.addr()
+                );
+                return Ok(SourceFacts::default());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot connect to the source {} ({})",
+                    src.addr(),
+                    crate::source::describe(&cfg.source)
+                )));
+            }
+        };
     let server = match info(&mut conn, "server").await {
         Ok(s) => s,
         Err(e) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferry_cluster::{Auth, Conn, TargetMode};
-use ferry_ops::{Endpoint, Info, info_text};
+use ferry_ops::{Info, info_text};
 
 use crate::apply::TargetFormat;
 use crate::config::{Config, TargetKind};
@@ -80,13 +80,21 @@ pub(crate) async fn target_is_empty(
 
 /// Refuse to start when the source holds keys in a db the filter leaves out
 /// by default (a cluster has only db 0), naming the option that decides.
-pub(crate) async fn check_source_dbs(src: &Endpoint, cfg: &Config, standalone: bool) -> Result<()> {
+pub(crate) async fn check_source_dbs(
+    src: &crate::source::SourceNode,
+    cfg: &Config,
+    standalone: bool,
+) -> Result<()> {
     if !cfg.filter.dbs.is_empty() || standalone {
         return Ok(());
     }
-    let tls = cfg.source.tls_config();
-    let Ok(mut conn) =
-        Conn::connect_tls(&src.addr(), &src.auth, Duration::from_secs(5), tls.as_ref()).await
+    let Ok(mut conn) = Conn::connect_tls(
+        &src.addr(),
+        &src.endpoint.auth,
+        Duration::from_secs(5),
+        src.tls.as_ref(),
+    )
+    .await
     else {
         return Ok(()); // the link reports connection problems with their cause
     };

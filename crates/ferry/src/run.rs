@@ -131,13 +131,7 @@ async fn daemon(
         crate::sampler::spawn(
             cfg,
             sampler.clone(),
-            move || {
-                let s = status.lock().map(|s| s.clone()).unwrap_or_default();
-                crate::sampler::Progress {
-                    streaming: s.phase == status::Phase::Streaming,
-                    applied: s.applied_offset,
-                }
-            },
+            move || sampler_progress(&status),
             sd.work.child_token(),
             &sd.tracker,
         );
@@ -172,4 +166,24 @@ async fn daemon(
         }
     }
     Ok(())
+}
+
+/// What the sampled verify needs of the daemon's status: the offset
+/// applied (a standalone source), or each link's with its replid (a
+/// cluster source).
+pub(crate) fn sampler_progress(status: &Mutex<status::Status>) -> crate::sampler::Progress {
+    let s = status.lock().map(|s| s.clone()).unwrap_or_default();
+    crate::sampler::Progress {
+        streaming: s.phase == status::Phase::Streaming,
+        applied: s.applied_offset,
+        links: s
+            .links
+            .iter()
+            .map(|l| crate::sampler::LinkProgress {
+                replid: l.replid.clone(),
+                streaming: l.phase == status::Phase::Streaming,
+                applied: l.applied_offset,
+            })
+            .collect(),
+    }
 }

@@ -19,7 +19,13 @@
 //! ```
 //! A mismatch is thus only counted when it persists after the target has
 //! caught up with the source's state at the first read, and the source key
-//! did not change meanwhile. Errors (a node restarting, a failover) are
+//! did not change meanwhile.
+//!
+//! A cluster source: each sample is drawn from the next source master in
+//! turn, among those this process replicates (a link of
+//! [`Progress::links`] with the master's `master_replid`; with
+//! `source.partition` the other masters belong to other processes); O1 is
+//! that master's offset and "applied" is its link's. Errors (a node restarting, a failover) are
 //! logged, the connections dropped and re-made; they never stop the daemon.
 
 use std::collections::VecDeque;
@@ -34,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::verify::{Side, Target, compare, compared_key, connect_source, read};
+use crate::verify::{Endpoints, Side, Target, compare, compared_key, connect_source, read};
 
 /// Rounds a pending key may need because it keeps changing on the source.
 const MAX_TRIES: u32 = 5;
@@ -87,15 +93,52 @@ impl SamplerStats {
 }
 
 /// What the sampler needs to know about the daemon.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Progress {
     /// The link is streaming (the snapshot is applied).
     pub streaming: bool,
     /// Source offset applied to the target.
     pub applied: Option<u64>,
+    /// A cluster source: each link (source shard) of this process.
+    pub links: Vec<LinkProgress>,
+}
+
+/// One link of a cluster source, as the sampler needs it.
+#[derive(Debug, Clone, Default)]
+pub struct LinkProgress {
+    /// The replication id the link follows (its master's `master_replid`).
+    pub replid: Option<String>,
+    /// The link is streaming.
+    pub streaming: bool,
+    /// Offset of that history applied to the target.
+    pub applied: Option<u64>,
+}
+
+impl Progress {
+    /// The applied offset of history `replid` (`None`: the one source
+    /// of a standalone source), when its link is streaming.
+    fn applied(&self, replid: Option<&str>) -> Option<u64> {
+        match replid {
+            None => self.applied.filter(|_| self.streaming),
+            Some(r) => self
+                .links
+                .iter()
+                .find(|l| l.streaming && l.replid.as_deref() == Some(r))
+                .and_then(|l| l.applied),
+        }
+    }
+
+    /// Something is streaming.
+    fn any_streaming(&self) -> bool {
+        (self.streaming && self.applied.is_some()) || self.links.iter().any(|l| l.streaming)
+    }
 }
 
 struct Pending {
+    /// The source node the key was read on.
+    node: usize,
+    /// Its `master_replid` then (a cluster source).
+    replid: Option<String>,
     key: Vec<u8>,
     first: Side,
     offset: u64,
@@ -104,7 +147,8 @@ struct Pending {
 }
 
 struct Conns {
-    source: Conn,
+    src: Endpoints,
+    source: Vec<Conn>,
     target: Target,
 }
 
@@ -133,6 +177,7 @@ pub fn spawn(
             stats,
             pending: VecDeque::new(),
             conns: None,
+            next_node: 0,
             last_error: None,
         };
         let every = Duration::from_secs_f64(1.0 / f64::from(rate));
@@ -144,10 +189,10 @@ pub fn spawn(
                 _ = tick.tick() => {}
             }
             let p = progress();
-            let Some(applied) = p.applied.filter(|_| p.streaming) else {
+            if !p.any_streaming() {
                 continue;
-            };
-            if let Err(e) = s.step(applied).await {
+            }
+            if let Err(e) = s.step(&p).await {
                 s.conns = None;
                 let msg = format!("{e:#}");
                 if s.last_error.as_deref() != Some(msg.as_str()) {
@@ -168,15 +213,21 @@ struct Sampler {
     stats: Arc<SamplerStats>,
     pending: VecDeque<Pending>,
     conns: Option<Conns>,
+    /// The source node the next sample is drawn from (a cluster source).
+    next_node: usize,
     last_error: Option<String>,
 }
 
-async fn source_offset(conn: &mut Conn) -> Result<u64> {
+/// A source node's `master_replid` and `master_repl_offset`.
+async fn source_offset(conn: &mut Conn) -> Result<(String, u64)> {
     let reply = conn.call(&["INFO", "replication"], T).await?;
     let text = ferry_ops::info_text(&reply).context("the source's INFO replication")?;
-    ferry_ops::Info::parse(&text)
+    let info = ferry_ops::Info::parse(&text);
+    let offset = info
         .get_u64("master_repl_offset")
-        .context("the source's INFO replication has no master_repl_offset")
+        .context("the source's INFO replication has no master_repl_offset")?;
+    let replid = info.get("master_replid").unwrap_or_default().to_string();
+    Ok((replid, offset))
 }
 
 /// The target's name of source db 0's `key` (`filter.db_prefix` applied).
@@ -190,22 +241,29 @@ fn target_key(filter: &crate::config::Filter, key: &[u8]) -> Vec<u8> {
 impl Sampler {
     async fn conns(&mut self) -> Result<&mut Conns> {
         if self.conns.is_none() {
-            let source = connect_source(&self.cfg).await?;
+            let (src, source) = connect_source(&self.cfg).await?;
             let target = Target::connect(&self.cfg).await?;
-            self.conns = Some(Conns { source, target });
+            self.conns = Some(Conns {
+                src,
+                source,
+                target,
+            });
             self.last_error = None;
         }
         self.conns.as_mut().context("sampler connections")
     }
 
     /// Re-check what is due, then take one new sample.
-    async fn step(&mut self, applied: u64) -> Result<()> {
+    async fn step(&mut self, progress: &Progress) -> Result<()> {
         let tolerance = self.cfg.verify.ttl_tolerance_ms;
         // Pending keys whose offset the target has reached.
         let mut due = Vec::new();
         let mut keep = VecDeque::new();
         while let Some(p) = self.pending.pop_front() {
-            if p.offset <= applied {
+            if progress
+                .applied(p.replid.as_deref())
+                .is_some_and(|a| p.offset <= a)
+            {
                 due.push(p);
             } else if p.since.elapsed() > PENDING_FOR {
                 self.stats.unsettled.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +283,7 @@ impl Sampler {
         // On an error the rest stay pending.
         self.pending.extend(due);
         if result.is_ok() && self.pending.len() < MAX_PENDING {
-            result = self.sample(tolerance).await;
+            result = self.sample(tolerance, progress).await;
         }
         self.stats
             .pending
@@ -233,26 +291,39 @@ impl Sampler {
         result
     }
 
-    async fn sample(&mut self, tolerance: i64) -> Result<()> {
+    async fn sample(&mut self, tolerance: i64, progress: &Progress) -> Result<()> {
         let filter = self.cfg.filter.clone();
+        let turn = self.next_node;
+        self.next_node = self.next_node.wrapping_add(1);
         let c = self.conns().await?;
-        let key = c.source.call(&["RANDOMKEY"], T).await?;
+        let node = turn % c.source.len();
+        let cluster = c.src.is_cluster();
+        let (replid, _) = source_offset(&mut c.source[node]).await?;
+        // A cluster source: only masters whose shard this process carries,
+        // once its link streams.
+        let replid = cluster.then_some(replid);
+        if progress.applied(replid.as_deref()).is_none() {
+            return Ok(());
+        }
+        let key = c.source[node].call(&["RANDOMKEY"], T).await?;
         let Some(key) = key.as_bytes().map(|k| k.to_vec()) else {
             return Ok(()); // empty
         };
         if !compared_key(&filter, &key) {
             return Ok(());
         }
-        let first = read(&mut c.source, &key).await?;
+        let first = read(&mut c.source[node], &key).await?;
         if first.kind == "none" {
             return Ok(()); // deleted meanwhile
         }
-        let offset = source_offset(&mut c.source).await?;
+        let (_, offset) = source_offset(&mut c.source[node]).await?;
         let t = c.target.read(&target_key(&filter, &key)).await?;
         if compare(&first, &t, tolerance).is_none() {
             self.stats.checked.fetch_add(1, Ordering::Relaxed);
         } else {
             self.pending.push_back(Pending {
+                node,
+                replid,
                 key,
                 first,
                 offset,
@@ -267,8 +338,14 @@ impl Sampler {
         let tkey = target_key(&self.cfg.filter, &p.key);
         let c = self.conns().await?;
         let t = c.target.read(&tkey).await?;
-        let now = read(&mut c.source, &p.key).await?;
-        let offset = source_offset(&mut c.source).await?;
+        let node = p.node.min(c.source.len() - 1);
+        let now = read(&mut c.source[node], &p.key).await?;
+        let (replid, offset) = source_offset(&mut c.source[node]).await?;
+        if p.replid.is_some() && p.replid.as_deref() != Some(replid.as_str()) {
+            // The shard failed over to another history meanwhile: its link
+            // follows the new one; start this key again.
+            p.replid = Some(replid);
+        }
         let same = |a: &Side| compare(a, &t, tolerance).is_none();
         if same(&p.first) || same(&now) {
             self.stats.checked.fetch_add(1, Ordering::Relaxed);

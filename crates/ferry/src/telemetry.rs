@@ -77,6 +77,21 @@ pub const SPOOL_FULL: &str = "ferry_spool_full";
 pub const SPOOL_DISK_WRITTEN: &str = "ferry_spool_disk_written_bytes_total";
 /// Error replies tolerated during source handshakes.
 pub const HANDSHAKE_WARNINGS: &str = "ferry_source_handshake_warnings_total";
+/// Per source link (label `shard`): offset applied to the target.
+pub const LINK_APPLIED_OFFSET: &str = "ferry_link_applied_offset";
+/// Per source link: its source master's `master_repl_offset`.
+pub const LINK_SOURCE_OFFSET: &str = "ferry_link_source_offset";
+/// Per source link: source offset minus applied offset.
+pub const LINK_LAG_BYTES: &str = "ferry_link_lag_bytes";
+/// Per source link: 1 while connected to its source node.
+pub const LINK_CONNECTED: &str = "ferry_link_connected";
+/// Per source link: reconnects to its source node.
+pub const LINK_RECONNECTS: &str = "ferry_link_reconnects";
+/// Per source link: bytes waiting in its spool.
+pub const LINK_SPOOL_BYTES: &str = "ferry_link_spool_bytes";
+/// Per source link: 1, labelled `shard` and `source` (the address in use;
+/// 0 for an address the link no longer uses).
+pub const LINK_INFO: &str = "ferry_link_info";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -126,6 +141,22 @@ fn describe() {
         (
             TARGET_RATE_LIMITED_WAIT,
             "seconds writes waited for the target rate limit since the start",
+        ),
+        (LINK_APPLIED_OFFSET, "per source link: offset applied"),
+        (
+            LINK_SOURCE_OFFSET,
+            "per source link: the source's master_repl_offset",
+        ),
+        (
+            LINK_LAG_BYTES,
+            "per source link: source minus applied offset",
+        ),
+        (LINK_CONNECTED, "per source link: 1 while connected"),
+        (LINK_RECONNECTS, "per source link: reconnects"),
+        (LINK_SPOOL_BYTES, "per source link: bytes in its spool"),
+        (
+            LINK_INFO,
+            "per source link: 1 with the source address in use (label source)",
         ),
     ] {
         describe_gauge!(name, help);

@@ -43,6 +43,9 @@ impl Translator {
         if args.is_empty() {
             return;
         }
+        if is_sentinel_hello(&args) {
+            return;
+        }
         if self.cfg.two_way && self.two_way_command(&args, now_ms) {
             return;
         }
@@ -260,6 +263,15 @@ impl Translator {
         }
         Some(kept)
     }
+}
+
+/// `PUBLISH __sentinel__:…`: a Sentinel's hello (every 2 s per sentinel,
+/// on the master it watches, so it is in the replication stream). Not the
+/// application's traffic: dropped without a skip warning.
+fn is_sentinel_hello(args: &[Bytes]) -> bool {
+    args.len() == 3
+        && args[0].eq_ignore_ascii_case(b"PUBLISH")
+        && args[1].starts_with(b"__sentinel__:")
 }
 
 /// `FUNCTION LOAD code` → `FUNCTION LOAD REPLACE code`; `FUNCTION RESTORE

@@ -604,6 +604,8 @@ fn standalone_keeps_dbs_with_select_and_commands_as_they_are() {
     assert_eq!(cmd(&mut t, 0, 8, "FLUSHALL"), ["0@8 FLUSHALL"]);
     assert_eq!(cmd(&mut t, 0, 9, "PUBLISH c m"), ["skip unreplayable -"]);
     assert!(cmd(&mut t, 0, 10, "PING").is_empty());
+    // A Sentinel's hello: quietly dropped.
+    assert!(cmd(&mut t, 0, 11, "PUBLISH __sentinel__:hello x").is_empty());
     // With a key filter, a flush is not carried.
     let mut t = started(TranslatorConfig {
         standalone: true,

@@ -114,6 +114,58 @@ pub(super) async fn run(
     }
 }
 
+/// How long a resume on another server waits for the decoder to finish
+/// the bytes already received (to know whether their tail carries data).
+const REWIND_WAIT: Duration = Duration::from_secs(1);
+
+/// Resuming on another server than the last session's (a promoted
+/// replica): when the bytes received after the last data-changing command
+/// carry no data (`PING`s and Sentinel's `PUBLISH __sentinel__:hello` that
+/// the old master sent after the promotion, which the new master's history
+/// lacks), resume right after that command instead, so the new master can
+/// answer `+CONTINUE`; the skipped commands changed nothing. Returns the
+/// position to ask for and whether it moved back.
+async fn rewind(shared: &Shared, resume: Option<Position>, addr: &str) -> (Option<Position>, bool) {
+    let Some(p) = resume else {
+        return (None, false);
+    };
+    let until = tokio::time::Instant::now() + REWIND_WAIT;
+    loop {
+        let tail = {
+            let inner = shared.lock();
+            let Some(s) = inner
+                .session
+                .as_ref()
+                .filter(|s| s.addr != addr && s.replid == p.replid)
+            else {
+                return (Some(p), false);
+            };
+            inner
+                .tail
+                .filter(|t| t.epoch == s.epoch && t.at == shared.spool.pushed())
+        };
+        match tail {
+            Some(t) if t.offset == p.offset && t.data_end < p.offset => {
+                tracing::info!(
+                    source = %addr,
+                    skipped = p.offset - t.data_end,
+                    "replica link: resuming on another server after the last data command \
+                     (the bytes after it carried no data)"
+                );
+                let at = Position {
+                    replid: p.replid,
+                    offset: t.data_end,
+                    db: t.db,
+                };
+                return (Some(at), true);
+            }
+            Some(_) => return (Some(p), false),
+            None if tokio::time::Instant::now() >= until => return (Some(p), false),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 /// Resolves when a [`super::Request`] is pending; its reason.
 async fn interrupted(shared: &Shared, rx: &mut watch::Receiver<u64>) -> String {
     loop {
@@ -159,6 +211,7 @@ async fn connection(
     let cfg = &shared.cfg;
     let addr = locate(shared).await?;
     let addr = addr.as_str();
+    let (resume, rewound) = rewind(shared, resume, addr).await;
     let mut sock = connect(cfg, addr).await?;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut hs = Handshake::new(HandshakeConfig {
@@ -224,6 +277,13 @@ async fn connection(
         Outcome::Continue { replid } => {
             let asked = resume
                 .ok_or_else(|| LinkError::Internal("+CONTINUE without a resume position".into()))?;
+            if rewound {
+                // Events already delivered past `asked.offset` belong to
+                // the old server: a new epoch makes their `Applied`s moot.
+                *epoch += 1;
+                tracing::info!(source = %addr, offset = asked.offset,
+                    "replica link: continued before a tail without data");
+            }
             (
                 replid.unwrap_or(asked.replid),
                 asked.offset,
@@ -257,6 +317,7 @@ async fn connection(
             base,
             start_pos: at,
             full,
+            addr: addr.to_string(),
         });
         inner.connected = true;
     }

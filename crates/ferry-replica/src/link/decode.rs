@@ -61,6 +61,28 @@ struct Dec<'a> {
     state: State,
     epoch: u64,
     popped: u64,
+    /// Offset after the last event with an effect on data, and its db.
+    data_end: (u64, u64),
+}
+
+/// Events that change no data: a resume on another server may skip them
+/// (see `conn::rewind`).
+fn no_data(ev: &StreamEvent) -> bool {
+    match ev {
+        // A `SELECT` only matters to the commands after it: resuming
+        // before it in the db of the last data command is the new
+        // server's state there too (its history up to that point is the
+        // same, and it selects before its own next command).
+        StreamEvent::Ping { .. }
+        | StreamEvent::GetAck { .. }
+        | StreamEvent::Ignored { .. }
+        | StreamEvent::Select { .. } => true,
+        StreamEvent::Command { cmd, .. } => {
+            let name = &cmd.args[0];
+            name.eq_ignore_ascii_case(b"PUBLISH") || name.eq_ignore_ascii_case(b"SPUBLISH")
+        }
+        StreamEvent::Multi { .. } | StreamEvent::Exec { .. } => false,
+    }
 }
 
 /// Decodes until cancelled, the consumer is gone, or a fatal error.
@@ -78,6 +100,7 @@ pub(super) async fn run(
         state: State::Idle,
         epoch: 0,
         popped: 0,
+        data_end: (0, 0),
     };
     loop {
         let work = {
@@ -94,6 +117,7 @@ pub(super) async fn run(
                     let to_mark = next.map_or(u64::MAX, |(pos, _)| pos - d.popped);
                     let limit = avail.min(to_mark).min(POP_CHUNK as u64) as usize;
                     if limit == 0 {
+                        inner.tail = d.tail();
                         Work::Wait
                     } else {
                         Work::Pop(limit)
@@ -133,6 +157,21 @@ pub(super) async fn run(
 }
 
 impl Dec<'_> {
+    /// Where decoding stands when every pushed byte is decoded: at a
+    /// command boundary outside `MULTI` in the stream, else `None`.
+    fn tail(&self) -> Option<super::Tail> {
+        match &self.state {
+            State::Stream(s) if self.buf.is_empty() && !s.in_multi() => Some(super::Tail {
+                epoch: self.epoch,
+                at: self.popped,
+                offset: s.offset(),
+                data_end: self.data_end.0,
+                db: self.data_end.1,
+            }),
+            _ => None,
+        }
+    }
+
     /// Queues an event, sending the batch when it is full; `false` when
     /// the link is stopping (cancelled, or the consumer dropped the
     /// receiver, which stops the link).
@@ -232,6 +271,7 @@ impl Dec<'_> {
                         self.buf.clear();
                         self.epoch = epoch;
                         self.state = State::Stream(CommandStream::new(offset, db));
+                        self.data_end = (offset, db);
                     }
                 }
                 {
@@ -290,6 +330,7 @@ impl Dec<'_> {
                         self.shared.lock().snapshot_end = Some((self.epoch, end));
                         self.shared.ack_now.notify_one();
                         self.state = State::Stream(CommandStream::new(offset, db));
+                        self.data_end = (offset, db);
                         self.set_phase(Phase::Streaming);
                         LinkEvent::SnapshotEnd {
                             applied: Applied {
@@ -312,6 +353,9 @@ impl Dec<'_> {
                 State::Stream(stream) => match stream.next_event(&mut self.buf)? {
                     None => return Ok(true),
                     Some(event) => {
+                        if !no_data(&event) {
+                            self.data_end = (event.end_offset(), stream.db());
+                        }
                         let cp = stream.checkpoint();
                         if let StreamEvent::GetAck { .. } = event {
                             self.shared.lock().getack = Some((self.epoch, cp.offset));

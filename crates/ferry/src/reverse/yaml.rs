@@ -122,6 +122,44 @@ pub fn reverse_config(text: &str, cfg: &Config, rec: &Recorded<'_>) -> Result<St
     ) + &body)
 }
 
+/// Writes the reverse configuration `path` for the forward configuration
+/// file `forward` (parsed as `cfg`) and prints what was recorded.
+pub fn write(
+    forward: &std::path::Path,
+    cfg: &Config,
+    path: &std::path::Path,
+    positions: &[StartPosition],
+    backlog_ttl: Option<u64>,
+    created: &[String],
+) -> Result<()> {
+    let text = std::fs::read_to_string(forward)
+        .with_context(|| format!("cannot read {}", forward.display()))?;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rec = Recorded {
+        positions,
+        backlog_ttl,
+        created,
+        forward: &forward.display().to_string(),
+        at: format!("unix time {at}"),
+    };
+    let out = reverse_config(&text, cfg, &rec)?;
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    for p in positions {
+        println!(
+            "recorded {} at replid {} offset {}",
+            p.master, p.replid, p.offset
+        );
+    }
+    println!(
+        "reverse configuration written to {} (start it with `ferry run --config {}`)",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

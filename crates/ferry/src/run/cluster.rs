@@ -54,7 +54,8 @@ pub async fn is_cluster(cfg: &Config) -> Result<bool> {
     match cfg.source.mode {
         SourceMode::Cluster => return Ok(true),
         SourceMode::Standalone => return Ok(false),
-        SourceMode::Sentinel => bail!("source.mode: sentinel is not built in this branch"),
+        // One link to the master the sentinels name (today's layout).
+        SourceMode::Sentinel => return Ok(false),
         SourceMode::Auto => {}
     }
     if cfg.state_dir.join(SHARDS_FILE).exists() {
@@ -190,21 +191,32 @@ struct Planned {
     locator: Arc<ShardLocator>,
 }
 
-/// The node a shard is replicated from (`source.read_from`).
-fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> Result<String> {
+/// The node a shard is replicated from (`source.read_from`); with
+/// `replica` and no usable replica, its master (logged).
+fn node_of(shard: &SourceShard, read_from: ReadFrom, name: &str) -> String {
     match read_from {
-        ReadFrom::Master => Ok(shard.master.addr.clone()),
-        ReadFrom::Replica => shard
-            .replicas
-            .iter()
-            .find(|r| r.online)
-            .map(|r| r.addr.clone())
-            .with_context(|| {
-                format!(
-                    "source.read_from: replica, but shard {name} ({}) has no online replica",
-                    ranges_text(&shard.ranges)
-                )
-            }),
+        ReadFrom::Master => shard.master.addr.clone(),
+        ReadFrom::Replica => match shard.replica_to_read() {
+            Some(r) => r.addr.clone(),
+            None => {
+                tracing::warn!(
+                    shard = %name,
+                    slots = %ranges_text(&shard.ranges),
+                    "source.read_from: replica, but the shard has no usable replica: \
+                     replicating its master"
+                );
+                shard.master.addr.clone()
+            }
+        },
+    }
+}
+
+/// `limit` (0 = unlimited) split among `n` pipelines, rounded up.
+fn share(limit: u64, n: u64) -> u64 {
+    if limit == 0 {
+        0
+    } else {
+        limit.div_ceil(n.max(1))
     }
 }
 
@@ -233,14 +245,19 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
         }
     }
     let mut out = Vec::new();
+    let selected = assigned.iter().filter(|a| a.selected).count() as u64;
     for a in assigned.iter().filter(|a| a.selected) {
         let shard = &shards[a.current];
-        let node = node_of(shard, cfg.source.read_from, &a.name)?;
+        let node = node_of(shard, cfg.source.read_from, &a.name);
         let mut c = cfg.clone();
         c.state_dir = cfg.state_dir.join(SHARDS_DIR).join(&a.name);
         c.source.url = url_with_addr(&cfg.source.url, &node);
-        // The sampler reads one server; not per shard (yet).
+        // One sampler for the process (below), drawing from every master.
         c.verify.sample_per_second = 0;
+        // The target rate limit is one budget for the process: shared out
+        // evenly among its pipelines (each writer has its own limiter).
+        c.target.max_ops_per_sec = share(cfg.target.max_ops_per_sec, selected);
+        c.target.max_bytes_per_sec = share(cfg.target.max_bytes_per_sec, selected);
         let gate = Arc::new(SlotGate::from_ranges(&shard.ranges));
         let locator = Arc::new(ShardLocator::new(
             a.name.clone(),
@@ -259,11 +276,6 @@ async fn plan(cfg: &Config) -> Result<Vec<Planned>> {
             gate,
             locator,
         });
-    }
-    if cfg.verify.sample_per_second > 0 {
-        tracing::info!(
-            "verify.sample_per_second is not used with a cluster source yet (no sampled verify)"
-        );
     }
     let names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(
@@ -303,6 +315,7 @@ pub async fn run(
     };
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut running = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
     for p in planned {
         let shard = ShardWire {
             namespace: p.name.clone(),
@@ -311,7 +324,15 @@ pub async fn run(
         };
         let wired = tokio::select! {
             w = wiring::wire(&p.cfg, allow_nonempty_target, sd.root.child_token(), Some(shard)) => {
-                w.with_context(|| format!("source shard {} ({})", p.name, p.node))?
+                match w.with_context(|| format!("source shard {} ({})", p.name, p.node)) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        // The pipelines already running drain before ferry stops.
+                        sd.work.cancel();
+                        first_error = Some(e);
+                        break;
+                    }
+                }
             }
             _ = sd.work.cancelled() => break,
         };
@@ -340,10 +361,23 @@ pub async fn run(
             status: shard_status,
         });
     }
+    // The sampled verify: keys of every source master whose shard this
+    // process carries, each checked once its link has applied the
+    // master's offset (matched by replid).
+    let sampler = Arc::new(crate::sampler::SamplerStats::default());
+    {
+        let status = status.clone();
+        crate::sampler::spawn(
+            cfg,
+            sampler.clone(),
+            move || crate::run::sampler_progress(&status),
+            sd.work.child_token(),
+            &sd.tracker,
+        );
+    }
     let metrics = StatusMetrics::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_print = Instant::now();
-    let mut first_error: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             done = tasks.join_next() => match done {
@@ -359,7 +393,8 @@ pub async fn run(
             },
             _ = tick.tick() => {}
         }
-        let st = combined(&running);
+        let mut st = combined(&running);
+        st.verify = sampler.status(cfg.verify.sample_per_second);
         metrics.record(&st);
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
@@ -373,6 +408,7 @@ pub async fn run(
         return Err(e);
     }
     let mut st = combined(&running);
+    st.verify = sampler.status(cfg.verify.sample_per_second);
     st.stopped();
     metrics.record(&st);
     if let Ok(mut s) = status.lock() {
@@ -421,4 +457,15 @@ async fn drive(wired: wiring::Wired, mut publish: Publish, work: CancellationTok
         s.stopped();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rate_budget_is_shared_among_the_pipelines() {
+        assert_eq!(super::share(0, 3), 0, "unlimited stays unlimited");
+        assert_eq!(super::share(1000, 3), 334);
+        assert_eq!(super::share(1000, 1), 1000);
+        assert_eq!(super::share(1, 3), 1, "never 0 (unlimited)");
+    }
 }

@@ -1,7 +1,8 @@
 //! Where a cluster source shard's link connects: asks any known source
 //! node for the current topology and returns the master of the shard that
 //! owns this pipeline's slots (with `source.read_from: replica`, an online
-//! replica of it; its master when none is online). So after a source
+//! replica of it, else one not reported failed; its master when there is
+//! none). So after a source
 //! failover (`CLUSTER FAILOVER`, or a killed master whose replica was
 //! promoted) the link PSYNCs the shard's new master with the old replid
 //! and offset: `+CONTINUE` when its history allows it, otherwise a full
@@ -93,9 +94,7 @@ impl ShardLocator {
         match self.read_from {
             ReadFrom::Master => Some(shard.master.addr.clone()),
             ReadFrom::Replica => shard
-                .replicas
-                .iter()
-                .find(|r| r.online)
+                .replica_to_read()
                 .or(Some(&shard.master).filter(|m| m.online))
                 .map(|m| m.addr.clone()),
         }

@@ -133,7 +133,8 @@ pub struct LinkSection {
     /// The link's name (`source` for a standalone source, the shard name
     /// for a cluster source).
     pub name: String,
-    /// Cluster source: the address the link replicates from now.
+    /// The address the link replicates from now (a cluster shard's node,
+    /// a Sentinel source's current master, the standalone source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Cluster source: the replication id of the shard's history.
@@ -575,7 +576,8 @@ impl Assembler {
             moved_slot_dropped: applied.moved_slot_dropped,
             links: vec![LinkSection {
                 name: "source".into(),
-                source: (self.shard && !ls.addr.is_empty()).then(|| ls.addr.clone()),
+                // The address in use (a Sentinel source's master moves).
+                source: Some(ls.addr.clone()).filter(|a| !a.is_empty()),
                 replid: if self.shard { ls.replid.clone() } else { None },
                 slots: None,
                 phase,

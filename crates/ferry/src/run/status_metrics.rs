@@ -1,10 +1,19 @@
 //! The metrics set from each status snapshot: gauges, and the counters
 //! that library crates own (the link's, the writer's, the applier's
 //! totals), set with `Counter::absolute`. Names are in [`crate::telemetry`].
+//!
+//! Each source link (one per source shard of a cluster source) also has
+//! its own gauges labelled `shard` (its name): offsets, lag, connected,
+//! reconnects, spool. The address it reads from is the `source` label of
+//! `ferry_link_info` only, so a failover to another address does not leave
+//! a stale lag series behind (the old address's info drops to 0).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use metrics::{Counter, Gauge, counter, gauge};
 
-use super::status::Status;
+use super::status::{LinkSection, Status};
 use crate::telemetry::*;
 
 /// Handles of the metrics set from each status snapshot (looked up once).
@@ -38,6 +47,8 @@ pub struct StatusMetrics {
     verify_mismatches: Counter,
     spool_disk_written: Counter,
     handshake_warnings: Counter,
+    /// The source address each link's info series was last set for.
+    link_sources: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for StatusMetrics {
@@ -72,6 +83,7 @@ impl Default for StatusMetrics {
             verify_mismatches: counter!(VERIFY_MISMATCHES),
             spool_disk_written: counter!(SPOOL_DISK_WRITTEN),
             handshake_warnings: counter!(HANDSHAKE_WARNINGS),
+            link_sources: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -115,6 +127,9 @@ impl StatusMetrics {
             .absolute(st.source.spool_disk_bytes_written);
         self.handshake_warnings
             .absolute(st.source.handshake_warnings);
+        for l in &st.links {
+            self.record_link(l);
+        }
         // Keys left out by the filter are expected and not logged one by
         // one: counted here, from the translator's totals (the other
         // reasons are counted where they are logged, `events::KeySkipped`).
@@ -123,5 +138,31 @@ impl StatusMetrics {
                 counter!(KEYS_SKIPPED, "reason" => reason).absolute(*n);
             }
         }
+    }
+}
+
+impl StatusMetrics {
+    /// The gauges of one source link.
+    fn record_link(&self, l: &LinkSection) {
+        let shard = l.name.clone();
+        let set = |name: &'static str, v: f64| gauge!(name, "shard" => shard.clone()).set(v);
+        set(LINK_APPLIED_OFFSET, l.applied_offset.unwrap_or(0) as f64);
+        set(LINK_SOURCE_OFFSET, l.source_offset.unwrap_or(0) as f64);
+        set(LINK_LAG_BYTES, l.lag_bytes.unwrap_or(0) as f64);
+        set(LINK_CONNECTED, f64::from(u8::from(l.connected)));
+        set(LINK_RECONNECTS, l.reconnects as f64);
+        set(LINK_SPOOL_BYTES, l.spool_bytes as f64);
+        // A standalone source's one link names no address (its config does).
+        let Some(source) = l.source.clone() else {
+            return;
+        };
+        let mut seen = self.link_sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = seen.get(&shard)
+            && *old != source
+        {
+            gauge!(LINK_INFO, "shard" => shard.clone(), "source" => old.clone()).set(0.0);
+        }
+        gauge!(LINK_INFO, "shard" => shard.clone(), "source" => source.clone()).set(1.0);
+        seen.insert(shard, source);
     }
 }

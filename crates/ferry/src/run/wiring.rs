@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
 use crate::config::{Config, RestoreMode, SyncMode, parse_endpoint, redact};
 use crate::probe::{check_source_dbs, target_format, target_is_empty};
+use crate::sentinel::Sentinels;
 
 /// What the main loop runs on.
 pub struct Wired {
@@ -62,31 +63,48 @@ pub async fn wire(
     let wauth = dst.auth;
     let (format, mode) =
         target_format(&dst_addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
-    let src = parse_endpoint(&cfg.source.url)?;
-    let start = if cfg.source.start_positions.is_empty() {
-        None
-    } else {
-        Some(crate::reverse::position_for(&cfg.source.start_positions, &src.addr())?.clone())
-    };
+    let reverse = !cfg.source.start_positions.is_empty();
     let namespace = shard
         .as_ref()
         .map(|s| s.namespace.clone())
         .unwrap_or_default();
     let (mut writer, checkpoints, state) =
-        connect_writer(cfg, &dst_addr, &wauth, mode, namespace, start.is_some()).await?;
+        connect_writer(cfg, &dst_addr, &wauth, mode, namespace, reverse).await?;
     let standalone = writer.is_standalone();
     let masters = writer.masters().to_vec();
     let resuming = cfg
         .state_dir
         .join(ferry_replica::link::POSITION_FILE)
         .exists();
-    let facts = crate::preflight::check(cfg, &masters, &wauth, resuming).await?;
-    check_source_dbs(&src, cfg, standalone).await?;
+    let src = match crate::source::resolve(cfg).await {
+        Ok(src) => Some(src),
+        // Resuming: the link's locator keeps asking the sentinels.
+        Err(e) if resuming && cfg.source.sentinel.is_some() => {
+            tracing::warn!("{e:#}; resuming, the link keeps asking");
+            None
+        }
+        Err(e) => return Err(e.context(crate::source::describe(&cfg.source))),
+    };
+    // A reverse run: the position recorded for this master.
+    let start = match (&src, reverse) {
+        (Some(src), true) => {
+            Some(crate::reverse::position_for(&cfg.source.start_positions, &src.addr())?.clone())
+        }
+        _ => None,
+    };
+    let facts = match &src {
+        Some(src) => {
+            let facts = crate::preflight::check(cfg, src, &masters, &wauth, resuming).await?;
+            check_source_dbs(src, cfg, standalone).await?;
+            facts
+        }
+        None => Default::default(),
+    };
     let state = match state {
         Some(s) => s,
         // A reverse run continues a position both sides share: the
         // target holds the data (it is never flushed: not "empty at start").
-        None if start.is_some() => {
+        None if reverse => {
             let s = TargetState::new(false);
             s.save(&cfg.state_dir)?;
             s
@@ -126,28 +144,40 @@ pub async fn wire(
             s
         }
     };
-    two_way_markers(cfg, &src, &dst_addr, &wauth, checkpoints, start.is_some()).await?;
+    two_way_markers(cfg, src.as_ref(), &dst_addr, &wauth, checkpoints, reverse).await?;
     let gate = shard.as_ref().map(|s| s.gate.clone());
     let locator = shard.and_then(|s| s.locator);
     let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
     applier.set_two_way(cfg.mode == SyncMode::TwoWay);
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
-    let mut lcfg = LinkConfig::new(src.addr(), cfg.state_dir.clone());
+    let (auth, tls) = crate::source::node_access(&cfg.source)?;
+    let mut lcfg = LinkConfig::new(
+        src.as_ref().map(|s| s.addr()).unwrap_or_default(),
+        cfg.state_dir.clone(),
+    );
     lcfg.spool.memory_bytes = cfg.spool.memory_bytes;
     lcfg.spool.cap_bytes = cfg.spool.cap_bytes;
-    lcfg.tls = cfg.source.tls_config();
+    lcfg.tls = tls;
     if let Some(w) = lcfg.tls.as_ref().and_then(|t| t.warning()) {
         tracing::warn!("source: {w}");
     }
-    lcfg.auth = src.auth.clone();
+    lcfg.auth = auth;
     if let Some(p) = &start {
         lcfg.start_position = Some(p.position());
         lcfg.refuse_full_sync = Some(p.refusal_hint());
     }
-    lcfg.locator = locator;
-    let (link, events) = Link::start(lcfg, link_cancel)
-        .with_context(|| format!("source {}", redact(&cfg.source.url)))?;
+    let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
+    lcfg.locator = match (&sentinels, locator) {
+        (Some(s), _) => Some(Arc::new(s.clone())),
+        (None, shard) => shard,
+    };
+    let (link, events) = Link::start(lcfg, link_cancel.clone())
+        .with_context(|| format!("source {}", crate::source::describe(&cfg.source)))?;
+    if let Some(s) = sentinels {
+        // Follows +switch-master until the link stops.
+        tokio::spawn(s.watch(link.handle(), link_cancel));
+    }
     Ok(Wired {
         applier,
         link,
@@ -265,7 +295,7 @@ async fn connect_writer(
 /// marker of its own from its target.
 async fn two_way_markers(
     cfg: &Config,
-    src: &ferry_ops::Endpoint,
+    src: Option<&crate::source::SourceNode>,
     dst_addr: &str,
     wauth: &Auth,
     checkpoints: bool,
@@ -279,11 +309,14 @@ async fn two_way_markers(
              one's writes by their checkpoint keys)"
         );
     }
-    let src_tls = cfg.source.tls_config();
+    // A Sentinel source not resolved yet (resuming): nothing to check.
+    let Some(src) = src else {
+        return Ok(());
+    };
     let source = Side {
         addr: src.addr(),
-        auth: &src.auth,
-        tls: src_tls.as_ref(),
+        auth: &src.endpoint.auth,
+        tls: src.tls.as_ref(),
         name: "source",
     };
     // A one-way ferry's source user may not be allowed EXISTS: then there

@@ -136,23 +136,24 @@ struct Batch {
 }
 
 /// Run `job` to its end, continuing from `state`; `sample` is this job's
-/// share of `--sample`.
+/// share of `--sample`, one number per source node.
 pub(crate) async fn run_job(
     ctx: &Arc<Ctx>,
     job: &Arc<Job>,
     state: &mut State,
     progress: &mut Progress,
-    sample: Option<u64>,
+    sample: Option<Vec<u64>>,
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<Msg>(4 * WORKERS);
     let (btx, brx) = mpsc::channel::<Batch>(2 * WORKERS);
     let brx = Arc::new(tokio::sync::Mutex::new(brx));
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     for (node, c) in state.forward.iter().enumerate() {
-        if !c.done {
+        let share = sample.as_ref().map(|s| s.get(node).copied().unwrap_or(0));
+        if !c.done && share != Some(0) {
             let (ctx, job, btx) = (ctx.clone(), job.clone(), btx.clone());
             let cursor = c.cursor.clone().into_bytes();
-            tasks.spawn(async move { produce(&ctx, &job, node, cursor, sample, btx).await });
+            tasks.spawn(async move { produce(&ctx, &job, node, cursor, share, btx).await });
         }
     }
     drop(btx);
@@ -225,7 +226,11 @@ async fn produce(
     sample: Option<u64>,
     out: mpsc::Sender<Batch>,
 ) -> Result<()> {
-    let mut s = ctx.src.connect(node, job.db).await?;
+    let mut s = ctx
+        .src
+        .connect(node, job.db)
+        .await
+        .with_context(|| format!("source {}", ctx.src.addrs[node]))?;
     let step = ctx.step();
     let count = step.to_string();
     let (mut seq, mut left, mut tries) = (0u64, sample.unwrap_or(0), 0u64);

@@ -1,5 +1,10 @@
 //! `ferry verify --config FILE`: compare the source and the target now.
 //!
+//! A cluster source is read on every master (`target.rs`): one producer
+//! per master, `--sample` shared among them by their key counts, one saved
+//! cursor per master for `--resume`, keys only on the target looked up on
+//! the master owning their slot.
+//!
 //! Walks the source with `SCAN` (never `KEYS`) and compares each key inside
 //! the configured filter with the target's (read from the master that owns
 //! its slot): type, TTL within a tolerance, and value — strings and TTLs in
@@ -32,14 +37,15 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 pub use read::{Side, compare, compared_key, read};
-pub use target::{Target, connect_source};
+pub use target::Target;
+pub(crate) use target::{Endpoints, connect_source, source_endpoints};
 
 use crate::config::Config;
 use engine::{Ctx, Limiter, fresh, run_job};
 use probe::{Method, digest_allowed, mget_allowed};
 use report::{Progress, Tally};
 use resume::State;
-use target::{TargetPlan, keyspace, source_endpoints};
+use target::{TargetPlan, keyspace};
 
 /// Arguments of `ferry verify`.
 #[derive(Debug, Args)]
@@ -181,6 +187,39 @@ fn plan(cfg: &Config, standalone: bool, source_dbs: &[u64]) -> Vec<Job> {
         .collect()
 }
 
+/// Keys per db over every source node, by db.
+fn merge_counts(per_node: &[Vec<(u64, u64)>]) -> Vec<(u64, u64)> {
+    let mut all = std::collections::BTreeMap::new();
+    for (db, keys) in per_node.iter().flatten() {
+        *all.entry(*db).or_insert(0) += keys;
+    }
+    all.into_iter().collect()
+}
+
+/// `n` samples shared among nodes in proportion to their keys (the
+/// remainder to the nodes with the most keys; none to an empty node).
+fn split_sample(n: u64, keys: &[u64]) -> Vec<u64> {
+    let total: u64 = keys.iter().sum();
+    if total == 0 {
+        return vec![0; keys.len()];
+    }
+    let mut out: Vec<u64> = keys
+        .iter()
+        .map(|&k| (u128::from(n) * u128::from(k) / u128::from(total)) as u64)
+        .collect();
+    let mut left = n - out.iter().sum::<u64>();
+    let mut order: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] > 0).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(keys[i]));
+    for &i in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
+}
+
 /// `DEBUG DIGEST-VALUE` when every node allows it, else values.
 async fn choose_method(src: &target::Endpoints, tgt: &TargetPlan) -> Result<Method> {
     for (side, nodes) in [("source", src), ("target", &tgt.nodes)] {
@@ -202,22 +241,32 @@ async fn choose_method(src: &target::Endpoints, tgt: &TargetPlan) -> Result<Meth
 
 async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
     let src = source_endpoints(&cfg).await?;
-    let mut s = src
-        .connect(0, 0)
-        .await
-        .with_context(|| format!("source {}", src.addrs[0]))?;
     let tgt = TargetPlan::discover(&cfg).await?;
-    let counts = keyspace(&mut s).await?;
-    // A cluster source (several masters) refuses MGET across slots.
-    let src_cluster = src.addrs.len() > 1;
-    let src_mget = !src_cluster && mget_allowed(&mut s).await?;
-    drop(s);
+    // Keys per db of each source node (a cluster source: each master's).
+    let mut per_node: Vec<Vec<(u64, u64)>> = Vec::with_capacity(src.addrs.len());
+    for i in 0..src.addrs.len() {
+        let mut s = src
+            .connect(i, 0)
+            .await
+            .with_context(|| format!("source {}", src.addrs[i]))?;
+        per_node.push(keyspace(&mut s).await?);
+    }
+    let counts = merge_counts(&per_node);
+    // A cluster node refuses `MGET` of keys in several slots.
+    let src_mget = !src.is_cluster() && mget_allowed(&mut src.connect(0, 0).await?).await?;
     let tgt_mget = tgt.standalone && mget_allowed(&mut tgt.nodes.connect(0, 0).await?).await?;
-    if !src_mget && !src_cluster {
+    if !src_mget && !src.is_cluster() {
         eprintln!(
             "verify: MGET is not allowed on the source ({}): strings are read key by key \
              (allow +mget for a faster verify)",
             src.addrs[0]
+        );
+    }
+    if src.is_cluster() {
+        eprintln!(
+            "verify: the source is a cluster: scanning its {} masters ({})",
+            src.addrs.len(),
+            src.addrs.join(", ")
         );
     }
     let source_dbs: Vec<u64> = counts.iter().map(|(db, _)| *db).collect();
@@ -287,7 +336,8 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
     let all_keys: u64 = jobs.iter().map(|j| keys_of(j.db)).sum();
     let mut sampled = 0;
     for (n, job) in jobs.iter().enumerate() {
-        // `--sample`: each db's share in proportion to its keys.
+        // `--sample`: each db's share in proportion to its keys, and each
+        // source node's share of that in proportion to its keys of the db.
         let share = args.sample.map(|s| {
             let share = if n + 1 == jobs.len() {
                 s - sampled
@@ -295,7 +345,11 @@ async fn verify(cfg: Config, args: &VerifyArgs) -> Result<bool> {
                 (s * keys_of(job.db)).checked_div(all_keys).unwrap_or(0)
             };
             sampled += share;
-            share
+            let node_keys: Vec<u64> = per_node
+                .iter()
+                .map(|c| c.iter().find(|(d, _)| *d == job.db).map_or(0, |c| c.1))
+                .collect();
+            split_sample(share, &node_keys)
         });
         if n < state.job {
             continue;
@@ -359,5 +413,19 @@ mod tests {
             j[1].reverse,
             Some(Reverse::Db { first: false, .. })
         ));
+    }
+
+    #[test]
+    fn samples_follow_each_nodes_keys() {
+        assert_eq!(split_sample(100, &[10, 30, 60]), [10, 30, 60]);
+        assert_eq!(split_sample(10, &[1, 1, 1]), [4, 3, 3]);
+        assert_eq!(split_sample(5, &[0, 7, 0]), [0, 5, 0]);
+        assert_eq!(split_sample(5, &[0, 0]), [0, 0]);
+        let s = split_sample(1000, &[333, 1, 5000]);
+        assert_eq!(s.iter().sum::<u64>(), 1000);
+        assert_eq!(
+            merge_counts(&[vec![(0, 3)], vec![(0, 4), (2, 1)]]),
+            [(0, 7), (2, 1)]
+        );
     }
 }

@@ -58,6 +58,9 @@ pub(crate) fn path(cfg: &Config) -> PathBuf {
 pub(crate) fn fingerprint(cfg: &Config, ttl_tolerance_ms: i64) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&cfg.source.url, &cfg.target.url, ttl_tolerance_ms).hash(&mut h);
+    if let Some(s) = &cfg.source.sentinel {
+        (&s.master_name, &s.addresses).hash(&mut h);
+    }
     format!("{:?}", cfg.filter).hash(&mut h);
     format!("{:016x}", h.finish())
 }

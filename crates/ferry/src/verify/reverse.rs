@@ -23,19 +23,13 @@ pub(crate) async fn reverse_task(
     };
     let tdb = if ctx.tgt.standalone { job.db } else { 0 };
     let mut t = ctx.tgt.nodes.connect(node, tdb).await?;
-    // Source node 0 holds every key today (several source nodes: the one
-    // owning the key's slot, once cluster sources exist).
+    // One source node holds every key, or a cluster source's master of
+    // the key's slot.
     let sdb = match rev {
         Reverse::Merged { .. } => 0,
         Reverse::Db { .. } => job.db,
     };
-    // A cluster source: every node, each key answered by its owner (the
-    // others answer MOVED).
-    let mut s = ctx.src.connect(0, sdb).await?;
-    let mut others = Vec::new();
-    for i in 1..ctx.src.addrs.len() {
-        others.push(ctx.src.connect(i, sdb).await?);
-    }
+    let mut srcs = ctx.src.connect_all(sdb).await?;
     let count = ctx.step().to_string();
     loop {
         let (next, keys) = scan(&mut t, &cursor, &count).await?;
@@ -79,12 +73,7 @@ pub(crate) async fn reverse_task(
                         _ => {}
                     }
                 }
-                let gone = if others.is_empty() {
-                    missing(&mut s, &mine).await?
-                } else {
-                    missing_on_all(&mut s, &mut others, &mine).await?
-                };
-                for key in gone {
+                for key in missing_on(ctx, &mut srcs, &mine).await? {
                     extra(
                         ctx,
                         job,
@@ -103,8 +92,10 @@ pub(crate) async fn reverse_task(
                     if keys.is_empty() {
                         break;
                     }
-                    call(&mut s, &[b"SELECT", db.to_string().as_bytes()]).await?;
-                    keys = missing(&mut s, &keys)
+                    for s in srcs.iter_mut() {
+                        call(s, &[b"SELECT", db.to_string().as_bytes()]).await?;
+                    }
+                    keys = missing_on(ctx, &mut srcs, &keys)
                         .await?
                         .into_iter()
                         .map(<[u8]>::to_vec)
@@ -128,16 +119,46 @@ pub(crate) async fn reverse_task(
     }
 }
 
-/// The keys of `keys` the server does not have: one `EXISTS` for all of
-/// them, then (only when some are missing) one pipelined `EXISTS` a key.
-async fn missing<'a>(conn: &mut Conn, keys: &'a [Vec<u8>]) -> Result<Vec<&'a [u8]>> {
+/// The keys of `keys` the source does not have, each asked of the node
+/// holding it (in `keys` order).
+async fn missing_on<'a>(
+    ctx: &Ctx,
+    srcs: &mut [Conn],
+    keys: &'a [Vec<u8>],
+) -> Result<Vec<&'a [u8]>> {
+    if !ctx.src.is_cluster() {
+        return missing(&mut srcs[0], keys, true).await;
+    }
+    let mut by_node: Vec<Vec<Vec<u8>>> = vec![Vec::new(); srcs.len()];
+    for k in keys {
+        by_node[ctx.src.node_of(k)?].push(k.clone());
+    }
+    let mut gone = std::collections::HashSet::new();
+    for (n, mine) in by_node.iter().enumerate() {
+        for k in missing(&mut srcs[n], mine, false).await? {
+            gone.insert(k.to_vec());
+        }
+    }
+    Ok(keys
+        .iter()
+        .filter(|k| gone.contains(&k[..]))
+        .map(|k| &k[..])
+        .collect())
+}
+
+/// The keys of `keys` the server does not have: (`multi`: one `EXISTS`
+/// for all of them, then only when some are missing) one pipelined
+/// `EXISTS` a key. A cluster node refuses a multi-key `EXISTS` across slots.
+async fn missing<'a>(conn: &mut Conn, keys: &'a [Vec<u8>], multi: bool) -> Result<Vec<&'a [u8]>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args: Vec<&[u8]> = vec![b"EXISTS"];
-    args.extend(keys.iter().map(|k| &k[..]));
-    if call(conn, &args).await?.as_int() == Some(keys.len() as i64) {
-        return Ok(Vec::new());
+    if multi {
+        let mut args: Vec<&[u8]> = vec![b"EXISTS"];
+        args.extend(keys.iter().map(|k| &k[..]));
+        if call(conn, &args).await?.as_int() == Some(keys.len() as i64) {
+            return Ok(Vec::new());
+        }
     }
     let cmds: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"EXISTS"[..], k]).collect();
     let replies = call_many(conn, &cmds).await?;
@@ -145,35 +166,6 @@ async fn missing<'a>(conn: &mut Conn, keys: &'a [Vec<u8>]) -> Result<Vec<&'a [u8
         .iter()
         .zip(replies)
         .filter(|(_, r)| r.as_int() == Some(0))
-        .map(|(k, _)| &k[..])
-        .collect())
-}
-
-/// [`missing`] for a cluster source: the keys no node says it has (one
-/// pipelined `EXISTS` a key on every node; only the owner of a key's slot
-/// answers 1, the others `MOVED`).
-async fn missing_on_all<'a>(
-    first: &mut Conn,
-    others: &mut [Conn],
-    keys: &'a [Vec<u8>],
-) -> Result<Vec<&'a [u8]>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let cmds: Vec<Vec<&[u8]>> = keys.iter().map(|k| vec![&b"EXISTS"[..], k]).collect();
-    let mut present = vec![false; keys.len()];
-    for conn in std::iter::once(first).chain(others.iter_mut()) {
-        let replies = conn
-            .call_many(&cmds, std::time::Duration::from_secs(5))
-            .await?;
-        for (p, r) in present.iter_mut().zip(replies) {
-            *p |= r.as_int() == Some(1);
-        }
-    }
-    Ok(keys
-        .iter()
-        .zip(present)
-        .filter(|(_, p)| !p)
         .map(|(k, _)| &k[..])
         .collect())
 }

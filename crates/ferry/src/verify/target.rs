@@ -1,5 +1,10 @@
 //! Connections of `ferry verify` and of the sampled verify: the source
 //! node(s) and every master of the target, keys routed by slot.
+//!
+//! A cluster source (`INFO cluster` says `cluster_enabled:1`) is read on
+//! every master (`CLUSTER SHARDS`, fallback `CLUSTER SLOTS`, through
+//! [`discover_topology`]), in the order of their addresses so that a saved
+//! `--resume` state names them the same way on the next run.
 
 use anyhow::{Context, Result, bail};
 use ferry_cluster::{Auth, Conn, TargetMode, WriterConfig, discover_topology};
@@ -7,7 +12,7 @@ use ferry_ops::{Topology, key_slot};
 use ferry_tls::TlsConfig;
 
 use super::read::{Side, T, call, read};
-use crate::config::{Config, parse_endpoint};
+use crate::config::{Config, SourceMode, parse_endpoint};
 
 /// Where and how to connect to one side.
 #[derive(Clone)]
@@ -17,6 +22,9 @@ pub(crate) struct Endpoints {
     pub addrs: Vec<String>,
     auth: Auth,
     tls: Option<TlsConfig>,
+    /// A cluster source: the index in `addrs` of each slot's master
+    /// (16384 entries); `None` for one node holding every key.
+    owner: Option<Vec<Option<usize>>>,
 }
 
 impl Endpoints {
@@ -33,6 +41,22 @@ impl Endpoints {
         Ok(c)
     }
 
+    /// Whether this is a cluster source (several masters, keys by slot).
+    pub fn is_cluster(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// The index of the node holding `key` (always 0 for one node).
+    pub fn node_of(&self, key: &[u8]) -> Result<usize> {
+        match &self.owner {
+            None => Ok(0),
+            Some(owner) => match owner[usize::from(key_slot(key))] {
+                Some(n) => Ok(n),
+                None => bail!("slot {} of the source is not served", key_slot(key)),
+            },
+        }
+    }
+
     /// One connection per node, each reading db `db`.
     pub async fn connect_all(&self, db: u64) -> Result<Vec<Conn>> {
         let mut out = Vec::with_capacity(self.addrs.len());
@@ -43,41 +67,72 @@ impl Endpoints {
     }
 }
 
-/// The source's nodes: a standalone server, or every master of a cluster
-/// source (discovered from `source.url`).
+/// The source's nodes: the standalone server, or every master of a
+/// cluster source (sorted by address): `source.mode`, or with `auto`
+/// what `INFO cluster` says.
 pub(crate) async fn source_endpoints(cfg: &Config) -> Result<Endpoints> {
-    let src = parse_endpoint(&cfg.source.url)?;
-    let tls = cfg.source.tls_config();
-    let mut addrs = vec![src.addr()];
-    // INFO first (a read-only source user may not run CLUSTER SHARDS).
+    // A Sentinel source: the master the sentinels name now.
+    let src = crate::source::resolve(cfg).await?;
+    let addr = src.addr();
+    let mut e = Endpoints {
+        addrs: vec![addr.clone()],
+        auth: src.endpoint.auth,
+        tls: src.tls,
+        owner: None,
+    };
     let cluster = match cfg.source.mode {
-        crate::config::SourceMode::Standalone => false,
-        crate::config::SourceMode::Cluster => true,
-        _ => {
-            let mut c = Conn::connect_tls(&addrs[0], &src.auth, T, tls.as_ref())
+        SourceMode::Cluster => true,
+        SourceMode::Standalone | SourceMode::Sentinel => false,
+        SourceMode::Auto if cfg.source.sentinel.is_some() => false,
+        SourceMode::Auto => {
+            let mut c = e
+                .connect(0, 0)
                 .await
-                .with_context(|| format!("source {}", addrs[0]))?;
-            let info = call(&mut c, &[b"INFO", b"cluster"]).await?;
-            let text = ferry_ops::info_text(&info).unwrap_or_default();
-            ferry_ops::Info::parse(&text).get("cluster_enabled") == Some("1")
+                .with_context(|| format!("source {addr}"))?;
+            cluster_enabled(&mut c).await?
         }
     };
-    if cluster {
-        let wcfg = ferry_cluster::WriterConfig {
-            auth: src.auth.clone(),
-            tls: tls.clone(),
-            mode: ferry_cluster::TargetMode::Cluster,
-            ..Default::default()
-        };
-        if let Ok(t) = ferry_cluster::discover_topology(&cfg.source.url, &wcfg).await {
-            addrs = t.masters.iter().map(ferry_ops::Node::addr).collect();
+    if !cluster {
+        return Ok(e);
+    }
+    let wcfg = WriterConfig {
+        auth: e.auth.clone(),
+        tls: e.tls.clone(),
+        connect_timeout: T,
+        mode: TargetMode::Cluster,
+        ..WriterConfig::default()
+    };
+    let topo = discover_topology(&addr, &wcfg)
+        .await
+        .with_context(|| format!("discovering the source cluster from {addr}"))?;
+    let (addrs, owner) = by_address(&topo);
+    e.addrs = addrs;
+    e.owner = Some(owner);
+    Ok(e)
+}
+
+/// The masters of `topo` sorted by address, and each slot's index among them.
+fn by_address(topo: &Topology) -> (Vec<String>, Vec<Option<usize>>) {
+    let mut addrs: Vec<String> = topo.masters.iter().map(|n| n.addr()).collect();
+    addrs.sort();
+    addrs.dedup();
+    let mut owner = vec![None; usize::from(ferry_ops::SLOTS)];
+    for (start, end, node) in topo.slots.ranges() {
+        let a = topo.masters[node].addr();
+        let i = addrs.iter().position(|x| *x == a);
+        for slot in start..=end {
+            owner[usize::from(slot)] = i;
         }
     }
-    Ok(Endpoints {
-        addrs,
-        auth: src.auth,
-        tls,
-    })
+    (addrs, owner)
+}
+
+/// `INFO cluster` says `cluster_enabled:1` (a server without the section,
+/// or refusing `INFO`, is taken as standalone).
+async fn cluster_enabled(c: &mut Conn) -> Result<bool> {
+    let v = c.call(&[&b"INFO"[..], b"cluster"], T).await?;
+    let text = ferry_ops::info_text(&v).unwrap_or_default();
+    Ok(ferry_ops::Info::parse(&text).get_u64("cluster_enabled") == Some(1))
 }
 
 /// The target's masters and slot map, discovered once.
@@ -110,7 +165,12 @@ impl TargetPlan {
         let addrs = topo.masters.iter().map(|n| n.addr()).collect();
         Ok(TargetPlan {
             topo,
-            nodes: Endpoints { addrs, auth, tls },
+            nodes: Endpoints {
+                addrs,
+                auth,
+                tls,
+                owner: None,
+            },
             standalone: mode == TargetMode::Standalone,
         })
     }
@@ -152,12 +212,12 @@ impl Target {
     }
 }
 
-/// Connect to the source (read-only use).
-pub async fn connect_source(cfg: &Config) -> Result<Conn> {
+/// Connect to the source's node(s) (read-only use): one connection per
+/// node of [`Endpoints::addrs`].
+pub(crate) async fn connect_source(cfg: &Config) -> Result<(Endpoints, Vec<Conn>)> {
     let src = source_endpoints(cfg).await?;
-    src.connect(0, 0)
-        .await
-        .with_context(|| format!("source {}", src.addrs[0]))
+    let conns = src.connect_all(0).await.context("source")?;
+    Ok((src, conns))
 }
 
 /// The dbs of a server that hold keys and how many each (`INFO keyspace`).
