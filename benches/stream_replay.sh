@@ -5,6 +5,8 @@
 #   VARIANT=checkpoints     target.checkpoints true vs false, 3 masters
 #   VARIANT=wait_replicas   target.wait_replicas 100 ms vs unset (checkpoints
 #                           on), 3 masters + 3 replicas (WAIT 1 needs one each)
+#   VARIANT=standalone      target.checkpoints true vs false into a standalone
+#                           Redis 7.0 target (one key in db 0, D90)
 #
 # A standalone Redis 7.0 source (1 GiB backlog) and the cluster on
 # 127.0.0.1; ferry syncs the empty source, then, per round: stop ferry
@@ -32,7 +34,8 @@ M="${M:-600000}"
 case "$VARIANT" in
     checkpoints) replicas=0; modes="true false true false"; heading="checkpoints" ;;
     wait_replicas) replicas=1; modes="100 off 100 off"; heading="wait_replicas (ms)" ;;
-    *) echo "VARIANT must be checkpoints or wait_replicas, not $VARIANT" >&2; exit 2 ;;
+    standalone) replicas=0; modes="true false true false"; heading="checkpoints (standalone target)" ;;
+    *) echo "VARIANT must be checkpoints, wait_replicas or standalone, not $VARIANT" >&2; exit 2 ;;
 esac
 bench_init "stream-$VARIANT"
 build_ferry
@@ -40,7 +43,7 @@ build_ferry
 # target_option MODE: the target's YAML for one round.
 target_option() {
     case "$VARIANT:$1" in
-        checkpoints:*) echo ", checkpoints: $1" ;;
+        checkpoints:*|standalone:*) echo ", checkpoints: $1" ;;
         wait_replicas:off) echo "" ;;
         wait_replicas:*) echo ", wait_replicas: $1" ;;
     esac
@@ -85,7 +88,13 @@ PY
 
 free_port SRC
 start "$SRC" --repl-backlog-size 1gb
-start_cluster 3 "$replicas"
+if [[ "$VARIANT" == standalone ]]; then
+    free_port DST
+    start "$DST"
+    nodes=("$DST")
+else
+    start_cluster 3 "$replicas"
+fi
 free_port HTTP
 config() {
     cat >"$work/ferry.yaml" <<YAML
@@ -140,7 +149,11 @@ out="benches/results/stream_$VARIANT.md"
     echo "# Streaming with and without $VARIANT (\`benches/stream_replay.sh $VARIANT\`)"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(loadavg), Redis $server_version, commit $(git_commit);"
-    echo "source backlog replayed by a restarted \`ferry run\` (release) into 3 local masters ($replicas replica(s) each);"
+    if [[ "$VARIANT" == standalone ]]; then
+        echo "source backlog replayed by a restarted \`ferry run\` (release) into one standalone Redis;"
+    else
+        echo "source backlog replayed by a restarted \`ferry run\` (release) into 3 local masters ($replicas replica(s) each);"
+    fi
     echo "INCR/RPUSH/SET over keys spread on every slot. $ckpt_keys keys under \`__ferry:\` (on masters and replicas) at the end."
     echo
     echo "| round | $heading | commands | seconds | commands/s |"

@@ -31,6 +31,7 @@ mod faults;
 mod rate_limit;
 mod rdb_parity;
 mod rdb_roundtrip;
+mod reverse;
 mod run_e2e;
 mod sampler;
 mod security;

@@ -298,7 +298,8 @@ impl Link {
                 source,
             })
         })?;
-        let saved = Position::load(&cfg.state_dir.join(POSITION_FILE))?;
+        let saved = Position::load(&cfg.state_dir.join(POSITION_FILE))?
+            .or_else(|| cfg.start_position.clone());
         let spool = spool_io::SharedSpool::new(Spool::new(cfg.spool.clone())?);
         let batches = cfg.channel_capacity.div_ceil(decode::BATCH_EVENTS).max(2);
         let (tx, rx) = mpsc::channel(batches);

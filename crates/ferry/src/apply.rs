@@ -183,6 +183,17 @@ fn lossy(b: &[u8]) -> String {
 }
 
 impl Applier {
+    /// Two-way sync (`mode: two_way`): the opposite ferry's transactions
+    /// are not carried back; conflicts are counted.
+    pub fn set_two_way(&mut self, on: bool) {
+        self.tr.set_two_way(on);
+    }
+
+    /// Whether two-way sync is on.
+    pub fn two_way(&self) -> bool {
+        self.tr.two_way()
+    }
+
     /// An applier writing through `writer`; `ttl_hold`: hold short TTLs
     /// through the snapshot and its catch-up (`snapshot.ttl_hold`).
     ///
@@ -208,6 +219,7 @@ impl Applier {
             checkpoints,
             ttl_hold,
             source_shard: gate.is_some(),
+            two_way: false,
         });
         let hold = HoldFile::open(&state_dir)?;
         Ok(Applier {

@@ -14,6 +14,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `one_way` (default) or `two_way`: this ferry and the one of the
+    /// opposite direction run at the same time, each leaving out the
+    /// other's writes (both configurations must say `two_way`).
+    #[serde(default)]
+    pub mode: SyncMode,
     /// The server to migrate from.
     pub source: Endpoint,
     /// Any node of the target cluster, or a standalone server (`rediss://`
@@ -103,6 +108,17 @@ fn default_ttl_tolerance_ms() -> i64 {
 
 pub use ferry_ops::Filter;
 
+/// One direction, or both at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Source to target only.
+    #[default]
+    OneWay,
+    /// Two ferries, opposite directions, at the same time (a gradual switch).
+    TwoWay,
+}
+
 /// The source: a standalone server, any node of a cluster, or the
 /// sentinels of a Sentinel-managed master.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -120,6 +136,11 @@ pub struct Endpoint {
     /// TLS settings (used with `rediss://`); certificates are verified by default.
     #[serde(default)]
     pub tls: Tls,
+    /// Where each master's stream starts on a state_dir with no saved
+    /// position (written by `ferry cutover --reverse`): `PSYNC <replid>
+    /// <offset+1>` must be answered `+CONTINUE`; a full sync is refused.
+    #[serde(default)]
+    pub start_positions: Vec<crate::reverse::StartPosition>,
     /// What the source is (`auto`: a cluster when `INFO cluster` says
     /// `cluster_enabled:1`).
     #[serde(default)]

@@ -41,6 +41,12 @@ pub struct CutoverArgs {
     /// `http.listen`).
     #[arg(long, value_delimiter = ',')]
     pub http: Vec<String>,
+    /// Also write a configuration for the opposite direction (target →
+    /// source) starting at the position both sides share at the cutover:
+    /// every target master gets a replication backlog before the pause and
+    /// its position is recorded once in sync.
+    #[arg(long, value_name = "R.yaml")]
+    pub reverse: Option<std::path::PathBuf>,
 }
 
 /// A source master at one moment.
@@ -271,6 +277,18 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             ) {
                 bail!(no_link(&orphans, &endpoints));
             }
+            use crate::reverse::cutover as rc;
+            let reverse = match &args.reverse {
+                Some(_) => {
+                    let masters = rc::target_masters(&cfg).await?;
+                    let created = rc::ensure_backlogs(&masters).await?;
+                    for m in &created {
+                        println!("created a replication backlog on {m} (it had no replica)");
+                    }
+                    Some((masters, created))
+                }
+                None => None,
+            };
             let pause = args.pause_ms.to_string();
             let mut paused = 0;
             let mut result = Ok((Check::InSync, masters.clone()));
@@ -293,6 +311,11 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
                     _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C)")),
                 };
             }
+            // In sync and paused: both sides are equal, record the target's.
+            let recorded = match (&result, &reverse) {
+                (Ok((Check::InSync, _)), Some((masters, _))) => Some(rc::positions(masters).await),
+                _ => None,
+            };
             let mut unpaused = Ok(());
             for (addr, conn) in conns.iter_mut().take(paused) {
                 if let Err(e) = call(conn, addr, &["CLIENT", "UNPAUSE"]).await {
@@ -301,6 +324,19 @@ pub fn cutover(args: &CutoverArgs) -> Result<bool> {
             }
             let (state, masters) = result?;
             unpaused?;
+            if let (Some(recorded), Some(path), Some((_, created))) =
+                (recorded, &args.reverse, &reverse)
+            {
+                let (positions, backlog_ttl) = recorded?;
+                crate::reverse::yaml::write(
+                    &args.config,
+                    &cfg,
+                    path,
+                    &positions,
+                    backlog_ttl,
+                    created,
+                )?;
+            }
             let ms = started.elapsed().as_millis();
             match state {
                 Check::InSync => {

@@ -14,6 +14,7 @@ mod modules;
 mod preflight;
 mod probe;
 mod rdb_cmd;
+mod reverse;
 mod run;
 mod sampler;
 mod sentinel;

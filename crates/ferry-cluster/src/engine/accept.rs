@@ -63,7 +63,12 @@ impl Core {
     /// Checkpoint mode on or off for the ops after this.
     pub(crate) fn set_checkpointing(&mut self, on: bool) {
         self.seal(true);
-        self.txn_on = on && self.config.checkpoint.is_some();
+        let on = on && self.config.checkpoint.is_some();
+        if on && !self.txn_on {
+            // Transactions start from (and leave the connection on) db 0.
+            self.rest_on_db0();
+        }
+        self.txn_on = on;
     }
 
     /// A new source history: checkpoints read at connect time no longer
@@ -143,9 +148,11 @@ impl Core {
 
     /// `len`: the op's encoded length.
     fn accept_one(&mut self, op: Op, len: usize) {
+        let before = self.note_select(&op);
         if self.txn_on {
-            self.accept_txn(op, len);
+            self.accept_txn(op, len, before);
         } else {
+            self.align_plain(&op);
             self.accept(op, len);
         }
     }
@@ -169,7 +176,9 @@ impl Core {
 
     /// Checkpoint mode: a slot op joins its slot's open group; an op for
     /// every master becomes one barrier transaction per master.
-    fn accept_txn(&mut self, op: Op, len: usize) {
+    /// `len`: the op's encoded length; `db`: a standalone target's db
+    /// before `op`.
+    fn accept_txn(&mut self, op: Op, len: usize, db: u64) {
         let Some(slot) = op.slot else {
             return self.accept_barrier(op);
         };
@@ -181,6 +190,9 @@ impl Core {
         }
         let group = self.progress.add(op.offset, 1);
         let g = self.open.entry(slot).or_default();
+        if g.ops.is_empty() {
+            g.db = db;
+        }
         g.ops.push(Arc::new(op));
         g.groups.push(group);
         g.bytes += len;
@@ -207,13 +219,17 @@ impl Core {
         let op = Arc::new(op);
         for (i, slot) in targets {
             let key = Bytes::from(self.barrier_key(slot));
-            let wire = self.txn_wire(&[op.args.as_slice()], &key, op.offset);
+            let dbs = self.db;
+            let (wire, lead, extra) =
+                self.txn_wire(&[op.args.as_slice()], &key, op.offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
                 ops: vec![Arc::clone(&op)],
                 groups: vec![group],
                 key,
                 offset: op.offset,
+                lead,
+                extra,
             };
             self.push(i, Entry::txn(self.seq, None, parts, wire));
         }
@@ -252,7 +268,7 @@ impl Core {
     }
 
     /// Plain mode: one entry per op (per master for `slot: None`).
-    fn accept(&mut self, op: Op, len: usize) {
+    pub(super) fn accept(&mut self, op: Op, len: usize) {
         let targets: Vec<usize> = match op.slot {
             Some(_) => Vec::new(),
             // Every node that serves slots now (a master demoted by a
@@ -316,31 +332,58 @@ impl Core {
             let offset = g.ops.last().map_or(0, |o| o.offset);
             let key = Bytes::from(self.ckpt_key(slot));
             let ops: Vec<&[Bytes]> = g.ops.iter().map(|o| o.args.as_slice()).collect();
-            let wire = self.txn_wire(&ops, &key, offset);
+            let end = ops
+                .iter()
+                .rev()
+                .find_map(|o| super::dbs::select_target(o))
+                .unwrap_or(g.db);
+            let (wire, lead, extra) = self.txn_wire(&ops, &key, offset, (g.db, end));
             self.seq += 1;
             let parts = Txn {
                 ops: g.ops,
                 groups: g.groups,
                 key,
                 offset,
+                lead,
+                extra,
             };
             self.route(slot, Entry::txn(self.seq, Some(slot), parts, wire));
         }
     }
 
-    /// `MULTI, ops..., SET key <history>:<offset>, EXEC`.
-    fn txn_wire(&self, ops: &[&[Bytes]], key: &Bytes, offset: u64) -> Bytes {
+    /// `MULTI, ops..., SET key <history>:<offset>, EXEC`, and the replies
+    /// added before the ops and in all. A standalone target's transaction
+    /// starts and ends on db 0, where its key lives: `MULTI, [SELECT
+    /// <dbs.0>], ops..., [SELECT 0], SET key …, EXEC` (`dbs`: the ops' db
+    /// before and after them; each `SELECT` only when not 0).
+    fn txn_wire(
+        &self,
+        ops: &[&[Bytes]],
+        key: &Bytes,
+        offset: u64,
+        dbs: (u64, u64),
+    ) -> (Bytes, u32, u32) {
         let value = Bytes::from(checkpoint::encode(&self.history, offset));
         let set = [Bytes::from_static(b"SET"), key.clone(), value];
         let len: usize = ops.iter().map(|o| ferry_resp::command_len(o)).sum();
-        let mut wire = BytesMut::with_capacity(len + ferry_resp::command_len(&set) + 40);
+        let mut wire = BytesMut::with_capacity(len + ferry_resp::command_len(&set) + 80);
+        let standalone = self.standalone();
+        let (before, after) = if standalone { dbs } else { (0, 0) };
         wire.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        let lead = u32::from(before != 0);
+        if before != 0 {
+            put_command(&mut wire, &super::dbs::select(before));
+        }
         for o in ops {
             put_command(&mut wire, o);
         }
+        let tail = u32::from(after != 0);
+        if after != 0 {
+            put_command(&mut wire, &super::dbs::select(0));
+        }
         put_command(&mut wire, &set);
         wire.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-        wire.freeze()
+        (wire.freeze(), lead, lead + tail)
     }
 
     /// Sends `entry` for `slot` where it belongs now: behind a hold, to the

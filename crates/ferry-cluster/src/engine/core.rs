@@ -112,6 +112,11 @@ pub(crate) struct Core {
     /// The last tolerated refusal logged: (offset, command), so that one
     /// source command refused by every target master logs one line.
     pub(super) last_tolerated: Option<(u64, Vec<Bytes>)>,
+    /// Standalone target: the db the ops expect (see `dbs`).
+    pub(super) db: u64,
+    /// Standalone target: the db the connection is on after everything
+    /// queued (see `dbs`).
+    pub(super) wire_db: u64,
 }
 
 impl Core {
@@ -154,6 +159,8 @@ impl Core {
             actions: Vec::new(),
             telemetry: Telemetry::default(),
             last_tolerated: None,
+            db: 0,
+            wire_db: 0,
         };
         if let Some(c) = &core.config.checkpoint {
             core.txn_on = true;

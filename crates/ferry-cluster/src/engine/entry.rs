@@ -66,6 +66,11 @@ pub(super) struct Txn {
     pub(super) key: Bytes,
     /// The offset written into it.
     pub(super) offset: u64,
+    /// Standalone target: `SELECT`s ferry added around the ops (the ops'
+    /// db before them, db 0 for the key): replies before the first op.
+    pub(super) lead: u32,
+    /// All `SELECT`s ferry added (extra replies of a full attempt).
+    pub(super) extra: u32,
 }
 
 /// A transaction entry's progress on the current attempt.
@@ -85,7 +90,9 @@ pub(super) struct TxnState {
 impl TxnState {
     /// Replies a full attempt consumes: `MULTI`, the ops, `SET`, `EXEC`.
     pub(super) fn expected_replies(&self) -> u32 {
-        u32::try_from(self.parts.ops.len() + 3).unwrap_or(u32::MAX)
+        u32::try_from(self.parts.ops.len() + 3)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.parts.extra)
     }
 }
 
@@ -192,6 +199,8 @@ pub(super) struct Hold {
 /// Ops of one slot collected during a loop turn (checkpoint mode).
 #[derive(Debug, Default)]
 pub(super) struct OpenGroup {
+    /// Standalone target: the db its first op runs in.
+    pub(super) db: u64,
     pub(super) ops: Vec<Arc<Op>>,
     pub(super) groups: Vec<u64>,
     pub(super) bytes: usize,

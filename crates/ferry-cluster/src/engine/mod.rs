@@ -94,6 +94,7 @@
 
 mod accept;
 mod core;
+mod dbs;
 mod entry;
 mod events;
 mod output;

@@ -209,13 +209,14 @@ impl Core {
                 let parts = Arc::clone(&t.parts);
                 for (k, r) in results.iter().enumerate() {
                     if let Value::Error(message) = r {
-                        if let Some(op) = parts.ops.get(k)
+                        let op_k = k.checked_sub(parts.lead as usize);
+                        if let Some(op) = op_k.and_then(|k| parts.ops.get(k))
                             && op.tolerate.accepts(message)
                         {
                             self.tolerated(i, op.tolerate, op.offset, &op.args, message);
                             continue;
                         }
-                        let (command, key) = match parts.ops.get(k) {
+                        let (command, key) = match op_k.and_then(|k| parts.ops.get(k)) {
                             Some(op) => (show(op.args.first()), show(op.args.get(1))),
                             None => ("SET".to_owned(), show(Some(&parts.key))),
                         };

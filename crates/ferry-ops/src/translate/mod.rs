@@ -35,6 +35,9 @@ mod stream;
 mod tests;
 #[cfg(test)]
 mod tests_hold;
+#[cfg(test)]
+mod tests_two_way;
+mod two_way;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +52,7 @@ use crate::op::Op;
 use crate::target::TargetFormat;
 
 pub use hold::{CAUGHT_UP_MS, FIXUP_SCRIPT, HOLD_MARGIN_MS, HOLD_MS, MAX_WAIT_MS, SOURCE_POLL_MS};
+pub use two_way::{CHECKPOINT_PREFIXES, CONFLICT_WINDOW_MS, is_checkpoint_key};
 
 /// Ops of one source transaction buffered at most; a bigger one is
 /// emitted in parts (each part still one group).
@@ -76,6 +80,9 @@ pub struct TranslatorConfig {
     /// the target): `FLUSHALL`/`FLUSHDB` in its stream become
     /// [`Action::FlushSlots`] (a client flushes each master separately).
     pub source_shard: bool,
+    /// Two-way sync: drop the other ferry's transactions from the stream
+    /// and count conflicts (see the `two_way` module).
+    pub two_way: bool,
 }
 
 /// Why a key or command is not carried.
@@ -105,6 +112,9 @@ pub enum SkipReason {
     EmptyKey,
     /// A module value whose module the target lacks (preflight).
     ModuleMissing,
+    /// Two-way sync: a transaction of the opposite ferry (it carries its
+    /// checkpoint key), not carried back.
+    Echo,
 }
 
 impl SkipReason {
@@ -122,6 +132,7 @@ impl SkipReason {
             SkipReason::FlushWithFilter => "flush_with_filter",
             SkipReason::EmptyKey => "empty_key",
             SkipReason::ModuleMissing => "module_missing",
+            SkipReason::Echo => "two_way_echo",
         }
     }
 
@@ -235,6 +246,12 @@ pub struct Counters {
     /// Snapshot keys handled (written or skipped), fixed when the last
     /// snapshot ended; `None` while one is being applied.
     pub snapshot_keys: Option<u64>,
+    /// Two-way sync: commands of the opposite ferry's transactions not
+    /// carried back.
+    pub echo_commands: u64,
+    /// Two-way sync: client writes carried to a key the opposite ferry
+    /// wrote within [`CONFLICT_WINDOW_MS`].
+    pub conflicts: u64,
 }
 
 impl Counters {
@@ -261,6 +278,8 @@ pub struct Translator {
     selected: u64,
     /// The TTL hold.
     hold: hold::Hold,
+    /// Two-way sync state.
+    two_way: two_way::TwoWay,
     /// Module type names (RDB module ids) whose module the target lacks,
     /// with the module's name: their keys are skipped (`module_missing`).
     missing_module_types: BTreeMap<String, String>,
@@ -292,6 +311,7 @@ impl Translator {
             txn: None,
             selected: 0,
             hold: hold::Hold::default(),
+            two_way: two_way::TwoWay::default(),
             missing_module_types: BTreeMap::new(),
             counters: Counters::default(),
         }
@@ -302,6 +322,16 @@ impl Translator {
     /// as `module_missing` and logged with the key and the module.
     pub fn set_missing_module_types(&mut self, types: BTreeMap<String, String>) {
         self.missing_module_types = types;
+    }
+
+    /// Two-way sync on or off (see the `two_way` module).
+    pub fn set_two_way(&mut self, on: bool) {
+        self.cfg.two_way = on;
+    }
+
+    /// Whether two-way sync is on.
+    pub fn two_way(&self) -> bool {
+        self.cfg.two_way
     }
 
     /// The filter in force.
@@ -359,7 +389,9 @@ impl Translator {
     fn write(&mut self, out: &mut Vec<Action>, op: Op) {
         if let Some(txn) = &mut self.txn {
             txn.push(op);
-            if txn.len() >= MAX_TXN_OPS {
+            // Two-way: the whole transaction waits for EXEC (the other
+            // ferry's checkpoint comes last).
+            if txn.len() >= MAX_TXN_OPS && !self.cfg.two_way {
                 out.push(Action::Group(std::mem::take(txn)));
             }
             return;

@@ -15,10 +15,17 @@ impl Translator {
         // A nested MULTI cannot happen; keep what was read anyway.
         self.end_txn(out);
         self.txn = Some(Vec::new());
+        if self.cfg.two_way {
+            self.two_way_multi();
+        }
     }
 
-    /// `EXEC`: the buffered transaction goes out as one group.
+    /// `EXEC`: the buffered transaction goes out as one group (two-way:
+    /// unless it is the opposite ferry's).
     pub fn exec(&mut self, out: &mut Vec<Action>) {
+        if self.cfg.two_way {
+            self.two_way_exec();
+        }
         self.end_txn(out);
     }
 
@@ -37,6 +44,9 @@ impl Translator {
             return;
         }
         if is_sentinel_hello(&args) {
+            return;
+        }
+        if self.cfg.two_way && self.two_way_command(&args, now_ms) {
             return;
         }
         if !self.keep_db(db) {

@@ -76,6 +76,7 @@ pub(super) fn cfg() -> TranslatorConfig {
         checkpoints: true,
         ttl_hold: false,
         source_shard: false,
+        two_way: false,
     }
 }
 

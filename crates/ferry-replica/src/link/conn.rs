@@ -260,6 +260,16 @@ async fn connection(
         inner.warnings = warnings;
     }
     let (replid, base, full, db) = match outcome {
+        Outcome::FullResync { .. } if cfg.refuse_full_sync.is_some() => {
+            return Err(LinkError::FullSyncRefused {
+                addr: cfg.addr.clone(),
+                asked: resume.as_ref().map_or_else(
+                    || "no position".to_owned(),
+                    |p| format!("replid {} offset {}", p.replid, p.offset),
+                ),
+                hint: cfg.refuse_full_sync.clone().unwrap_or_default(),
+            });
+        }
         Outcome::FullResync { replid, offset } => {
             *epoch += 1;
             (replid, offset, true, 0)

@@ -10,8 +10,8 @@ use ferry_rdb::{DecodeOptions, Item};
 
 use super::Locate;
 use crate::{
-    Auth, HandshakeError, PositionError, SnapshotError, SpoolConfig, SpoolError, StreamError,
-    StreamEvent,
+    Auth, HandshakeError, Position, PositionError, SnapshotError, SpoolConfig, SpoolError,
+    StreamError, StreamEvent,
 };
 
 /// How the link connects and paces itself.
@@ -55,6 +55,14 @@ pub struct LinkConfig {
     /// TLS to the source (`rediss://`), also for the INFO poller; `None`
     /// is plain TCP.
     pub tls: Option<ferry_tls::TlsConfig>,
+    /// Where to start when `state_dir` holds no saved position: the first
+    /// `PSYNC` asks for the byte after it, as for a saved one (e.g. the
+    /// position a cutover recorded for a reverse run).
+    pub start_position: Option<Position>,
+    /// `Some(hint)`: a `+FULLRESYNC` answer stops the link with
+    /// [`LinkError::FullSyncRefused`] (carrying `hint`, what the operator
+    /// can do) instead of taking a snapshot.
+    pub refuse_full_sync: Option<String>,
 }
 
 impl LinkConfig {
@@ -83,6 +91,8 @@ impl LinkConfig {
             info_interval: Some(Duration::from_secs(1)),
             rdb: DecodeOptions::default(),
             tls: None,
+            start_position: None,
+            refuse_full_sync: None,
         }
     }
 }
@@ -270,6 +280,19 @@ pub enum LinkError {
     /// A bug: state that should not happen.
     #[error("internal error in the replica link: {0}")]
     Internal(String),
+    /// The source answered `+FULLRESYNC` and [`LinkConfig::refuse_full_sync`]
+    /// is set.
+    #[error(
+        "{addr} cannot continue from {asked}: it answered +FULLRESYNC; refusing a full sync: {hint}"
+    )]
+    FullSyncRefused {
+        /// The source.
+        addr: String,
+        /// The position asked for (`<replid> <offset>`, or "no position").
+        asked: String,
+        /// What to do (from the config).
+        hint: String,
+    },
 }
 
 impl LinkError {
@@ -289,6 +312,7 @@ impl LinkError {
             | LinkError::Position(_)
             | LinkError::Spool(_)
             | LinkError::Tls(_)
+            | LinkError::FullSyncRefused { .. }
             | LinkError::Internal(_) => false,
         }
     }

@@ -50,12 +50,19 @@ impl Publish {
             snapshot_keys: c.snapshot_keys,
             moved_slot_dropped: c.moved_slot_dropped,
         };
-        let st = self.assembler.assemble(
+        let two_way = applier
+            .two_way()
+            .then_some(crate::run::status::TwoWayStatus {
+                echo_commands: c.echo_commands,
+                conflicts: c.conflicts,
+            });
+        let mut st = self.assembler.assemble(
             &link.status(),
             applied,
             applier.writer_stats(),
             self.sampler.status(self.sample_per_second),
         );
+        st.two_way = two_way;
         self.publish(st.clone());
         st
     }

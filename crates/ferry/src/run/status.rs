@@ -233,6 +233,9 @@ pub struct Status {
     /// Cluster source: the topology watcher (source resharding).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_watch: Option<WatchSection>,
+    /// Two-way sync (`mode: two_way`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_way: Option<TwoWayStatus>,
 }
 
 /// `/status` `source_watch`: what the cluster source's topology watcher
@@ -263,6 +266,16 @@ impl WatchSection {
             polls_failed: w.polls_failed(),
         }
     }
+}
+
+/// Two-way sync counters for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TwoWayStatus {
+    /// Commands of the opposite ferry's transactions not carried back.
+    pub echo_commands: u64,
+    /// Client writes carried to a key the opposite ferry wrote within the
+    /// conflict window (each side ends with the write applied there last).
+    pub conflicts: u64,
 }
 
 impl Status {
@@ -405,6 +418,11 @@ pub fn combine(shards: &[ShardStatus]) -> Status {
         t.function_delete_absent += u.function_delete_absent;
         t.rate_limited |= u.rate_limited;
         t.rate_limited_ms += u.rate_limited_ms;
+        if let Some(w) = &s.two_way {
+            let t = st.two_way.get_or_insert_with(TwoWayStatus::default);
+            t.echo_commands += w.echo_commands;
+            t.conflicts += w.conflicts;
+        }
         st.snapshot.bytes_done += s.snapshot.bytes_done;
         st.snapshot.keys_done += s.snapshot.keys_done;
         bytes_total = bytes_total.zip(s.snapshot.bytes_total).map(|(a, b)| a + b);
@@ -614,6 +632,7 @@ impl Assembler {
                 stats: source,
             }],
             targets: vec![self.target.clone()],
+            two_way: None,
         }
     }
 }

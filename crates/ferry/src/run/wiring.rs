@@ -13,7 +13,7 @@ use ferry_replica::{Link, LinkConfig, LinkEvents};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, TargetFormat, TargetState, history_name};
-use crate::config::{Config, RestoreMode, parse_endpoint, redact};
+use crate::config::{Config, RestoreMode, SyncMode, parse_endpoint, redact};
 use crate::probe::{check_source_dbs, target_format, target_is_empty};
 use crate::sentinel::Sentinels;
 
@@ -63,12 +63,13 @@ pub async fn wire(
     let wauth = dst.auth;
     let (format, mode) =
         target_format(&dst_addr, &wauth, target_tls.as_ref(), cfg.target.mode).await?;
+    let reverse = !cfg.source.start_positions.is_empty();
     let namespace = shard
         .as_ref()
         .map(|s| s.namespace.clone())
         .unwrap_or_default();
     let (mut writer, checkpoints, state) =
-        connect_writer(cfg, &dst_addr, &wauth, mode, namespace).await?;
+        connect_writer(cfg, &dst_addr, &wauth, mode, namespace, reverse).await?;
     let standalone = writer.is_standalone();
     let masters = writer.masters().to_vec();
     let resuming = cfg
@@ -84,6 +85,13 @@ pub async fn wire(
         }
         Err(e) => return Err(e.context(crate::source::describe(&cfg.source))),
     };
+    // A reverse run: the position recorded for this master.
+    let start = match (&src, reverse) {
+        (Some(src), true) => {
+            Some(crate::reverse::position_for(&cfg.source.start_positions, &src.addr())?.clone())
+        }
+        _ => None,
+    };
     let facts = match &src {
         Some(src) => {
             let facts = crate::preflight::check(cfg, src, &masters, &wauth, resuming).await?;
@@ -94,6 +102,13 @@ pub async fn wire(
     };
     let state = match state {
         Some(s) => s,
+        // A reverse run continues a position both sides share: the
+        // target holds the data (it is never flushed: not "empty at start").
+        None if reverse => {
+            let s = TargetState::new(false);
+            s.save(&cfg.state_dir)?;
+            s
+        }
         None => {
             // A new migration.
             let empty = match &shard {
@@ -129,9 +144,11 @@ pub async fn wire(
             s
         }
     };
+    two_way_markers(cfg, src.as_ref(), &dst_addr, &wauth, checkpoints, reverse).await?;
     let gate = shard.as_ref().map(|s| s.gate.clone());
     let locator = shard.and_then(|s| s.locator);
     let mut applier = new_applier(cfg, writer, format, checkpoints, state, gate)?;
+    applier.set_two_way(cfg.mode == SyncMode::TwoWay);
     applier.set_missing_module_types(crate::modules::types_of(&facts.missing_modules));
 
     let (auth, tls) = crate::source::node_access(&cfg.source)?;
@@ -146,6 +163,10 @@ pub async fn wire(
         tracing::warn!("source: {w}");
     }
     lcfg.auth = auth;
+    if let Some(p) = &start {
+        lcfg.start_position = Some(p.position());
+        lcfg.refuse_full_sync = Some(p.refusal_hint());
+    }
     let sentinels = cfg.source.sentinel.as_ref().map(Sentinels::new);
     lcfg.locator = match (&sentinels, locator) {
         (Some(s), _) => Some(Arc::new(s.clone())),
@@ -196,26 +217,25 @@ async fn connect_writer(
     wauth: &Auth,
     mode: TargetMode,
     namespace: String,
+    start_position: bool,
 ) -> Result<(ClusterWriter, bool, Option<TargetState>)> {
     let position = cfg.state_dir.join(ferry_replica::link::POSITION_FILE);
     let mut state = TargetState::load(&cfg.state_dir)?;
-    if state.as_ref().is_none_or(|s| s.history.is_none()) && position.exists() {
-        // A state_dir from before checkpoints: start one history now
-        // (nothing of it is in the target yet, so nothing is skipped).
+    if state.as_ref().is_none_or(|s| s.history.is_none()) && (position.exists() || start_position) {
+        // A state_dir from before checkpoints, or a reverse run's start
+        // position: start one history now (nothing of it is in the target
+        // yet, so nothing is skipped).
         let mut s = state.clone().unwrap_or_else(|| TargetState::new(false));
         s.history = Some(history_name("resumed", 0));
         s.save(&cfg.state_dir)?;
         state = Some(s);
     }
     let history = state.as_ref().and_then(|s| s.history.clone());
-    // A standalone target keeps several dbs: per-slot checkpoint keys
-    // (written in whatever db is selected) do not fit it.
-    let checkpoints = cfg.checkpoints() && mode != TargetMode::Standalone;
-    if cfg.checkpoints() && !checkpoints {
-        tracing::warn!("standalone target: no checkpoints (at-least-once replay after a crash)");
-    }
+    // A standalone target keeps several dbs: its checkpoint key lives in
+    // db 0 and each transaction selects its way there (see the writer).
+    let checkpoints = cfg.checkpoints();
     if cfg.target.wait_replicas.is_some() && !checkpoints {
-        tracing::warn!("standalone target: target.wait_replicas ignored (it needs checkpoints)");
+        tracing::warn!("target.wait_replicas ignored (it needs target.checkpoints)");
     }
     let mut writer = ClusterWriter::connect_with(
         addr,
@@ -265,4 +285,78 @@ async fn connect_writer(
         );
     }
     Ok((writer, checkpoints, state))
+}
+
+/// Two-way sync checks and markers (see `reverse::marker`): a two-way
+/// ferry needs checkpoints (the other one recognises its writes by them)
+/// and marks its target; one that starts at recorded positions (the
+/// reverse, started second) needs its source marked by the forward one; a
+/// one-way ferry refuses a source marked by a two-way one, and removes a
+/// marker of its own from its target.
+async fn two_way_markers(
+    cfg: &Config,
+    src: Option<&crate::source::SourceNode>,
+    dst_addr: &str,
+    wauth: &Auth,
+    checkpoints: bool,
+    reverse: bool,
+) -> Result<()> {
+    use crate::reverse::marker::{self, MARKER, Side};
+    let two_way = cfg.mode == SyncMode::TwoWay;
+    if two_way && !checkpoints {
+        bail!(
+            "mode: two_way needs target.checkpoints: true (the opposite ferry recognises this \
+             one's writes by their checkpoint keys)"
+        );
+    }
+    // A Sentinel source not resolved yet (resuming): nothing to check.
+    let Some(src) = src else {
+        return Ok(());
+    };
+    let source = Side {
+        addr: src.addr(),
+        auth: &src.endpoint.auth,
+        tls: src.tls.as_ref(),
+        name: "source",
+    };
+    // A one-way ferry's source user may not be allowed EXISTS: then there
+    // is nothing to check.
+    let marked = match marker::present(&source).await {
+        Ok(m) => m,
+        Err(e) if !two_way => {
+            tracing::debug!("two-way marker not checked on the source: {e:#}");
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if two_way && reverse && !marked {
+        bail!(
+            "mode: two_way, but the opposite direction is not: the source {} has no {MARKER} \
+             marker, which a ferry writing into it in mode: two_way keeps there (start the \
+             forward ferry with mode: two_way first, or run this one with mode: one_way)",
+            source.addr
+        );
+    }
+    if !two_way && marked {
+        bail!(
+            "the source {} is written by a ferry in mode: two_way (marker {MARKER}): set mode: \
+             two_way here too, or, if that ferry is gone for good, delete its keys with ferry \
+             cleanup --config <its configuration>",
+            source.addr
+        );
+    }
+    let dst_tls = cfg.target.tls_config();
+    let target = Side {
+        addr: dst_addr.to_owned(),
+        auth: wauth,
+        tls: dst_tls.as_ref(),
+        name: "target",
+    };
+    if two_way || marker::present(&target).await.unwrap_or(false) {
+        marker::set(&target, two_way).await?;
+    }
+    if two_way {
+        tracing::info!(target = %dst_addr, "two-way sync: marked the target ({MARKER}); the opposite ferry's writes are not carried back");
+    }
+    Ok(())
 }

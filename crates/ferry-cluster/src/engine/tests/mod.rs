@@ -5,6 +5,7 @@
 mod harness;
 mod redirects;
 mod tolerate;
+mod standalone;
 mod transactions;
 mod wait;
 
