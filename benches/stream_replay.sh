@@ -6,7 +6,7 @@
 #   VARIANT=wait_replicas   target.wait_replicas 100 ms vs unset (checkpoints
 #                           on), 3 masters + 3 replicas (WAIT 1 needs one each)
 #   VARIANT=standalone      target.checkpoints true vs false into a standalone
-#                           Redis 7.0 target (one key in db 0, D90)
+#                           Redis 7.0 target (one key in db 0, D62)
 #
 # A standalone Redis 7.0 source (1 GiB backlog) and the cluster on
 # 127.0.0.1; ferry syncs the empty source, then, per round: stop ferry

@@ -4,8 +4,8 @@
 
 mod harness;
 mod redirects;
-mod tolerate;
 mod standalone;
+mod tolerate;
 mod transactions;
 mod wait;
 
