@@ -44,9 +44,13 @@ fn endpoint(raw: &Value, side: &str) -> Result<Mapping> {
 
 /// `host:port` with the port plus one (the reverse daemon's listener).
 fn next_port(listen: &str) -> Option<String> {
-    let (host, port) = listen.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    Some(format!("{host}:{}", port.checked_add(1)?))
+    let (host, port) = ferry_ops::split_host_port(listen)?;
+    let port = port.checked_add(1)?;
+    Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 /// The text of the reverse configuration for the forward file `text`
