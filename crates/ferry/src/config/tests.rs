@@ -21,7 +21,7 @@ fn db_prefix_needs_dbs_and_a_db_placeholder() {
 
 #[test]
 fn example_file_parses_to_the_defaults() {
-    let text = include_str!("../../../config/ferry.example.yaml");
+    let text = include_str!("../../../../config/ferry.example.yaml");
     let cfg = Config::parse(text).expect("example parses");
     assert_eq!(cfg.state_dir, default_state_dir());
     assert_eq!(cfg.http, Http::default());
@@ -95,7 +95,7 @@ fn wait_replicas_needs_checkpoints_and_a_timeout() {
 
 #[test]
 fn kubernetes_configmap_holds_a_valid_configuration() {
-    let manifest = include_str!("../../../deploy/k8s/configmap.yaml");
+    let manifest = include_str!("../../../../deploy/k8s/configmap.yaml");
     let start = manifest.find("ferry.yaml: |\n").expect("ferry.yaml key") + 14;
     let text: String = manifest[start..]
         .lines()
