@@ -10,7 +10,8 @@
 #   (b) replicas   one plain redis-server per source master, all started with
 #                  `REPLICAOF` at the same moment, until every one shows
 #                  master_link_status:up and master_sync_in_progress:0;
-#                  measured before and after ferry (the mean is the baseline)
+#                  measured before and after ferry's sync (the mean is the
+#                  baseline)
 #   (c) streaming  the source cluster's write maximum (`redis-benchmark
 #                  --cluster -P 16 -c 50`, 6 write tests of MAX_N each), then
 #                  benches/tools/loadgen.py at half that rate (one generator per
@@ -55,13 +56,17 @@ python3 - "$work" "$N" "$SIZE" "${src_nodes[0]}" <<'PY'
 import os, socket, sys
 work, n, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
+TABLE = []
+for i in range(256):
+    c = i << 8
+    for _ in range(8):
+        c = ((c << 1) ^ 0x1021) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
+    TABLE.append(c)
+
 def crc16(data: bytes) -> int:
     crc = 0
     for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
+        crc = ((crc << 8) & 0xFFFF) ^ TABLE[(crc >> 8) ^ b]
     return crc
 
 def command(s, *args):
@@ -94,10 +99,12 @@ for lo in range(0, n, step):
 for f in files.values():
     f.close()
 PY
+fill_pids=()
 for p in "${src_nodes[@]}"; do
     timeout "$step_timeout" "$CLI" -h 127.0.0.1 -p "$p" --pipe <"$work/fill-$p.resp" >"$work/pipe-$p.log" &
+    fill_pids+=("$!")
 done
-wait
+wait "${fill_pids[@]}"
 total=0
 for p in "${src_nodes[@]}"; do
     grep -q 'errors: 0' "$work/pipe-$p.log" || { cat "$work/pipe-$p.log" >&2; exit 1; }
@@ -215,6 +222,12 @@ masters_cpu="$(py "round($(nodes_cpu) - $masters_cpu0, 3)")"
 ferry_rss_kb="$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$FERRY_PID/status")"
 log "  ferry: ${ferry_s} s, $ferry_keys keys, ferry CPU ${ferry_cpu} s, target masters CPU ${masters_cpu} s, peak RSS ${ferry_rss_kb} kB"
 
+# The replicas again, with ferry idle (streaming, no writes), before the
+# load of (c) grows the dataset.
+log "(b) replicas at once, after ferry (load $(loadavg))"
+replicas_sync replicas_after_s
+log "  replicas after ferry: ${replicas_after_s} s"
+
 # --- (c) streaming lag -----------------------------------------------------------
 # sample NAME CMD...: ferry's lag_seconds every 100 ms while CMD runs, then
 # until it is 0 (at most 60 s).
@@ -292,16 +305,17 @@ for port, ts in tags.items():
 PY
 log "(c) half load: loadgen.py at $per_master cmd/s on each of ${#src_nodes[@]} masters for $HALF_SECONDS s (max was $max_rate cmd/s)"
 run_loadgens() {
-    local port tags
+    local port tags lg=()
     while read -r port tags; do
         timeout "$step_timeout" python3 benches/tools/loadgen.py "$port" "$per_master" "$HALF_SECONDS" \
             "$(py "int($per_master * $HALF_SECONDS * 1.2)")" 100000 "$tags" >"$work/loadgen-$port.out" &
+        lg+=("$!")
     done <"$work/tags"
-    wait
+    wait "${lg[@]}"
 }
 sample half run_loadgens
 
-# --- (b) replicas after ferry, (d) verify ------------------------------------------
+# --- (d) verify ----------------------------------------------------------------------
 log "(d) ferry verify"
 set +e
 timeout "$step_timeout" "$FERRY" verify --config "$work/ferry.yaml" >"$work/verify.out" 2>&1
@@ -309,9 +323,6 @@ verify_exit=$?
 set -e
 tail -3 "$work/verify.out" | sed 's/^/  /' >&2
 stop_pid "$FERRY_PID"
-log "(b) replicas at once, after ferry (load $(loadavg))"
-replicas_sync replicas_after_s
-log "  replicas after ferry: ${replicas_after_s} s"
 
 load_after="$(loadavg)"
 wall_s="$(py "round($(now) - $wall0, 1)")"
