@@ -612,14 +612,32 @@ fn new_cluster() -> Cluster {
 
 #[test]
 fn rollback_from_a_3_master_cluster_into_the_old_server_across_kill_9() {
+    // No replicas: cutover --reverse creates each master's backlog.
+    rollback_from_cluster(&new_cluster(), 3);
+}
+
+#[test]
+fn rollback_from_a_3_master_cluster_with_replicas_across_kill_9() {
+    // A replica per master: the backlogs exist already.
+    let cluster = Cluster::start_with_replicas_and(Flavor::Redis70, 3, 1, |b| {
+        b.arg("repl-backlog-size", "64mb")
+    })
+    .expect("cluster");
+    rollback_from_cluster(&cluster, 0);
+}
+
+/// Forward run into `cluster`, `cutover --reverse` (which must create
+/// `backlogs_created` backlogs), then the reverse run under a load on the
+/// new side with a `kill -9`: the old server ends equal, with no full sync
+/// of any new master.
+fn rollback_from_cluster(cluster: &Cluster, backlogs_created: usize) {
     let old = Server::start(Flavor::Redis70).expect("old");
     ferry_testkit::fixtures::populate_mixed(&mut old.conn(), 5_000).expect("seed");
-    let cluster = new_cluster();
-    let new = Side::Many(&cluster);
+    let new = Side::Many(cluster);
     let (setup, mut forward, r, out) = forward_then_cutover(&old, &cluster.seed_url(), "");
     assert_eq!(
         out.matches("created a replication backlog on").count(),
-        3,
+        backlogs_created,
         "{out}"
     );
     assert_eq!(out.matches("recorded ").count(), 3, "{out}");
