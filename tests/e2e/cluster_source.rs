@@ -6,16 +6,15 @@
 //! every source master's dump, key by key and by value.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_testkit::{Cluster, Flavor, Server, SlotRange, free_port, info_field, port_of_slot};
+use ferry_testkit::{Cluster, Flavor, Server, SlotRange, info_field, port_of_slot};
 
 use crate::common::Norm;
-use crate::common::daemon::{Daemon, FERRY, status};
+use crate::common::daemon::{Daemon, FERRY};
 use crate::e2e_support::{assert_same, dataset};
 
 mod functions;
@@ -25,49 +24,8 @@ const FLAVOR: Flavor = Flavor::Redis70;
 /// Bound of every wait for a catch-up.
 const CATCH_UP: Duration = Duration::from_secs(120);
 
-/// A config and its HTTP address in a temp dir.
-struct Run {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-    http: String,
-}
-
-impl Run {
-    /// `source_extra` is added to the `source:` map, `extra` as lines.
-    fn new(source_url: &str, source_extra: &str, target_url: &str, extra: &str) -> Run {
-        let dir = tempfile::tempdir().expect("tmp");
-        let http = format!("127.0.0.1:{}", free_port());
-        let cfg = dir.path().join("ferry.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "source: {{ url: \"{source_url}\"{source_extra} }}\ntarget: {{ url: \"{target_url}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n{extra}",
-                dir.path().join("state").display()
-            ),
-        )
-        .expect("config");
-        Run { dir, cfg, http }
-    }
-
-    fn start(&self) -> Daemon {
-        let n = std::fs::read_dir(self.dir.path())
-            .map(|d| d.count())
-            .unwrap_or(0);
-        let log = self.dir.path().join(format!("run-{n}.log"));
-        let child = Command::new(FERRY)
-            .args(["run", "--config"])
-            .arg(&self.cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start ferry run");
-        Daemon { child, log }
-    }
-
-    fn status(&self) -> Option<serde_json::Value> {
-        status(&self.http)
-    }
-}
+/// A config and its HTTP address in a temp dir (`Run::with_source`).
+type Run = crate::common::daemon::Setup;
 
 fn masters(c: &Cluster) -> Vec<&Server> {
     c.nodes
@@ -296,13 +254,13 @@ fn three_into_four(read_from: &str) {
     let src = source_cluster();
     let dst = Cluster::start(FLAVOR, 4).expect("4-master target");
     fill(&src, 400);
-    let run = Run::new(
+    let run = Run::with_source(
         &src.nodes[0].url(),
         &format!(", read_from: {read_from}"),
         &dst.seed_url(),
         "",
     );
-    let daemon = run.start();
+    let daemon = run.run();
     // Writes during the snapshot and on into the stream of every shard.
     let stop = AtomicBool::new(false);
     let ops = std::thread::scope(|s| {
@@ -395,8 +353,8 @@ fn kill9_twice_while_streaming_is_exactly_once_without_full_sync() {
     let src = source_cluster();
     let dst = Cluster::start(FLAVOR, 3).expect("target");
     fill(&src, 300);
-    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
-    let mut daemon = run.start();
+    let run = Run::with_source(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    let mut daemon = run.run();
     wait_streaming(&run, 3, &daemon);
     let full_before: Vec<u64> = masters(&src).iter().map(|m| sync_full(m)).collect();
     std::thread::scope(|s| {
@@ -405,7 +363,7 @@ fn kill9_twice_while_streaming_is_exactly_once_without_full_sync() {
             std::thread::sleep(Duration::from_millis(1500));
             daemon.kill9();
             std::thread::sleep(Duration::from_millis(300));
-            daemon = run.start();
+            daemon = run.run();
         }
         w.join().expect("workload")
     });
@@ -427,8 +385,8 @@ fn cluster_source_into_a_standalone_target() {
     let src = Cluster::start(FLAVOR, 3).expect("source");
     let dst = Server::start(FLAVOR).expect("standalone target");
     fill(&src, 400);
-    let run = Run::new(&src.nodes[0].url(), ", mode: cluster", &dst.url(), "");
-    let daemon = run.start();
+    let run = Run::with_source(&src.nodes[0].url(), ", mode: cluster", &dst.url(), "");
+    let daemon = run.run();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let w = s.spawn(|| workload_until(&src, 3, &stop, 60, 200_000));
@@ -455,8 +413,8 @@ fn flushall_of_one_master_and_a_full_sync_of_one_shard_touch_only_its_slots() {
     let src = Cluster::start(FLAVOR, 3).expect("source");
     let dst = Cluster::start(FLAVOR, 3).expect("target");
     fill(&src, 400);
-    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
-    let mut daemon = run.start();
+    let run = Run::with_source(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    let mut daemon = run.run();
     wait_all_caught_up(&src, &run, 3, &daemon);
     // FLUSHALL on the master of slot 0 only.
     let first = src
@@ -513,7 +471,7 @@ fn flushall_of_one_master_and_a_full_sync_of_one_shard_touch_only_its_slots() {
         }
     }
     assert!(deleted > 10, "{deleted}");
-    let daemon = run.start();
+    let daemon = run.run();
     wait_all_caught_up(&src, &run, 3, &daemon);
     assert_target_equals_source(&src, &masters(&dst));
     for (addr, before) in full_before {
@@ -543,20 +501,20 @@ fn two_processes_share_the_shards_and_one_restarts_alone() {
     let src = Cluster::start(FLAVOR, 3).expect("source");
     let dst = Cluster::start(FLAVOR, 4).expect("target");
     fill(&src, 400);
-    let a = Run::new(
+    let a = Run::with_source(
         &src.nodes[0].url(),
         ", partition: { index: 0, count: 2 }",
         &dst.seed_url(),
         "",
     );
-    let b = Run::new(
+    let b = Run::with_source(
         &src.nodes[1].url(),
         ", partition: { index: 1, count: 2 }",
         &dst.seed_url(),
         "",
     );
-    let da = a.start();
-    let mut db = b.start();
+    let da = a.run();
+    let mut db = b.run();
     workload(&src, 5, 2, 5_000);
     wait_all_caught_up(&src, &a, 2, &da);
     wait_all_caught_up(&src, &b, 1, &db);
@@ -577,7 +535,7 @@ fn two_processes_share_the_shards_and_one_restarts_alone() {
         std::thread::sleep(Duration::from_millis(1000));
         db.kill9();
         std::thread::sleep(Duration::from_millis(1500));
-        db = b.start();
+        db = b.run();
         w.join().expect("workload")
     });
     wait_all_caught_up(&src, &a, 2, &da);
@@ -651,8 +609,8 @@ fn source_failovers_graceful_and_killed_master_under_load() {
     let src = source_cluster();
     let dst = Cluster::start(FLAVOR, 3).expect("target");
     fill(&src, 300);
-    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
-    let daemon = run.start();
+    let run = Run::with_source(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    let daemon = run.run();
     wait_streaming(&run, 3, &daemon);
     let pairs = src.master_replica_pairs();
     assert!(pairs.len() >= 2, "{pairs:?}");
@@ -721,7 +679,7 @@ fn source_failovers_graceful_and_killed_master_under_load() {
     let text = std::fs::read_to_string(&run.cfg).expect("cfg");
     let text = text.replace(&src.nodes[0].url(), &src.nodes[m2].url());
     std::fs::write(&run.cfg, text).expect("cfg");
-    let daemon = run.start();
+    let daemon = run.run();
     workload_through_failovers(&src, 33, 2, 2_000);
     wait_all_caught_up(&src, &run, 3, &daemon);
     assert_target_equals_source(&src, &masters(&dst));
@@ -739,7 +697,7 @@ fn source_failovers_graceful_and_killed_master_under_load() {
 fn a_partition_of_a_standalone_source_is_refused() {
     let src = Server::start(FLAVOR).expect("source");
     let dst = Server::start(FLAVOR).expect("target");
-    let run = Run::new(
+    let run = Run::with_source(
         &src.url(),
         ", partition: { index: 0, count: 2 }",
         &dst.url(),

@@ -8,15 +8,13 @@
 //! migration stays deleted, and no key is lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_testkit::{Cluster, Flavor, Server, SlotRange, free_port, info_field, port_of_slot};
+use ferry_testkit::{Cluster, Flavor, Server, SlotRange, info_field, port_of_slot};
 
 use crate::common::Norm;
-use crate::common::daemon::{Daemon, FERRY, status};
+use crate::common::daemon::{Daemon, status};
 use crate::e2e_support::{assert_same, dataset};
 
 /// Bound of every wait for the migration to settle and catch up.
@@ -92,44 +90,8 @@ fn redirect_port(e: &redis::RedisError) -> u16 {
         .expect("redirect port")
 }
 
-/// A config and its HTTP address in a temp dir.
-struct Run {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-    http: String,
-}
-
-impl Run {
-    fn new(source_url: &str, target_url: &str) -> Run {
-        let dir = tempfile::tempdir().expect("tmp");
-        let http = format!("127.0.0.1:{}", free_port());
-        let cfg = dir.path().join("ferry.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "source: {{ url: \"{source_url}\", reshard_settle_ms: 2000 }}\ntarget: {{ url: \"{target_url}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n",
-                dir.path().join("state").display()
-            ),
-        )
-        .expect("config");
-        Run { dir, cfg, http }
-    }
-
-    fn start(&self) -> Daemon {
-        let n = std::fs::read_dir(self.dir.path())
-            .map(|d| d.count())
-            .unwrap_or(0);
-        let log = self.dir.path().join(format!("run-{n}.log"));
-        let child = Command::new(FERRY)
-            .args(["run", "--config"])
-            .arg(&self.cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start ferry run");
-        Daemon { child, log }
-    }
-}
+/// A config and its HTTP address in a temp dir (`Run::with_source`).
+type Run = crate::common::daemon::Setup;
 
 fn masters(c: &Cluster) -> Vec<&Server> {
     c.nodes
@@ -239,8 +201,13 @@ fn reshard_under_load(flavor: Flavor, mover: Mover) {
     let src = Cluster::start(flavor, 3).expect("3-master source");
     let dst = Cluster::start(flavor, 3).expect("3-master target");
     fill(&src, 3000);
-    let run = Run::new(&src.nodes[0].url(), &dst.seed_url());
-    let daemon = run.start();
+    let run = Run::with_source(
+        &src.nodes[0].url(),
+        ", reshard_settle_ms: 2000",
+        &dst.seed_url(),
+        "",
+    );
+    let daemon = run.run();
     wait_settled(&src, &run, &daemon);
     let from = src.master_of_slot(0).expect("owner of slot 0");
     let to = src.master_of_slot(16383).expect("owner of slot 16383");
@@ -338,8 +305,13 @@ fn a_reshard_while_ferry_is_stopped_is_resynced_on_restart() {
     let src = Cluster::start(Flavor::Redis70, 3).expect("3-master source");
     let dst = Cluster::start(Flavor::Redis70, 3).expect("3-master target");
     fill(&src, 2000);
-    let run = Run::new(&src.nodes[0].url(), &dst.seed_url());
-    let mut daemon = run.start();
+    let run = Run::with_source(
+        &src.nodes[0].url(),
+        ", reshard_settle_ms: 2000",
+        &dst.seed_url(),
+        "",
+    );
+    let mut daemon = run.run();
     wait_settled(&src, &run, &daemon);
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
     let from = src.master_of_slot(0).expect("owner of slot 0");
@@ -348,7 +320,7 @@ fn a_reshard_while_ferry_is_stopped_is_resynced_on_restart() {
         .unwrap_or_else(|e| panic!("{e}"));
     let ops = workload(&src, 5, 5, 5_000);
     assert!(ops > 100, "{ops} ops");
-    let daemon = run.start();
+    let daemon = run.run();
     let st = wait_settled(&src, &run, &daemon);
     assert_eq!(st["source_watch"]["resyncs"], 1, "{st:#}");
     let want = union(&masters(&src));

@@ -78,8 +78,8 @@ fn function_delete_on_every_source_master_into_a_standalone_target() {
 
 fn load_then_delete_everywhere(src: &Cluster, target_url: &str, targets: &[&Server]) {
     fill(src, 300);
-    let run = Run::new(&src.nodes[0].url(), ", mode: cluster", target_url, "");
-    let daemon = run.start();
+    let run = Run::with_source(&src.nodes[0].url(), ", mode: cluster", target_url, "");
+    let daemon = run.run();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let w = s.spawn(|| workload_until(src, 13, &stop, 90, 400_000));

@@ -29,8 +29,8 @@ fn a_shard_that_fails_to_wire_stops_ferry_naming_it() {
         .arg("x")
         .query(&mut owner.conn())
         .expect("SET on the target");
-    let run = Run::new(&src.nodes[0].url(), "", &dst.seed_url(), "");
-    let mut daemon = run.start();
+    let run = Run::with_source(&src.nodes[0].url(), "", &dst.seed_url(), "");
+    let mut daemon = run.run();
     let code = daemon.wait_exit(Duration::from_secs(60));
     let log = daemon.log();
     assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{log}");

@@ -24,13 +24,24 @@ impl Setup {
     /// `source_url` → `target_url`, state in the temp dir, HTTP on a free
     /// port, plus `extra` YAML lines.
     pub fn new(source_url: &str, target_url: &str, extra: &str) -> Setup {
+        Setup::with_source(source_url, "", target_url, extra)
+    }
+
+    /// Like [`Setup::new`], with `source_extra` added to the `source:` map
+    /// (e.g. `", mode: cluster"`).
+    pub fn with_source(
+        source_url: &str,
+        source_extra: &str,
+        target_url: &str,
+        extra: &str,
+    ) -> Setup {
         let dir = tempfile::tempdir().expect("tmp");
         let http = format!("127.0.0.1:{}", free_port());
         let cfg = dir.path().join("ferry.yaml");
         std::fs::write(
             &cfg,
             format!(
-                "source: {{ url: \"{source_url}\" }}\ntarget: {{ url: \"{target_url}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n{extra}",
+                "source: {{ url: \"{source_url}\"{source_extra} }}\ntarget: {{ url: \"{target_url}\" }}\nstate_dir: \"{}\"\nhttp: {{ listen: \"{http}\" }}\n{extra}",
                 dir.path().join("state").display()
             ),
         )
