@@ -34,6 +34,8 @@ mod stream;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cluster_source;
+#[cfg(test)]
 mod tests_hold;
 #[cfg(test)]
 mod tests_two_way;

@@ -4,7 +4,6 @@ use bytes::Bytes;
 use ferry_rdb::{Flavor, HashField, Item, Key, KeyHeader, Kind, Value};
 
 use super::*;
-use crate::op::Tolerate;
 use crate::slot::key_slot;
 
 pub(super) fn a(s: &str) -> Vec<Bytes> {
@@ -12,7 +11,7 @@ pub(super) fn a(s: &str) -> Vec<Bytes> {
 }
 
 /// An argument for a rendered line: printable ASCII as is, else `<bin>`.
-fn show_arg(b: &Bytes) -> String {
+pub(super) fn show_arg(b: &Bytes) -> String {
     if b.iter().all(|c| c.is_ascii_graphic()) {
         String::from_utf8_lossy(b).into_owned()
     } else {
@@ -20,7 +19,7 @@ fn show_arg(b: &Bytes) -> String {
     }
 }
 
-fn show_op(op: &Op) -> String {
+pub(super) fn show_op(op: &Op) -> String {
     let slot = op.slot.map_or("*".to_owned(), |s| s.to_string());
     let args: Vec<String> = op.args.iter().map(show_arg).collect();
     format!("{slot}@{} {}", op.offset, args.join(" "))
@@ -60,7 +59,7 @@ pub(super) fn w(key: &str, off: u64, args: &str) -> String {
     format!("{}@{off} {args}", key_slot(key.as_bytes()))
 }
 
-fn redis(rdb_version: u16) -> TargetFormat {
+pub(super) fn redis(rdb_version: u16) -> TargetFormat {
     TargetFormat {
         valkey: false,
         rdb_version,
@@ -110,7 +109,7 @@ pub(super) fn string_key(db: u64, key: &str, v: &str, expire_ms: Option<i64>) ->
     })
 }
 
-fn set_key(key: &str, members: &[&str]) -> Item {
+pub(super) fn set_key(key: &str, members: &[&str]) -> Item {
     Item::Key(Key {
         header: header(0, key, Kind::Set, 2, None),
         value: Value::Set(members.iter().map(|m| Bytes::from(m.to_string())).collect()),
@@ -676,134 +675,4 @@ fn a_value_commands_cannot_carry_is_skipped_with_its_key() {
         ["skip unsupported_value m".to_owned(), w("m", 101, "DEL m")]
     );
     assert_eq!(t.counters.skipped.get("unsupported_value"), Some(&1));
-}
-
-#[test]
-fn a_cluster_source_shard_flushes_only_its_slots() {
-    for standalone in [false, true] {
-        let mut t = started(TranslatorConfig {
-            source_shard: true,
-            standalone,
-            ..cfg()
-        });
-        assert_eq!(cmd(&mut t, 0, 8, "FLUSHALL"), ["flush-slots@8"]);
-        assert_eq!(cmd(&mut t, 0, 9, "FLUSHDB ASYNC"), ["flush-slots@9"]);
-        // FUNCTION LOAD from every shard's stream: idempotent.
-        let load = cmd(&mut t, 0, 12, "FUNCTION LOAD code");
-        assert!(
-            load.iter()
-                .any(|l| l.ends_with("FUNCTION LOAD REPLACE code")),
-            "{load:?}"
-        );
-        let load = cmd(&mut t, 0, 13, "FUNCTION LOAD REPLACE code");
-        assert!(
-            load.iter()
-                .any(|l| l.ends_with("FUNCTION LOAD REPLACE code")),
-            "{load:?}"
-        );
-        let restore = cmd(&mut t, 0, 14, "FUNCTION RESTORE payload");
-        assert!(
-            restore
-                .iter()
-                .any(|l| l.ends_with("FUNCTION RESTORE payload REPLACE")),
-            "{restore:?}"
-        );
-        // Other every-master commands are applied as before.
-        assert_eq!(cmd(&mut t, 0, 10, "SCRIPT FLUSH").len(), 1);
-        assert_ne!(cmd(&mut t, 0, 11, "SCRIPT FLUSH"), ["flush-slots@11"]);
-    }
-    // Inside MULTI/EXEC: the open group is cut around it.
-    let mut t = started(TranslatorConfig {
-        source_shard: true,
-        ..cfg()
-    });
-    let mut out = Vec::new();
-    t.multi(&mut out);
-    t.command(a("SET a 1"), 0, 5, NOW, &mut out);
-    t.command(a("FLUSHALL"), 0, 6, NOW, &mut out);
-    t.exec(&mut out);
-    assert!(
-        out.iter()
-            .any(|a| matches!(a, Action::FlushSlots { offset: 6 })),
-        "{out:?}"
-    );
-}
-
-#[test]
-fn a_cluster_source_shard_tolerates_a_second_function_delete() {
-    fn ops(t: &mut Translator, line: &str) -> Vec<Op> {
-        let mut out = Vec::new();
-        t.command(a(line), 0, 20, NOW, &mut out);
-        out.into_iter()
-            .filter_map(|a| match a {
-                Action::Write(op) => Some(op),
-                _ => None,
-            })
-            .collect()
-    }
-    for standalone in [false, true] {
-        let mut t = started(TranslatorConfig {
-            source_shard: true,
-            standalone,
-            ..cfg()
-        });
-        let del = ops(&mut t, "FUNCTION DELETE mylib");
-        let del = del.last().expect("the delete is written");
-        assert_eq!(del.args, a("FUNCTION DELETE mylib"));
-        assert_eq!(del.tolerate, Tolerate::LibraryNotFound, "{standalone}");
-        // RESTORE … APPEND: a second copy would be refused; REPLACE is not.
-        let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
-        assert_eq!(restore[0].args, a("FUNCTION RESTORE payload REPLACE"));
-        for line in [
-            "FUNCTION RESTORE payload FLUSH",
-            "FUNCTION RESTORE payload REPLACE",
-            "FUNCTION FLUSH",
-            "FUNCTION FLUSH ASYNC",
-            "SCRIPT FLUSH",
-            "SCRIPT LOAD body",
-        ] {
-            // Idempotent as they are: unchanged, nothing tolerated.
-            let op = &ops(&mut t, line)[0];
-            assert_eq!(op.args, a(line), "{line}");
-            assert_eq!(op.tolerate, Tolerate::Nothing, "{line}");
-        }
-        assert_eq!(t.counters.commands_applied, 8);
-    }
-    // A standalone source: one copy only, so every refusal is an error.
-    let mut t = started(cfg());
-    let del = ops(&mut t, "FUNCTION DELETE mylib");
-    assert_eq!(del[0].tolerate, Tolerate::Nothing);
-    let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
-    assert_eq!(restore[0].args, a("FUNCTION RESTORE payload APPEND"));
-}
-
-#[test]
-fn a_migrated_keys_restore_asking_replaces_on_a_cluster_source() {
-    for standalone in [false, true] {
-        let mut t = started(TranslatorConfig {
-            source_shard: true,
-            standalone,
-            ..cfg()
-        });
-        let out = cmd(&mut t, 0, 8, "RESTORE-ASKING k 0 payload");
-        assert!(
-            out.iter()
-                .any(|l| l.ends_with("RESTORE k 0 payload REPLACE")),
-            "{out:?}"
-        );
-        let out = cmd(&mut t, 0, 9, "RESTORE-ASKING k 0 payload REPLACE");
-        assert!(
-            out.iter()
-                .any(|l| l.ends_with("RESTORE k 0 payload REPLACE")),
-            "{out:?}"
-        );
-    }
-    // A standalone source's RESTORE-ASKING is replayed as it is.
-    let mut t = started(cfg());
-    let out = cmd(&mut t, 0, 8, "RESTORE-ASKING k 0 payload");
-    assert!(
-        out.iter()
-            .any(|l| l.ends_with("RESTORE-ASKING k 0 payload")),
-        "{out:?}"
-    );
 }
