@@ -25,16 +25,18 @@ const FLAVOR: Flavor = Flavor::Redis70;
 const CATCH_UP: Duration = Duration::from_secs(120);
 
 /// A config and its HTTP address in a temp dir (`Run::with_source`).
-type Run = crate::common::daemon::Setup;
+pub(crate) type Run = crate::common::daemon::Setup;
 
-fn masters(c: &Cluster) -> Vec<&Server> {
+/// The cluster's current masters.
+pub(crate) fn masters(c: &Cluster) -> Vec<&Server> {
     c.nodes
         .iter()
         .filter(|n| ferry_testkit::role(n).as_deref() == Some("master"))
         .collect()
 }
 
-fn repl_offset(s: &Server) -> u64 {
+/// A server's `master_repl_offset` (0 when unknown).
+pub(crate) fn repl_offset(s: &Server) -> u64 {
     info_field(&s.info("replication"), "master_repl_offset")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)

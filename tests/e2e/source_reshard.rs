@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_testkit::{Cluster, Flavor, Server, SlotRange, info_field, port_of_slot};
+use ferry_testkit::{Cluster, Flavor, Server, SlotRange, port_of_slot};
 
 use crate::common::Norm;
 use crate::common::daemon::{Daemon, status};
@@ -90,21 +90,7 @@ fn redirect_port(e: &redis::RedisError) -> u16 {
         .expect("redirect port")
 }
 
-/// A config and its HTTP address in a temp dir (`Run::with_source`).
-type Run = crate::common::daemon::Setup;
-
-fn masters(c: &Cluster) -> Vec<&Server> {
-    c.nodes
-        .iter()
-        .filter(|n| ferry_testkit::role(n).as_deref() == Some("master"))
-        .collect()
-}
-
-fn repl_offset(s: &Server) -> u64 {
-    info_field(&s.info("replication"), "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+use crate::cluster_source::{Run, masters, repl_offset};
 
 /// Waits until resharding is over and every link applied its node's
 /// offset with lag 0.
