@@ -80,11 +80,12 @@ read -r ferry_s ferry_keys ferry_applied ferry_src_off <<<"$ferry_result"
 ferry_rss_kb="$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$FERRY_PID/status")"
 # CPU seconds of the ferry process (user + system) and of the target masters
 # from start until caught up.
-ferry_cpu="$(proc_cpu "$FERRY_PID")"
+read -r ferry_user ferry_sys <<<"$(proc_cpu_split "$FERRY_PID")"
+ferry_cpu="$(py "f'{$ferry_user + $ferry_sys:.3f}'")"
 masters_cpu="$(py "f'{$(nodes_cpu) - $masters_cpu0:.3f}'")"
 stop_pid "$FERRY_PID"
 ferry_cluster_keys="$(cluster_keys)"
-log "  ferry: CPU ${ferry_cpu} s, target masters CPU ${masters_cpu} s"
+log "  ferry: CPU ${ferry_cpu} s (user ${ferry_user}, system ${ferry_sys}), target masters CPU ${masters_cpu} s"
 log "  ferry: ${ferry_s} s, peak RSS $((ferry_rss_kb / 1024)) MB, keys_applied=$ferry_keys, applied_offset=$ferry_applied >= master_repl_offset=$ferry_src_off, cluster holds $ferry_cluster_keys keys"
 [[ "$ferry_keys" == "$N" ]] || { echo "ferry reported keys_applied=$ferry_keys when caught up, want $N" >&2; exit 1; }
 [[ "$ferry_cluster_keys" == "$N" ]] || { echo "cluster holds $ferry_cluster_keys keys after ferry, want $N" >&2; exit 1; }
@@ -183,6 +184,7 @@ doc = dict(
     wall_seconds=float("$wall_s"),
     replica_runs=dict(before=float("$replica_before_s"), after=float("$replica_after_s")),
     ferry=dict(cpu_seconds=float("$ferry_cpu"), cpu_seconds_per_million_keys=float("$ferry_cpu") * 1e6 / N,
+               cpu_user_seconds=float("$ferry_user"), cpu_system_seconds=float("$ferry_sys"),
                target_masters_cpu_seconds=float("$masters_cpu"), target_masters_cpu_seconds_per_million_keys=float("$masters_cpu") * 1e6 / N,
                peak_rss_kb=int("$ferry_rss_kb"), keys_applied=int("$ferry_keys"), applied_offset=int("$ferry_applied"), source_offset=int("$ferry_src_off")),
     rows=rows, targets=targets,
@@ -197,7 +199,7 @@ md = [
     f"at replica {doc['load_average']['replica']}, at benchmark {doc['load_average']['benchmark']}"
     + (f", at import {doc['load_average']['import']}" if import_s else "") + f", after {doc['load_average']['after']}.",
     f"Dataset: {doc['dataset']}. Wall time of the whole run: {doc['wall_seconds']} s. Command: \`N={N} SIZE=$SIZE MASTERS=$MASTERS benches/full_sync.sh\`. ferry peak RSS {int('$ferry_rss_kb') // 1024} MB.",
-    f"CPU from ferry's start until caught up: ferry {doc['ferry']['cpu_seconds']:.2f} s ({doc['ferry']['cpu_seconds_per_million_keys']:.2f} CPU-s per million keys), "
+    f"CPU from ferry's start until caught up: ferry {doc['ferry']['cpu_seconds']:.2f} s ({doc['ferry']['cpu_seconds_per_million_keys']:.2f} CPU-s per million keys; user {doc['ferry']['cpu_user_seconds']:.2f} s, system {doc['ferry']['cpu_system_seconds']:.2f} s), "
     f"target masters {doc['ferry']['target_masters_cpu_seconds']:.2f} s ({doc['ferry']['target_masters_cpu_seconds_per_million_keys']:.2f} CPU-s per million keys). "
     f"Real replica: {doc['replica_runs']['before']:.2f} s before ferry, {doc['replica_runs']['after']:.2f} s after (the table uses the mean).",
     "",

@@ -245,6 +245,17 @@ git_commit() {
     echo "$c"
 }
 
+# proc_cpu_split PID: "<user> <system>" CPU seconds the process has used so
+# far (/proc/PID/stat fields 14 and 15, in clock ticks).
+proc_cpu_split() {
+    python3 - "$1" <<'PY'
+import os, sys
+fields = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+tck = os.sysconf('SC_CLK_TCK')
+print(f"{int(fields[11]) / tck:.3f} {int(fields[12]) / tck:.3f}")
+PY
+}
+
 # proc_cpu PID: user + system CPU seconds the process has used so far
 # (/proc/PID/stat fields 14 and 15, in clock ticks).
 proc_cpu() {
