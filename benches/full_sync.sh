@@ -5,7 +5,7 @@
 #
 #   (a) ferry      `ferry run` (release) from process start until /status
 #                  shows phase=streaming and applied_offset >= the source's
-#                  master_repl_offset (both polled every 100 ms)
+#                  master_repl_offset (both polled every 20 ms)
 #   (b) replica    a plain redis-server: `REPLICAOF` until INFO replication
 #                  shows master_link_status:up and master_sync_in_progress:0
 #   (c) ceiling    `redis-benchmark --cluster -t set -n N -P 64 -r N -d SIZE`
@@ -101,13 +101,15 @@ log "  replica: before ferry ${replica_before_s} s, after ${replica_after_s} s, 
 flush_cluster
 load_c="$(loadavg)"
 log "(c) redis-benchmark --cluster -t set -n $N -P 64 -r $N -d $SIZE (load $load_c)"
+bench_cpu0="$(nodes_cpu)"
 timeout "$step_timeout" "$BENCH" --cluster -h 127.0.0.1 -p "${nodes[0]}" -t set -n "$N" -P 64 \
     -r "$N" -d "$SIZE" -q >"$work/bench.out" 2>&1 || { cat "$work/bench.out" >&2; exit 1; }
 bench_rps="$(tr '\r' '\n' <"$work/bench.out" | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -1)"
 [[ -n "$bench_rps" ]] || { cat "$work/bench.out" >&2; exit 1; }
 bench_s="$(python3 -c "print(f'{$N / $bench_rps:.3f}')")"
+bench_masters_cpu="$(py "f'{$(nodes_cpu) - $bench_cpu0:.3f}'")"
 bench_keys="$(cluster_keys)"
-log "  redis-benchmark: $bench_rps SET/s (${bench_s} s for $N), cluster holds $bench_keys distinct keys"
+log "  redis-benchmark: $bench_rps SET/s (${bench_s} s for $N), cluster holds $bench_keys distinct keys, masters CPU ${bench_masters_cpu} s"
 
 # --- (d) redis-cli --cluster import ----------------------------------------------
 import_s="" import_rate=""
@@ -185,6 +187,7 @@ doc = dict(
     replica_runs=dict(before=float("$replica_before_s"), after=float("$replica_after_s")),
     ferry=dict(cpu_seconds=float("$ferry_cpu"), cpu_seconds_per_million_keys=float("$ferry_cpu") * 1e6 / N,
                cpu_user_seconds=float("$ferry_user"), cpu_system_seconds=float("$ferry_sys"),
+               benchmark_masters_cpu_seconds_per_million_sets=float("$bench_masters_cpu") * 1e6 / N,
                target_masters_cpu_seconds=float("$masters_cpu"), target_masters_cpu_seconds_per_million_keys=float("$masters_cpu") * 1e6 / N,
                peak_rss_kb=int("$ferry_rss_kb"), keys_applied=int("$ferry_keys"), applied_offset=int("$ferry_applied"), source_offset=int("$ferry_src_off")),
     rows=rows, targets=targets,
@@ -200,7 +203,7 @@ md = [
     + (f", at import {doc['load_average']['import']}" if import_s else "") + f", after {doc['load_average']['after']}.",
     f"Dataset: {doc['dataset']}. Wall time of the whole run: {doc['wall_seconds']} s. Command: \`N={N} SIZE=$SIZE MASTERS=$MASTERS benches/full_sync.sh\`. ferry peak RSS {int('$ferry_rss_kb') // 1024} MB.",
     f"CPU from ferry's start until caught up: ferry {doc['ferry']['cpu_seconds']:.2f} s ({doc['ferry']['cpu_seconds_per_million_keys']:.2f} CPU-s per million keys; user {doc['ferry']['cpu_user_seconds']:.2f} s, system {doc['ferry']['cpu_system_seconds']:.2f} s), "
-    f"target masters {doc['ferry']['target_masters_cpu_seconds']:.2f} s ({doc['ferry']['target_masters_cpu_seconds_per_million_keys']:.2f} CPU-s per million keys). "
+    f"target masters {doc['ferry']['target_masters_cpu_seconds']:.2f} s ({doc['ferry']['target_masters_cpu_seconds_per_million_keys']:.2f} CPU-s per million keys; under redis-benchmark's `SET`s {doc['ferry']['benchmark_masters_cpu_seconds_per_million_sets']:.2f}). "
     f"Real replica: {doc['replica_runs']['before']:.2f} s before ferry, {doc['replica_runs']['after']:.2f} s after (the table uses the mean).",
     "",
     "| method | seconds | keys/s | ferry speed ÷ method speed |",
@@ -215,7 +218,7 @@ for t in targets:
 md += [
     "",
     "ferry: wall time from starting \`ferry run\` (release) until \`/status\` shows \`phase: streaming\` and",
-    "\`applied_offset\` ≥ the source's \`master_repl_offset\` (polled every 100 ms; snapshot keys are written",
+    "\`applied_offset\` ≥ the source's \`master_repl_offset\` (polled every 20 ms, as the replica is; snapshot keys are written",
     "with \`RESTORE … REPLACE ABSTTL\`); the cluster's DBSIZE sum is checked = N. Replica: a running empty",
     "redis-server, from \`REPLICAOF\` until \`master_link_status:up\` and \`master_sync_in_progress:0\` (the",
     "source streams the RDB diskless; the replica writes it to disk, then loads it). Ceiling:",

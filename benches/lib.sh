@@ -233,7 +233,7 @@ while True:
                 break
     except (OSError, ValueError):
         pass
-    time.sleep(max(0.0, 0.1 - (time.time() - now)))
+    time.sleep(max(0.0, 0.02 - (time.time() - now)))
 PY
 }
 
@@ -296,7 +296,7 @@ replica_sync() {
             t1=$(now); break
         fi
         (( $(date +%s) < deadline )) || { echo "replica not in sync after $step_timeout s" >&2; exit 1; }
-        sleep 0.05
+        sleep 0.02
     done
     keys="$(cli "$rep_port" dbsize)"
     stop_pid "$rep_pid"

@@ -8,7 +8,7 @@
 #   ferry    `ferry run` (release) with TOKIO_WORKER_THREADS=1, then =2,
 #            ROUNDS rounds alternating; each run from process start until
 #            /status shows phase=streaming and applied_offset >= the source's
-#            master_repl_offset (polled every 100 ms)
+#            master_repl_offset (polled every 20 ms)
 #   base     BASE_BIN (optional): another ferry binary run the same way,
 #            alternating with this one, for a before/after in one sitting
 #
