@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// Most replies reserved up front for one read's batch.
+const REPLIES_MAX: usize = 4096;
 /// Small chunks are gathered into one write of up to this many bytes.
 const WRITE_BUF: usize = 256 * 1024;
 /// Chunks at least this big are written as they are, not copied first.
@@ -359,21 +361,16 @@ impl Conn {
             let mut read_half = read_half;
             let mut rbuf = rbuf;
             loop {
-                let mut replies = Vec::new();
-                loop {
-                    match ferry_resp::decode(&rbuf) {
-                        Ok(Some((value, used))) => {
-                            rbuf.advance(used);
-                            replies.push(value);
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            let _ = events.send((
-                                tag.clone(),
-                                PipeEvent::Lost(ConnError::Protocol { addr, error }),
-                            ));
-                            return;
-                        }
+                // `+OK` is 5 bytes: a batch of them fits without regrowing.
+                let mut replies = Vec::with_capacity((rbuf.len() / 5).min(REPLIES_MAX));
+                match ferry_resp::decode_all(&rbuf, &mut replies) {
+                    Ok(used) => rbuf.advance(used),
+                    Err(error) => {
+                        let _ = events.send((
+                            tag.clone(),
+                            PipeEvent::Lost(ConnError::Protocol { addr, error }),
+                        ));
+                        return;
                     }
                 }
                 if !replies.is_empty()

@@ -28,6 +28,7 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Registers `copies` ops for `offset`; returns the group id to ack.
+    #[inline]
     pub(crate) fn add(&mut self, offset: u64, copies: u32) -> u64 {
         if let Some(back) = self.groups.back_mut()
             && offset <= back.0
@@ -49,6 +50,7 @@ impl Progress {
     }
 
     /// One copy of group `id` is acknowledged.
+    #[inline]
     pub(crate) fn ack(&mut self, id: u64) {
         let Some(i) = id.checked_sub(self.base) else {
             return;

@@ -15,8 +15,9 @@
 //!   "" / null       -> unknown-endpoint: the host of the node that answered
 //! ```
 //!
-//! [`SlotMap`] is keyed by range end: `BTreeMap<end, (start, node)>`, so a
-//! lookup is one `range(slot..)` step. It is also what the writer mutates
+//! [`SlotMap`] is keyed by range end: `BTreeMap<end, (start, node)>`, with a
+//! flat per-slot copy beside it so that a lookup (once or twice per op on
+//! the writer's hot path) is one index, not a tree walk. It is also what the writer mutates
 //! after `-MOVED` ([`SlotMap::set`], [`Topology::apply_redirect`]); adjacent
 //! ranges of one node are merged, so a resharding moving slots one by one
 //! does not grow the map. `CLUSTER SHARDS` also lists masters serving no
@@ -65,7 +66,12 @@ impl fmt::Display for Node {
 pub struct SlotMap {
     /// end -> (start, node index); ranges never overlap.
     ranges: BTreeMap<u16, (u16, usize)>,
+    /// The same per slot ([`UNSERVED`] for none); empty until a range is set.
+    by_slot: Vec<u32>,
 }
+
+/// `SlotMap::by_slot` value of a slot no node serves.
+const UNSERVED: u32 = u32::MAX;
 
 impl SlotMap {
     /// An empty map (every slot uncovered).
@@ -74,9 +80,12 @@ impl SlotMap {
     }
 
     /// The node index serving `slot`, if any.
+    #[inline]
     pub fn node_for(&self, slot: u16) -> Option<usize> {
-        let (_, &(start, node)) = self.ranges.range(slot..).next()?;
-        (start <= slot).then_some(node)
+        match self.by_slot.get(usize::from(slot)) {
+            Some(&n) if n != UNSERVED => Some(n as usize),
+            _ => None,
+        }
     }
 
     /// Points one slot at `node` (after `-MOVED`).
@@ -130,6 +139,12 @@ impl SlotMap {
             hi = e;
         }
         self.ranges.insert(hi, (lo, node));
+        if self.by_slot.is_empty() {
+            self.by_slot = vec![UNSERVED; usize::from(MAX_SLOT) + 1];
+        }
+        // Node indexes are list positions (a handful of masters).
+        let n = u32::try_from(node).unwrap_or(UNSERVED - 1);
+        self.by_slot[usize::from(start)..=usize::from(end)].fill(n);
         Ok(())
     }
 
@@ -458,6 +473,30 @@ mod tests {
 
     fn map_of(m: &SlotMap) -> Vec<(u16, u16, usize)> {
         m.ranges().collect()
+    }
+
+    proptest::proptest! {
+        /// The flat per-slot lookup answers what the ranges say, after any
+        /// sequence of range and single-slot assignments.
+        #[test]
+        fn node_for_agrees_with_the_ranges(
+            sets in proptest::collection::vec((0u16..=MAX_SLOT, 0u16..64, 0usize..4), 0..24)
+        ) {
+            let mut m = SlotMap::new();
+            for (start, width, node) in sets {
+                let end = start.saturating_add(width).min(MAX_SLOT);
+                m.set_range(start, end, node).unwrap();
+            }
+            let mut want = vec![None; usize::from(MAX_SLOT) + 1];
+            for (s, e, n) in m.ranges() {
+                for slot in s..=e {
+                    want[usize::from(slot)] = Some(n);
+                }
+            }
+            for slot in 0..=MAX_SLOT {
+                proptest::prop_assert_eq!(m.node_for(slot), want[usize::from(slot)]);
+            }
+        }
     }
 
     #[test]

@@ -93,6 +93,37 @@ pub fn decode_bytes(buf: &Bytes) -> Step<(Value, usize)> {
     Decoder::new().decode_bytes(buf)
 }
 
+/// Decodes every complete frame at the start of `buf` into `out` (the
+/// default limits, payloads copied) and returns the bytes they used; a
+/// trailing partial frame is left for later. The replies a pipelined write
+/// mostly gets, `+OK` and `+QUEUED`, are recognised by their bytes before
+/// the general decoder runs.
+///
+/// # Errors
+/// As [`decode`]; the frames decoded before the bad one are in `out`.
+pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> {
+    let decoder = Decoder::new();
+    let mut used = 0;
+    while let Some(rest) = buf.get(used..).filter(|r| !r.is_empty()) {
+        if rest.starts_with(b"+OK\r\n") {
+            out.push(Value::Simple(Bytes::from_static(b"OK")));
+            used += 5;
+        } else if rest.starts_with(b"+QUEUED\r\n") {
+            out.push(Value::Simple(Bytes::from_static(b"QUEUED")));
+            used += 9;
+        } else {
+            match decoder.decode(rest)? {
+                Some((v, n)) => {
+                    out.push(v);
+                    used += n;
+                }
+                None => break,
+            }
+        }
+    }
+    Ok(used)
+}
+
 impl Decoder {
     /// A decoder with the default limits.
     pub const fn new() -> Self {
@@ -389,6 +420,25 @@ mod tests {
             assert_eq!(v, Value::simple(text));
         }
         assert_eq!(decode(b"+OK\r"), Ok(None));
+    }
+
+    #[test]
+    fn decode_all_takes_every_complete_frame() {
+        let wire = b"+OK\r\n+QUEUED\r\n-MOVED 1 h:1\r\n+OK\r\n*2\r\n:1\r\n+OK\r\n+OKAY\r\n+OK\r";
+        let mut out = Vec::new();
+        let used = decode_all(wire, &mut out).expect("valid");
+        assert_eq!(&wire[used..], b"+OK\r");
+        let mut want = Vec::new();
+        let mut pos = 0;
+        while let Ok(Some((v, n))) = decode(&wire[pos..]) {
+            want.push(v);
+            pos += n;
+        }
+        assert_eq!((out, used), (want, pos));
+        let mut out = Vec::new();
+        assert_eq!(decode_all(b"", &mut out), Ok(0));
+        assert!(decode_all(b"+OK\r\n?x\r\n", &mut out).is_err());
+        assert_eq!(out, [Value::simple("OK")]);
     }
 
     #[test]

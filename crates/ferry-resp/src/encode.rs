@@ -21,7 +21,11 @@ use crate::Value;
 /// Byte sinks the encoder writes to.
 trait Sink {
     fn put(&mut self, b: &[u8]);
-    fn reserve_more(&mut self, n: usize);
+    /// Grows by `n` zero bytes and returns them (one capacity check for a
+    /// whole command instead of one per part).
+    fn grow(&mut self, n: usize) -> &mut [u8];
+    fn truncate_to(&mut self, len: usize);
+    fn len_now(&self) -> usize;
 }
 
 impl Sink for Vec<u8> {
@@ -30,8 +34,18 @@ impl Sink for Vec<u8> {
         self.extend_from_slice(b);
     }
     #[inline]
-    fn reserve_more(&mut self, n: usize) {
-        self.reserve(n);
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len();
+        self.resize(start + n, 0);
+        &mut self[start..]
+    }
+    #[inline]
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len);
+    }
+    #[inline]
+    fn len_now(&self) -> usize {
+        self.len()
     }
 }
 
@@ -41,15 +55,36 @@ impl Sink for BytesMut {
         self.put_slice(b);
     }
     #[inline]
-    fn reserve_more(&mut self, n: usize) {
-        self.reserve(n);
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = self.len();
+        self.resize(start + n, 0);
+        &mut self[start..]
+    }
+    #[inline]
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len);
+    }
+    #[inline]
+    fn len_now(&self) -> usize {
+        self.len()
     }
 }
 
-/// Number of decimal digits in `n`.
+/// Number of decimal digits in `n` (comparisons for the usual small
+/// lengths: `ilog10` cost more than the rest of a short command's header).
 #[inline]
 fn digits(n: usize) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    if n < 10 {
+        1
+    } else if n < 100 {
+        2
+    } else if n < 1000 {
+        3
+    } else if n < 10_000 {
+        4
+    } else {
+        n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    }
 }
 
 /// The exact number of bytes [`write_command`] produces for `args`.
@@ -66,19 +101,83 @@ pub fn command_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
 
 /// Appends `args` to `out` as an array of bulk strings.
 pub fn write_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    put_command_into(out, args);
+    put_command_into(out, args, command_len(args));
 }
 
 /// Appends `args` to `out` as an array of bulk strings.
 pub fn put_command<A: AsRef<[u8]>>(out: &mut BytesMut, args: &[A]) {
-    put_command_into(out, args);
+    put_command_into(out, args, command_len(args));
 }
 
-fn put_command_into<S: Sink, A: AsRef<[u8]>>(out: &mut S, args: &[A]) {
-    out.reserve_more(command_len(args));
-    header(out, b'*', args.len());
+/// [`put_command`] for a caller that has measured the command already:
+/// `len` must be [`command_len`]`(args)`. A wrong `len` costs a second
+/// encoding, never wrong bytes or a panic.
+pub fn put_command_sized<A: AsRef<[u8]>>(out: &mut BytesMut, args: &[A], len: usize) {
+    put_command_into(out, args, len);
+}
+
+/// Encodes into `len` bytes grown once; falls back to part-by-part writes
+/// if `len` was not the exact length.
+fn put_command_into<S: Sink, A: AsRef<[u8]>>(out: &mut S, args: &[A], len: usize) {
+    let start = out.len_now();
+    if fill(out.grow(len), args) != Some(len) {
+        out.truncate_to(start);
+        header(out, b'*', args.len());
+        for a in args {
+            bulk(out, b'$', a.as_ref());
+        }
+    }
+}
+
+/// Writes the command into `buf`; the bytes written, `None` if `buf` is
+/// too short.
+#[inline]
+fn fill<A: AsRef<[u8]>>(buf: &mut [u8], args: &[A]) -> Option<usize> {
+    let mut pos = put_header(buf, 0, b'*', args.len())?;
     for a in args {
-        bulk(out, b'$', a.as_ref());
+        let a = a.as_ref();
+        pos = put_header(buf, pos, b'$', a.len())?;
+        let end = pos + a.len();
+        buf.get_mut(pos..end)?.copy_from_slice(a);
+        *buf.get_mut(end)? = b'\r';
+        *buf.get_mut(end + 1)? = b'\n';
+        pos = end + 2;
+    }
+    Some(pos)
+}
+
+/// `<t><n>\r\n` at `pos`; the position after it. Lengths below 1000 (the
+/// command's argument count, names, keys, small values) are written as one
+/// fixed-size store each.
+#[inline]
+fn put_header(buf: &mut [u8], pos: usize, t: u8, n: usize) -> Option<usize> {
+    // Digits of `n` (< 1000 where used), by value: `b'0' + n % 10` etc.
+    let d = |k: usize| b'0' + (n / k % 10) as u8;
+    match n {
+        0..=9 => {
+            let h: &mut [u8; 4] = buf.get_mut(pos..pos + 4)?.try_into().ok()?;
+            *h = [t, d(1), b'\r', b'\n'];
+            Some(pos + 4)
+        }
+        10..=99 => {
+            let h: &mut [u8; 5] = buf.get_mut(pos..pos + 5)?.try_into().ok()?;
+            *h = [t, d(10), d(1), b'\r', b'\n'];
+            Some(pos + 5)
+        }
+        100..=999 => {
+            let h: &mut [u8; 6] = buf.get_mut(pos..pos + 6)?.try_into().ok()?;
+            *h = [t, d(100), d(10), d(1), b'\r', b'\n'];
+            Some(pos + 6)
+        }
+        _ => {
+            let mut text = itoa::Buffer::new();
+            let text = text.format(n).as_bytes();
+            let end = pos + 1 + text.len();
+            *buf.get_mut(pos)? = t;
+            buf.get_mut(pos + 1..end)?.copy_from_slice(text);
+            buf.get_mut(end..end + 2)?.copy_from_slice(b"\r\n");
+            Some(end + 2)
+        }
     }
 }
 
@@ -182,7 +281,9 @@ mod tests {
 
     #[test]
     fn length_headers_of_every_width() {
-        for len in [0usize, 1, 9, 10, 99, 100, 12_345, 1_000_000] {
+        for len in [
+            0usize, 1, 9, 10, 99, 100, 999, 1000, 9999, 12_345, 1_000_000,
+        ] {
             let arg = vec![b'x'; len];
             let mut out = Vec::new();
             write_command(&mut out, &[&b"SET"[..], &arg]);
@@ -222,6 +323,26 @@ mod tests {
         assert_eq!(digits(9), 1);
         assert_eq!(digits(10), 2);
         assert_eq!(digits(usize::MAX), 20);
+        for n in [99usize, 100, 999, 1000, 9999, 10_000, 99_999, 100_000] {
+            assert_eq!(digits(n), n.to_string().len(), "{n}");
+        }
+    }
+
+    #[test]
+    fn sized_encoding_matches_and_survives_a_wrong_length() {
+        let big = vec![b'y'; 10_000];
+        let cases: [&[&[u8]]; 4] = [&[], &[b"PING"], &[b"SET", b"k:1", &big], &[&b""[..]; 12]];
+        for args in cases {
+            let mut want = Vec::new();
+            write_command(&mut want, args);
+            let len = command_len(args);
+            assert_eq!(want.len(), len);
+            for given in [len, 0, len - 1, len + 1, len + 100] {
+                let mut out = BytesMut::from(&b"xx"[..]);
+                put_command_sized(&mut out, args, given);
+                assert_eq!(&out[2..], &want[..], "len {len} given {given}");
+            }
+        }
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl Core {
         if self.wire_buf.capacity() < len {
             self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
         }
-        put_command(&mut self.wire_buf, &op.args);
+        ferry_resp::put_command_sized(&mut self.wire_buf, &op.args, len);
         let wire = self.wire_buf.split();
         let copies = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);

@@ -88,6 +88,9 @@ pub(crate) struct Core {
     pub(super) inflight: Vec<u32>,
     pub(super) held_bytes: usize,
     pub(super) progress: Progress,
+    /// Plain ops acknowledged in the current reply batch, added to
+    /// `shared.acked` at its end.
+    pub(super) acked_batch: u64,
     pub(super) seq: u64,
     pub(super) config: WriterConfig,
     pub(super) shared: Arc<Shared>,
@@ -138,6 +141,7 @@ impl Core {
             inflight: vec![0; usize::from(SLOTS)],
             held_bytes: 0,
             progress: Progress::default(),
+            acked_batch: 0,
             last_offset: 0,
             complete: 0,
             seq: 0,

@@ -30,12 +30,18 @@ impl Core {
         if self.generation(i) != Some(generation) {
             return;
         }
-        let mut touched: Vec<u16> = Vec::new();
+        let mut touched: Vec<u16> = Vec::with_capacity(values.len());
         for value in values {
             self.on_one_reply(i, value, &mut touched);
             if self.fatal.is_some() {
-                return;
+                break;
             }
+        }
+        // One atomic add per batch instead of one per op.
+        let acked = std::mem::take(&mut self.acked_batch);
+        self.shared.acked.fetch_add(acked, Ordering::Relaxed);
+        if self.fatal.is_some() {
+            return;
         }
         let node = &mut self.nodes[i];
         node.waiting_since = (node.sent > 0).then_some(now);
@@ -157,7 +163,7 @@ impl Core {
                 self.shared.selected_db.store(db, Ordering::Release);
             }
             self.progress.ack(*group);
-            self.shared.acked.fetch_add(1, Ordering::Relaxed);
+            self.acked_batch += 1;
         }
     }
 
