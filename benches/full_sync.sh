@@ -218,8 +218,8 @@ for t in targets:
 md += [
     "",
     "ferry: wall time from starting \`ferry run\` (release) until \`/status\` shows \`phase: streaming\` and",
-    "\`applied_offset\` ≥ the source's \`master_repl_offset\` (polled every 20 ms, as the replica is; snapshot keys are written",
-    "with \`RESTORE … REPLACE ABSTTL\`); the cluster's DBSIZE sum is checked = N. Replica: a running empty",
+    "\`applied_offset\` ≥ the source's \`master_repl_offset\` (polled every 20 ms, as the replica is; plain snapshot strings are written",
+    "as \`SET\`, other keys with \`RESTORE … REPLACE ABSTTL\`); the cluster's DBSIZE sum is checked = N. Replica: a running empty",
     "redis-server, from \`REPLICAOF\` until \`master_link_status:up\` and \`master_sync_in_progress:0\` (the",
     "source streams the RDB diskless; the replica writes it to disk, then loads it). Ceiling:",
     "\`redis-benchmark --cluster -t set -n N -P 64 -r N -d SIZE\` (50 clients) into the FLUSHALLed cluster;",
