@@ -70,7 +70,7 @@ pub use gate::SlotGate;
 pub use info::{DbKeys, Info, InfoError, info_text};
 pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
 pub use nodes::{shards_node_addrs, slots_node_addrs};
-pub use op::{Op, Tolerate};
+pub use op::{Args, Op, Tolerate};
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
