@@ -363,18 +363,22 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
     if name.len() > MAX_NAME {
         return KeySpec::Unknown;
     }
+    // Upper-cased and hashed in one pass (the table's names are upper case).
     let mut buf = [0u8; MAX_NAME];
-    let upper = &mut buf[..name.len()];
-    upper.copy_from_slice(name);
-    upper.make_ascii_uppercase();
+    let mut h = FNV_BASIS;
+    for (d, &b) in buf.iter_mut().zip(name) {
+        *d = b.to_ascii_uppercase();
+        h = fnv_step(h, *d);
+    }
+    let upper = &buf[..name.len()];
     let index = lookup();
     let mask = index.len() - 1;
-    let mut at = name_hash(upper) & mask;
+    let mut at = h as usize & mask;
     // Open addressing, linear probing; the table is at most a quarter full.
     loop {
         match index[at] {
             NONE => return KeySpec::Unknown,
-            i if TABLE[usize::from(i)].0.as_bytes() == &*upper => {
+            i if TABLE[usize::from(i)].0.as_bytes() == upper => {
                 return TABLE[usize::from(i)].1;
             }
             _ => at = (at + 1) & mask,
@@ -385,13 +389,17 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
 /// An empty slot of the lookup index.
 const NONE: u16 = u16::MAX;
 
+/// FNV-1a's starting value.
+const FNV_BASIS: u32 = 0x811c_9dc5;
+
+/// One byte of FNV-1a.
+fn fnv_step(h: u32, b: u8) -> u32 {
+    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+}
+
 /// FNV-1a of an (upper-case) command name, for the lookup index.
 fn name_hash(name: &[u8]) -> usize {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in name {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    h as usize
+    name.iter().fold(FNV_BASIS, |h, &b| fnv_step(h, b)) as usize
 }
 
 /// A hash index over [`TABLE`] (positions into it), built on first use: one
@@ -573,6 +581,10 @@ fn range(len: usize, first: usize, last: isize, step: usize) -> Option<KeyIndexe
     // `len > first` holds here. MSET's pairs must be whole.
     if from_end && step > 1 && (len - first) % step != 0 {
         return None;
+    }
+    if last == first {
+        // One key (`SET`, `INCR`, `LPUSH`, ...: most of a stream).
+        return Some(smallvec![first]);
     }
     Some((first..=last).step_by(step.max(1)).collect())
 }
