@@ -14,10 +14,10 @@
 # the oldest received-but-unapplied byte). After each load stops: the time
 # until the lag is 0 ("keeps up" = within 1 s). Finally `ferry verify`.
 #
-#   benches/results/streaming_lag.md / .json
+#   benches/results/$OUT.md / .json (OUT defaults to streaming_lag)
 #
 # Environment: MAX_N (default 300000 per test), HALF_SECONDS (default 15),
-# KEYS (default 100000), VERIFY (default 1), STEP_TIMEOUT, FERRY_BIN,
+# KEYS (default 100000), VERIFY (default 1), OUT, STEP_TIMEOUT, FERRY_BIN,
 # FERRY_REDIS70 / FERRY_REDIS_CLI / FERRY_REDIS_BENCHMARK.
 set -euo pipefail
 
@@ -29,6 +29,7 @@ MAX_N="${MAX_N:-300000}"
 HALF_SECONDS="${HALF_SECONDS:-15}"
 KEYS="${KEYS:-100000}"
 VERIFY="${VERIFY:-1}"
+OUT="${OUT:-streaming_lag}"
 wall0=$(now)
 load_before="$(loadavg)"
 bench_init streaming-lag
@@ -122,7 +123,7 @@ stop_pid "$FERRY_PID"
 
 load_after="$(loadavg)"
 wall_s="$(py "round($(now) - $wall0, 1)")"
-mkdir -p benches/results
+mkdir -p "$(dirname "benches/results/$OUT")"
 python3 - "$work" <<PY
 import json, os, datetime
 work = "$work"
@@ -184,7 +185,7 @@ doc = dict(
     wall_seconds=float("$wall_s"), max_rate=max_rate, half_rate_target=half_rate, half_rate_achieved=lg["rate"],
     max=mx, half=hf, loadgen=lg, verify_exit=(int(verify_exit) if verify_exit else None), targets=targets,
 )
-json.dump(doc, open("benches/results/streaming_lag.json", "w"), indent=2, ensure_ascii=False)
+json.dump(doc, open("benches/results/$OUT.json", "w"), indent=2, ensure_ascii=False)
 mark = {True: "met", False: "**not met**"}
 def row(label, s, rate):
     return (f"| {label} | {rate:,.0f} | {s['load_seconds']:.1f} | {s['lag_ms']['p50']:.0f} / {s['lag_ms']['p99']:.0f} / {s['lag_ms']['max']:.0f} "
@@ -216,6 +217,6 @@ md = [
     "source's \`master_repl_offset\` minus ferry's \`applied_offset\`, both read in the same 100 ms sample.",
     "Everything (source, load generator, ferry, 3 masters) shares this machine's cores.",
 ]
-open("benches/results/streaming_lag.md", "w").write("\n".join(md) + "\n")
+open("benches/results/$OUT.md", "w").write("\n".join(md) + "\n")
 PY
-cat benches/results/streaming_lag.md
+cat "benches/results/$OUT.md"

@@ -41,6 +41,7 @@ fn string(i: u64) -> String {
 /// What source command `i` becomes: three ops sharing its offset (as a
 /// command split per slot), a one-slot group every 97th command (a source
 /// MULTI/EXEC), a FLUSHALL at `flush_at`.
+#[allow(clippy::large_enum_variant)] // a test's values, built one at a time
 enum Cmd {
     Ops([Op; 3]),
     Group(Vec<Op>),

@@ -31,6 +31,7 @@
 //! enforces its own rule for them.
 
 use bytes::Bytes;
+use smallvec::{SmallVec, smallvec};
 
 use crate::show;
 
@@ -131,8 +132,12 @@ pub struct Keys {
     pub class: Class,
     /// Indexes into the argument list (0 = the command name), in argument
     /// order. Empty for [`Class::NoKeys`] and for scripts declaring no keys.
-    pub indexes: Vec<usize>,
+    pub indexes: KeyIndexes,
 }
+
+/// Key argument indexes: up to four inline (no allocation for the
+/// commands a stream mostly carries), more on the heap.
+pub type KeyIndexes = SmallVec<[usize; 4]>;
 
 impl Keys {
     /// The key arguments themselves, in order.
@@ -358,13 +363,62 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
     if name.len() > MAX_NAME {
         return KeySpec::Unknown;
     }
+    // Upper-cased and hashed in one pass (the table's names are upper case).
     let mut buf = [0u8; MAX_NAME];
-    let upper = &mut buf[..name.len()];
-    upper.copy_from_slice(name);
-    upper.make_ascii_uppercase();
-    TABLE
-        .binary_search_by(|(n, _)| n.as_bytes().cmp(upper))
-        .map_or(KeySpec::Unknown, |i| TABLE[i].1)
+    let mut h = FNV_BASIS;
+    for (d, &b) in buf.iter_mut().zip(name) {
+        *d = b.to_ascii_uppercase();
+        h = fnv_step(h, *d);
+    }
+    let upper = &buf[..name.len()];
+    let index = lookup();
+    let mask = index.len() - 1;
+    let mut at = h as usize & mask;
+    // Open addressing, linear probing; the table is at most a quarter full.
+    loop {
+        match index[at] {
+            NONE => return KeySpec::Unknown,
+            i if TABLE[usize::from(i)].0.as_bytes() == upper => {
+                return TABLE[usize::from(i)].1;
+            }
+            _ => at = (at + 1) & mask,
+        }
+    }
+}
+
+/// An empty slot of the lookup index.
+const NONE: u16 = u16::MAX;
+
+/// FNV-1a's starting value.
+const FNV_BASIS: u32 = 0x811c_9dc5;
+
+/// One byte of FNV-1a.
+fn fnv_step(h: u32, b: u8) -> u32 {
+    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+}
+
+/// FNV-1a of an (upper-case) command name, for the lookup index.
+fn name_hash(name: &[u8]) -> usize {
+    name.iter().fold(FNV_BASIS, |h, &b| fnv_step(h, b)) as usize
+}
+
+/// A hash index over [`TABLE`] (positions into it), built on first use: one
+/// hash and usually one comparison per lookup instead of a binary search's
+/// seven or eight (a stream looks up every command, some twice).
+fn lookup() -> &'static [u16] {
+    static INDEX: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let size = (TABLE.len() * 4).next_power_of_two();
+        let mut index = vec![NONE; size];
+        for (i, (name, _)) in TABLE.iter().enumerate() {
+            let mut at = name_hash(name.as_bytes()) & (size - 1);
+            while index[at] != NONE {
+                at = (at + 1) & (size - 1);
+            }
+            index[at] = u16::try_from(i).expect("a small table");
+        }
+        index
+    })
 }
 
 /// The key argument indexes and class of a command (`args[0]` is its name).
@@ -376,7 +430,7 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
 ///     .into_iter().map(Bytes::from).collect();
 /// let keys = command_keys(&args)?;
 /// assert_eq!(keys.class, Class::DataKeys);
-/// assert_eq!(keys.indexes, [1, 3, 4]);
+/// assert_eq!(keys.indexes[..], [1, 3, 4]);
 /// # Ok::<(), ferry_ops::KeyError>(())
 /// ```
 ///
@@ -399,7 +453,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
         KeySpec::Unknown => Err(KeyError::UnknownCommand { name: name.clone() }),
         KeySpec::NoKeys(kind) => Ok(Keys {
             class: Class::NoKeys(kind),
-            indexes: Vec::new(),
+            indexes: KeyIndexes::new(),
         }),
         KeySpec::Range { first, last, step } => range(args.len(), first, last, step)
             .ok_or_else(missing)
@@ -422,7 +476,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
             if n > (args.len() - start) / step {
                 return Err(bad());
             }
-            let mut indexes = Vec::with_capacity(n + usize::from(dest.is_some()));
+            let mut indexes = KeyIndexes::with_capacity(n + usize::from(dest.is_some()));
             indexes.extend(dest);
             indexes.extend((0..n).map(|i| start + i * step));
             data(indexes)
@@ -480,7 +534,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
             if args.len() < 3 {
                 return Err(missing());
             }
-            data(vec![2])
+            data(smallvec![2])
         }
         KeySpec::Copy => {
             if args.len() < 3 {
@@ -496,7 +550,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
                 } else {
                     Class::DataKeys
                 },
-                indexes: vec![1, 2],
+                indexes: smallvec![1, 2],
             })
         }
         KeySpec::Move => {
@@ -505,7 +559,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
             }
             Ok(Keys {
                 class: Class::CrossDb,
-                indexes: vec![1],
+                indexes: smallvec![1],
             })
         }
     }
@@ -514,7 +568,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
 /// The indexes of a legacy `(first, last, step)` spec over `len` arguments,
 /// or `None` if the arguments are too few (or, for `step > 1`, do not come
 /// in whole groups).
-fn range(len: usize, first: usize, last: isize, step: usize) -> Option<Vec<usize>> {
+fn range(len: usize, first: usize, last: isize, step: usize) -> Option<KeyIndexes> {
     let from_end = last < 0;
     let last = if from_end {
         len.checked_sub(last.unsigned_abs())?
@@ -527,6 +581,10 @@ fn range(len: usize, first: usize, last: isize, step: usize) -> Option<Vec<usize
     // `len > first` holds here. MSET's pairs must be whole.
     if from_end && step > 1 && (len - first) % step != 0 {
         return None;
+    }
+    if last == first {
+        // One key (`SET`, `INCR`, `LPUSH`, ...: most of a stream).
+        return Some(smallvec![first]);
     }
     Some((first..=last).step_by(step.max(1)).collect())
 }
@@ -554,8 +612,39 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn the_hash_lookup_finds_every_name_in_any_case_and_nothing_else() {
+        for (name, spec) in table() {
+            assert_eq!(key_spec(name.as_bytes()), *spec, "{name}");
+            assert_eq!(
+                key_spec(name.to_ascii_lowercase().as_bytes()),
+                *spec,
+                "{name}"
+            );
+            let longer = format!("{name}X");
+            let found = table().iter().find(|(n, _)| *n == longer).map(|(_, s)| *s);
+            assert_eq!(
+                key_spec(longer.as_bytes()),
+                found.unwrap_or(KeySpec::Unknown)
+            );
+            assert_eq!(key_spec(&name.as_bytes()[1..]), {
+                let shorter = &name[1..];
+                table()
+                    .iter()
+                    .find(|(n, _)| *n == shorter)
+                    .map_or(KeySpec::Unknown, |(_, s)| *s)
+            });
+        }
+        assert!(
+            table().windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, no duplicates"
+        );
+        assert_eq!(key_spec(b""), KeySpec::Unknown);
+        assert_eq!(key_spec(&[0xff; 24]), KeySpec::Unknown);
+    }
+
     fn idx(s: &str) -> Vec<usize> {
-        command_keys(&args(s)).unwrap().indexes
+        command_keys(&args(s)).unwrap().indexes.to_vec()
     }
 
     #[test]
@@ -672,13 +761,13 @@ mod tests {
             Err(KeyError::MissingArguments { .. })
         ));
         let k = command_keys(&args("COPY a b REPLACE")).unwrap();
-        assert_eq!((k.class, k.indexes), (Class::DataKeys, vec![1, 2]));
+        assert_eq!((k.class, k.indexes.to_vec()), (Class::DataKeys, vec![1, 2]));
         let k = command_keys(&args("COPY a b DB 3")).unwrap();
-        assert_eq!((k.class, k.indexes), (Class::CrossDb, vec![1, 2]));
+        assert_eq!((k.class, k.indexes.to_vec()), (Class::CrossDb, vec![1, 2]));
         let k = command_keys(&args("COPY a b DB")).unwrap();
         assert_eq!(k.class, Class::DataKeys);
         let k = command_keys(&args("MOVE a 1")).unwrap();
-        assert_eq!((k.class, k.indexes), (Class::CrossDb, vec![1]));
+        assert_eq!((k.class, k.indexes.to_vec()), (Class::CrossDb, vec![1]));
     }
 
     #[test]

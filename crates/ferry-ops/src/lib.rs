@@ -68,9 +68,9 @@ pub use endpoint::{Auth, Endpoint, EndpointError, HostPort, host_of, redact, spl
 pub use filter::{Filter, RESERVED_PREFIX, is_reserved};
 pub use gate::SlotGate;
 pub use info::{DbKeys, Info, InfoError, info_text};
-pub use keys::{Class, KeyError, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
+pub use keys::{Class, KeyError, KeyIndexes, KeySpec, Keys, NoKeysKind, command_keys, key_spec};
 pub use nodes::{shards_node_addrs, slots_node_addrs};
-pub use op::{Op, Tolerate};
+pub use op::{Args, Op, Tolerate};
 pub use redirect::{ErrorKind, Redirect, RedirectKind};
 pub use rewrite::{db_prefix, prefix_keys, prefixed};
 pub use slot::{SLOTS, key_slot};
@@ -82,7 +82,7 @@ pub use source_shards::{
 pub use source_watch::{
     DEFAULT_SETTLE, KnownShard, MasterView, Snapshot, SourceWatch, WatchAction,
 };
-pub use split::{Route, Split, Unreplayable, route, split};
+pub use split::{Route, Split, Unreplayable, route, route_owned, split};
 pub use target::TargetFormat;
 pub use topology::{Node, SlotMap, Topology, TopologyError};
 pub use translate::{Action, Counters, HOLD_MS, Skip, SkipReason, Translator, TranslatorConfig};

@@ -2,12 +2,19 @@
 //! the cluster writer sends.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
+
+/// A command's arguments: up to three held inline (`SET key value`, `DEL
+/// key`, ... need no allocation of their own), more on the heap. An op is
+/// built on the translator's thread and dropped on the writer's, so a
+/// heap `Vec` per op is a cross-thread allocation each time.
+pub type Args = SmallVec<[Bytes; 3]>;
 
 /// One write for the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
     /// The command and its arguments.
-    pub args: Vec<Bytes>,
+    pub args: Args,
     /// The slot of its keys (all in one slot: split first); `None` sends it
     /// to every master (`FLUSHALL`, `FUNCTION LOAD`, ...).
     pub slot: Option<u16>,
@@ -60,9 +67,9 @@ impl Tolerate {
 
 impl Op {
     /// An op for one slot.
-    pub fn slot(args: Vec<Bytes>, slot: u16, offset: u64) -> Op {
+    pub fn slot(args: impl Into<Args>, slot: u16, offset: u64) -> Op {
         Op {
-            args,
+            args: args.into(),
             slot: Some(slot),
             offset,
             tolerate: Tolerate::Nothing,
@@ -70,9 +77,9 @@ impl Op {
     }
 
     /// An op for every master.
-    pub fn all_masters(args: Vec<Bytes>, offset: u64) -> Op {
+    pub fn all_masters(args: impl Into<Args>, offset: u64) -> Op {
         Op {
-            args,
+            args: args.into(),
             slot: None,
             offset,
             tolerate: Tolerate::Nothing,

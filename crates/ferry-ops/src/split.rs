@@ -114,16 +114,17 @@ pub enum Route {
 /// `keys` must come from `command_keys(args)`; indexes past the end of
 /// `args` are ignored.
 pub fn split(args: &[Bytes], keys: &Keys) -> Split {
-    let name = args.first().cloned().unwrap_or_default();
+    let name = || args.first().cloned().unwrap_or_default();
     let mut slots = keys.keys(args).map(|k| key_slot(k));
     let Some(first) = slots.next() else {
         return Split::NeedsEmulation {
-            reason: Unreplayable::NoDeclaredKeys { command: name },
+            reason: Unreplayable::NoDeclaredKeys { command: name() },
         };
     };
     if slots.all(|s| s == first) {
         return Split::Single(first);
     }
+    let name = name();
     match Splittable::of(&name) {
         Some(how) => Split::PerSlot(per_slot(args, keys, how)),
         None => {
@@ -164,6 +165,45 @@ pub fn split(args: &[Bytes], keys: &Keys) -> Split {
 /// `FUNCTION` or `SCRIPT` subcommand that is not a propagated write.
 pub fn route(args: &[Bytes]) -> Result<Route, KeyError> {
     let keys = command_keys(args)?;
+    route_keys(args, &keys)
+}
+
+/// [`route`] for a caller that owns `args`: a [`Route::Slot`]'s arguments
+/// are `args` themselves, taken out of it (left empty) and rewritten in
+/// place where the effect needs it, instead of a copy. Every other route
+/// leaves `args` as it was.
+///
+/// ```
+/// use bytes::Bytes;
+/// use ferry_ops::{Route, key_slot, route, route_owned};
+/// let mut args: Vec<Bytes> = ["MSETNX", "{a}1", "x", "{a}2", "y"].into_iter().map(Bytes::from).collect();
+/// let copied = route(&args)?;
+/// let Route::Slot(slot, taken) = route_owned(&mut args)? else { panic!() };
+/// assert_eq!(slot, key_slot(b"a"));
+/// assert_eq!(copied, Route::Slot(slot, taken));
+/// assert!(args.is_empty());
+/// # Ok::<(), ferry_ops::KeyError>(())
+/// ```
+///
+/// # Errors
+/// As [`route`].
+pub fn route_owned(args: &mut Vec<Bytes>) -> Result<Route, KeyError> {
+    let keys = command_keys(args)?;
+    if keys.class != Class::DataKeys {
+        return route_keys(args, &keys);
+    }
+    Ok(match split(args, &keys) {
+        Split::Single(slot) => {
+            effect_in_place(args, &keys);
+            Route::Slot(slot, std::mem::take(args))
+        }
+        Split::PerSlot(groups) => Route::PerSlot(groups),
+        Split::NeedsEmulation { reason } => Route::Unreplayable { reason },
+    })
+}
+
+/// The route of `args`, whose keys are `keys`.
+fn route_keys(args: &[Bytes], keys: &Keys) -> Result<Route, KeyError> {
     let name = &args[0];
     match keys.class {
         Class::NoKeys(kind) => no_keys(args, kind),
@@ -172,8 +212,8 @@ pub fn route(args: &[Bytes]) -> Result<Route, KeyError> {
                 command: name.clone(),
             },
         }),
-        Class::DataKeys => Ok(match split(args, &keys) {
-            Split::Single(slot) => Route::Slot(slot, effect_only(args, &keys)),
+        Class::DataKeys => Ok(match split(args, keys) {
+            Split::Single(slot) => Route::Slot(slot, effect_only(args, keys)),
             Split::PerSlot(groups) => Route::PerSlot(groups),
             Split::NeedsEmulation { reason } => Route::Unreplayable { reason },
         }),
@@ -238,6 +278,20 @@ fn effect_only(args: &[Bytes], keys: &Keys) -> Vec<Bytes> {
             out
         }
         Some(Splittable::Keys) | None => args.to_vec(),
+    }
+}
+
+/// [`effect_only`] rewriting `args` itself (nothing to do for most
+/// commands).
+fn effect_in_place(args: &mut Vec<Bytes>, keys: &Keys) {
+    match Splittable::of(&args[0]) {
+        Some(Splittable::Pairs) => args[0] = Bytes::from_static(b"MSET"),
+        Some(Splittable::CountedPairs) => {
+            let end = args.len() - options_after_pairs(args, keys).len();
+            let options: Vec<Bytes> = args.drain(end..).collect();
+            args.extend(unconditional(&options));
+        }
+        Some(Splittable::Keys) | None => {}
     }
 }
 

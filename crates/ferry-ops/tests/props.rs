@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use ferry_ops::slot::hash_tag;
-use ferry_ops::{Route, SLOTS, SlotMap, Topology, command_keys, key_slot, route};
+use ferry_ops::{Route, SLOTS, SlotMap, Topology, command_keys, key_slot, route, route_owned};
 use ferry_resp::Value;
 use proptest::prelude::*;
 
@@ -192,7 +192,7 @@ proptest! {
         rest in proptest::collection::vec(prop_oneof![
             key(),
             (0..5u8).prop_map(|n| Bytes::from(n.to_string())),
-            proptest::sample::select(vec!["STORE", "STOREDIST", "LIMIT", "BY", "GET", "DB", "CREATE", "LOAD", "-1"]).prop_map(b),
+            proptest::sample::select(vec!["STORE", "STOREDIST", "LIMIT", "BY", "GET", "DB", "CREATE", "LOAD", "-1", "NX", "xx"]).prop_map(b),
         ], 0..12),
     ) {
         let mut args = vec![name];
@@ -201,7 +201,15 @@ proptest! {
             prop_assert!(keys.indexes.iter().all(|&i| i > 0 && i < args.len()));
             prop_assert!(keys.indexes.windows(2).all(|w| w[0] != w[1]));
         }
-        let _ = route(&args);
+        let copied = route(&args);
+        // The owning variant routes the same; only a one-slot route takes
+        // the arguments.
+        let mut owned_args = args.clone();
+        let owned = route_owned(&mut owned_args);
+        prop_assert_eq!(&owned, &copied);
+        if !matches!(owned, Ok(Route::Slot(..))) {
+            prop_assert_eq!(&owned_args, &args);
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! last such boundary with the db selected there; a resume from inside a
 //! transaction would replay half of it.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferry_resp::{Command, RespError};
 
 use crate::parse_decimal;
@@ -223,7 +223,14 @@ impl CommandStream {
         let end_offset = start
             .checked_add(cmd.wire_len as u64)
             .ok_or(StreamError::OffsetOverflow { offset: start })?;
-        let event = if cmd.is("SELECT") {
+        let event = if !may_be_control(&cmd.args) {
+            // Almost every command: no name comparisons below.
+            StreamEvent::Command {
+                cmd,
+                db: self.db,
+                end_offset,
+            }
+        } else if cmd.is("SELECT") {
             let db = match &cmd.args[..] {
                 [_, db] => parse_decimal(db),
                 _ => None,
@@ -286,9 +293,44 @@ impl CommandStream {
     }
 }
 
+/// Whether `args` may be one of the commands [`CommandStream`] handles
+/// itself (`SELECT`, `MULTI`, `EXEC`, `PING`, `REPLCONF`, `OPINFO`, an
+/// empty command): a cheap test on the name's length and first letter that
+/// lets data commands skip the name comparisons.
+fn may_be_control(args: &[Bytes]) -> bool {
+    let Some(name) = args.first() else {
+        return true;
+    };
+    matches!(
+        (name.len(), name.first().map(u8::to_ascii_uppercase)),
+        (6, Some(b'S' | b'O')) | (5, Some(b'M')) | (4, Some(b'E' | b'P')) | (8, Some(b'R'))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_control_name_passes_the_cheap_test() {
+        let args = |n: &str| vec![Bytes::copy_from_slice(n.as_bytes())];
+        for n in ["SELECT", "MULTI", "EXEC", "PING", "REPLCONF", "OPINFO"] {
+            assert!(may_be_control(&args(n)), "{n}");
+            assert!(may_be_control(&args(&n.to_ascii_lowercase())), "{n}");
+        }
+        assert!(may_be_control(&[]));
+        for n in [
+            "SET",
+            "INCR",
+            "LPUSH",
+            "HSET",
+            "ZADD",
+            "EXPIRE",
+            "PEXPIREAT",
+        ] {
+            assert!(!may_be_control(&args(n)), "{n}");
+        }
+    }
 
     const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
     const GETACK: &[u8] = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";

@@ -210,17 +210,23 @@ impl Applier {
     /// the rest by [`Applier::send_pending`] before anything else reaches
     /// the writer (so the order of ops and requests is unchanged).
     async fn submit(&mut self, op: Op) -> Result<()> {
-        self.last_op_offset = op.offset;
-        if !self.gate_passes(&op) {
-            self.tr.counters.moved_slot_dropped += 1;
-            return Ok(());
-        }
-        self.pending_bytes += op.args.iter().map(Bytes::len).sum::<usize>();
-        self.pending.push(op);
-        if self.pending.len() >= SUBMIT_BATCH_OPS || self.pending_bytes >= SUBMIT_BATCH_BYTES {
+        if self.queue(op) {
             self.send_pending().await?;
         }
         Ok(())
+    }
+
+    /// Queues `op` without waiting; `true` when the batch is full and must
+    /// be handed over ([`Applier::send_pending`]) before the next op.
+    fn queue(&mut self, op: Op) -> bool {
+        self.last_op_offset = op.offset;
+        if self.gate.is_some() && !self.gate_passes(&op) {
+            self.tr.counters.moved_slot_dropped += 1;
+            return false;
+        }
+        self.pending_bytes += op.args.iter().map(Bytes::len).sum::<usize>();
+        self.pending.push(op);
+        self.pending.len() >= SUBMIT_BATCH_OPS || self.pending_bytes >= SUBMIT_BATCH_BYTES
     }
 
     /// Hands the queued ops to the writer as one message (one channel send
@@ -320,12 +326,67 @@ impl Applier {
         Ok(())
     }
 
-    /// Apply one link event.
-    pub async fn event(&mut self, ev: LinkEvent) -> Result<()> {
+    /// Applies a batch of link events (what the link decoded from one
+    /// read) in order, then declares them complete (see
+    /// [`Applier::mark_complete`]). The wall clock is read once for the
+    /// batch; each event is translated where it lies in `batch` (a record
+    /// is a few hundred bytes: not moved again), and `batch` is left empty.
+    /// `on_reconnect` sees the reason of each `Reconnecting` event first.
+    pub async fn apply_batch(
+        &mut self,
+        batch: &mut Vec<LinkEvent>,
+        mut on_reconnect: impl FnMut(&str),
+    ) -> Result<()> {
+        let now = now_ms();
         let mut actions = std::mem::take(&mut self.actions);
-        let token = match ev {
+        let mut result = Ok(());
+        for ev in batch.iter_mut() {
+            if let LinkEvent::Reconnecting { reason } = ev {
+                on_reconnect(reason);
+            }
+            let token = self.translate(ev, now, &mut actions);
+            // Plain writes (almost every action) are queued here without
+            // an await; the rest goes through `execute_one`.
+            for action in actions.drain(..) {
+                result = match action {
+                    Action::Write(op) => {
+                        if self.queue(op) {
+                            self.send_pending().await
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    other => self.execute_one(other).await,
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+            if let Some(applied) = token {
+                self.tokens.push_back((self.last_op_offset, applied));
+            }
+        }
+        actions.clear();
+        self.actions = actions;
+        batch.clear();
+        result?;
+        self.mark_complete().await
+    }
+
+    /// What `ev` becomes (into `actions`, its bytes taken out of `ev`) and
+    /// the position to report once they are applied.
+    fn translate(
+        &mut self,
+        ev: &mut LinkEvent,
+        now: i64,
+        actions: &mut Vec<Action>,
+    ) -> Option<Applied> {
+        match ev {
             LinkEvent::FullSync { replid, offset, .. } => {
-                self.tr.full_sync(&replid, offset, now_ms(), &mut actions);
+                self.tr.full_sync(replid, *offset, now, actions);
                 None
             }
             LinkEvent::Continue { .. } => {
@@ -334,12 +395,12 @@ impl Applier {
             }
             LinkEvent::Reconnecting { .. } => None,
             LinkEvent::Rdb(item) => {
-                self.tr.rdb(item, now_ms(), &mut actions);
+                self.tr.rdb_in_place(item, now, actions);
                 None
             }
             LinkEvent::SnapshotEnd { applied } => {
-                self.tr.snapshot_end(&mut actions);
-                Some(applied)
+                self.tr.snapshot_end(actions);
+                Some(*applied)
             }
             LinkEvent::Stream { event, applied } => {
                 match event {
@@ -347,35 +408,36 @@ impl Applier {
                         cmd,
                         db,
                         end_offset,
-                    } => self
-                        .tr
-                        .command(cmd.args, db, end_offset, now_ms(), &mut actions),
+                    } => {
+                        let args = std::mem::take(&mut cmd.args);
+                        self.tr.command(args, *db, *end_offset, now, actions)
+                    }
                     StreamEvent::Multi { end_offset } => {
-                        self.tr.stream_position(end_offset);
-                        self.tr.multi(&mut actions)
+                        self.tr.stream_position(*end_offset);
+                        self.tr.multi(actions)
                     }
                     StreamEvent::Exec { end_offset } => {
-                        self.tr.stream_position(end_offset);
-                        self.tr.exec(&mut actions)
+                        self.tr.stream_position(*end_offset);
+                        self.tr.exec(actions)
                     }
                     other => self.tr.stream_position(other.end_offset()),
                 }
-                Some(applied)
+                Some(*applied)
             }
-        };
-        let result = self.execute(&mut actions).await;
-        actions.clear();
-        self.actions = actions;
-        result?;
-        if let Some(applied) = token {
-            self.tokens.push_back((self.last_op_offset, applied));
         }
-        Ok(())
     }
 
     /// Runs the actions in order.
     async fn execute(&mut self, actions: &mut Vec<Action>) -> Result<()> {
         for action in actions.drain(..) {
+            self.execute_one(action).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one action.
+    async fn execute_one(&mut self, action: Action) -> Result<()> {
+        {
             match action {
                 Action::Write(op) => self.submit(op).await?,
                 Action::Group(ops) => self.submit_group(ops).await?,

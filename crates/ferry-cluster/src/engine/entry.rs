@@ -164,7 +164,7 @@ impl Entry {
     pub(super) fn describe(&self) -> (String, String) {
         let args = match &self.body {
             Body::Op { .. } => Some(first_args(&self.wire)),
-            Body::Txn(t) => t.parts.ops.first().map(|o| o.args.clone()),
+            Body::Txn(t) => t.parts.ops.first().map(|o| o.args.to_vec()),
             Body::Wait => None,
         };
         match args {

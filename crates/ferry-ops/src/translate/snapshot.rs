@@ -5,24 +5,34 @@ use ferry_rdb::{Item, Value};
 
 use super::{Action, SkipReason, Translator, lossy};
 use crate::filter::is_reserved;
-use crate::op::Op;
+use crate::op::{Args, Op};
 use crate::slot::key_slot;
 
 impl Translator {
     /// One decoded RDB record, `now_ms` the wall clock (unix ms) for the
     /// expiry check.
-    pub fn rdb(&mut self, item: Item, now_ms: i64, out: &mut Vec<Action>) {
+    pub fn rdb(&mut self, mut item: Item, now_ms: i64, out: &mut Vec<Action>) {
+        self.rdb_in_place(&mut item, now_ms, out);
+    }
+
+    /// [`Translator::rdb`] without moving the record: the bytes the ops
+    /// need (key, value, function code) are taken out of `item`, which is
+    /// left with empty `Bytes` in their place (to be dropped). A record is
+    /// a few hundred bytes; the caller's event buffer keeps it where the
+    /// link put it.
+    pub fn rdb_in_place(&mut self, item: &mut Item, now_ms: i64, out: &mut Vec<Action>) {
         // +1: a snapshot at offset 0 must still count as "something to acknowledge".
         let off = self.snapshot_offset + 1;
         match item {
-            Item::Header { flavor, version } => self.file = Some((flavor, version)),
+            Item::Header { flavor, version } => self.file = Some((*flavor, *version)),
             Item::Aux { key, value } if &key[..] == b"ctime" => {
-                self.hold.ctime_ms = std::str::from_utf8(&value)
+                self.hold.ctime_ms = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.parse::<i64>().ok())
                     .map(|s| s.saturating_mul(1000));
             }
             Item::Function { code } => {
+                let code = std::mem::take(code);
                 let args = vec!["FUNCTION".into(), "LOAD".into(), "REPLACE".into(), code];
                 self.write(out, Op::all_masters(args, off));
             }
@@ -35,7 +45,7 @@ impl Translator {
                 let detail = format!("module aux data of {}", module.name());
                 self.skip(out, SkipReason::ModuleAux, None, detail);
             }
-            Item::Key(mut k) => {
+            Item::Key(k) => {
                 let h = &k.header;
                 if is_reserved(&h.key) {
                     let detail = lossy(&h.key);
@@ -84,12 +94,13 @@ impl Translator {
                 };
                 if stamp.is_some()
                     && h.expire_ms.is_none()
-                    && let Value::String(v) = k.value
+                    && let Value::String(v) = &mut k.value
                 {
                     // A plain string without TTL: SET leaves the same key as
                     // RESTORE REPLACE and costs the target less (no payload
                     // to check and parse). Key and value move into the op.
-                    let args = vec![Bytes::from_static(b"SET"), k.header.key, v];
+                    let (key, v) = (std::mem::take(&mut k.header.key), std::mem::take(v));
+                    let args = Args::from_buf([Bytes::from_static(b"SET"), key, v]);
                     self.write(out, Op::slot(args, slot, off));
                     self.counters.keys_applied += 1;
                     return;
@@ -119,7 +130,8 @@ impl Translator {
                 }
                 self.counters.keys_applied += 1;
             }
-            Item::BigKeyStart(mut h) => {
+            Item::BigKeyStart(h) => {
+                let mut h = h.clone();
                 if is_reserved(&h.key) {
                     let (key, detail) = (h.key.clone(), lossy(&h.key));
                     self.skip(out, SkipReason::ReservedPrefix, Some(&key), detail);
@@ -145,7 +157,7 @@ impl Translator {
             Item::BigKeyChunk(v) => {
                 if let Some((h, first)) = self.big.take() {
                     let mut cmds = Vec::new();
-                    if let Err(u) = self.builder.chunk(&h, &v, first, &mut |c| cmds.push(c)) {
+                    if let Err(u) = self.builder.chunk(&h, v, first, &mut |c| cmds.push(c)) {
                         let detail = format!("{}: {}", lossy(&u.key), u.reason);
                         self.skip(out, SkipReason::UnsupportedValue, Some(&u.key), detail);
                     }

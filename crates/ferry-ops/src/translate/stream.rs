@@ -7,7 +7,7 @@ use crate::emulate::{Plan, plan};
 use crate::filter::is_reserved;
 use crate::keys::command_keys;
 use crate::op::{Op, Tolerate};
-use crate::split::{Route, Unreplayable, route};
+use crate::split::{Route, Unreplayable, route, route_owned};
 
 impl Translator {
     /// `MULTI`: a source transaction starts; its ops are buffered.
@@ -86,7 +86,14 @@ impl Translator {
             // may already have written it (the links are not ordered).
             restore_asking_replace(&mut args);
         }
-        let route = match route(&args) {
+        // A cluster target: a one-slot command's arguments move into its
+        // route (no copy); `args` keeps them for every other route.
+        let routed = if self.cfg.standalone {
+            route(&args)
+        } else {
+            route_owned(&mut args)
+        };
+        let route = match routed {
             Ok(r) => r,
             Err(e) => {
                 self.skip(out, SkipReason::UnknownCommand, None, e.to_string());
@@ -222,18 +229,20 @@ impl Translator {
     /// `None` (counted); some → the passing keys of a per-key command
     /// (DEL, UNLINK, TOUCH, MSET), or `None` reported as unreplayable.
     fn filter_keys(&mut self, args: Vec<Bytes>, out: &mut Vec<Action>) -> Option<Vec<Bytes>> {
+        // Without prefix rules only a reserved key is left out, and no key
+        // is reserved when no argument is: no need to find the keys.
+        if !self.cfg.filter.has_key_rules() && !args[1..].iter().any(|a| is_reserved(a)) {
+            return Some(args);
+        }
         let keys = match command_keys(&args) {
             Ok(k) => k,
             Err(_) => return Some(args), // reported by `route`
         };
-        let pass: Vec<bool> = keys
-            .indexes
-            .iter()
-            .map(|&i| self.cfg.filter.key(&args[i]) && !is_reserved(&args[i]))
-            .collect();
-        if pass.iter().all(|p| *p) {
+        let passes = |i: usize| self.cfg.filter.key(&args[i]) && !is_reserved(&args[i]);
+        if keys.indexes.iter().all(|&i| passes(i)) {
             return Some(args);
         }
+        let pass: Vec<bool> = keys.indexes.iter().map(|&i| passes(i)).collect();
         if let Some(&i) = keys.indexes.iter().find(|&&i| is_reserved(&args[i])) {
             let detail = format!("{} {}", lossy(&args[0]), lossy(&args[i]));
             self.skip(out, SkipReason::ReservedPrefix, Some(&args[i]), detail);

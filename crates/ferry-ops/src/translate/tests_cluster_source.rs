@@ -76,11 +76,14 @@ fn a_cluster_source_shard_tolerates_a_second_function_delete() {
         });
         let del = ops(&mut t, "FUNCTION DELETE mylib");
         let del = del.last().expect("the delete is written");
-        assert_eq!(del.args, a("FUNCTION DELETE mylib"));
+        assert_eq!(del.args.to_vec(), a("FUNCTION DELETE mylib"));
         assert_eq!(del.tolerate, Tolerate::LibraryNotFound, "{standalone}");
         // RESTORE … APPEND: a second copy would be refused; REPLACE is not.
         let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
-        assert_eq!(restore[0].args, a("FUNCTION RESTORE payload REPLACE"));
+        assert_eq!(
+            restore[0].args.to_vec(),
+            a("FUNCTION RESTORE payload REPLACE")
+        );
         for line in [
             "FUNCTION RESTORE payload FLUSH",
             "FUNCTION RESTORE payload REPLACE",
@@ -91,7 +94,7 @@ fn a_cluster_source_shard_tolerates_a_second_function_delete() {
         ] {
             // Idempotent as they are: unchanged, nothing tolerated.
             let op = &ops(&mut t, line)[0];
-            assert_eq!(op.args, a(line), "{line}");
+            assert_eq!(op.args.to_vec(), a(line), "{line}");
             assert_eq!(op.tolerate, Tolerate::Nothing, "{line}");
         }
         assert_eq!(t.counters.commands_applied, 8);
@@ -101,7 +104,10 @@ fn a_cluster_source_shard_tolerates_a_second_function_delete() {
     let del = ops(&mut t, "FUNCTION DELETE mylib");
     assert_eq!(del[0].tolerate, Tolerate::Nothing);
     let restore = ops(&mut t, "FUNCTION RESTORE payload APPEND");
-    assert_eq!(restore[0].args, a("FUNCTION RESTORE payload APPEND"));
+    assert_eq!(
+        restore[0].args.to_vec(),
+        a("FUNCTION RESTORE payload APPEND")
+    );
 }
 
 #[test]

@@ -99,22 +99,13 @@ pub async fn run(
                 if !more {
                     return Ok(());
                 }
-                let mut failed = None;
-                for ev in batch.drain(..) {
-                    if let LinkEvent::Reconnecting { reason } = &ev {
+                let assembler = &mut publish.assembler;
+                applier
+                    .apply_batch(&mut batch, |reason| {
                         events::SourceReconnecting { reason }.emit();
-                        publish.assembler.reconnecting(reason);
-                    }
-                    if let Err(e) = applier.event(ev).await {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                batch.clear();
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                applier.mark_complete().await?;
+                        assembler.reconnecting(reason);
+                    })
+                    .await?;
             },
             _ = tick.tick() => ticked = true,
         }
