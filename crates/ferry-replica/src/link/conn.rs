@@ -394,7 +394,12 @@ async fn read_loop(
         }
         let mut limited = (&mut *rd).take(room.min(READ_CHUNK) as u64);
         read_some(&mut limited, &mut buf, (cfg.timeout, addr), "streaming").await?;
-        push(shared, token, buf.split().freeze()).await?;
+        // The whole buffer, not a split of it: the chunk is then its
+        // allocation's only owner, and the decoder takes it as its buffer
+        // without copying it (see `decode::Dec::feed`). The next read
+        // allocates anew, as it did after a split (the rest of a shared
+        // allocation is never reused).
+        push(shared, token, std::mem::take(&mut buf).freeze()).await?;
     }
 }
 
