@@ -9,12 +9,19 @@
 //!            \________ covered by the CRC ________/
 //! ```
 //!
-//! Speed: input is taken in 16 KiB rounds of four 4 KiB lanes whose CRCs
-//! are computed together (slice-by-8 each, so the four dependency chains
-//! overlap in the CPU), then joined with a "shift by 4 KiB of zeros" table:
-//! `crc(A ‖ B) = shift(crc(A)) ^ crc(B)`, which holds because init and final
-//! xor are 0. Shorter tails use the `crc` crate's slice-by-16. Measured on
-//! the dev VM: ≈ 3.5 GB/s, against ≈ 2.2 GB/s for the plain slice-by-16.
+//! Two engines, chosen once at run time:
+//!
+//! * **carry-less multiply** (the `crc-fast` crate's `Crc64Redis`): 128-bit
+//!   folding with `pclmulqdq` on x86_64 (with SSE4.1) or `pmull` on aarch64
+//!   (with AES), the CPU features detected at run time. ≈ 0.33 instructions
+//!   per byte against ≈ 3.2 for the table engine (callgrind, 64 KiB blocks).
+//! * **tables**, the fallback on other CPUs and the reference the fast
+//!   engine is tested against: input is taken in 16 KiB rounds of four
+//!   4 KiB lanes whose CRCs are computed together (slice-by-8 each, so the
+//!   four dependency chains overlap in the CPU), then joined with a "shift by
+//!   4 KiB of zeros" table: `crc(A ‖ B) = shift(crc(A)) ^ crc(B)`, which
+//!   holds because init and final xor are 0. Shorter tails use the `crc`
+//!   crate's slice-by-16.
 
 use std::sync::LazyLock;
 
@@ -44,6 +51,28 @@ static SHIFT: LazyLock<[[u64; 256]; 8]> = LazyLock::new(|| {
     }
     table
 });
+
+/// Whether this CPU has the carry-less multiply the fast engine needs
+/// (detected once; `is_*_feature_detected!` caches too, this saves the
+/// second lookup).
+static CLMUL: LazyLock<bool> = LazyLock::new(clmul_detected);
+
+#[cfg(target_arch = "x86_64")]
+fn clmul_detected() -> bool {
+    std::arch::is_x86_feature_detected!("pclmulqdq")
+        && std::arch::is_x86_feature_detected!("sse4.1")
+}
+
+#[cfg(target_arch = "aarch64")]
+fn clmul_detected() -> bool {
+    std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("neon")
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn clmul_detected() -> bool {
+    false
+}
 
 /// Continue a CRC from register value `crc` (for this CRC the register and
 /// the checksum are the same thing) over `bytes`, with the crate's tables.
@@ -82,7 +111,8 @@ fn step8(t: &[[u64; 256]; 16], crc: u64, chunk: &[u8]) -> u64 {
         ^ t[0][(v >> 56) as usize]
 }
 
-fn update(mut crc: u64, bytes: &[u8]) -> u64 {
+/// The table engine (fallback and test reference).
+fn table_update(mut crc: u64, bytes: &[u8]) -> u64 {
     let t = REDIS_CRC64.table();
     let mut rounds = bytes.chunks_exact(LANE * LANES);
     for round in &mut rounds {
@@ -104,6 +134,22 @@ fn update(mut crc: u64, bytes: &[u8]) -> u64 {
         crc = shift(shift(shift(ca) ^ cb) ^ cc) ^ cd;
     }
     raw_update(crc, rounds.remainder())
+}
+
+/// The carry-less multiply engine; only called when [`CLMUL`] holds.
+fn clmul_update(crc: u64, bytes: &[u8]) -> u64 {
+    // Init and final xor are 0, so the digest state is the CRC itself.
+    let mut digest = crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc64Redis, crc);
+    digest.update(bytes);
+    digest.finalize()
+}
+
+fn update(crc: u64, bytes: &[u8]) -> u64 {
+    if *CLMUL {
+        clmul_update(crc, bytes)
+    } else {
+        table_update(crc, bytes)
+    }
 }
 
 /// Incremental CRC-64 (Redis flavour): feed bytes with [`Crc64::update`],
@@ -138,6 +184,7 @@ pub fn crc64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Bit-at-a-time reference, written from the algorithm parameters.
     fn reference(bytes: &[u8]) -> u64 {
@@ -156,16 +203,26 @@ mod tests {
         crc
     }
 
+    fn data(n: usize, seed: u32) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
     #[test]
     fn check_value() {
         assert_eq!(crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
         assert_eq!(reference(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+        assert_eq!(table_update(0, b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+        assert_eq!(clmul_update(0, b"123456789"), 0xe9c6_d914_c4b8_d9ca);
         assert_eq!(crc64(b""), 0);
+        assert_eq!(clmul_update(0, b""), 0);
+        assert_eq!(clmul_update(0x1234_5678, b""), 0x1234_5678);
     }
 
     #[test]
     fn incremental_matches_one_shot() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        let data = data(10_000, 7);
         let mut c = Crc64::new();
         for chunk in data.chunks(37) {
             c.update(chunk);
@@ -177,17 +234,61 @@ mod tests {
     }
 
     #[test]
+    fn engines_match_reference_at_every_small_length() {
+        let data = data(600, 3);
+        for n in 0..=data.len() {
+            let want = reference(&data[..n]);
+            assert_eq!(table_update(0, &data[..n]), want, "table {n}");
+            assert_eq!(clmul_update(0, &data[..n]), want, "clmul {n}");
+        }
+    }
+
+    #[test]
     fn interleaved_path_matches_reference() {
-        let data: Vec<u8> = (0..40_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let data = data(40_000, 0);
         for n in [16_383, 16_384, 16_385, 32_768, 33_333, 40_000] {
             assert_eq!(crc64(&data[..n]), reference(&data[..n]), "{n}");
+            assert_eq!(table_update(0, &data[..n]), reference(&data[..n]), "{n}");
             assert_eq!(crc64(&data[..n]), REDIS_CRC64.checksum(&data[..n]), "{n}");
         }
         let mut c = Crc64::new();
         c.update(&data[..5000]);
         c.update(&data[5000..]);
         assert_eq!(c.value(), reference(&data));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Random lengths, start alignments and cut points: the carry-less
+        /// engine, fed in pieces, equals the table engine in one call.
+        #[test]
+        fn clmul_matches_table_in_pieces(
+            len in 0usize..70_000,
+            align in 0usize..64,
+            seed in any::<u32>(),
+            cuts in proptest::collection::vec(0usize..70_000, 0..24),
+        ) {
+            let buf = data(len + align, seed);
+            let bytes = &buf[align..];
+            let want = table_update(0, bytes);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (len + 1)).collect();
+            cuts.sort_unstable();
+            let (mut crc, mut at) = (0u64, 0usize);
+            for c in cuts.into_iter().chain([len]) {
+                crc = clmul_update(crc, &bytes[at..c]);
+                at = c;
+            }
+            prop_assert_eq!(crc, want);
+            let mut t = 0u64;
+            let mut at = 0usize;
+            for piece in bytes.chunks(1 + seed as usize % 5000) {
+                t = table_update(t, piece);
+                at += piece.len();
+            }
+            prop_assert_eq!(at, len);
+            prop_assert_eq!(t, want);
+            prop_assert_eq!(crc64(bytes), want);
+        }
     }
 }

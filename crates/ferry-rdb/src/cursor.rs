@@ -172,6 +172,20 @@ impl<'a> Cur<'a> {
 
     /// An RDB string.
     pub(crate) fn string(&mut self) -> R<S> {
+        // Fast path: a plain string under 16 KiB (a 6- or 14-bit length),
+        // whole in the buffer: most keys and small values.
+        let short = match self.buf.get(self.pos..) {
+            Some(&[b, ..]) if b < 0x40 => Some((1, usize::from(b))),
+            Some(&[b, c, ..]) if b < 0x80 => Some((2, usize::from(b & 0x3F) << 8 | usize::from(c))),
+            _ => None,
+        };
+        if let Some((head, n)) = short {
+            let a = self.pos + head;
+            if n as u64 <= self.limits.max_string && a + n <= self.buf.len() {
+                self.pos = a + n;
+                return Ok(S::R(a, a + n));
+            }
+        }
         let start = self.pos;
         let at = self.offset();
         match self.len_enc()? {

@@ -413,3 +413,19 @@ pub enum Item {
         verified: bool,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every snapshot key moves by value from the decoder to the link's
+    /// batch a few times: an `Item` must not grow past what it is today
+    /// (192 bytes on 64-bit; a `memcpy` of 129–256 bytes costs the same).
+    #[test]
+    fn an_item_stays_small() {
+        if size_of::<usize>() == 8 {
+            assert!(size_of::<Item>() <= 192, "{}", size_of::<Item>());
+            assert!(size_of::<KeyHeader>() <= 120, "{}", size_of::<KeyHeader>());
+        }
+    }
+}

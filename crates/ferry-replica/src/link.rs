@@ -49,6 +49,7 @@
 
 mod conn;
 mod decode;
+mod inbuf;
 mod locate;
 mod spool_io;
 mod types;

@@ -394,7 +394,18 @@ async fn read_loop(
         }
         let mut limited = (&mut *rd).take(room.min(READ_CHUNK) as u64);
         read_some(&mut limited, &mut buf, (cfg.timeout, addr), "streaming").await?;
-        push(shared, token, buf.split().freeze()).await?;
+        // A big read goes whole, not as a split of the buffer: the chunk is
+        // then its allocation's only owner, and the decoder takes it as its
+        // buffer without copying it (`inbuf::InBuf`); the next read
+        // allocates anew, as it did after a split of a still-shared buffer.
+        // A small read is split off as before: the decoder copies it and
+        // drops it, and the buffer's allocation is reused.
+        let chunk = if buf.len() >= READ_CHUNK / 4 {
+            std::mem::take(&mut buf).freeze()
+        } else {
+            buf.split().freeze()
+        };
+        push(shared, token, chunk).await?;
     }
 }
 

@@ -3,6 +3,9 @@
 //! and sends [`LinkEvent`]s into the bounded channel (waiting when it is
 //! full; the spool absorbs the socket meanwhile).
 //!
+//! Popped chunks go into an [`InBuf`], which copies as little of them as
+//! it can (a chunk mostly becomes the buffer itself).
+//!
 //! Events travel in batches: everything decoded from one spool pop (at most
 //! [`POP_CHUNK`] bytes), cut at [`BATCH_EVENTS`] events. One channel message
 //! (and one consumer wake-up) per RDB key cost more than decoding the key.
@@ -18,11 +21,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
 use ferry_rdb::Item;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::inbuf::InBuf;
 use super::{Applied, LinkError, LinkEvent, Mark, Phase, Shared};
 use crate::{CommandStream, SnapshotEvent, SnapshotFramer, StreamEvent};
 
@@ -57,7 +60,8 @@ struct Dec<'a> {
     tx: mpsc::Sender<Vec<LinkEvent>>,
     /// Events decoded but not yet sent.
     batch: Vec<LinkEvent>,
-    buf: BytesMut,
+    /// Popped bytes not yet decoded.
+    input: InBuf,
     state: State,
     epoch: u64,
     popped: u64,
@@ -96,7 +100,7 @@ pub(super) async fn run(
         token,
         tx,
         batch: Vec::with_capacity(BATCH_EVENTS),
-        buf: BytesMut::new(),
+        input: InBuf::default(),
         state: State::Idle,
         epoch: 0,
         popped: 0,
@@ -144,7 +148,7 @@ pub(super) async fn run(
             }
             Work::Bytes(b) => {
                 shared.room.notify_one();
-                d.buf.extend_from_slice(&b);
+                d.input.feed(b);
                 d.process().await?
             }
             Work::Mark(m) => d.mark(m).await?,
@@ -161,7 +165,7 @@ impl Dec<'_> {
     /// command boundary outside `MULTI` in the stream, else `None`.
     fn tail(&self) -> Option<super::Tail> {
         match &self.state {
-            State::Stream(s) if self.buf.is_empty() && !s.in_multi() => Some(super::Tail {
+            State::Stream(s) if self.input.held() == 0 && !s.in_multi() => Some(super::Tail {
                 epoch: self.epoch,
                 at: self.popped,
                 offset: s.offset(),
@@ -220,7 +224,7 @@ impl Dec<'_> {
                 replid,
                 offset,
             } => {
-                self.buf.clear();
+                self.input.clear();
                 self.epoch = epoch;
                 self.shared.snapshot_done.store(0, Ordering::Relaxed);
                 self.shared
@@ -260,7 +264,7 @@ impl Dec<'_> {
             } => {
                 match &self.state {
                     State::Stream(stream) if self.epoch == epoch => {
-                        let at = stream.offset() + self.buf.len() as u64;
+                        let at = stream.offset() + self.input.held() as u64;
                         if at != offset {
                             return Err(LinkError::Internal(format!(
                                 "resumed at {offset} but the decoder holds bytes up to {at}"
@@ -268,7 +272,7 @@ impl Dec<'_> {
                         }
                     }
                     _ => {
-                        self.buf.clear();
+                        self.input.clear();
                         self.epoch = epoch;
                         self.state = State::Stream(CommandStream::new(offset, db));
                         self.data_end = (offset, db);
@@ -291,9 +295,10 @@ impl Dec<'_> {
     /// Decodes everything decodable in the buffer.
     async fn process(&mut self) -> Result<bool, LinkError> {
         loop {
+            self.input.unstitch();
             let ev = match &mut self.state {
                 State::Idle => {
-                    self.buf.clear();
+                    self.input.clear();
                     return Ok(true);
                 }
                 State::Snapshot {
@@ -301,8 +306,13 @@ impl Dec<'_> {
                     rdb,
                     offset,
                     db,
-                } => match framer.next_event(rdb, &mut self.buf) {
-                    Ok(None) => return Ok(true),
+                } => match framer.next_event(rdb, &mut self.input.buf) {
+                    Ok(None) => {
+                        if self.input.append_rest() {
+                            continue;
+                        }
+                        return Ok(true);
+                    }
                     Ok(Some(SnapshotEvent::Preamble(p))) => {
                         if let crate::Preamble::Disk { len } = p {
                             self.shared.snapshot_total.store(len, Ordering::Relaxed);
@@ -326,7 +336,7 @@ impl Dec<'_> {
                         self.shared
                             .snapshot_done
                             .store(rdb.offset(), Ordering::Relaxed);
-                        let end = self.popped - self.buf.len() as u64;
+                        let end = self.popped - self.input.held() as u64;
                         self.shared.lock().snapshot_end = Some((self.epoch, end));
                         self.shared.ack_now.notify_one();
                         self.state = State::Stream(CommandStream::new(offset, db));
@@ -344,14 +354,19 @@ impl Dec<'_> {
                         // The source aborted; it closes the link (make
                         // sure), and the next session starts over.
                         self.state = State::Idle;
-                        self.buf.clear();
+                        self.input.clear();
                         self.shared.reconnect.notify_waiters();
                         return Ok(true);
                     }
                     Err(e) => return Err(e.into()),
                 },
-                State::Stream(stream) => match stream.next_event(&mut self.buf)? {
-                    None => return Ok(true),
+                State::Stream(stream) => match stream.next_event(&mut self.input.buf)? {
+                    None => {
+                        if self.input.append_rest() {
+                            continue;
+                        }
+                        return Ok(true);
+                    }
                     Some(event) => {
                         if !no_data(&event) {
                             self.data_end = (event.end_offset(), stream.db());
@@ -372,7 +387,10 @@ impl Dec<'_> {
                     }
                 },
             };
-            if !self.send(ev).await {
+            // `send` inlined: the event goes straight into the batch
+            // instead of first into `send`'s future.
+            self.batch.push(ev);
+            if self.batch.len() >= BATCH_EVENTS && !self.flush().await {
                 return Ok(false);
             }
         }

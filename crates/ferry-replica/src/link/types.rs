@@ -317,3 +317,22 @@ impl LinkError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot key travels as a `LinkEvent` in the batches: it must stay
+    /// the size of the `Item` it carries (192 bytes on 64-bit), no bigger.
+    #[test]
+    fn a_link_event_stays_small() {
+        if size_of::<usize>() == 8 {
+            assert!(size_of::<LinkEvent>() <= 192, "{}", size_of::<LinkEvent>());
+            assert!(
+                size_of::<LinkEvent>() <= size_of::<ferry_rdb::Item>(),
+                "{}",
+                size_of::<LinkEvent>()
+            );
+        }
+    }
+}
