@@ -68,12 +68,44 @@ pub fn barrier_key(slot: u16) -> String {
     barrier_key_in("", slot)
 }
 
-/// `prefix` + `<namespace>:` (when not empty) + `{tag}`.
+/// `prefix` + `<namespace>:` (when not empty) + `{tag}`, sized once (no
+/// `format!`: the engine's checkpoint path calls it per slot).
 fn key_in(prefix: &str, namespace: &str, slot: u16) -> String {
-    if namespace.is_empty() {
-        format!("{prefix}{{{}}}", slot_tag(slot))
-    } else {
-        format!("{prefix}{namespace}:{{{}}}", slot_tag(slot))
+    let tag = slot_tag(slot);
+    let mut key = String::with_capacity(prefix.len() + namespace.len() + tag.len() + 3);
+    key.push_str(prefix);
+    if !namespace.is_empty() {
+        key.push_str(namespace);
+        key.push(':');
+    }
+    key.push('{');
+    key.push_str(tag);
+    key.push('}');
+    key
+}
+
+/// The checkpoint keys of one namespace, each built on first use and then
+/// shared (a checkpointed transaction clones its slot's key instead of
+/// formatting it).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    /// Per slot once used (empty until the first use).
+    keys: Vec<Option<Bytes>>,
+}
+
+impl KeyCache {
+    /// The checkpoint key of `slot` in `namespace`. The namespace is the
+    /// configuration's, the same for every call on one cache.
+    pub(crate) fn ckpt_key(&mut self, namespace: &str, slot: u16) -> Bytes {
+        if self.keys.is_empty() {
+            self.keys = vec![None; usize::from(SLOTS)];
+        }
+        let Some(entry) = self.keys.get_mut(usize::from(slot)) else {
+            return Bytes::from(ckpt_key_in(namespace, slot));
+        };
+        entry
+            .get_or_insert_with(|| Bytes::from(ckpt_key_in(namespace, slot)))
+            .clone()
     }
 }
 
@@ -344,6 +376,19 @@ mod tests {
             assert_eq!(key_slot(ns.barrier_key(s).as_bytes()), s);
             assert!(is_reserved(ns.ckpt_key(s).as_bytes()));
         }
+    }
+
+    #[test]
+    fn the_key_cache_gives_the_keys_it_would_build() {
+        let mut cache = KeyCache::default();
+        for ns in ["", "shard-1"] {
+            let mut cache_ns = KeyCache::default();
+            for s in [0, 1, 5, 16383, 5] {
+                assert_eq!(cache_ns.ckpt_key(ns, s), ckpt_key_in(ns, s).as_bytes());
+            }
+        }
+        assert_eq!(cache.ckpt_key("", 42), ckpt_key(42).as_bytes());
+        assert_eq!(cache.ckpt_key("", 42), ckpt_key(42).as_bytes());
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub(crate) struct Core {
     pub(super) txn_on: bool,
     /// The source history written into checkpoint values.
     pub(super) history: String,
+    /// The checkpoint key of each slot, built once.
+    pub(super) ckpt_keys: crate::checkpoint::KeyCache,
     /// Per slot: the connect-time checkpoint (0: none; `skip_applied`).
     pub(super) slot_resume: Vec<u64>,
     /// Open groups of this loop turn, per slot.
@@ -156,6 +158,7 @@ impl Core {
             topology,
             txn_on: false,
             history: String::new(),
+            ckpt_keys: crate::checkpoint::KeyCache::default(),
             slot_resume: vec![0; usize::from(SLOTS)],
             open: HashMap::new(),
             open_bytes: 0,
