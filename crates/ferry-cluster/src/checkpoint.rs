@@ -84,28 +84,53 @@ fn key_in(prefix: &str, namespace: &str, slot: u16) -> String {
     key
 }
 
-/// The checkpoint keys of one namespace, each built on first use and then
-/// shared (a checkpointed transaction clones its slot's key instead of
-/// formatting it).
+/// The checkpoint keys of one namespace: built together on first use into
+/// one buffer, each handed out as a slice of it (a checkpointed transaction
+/// takes its slot's key for a reference-count increment, with no `format!`
+/// or allocation per transaction or per slot).
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    /// Per slot once used (empty until the first use).
-    keys: Vec<Option<Bytes>>,
+    /// Every slot's key, back to back (empty until the first use).
+    all: Bytes,
+    /// Where slot `s`'s key ends in `all` (it starts where `s - 1`'s ends).
+    ends: Vec<u32>,
 }
 
 impl KeyCache {
     /// The checkpoint key of `slot` in `namespace`. The namespace is the
     /// configuration's, the same for every call on one cache.
     pub(crate) fn ckpt_key(&mut self, namespace: &str, slot: u16) -> Bytes {
-        if self.keys.is_empty() {
-            self.keys = vec![None; usize::from(SLOTS)];
+        if self.ends.is_empty() {
+            self.build(namespace);
         }
-        let Some(entry) = self.keys.get_mut(usize::from(slot)) else {
+        let s = usize::from(slot);
+        let (Some(&end), Some(start)) = (
+            self.ends.get(s),
+            s.checked_sub(1)
+                .map_or(Some(0), |p| self.ends.get(p).copied()),
+        ) else {
             return Bytes::from(ckpt_key_in(namespace, slot));
         };
-        entry
-            .get_or_insert_with(|| Bytes::from(ckpt_key_in(namespace, slot)))
-            .clone()
+        self.all.slice(start as usize..end as usize)
+    }
+
+    fn build(&mut self, namespace: &str) {
+        let mut all =
+            Vec::with_capacity(usize::from(SLOTS) * (CKPT_PREFIX.len() + namespace.len() + 9));
+        let mut ends = Vec::with_capacity(usize::from(SLOTS));
+        for slot in 0..SLOTS {
+            all.extend_from_slice(CKPT_PREFIX.as_bytes());
+            if !namespace.is_empty() {
+                all.extend_from_slice(namespace.as_bytes());
+                all.push(b':');
+            }
+            all.push(b'{');
+            all.extend_from_slice(slot_tag(slot).as_bytes());
+            all.push(b'}');
+            ends.push(u32::try_from(all.len()).unwrap_or(u32::MAX));
+        }
+        self.all = Bytes::from(all);
+        self.ends = ends;
     }
 }
 
@@ -383,7 +408,7 @@ mod tests {
         let mut cache = KeyCache::default();
         for ns in ["", "shard-1"] {
             let mut cache_ns = KeyCache::default();
-            for s in [0, 1, 5, 16383, 5] {
+            for s in (0..SLOTS).chain([5, 0]) {
                 assert_eq!(cache_ns.ckpt_key(ns, s), ckpt_key_in(ns, s).as_bytes());
             }
         }
