@@ -1,7 +1,6 @@
 //! Taking ops from the handle: the in-flight bound, plain entries,
 //! checkpoint mode's open groups sealed into transactions, barriers.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -196,7 +195,7 @@ impl Core {
         if g.ops.is_empty() {
             g.db = db;
         }
-        g.ops.push(Arc::new(op));
+        g.ops.push(op);
         g.groups.push(group);
         g.bytes += len;
         self.open_bytes += len;
@@ -220,7 +219,6 @@ impl Core {
         let copies = u32::try_from(targets.len()).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
         let len = ferry_resp::command_len(&op.args);
-        let op = Arc::new(op);
         for (i, slot) in targets {
             let key = Bytes::from(self.barrier_key(slot));
             let dbs = self.db;
@@ -228,7 +226,7 @@ impl Core {
                 self.txn_wire(std::slice::from_ref(&op), len, &key, op.offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
-                ops: vec![Arc::clone(&op)],
+                ops: vec![op.clone()],
                 groups: vec![group],
                 key,
                 offset: op.offset,
@@ -367,7 +365,7 @@ impl Core {
     /// once; the value is written in place (no `String` per transaction).
     fn txn_wire(
         &mut self,
-        ops: &[Arc<Op>],
+        ops: &[Op],
         ops_len: usize,
         key: &Bytes,
         offset: u64,

@@ -61,7 +61,7 @@ pub(super) enum Body {
 #[derive(Debug)]
 pub(super) struct Txn {
     /// The ops inside (for error messages).
-    pub(super) ops: Vec<Arc<Op>>,
+    pub(super) ops: Vec<Op>,
     /// Their progress groups, acknowledged on commit.
     pub(super) groups: Vec<u64>,
     /// The checkpoint or barrier key set inside.
@@ -203,7 +203,7 @@ pub(super) struct Hold {
 pub(super) struct OpenGroup {
     /// Standalone target: the db its first op runs in.
     pub(super) db: u64,
-    pub(super) ops: Vec<Arc<Op>>,
+    pub(super) ops: Vec<Op>,
     pub(super) groups: Vec<u64>,
     pub(super) bytes: usize,
 }
