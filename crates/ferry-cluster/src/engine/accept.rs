@@ -195,8 +195,7 @@ impl Core {
         if g.ops.is_empty() {
             g.db = db;
         }
-        g.ops.push(op);
-        g.groups.push(group);
+        g.ops.push((op, group));
         g.bytes += len;
         self.open_bytes += len;
     }
@@ -219,17 +218,18 @@ impl Core {
         let copies = u32::try_from(targets.len()).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
         let len = ferry_resp::command_len(&op.args);
+        let offset = op.offset;
+        let pair = (op, group);
         for (i, slot) in targets {
             let key = Bytes::from(self.barrier_key(slot));
             let dbs = self.db;
             let (wire, lead, extra) =
-                self.txn_wire(std::slice::from_ref(&op), len, &key, op.offset, (dbs, dbs));
+                self.txn_wire(std::slice::from_ref(&pair), len, &key, offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
-                ops: vec![op.clone()],
-                groups: vec![group],
+                ops: vec![pair.clone()],
                 key,
-                offset: op.offset,
+                offset,
                 lead,
                 extra,
             };
@@ -331,13 +331,13 @@ impl Core {
                 continue;
             };
             self.open_bytes -= g.bytes;
-            let offset = g.ops.last().map_or(0, |o| o.offset);
+            let offset = g.ops.last().map_or(0, |(o, _)| o.offset);
             let key = self.ckpt_key(slot);
             let end = if self.standalone() {
                 g.ops
                     .iter()
                     .rev()
-                    .find_map(|o| super::dbs::select_target(&o.args))
+                    .find_map(|(o, _)| super::dbs::select_target(&o.args))
                     .unwrap_or(g.db)
             } else {
                 g.db
@@ -346,7 +346,6 @@ impl Core {
             self.seq += 1;
             let parts = Txn {
                 ops: g.ops,
-                groups: g.groups,
                 key,
                 offset,
                 lead,
@@ -365,7 +364,7 @@ impl Core {
     /// once; the value is written in place (no `String` per transaction).
     fn txn_wire(
         &mut self,
-        ops: &[Op],
+        ops: &[(Op, u64)],
         ops_len: usize,
         key: &Bytes,
         offset: u64,
@@ -405,7 +404,7 @@ impl Core {
         if before != 0 {
             put_command(wire, &super::dbs::select(before));
         }
-        for o in ops {
+        for (o, _) in ops {
             put_command(wire, &o.args);
         }
         let tail = u32::from(after != 0);
