@@ -40,11 +40,13 @@ fn tags() -> &'static [String] {
         let mut tags: Vec<Option<String>> = vec![None; usize::from(SLOTS)];
         let mut left = usize::from(SLOTS);
         let mut n = 0u64;
+        let mut digits = itoa::Buffer::new();
         while left > 0 {
-            let tag = n.to_string();
+            // ≈ 10^5 candidates: a `String` only for the ones kept.
+            let tag = digits.format(n);
             let slot = usize::from(key_slot(tag.as_bytes()));
             if tags[slot].is_none() {
-                tags[slot] = Some(tag);
+                tags[slot] = Some(tag.to_owned());
                 left -= 1;
             }
             n += 1;
