@@ -40,11 +40,13 @@ fn tags() -> &'static [String] {
         let mut tags: Vec<Option<String>> = vec![None; usize::from(SLOTS)];
         let mut left = usize::from(SLOTS);
         let mut n = 0u64;
+        let mut digits = itoa::Buffer::new();
         while left > 0 {
-            let tag = n.to_string();
+            // ≈ 10^5 candidates: a `String` only for the ones kept.
+            let tag = digits.format(n);
             let slot = usize::from(key_slot(tag.as_bytes()));
             if tags[slot].is_none() {
-                tags[slot] = Some(tag);
+                tags[slot] = Some(tag.to_owned());
                 left -= 1;
             }
             n += 1;
@@ -68,12 +70,69 @@ pub fn barrier_key(slot: u16) -> String {
     barrier_key_in("", slot)
 }
 
-/// `prefix` + `<namespace>:` (when not empty) + `{tag}`.
+/// `prefix` + `<namespace>:` (when not empty) + `{tag}`, sized once (no
+/// `format!`: the engine's checkpoint path calls it per slot).
 fn key_in(prefix: &str, namespace: &str, slot: u16) -> String {
-    if namespace.is_empty() {
-        format!("{prefix}{{{}}}", slot_tag(slot))
-    } else {
-        format!("{prefix}{namespace}:{{{}}}", slot_tag(slot))
+    let tag = slot_tag(slot);
+    let mut key = String::with_capacity(prefix.len() + namespace.len() + tag.len() + 3);
+    key.push_str(prefix);
+    if !namespace.is_empty() {
+        key.push_str(namespace);
+        key.push(':');
+    }
+    key.push('{');
+    key.push_str(tag);
+    key.push('}');
+    key
+}
+
+/// The checkpoint keys of one namespace: built together on first use into
+/// one buffer, each handed out as a slice of it (a checkpointed transaction
+/// takes its slot's key for a reference-count increment, with no `format!`
+/// or allocation per transaction or per slot).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    /// Every slot's key, back to back (empty until the first use).
+    all: Bytes,
+    /// Where slot `s`'s key ends in `all` (it starts where `s - 1`'s ends).
+    ends: Vec<u32>,
+}
+
+impl KeyCache {
+    /// The checkpoint key of `slot` in `namespace`. The namespace is the
+    /// configuration's, the same for every call on one cache.
+    pub(crate) fn ckpt_key(&mut self, namespace: &str, slot: u16) -> Bytes {
+        if self.ends.is_empty() {
+            self.build(namespace);
+        }
+        let s = usize::from(slot);
+        let (Some(&end), Some(start)) = (
+            self.ends.get(s),
+            s.checked_sub(1)
+                .map_or(Some(0), |p| self.ends.get(p).copied()),
+        ) else {
+            return Bytes::from(ckpt_key_in(namespace, slot));
+        };
+        self.all.slice(start as usize..end as usize)
+    }
+
+    fn build(&mut self, namespace: &str) {
+        let mut all =
+            Vec::with_capacity(usize::from(SLOTS) * (CKPT_PREFIX.len() + namespace.len() + 9));
+        let mut ends = Vec::with_capacity(usize::from(SLOTS));
+        for slot in 0..SLOTS {
+            all.extend_from_slice(CKPT_PREFIX.as_bytes());
+            if !namespace.is_empty() {
+                all.extend_from_slice(namespace.as_bytes());
+                all.push(b':');
+            }
+            all.push(b'{');
+            all.extend_from_slice(slot_tag(slot).as_bytes());
+            all.push(b'}');
+            ends.push(u32::try_from(all.len()).unwrap_or(u32::MAX));
+        }
+        self.all = Bytes::from(all);
+        self.ends = ends;
     }
 }
 
@@ -344,6 +403,19 @@ mod tests {
             assert_eq!(key_slot(ns.barrier_key(s).as_bytes()), s);
             assert!(is_reserved(ns.ckpt_key(s).as_bytes()));
         }
+    }
+
+    #[test]
+    fn the_key_cache_gives_the_keys_it_would_build() {
+        let mut cache = KeyCache::default();
+        for ns in ["", "shard-1"] {
+            let mut cache_ns = KeyCache::default();
+            for s in (0..SLOTS).chain([5, 0]) {
+                assert_eq!(cache_ns.ckpt_key(ns, s), ckpt_key_in(ns, s).as_bytes());
+            }
+        }
+        assert_eq!(cache.ckpt_key("", 42), ckpt_key(42).as_bytes());
+        assert_eq!(cache.ckpt_key("", 42), ckpt_key(42).as_bytes());
     }
 
     #[test]

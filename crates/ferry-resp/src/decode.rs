@@ -97,7 +97,8 @@ pub fn decode_bytes(buf: &Bytes) -> Step<(Value, usize)> {
 /// default limits, payloads copied) and returns the bytes they used; a
 /// trailing partial frame is left for later. The replies a pipelined write
 /// mostly gets, `+OK` and `+QUEUED`, are recognised by their bytes before
-/// the general decoder runs.
+/// the general decoder runs, and so is an array of only `+OK` and integers
+/// (what `EXEC` answers for a transaction of ordinary writes).
 ///
 /// # Errors
 /// As [`decode`]; the frames decoded before the bad one are in `out`.
@@ -111,6 +112,9 @@ pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> 
         } else if rest.starts_with(b"+QUEUED\r\n") {
             out.push(Value::Simple(Bytes::from_static(b"QUEUED")));
             used += 9;
+        } else if let Some((v, n)) = plain_array(rest) {
+            out.push(v);
+            used += n;
         } else {
             match decoder.decode(rest)? {
                 Some((v, n)) => {
@@ -122,6 +126,48 @@ pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> 
         }
     }
     Ok(used)
+}
+
+/// Longest array [`plain_array`] takes; longer ones go to the general decoder.
+const PLAIN_ARRAY_MAX: usize = 1024;
+
+/// A complete `*<n>` array (1 ≤ n ≤ [`PLAIN_ARRAY_MAX`]) of only `+OK` and
+/// `:<integer>` items at the start of `buf`, decoded without the general
+/// decoder's frame stack; `None` for anything else (another shape, a bad or
+/// partial frame), which the general decoder then decodes or reports. The
+/// values are the ones the general decoder gives.
+fn plain_array(buf: &[u8]) -> Option<(Value, usize)> {
+    if buf.first() != Some(&b'*') {
+        return None;
+    }
+    let mut pos = 1;
+    let mut n = 0usize;
+    while let Some(&b) = buf.get(pos).filter(|b| b.is_ascii_digit()) {
+        n = n * 10 + usize::from(b - b'0');
+        pos += 1;
+        if pos > 5 {
+            return None;
+        }
+    }
+    if n == 0 || n > PLAIN_ARRAY_MAX || buf.get(pos..pos + 2) != Some(b"\r\n") || buf[1] == b'0' {
+        return None;
+    }
+    pos += 2;
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let rest = buf.get(pos..)?;
+        if rest.starts_with(b"+OK\r\n") {
+            items.push(Value::Simple(Bytes::from_static(b"OK")));
+            pos += 5;
+        } else if rest.first() == Some(&b':') {
+            let (v, next) = parse_int(buf, pos).ok()??;
+            items.push(Value::Integer(v));
+            pos = next;
+        } else {
+            return None;
+        }
+    }
+    Some((Value::Array(items), pos))
 }
 
 impl Decoder {
@@ -439,6 +485,43 @@ mod tests {
         assert_eq!(decode_all(b"", &mut out), Ok(0));
         assert!(decode_all(b"+OK\r\n?x\r\n", &mut out).is_err());
         assert_eq!(out, [Value::simple("OK")]);
+    }
+
+    #[test]
+    fn plain_arrays_decode_as_the_general_decoder_does() {
+        let frames: [&[u8]; 14] = [
+            b"*3\r\n+OK\r\n:12\r\n+OK\r\n",
+            b"*1\r\n:-9223372036854775808\r\n",
+            b"*2\r\n:+7\r\n:0\r\n",
+            b"*1\r\n:99999999999999999999\r\n",
+            b"*2\r\n+OK\r\n-ERR no\r\n",
+            b"*2\r\n+OK\r\n$1\r\nx\r\n",
+            b"*0\r\n",
+            b"*01\r\n+OK\r\n",
+            b"*-1\r\n",
+            b"*2\r\n+OK\r\n",
+            b"*2\r\n+OK\r\n:1",
+            b"*1\r\n:x\r\n",
+            b"*1\n+OK\r\n",
+            b"*10000\r\n+OK\r\n",
+        ];
+        for frame in frames {
+            let mut out = Vec::new();
+            let got = decode_all(frame, &mut out);
+            let want = decode(frame);
+            match want {
+                Ok(Some((v, n))) => assert_eq!((got, out), (Ok(n), vec![v]), "{frame:?}"),
+                Ok(None) => assert_eq!((got, out), (Ok(0), vec![]), "{frame:?}"),
+                Err(e) => assert_eq!(got, Err(e), "{frame:?}"),
+            }
+        }
+        let mut many = b"*1025\r\n".to_vec();
+        for _ in 0..1025 {
+            many.extend_from_slice(b"+OK\r\n");
+        }
+        let mut out = Vec::new();
+        assert_eq!(decode_all(&many, &mut out), Ok(many.len()));
+        assert_eq!(out, vec![decode(&many).expect("valid").expect("whole").0]);
     }
 
     #[test]

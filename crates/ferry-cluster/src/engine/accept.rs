@@ -1,7 +1,6 @@
 //! Taking ops from the handle: the in-flight bound, plain entries,
 //! checkpoint mode's open groups sealed into transactions, barriers.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -44,12 +43,15 @@ impl Core {
         }
     }
 
-    /// The checkpoint key of `slot` (in the configured namespace).
-    fn ckpt_key(&self, slot: u16) -> String {
-        match &self.config.checkpoint {
-            Some(c) => c.ckpt_key(slot),
-            None => checkpoint::ckpt_key(slot),
-        }
+    /// The checkpoint key of `slot` (in the configured namespace), built
+    /// once per slot.
+    fn ckpt_key(&mut self, slot: u16) -> Bytes {
+        let namespace = self
+            .config
+            .checkpoint
+            .as_ref()
+            .map_or("", |c| c.namespace.as_str());
+        self.ckpt_keys.ckpt_key(namespace, slot)
     }
 
     /// The barrier key of `slot` (in the configured namespace).
@@ -193,8 +195,7 @@ impl Core {
         if g.ops.is_empty() {
             g.db = db;
         }
-        g.ops.push(Arc::new(op));
-        g.groups.push(group);
+        g.ops.push((op, group));
         g.bytes += len;
         self.open_bytes += len;
     }
@@ -216,18 +217,19 @@ impl Core {
         }
         let copies = u32::try_from(targets.len()).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
-        let op = Arc::new(op);
+        let len = ferry_resp::command_len(&op.args);
+        let offset = op.offset;
+        let pair = (op, group);
         for (i, slot) in targets {
             let key = Bytes::from(self.barrier_key(slot));
             let dbs = self.db;
             let (wire, lead, extra) =
-                self.txn_wire(&[op.args.as_slice()], &key, op.offset, (dbs, dbs));
+                self.txn_wire(std::slice::from_ref(&pair), len, &key, offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
-                ops: vec![Arc::clone(&op)],
-                groups: vec![group],
+                ops: vec![pair.clone()],
                 key,
-                offset: op.offset,
+                offset,
                 lead,
                 extra,
             };
@@ -329,19 +331,21 @@ impl Core {
                 continue;
             };
             self.open_bytes -= g.bytes;
-            let offset = g.ops.last().map_or(0, |o| o.offset);
-            let key = Bytes::from(self.ckpt_key(slot));
-            let ops: Vec<&[Bytes]> = g.ops.iter().map(|o| o.args.as_slice()).collect();
-            let end = ops
-                .iter()
-                .rev()
-                .find_map(|o| super::dbs::select_target(o))
-                .unwrap_or(g.db);
-            let (wire, lead, extra) = self.txn_wire(&ops, &key, offset, (g.db, end));
+            let offset = g.ops.last().map_or(0, |(o, _)| o.offset);
+            let key = self.ckpt_key(slot);
+            let end = if self.standalone() {
+                g.ops
+                    .iter()
+                    .rev()
+                    .find_map(|(o, _)| super::dbs::select_target(&o.args))
+                    .unwrap_or(g.db)
+            } else {
+                g.db
+            };
+            let (wire, lead, extra) = self.txn_wire(&g.ops, g.bytes, &key, offset, (g.db, end));
             self.seq += 1;
             let parts = Txn {
                 ops: g.ops,
-                groups: g.groups,
                 key,
                 offset,
                 lead,
@@ -355,35 +359,71 @@ impl Core {
     /// added before the ops and in all. A standalone target's transaction
     /// starts and ends on db 0, where its key lives: `MULTI, [SELECT
     /// <dbs.0>], ops..., [SELECT 0], SET key …, EXEC` (`dbs`: the ops' db
-    /// before and after them; each `SELECT` only when not 0).
+    /// before and after them; each `SELECT` only when not 0). `ops_len`:
+    /// the ops' encoded length. Encoded into the shared wire buffer, grown
+    /// once; the value is written in place (no `String` per transaction).
     fn txn_wire(
-        &self,
-        ops: &[&[Bytes]],
+        &mut self,
+        ops: &[(Op, u64)],
+        ops_len: usize,
         key: &Bytes,
         offset: u64,
         dbs: (u64, u64),
     ) -> (Bytes, u32, u32) {
-        let value = Bytes::from(checkpoint::encode(&self.history, offset));
-        let set = [Bytes::from_static(b"SET"), key.clone(), value];
-        let len: usize = ops.iter().map(|o| ferry_resp::command_len(o)).sum();
-        let mut wire = BytesMut::with_capacity(len + ferry_resp::command_len(&set) + 80);
+        const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+        const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
         let standalone = self.standalone();
         let (before, after) = if standalone { dbs } else { (0, 0) };
-        wire.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        let mut offset_text = itoa::Buffer::new();
+        let offset_text = offset_text.format(offset).as_bytes();
+        let value_len = self.history.len() + 1 + offset_text.len();
+        let mut key_len_text = itoa::Buffer::new();
+        let key_len_text = key_len_text.format(key.len()).as_bytes();
+        let mut value_len_text = itoa::Buffer::new();
+        let value_len_text = value_len_text.format(value_len).as_bytes();
+        // `*3 $3 SET $<k> key $<v> value`, each line with its CRLF.
+        let set_len = 13
+            + 1
+            + key_len_text.len()
+            + 2
+            + key.len()
+            + 2
+            + 1
+            + value_len_text.len()
+            + 2
+            + value_len
+            + 2;
+        let selects = if before != 0 || after != 0 { 80 } else { 0 };
+        let len = MULTI.len() + ops_len + set_len + EXEC.len() + selects;
+        if self.wire_buf.capacity() < len {
+            self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
+        }
+        let wire = &mut self.wire_buf;
+        wire.extend_from_slice(MULTI);
         let lead = u32::from(before != 0);
         if before != 0 {
-            put_command(&mut wire, &super::dbs::select(before));
+            put_command(wire, &super::dbs::select(before));
         }
-        for o in ops {
-            put_command(&mut wire, o);
+        for (o, _) in ops {
+            put_command(wire, &o.args);
         }
         let tail = u32::from(after != 0);
         if after != 0 {
-            put_command(&mut wire, &super::dbs::select(0));
+            put_command(wire, &super::dbs::select(0));
         }
-        put_command(&mut wire, &set);
-        wire.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-        (wire.freeze(), lead, lead + tail)
+        wire.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$");
+        wire.extend_from_slice(key_len_text);
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(key);
+        wire.extend_from_slice(b"\r\n$");
+        wire.extend_from_slice(value_len_text);
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(self.history.as_bytes());
+        wire.extend_from_slice(b":");
+        wire.extend_from_slice(offset_text);
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(EXEC);
+        (wire.split().freeze(), lead, lead + tail)
     }
 
     /// Sends `entry` for `slot` where it belongs now: behind a hold, to the

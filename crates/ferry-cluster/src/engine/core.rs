@@ -10,6 +10,7 @@
 //! directory are `impl Core` blocks by concern.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -69,6 +70,32 @@ pub(super) struct Refresh {
     pub(super) known: Vec<String>,
 }
 
+/// Hashing for maps keyed by slot: one multiplication (the default SipHash
+/// cost more than the rest of an op's checkpoint bookkeeping; slots are not
+/// chosen by an adversary who could aim at one bucket, and 16384 keys at
+/// most).
+pub(crate) type SlotHash = BuildHasherDefault<SlotHasher>;
+
+/// See [`SlotHash`].
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// The cluster writer's state machine.
 pub(crate) struct Core {
     /// The current time, as last passed in.
@@ -83,7 +110,7 @@ pub(crate) struct Core {
     pub(super) complete: u64,
     pub(super) topology: Topology,
     pub(super) nodes: Vec<NodeState>,
-    pub(super) holds: HashMap<u16, Hold>,
+    pub(super) holds: HashMap<u16, Hold, SlotHash>,
     /// Entries per slot in node queues.
     pub(super) inflight: Vec<u32>,
     pub(super) held_bytes: usize,
@@ -102,10 +129,12 @@ pub(crate) struct Core {
     pub(super) txn_on: bool,
     /// The source history written into checkpoint values.
     pub(super) history: String,
+    /// The checkpoint key of each slot, built once.
+    pub(super) ckpt_keys: crate::checkpoint::KeyCache,
     /// Per slot: the connect-time checkpoint (0: none; `skip_applied`).
     pub(super) slot_resume: Vec<u64>,
     /// Open groups of this loop turn, per slot.
-    pub(super) open: HashMap<u16, OpenGroup>,
+    pub(super) open: HashMap<u16, OpenGroup, SlotHash>,
     /// Bytes of the open groups.
     pub(super) open_bytes: usize,
     /// What the driver must do, oldest first.
@@ -137,7 +166,7 @@ impl Core {
         let mut core = Core {
             now,
             nodes: Vec::new(),
-            holds: HashMap::new(),
+            holds: HashMap::default(),
             inflight: vec![0; usize::from(SLOTS)],
             held_bytes: 0,
             progress: Progress::default(),
@@ -156,8 +185,9 @@ impl Core {
             topology,
             txn_on: false,
             history: String::new(),
+            ckpt_keys: crate::checkpoint::KeyCache::default(),
             slot_resume: vec![0; usize::from(SLOTS)],
-            open: HashMap::new(),
+            open: HashMap::default(),
             open_bytes: 0,
             wire_buf: BytesMut::new(),
             actions: Vec::new(),
@@ -308,5 +338,29 @@ impl Core {
             self.progress.applied().min(self.complete),
             Ordering::Release,
         );
+    }
+}
+
+#[cfg(test)]
+mod slot_hash_tests {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+
+    use super::SlotHash;
+
+    #[test]
+    fn every_slot_hashes_apart_and_maps_work() {
+        let hashes: HashSet<u64> = (0..16384u16)
+            .map(|s| SlotHash::default().hash_one(s))
+            .collect();
+        assert_eq!(hashes.len(), 16384);
+        let mut h = SlotHash::default().build_hasher();
+        h.write(b"ab");
+        assert_ne!(h.finish(), 0);
+        let mut map: std::collections::HashMap<u16, u16, SlotHash> = Default::default();
+        for s in (0..16384u16).rev() {
+            map.insert(s, s ^ 7);
+        }
+        assert!((0..16384u16).all(|s| map.get(&s) == Some(&(s ^ 7))));
     }
 }

@@ -60,10 +60,9 @@ pub(super) enum Body {
 /// The parts of a transaction (shared by its resends).
 #[derive(Debug)]
 pub(super) struct Txn {
-    /// The ops inside (for error messages).
-    pub(super) ops: Vec<Arc<Op>>,
-    /// Their progress groups, acknowledged on commit.
-    pub(super) groups: Vec<u64>,
+    /// The ops inside (for error messages) and their progress groups,
+    /// acknowledged on commit (one `Vec` for both: one allocation).
+    pub(super) ops: Vec<(Op, u64)>,
     /// The checkpoint or barrier key set inside.
     pub(super) key: Bytes,
     /// The offset written into it.
@@ -164,7 +163,7 @@ impl Entry {
     pub(super) fn describe(&self) -> (String, String) {
         let args = match &self.body {
             Body::Op { .. } => Some(first_args(&self.wire)),
-            Body::Txn(t) => t.parts.ops.first().map(|o| o.args.to_vec()),
+            Body::Txn(t) => t.parts.ops.first().map(|(o, _)| o.args.to_vec()),
             Body::Wait => None,
         };
         match args {
@@ -203,8 +202,8 @@ pub(super) struct Hold {
 pub(super) struct OpenGroup {
     /// Standalone target: the db its first op runs in.
     pub(super) db: u64,
-    pub(super) ops: Vec<Arc<Op>>,
-    pub(super) groups: Vec<u64>,
+    /// Its ops and their progress groups.
+    pub(super) ops: Vec<(Op, u64)>,
     pub(super) bytes: usize,
 }
 
