@@ -193,11 +193,15 @@ YAML
 
 # wait_caught_up T0 PID HTTP SRC: waits until ferry's /status shows
 # phase=streaming and applied_offset >= the source's master_repl_offset;
-# prints "<seconds since T0> <keys_applied> <applied_offset> <source offset>".
+# prints "<seconds since T0> <keys_applied> <applied_offset> <source offset>",
+# and with WAIT_FIRST_KEY=1 a fifth field: the seconds since T0 at the first
+# poll that saw keys_applied > 0 (the snapshot's first keys written).
 wait_caught_up() {
-    python3 - "$1" "$2" "$3" "$4" "$step_timeout" <<'PY'
+    python3 - "$1" "$2" "$3" "$4" "$step_timeout" "${WAIT_FIRST_KEY:-0}" <<'PY'
 import json, os, socket, sys, time, urllib.request
 t0, pid, http, src, limit = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+want_first = sys.argv[6] == "1"
+first = None
 
 def repl_offset():
     with socket.create_connection(("127.0.0.1", src), timeout=5) as s:
@@ -226,10 +230,13 @@ while True:
     try:
         st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http}/status", timeout=2))
         last = {k: st.get(k) for k in ("phase", "applied_offset", "source_offset", "lag_bytes", "keys_applied", "error")}
+        if first is None and (st.get("keys_applied") or 0) > 0:
+            first = time.time() - t0
         if st.get("phase") == "streaming" and st.get("applied_offset") is not None:
             off = repl_offset()
             if st["applied_offset"] >= off:
-                print(f"{time.time() - t0:.3f} {st['keys_applied']} {st['applied_offset']} {off}")
+                tail = f" {first if first is not None else 0:.3f}" if want_first else ""
+                print(f"{time.time() - t0:.3f} {st['keys_applied']} {st['applied_offset']} {off}{tail}")
                 break
     except (OSError, ValueError):
         pass

@@ -35,6 +35,16 @@ const POP_CHUNK: usize = 256 * 1024;
 /// Most events in one batch sent to the consumer.
 pub(super) const BATCH_EVENTS: usize = 1024;
 
+/// While a snapshot loads, a batch of fewer events than this is not sent
+/// when the spool runs dry: it waits up to [`SNAPSHOT_LINGER`] for more
+/// bytes. A diskless source sends its RDB in pieces of a few dozen keys as
+/// it serializes them; one batch per piece cost more wake-ups (link, main
+/// loop, writer) than keys (`docs/decisions.md`, "snapshot batches linger").
+const SNAPSHOT_MIN_BATCH: usize = 256;
+
+/// How long a small snapshot batch waits for more bytes.
+const SNAPSHOT_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 enum State {
     /// Before the first session, or discarding an aborted snapshot.
     Idle,
@@ -140,6 +150,20 @@ pub(super) async fn run(
             w => w,
         };
         let go_on = match work {
+            Work::Wait if d.lingers() => {
+                // A small snapshot batch waits a moment for the next bytes
+                // (sent as they come, its wake-ups cost more than its keys).
+                tokio::select! {
+                    _ = shared.data.notified() => true,
+                    _ = tokio::time::sleep(SNAPSHOT_LINGER) => {
+                        if !d.flush().await {
+                            return Ok(());
+                        }
+                        true
+                    }
+                    _ = token.cancelled() => false,
+                }
+            }
             Work::Wait => {
                 tokio::select! {
                     _ = shared.data.notified() => true,
@@ -154,13 +178,25 @@ pub(super) async fn run(
             Work::Mark(m) => d.mark(m).await?,
             Work::Pop(_) => true,
         };
-        if !go_on || !d.flush().await {
+        if !go_on {
+            return Ok(());
+        }
+        if !d.lingers() && !d.flush().await {
             return Ok(());
         }
     }
 }
 
 impl Dec<'_> {
+    /// Whether the queued events may wait for more: a non-empty batch of
+    /// fewer than [`SNAPSHOT_MIN_BATCH`] events while a snapshot loads
+    /// (never in the stream, where an event waits for nothing).
+    fn lingers(&self) -> bool {
+        matches!(self.state, State::Snapshot { .. })
+            && !self.batch.is_empty()
+            && self.batch.len() < SNAPSHOT_MIN_BATCH
+    }
+
     /// Where decoding stands when every pushed byte is decoded: at a
     /// command boundary outside `MULTI` in the stream, else `None`.
     fn tail(&self) -> Option<super::Tail> {
