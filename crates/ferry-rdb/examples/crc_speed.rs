@@ -1,6 +1,6 @@
 //! CRC-64 (Redis flavour) throughput of `ferry_rdb::crc64` on this CPU: the
 //! carry-less-multiply engine where the CPU has it, the table engine
-//! otherwise (docs/decisions.md D200).
+//! otherwise (docs/decisions.md D72).
 //!
 //! `cargo run --release -p ferry-rdb --example crc_speed -- [MiB]` (default 256),
 //! hashed in 64 KiB calls, as the decoder does.

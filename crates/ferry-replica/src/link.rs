@@ -440,8 +440,7 @@ impl LinkEvents {
     ///
     /// Into an empty `out` the batch moves whole (its buffer is taken, not
     /// copied: an event is ≈ 200 bytes, and copying each cost ≈ 130
-    /// instructions per snapshot key; `docs/decisions.md`, "a batch of link
-    /// events moves whole").
+    /// instructions per snapshot key; `docs/decisions.md` D76).
     pub async fn recv_many(&mut self, out: &mut Vec<LinkEvent>) -> bool {
         if self.batch.len() > 0 {
             out.extend(self.batch.by_ref());

@@ -39,7 +39,7 @@ pub(super) const BATCH_EVENTS: usize = 1024;
 /// when the spool runs dry: it waits up to [`SNAPSHOT_LINGER`] for more
 /// bytes. A diskless source sends its RDB in pieces of a few dozen keys as
 /// it serializes them; one batch per piece cost more wake-ups (link, main
-/// loop, writer) than keys (`docs/decisions.md`, "snapshot batches linger").
+/// loop, writer) than keys (`docs/decisions.md` D78).
 const SNAPSHOT_MIN_BATCH: usize = 256;
 
 /// How long a small snapshot batch waits for more bytes.
