@@ -28,47 +28,34 @@ trait Sink {
     fn len_now(&self) -> usize;
 }
 
-impl Sink for Vec<u8> {
-    #[inline]
-    fn put(&mut self, b: &[u8]) {
-        self.extend_from_slice(b);
-    }
-    #[inline]
-    fn grow(&mut self, n: usize) -> &mut [u8] {
-        let start = self.len();
-        self.resize(start + n, 0);
-        &mut self[start..]
-    }
-    #[inline]
-    fn truncate_to(&mut self, len: usize) {
-        self.truncate(len);
-    }
-    #[inline]
-    fn len_now(&self) -> usize {
-        self.len()
-    }
+/// `Sink` for a growable byte buffer whose append method is `$put`.
+macro_rules! byte_sink {
+    ($t:ty, $put:ident) => {
+        impl Sink for $t {
+            #[inline]
+            fn put(&mut self, b: &[u8]) {
+                self.$put(b);
+            }
+            #[inline]
+            fn grow(&mut self, n: usize) -> &mut [u8] {
+                let start = self.len();
+                self.resize(start + n, 0);
+                &mut self[start..]
+            }
+            #[inline]
+            fn truncate_to(&mut self, len: usize) {
+                self.truncate(len);
+            }
+            #[inline]
+            fn len_now(&self) -> usize {
+                self.len()
+            }
+        }
+    };
 }
 
-impl Sink for BytesMut {
-    #[inline]
-    fn put(&mut self, b: &[u8]) {
-        self.put_slice(b);
-    }
-    #[inline]
-    fn grow(&mut self, n: usize) -> &mut [u8] {
-        let start = self.len();
-        self.resize(start + n, 0);
-        &mut self[start..]
-    }
-    #[inline]
-    fn truncate_to(&mut self, len: usize) {
-        self.truncate(len);
-    }
-    #[inline]
-    fn len_now(&self) -> usize {
-        self.len()
-    }
-}
+byte_sink!(Vec<u8>, extend_from_slice);
+byte_sink!(BytesMut, put_slice);
 
 /// Number of decimal digits in `n` (comparisons for the usual small
 /// lengths: `ilog10` cost more than the rest of a short command's header).
