@@ -106,14 +106,14 @@ impl KeyCache {
             self.build(namespace);
         }
         let s = usize::from(slot);
-        let (Some(&end), Some(start)) = (
-            self.ends.get(s),
-            s.checked_sub(1)
-                .map_or(Some(0), |p| self.ends.get(p).copied()),
-        ) else {
-            return Bytes::from(ckpt_key_in(namespace, slot));
-        };
-        self.all.slice(start as usize..end as usize)
+        match self.ends.get(s) {
+            Some(&end) => {
+                let start = if s == 0 { 0 } else { self.ends[s - 1] };
+                self.all.slice(start as usize..end as usize)
+            }
+            // Not a slot (≥ 16384): built as it is asked.
+            None => Bytes::from(ckpt_key_in(namespace, slot)),
+        }
     }
 
     fn build(&mut self, namespace: &str) {
@@ -150,6 +150,15 @@ pub fn barrier_key_in(namespace: &str, slot: u16) -> String {
 /// A checkpoint value.
 pub fn encode(history: &str, offset: u64) -> String {
     format!("{history}:{offset}")
+}
+
+/// [`encode`] into `out` (cleared first): the engine's checkpointed
+/// transactions reuse one buffer instead of a `String` each.
+pub(crate) fn encode_into(out: &mut Vec<u8>, history: &str, offset: u64) {
+    out.clear();
+    out.extend_from_slice(history.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
 }
 
 /// `(history, offset)` of a checkpoint value.
@@ -420,6 +429,9 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
+        let mut buf = vec![b'x'];
+        encode_into(&mut buf, "ab:cd", 42);
+        assert_eq!(buf, encode("ab:cd", 42).as_bytes());
         assert_eq!(decode(encode("ab:cd", 42).as_bytes()), Some(("ab:cd", 42)));
         assert_eq!(decode(b"nope"), None);
         assert_eq!(decode(b"h:x"), None);

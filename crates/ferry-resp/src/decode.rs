@@ -107,10 +107,10 @@ pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> 
     let mut used = 0;
     while let Some(rest) = buf.get(used..).filter(|r| !r.is_empty()) {
         if rest.starts_with(b"+OK\r\n") {
-            out.push(Value::Simple(Bytes::from_static(b"OK")));
+            out.push(ok_reply());
             used += 5;
         } else if rest.starts_with(b"+QUEUED\r\n") {
-            out.push(Value::Simple(Bytes::from_static(b"QUEUED")));
+            out.push(queued_reply());
             used += 9;
         } else if let Some((v, n)) = plain_array(rest) {
             out.push(v);
@@ -129,6 +129,16 @@ pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> 
 }
 
 /// Longest array [`plain_array`] takes; longer ones go to the general decoder.
+/// `+OK`, sharing static bytes (the reply every write gets: no allocation).
+fn ok_reply() -> Value {
+    Value::Simple(Bytes::from_static(b"OK"))
+}
+
+/// `+QUEUED`, sharing static bytes.
+fn queued_reply() -> Value {
+    Value::Simple(Bytes::from_static(b"QUEUED"))
+}
+
 const PLAIN_ARRAY_MAX: usize = 1024;
 
 /// A complete `*<n>` array (1 ≤ n ≤ [`PLAIN_ARRAY_MAX`]) of only `+OK` and
@@ -157,7 +167,7 @@ fn plain_array(buf: &[u8]) -> Option<(Value, usize)> {
     for _ in 0..n {
         let rest = buf.get(pos..)?;
         if rest.starts_with(b"+OK\r\n") {
-            items.push(Value::Simple(Bytes::from_static(b"OK")));
+            items.push(ok_reply());
             pos += 5;
         } else if rest.first() == Some(&b':') {
             let (v, next) = parse_int(buf, pos).ok()??;
@@ -262,8 +272,8 @@ impl Decoder {
                     // The replies a pipelined write gets, shared instead of
                     // allocated per reply.
                     b'+' => match &buf[start..end] {
-                        b"OK" => Value::Simple(Bytes::from_static(b"OK")),
-                        b"QUEUED" => Value::Simple(Bytes::from_static(b"QUEUED")),
+                        b"OK" => ok_reply(),
+                        b"QUEUED" => queued_reply(),
                         _ => Value::Simple(src.take(start, end)),
                     },
                     b'-' => Value::Error(src.take(start, end)),

@@ -361,7 +361,8 @@ impl Core {
     /// <dbs.0>], ops..., [SELECT 0], SET key …, EXEC` (`dbs`: the ops' db
     /// before and after them; each `SELECT` only when not 0). `ops_len`:
     /// the ops' encoded length. Encoded into the shared wire buffer, grown
-    /// once; the value is written in place (no `String` per transaction).
+    /// once; the value is written into a reused buffer (no `String` per
+    /// transaction).
     fn txn_wire(
         &mut self,
         ops: &[(Op, u64)],
@@ -374,25 +375,9 @@ impl Core {
         const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
         let standalone = self.standalone();
         let (before, after) = if standalone { dbs } else { (0, 0) };
-        let mut offset_text = itoa::Buffer::new();
-        let offset_text = offset_text.format(offset).as_bytes();
-        let value_len = self.history.len() + 1 + offset_text.len();
-        let mut key_len_text = itoa::Buffer::new();
-        let key_len_text = key_len_text.format(key.len()).as_bytes();
-        let mut value_len_text = itoa::Buffer::new();
-        let value_len_text = value_len_text.format(value_len).as_bytes();
-        // `*3 $3 SET $<k> key $<v> value`, each line with its CRLF.
-        let set_len = 13
-            + 1
-            + key_len_text.len()
-            + 2
-            + key.len()
-            + 2
-            + 1
-            + value_len_text.len()
-            + 2
-            + value_len
-            + 2;
+        checkpoint::encode_into(&mut self.value_buf, &self.history, offset);
+        let set: [&[u8]; 3] = [b"SET", key, &self.value_buf];
+        let set_len = ferry_resp::command_len(&set);
         let selects = if before != 0 || after != 0 { 80 } else { 0 };
         let len = MULTI.len() + ops_len + set_len + EXEC.len() + selects;
         if self.wire_buf.capacity() < len {
@@ -411,17 +396,7 @@ impl Core {
         if after != 0 {
             put_command(wire, &super::dbs::select(0));
         }
-        wire.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$");
-        wire.extend_from_slice(key_len_text);
-        wire.extend_from_slice(b"\r\n");
-        wire.extend_from_slice(key);
-        wire.extend_from_slice(b"\r\n$");
-        wire.extend_from_slice(value_len_text);
-        wire.extend_from_slice(b"\r\n");
-        wire.extend_from_slice(self.history.as_bytes());
-        wire.extend_from_slice(b":");
-        wire.extend_from_slice(offset_text);
-        wire.extend_from_slice(b"\r\n");
+        ferry_resp::put_command_sized(wire, &set, set_len);
         wire.extend_from_slice(EXEC);
         (wire.split().freeze(), lead, lead + tail)
     }

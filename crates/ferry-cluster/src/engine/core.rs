@@ -103,6 +103,8 @@ pub(crate) struct Core {
     /// Where plain ops are encoded: each op's wire is split off it, so
     /// small commands share one allocation of [`WIRE_CHUNK`] bytes.
     pub(super) wire_buf: BytesMut,
+    /// A checkpointed transaction's checkpoint value, written in place.
+    pub(super) value_buf: Vec<u8>,
     /// The highest op offset submitted so far.
     pub(super) last_offset: u64,
     /// Every op at or below this offset has been submitted: the applied
@@ -190,6 +192,7 @@ impl Core {
             open: HashMap::default(),
             open_bytes: 0,
             wire_buf: BytesMut::new(),
+            value_buf: Vec::new(),
             actions: Vec::new(),
             telemetry: Telemetry::default(),
             last_tolerated: None,
