@@ -45,6 +45,17 @@ const SNAPSHOT_MIN_BATCH: usize = 256;
 /// How long a small snapshot batch waits for more bytes.
 const SNAPSHOT_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Whether a batch may wait for more bytes (see [`SNAPSHOT_MIN_BATCH`]):
+/// only while a snapshot loads (never in the stream, where an event waits
+/// for nothing), only a non-empty batch of fewer events than
+/// [`SNAPSHOT_MIN_BATCH`], and only while it was decoded from fewer than
+/// [`POP_CHUNK`] popped bytes. The byte bound keeps a batch of a big key's
+/// chunks (each up to megabytes) as small as a batch without lingering:
+/// counting events alone let 255 such chunks pile up in one batch.
+fn may_linger(snapshot: bool, events: usize, popped_bytes: usize) -> bool {
+    snapshot && events > 0 && events < SNAPSHOT_MIN_BATCH && popped_bytes < POP_CHUNK
+}
+
 enum State {
     /// Before the first session, or discarding an aborted snapshot.
     Idle,
@@ -70,6 +81,8 @@ struct Dec<'a> {
     tx: mpsc::Sender<Vec<LinkEvent>>,
     /// Events decoded but not yet sent.
     batch: Vec<LinkEvent>,
+    /// Bytes popped since the last batch was sent.
+    batch_popped: usize,
     /// Popped bytes not yet decoded.
     input: InBuf,
     state: State,
@@ -110,6 +123,7 @@ pub(super) async fn run(
         token,
         tx,
         batch: Vec::with_capacity(BATCH_EVENTS),
+        batch_popped: 0,
         input: InBuf::default(),
         state: State::Idle,
         epoch: 0,
@@ -143,6 +157,7 @@ pub(super) async fn run(
             Work::Pop(limit) => match shared.spool.pop(limit).await? {
                 Some(b) => {
                     d.popped += b.len() as u64;
+                    d.batch_popped += b.len();
                     Work::Bytes(b)
                 }
                 None => Work::Wait,
@@ -188,13 +203,13 @@ pub(super) async fn run(
 }
 
 impl Dec<'_> {
-    /// Whether the queued events may wait for more: a non-empty batch of
-    /// fewer than [`SNAPSHOT_MIN_BATCH`] events while a snapshot loads
-    /// (never in the stream, where an event waits for nothing).
+    /// Whether the queued events may wait for more ([`may_linger`]).
     fn lingers(&self) -> bool {
-        matches!(self.state, State::Snapshot { .. })
-            && !self.batch.is_empty()
-            && self.batch.len() < SNAPSHOT_MIN_BATCH
+        may_linger(
+            matches!(self.state, State::Snapshot { .. }),
+            self.batch.len(),
+            self.batch_popped,
+        )
     }
 
     /// Where decoding stands when every pushed byte is decoded: at a
@@ -222,6 +237,7 @@ impl Dec<'_> {
 
     /// Sends the queued events (if any) as one batch; `false` as for [`Dec::send`].
     async fn flush(&mut self) -> bool {
+        self.batch_popped = 0;
         if self.batch.is_empty() {
             return true;
         }
@@ -430,5 +446,23 @@ impl Dec<'_> {
                 return Ok(false);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_small_snapshot_batch_lingers() {
+        assert!(may_linger(true, 1, 0));
+        assert!(may_linger(true, SNAPSHOT_MIN_BATCH - 1, POP_CHUNK - 1));
+        // Never in the stream, never an empty batch.
+        assert!(!may_linger(false, 1, 0));
+        assert!(!may_linger(true, 0, 0));
+        // Enough events, or enough bytes behind them (a big key's chunks).
+        assert!(!may_linger(true, SNAPSHOT_MIN_BATCH, 0));
+        assert!(!may_linger(true, 2, POP_CHUNK));
+        assert!(!may_linger(true, 2, 64 * POP_CHUNK));
     }
 }
