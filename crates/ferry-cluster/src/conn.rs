@@ -31,8 +31,10 @@ use tokio::task::JoinHandle;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
-/// Most replies reserved up front for one read's batch.
-const REPLIES_MAX: usize = 4096;
+/// Most replies in one batch handed to the engine (a read with more is
+/// handed on in several). 1024 values are 40 KB: under glibc's 64 KB
+/// free that consolidates the whole heap (`docs/decisions.md` D81).
+const REPLIES_MAX: usize = 1024;
 /// Small chunks are gathered into one write of up to this many bytes.
 const WRITE_BUF: usize = 256 * 1024;
 /// Chunks at least this big are written as they are, not copied first.
@@ -361,24 +363,33 @@ impl Conn {
             let mut read_half = read_half;
             let mut rbuf = rbuf;
             loop {
-                // `+OK` is 5 bytes: a batch of them fits without regrowing.
-                let mut replies = Vec::with_capacity((rbuf.len() / 5).min(REPLIES_MAX));
-                match ferry_resp::decode_all(&rbuf, &mut replies) {
-                    Ok(used) => rbuf.advance(used),
-                    Err(error) => {
-                        let _ = events.send((
-                            tag.clone(),
-                            PipeEvent::Lost(ConnError::Protocol { addr, error }),
-                        ));
-                        return;
+                // Bounded batches, each allocated once: `+OK` is 5 bytes,
+                // so a batch of them fits without regrowing.
+                loop {
+                    let mut replies = Vec::with_capacity((rbuf.len() / 5).min(REPLIES_MAX));
+                    match ferry_resp::decode_up_to(&rbuf, &mut replies, REPLIES_MAX) {
+                        Ok(used) => rbuf.advance(used),
+                        Err(error) => {
+                            let _ = events.send((
+                                tag.clone(),
+                                PipeEvent::Lost(ConnError::Protocol { addr, error }),
+                            ));
+                            return;
+                        }
                     }
-                }
-                if !replies.is_empty()
-                    && events
+                    let full = replies.len() == REPLIES_MAX;
+                    if replies.is_empty() {
+                        break;
+                    }
+                    if events
                         .send((tag.clone(), PipeEvent::Replies(replies)))
                         .is_err()
-                {
-                    return;
+                    {
+                        return;
+                    }
+                    if !full {
+                        break;
+                    }
                 }
                 rbuf.reserve(READ_CHUNK);
                 let lost = match read_half.read_buf(&mut rbuf).await {

@@ -103,9 +103,18 @@ pub fn decode_bytes(buf: &Bytes) -> Step<(Value, usize)> {
 /// # Errors
 /// As [`decode`]; the frames decoded before the bad one are in `out`.
 pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> {
+    decode_up_to(buf, out, usize::MAX)
+}
+
+/// [`decode_all`], stopping once `out` holds `max` values (the rest stays
+/// for the next call): a reader can hand on bounded batches.
+///
+/// # Errors
+/// As [`decode_all`].
+pub fn decode_up_to(buf: &[u8], out: &mut Vec<Value>, max: usize) -> Result<usize, RespError> {
     let decoder = Decoder::new();
     let mut used = 0;
-    while let Some(rest) = buf.get(used..).filter(|r| !r.is_empty()) {
+    while let Some(rest) = buf.get(used..).filter(|r| !r.is_empty() && out.len() < max) {
         if rest.starts_with(b"+OK\r\n") {
             out.push(ok_reply());
             used += 5;
@@ -532,6 +541,26 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(decode_all(&many, &mut out), Ok(many.len()));
         assert_eq!(out, vec![decode(&many).expect("valid").expect("whole").0]);
+    }
+    #[test]
+    fn decode_up_to_stops_at_max_and_resumes() {
+        let wire = b"+OK\r\n:1\r\n+QUEUED\r\n*1\r\n+OK\r\n$1\r\nx\r\n$3\r\nab";
+        let mut out = Vec::new();
+        let used = decode_up_to(wire, &mut out, 2).expect("valid");
+        assert_eq!(used, 9);
+        assert_eq!(out.len(), 2);
+        let mut rest = Vec::new();
+        let more = decode_up_to(&wire[used..], &mut rest, 2).expect("valid");
+        let mut tail = Vec::new();
+        let last = decode_up_to(&wire[used + more..], &mut tail, 2).expect("valid");
+        // The same values as one call, in order; the partial frame stays.
+        let mut all = Vec::new();
+        assert_eq!(decode_all(wire, &mut all), Ok(used + more + last));
+        out.extend(rest);
+        out.extend(tail);
+        assert_eq!(out, all);
+        assert_eq!(all.len(), 5);
+        assert_eq!(decode_up_to(wire, &mut Vec::new(), 0), Ok(0));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod value;
 pub use command::{Command, decode_command, split_command};
 pub use decode::{
     DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, Decoder, decode, decode_all,
-    decode_bytes,
+    decode_bytes, decode_up_to,
 };
 pub use encode::{
     command_len, put_command, put_command_sized, put_value, write_command, write_value,

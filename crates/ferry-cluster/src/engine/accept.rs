@@ -227,13 +227,14 @@ impl Core {
                 self.txn_wire(std::slice::from_ref(&pair), len, &key, offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
-                ops: vec![pair.clone()],
+                ops: smallvec::smallvec![pair.clone()],
                 key,
                 offset,
                 lead,
                 extra,
             };
-            self.push(i, Entry::txn(self.seq, None, parts, wire));
+            let entry = Entry::txn(self.seq, None, parts, wire, &mut self.spare_txns);
+            self.push(i, entry);
         }
     }
 
@@ -351,7 +352,8 @@ impl Core {
                 lead,
                 extra,
             };
-            self.route(slot, Entry::txn(self.seq, Some(slot), parts, wire));
+            let entry = Entry::txn(self.seq, Some(slot), parts, wire, &mut self.spare_txns);
+            self.route(slot, entry);
         }
     }
 

@@ -22,7 +22,7 @@ use ferry_ops::{SLOTS, Topology};
 /// Small, so that an entry held for long pins little besides itself.
 pub(super) const WIRE_CHUNK: usize = 4096;
 
-use super::entry::{Hold, NodeState, OpenGroup};
+use super::entry::{Hold, NodeState, OpenGroup, SpareTxns};
 use super::events::Telemetry;
 use crate::checkpoint::Resume;
 use crate::config::{Op, WriterConfig};
@@ -137,6 +137,8 @@ pub(crate) struct Core {
     pub(super) slot_resume: Vec<u64>,
     /// Open groups of this loop turn, per slot.
     pub(super) open: HashMap<u16, OpenGroup, SlotHash>,
+    /// Boxes of committed transactions, reused by the next ones.
+    pub(super) spare_txns: SpareTxns,
     /// Bytes of the open groups.
     pub(super) open_bytes: usize,
     /// What the driver must do, oldest first.
@@ -190,6 +192,7 @@ impl Core {
             ckpt_keys: crate::checkpoint::KeyCache::default(),
             slot_resume: vec![0; usize::from(SLOTS)],
             open: HashMap::default(),
+            spare_txns: SpareTxns::default(),
             open_bytes: 0,
             wire_buf: BytesMut::new(),
             value_buf: Vec::new(),

@@ -3,11 +3,11 @@
 //! classification the state machine uses.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_ops::{ErrorKind, Tolerate};
+use smallvec::SmallVec;
 
 use crate::config::Op;
 
@@ -57,12 +57,17 @@ pub(super) enum Body {
     Wait,
 }
 
-/// The parts of a transaction (shared by its resends).
-#[derive(Debug)]
+/// A transaction's ops and their progress groups, the first one inline:
+/// most transactions of a stream spread over many slots hold one op, and
+/// then the whole transaction is one allocation (its boxed [`TxnState`]).
+pub(super) type TxnOps = SmallVec<[(Op, u64); 1]>;
+
+/// The parts of a transaction.
+#[derive(Debug, Clone)]
 pub(super) struct Txn {
     /// The ops inside (for error messages) and their progress groups,
-    /// acknowledged on commit (one `Vec` for both: one allocation).
-    pub(super) ops: Vec<(Op, u64)>,
+    /// acknowledged on commit.
+    pub(super) ops: TxnOps,
     /// The checkpoint or barrier key set inside.
     pub(super) key: Bytes,
     /// The offset written into it.
@@ -77,7 +82,7 @@ pub(super) struct Txn {
 /// A transaction entry's progress on the current attempt.
 #[derive(Debug, Clone)]
 pub(super) struct TxnState {
-    pub(super) parts: Arc<Txn>,
+    pub(super) parts: Txn,
     /// Replies consumed in the current attempt.
     pub(super) replies: u32,
     /// The first error reply while queueing.
@@ -110,16 +115,29 @@ impl Entry {
         Entry::new(seq, op.slot, wire, body)
     }
 
-    /// A transaction entry for `slot`.
-    pub(super) fn txn(seq: u64, slot: Option<u16>, parts: Txn, wire: Bytes) -> Entry {
+    /// A transaction entry for `slot`, in a box from `spare` if it has one.
+    pub(super) fn txn(
+        seq: u64,
+        slot: Option<u16>,
+        parts: Txn,
+        wire: Bytes,
+        spare: &mut SpareTxns,
+    ) -> Entry {
         let state = TxnState {
-            parts: Arc::new(parts),
+            parts,
             replies: 0,
             queue_error: None,
             written: false,
             probe: None,
         };
-        Entry::new(seq, slot, wire, Body::Txn(Box::new(state)))
+        let body = match spare.boxes.pop() {
+            Some(mut b) => {
+                *b = state;
+                b
+            }
+            None => Box::new(state),
+        };
+        Entry::new(seq, slot, wire, Body::Txn(body))
     }
 
     /// A `WAIT` entry.
@@ -173,6 +191,36 @@ impl Entry {
     }
 }
 
+/// Boxes of finished transactions, kept for the next ones: a turn
+/// allocates its transactions' boxes together and frees them together
+/// when their replies come, more than malloc's per-thread cache holds, so
+/// each box went the allocator's slow path twice (≈ 400 instructions per
+/// transaction; `docs/decisions.md` D81).
+#[derive(Debug, Default)]
+pub(super) struct SpareTxns {
+    // The boxes themselves are what is kept: each becomes an entry's body.
+    #[allow(clippy::vec_box)]
+    boxes: Vec<Box<TxnState>>,
+}
+
+impl SpareTxns {
+    /// Most boxes kept (≈ 256 bytes each).
+    const MAX: usize = 4096;
+
+    /// Keeps `entry`'s box (emptied: it pins no op arguments) if it is a
+    /// transaction and there is room; drops the rest.
+    pub(super) fn recycle(&mut self, entry: Entry) {
+        if let Body::Txn(mut b) = entry.body
+            && self.boxes.len() < Self::MAX
+        {
+            b.parts.ops.clear();
+            b.parts.key = Bytes::new();
+            b.queue_error = None;
+            self.boxes.push(b);
+        }
+    }
+}
+
 /// Where a held entry goes when its hold is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Target {
@@ -203,7 +251,7 @@ pub(super) struct OpenGroup {
     /// Standalone target: the db its first op runs in.
     pub(super) db: u64,
     /// Its ops and their progress groups.
-    pub(super) ops: Vec<(Op, u64)>,
+    pub(super) ops: TxnOps,
     pub(super) bytes: usize,
 }
 
@@ -369,6 +417,45 @@ mod tests {
         // bytes each move became a `memcpy` call (a boxed `TxnState` keeps
         // a plain entry at 112).
         assert!(size_of::<Entry>() <= 112, "{}", size_of::<Entry>());
+    }
+
+    #[test]
+    fn a_recycled_transaction_box_pins_nothing_and_is_reused() {
+        let op = Op::slot(
+            vec![Bytes::from_static(b"SET"), Bytes::from(vec![b'k'; 100])],
+            7,
+            42,
+        );
+        let parts = || Txn {
+            ops: smallvec::smallvec![(op.clone(), 1)],
+            key: Bytes::from_static(b"ferry:ckpt"),
+            offset: 42,
+            lead: 0,
+            extra: 0,
+        };
+        let mut spare = SpareTxns::default();
+        let e = Entry::txn(1, Some(7), parts(), Bytes::from_static(b"w"), &mut spare);
+        let Body::Txn(t) = &e.body else {
+            panic!("a txn")
+        };
+        let first: *const TxnState = &**t;
+        spare.recycle(e);
+        let Some(kept) = spare.boxes.last() else {
+            panic!("kept")
+        };
+        assert!(kept.parts.ops.is_empty() && kept.parts.key.is_empty());
+        assert!(kept.queue_error.is_none());
+        // The next transaction gets the same box, filled anew.
+        let e = Entry::txn(2, Some(7), parts(), Bytes::from_static(b"w"), &mut spare);
+        let Body::Txn(t) = &e.body else {
+            panic!("a txn")
+        };
+        assert!(std::ptr::eq(first, &**t));
+        assert_eq!(t.parts.ops.len(), 1);
+        assert!(spare.boxes.is_empty());
+        // Anything else is dropped, not kept.
+        spare.recycle(Entry::wait(Bytes::from_static(b"w")));
+        assert!(spare.boxes.is_empty());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! transactions (`EXEC` decides), probes of transactions whose reply was
 //! lost, and `WAIT`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -212,7 +211,7 @@ impl Core {
         let Some(t) = entry.txn_state() else { return };
         match value {
             Value::Array(results) => {
-                let parts = Arc::clone(&t.parts);
+                let parts = &t.parts;
                 for (k, r) in results.iter().enumerate() {
                     if let Value::Error(message) = r {
                         let op_k = k.checked_sub(parts.lead as usize);
@@ -258,8 +257,8 @@ impl Core {
             self.nodes[i].unconfirmed.push(entry);
             return;
         }
-        let parts = Arc::clone(&t.parts);
-        self.committed(&parts);
+        self.committed(&t.parts);
+        self.spare_txns.recycle(entry);
     }
 
     /// The reply to a `WAIT 1 <ms>` on node `i`: every transaction
@@ -273,6 +272,7 @@ impl Core {
                     if let Body::Txn(t) = &e.body {
                         self.committed(&t.parts);
                     }
+                    self.spare_txns.recycle(e);
                 }
             }
             Value::Integer(_) => {

@@ -254,8 +254,7 @@ impl Core {
             let Some(slot) = slot else {
                 // A barrier transaction cannot move (as after a lost
                 // connection): acknowledged as committed.
-                let parts = std::sync::Arc::clone(&t.parts);
-                self.committed(&parts);
+                self.committed(&t.parts);
                 continue;
             };
             t.written = true;

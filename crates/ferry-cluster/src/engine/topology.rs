@@ -1,7 +1,6 @@
 //! Connections and topology: connects, lost connections, topology
 //! refreshes, and moving entries whose slot another node serves now.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -120,8 +119,7 @@ impl Core {
                 // move to another node: acknowledged as committed (a
                 // documented limit).
                 (None, Body::Txn(t)) => {
-                    let parts = Arc::clone(&t.parts);
-                    self.committed(&parts);
+                    self.committed(&t.parts);
                 }
                 (None, _) => {}
             }
