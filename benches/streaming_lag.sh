@@ -59,7 +59,7 @@ sample() {
     local sp=$!
     sleep 0.5
     local t0 t1 cpu0 cmds0 mcpu0
-    cpu0="$(proc_cpu "$FERRY_PID")"
+    cpu0="$(proc_cpu_split "$FERRY_PID")"
     mcpu0="$(nodes_cpu)"
     cmds0="$(info_field "$SRC" stats total_commands_processed)"
     t0=$(now)
@@ -81,7 +81,11 @@ PY
     wait "$sp" || true
     # CPU seconds of ferry and of the target masters from the load's start
     # until the lag was 0, and the commands the source processed meanwhile.
-    echo "$(py "$(proc_cpu "$FERRY_PID") - $cpu0") $(py "$(nodes_cpu) - $mcpu0") $(( $(info_field "$SRC" stats total_commands_processed) - cmds0 ))" \
+    # (ferry's user and system time separately after them).
+    local u0 s0 u1 s1
+    read -r u0 s0 <<<"$cpu0"
+    read -r u1 s1 <<<"$(proc_cpu_split "$FERRY_PID")"
+    echo "$(py "$u1 + $s1 - $u0 - $s0") $(py "$(nodes_cpu) - $mcpu0") $(( $(info_field "$SRC" stats total_commands_processed) - cmds0 )) $(py "$u1 - $u0") $(py "$s1 - $s0")" \
         >"$work/$name.cpu"
 }
 
@@ -143,11 +147,14 @@ def stats(name):
     ms = [1000 * (r["lag_seconds"] or 0) for r in during]
     by = [r["lag_bytes"] for r in during]
     src = [r["source_offset"] for r in rows]
-    ferry_cpu, masters_cpu, commands = open(f"{work}/{name}.cpu").read().split()
+    ferry_cpu, masters_cpu, commands, ferry_user, ferry_sys = open(f"{work}/{name}.cpu").read().split()
     ferry_cpu, masters_cpu, commands = float(ferry_cpu), float(masters_cpu), int(commands)
+    ferry_user, ferry_sys = float(ferry_user), float(ferry_sys)
     return dict(
         ferry_cpu_seconds=round(ferry_cpu, 3), target_masters_cpu_seconds=round(masters_cpu, 3), source_commands=commands,
         ferry_cpu_seconds_per_million_commands=round(ferry_cpu * 1e6 / max(commands, 1), 3),
+        ferry_user_seconds_per_million_commands=round(ferry_user * 1e6 / max(commands, 1), 3),
+        ferry_system_seconds_per_million_commands=round(ferry_sys * 1e6 / max(commands, 1), 3),
         target_masters_cpu_seconds_per_million_commands=round(masters_cpu * 1e6 / max(commands, 1), 3),
         load_seconds=round(t1 - t0, 3), samples=len(during),
         lag_ms=dict(p50=pct(ms, 50), p99=pct(ms, 99), max=max(ms) if ms else None),
@@ -203,10 +210,13 @@ md = [
     row("max: redis-benchmark -P 16 -c 50, 6 write tests", mx, max_rate),
     row(f"half: loadgen.py fixed rate (target {half_rate:,.0f}/s)", hf, lg["rate"]),
     "",
-    "| load | ferry CPU-s per million commands | target masters CPU-s per million commands | source commands |",
+    "| load | ferry CPU-s per million commands (user / system) | target masters CPU-s per million commands | source commands |",
     "|---|---:|---:|---:|",
-    f"| max | {mx['ferry_cpu_seconds_per_million_commands']:.2f} | {mx['target_masters_cpu_seconds_per_million_commands']:.2f} | {mx['source_commands']:,} |",
-    f"| half | {hf['ferry_cpu_seconds_per_million_commands']:.2f} | {hf['target_masters_cpu_seconds_per_million_commands']:.2f} | {hf['source_commands']:,} |",
+] + [
+    f"| {label} | {s['ferry_cpu_seconds_per_million_commands']:.2f} ({s['ferry_user_seconds_per_million_commands']:.2f} / {s['ferry_system_seconds_per_million_commands']:.2f}) "
+    f"| {s['target_masters_cpu_seconds_per_million_commands']:.2f} | {s['source_commands']:,} |"
+    for label, s in (("max", mx), ("half", hf))
+] + [
     "",
     "| target | measured | |",
     "|---|---:|---|",

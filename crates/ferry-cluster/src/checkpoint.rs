@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ferry_ops::{SLOTS, Topology, key_slot};
-use ferry_resp::{Value, put_command};
+use ferry_resp::{Reply, Value, put_command};
 use tokio::sync::mpsc;
 
 use crate::conn::{Auth, Conn, ConnError, PipeEvent};
@@ -203,7 +203,7 @@ pub(crate) async fn pipelined(
     tls: Option<&ferry_tls::TlsConfig>,
     timeout: Duration,
     cmds: &[Vec<Bytes>],
-) -> Result<Vec<Value>, ConnError> {
+) -> Result<Vec<Reply>, ConnError> {
     let conn = Conn::connect_tls(addr, auth, timeout, tls).await?;
     if cmds.is_empty() {
         return Ok(Vec::new());
@@ -273,8 +273,8 @@ pub(crate) async fn read(
             let slot = slots[n / 2];
             let key = &cmds[n][1];
             let value = match reply {
-                Value::Null => continue,
-                Value::Bulk(b) => decode(b),
+                Reply::Value(Value::Null) => continue,
+                Reply::Value(Value::Bulk(b)) => decode(b),
                 _ => None,
             };
             let Some((h, offset)) = value else {
@@ -359,7 +359,7 @@ pub async fn remove_all(seed: &str, config: crate::WriterConfig) -> Result<u64, 
                 pipelined(&addr, &config.auth, config.tls.as_ref(), timeout, chunk).await?;
             for r in replies {
                 match r {
-                    Value::Integer(n) => deleted += u64::try_from(n).unwrap_or(0),
+                    Reply::Value(Value::Integer(n)) => deleted += u64::try_from(n).unwrap_or(0),
                     other => {
                         return Err(WriterError::Unexpected {
                             node: addr.clone(),

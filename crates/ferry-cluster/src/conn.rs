@@ -23,7 +23,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ferry_resp::{RespError, Value, write_command};
+use ferry_resp::{Reply, RespError, Value, write_command};
 use ferry_tls::{ConnectError, Stream, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 /// Most replies in one batch handed to the engine (a read with more is
-/// handed on in several). 1024 values are 40 KB: under glibc's 64 KB
+/// handed on in several). 1024 replies are 40 KB: under glibc's 64 KB
 /// free that consolidates the whole heap (`docs/decisions.md` D81).
 const REPLIES_MAX: usize = 1024;
 /// Small chunks are gathered into one write of up to this many bytes.
@@ -367,7 +367,7 @@ impl Conn {
                 // so a batch of them fits without regrowing.
                 loop {
                     let mut replies = Vec::with_capacity((rbuf.len() / 5).min(REPLIES_MAX));
-                    match ferry_resp::decode_up_to(&rbuf, &mut replies, REPLIES_MAX) {
+                    match ferry_resp::decode_replies_up_to(&rbuf, &mut replies, REPLIES_MAX) {
                         Ok(used) => rbuf.advance(used),
                         Err(error) => {
                             let _ = events.send((
@@ -410,7 +410,7 @@ impl Conn {
 #[derive(Debug)]
 pub enum PipeEvent {
     /// Replies, in the order the node sent them.
-    Replies(Vec<Value>),
+    Replies(Vec<Reply>),
     /// The connection is gone; nothing more comes from this pipeline.
     Lost(ConnError),
 }

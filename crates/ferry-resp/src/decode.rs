@@ -36,6 +36,7 @@
 
 use bytes::Bytes;
 
+use crate::reply::{ok_reply, queued_reply};
 use crate::scan::{
     LenKind, Step, check_big_number, expect_crlf, parse_bulk, parse_double, parse_int, parse_len,
     read_line, unexpected,
@@ -91,102 +92,6 @@ pub fn decode(buf: &[u8]) -> Step<(Value, usize)> {
 /// slices of `buf` (no copy).
 pub fn decode_bytes(buf: &Bytes) -> Step<(Value, usize)> {
     Decoder::new().decode_bytes(buf)
-}
-
-/// Decodes every complete frame at the start of `buf` into `out` (the
-/// default limits, payloads copied) and returns the bytes they used; a
-/// trailing partial frame is left for later. The replies a pipelined write
-/// mostly gets, `+OK` and `+QUEUED`, are recognised by their bytes before
-/// the general decoder runs, and so is an array of only `+OK` and integers
-/// (what `EXEC` answers for a transaction of ordinary writes).
-///
-/// # Errors
-/// As [`decode`]; the frames decoded before the bad one are in `out`.
-pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> {
-    decode_up_to(buf, out, usize::MAX)
-}
-
-/// [`decode_all`], stopping once `out` holds `max` values (the rest stays
-/// for the next call): a reader can hand on bounded batches.
-///
-/// # Errors
-/// As [`decode_all`].
-pub fn decode_up_to(buf: &[u8], out: &mut Vec<Value>, max: usize) -> Result<usize, RespError> {
-    let decoder = Decoder::new();
-    let mut used = 0;
-    while let Some(rest) = buf.get(used..).filter(|r| !r.is_empty() && out.len() < max) {
-        if rest.starts_with(b"+OK\r\n") {
-            out.push(ok_reply());
-            used += 5;
-        } else if rest.starts_with(b"+QUEUED\r\n") {
-            out.push(queued_reply());
-            used += 9;
-        } else if let Some((v, n)) = plain_array(rest) {
-            out.push(v);
-            used += n;
-        } else {
-            match decoder.decode(rest)? {
-                Some((v, n)) => {
-                    out.push(v);
-                    used += n;
-                }
-                None => break,
-            }
-        }
-    }
-    Ok(used)
-}
-
-/// Longest array [`plain_array`] takes; longer ones go to the general decoder.
-/// `+OK`, sharing static bytes (the reply every write gets: no allocation).
-fn ok_reply() -> Value {
-    Value::Simple(Bytes::from_static(b"OK"))
-}
-
-/// `+QUEUED`, sharing static bytes.
-fn queued_reply() -> Value {
-    Value::Simple(Bytes::from_static(b"QUEUED"))
-}
-
-const PLAIN_ARRAY_MAX: usize = 1024;
-
-/// A complete `*<n>` array (1 ≤ n ≤ [`PLAIN_ARRAY_MAX`]) of only `+OK` and
-/// `:<integer>` items at the start of `buf`, decoded without the general
-/// decoder's frame stack; `None` for anything else (another shape, a bad or
-/// partial frame), which the general decoder then decodes or reports. The
-/// values are the ones the general decoder gives.
-fn plain_array(buf: &[u8]) -> Option<(Value, usize)> {
-    if buf.first() != Some(&b'*') {
-        return None;
-    }
-    let mut pos = 1;
-    let mut n = 0usize;
-    while let Some(&b) = buf.get(pos).filter(|b| b.is_ascii_digit()) {
-        n = n * 10 + usize::from(b - b'0');
-        pos += 1;
-        if pos > 5 {
-            return None;
-        }
-    }
-    if n == 0 || n > PLAIN_ARRAY_MAX || buf.get(pos..pos + 2) != Some(b"\r\n") || buf[1] == b'0' {
-        return None;
-    }
-    pos += 2;
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n {
-        let rest = buf.get(pos..)?;
-        if rest.starts_with(b"+OK\r\n") {
-            items.push(ok_reply());
-            pos += 5;
-        } else if rest.first() == Some(&b':') {
-            let (v, next) = parse_int(buf, pos).ok()??;
-            items.push(Value::Integer(v));
-            pos = next;
-        } else {
-            return None;
-        }
-    }
-    Some((Value::Array(items), pos))
 }
 
 impl Decoder {
@@ -485,82 +390,6 @@ mod tests {
             assert_eq!(v, Value::simple(text));
         }
         assert_eq!(decode(b"+OK\r"), Ok(None));
-    }
-
-    #[test]
-    fn decode_all_takes_every_complete_frame() {
-        let wire = b"+OK\r\n+QUEUED\r\n-MOVED 1 h:1\r\n+OK\r\n*2\r\n:1\r\n+OK\r\n+OKAY\r\n+OK\r";
-        let mut out = Vec::new();
-        let used = decode_all(wire, &mut out).expect("valid");
-        assert_eq!(&wire[used..], b"+OK\r");
-        let mut want = Vec::new();
-        let mut pos = 0;
-        while let Ok(Some((v, n))) = decode(&wire[pos..]) {
-            want.push(v);
-            pos += n;
-        }
-        assert_eq!((out, used), (want, pos));
-        let mut out = Vec::new();
-        assert_eq!(decode_all(b"", &mut out), Ok(0));
-        assert!(decode_all(b"+OK\r\n?x\r\n", &mut out).is_err());
-        assert_eq!(out, [Value::simple("OK")]);
-    }
-
-    #[test]
-    fn plain_arrays_decode_as_the_general_decoder_does() {
-        let frames: [&[u8]; 14] = [
-            b"*3\r\n+OK\r\n:12\r\n+OK\r\n",
-            b"*1\r\n:-9223372036854775808\r\n",
-            b"*2\r\n:+7\r\n:0\r\n",
-            b"*1\r\n:99999999999999999999\r\n",
-            b"*2\r\n+OK\r\n-ERR no\r\n",
-            b"*2\r\n+OK\r\n$1\r\nx\r\n",
-            b"*0\r\n",
-            b"*01\r\n+OK\r\n",
-            b"*-1\r\n",
-            b"*2\r\n+OK\r\n",
-            b"*2\r\n+OK\r\n:1",
-            b"*1\r\n:x\r\n",
-            b"*1\n+OK\r\n",
-            b"*10000\r\n+OK\r\n",
-        ];
-        for frame in frames {
-            let mut out = Vec::new();
-            let got = decode_all(frame, &mut out);
-            let want = decode(frame);
-            match want {
-                Ok(Some((v, n))) => assert_eq!((got, out), (Ok(n), vec![v]), "{frame:?}"),
-                Ok(None) => assert_eq!((got, out), (Ok(0), vec![]), "{frame:?}"),
-                Err(e) => assert_eq!(got, Err(e), "{frame:?}"),
-            }
-        }
-        let mut many = b"*1025\r\n".to_vec();
-        for _ in 0..1025 {
-            many.extend_from_slice(b"+OK\r\n");
-        }
-        let mut out = Vec::new();
-        assert_eq!(decode_all(&many, &mut out), Ok(many.len()));
-        assert_eq!(out, vec![decode(&many).expect("valid").expect("whole").0]);
-    }
-    #[test]
-    fn decode_up_to_stops_at_max_and_resumes() {
-        let wire = b"+OK\r\n:1\r\n+QUEUED\r\n*1\r\n+OK\r\n$1\r\nx\r\n$3\r\nab";
-        let mut out = Vec::new();
-        let used = decode_up_to(wire, &mut out, 2).expect("valid");
-        assert_eq!(used, 9);
-        assert_eq!(out.len(), 2);
-        let mut rest = Vec::new();
-        let more = decode_up_to(&wire[used..], &mut rest, 2).expect("valid");
-        let mut tail = Vec::new();
-        let last = decode_up_to(&wire[used + more..], &mut tail, 2).expect("valid");
-        // The same values as one call, in order; the partial frame stays.
-        let mut all = Vec::new();
-        assert_eq!(decode_all(wire, &mut all), Ok(used + more + last));
-        out.extend(rest);
-        out.extend(tail);
-        assert_eq!(out, all);
-        assert_eq!(all.len(), 5);
-        assert_eq!(decode_up_to(wire, &mut Vec::new(), 0), Ok(0));
     }
 
     #[test]

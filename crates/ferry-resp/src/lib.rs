@@ -5,6 +5,8 @@
 //! * [`decode_command`] / [`split_command`]: the replication-stream fast path,
 //!   an array of bulk strings into a [`Command`] of zero-copy `Bytes` with its
 //!   exact wire length (the replication offset increment).
+//! * [`decode_all`] / [`decode_replies_up_to`]: every complete reply of a
+//!   read buffer at once, the common write replies by their bytes.
 //! * [`write_command`] / [`put_command`] / [`command_len`] / [`write_value`]:
 //!   encoding.
 //!
@@ -16,16 +18,17 @@ pub mod command;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod reply;
 mod scan;
 pub mod value;
 
 pub use command::{Command, decode_command, split_command};
 pub use decode::{
-    DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, Decoder, decode, decode_all,
-    decode_bytes, decode_up_to,
+    DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, Decoder, decode, decode_bytes,
 };
 pub use encode::{
     command_len, put_command, put_command_sized, put_value, write_command, write_value,
 };
 pub use error::RespError;
+pub use reply::{Reply, decode_all, decode_replies_up_to, decode_up_to};
 pub use value::Value;

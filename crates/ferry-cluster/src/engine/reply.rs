@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_ops::Tolerate;
-use ferry_resp::Value;
+use ferry_resp::{Reply, Value};
 
 use super::core::Core;
 use super::entry::{Body, Entry, Txn, show, topology_changing};
@@ -22,7 +22,7 @@ impl Core {
         &mut self,
         i: usize,
         generation: u64,
-        values: Vec<Value>,
+        values: Vec<Reply>,
         now: Instant,
     ) {
         self.now = now;
@@ -52,7 +52,7 @@ impl Core {
         self.fail(WriterError::Unexpected { node, reply });
     }
 
-    fn on_one_reply(&mut self, i: usize, value: Value, touched: &mut Vec<u16>) {
+    fn on_one_reply(&mut self, i: usize, value: Reply, touched: &mut Vec<u16>) {
         let node = &mut self.nodes[i];
         if node.queue.is_empty() {
             return self.unexpected(i, format!("{value:?}"));
@@ -67,7 +67,7 @@ impl Core {
             front.asking_done = true;
             // A node restarting or changing role may refuse `ASKING` like
             // anything else: the entry's own reply follows and decides.
-            if let Value::Error(m) = &value
+            if let Some(m) = value.error()
                 && !topology_changing(m)
             {
                 self.unexpected(i, format!("{value:?} to ASKING"));
@@ -77,7 +77,7 @@ impl Core {
         if let Some(t) = front.txn_state() {
             t.replies += 1;
             if t.replies < t.expected_replies() {
-                if let Value::Error(m) = &value {
+                if let Some(m) = value.error() {
                     t.queue_error.get_or_insert_with(|| m.clone());
                 }
                 return;
@@ -100,7 +100,7 @@ impl Core {
     }
 
     /// The answer to the next probe of node `i`.
-    fn on_probe_reply(&mut self, i: usize, value: Value, touched: &mut Vec<u16>) {
+    fn on_probe_reply(&mut self, i: usize, value: Reply, touched: &mut Vec<u16>) {
         let node = &mut self.nodes[i];
         let generation = node.generation;
         let Some(k) = node.queue.iter().position(|e| e.probing_on(generation)) else {
@@ -137,16 +137,16 @@ impl Core {
         } else {
             // An error reply (e.g. the slot moved): handled like one to
             // the transaction; probed again where it goes next.
-            let message = match &value {
-                Value::Error(m) => m.clone(),
-                other => Bytes::from(format!("{other:?} to GET")),
+            let message = match value.error() {
+                Some(m) => m.clone(),
+                None => Bytes::from(format!("{value:?} to GET")),
             };
             self.on_error(i, entry, &message);
         }
     }
 
-    fn on_op_reply(&mut self, i: usize, entry: Entry, value: &Value) {
-        if let Value::Error(message) = value {
+    fn on_op_reply(&mut self, i: usize, entry: Entry, value: &Reply) {
+        if let Some(message) = value.error() {
             match &entry.body {
                 Body::Op {
                     tolerate, offset, ..
@@ -207,10 +207,15 @@ impl Core {
     }
 
     /// The final reply (`EXEC`) of a `Txn` entry.
-    fn on_txn_reply(&mut self, i: usize, mut entry: Entry, value: Value) {
+    fn on_txn_reply(&mut self, i: usize, mut entry: Entry, value: Reply) {
         let Some(t) = entry.txn_state() else { return };
         match value {
-            Value::Array(results) => {
+            // No error inside (an array of `+OK` and integers only).
+            Reply::Plain(_) => {
+                self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.committed_on(i, entry);
+            }
+            Reply::Value(Value::Array(results)) => {
                 let parts = &t.parts;
                 for (k, r) in results.iter().enumerate() {
                     if let Value::Error(message) = r {
@@ -237,7 +242,7 @@ impl Core {
                 self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
                 self.committed_on(i, entry);
             }
-            Value::Error(message) => {
+            Reply::Value(Value::Error(message)) => {
                 // Nothing of it was applied: redirect or retry it whole.
                 let cause = t.queue_error.take().unwrap_or(message);
                 t.written = false;
@@ -263,10 +268,10 @@ impl Core {
 
     /// The reply to a `WAIT 1 <ms>` on node `i`: every transaction
     /// committed before it is on a replica when the count is at least 1.
-    fn on_wait_reply(&mut self, i: usize, value: &Value) {
+    fn on_wait_reply(&mut self, i: usize, value: &Reply) {
         self.nodes[i].wait_queued = false;
         match value {
-            Value::Integer(n) if *n >= 1 => {
+            Reply::Value(Value::Integer(n)) if *n >= 1 => {
                 let done = std::mem::take(&mut self.nodes[i].unconfirmed);
                 for e in done {
                     if let Body::Txn(t) = &e.body {
@@ -275,7 +280,7 @@ impl Core {
                     self.spare_txns.recycle(e);
                 }
             }
-            Value::Integer(_) => {
+            Reply::Value(Value::Integer(_)) => {
                 // No replica within the timeout: the transactions stay
                 // unconfirmed (the applied offset waits) and the next
                 // `WAIT` asks again.
@@ -285,7 +290,7 @@ impl Core {
             // (demoted by a failover: `ERR WAIT cannot be used with replica
             // instances`, or `UNBLOCKED` when it was demoted during the
             // `WAIT`; restarting; cut off): a topology change.
-            Value::Error(message)
+            Reply::Value(Value::Error(message))
                 if self.config.mode != TargetMode::Standalone && topology_changing(message) =>
             {
                 self.on_demoted(i, message);
@@ -307,10 +312,10 @@ impl Core {
 
 /// The reply to a probe of a transaction (its key, read before a resend):
 /// `Some(true)` if it committed, `Some(false)` if not, `None` for an error.
-fn probe_says_committed(history: &str, txn: &Txn, value: &Value) -> Option<bool> {
+fn probe_says_committed(history: &str, txn: &Txn, value: &Reply) -> Option<bool> {
     match value {
-        Value::Null => Some(false),
-        Value::Bulk(b) => {
+        Reply::Value(Value::Null) => Some(false),
+        Reply::Value(Value::Bulk(b)) => {
             Some(checkpoint::decode(b).is_some_and(|(h, o)| h == history && o >= txn.offset))
         }
         _ => None,

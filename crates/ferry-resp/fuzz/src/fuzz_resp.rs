@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use ferry_resp::{Decoder, RespError, Value, command_len, write_value};
+use ferry_resp::{Decoder, Reply, RespError, Value, command_len, write_value};
 
 const USAGE: &str = "\
 usage: fuzz_resp [--seconds N | --iterations N] [--seed N] [--max-len N]
@@ -505,6 +505,31 @@ fn check(input: &[u8], dec: &Decoder, rng: &mut Rng) -> String {
         frames == cframes && end == cend,
         "chunked decode differs: {cframes:?} {cend:?} vs {frames:?} {end:?}"
     );
+
+    // Replies decoded many at once: the compact forms are the values.
+    let (mut vals, mut reps) = (Vec::new(), Vec::new());
+    let all = ferry_resp::decode_all(input, &mut vals);
+    let compact = ferry_resp::decode_replies_up_to(input, &mut reps, usize::MAX);
+    assert!(
+        all.as_ref().ok() == compact.as_ref().ok() && all.is_err() == compact.is_err(),
+        "decode_all gave {all:?}, decode_replies_up_to {compact:?}"
+    );
+    assert_eq!(vals.len(), reps.len(), "decode_all and decode_replies_up_to counts");
+    for (v, r) in vals.iter().zip(reps) {
+        match r {
+            Reply::Plain(n) => assert!(
+                matches!(v, Value::Array(items) if items.len() == n as usize
+                    && items.iter().all(|i| matches!(i, Value::Integer(_))
+                        || *i == Value::simple("OK"))),
+                "Plain({n}) for {v:?}"
+            ),
+            r => assert_eq!(
+                format!("{:?}", r.into_value()),
+                format!("{:?}", Some(v)),
+                "reply and value differ"
+            ),
+        }
+    }
 
     let cmd = dec.decode_command(&shared);
     match &cmd {

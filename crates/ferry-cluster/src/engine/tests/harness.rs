@@ -168,9 +168,20 @@ impl Harness {
         lines.into_iter().map(|(_, l)| l).collect()
     }
 
+    /// Feeds `values` as node `node`'s replies, read the way the pipeline
+    /// reader reads them (encoded, then `decode_replies_up_to`: `+OK`,
+    /// `+QUEUED` and plain `EXEC` arrays arrive in their compact forms).
     pub(super) fn reply(&mut self, node: usize, values: Vec<Value>) {
         let generation = self.core.generation(node).expect("node");
-        self.core.on_replies(node, generation, values, self.now);
+        let mut wire = bytes::BytesMut::new();
+        for v in &values {
+            ferry_resp::put_value(&mut wire, v);
+        }
+        let mut replies = Vec::new();
+        let used = ferry_resp::decode_replies_up_to(&wire, &mut replies, usize::MAX)
+            .expect("replies encode and decode");
+        assert_eq!((used, replies.len()), (wire.len(), values.len()));
+        self.core.on_replies(node, generation, replies, self.now);
     }
 
     /// Replies for a whole committed transaction of `ops` ops.
