@@ -100,7 +100,7 @@ impl Translator {
                     // RESTORE REPLACE and costs the target less (no payload
                     // to check and parse). Key and value move into the op.
                     let (key, v) = (std::mem::take(&mut k.header.key), std::mem::take(v));
-                    let args: Args = smallvec::smallvec![Bytes::from_static(b"SET"), key, v];
+                    let args = Args::from_buf([Bytes::from_static(b"SET"), key, v]);
                     self.write(out, Op::slot(args, slot, off));
                     self.counters.keys_applied += 1;
                     return;
