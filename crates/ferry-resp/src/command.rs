@@ -411,6 +411,16 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// Moved from the decoder into its stream event: past 128 bytes each
+    /// move is a `memcpy` call (see `ferry_ops::Op`'s size guard).
+    #[test]
+    fn an_inline_command_stays_small() {
+        if size_of::<usize>() == 8 {
+            assert_eq!(size_of::<Args>(), 104);
+            assert!(size_of::<InlineCommand>() <= 112);
+        }
+    }
+
     #[test]
     fn split_args_holds_three_inline() {
         let wire = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n\
