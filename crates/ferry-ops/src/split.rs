@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::keys::{Class, KeyError, Keys, NoKeysKind, command_keys};
+use crate::op::Args;
 use crate::show;
 use crate::slot::key_slot;
 
@@ -91,7 +92,7 @@ pub enum Route {
     /// Send these arguments to the master owning this slot. They equal the
     /// input except that `MSETNX` is replayed as `MSET` and `MSETEX` without
     /// `NX`/`XX`.
-    Slot(u16, Vec<Bytes>),
+    Slot(u16, Args),
     /// Send each command to the master owning its slot (a split `MSET`,
     /// `MSETNX`, `MSETEX`, `DEL`, `UNLINK` or `TOUCH`). Slots are distinct;
     /// order between them does not matter, order within each is the original.
@@ -175,8 +176,8 @@ pub fn route(args: &[Bytes]) -> Result<Route, KeyError> {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use ferry_ops::{Route, key_slot, route, route_owned};
-/// let mut args: Vec<Bytes> = ["MSETNX", "{a}1", "x", "{a}2", "y"].into_iter().map(Bytes::from).collect();
+/// use ferry_ops::{Args, Route, key_slot, route, route_owned};
+/// let mut args: Args = ["MSETNX", "{a}1", "x", "{a}2", "y"].into_iter().map(Bytes::from).collect();
 /// let copied = route(&args)?;
 /// let Route::Slot(slot, taken) = route_owned(&mut args)? else { panic!() };
 /// assert_eq!(slot, key_slot(b"a"));
@@ -187,7 +188,7 @@ pub fn route(args: &[Bytes]) -> Result<Route, KeyError> {
 ///
 /// # Errors
 /// As [`route`].
-pub fn route_owned(args: &mut Vec<Bytes>) -> Result<Route, KeyError> {
+pub fn route_owned(args: &mut Args) -> Result<Route, KeyError> {
     let keys = command_keys(args)?;
     if keys.class != Class::DataKeys {
         return route_keys(args, &keys);
@@ -264,26 +265,26 @@ fn no_keys(args: &[Bytes], kind: NoKeysKind) -> Result<Route, KeyError> {
 /// The arguments that replay the source's effect: `MSETNX` becomes `MSET`,
 /// and `MSETEX` loses its `NX`/`XX` condition (it held on the source, or
 /// the command would not have been propagated).
-fn effect_only(args: &[Bytes], keys: &Keys) -> Vec<Bytes> {
+fn effect_only(args: &[Bytes], keys: &Keys) -> Args {
     match Splittable::of(&args[0]) {
         Some(Splittable::Pairs) => {
-            let mut out = args.to_vec();
+            let mut out = Args::from(args);
             out[0] = Bytes::from_static(b"MSET");
             out
         }
         Some(Splittable::CountedPairs) => {
             let options = options_after_pairs(args, keys);
-            let mut out = args[..args.len() - options.len()].to_vec();
+            let mut out = Args::from(&args[..args.len() - options.len()]);
             out.extend(unconditional(options));
             out
         }
-        Some(Splittable::Keys) | None => args.to_vec(),
+        Some(Splittable::Keys) | None => Args::from(args),
     }
 }
 
 /// [`effect_only`] rewriting `args` itself (nothing to do for most
 /// commands).
-fn effect_in_place(args: &mut Vec<Bytes>, keys: &Keys) {
+fn effect_in_place(args: &mut Args, keys: &Keys) {
     match Splittable::of(&args[0]) {
         Some(Splittable::Pairs) => args[0] = Bytes::from_static(b"MSET"),
         Some(Splittable::CountedPairs) => {
@@ -387,19 +388,22 @@ mod tests {
     fn single_slot() {
         assert_eq!(
             route(&args("SET k v")),
-            Ok(Route::Slot(slot("k"), args("SET k v")))
+            Ok(Route::Slot(slot("k"), args("SET k v").into()))
         );
         assert_eq!(
             route(&args("RENAME {u}a {u}b")),
-            Ok(Route::Slot(slot("u"), args("RENAME {u}a {u}b")))
+            Ok(Route::Slot(slot("u"), args("RENAME {u}a {u}b").into()))
         );
         assert_eq!(
             route(&args("MSETNX {u}a 1 {u}b 2")),
-            Ok(Route::Slot(slot("u"), args("MSET {u}a 1 {u}b 2")))
+            Ok(Route::Slot(slot("u"), args("MSET {u}a 1 {u}b 2").into()))
         );
         assert_eq!(
             route(&args("EVAL body 2 {t}1 {t}2 arg")),
-            Ok(Route::Slot(slot("t"), args("EVAL body 2 {t}1 {t}2 arg")))
+            Ok(Route::Slot(
+                slot("t"),
+                args("EVAL body 2 {t}1 {t}2 arg").into()
+            ))
         );
     }
 
@@ -428,7 +432,7 @@ mod tests {
             route(&args("MSETEX 2 {a}1 NX {a}2 XX xx KEEPTTL")),
             Ok(Route::Slot(
                 slot("a"),
-                args("MSETEX 2 {a}1 NX {a}2 XX KEEPTTL")
+                args("MSETEX 2 {a}1 NX {a}2 XX KEEPTTL").into()
             ))
         );
         assert_eq!(

@@ -25,7 +25,7 @@
 //! transaction would replay half of it.
 
 use bytes::{Bytes, BytesMut};
-use ferry_resp::{Command, RespError};
+use ferry_resp::{InlineCommand, RespError};
 
 use crate::parse_decimal;
 
@@ -34,8 +34,9 @@ use crate::parse_decimal;
 pub enum StreamEvent {
     /// A command to replay (data command, `FLUSHALL`, `PUBLISH`, …).
     Command {
-        /// The command, name first, with its wire length.
-        cmd: Command,
+        /// The command, name first, with its wire length (its first
+        /// arguments inline: no allocation for a short command).
+        cmd: InlineCommand,
         /// The database it applies to.
         db: u64,
         /// Replication offset after this command's last byte.
@@ -210,7 +211,7 @@ impl CommandStream {
     fn step(&mut self, buf: &mut BytesMut) -> Result<Option<StreamEvent>, StreamError> {
         let start = self.offset;
         let first = start.saturating_add(1);
-        let cmd = match ferry_resp::split_command(buf) {
+        let cmd = match ferry_resp::Decoder::new().split_args(buf) {
             Ok(Some(cmd)) => cmd,
             Ok(None) => return Ok(None),
             Err(cause) => {

@@ -47,6 +47,16 @@ fn bench(c: &mut Criterion) {
             black_box(args)
         })
     });
+    g.bench_function("split_args", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(&stream[..]);
+            let mut args = 0;
+            while let Some(cmd) = dec.split_args(&mut buf).unwrap() {
+                args += cmd.args.len();
+            }
+            black_box(args)
+        })
+    });
     g.bench_function("decode_bytes", |b| {
         b.iter(|| {
             let mut buf = stream.clone();

@@ -25,21 +25,35 @@
 //! Lengths are parsed digit by digit and payloads are skipped by length, so
 //! nothing is searched for CRLF at all.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::decode::PREALLOC_MAX;
 use crate::scan::{LenKind, Step, expect_crlf, parse_count};
 use crate::{Decoder, RespError, Value};
 
-/// One command from the replication stream (or any client request).
+/// A command's arguments with the first few held inline: `SET key value`,
+/// `INCR key`, `SADD key member` need no allocation of their own, more
+/// spill to the heap. The replication stream's commands are decoded on one
+/// thread and consumed on another, where a heap `Vec` per command is a
+/// cross-thread allocation and free each time; this type goes from
+/// [`Decoder::split_args`] into the op the command becomes as it is.
+pub type Args = SmallVec<[Bytes; 3]>;
+
+/// One command from the replication stream (or any client request): its
+/// arguments in `A` (a `Vec` by default; [`Args`] from
+/// [`Decoder::split_args`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
+pub struct Command<A = Vec<Bytes>> {
     /// The arguments, name first. Empty only for the degenerate frame
     /// `*0\r\n`, which Redis accepts and ignores.
-    pub args: Vec<Bytes>,
+    pub args: A,
     /// Bytes the frame occupied on the wire.
     pub wire_len: usize,
 }
+
+/// A [`Command`] with its first arguments inline (see [`Args`]).
+pub type InlineCommand = Command<Args>;
 
 /// Decodes one command from `buf` with the default limits. See
 /// [`Decoder::decode_command`].
@@ -82,20 +96,35 @@ impl Decoder {
     /// the arguments share them) and the rest stays in `buf`. On `Ok(None)`
     /// or an error `buf` is unchanged.
     pub fn split_command(&self, buf: &mut BytesMut) -> Step<Command> {
+        self.split_into(buf)
+    }
+
+    /// [`split_command`](Self::split_command) with the arguments in
+    /// [`Args`]: a command of up to three arguments takes no allocation.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// let mut buf = BytesMut::from(&b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n*1"[..]);
+    /// let cmd = ferry_resp::Decoder::new().split_args(&mut buf).unwrap().unwrap();
+    /// assert!(cmd.is("incr") && !cmd.args.spilled());
+    /// assert_eq!((cmd.wire_len, &buf[..]), (21, &b"*1"[..]));
+    /// ```
+    pub fn split_args(&self, buf: &mut BytesMut) -> Step<InlineCommand> {
+        self.split_into(buf)
+    }
+
+    /// The body of [`split_command`](Self::split_command) for either
+    /// argument container.
+    #[inline]
+    fn split_into<A: ArgList>(&self, buf: &mut BytesMut) -> Step<Command<A>> {
         let mut ranges = Ranges::default();
         let Some(wire_len) = self.scan_command(buf, &mut ranges)? else {
             return Ok(None);
         };
-        // Split each argument straight off the buffer: one reference-count
-        // increment per argument, and none for the frame as a whole.
-        let mut args = Vec::with_capacity(ranges.len);
-        let mut cursor = 0;
-        for (start, end) in ranges.iter() {
-            buf.advance(start - cursor);
-            args.push(buf.split_to(end - start).freeze());
-            cursor = end;
-        }
-        buf.advance(wire_len - cursor);
+        // The frame leaves the buffer in one piece; each argument is a
+        // slice of it (one reference-count increment each).
+        let frame = buf.split_to(wire_len).freeze();
+        let args = A::collect(ranges.len, ranges.iter().map(|(s, e)| frame.slice(s..e)));
         Ok(Some(Command { args, wire_len }))
     }
 
@@ -210,16 +239,40 @@ impl ArgSink for Collect<'_> {
     }
 }
 
-impl Command {
+/// A container [`Decoder::split_into`] fills.
+trait ArgList {
+    /// The `len` arguments of `args`.
+    fn collect(len: usize, args: impl Iterator<Item = Bytes>) -> Self;
+}
+
+impl ArgList for Vec<Bytes> {
+    #[inline]
+    fn collect(len: usize, args: impl Iterator<Item = Bytes>) -> Self {
+        let mut v = Vec::with_capacity(len);
+        v.extend(args);
+        v
+    }
+}
+
+impl ArgList for Args {
+    #[inline]
+    fn collect(len: usize, args: impl Iterator<Item = Bytes>) -> Self {
+        let mut v = SmallVec::with_capacity(len);
+        v.extend(args);
+        v
+    }
+}
+
+impl<A: AsRef<[Bytes]>> Command<A> {
     /// The command name (first argument), as sent.
     pub fn name(&self) -> Option<&Bytes> {
-        self.args.first()
+        self.args.as_ref().first()
     }
 
     /// The command name in ASCII upper case (empty for an empty command).
     /// Allocates only if the name has lower-case letters.
     pub fn name_upper(&self) -> Bytes {
-        match self.args.first() {
+        match self.args.as_ref().first() {
             None => Bytes::new(),
             Some(n) if !n.iter().any(u8::is_ascii_lowercase) => n.clone(),
             Some(n) => Bytes::from(n.to_ascii_uppercase()),
@@ -235,13 +288,21 @@ impl Command {
     /// Handy for subcommands: `cmd.is("REPLCONF") && cmd.arg_is(1, "GETACK")`.
     pub fn arg_is(&self, i: usize, s: &str) -> bool {
         self.args
+            .as_ref()
             .get(i)
             .is_some_and(|a| a.eq_ignore_ascii_case(s.as_bytes()))
     }
 
     /// The command as a [`Value::Array`] of [`Value::Bulk`]s.
     pub fn to_value(&self) -> Value {
-        Value::Array(self.args.iter().cloned().map(Value::Bulk).collect())
+        Value::Array(
+            self.args
+                .as_ref()
+                .iter()
+                .cloned()
+                .map(Value::Bulk)
+                .collect(),
+        )
     }
 }
 
@@ -348,5 +409,37 @@ mod tests {
         let c = split_command(&mut buf).unwrap().unwrap();
         assert_eq!(c.args, [&b"SELECT"[..], b"9"]);
         assert!(buf.is_empty());
+    }
+
+    /// Moved from the decoder into its stream event: past 128 bytes each
+    /// move is a `memcpy` call (see `ferry_ops::Op`'s size guard).
+    #[test]
+    fn an_inline_command_stays_small() {
+        if size_of::<usize>() == 8 {
+            assert_eq!(size_of::<Args>(), 104);
+            assert!(size_of::<InlineCommand>() <= 112);
+        }
+    }
+
+    #[test]
+    fn split_args_holds_three_inline() {
+        let wire = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n\
+                     *4\r\n$4\r\nHSET\r\n$1\r\nh\r\n$1\r\nf\r\n$1\r\nv\r\n*0\r\n*1\r\n$1";
+        let mut buf = BytesMut::from(&wire[..]);
+        let dec = Decoder::new();
+        let set = dec.split_args(&mut buf).unwrap().unwrap();
+        assert_eq!((set.wire_len, set.args.spilled()), (27, false));
+        assert!(set.is("SET") && set.args[1] == "k" && set.args[2] == "v");
+        let hset = dec.split_args(&mut buf).unwrap().unwrap();
+        assert_eq!((hset.wire_len, hset.args.spilled()), (35, true));
+        assert_eq!(hset.args[..], [&b"HSET"[..], b"h", b"f", b"v"]);
+        let empty = dec.split_args(&mut buf).unwrap().unwrap();
+        assert_eq!((empty.wire_len, empty.args.len()), (4, 0));
+        assert_eq!(dec.split_args(&mut buf), Ok(None));
+        assert_eq!(&buf[..], b"*1\r\n$1");
+        assert!(
+            dec.split_args(&mut BytesMut::from(&b"+OK\r\n"[..]))
+                .is_err()
+        );
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! * [`decode()`] / [`decode_bytes`] / [`Decoder`]: any reply or frame into a
 //!   [`Value`] (`Ok(None)` = need more bytes).
-//! * [`decode_command`] / [`split_command`]: the replication-stream fast path,
-//!   an array of bulk strings into a [`Command`] of zero-copy `Bytes` with its
-//!   exact wire length (the replication offset increment).
+//! * [`decode_command`] / [`split_command`] / [`Decoder::split_args`]: the
+//!   replication-stream fast path, an array of bulk strings into a [`Command`]
+//!   of zero-copy `Bytes` with its exact wire length (the replication offset
+//!   increment); `split_args` holds the first arguments inline ([`Args`]).
 //! * [`decode_all`] / [`decode_replies_up_to`]: every complete reply of a
 //!   read buffer at once, the common write replies by their bytes.
 //! * [`write_command`] / [`put_command`] / [`command_len`] / [`write_value`]:
@@ -22,7 +23,7 @@ pub mod reply;
 mod scan;
 pub mod value;
 
-pub use command::{Command, decode_command, split_command};
+pub use command::{Args, Command, InlineCommand, decode_command, split_command};
 pub use decode::{
     DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, Decoder, decode, decode_bytes,
 };

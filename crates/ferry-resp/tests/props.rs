@@ -238,17 +238,28 @@ proptest! {
         for k in 0..wire.len() {
             prop_assert_eq!(decode_command(&buf.slice(..k)), Ok(None));
         }
-        // A stream of three commands through split_command in pieces.
+        // A stream of three commands through split_command in pieces, and
+        // through split_args (every other command): the same commands.
         let stream = wire.repeat(3);
         let mut rx = BytesMut::new();
         let mut got: Vec<Command> = Vec::new();
         let (mut fed, mut i) = (0, 0);
+        let dec = Decoder::new();
         while fed < stream.len() {
             let n = sizes[i % sizes.len()].min(stream.len() - fed);
             rx.extend_from_slice(&stream[fed..fed + n]);
             fed += n;
             i += 1;
-            while let Some(c) = split_command(&mut rx).unwrap() {
+            loop {
+                let c = if got.len() % 2 == 1 {
+                    dec.split_args(&mut rx).unwrap().map(|c| {
+                        assert_eq!(c.args.spilled(), c.args.len() > 3);
+                        Command { args: c.args.into_vec(), wire_len: c.wire_len }
+                    })
+                } else {
+                    split_command(&mut rx).unwrap()
+                };
+                let Some(c) = c else { break };
                 got.push(c);
             }
         }

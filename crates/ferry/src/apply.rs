@@ -409,10 +409,9 @@ impl Applier {
                         cmd,
                         db,
                         end_offset,
-                    } => {
-                        let args = std::mem::take(&mut cmd.args);
-                        self.tr.command(args, *db, *end_offset, now, actions)
-                    }
+                    } => self
+                        .tr
+                        .command_in(&mut cmd.args, *db, *end_offset, now, actions),
                     StreamEvent::Multi { end_offset } => {
                         self.tr.stream_position(*end_offset);
                         self.tr.multi(actions)

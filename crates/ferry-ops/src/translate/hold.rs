@@ -247,7 +247,7 @@ impl Translator {
     /// stamp may move are remembered.
     pub(super) fn hold_command(
         &mut self,
-        args: &mut Vec<Bytes>,
+        args: &mut crate::op::Args,
         db: u64,
         now_ms: i64,
         out: &mut Vec<Action>,

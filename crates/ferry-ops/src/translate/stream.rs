@@ -6,7 +6,7 @@ use super::{Action, SkipReason, Translator, lossy};
 use crate::emulate::{Plan, plan};
 use crate::filter::is_reserved;
 use crate::keys::command_keys;
-use crate::op::{Op, Tolerate};
+use crate::op::{Args, Op, Tolerate};
 use crate::split::{Route, Unreplayable, route, route_owned};
 
 impl Translator {
@@ -33,7 +33,21 @@ impl Translator {
     /// (`now_ms`: the wall clock, for the TTL hold).
     pub fn command(
         &mut self,
-        args: Vec<Bytes>,
+        args: impl Into<Args>,
+        db: u64,
+        offset: u64,
+        now_ms: i64,
+        out: &mut Vec<Action>,
+    ) {
+        self.command_in(&mut args.into(), db, offset, now_ms, out);
+    }
+
+    /// [`command`](Self::command) for arguments the caller holds in place
+    /// (a decoded stream event's): they move into the op where they go
+    /// on as they are, and are left in any state.
+    pub fn command_in(
+        &mut self,
+        args: &mut Args,
         db: u64,
         offset: u64,
         now_ms: i64,
@@ -43,19 +57,19 @@ impl Translator {
         if args.is_empty() {
             return;
         }
-        if is_sentinel_hello(&args) {
+        if is_sentinel_hello(args) {
             return;
         }
-        if self.cfg.two_way && self.two_way_command(&args, now_ms) {
+        if self.cfg.two_way && self.two_way_command(args, now_ms) {
             return;
         }
         if !self.keep_db(db) {
             self.counters.skip(SkipReason::FilteredDb);
             return;
         }
-        let Some(mut args) = self.filter_keys(args, out) else {
+        if !self.filter_keys(args, out) {
             return;
-        };
+        }
         if let Some(p) = self.prefix(db) {
             let flushdb = args[0].eq_ignore_ascii_case(b"FLUSHDB");
             if flushdb || args[0].eq_ignore_ascii_case(b"FLUSHALL") {
@@ -72,26 +86,26 @@ impl Translator {
                 self.counters.commands_applied += 1;
                 return;
             }
-            args = match crate::rewrite::prefix_keys(&args, &p) {
-                Ok(a) => a,
+            *args = match crate::rewrite::prefix_keys(args, &p) {
+                Ok(a) => Args::from_vec(a),
                 Err(e) => {
                     self.skip(out, SkipReason::UnknownCommand, None, e.to_string());
                     return;
                 }
             };
         }
-        self.hold_command(&mut args, db, now_ms, out);
+        self.hold_command(args, db, now_ms, out);
         if self.cfg.source_shard {
             // A key MIGRATEd between source shards: the other shard's link
             // may already have written it (the links are not ordered).
-            restore_asking_replace(&mut args);
+            restore_asking_replace(args);
         }
         // A cluster target: a one-slot command's arguments move into its
         // route (no copy); `args` keeps them for every other route.
         let routed = if self.cfg.standalone {
-            route(&args)
+            route(args)
         } else {
-            route_owned(&mut args)
+            route_owned(args)
         };
         let route = match routed {
             Ok(r) => r,
@@ -115,12 +129,12 @@ impl Translator {
             // Each source master's stream carries its own copy of an
             // every-master command (a client runs it on every master): the
             // second copy into the same target master must not fail.
-            every_master_copy(&mut args)
+            every_master_copy(args)
         } else {
             Tolerate::Nothing
         };
         if self.cfg.standalone {
-            return self.standalone(args, route, db, offset, tolerate, out);
+            return self.standalone(std::mem::take(args), route, db, offset, tolerate, out);
         }
         match route {
             Route::Slot(slot, args) => self.write(out, Op::slot(args, slot, offset)),
@@ -139,13 +153,16 @@ impl Translator {
                     self.skip(out, SkipReason::FlushWithFilter, None, detail);
                     return;
                 }
-                self.write(out, Op::all_masters(args, offset).tolerating(tolerate));
+                self.write(
+                    out,
+                    Op::all_masters(std::mem::take(args), offset).tolerating(tolerate),
+                );
             }
             Route::None(_) => return,
             Route::Unreplayable { reason } => {
                 // Cross-slot: emulated when a plan exists.
                 let planned = match reason {
-                    Unreplayable::CrossSlot { .. } => plan(&args).ok(),
+                    Unreplayable::CrossSlot { .. } => plan(args).ok(),
                     _ => None,
                 };
                 match planned {
@@ -158,14 +175,21 @@ impl Translator {
                     }
                     Some(plan) => {
                         // Counted by the executor once it has run.
-                        self.between_barriers(out, Action::Emulate { plan, args, offset });
+                        self.between_barriers(
+                            out,
+                            Action::Emulate {
+                                plan,
+                                args: std::mem::take(args).into_vec(),
+                                offset,
+                            },
+                        );
                         return;
                     }
                     None => {
                         // The first key (a script's body or a channel is not one).
-                        let key = command_keys(&args)
+                        let key = command_keys(args)
                             .ok()
-                            .and_then(|k| k.keys(&args).next().cloned());
+                            .and_then(|k| k.keys(args).next().cloned());
                         let detail = reason.to_string();
                         self.skip(out, SkipReason::Unreplayable, key.as_ref(), detail);
                         return;
@@ -192,7 +216,7 @@ impl Translator {
     /// splitting: one server runs multi-key and cross-db commands itself).
     fn standalone(
         &mut self,
-        args: Vec<Bytes>,
+        args: Args,
         route: Route,
         db: u64,
         offset: u64,
@@ -225,34 +249,35 @@ impl Translator {
         self.counters.commands_applied += 1;
     }
 
-    /// Applies the key filter to a command: all keys pass → as is; none →
-    /// `None` (counted); some → the passing keys of a per-key command
-    /// (DEL, UNLINK, TOUCH, MSET), or `None` reported as unreplayable.
-    fn filter_keys(&mut self, args: Vec<Bytes>, out: &mut Vec<Action>) -> Option<Vec<Bytes>> {
+    /// Applies the key filter to a command: all keys pass → `true`, as is;
+    /// none → `false` (counted); some → `true` with `args` rewritten to the
+    /// passing keys of a per-key command (DEL, UNLINK, TOUCH, MSET), or
+    /// `false` reported as unreplayable.
+    fn filter_keys(&mut self, args: &mut Args, out: &mut Vec<Action>) -> bool {
         // Without prefix rules only a reserved key is left out, and no key
         // is reserved when no argument is: no need to find the keys.
         if !self.cfg.filter.has_key_rules() && !args[1..].iter().any(|a| is_reserved(a)) {
-            return Some(args);
+            return true;
         }
-        let keys = match command_keys(&args) {
+        let keys = match command_keys(args) {
             Ok(k) => k,
-            Err(_) => return Some(args), // reported by `route`
+            Err(_) => return true, // reported by `route`
         };
         let passes = |i: usize| self.cfg.filter.key(&args[i]) && !is_reserved(&args[i]);
         if keys.indexes.iter().all(|&i| passes(i)) {
-            return Some(args);
+            return true;
         }
         let pass: Vec<bool> = keys.indexes.iter().map(|&i| passes(i)).collect();
         if let Some(&i) = keys.indexes.iter().find(|&&i| is_reserved(&args[i])) {
             let detail = format!("{} {}", lossy(&args[0]), lossy(&args[i]));
             self.skip(out, SkipReason::ReservedPrefix, Some(&args[i]), detail);
             if !pass.iter().any(|p| *p) {
-                return None;
+                return false;
             }
         }
         if !pass.iter().any(|p| *p) {
             self.counters.skip(SkipReason::FilteredKey);
-            return None;
+            return false;
         }
         let name = args[0].to_ascii_uppercase();
         let pairs = match &name[..] {
@@ -265,10 +290,10 @@ impl Translator {
                 );
                 let key = keys.indexes.first().map(|&i| args[i].clone());
                 self.skip(out, SkipReason::Unreplayable, key.as_ref(), detail);
-                return None;
+                return false;
             }
         };
-        let mut kept = vec![if pairs == 2 {
+        let mut kept: Args = smallvec::smallvec![if pairs == 2 {
             Bytes::from_static(b"MSET")
         } else {
             args[0].clone()
@@ -278,7 +303,8 @@ impl Translator {
                 kept.extend(args[i..i + pairs].iter().cloned());
             }
         }
-        Some(kept)
+        *args = kept;
+        true
     }
 }
 
@@ -297,7 +323,7 @@ fn is_sentinel_hello(args: &[Bytes]) -> bool {
 /// importing master's copy is the newer one. (The gate drops it when the
 /// slot is not this shard's yet; the resync of the gaining shard then
 /// reloads the slot.)
-fn restore_asking_replace(args: &mut Vec<Bytes>) {
+fn restore_asking_replace(args: &mut Args) {
     if args.len() < 4 || !args[0].eq_ignore_ascii_case(b"RESTORE-ASKING") {
         return;
     }
@@ -316,7 +342,7 @@ fn restore_asking_replace(args: &mut Vec<Bytes>) {
 /// shard's copy deleted it): tolerated, counted by the writer. `FUNCTION
 /// FLUSH`, `SCRIPT FLUSH`, `SCRIPT LOAD` and a `FUNCTION RESTORE … FLUSH`
 /// or `REPLACE` succeed again as they are.
-fn every_master_copy(args: &mut Vec<Bytes>) -> Tolerate {
+fn every_master_copy(args: &mut Args) -> Tolerate {
     if args.len() < 3 || !args[0].eq_ignore_ascii_case(b"FUNCTION") {
         return Tolerate::Nothing;
     }

@@ -13,8 +13,8 @@
 //!                         input is fed whole or in random-size pieces
 //! decode_command          agrees with decode on arrays of bulk strings
 //!                         (without RESP3 attributes);
-//!                         wire_len == command_len(args); split_command in
-//!                         pieces yields the same commands
+//!                         wire_len == command_len(args); split_command and
+//!                         split_args in pieces yield the same commands
 //! ```
 //!
 //! The same checks also run with small random limits (max_bulk_len,
@@ -437,7 +437,8 @@ fn commands_whole(dec: &Decoder, input: &Bytes) -> (Vec<(Vec<Bytes>, usize)>, En
     }
 }
 
-/// The same with `split_command` on a `BytesMut` fed in random-size pieces.
+/// The same with `split_command` and `split_args` (alternately) on a
+/// `BytesMut` fed in random-size pieces.
 fn commands_chunked(dec: &Decoder, input: &[u8], rng: &mut Rng) -> (Vec<(Vec<Bytes>, usize)>, End) {
     let max_piece = 1 + rng.below(input.len().max(1));
     let mut rx = BytesMut::new();
@@ -446,7 +447,20 @@ fn commands_chunked(dec: &Decoder, input: &[u8], rng: &mut Rng) -> (Vec<(Vec<Byt
     loop {
         loop {
             let before = rx.len();
-            match dec.split_command(&mut rx) {
+            let step = if out.len() % 2 == 1 {
+                dec.split_args(&mut rx).map(|c| {
+                    c.map(|c| {
+                        assert_eq!(c.args.spilled(), c.args.len() > 3);
+                        ferry_resp::Command {
+                            args: c.args.into_vec(),
+                            wire_len: c.wire_len,
+                        }
+                    })
+                })
+            } else {
+                dec.split_command(&mut rx)
+            };
+            match step {
                 Ok(Some(c)) => {
                     assert_eq!(rx.len(), before - c.wire_len);
                     out.push((c.args, c.wire_len));
@@ -567,7 +581,7 @@ fn check(input: &[u8], dec: &Decoder, rng: &mut Rng) -> String {
     let (ccmds, ccmd_end) = commands_chunked(dec, input, rng);
     assert!(
         cmds == ccmds && cmd_end == ccmd_end,
-        "split_command in pieces differs from decode_command"
+        "split_command / split_args in pieces differ from decode_command"
     );
 
     outcome(&whole, frames.len(), &cmd_end)
