@@ -46,7 +46,8 @@ bench_init() {
 build_ferry() {
     if [[ -n "${FERRY_BIN:-}" ]]; then
         FERRY="$FERRY_BIN"
-        ferry_note="binary $FERRY_BIN (FERRY_BIN, not built from this tree)"
+        # Only the file name goes into the results (no paths of this machine).
+        ferry_note="binary $(basename "$FERRY_BIN") (FERRY_BIN, not built from this tree)"
         log "ferry: $FERRY (FERRY_BIN, not rebuilt)"
     else
         log "cargo build --release -p ferry"
