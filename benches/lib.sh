@@ -192,6 +192,19 @@ http: { listen: "127.0.0.1:$4" }
 YAML
 }
 
+# ferry_checkpoints HTTP_PORT: checkpointed transactions ferry committed so far
+# (`/status` target.checkpoints; 0 if it cannot be read).
+ferry_checkpoints() {
+    python3 - "$1" <<'PY'
+import json, sys, urllib.request
+try:
+    st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/status", timeout=2))
+    print(int((st.get("target") or {}).get("checkpoints") or 0))
+except (OSError, ValueError):
+    print(0)
+PY
+}
+
 # wait_caught_up T0 PID HTTP SRC: waits until ferry's /status shows
 # phase=streaming and applied_offset >= the source's master_repl_offset;
 # prints "<seconds since T0> <keys_applied> <applied_offset> <source offset>",
