@@ -70,20 +70,24 @@ pub fn barrier_key(slot: u16) -> String {
     barrier_key_in("", slot)
 }
 
-/// `prefix` + `<namespace>:` (when not empty) + `{tag}`, sized once (no
-/// `format!`: the engine's checkpoint path calls it per slot).
+/// `prefix` + `<namespace>:` (when not empty) + `{tag}`.
 fn key_in(prefix: &str, namespace: &str, slot: u16) -> String {
-    let tag = slot_tag(slot);
-    let mut key = String::with_capacity(prefix.len() + namespace.len() + tag.len() + 3);
-    key.push_str(prefix);
-    if !namespace.is_empty() {
-        key.push_str(namespace);
-        key.push(':');
-    }
-    key.push('{');
-    key.push_str(tag);
-    key.push('}');
+    let mut key = String::with_capacity(prefix.len() + namespace.len() + 8);
+    put_key(&mut key, prefix, namespace, slot);
     key
+}
+
+/// Appends [`key_in`]'s key to `out` (no `format!`: the checkpoint key
+/// table is built from it for every slot).
+fn put_key(out: &mut String, prefix: &str, namespace: &str, slot: u16) {
+    out.push_str(prefix);
+    if !namespace.is_empty() {
+        out.push_str(namespace);
+        out.push(':');
+    }
+    out.push('{');
+    out.push_str(slot_tag(slot));
+    out.push('}');
 }
 
 /// The checkpoint keys of one namespace: built together on first use into
@@ -118,20 +122,13 @@ impl KeyCache {
 
     fn build(&mut self, namespace: &str) {
         let mut all =
-            Vec::with_capacity(usize::from(SLOTS) * (CKPT_PREFIX.len() + namespace.len() + 9));
+            String::with_capacity(usize::from(SLOTS) * (CKPT_PREFIX.len() + namespace.len() + 9));
         let mut ends = Vec::with_capacity(usize::from(SLOTS));
         for slot in 0..SLOTS {
-            all.extend_from_slice(CKPT_PREFIX.as_bytes());
-            if !namespace.is_empty() {
-                all.extend_from_slice(namespace.as_bytes());
-                all.push(b':');
-            }
-            all.push(b'{');
-            all.extend_from_slice(slot_tag(slot).as_bytes());
-            all.push(b'}');
+            put_key(&mut all, CKPT_PREFIX, namespace, slot);
             ends.push(u32::try_from(all.len()).unwrap_or(u32::MAX));
         }
-        self.all = Bytes::from(all);
+        self.all = Bytes::from(all.into_bytes());
         self.ends = ends;
     }
 }
