@@ -31,5 +31,5 @@ pub use encode::{
     command_len, put_command, put_command_sized, put_value, write_command, write_value,
 };
 pub use error::RespError;
-pub use reply::{Reply, decode_all, decode_replies_up_to, decode_up_to};
+pub use reply::{Reply, decode_all, decode_replies_up_to};
 pub use value::Value;

@@ -3,7 +3,7 @@
 //! (`+OK`, `+QUEUED`, an `EXEC` array of `+OK` and integers) recognised by
 //! their bytes before the general decoder runs.
 //!
-//! * [`decode_all`] / [`decode_up_to`]: into [`Value`]s.
+//! * [`decode_all`]: into [`Value`]s.
 //! * [`decode_replies_up_to`]: into [`Reply`]s, where those shapes carry
 //!   no `Value` at all (an `EXEC` array of *n* such items is `Plain(n)`:
 //!   no allocation, nothing to drop).
@@ -59,16 +59,7 @@ impl Reply {
 /// # Errors
 /// As [`crate::decode()`]; the frames decoded before the bad one are in `out`.
 pub fn decode_all(buf: &[u8], out: &mut Vec<Value>) -> Result<usize, RespError> {
-    decode_up_to(buf, out, usize::MAX)
-}
-
-/// [`decode_all`], stopping once `out` holds `max` values (the rest stays
-/// for the next call): a reader can hand on bounded batches.
-///
-/// # Errors
-/// As [`decode_all`].
-pub fn decode_up_to(buf: &[u8], out: &mut Vec<Value>, max: usize) -> Result<usize, RespError> {
-    frames(buf, out, max, |rest| {
+    frames(buf, out, usize::MAX, |rest| {
         if rest.starts_with(OK) {
             Some((ok_reply(), OK.len()))
         } else if rest.starts_with(QUEUED) {
@@ -82,9 +73,10 @@ pub fn decode_up_to(buf: &[u8], out: &mut Vec<Value>, max: usize) -> Result<usiz
     })
 }
 
-/// [`decode_up_to`] into [`Reply`]s: `+OK`, `+QUEUED` and plain arrays
-/// become [`Reply::Ok`], [`Reply::Queued`] and [`Reply::Plain`], anything
-/// else [`Reply::Value`].
+/// [`decode_all`] into [`Reply`]s, stopping once `out` holds `max` of them
+/// (the rest stays for the next call: a reader hands on bounded batches):
+/// `+OK`, `+QUEUED` and plain arrays become [`Reply::Ok`], [`Reply::Queued`]
+/// and [`Reply::Plain`], anything else [`Reply::Value`].
 ///
 /// # Errors
 /// As [`decode_all`].
@@ -252,24 +244,27 @@ mod tests {
         assert_eq!(out, vec![decode(&many).expect("valid").expect("whole").0]);
     }
     #[test]
-    fn decode_up_to_stops_at_max_and_resumes() {
+    fn decode_replies_up_to_stops_at_max_and_resumes() {
         let wire = b"+OK\r\n:1\r\n+QUEUED\r\n*1\r\n+OK\r\n$1\r\nx\r\n$3\r\nab";
         let mut out = Vec::new();
-        let used = decode_up_to(wire, &mut out, 2).expect("valid");
+        let used = decode_replies_up_to(wire, &mut out, 2).expect("valid");
         assert_eq!(used, 9);
         assert_eq!(out.len(), 2);
         let mut rest = Vec::new();
-        let more = decode_up_to(&wire[used..], &mut rest, 2).expect("valid");
+        let more = decode_replies_up_to(&wire[used..], &mut rest, 2).expect("valid");
         let mut tail = Vec::new();
-        let last = decode_up_to(&wire[used + more..], &mut tail, 2).expect("valid");
-        // The same values as one call, in order; the partial frame stays.
+        let last = decode_replies_up_to(&wire[used + more..], &mut tail, 2).expect("valid");
+        // The same replies as one call, in order; the partial frame stays.
         let mut all = Vec::new();
-        assert_eq!(decode_all(wire, &mut all), Ok(used + more + last));
+        assert_eq!(
+            decode_replies_up_to(wire, &mut all, usize::MAX),
+            Ok(used + more + last)
+        );
         out.extend(rest);
         out.extend(tail);
         assert_eq!(out, all);
         assert_eq!(all.len(), 5);
-        assert_eq!(decode_up_to(wire, &mut Vec::new(), 0), Ok(0));
+        assert_eq!(decode_replies_up_to(wire, &mut Vec::new(), 0), Ok(0));
     }
 
     #[test]
@@ -307,7 +302,7 @@ mod tests {
             Some(&b"MOVED 1 h:1"[..])
         );
         assert_eq!(replies[0].error(), None);
-        // Bounded like decode_up_to.
+        // Bounded by `max`.
         let mut two = Vec::new();
         assert_eq!(decode_replies_up_to(wire, &mut two, 2), Ok(14));
         assert_eq!(two, [Reply::Ok, Reply::Queued]);
