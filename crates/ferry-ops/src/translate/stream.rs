@@ -256,7 +256,7 @@ impl Translator {
     fn filter_keys(&mut self, args: &mut Args, out: &mut Vec<Action>) -> bool {
         // Without prefix rules only a reserved key is left out, and no key
         // is reserved when no argument is: no need to find the keys.
-        if !self.cfg.filter.has_key_rules() && !args[1..].iter().any(|a| is_reserved(a)) {
+        if !self.cfg.filter.has_key_rules() && !args.iter().skip(1).any(|a| is_reserved(a)) {
             return true;
         }
         let keys = match command_keys(args) {
