@@ -13,12 +13,13 @@
 #   scaling.sh        3 vs 6 masters; 10 B, 100 B, 10 KB values
 #   verify.sh         `ferry verify` keys/s, 1 M and 5 M keys, vs commit e0d2e9b's
 #   cluster_source.sh a 3-master source cluster vs three real replicas at once; lag
+#   ckpt_forms.sh     a master's CPU per checkpointed transaction, per command form
 #
 # Environment: ONLY="name name" runs a subset; each script's own variables.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-all="decode replica_rate full_sync sink_scaling streaming_lag memory scaling verify cluster_source"
+all="decode replica_rate full_sync sink_scaling streaming_lag memory scaling verify cluster_source ckpt_forms"
 for b in ${ONLY:-$all}; do
     echo "=== benches/$b.sh ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     "benches/$b.sh"
