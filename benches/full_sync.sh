@@ -102,14 +102,19 @@ flush_cluster
 load_c="$(loadavg)"
 log "(c) redis-benchmark --cluster -t set -n $N -P 64 -r $N -d $SIZE (load $load_c)"
 bench_cpu0="$(nodes_cpu)"
-timeout "$step_timeout" "$BENCH" --cluster -h 127.0.0.1 -p "${nodes[0]}" -t set -n "$N" -P 64 \
-    -r "$N" -d "$SIZE" -q >"$work/bench.out" 2>&1 || { cat "$work/bench.out" >&2; exit 1; }
+# The client's own CPU too (bash's `time`: user and system of the children
+# waited for), next to ferry's: what any client that writes N SETs pays.
+TIMEFORMAT='%U %S'
+{ time timeout "$step_timeout" "$BENCH" --cluster -h 127.0.0.1 -p "${nodes[0]}" -t set -n "$N" -P 64 \
+    -r "$N" -d "$SIZE" -q >"$work/bench.out" 2>&1 ; } 2>"$work/bench.time" ||
+    { cat "$work/bench.out" >&2; exit 1; }
+read -r bench_client_user bench_client_sys <"$work/bench.time"
 bench_rps="$(tr '\r' '\n' <"$work/bench.out" | sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' | tail -1)"
 [[ -n "$bench_rps" ]] || { cat "$work/bench.out" >&2; exit 1; }
 bench_s="$(python3 -c "print(f'{$N / $bench_rps:.3f}')")"
 bench_masters_cpu="$(py "f'{$(nodes_cpu) - $bench_cpu0:.3f}'")"
 bench_keys="$(cluster_keys)"
-log "  redis-benchmark: $bench_rps SET/s (${bench_s} s for $N), cluster holds $bench_keys distinct keys, masters CPU ${bench_masters_cpu} s"
+log "  redis-benchmark: $bench_rps SET/s (${bench_s} s for $N), cluster holds $bench_keys distinct keys, masters CPU ${bench_masters_cpu} s, its client CPU ${bench_client_user} s user + ${bench_client_sys} s system"
 
 # --- (d) redis-cli --cluster import ----------------------------------------------
 import_s="" import_rate=""
@@ -188,6 +193,8 @@ doc = dict(
     ferry=dict(cpu_seconds=float("$ferry_cpu"), cpu_seconds_per_million_keys=float("$ferry_cpu") * 1e6 / N,
                cpu_user_seconds=float("$ferry_user"), cpu_system_seconds=float("$ferry_sys"),
                benchmark_masters_cpu_seconds_per_million_sets=float("$bench_masters_cpu") * 1e6 / N,
+               benchmark_client_cpu_seconds_per_million_sets=(float("$bench_client_user") + float("$bench_client_sys")) * 1e6 / N,
+               benchmark_client_user_system_seconds=[float("$bench_client_user"), float("$bench_client_sys")],
                target_masters_cpu_seconds=float("$masters_cpu"), target_masters_cpu_seconds_per_million_keys=float("$masters_cpu") * 1e6 / N,
                peak_rss_kb=int("$ferry_rss_kb"), keys_applied=int("$ferry_keys"), applied_offset=int("$ferry_applied"), source_offset=int("$ferry_src_off")),
     rows=rows, targets=targets,
@@ -203,7 +210,9 @@ md = [
     + (f", at import {doc['load_average']['import']}" if import_s else "") + f", after {doc['load_average']['after']}.",
     f"Dataset: {doc['dataset']}. Wall time of the whole run: {doc['wall_seconds']} s. Command: \`N={N} SIZE=$SIZE MASTERS=$MASTERS benches/full_sync.sh\`. ferry peak RSS {int('$ferry_rss_kb') // 1024} MB.",
     f"CPU from ferry's start until caught up: ferry {doc['ferry']['cpu_seconds']:.2f} s ({doc['ferry']['cpu_seconds_per_million_keys']:.2f} CPU-s per million keys; user {doc['ferry']['cpu_user_seconds']:.2f} s, system {doc['ferry']['cpu_system_seconds']:.2f} s), "
-    f"target masters {doc['ferry']['target_masters_cpu_seconds']:.2f} s ({doc['ferry']['target_masters_cpu_seconds_per_million_keys']:.2f} CPU-s per million keys; under redis-benchmark's `SET`s {doc['ferry']['benchmark_masters_cpu_seconds_per_million_sets']:.2f}). "
+    f"target masters {doc['ferry']['target_masters_cpu_seconds']:.2f} s ({doc['ferry']['target_masters_cpu_seconds_per_million_keys']:.2f} CPU-s per million keys; under redis-benchmark's \`SET\`s {doc['ferry']['benchmark_masters_cpu_seconds_per_million_sets']:.2f}). "
+    f"redis-benchmark's own client (50 connections, where ferry has one per master), which only writes prepared \`SET\`s and counts replies: {doc['ferry']['benchmark_client_cpu_seconds_per_million_sets']:.2f} CPU-s per million \`SET\`s "
+    f"(user {doc['ferry']['benchmark_client_user_system_seconds'][0]:.2f} s, system {doc['ferry']['benchmark_client_user_system_seconds'][1]:.2f} s; what any client pays to send the same writes over loopback). "
     f"Real replica: {doc['replica_runs']['before']:.2f} s before ferry, {doc['replica_runs']['after']:.2f} s after (the table uses the mean).",
     "",
     "| method | seconds | keys/s | ferry speed ÷ method speed |",
