@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_resp::put_command;
 
 use super::core::{Core, WIRE_CHUNK};
-use super::entry::{Entry, NodeState, Txn};
+use super::entry::{Entry, NodeState, Txn, TxnKey};
 use crate::checkpoint;
 use crate::config::Op;
 use crate::progress::Progress;
@@ -43,23 +43,14 @@ impl Core {
         }
     }
 
-    /// The checkpoint key of `slot` (in the configured namespace), built
-    /// once per slot.
-    fn ckpt_key(&mut self, slot: u16) -> Bytes {
+    /// The bytes of a transaction's key (a probe, an error message).
+    pub(super) fn key_bytes(&mut self, key: TxnKey) -> Bytes {
         let namespace = self
             .config
             .checkpoint
             .as_ref()
             .map_or("", |c| c.namespace.as_str());
-        self.ckpt_keys.ckpt_key(namespace, slot)
-    }
-
-    /// The barrier key of `slot` (in the configured namespace).
-    fn barrier_key(&self, slot: u16) -> String {
-        match &self.config.checkpoint {
-            Some(c) => c.barrier_key(slot),
-            None => checkpoint::barrier_key(slot),
-        }
+        key.bytes(&mut self.ckpt_keys, namespace)
     }
 
     /// Checkpoint mode on or off for the ops after this.
@@ -77,7 +68,7 @@ impl Core {
     /// apply; progress restarts when idle.
     pub(crate) fn new_history(&mut self, history: String) {
         self.seal(true);
-        self.history = history;
+        self.ckpt_keys.set_history(history);
         self.slot_resume.iter_mut().for_each(|c| *c = 0);
         for node in &mut self.nodes {
             node.barrier = 0;
@@ -194,6 +185,11 @@ impl Core {
         let g = self.open.entry(slot).or_default();
         if g.ops.is_empty() {
             g.db = db;
+            if !g.ops.spilled() {
+                // Room for a second op without an allocation, if a
+                // committed transaction left some.
+                g.ops = self.spare_txns.ops();
+            }
         }
         g.ops.push((op, group));
         g.bytes += len;
@@ -221,10 +217,10 @@ impl Core {
         let offset = op.offset;
         let pair = (op, group);
         for (i, slot) in targets {
-            let key = Bytes::from(self.barrier_key(slot));
+            let key = TxnKey::Barrier(slot);
             let dbs = self.db;
             let (wire, lead, extra) =
-                self.txn_wire(std::slice::from_ref(&pair), len, &key, offset, (dbs, dbs));
+                self.txn_wire(std::slice::from_ref(&pair), len, key, offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
                 ops: smallvec::smallvec![pair.clone()],
@@ -333,7 +329,7 @@ impl Core {
             };
             self.open_bytes -= g.bytes;
             let offset = g.ops.last().map_or(0, |(o, _)| o.offset);
-            let key = self.ckpt_key(slot);
+            let key = TxnKey::Ckpt(slot);
             let end = if self.standalone() {
                 g.ops
                     .iter()
@@ -343,7 +339,7 @@ impl Core {
             } else {
                 g.db
             };
-            let (wire, lead, extra) = self.txn_wire(&g.ops, g.bytes, &key, offset, (g.db, end));
+            let (wire, lead, extra) = self.txn_wire(&g.ops, g.bytes, key, offset, (g.db, end));
             self.seq += 1;
             let parts = Txn {
                 ops: g.ops,
@@ -363,13 +359,13 @@ impl Core {
     /// <dbs.0>], ops..., [SELECT 0], SET key …, EXEC` (`dbs`: the ops' db
     /// before and after them; each `SELECT` only when not 0). `ops_len`:
     /// the ops' encoded length. Encoded into the shared wire buffer, grown
-    /// once; the value is written into a reused buffer (no `String` per
-    /// transaction).
+    /// once; a checkpoint `SET` from its slot's precomputed start (see
+    /// [`checkpoint::KeyCache`]), a barrier's (rare) formatted.
     fn txn_wire(
         &mut self,
         ops: &[(Op, u64)],
         ops_len: usize,
-        key: &Bytes,
+        key: TxnKey,
         offset: u64,
         dbs: (u64, u64),
     ) -> (Bytes, u32, u32) {
@@ -377,9 +373,20 @@ impl Core {
         const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
         let standalone = self.standalone();
         let (before, after) = if standalone { dbs } else { (0, 0) };
-        checkpoint::encode_into(&mut self.value_buf, &self.history, offset);
-        let set: [&[u8]; 3] = [b"SET", key, &self.value_buf];
-        let set_len = ferry_resp::command_len(&set);
+        let namespace = self
+            .config
+            .checkpoint
+            .as_ref()
+            .map_or("", |c| c.namespace.as_str());
+        let (set_len, barrier) = match key {
+            TxnKey::Ckpt(_) => (self.ckpt_keys.set_len_max(), None),
+            TxnKey::Barrier(slot) => {
+                let key = checkpoint::barrier_key_in(namespace, slot);
+                let value = checkpoint::encode(self.ckpt_keys.history(), offset);
+                let len = ferry_resp::command_len(&[b"SET", key.as_bytes(), value.as_bytes()]);
+                (len, Some((key, value)))
+            }
+        };
         let selects = if before != 0 || after != 0 { 80 } else { 0 };
         let len = MULTI.len() + ops_len + set_len + EXEC.len() + selects;
         if self.wire_buf.capacity() < len {
@@ -398,7 +405,10 @@ impl Core {
         if after != 0 {
             put_command(wire, &super::dbs::select(0));
         }
-        ferry_resp::put_command_sized(wire, &set, set_len);
+        match barrier {
+            Some((key, value)) => put_command(wire, &[b"SET", key.as_bytes(), value.as_bytes()]),
+            None => self.ckpt_keys.put_set(wire, key.slot(), offset),
+        }
         wire.extend_from_slice(EXEC);
         (wire.split().freeze(), lead, lead + tail)
     }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ferry_ops::{ErrorKind, Tolerate};
 use smallvec::SmallVec;
 
+use crate::checkpoint::{self, KeyCache};
 use crate::config::Op;
 
 /// `*1\r\n$6\r\nASKING\r\n`.
@@ -69,7 +70,7 @@ pub(super) struct Txn {
     /// acknowledged on commit.
     pub(super) ops: TxnOps,
     /// The checkpoint or barrier key set inside.
-    pub(super) key: Bytes,
+    pub(super) key: TxnKey,
     /// The offset written into it.
     pub(super) offset: u64,
     /// Standalone target: `SELECT`s ferry added around the ops (the ops'
@@ -77,6 +78,35 @@ pub(super) struct Txn {
     pub(super) lead: u32,
     /// All `SELECT`s ferry added (extra replies of a full attempt).
     pub(super) extra: u32,
+}
+
+/// The key a transaction sets, named by its slot: its bytes are built
+/// only where they are needed (a probe, an error message), not kept per
+/// transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TxnKey {
+    /// The checkpoint key of this slot.
+    Ckpt(u16),
+    /// The barrier key of this slot.
+    Barrier(u16),
+}
+
+impl TxnKey {
+    /// The slot the key is for.
+    pub(super) fn slot(self) -> u16 {
+        match self {
+            TxnKey::Ckpt(slot) | TxnKey::Barrier(slot) => slot,
+        }
+    }
+
+    /// The key's bytes in `namespace` (`keys`: the checkpoint keys, the
+    /// same namespace).
+    pub(super) fn bytes(self, keys: &mut KeyCache, namespace: &str) -> Bytes {
+        match self {
+            TxnKey::Ckpt(slot) => keys.ckpt_key(slot),
+            TxnKey::Barrier(slot) => Bytes::from(checkpoint::barrier_key_in(namespace, slot)),
+        }
+    }
 }
 
 /// A transaction entry's progress on the current attempt.
@@ -195,29 +225,53 @@ impl Entry {
 /// allocates its transactions' boxes together and frees them together
 /// when their replies come, more than malloc's per-thread cache holds, so
 /// each box went the allocator's slow path twice (≈ 400 instructions per
-/// transaction; `docs/decisions.md` D81).
+/// transaction; `docs/decisions.md` D81). Also the heap parts of their op
+/// lists (a transaction of two ops or more), for the next open groups.
 #[derive(Debug, Default)]
 pub(super) struct SpareTxns {
     // The boxes themselves are what is kept: each becomes an entry's body.
     #[allow(clippy::vec_box)]
     boxes: Vec<Box<TxnState>>,
+    /// Emptied op lists with room on the heap for [`SpareTxns::OPS_MAX`]
+    /// ops at most.
+    ops: Vec<TxnOps>,
 }
 
 impl SpareTxns {
-    /// Most boxes kept (≈ 256 bytes each).
-    const MAX: usize = 4096;
+    /// Most boxes kept (≈ 256 bytes each): one transaction per slot is in
+    /// flight at a time, so with as many as there are slots none is
+    /// allocated once the busiest turn has been answered (4 096 dropped
+    /// and allocated again ≈ a third of the boxes: `docs/decisions.md` D200).
+    const MAX: usize = ferry_ops::SLOTS as usize;
+    /// Largest op list kept (in ops): a bigger one is freed rather than
+    /// pinned.
+    const OPS_MAX: usize = 64;
 
     /// Keeps `entry`'s box (emptied: it pins no op arguments) if it is a
-    /// transaction and there is room; drops the rest.
+    /// transaction and there is room, and its op list's heap part if it
+    /// has one of at most [`SpareTxns::OPS_MAX`] ops; drops the rest.
     pub(super) fn recycle(&mut self, entry: Entry) {
         if let Body::Txn(mut b) = entry.body
             && self.boxes.len() < Self::MAX
         {
-            b.parts.ops.clear();
-            b.parts.key = Bytes::new();
+            if b.parts.ops.spilled()
+                && b.parts.ops.capacity() <= Self::OPS_MAX
+                && self.ops.len() < Self::MAX
+            {
+                let mut ops = std::mem::take(&mut b.parts.ops);
+                ops.clear();
+                self.ops.push(ops);
+            } else {
+                b.parts.ops = TxnOps::new();
+            }
             b.queue_error = None;
             self.boxes.push(b);
         }
+    }
+
+    /// An empty op list, with room on the heap if one was kept.
+    pub(super) fn ops(&mut self) -> TxnOps {
+        self.ops.pop().unwrap_or_default()
     }
 }
 
@@ -428,7 +482,7 @@ mod tests {
         );
         let parts = || Txn {
             ops: smallvec::smallvec![(op.clone(), 1)],
-            key: Bytes::from_static(b"ferry:ckpt"),
+            key: TxnKey::Ckpt(7),
             offset: 42,
             lead: 0,
             extra: 0,
@@ -443,7 +497,7 @@ mod tests {
         let Some(kept) = spare.boxes.last() else {
             panic!("kept")
         };
-        assert!(kept.parts.ops.is_empty() && kept.parts.key.is_empty());
+        assert!(kept.parts.ops.is_empty() && !kept.parts.ops.spilled());
         assert!(kept.queue_error.is_none());
         // The next transaction gets the same box, filled anew.
         let e = Entry::txn(2, Some(7), parts(), Bytes::from_static(b"w"), &mut spare);
@@ -456,6 +510,43 @@ mod tests {
         // Anything else is dropped, not kept.
         spare.recycle(Entry::wait(Bytes::from_static(b"w")));
         assert!(spare.boxes.is_empty());
+    }
+
+    #[test]
+    fn a_recycled_op_list_is_kept_emptied_unless_big() {
+        let op = Op::slot(
+            vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"k")],
+            7,
+            1,
+        );
+        let txn = |n: usize, spare: &mut SpareTxns| {
+            let mut ops = spare.ops();
+            ops.extend((0..n).map(|g| (op.clone(), g as u64)));
+            let parts = Txn {
+                ops,
+                key: TxnKey::Ckpt(7),
+                offset: 1,
+                lead: 0,
+                extra: 0,
+            };
+            Entry::txn(1, Some(7), parts, Bytes::from_static(b"w"), spare)
+        };
+        let mut spare = SpareTxns::default();
+        // One op: inline, nothing to keep but the box.
+        let e = txn(1, &mut spare);
+        spare.recycle(e);
+        assert!(spare.ops.is_empty());
+        // Three: the heap part is kept, emptied, and handed to the next list.
+        let e = txn(3, &mut spare);
+        spare.recycle(e);
+        assert_eq!(spare.ops.len(), 1);
+        let kept = spare.ops();
+        assert!(kept.is_empty() && kept.spilled() && kept.capacity() >= 3);
+        // Past the bound: freed, not pinned.
+        let e = txn(SpareTxns::OPS_MAX + 1, &mut spare);
+        spare.recycle(e);
+        assert!(spare.ops.is_empty());
+        assert_eq!(spare.boxes.len(), 1);
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Core {
             return self.unexpected(i, format!("{value:?}"));
         };
         node.probes.0 = node.probes.0.saturating_sub(1);
-        let history = &self.history;
+        let history = self.ckpt_keys.history();
         let verdict = match node.queue[k].txn_state() {
             Some(t) => {
                 t.probe = None;
@@ -228,7 +228,7 @@ impl Core {
                         }
                         let (command, key) = match op_k.and_then(|k| parts.ops.get(k)) {
                             Some((op, _)) => (show(op.args.first()), show(op.args.get(1))),
-                            None => ("SET".to_owned(), show(Some(&parts.key))),
+                            None => ("SET".to_owned(), show(Some(&self.key_bytes(parts.key)))),
                         };
                         self.fail(WriterError::Rejected {
                             node: self.nodes[i].addr.clone(),
