@@ -9,6 +9,7 @@ use ferry_resp::put_command;
 
 use super::core::{Core, WIRE_CHUNK};
 use super::entry::{Entry, NodeState, Txn, TxnKey};
+use super::open::OpenGroup;
 use crate::checkpoint;
 use crate::config::Op;
 use crate::progress::Progress;
@@ -182,16 +183,16 @@ impl Core {
             return;
         }
         let group = self.progress.add(op.offset, 1);
-        let g = self.open.entry(slot).or_default();
-        if g.ops.is_empty() {
-            g.db = db;
-            if !g.ops.spilled() {
-                // Room for a second op without an allocation, if a
-                // committed transaction left some.
-                g.ops = self.spare_txns.ops();
-            }
-        }
-        g.ops.push((op, group));
+        let spare = &mut self.spare_txns;
+        let g = self.open.get_or_open(slot, || OpenGroup {
+            db,
+            // Room for a second op without an allocation, if a committed
+            // transaction left some.
+            ops: spare.ops(),
+            bytes: 0,
+        });
+        g.ops
+            .push((op, group, u32::try_from(len).unwrap_or(u32::MAX)));
         g.bytes += len;
         self.open_bytes += len;
     }
@@ -215,7 +216,7 @@ impl Core {
         let group = self.progress.add(op.offset, copies);
         let len = ferry_resp::command_len(&op.args);
         let offset = op.offset;
-        let pair = (op, group);
+        let pair = (op, group, u32::try_from(len).unwrap_or(u32::MAX));
         for (i, slot) in targets {
             let key = TxnKey::Barrier(slot);
             let dbs = self.db;
@@ -223,7 +224,7 @@ impl Core {
                 self.txn_wire(std::slice::from_ref(&pair), len, key, offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
-                ops: smallvec::smallvec![pair.clone()],
+                ops: vec![pair.clone()],
                 key,
                 offset,
                 lead,
@@ -314,27 +315,24 @@ impl Core {
         if self.open.is_empty() {
             return;
         }
-        let mut ready: Vec<u16> = self
-            .open
-            .keys()
-            .copied()
-            .filter(|&s| {
-                all || (self.inflight[usize::from(s)] == 0 && !self.holds.contains_key(&s))
-            })
-            .collect();
-        ready.sort_unstable();
-        for slot in ready {
-            let Some(g) = self.open.remove(&slot) else {
-                continue;
-            };
+        let mut ready = std::mem::take(&mut self.sealing);
+        let (inflight, holds) = (&self.inflight, &self.holds);
+        self.open.take_ready(
+            |s| {
+                all || (inflight[usize::from(s)] == 0
+                    && (holds.is_empty() || !holds.contains_key(&s)))
+            },
+            &mut ready,
+        );
+        for (slot, g) in ready.drain(..) {
             self.open_bytes -= g.bytes;
-            let offset = g.ops.last().map_or(0, |(o, _)| o.offset);
+            let offset = g.ops.last().map_or(0, |(o, _, _)| o.offset);
             let key = TxnKey::Ckpt(slot);
             let end = if self.standalone() {
                 g.ops
                     .iter()
                     .rev()
-                    .find_map(|(o, _)| super::dbs::select_target(&o.args))
+                    .find_map(|(o, _, _)| super::dbs::select_target(&o.args))
                     .unwrap_or(g.db)
             } else {
                 g.db
@@ -351,6 +349,7 @@ impl Core {
             let entry = Entry::txn(self.seq, Some(slot), parts, wire, &mut self.spare_txns);
             self.route(slot, entry);
         }
+        self.sealing = ready;
     }
 
     /// `MULTI, ops..., SET key <history>:<offset>, EXEC`, and the replies
@@ -363,7 +362,7 @@ impl Core {
     /// [`checkpoint::KeyCache`]), a barrier's (rare) formatted.
     fn txn_wire(
         &mut self,
-        ops: &[(Op, u64)],
+        ops: &[(Op, u64, u32)],
         ops_len: usize,
         key: TxnKey,
         offset: u64,
@@ -398,8 +397,10 @@ impl Core {
         if before != 0 {
             put_command(wire, &super::dbs::select(before));
         }
-        for (o, _) in ops {
-            put_command(wire, &o.args);
+        for (o, _, len) in ops {
+            // Measured when taken: a `u32::MAX` (never exact) only costs a
+            // second measure.
+            ferry_resp::put_command_sized(wire, &o.args, *len as usize);
         }
         let tail = u32::from(after != 0);
         if after != 0 {

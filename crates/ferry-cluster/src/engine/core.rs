@@ -22,8 +22,9 @@ use ferry_ops::{SLOTS, Topology};
 /// Small, so that an entry held for long pins little besides itself.
 pub(super) const WIRE_CHUNK: usize = 4096;
 
-use super::entry::{Hold, NodeState, OpenGroup, SpareTxns};
+use super::entry::{Hold, NodeState, SpareTxns};
 use super::events::Telemetry;
+use super::open::{OpenGroup, OpenGroups};
 use crate::checkpoint::Resume;
 use crate::config::{Op, WriterConfig};
 use crate::error::WriterError;
@@ -133,7 +134,9 @@ pub(crate) struct Core {
     /// Per slot: the connect-time checkpoint (0: none; `skip_applied`).
     pub(super) slot_resume: Vec<u64>,
     /// Open groups of this loop turn, per slot.
-    pub(super) open: HashMap<u16, OpenGroup, SlotHash>,
+    pub(super) open: OpenGroups,
+    /// The groups being sealed (kept for its allocation).
+    pub(super) sealing: Vec<(u16, OpenGroup)>,
     /// Boxes of committed transactions, reused by the next ones.
     pub(super) spare_txns: SpareTxns,
     /// Bytes of the open groups.
@@ -187,7 +190,8 @@ impl Core {
             txn_on: false,
             ckpt_keys: crate::checkpoint::KeyCache::default(),
             slot_resume: vec![0; usize::from(SLOTS)],
-            open: HashMap::default(),
+            open: OpenGroups::default(),
+            sealing: Vec::new(),
             spare_txns: SpareTxns::default(),
             open_bytes: 0,
             wire_buf: BytesMut::new(),

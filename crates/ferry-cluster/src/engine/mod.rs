@@ -97,6 +97,7 @@ mod core;
 mod dbs;
 mod entry;
 mod events;
+mod open;
 mod output;
 mod reply;
 mod route;
