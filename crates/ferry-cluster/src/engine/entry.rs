@@ -249,10 +249,12 @@ impl SpareTxns {
     /// Largest op list kept (in ops, ≈ 136 bytes each): a bigger one is
     /// freed rather than pinned.
     const OPS_MAX: usize = 16;
-    /// Most room kept in all lists together (in ops: ≈ 4.5 MB).
-    const ROOM_MAX: usize = 32 * 1024;
-    /// The room of a new list (most transactions hold one or two ops).
-    const OPS_NEW: usize = 2;
+    /// Most room kept in all lists together (in ops: ≈ 9 MB, 16 k lists
+    /// of 4).
+    const ROOM_MAX: usize = 64 * 1024;
+    /// The room of a new list (most transactions hold one to four ops;
+    /// growing a list costs a reallocation, ≈ 1.5 k instructions).
+    const OPS_NEW: usize = 4;
 
     /// Keeps `entry`'s box (emptied: it pins no op arguments) and its op
     /// list (emptied) if it is a transaction and there is room; drops the
