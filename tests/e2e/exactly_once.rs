@@ -344,7 +344,11 @@ fn kill_9_twice_during_streaming_applies_every_command_once() {
     let stop = AtomicBool::new(false);
     let mut kills = Vec::new();
     let ops = std::thread::scope(|scope| {
-        let loader = scope.spawn(|| load(&src, &stop, 10, 400_000));
+        // Bounded by time and count, but stopped by `stop` after the last
+        // restart: the last process must still have commands (and split
+        // transactions) to apply, however fast the earlier ones caught up
+        // (400 k commands took ≈ 3 s here, before the second kill).
+        let loader = scope.spawn(|| load(&src, &stop, 10, 2_000_000));
         for round in 0..2 {
             std::thread::sleep(Duration::from_millis(1500));
             let before = status(&http);

@@ -90,46 +90,173 @@ fn put_key(out: &mut String, prefix: &str, namespace: &str, slot: u16) {
     out.push('}');
 }
 
-/// The checkpoint keys of one namespace: built together on first use into
-/// one buffer, each handed out as a slice of it (a checkpointed transaction
-/// takes its slot's key for a reference-count increment, with no `format!`
-/// or allocation per transaction or per slot).
-#[derive(Debug, Default)]
+/// The start of a checkpoint `SET` up to its key, `*3\r\n$3\r\nSET\r\n`.
+const SET_HEAD: &[u8] = b"*3\r\n$3\r\nSET\r\n";
+
+/// Most decimal digits of an offset (`u64::MAX`).
+const MAX_DIGITS: usize = 20;
+
+/// The checkpoint `SET`s of one namespace and history, precomputed: per
+/// slot the command up to its value (`*3\r\n$3\r\nSET\r\n$<key
+/// length>\r\n<key>\r\n`), built together on first use into one buffer,
+/// and per offset digit count the value up to its offset (`$<value
+/// length>\r\n<history>:`, the length counting the digits). A checkpointed
+/// transaction's `SET` is then two copies, the offset's digits and `\r\n`
+/// (no key, value or header formatted per transaction). It also holds the
+/// engine's current history, so that the two never differ.
+#[derive(Debug)]
 pub(crate) struct KeyCache {
-    /// Every slot's key, back to back (empty until the first use).
-    all: Bytes,
-    /// Where slot `s`'s key ends in `all` (it starts where `s - 1`'s ends).
+    namespace: String,
+    history: String,
+    /// Every slot's `SET` up to its value, back to back (empty until the
+    /// first use).
+    heads: Vec<u8>,
+    /// Where slot `s`'s head ends in `heads` (it starts where `s - 1`'s ends).
     ends: Vec<u32>,
+    /// The longest head.
+    head_max: usize,
+    /// The value heads for offsets of 1 to [`MAX_DIGITS`] digits, back to
+    /// back.
+    values: Vec<u8>,
+    /// Where the head for `d + 1` digits ends in `values`.
+    value_ends: [u32; MAX_DIGITS],
+}
+
+impl Default for KeyCache {
+    /// No namespace, an empty history.
+    fn default() -> KeyCache {
+        KeyCache::new("", String::new())
+    }
 }
 
 impl KeyCache {
-    /// The checkpoint key of `slot` in `namespace`. The namespace is the
-    /// configuration's, the same for every call on one cache.
-    pub(crate) fn ckpt_key(&mut self, namespace: &str, slot: u16) -> Bytes {
-        if self.ends.is_empty() {
-            self.build(namespace);
-        }
-        let s = usize::from(slot);
-        match self.ends.get(s) {
-            Some(&end) => {
-                let start = if s == 0 { 0 } else { self.ends[s - 1] };
-                self.all.slice(start as usize..end as usize)
-            }
-            // Not a slot (≥ 16384): built as it is asked.
-            None => Bytes::from(ckpt_key_in(namespace, slot)),
+    /// The `SET`s of `namespace` (the configuration's) and `history`.
+    pub(crate) fn new(namespace: &str, history: String) -> KeyCache {
+        let mut cache = KeyCache {
+            namespace: namespace.to_owned(),
+            history: String::new(),
+            heads: Vec::new(),
+            ends: Vec::new(),
+            head_max: 0,
+            values: Vec::new(),
+            value_ends: [0; MAX_DIGITS],
+        };
+        cache.set_history(history);
+        cache
+    }
+
+    /// The source history written into checkpoint values.
+    pub(crate) fn history(&self) -> &str {
+        &self.history
+    }
+
+    /// A new source history: the value heads are built for it.
+    pub(crate) fn set_history(&mut self, history: String) {
+        self.history = history;
+        self.values.clear();
+        let mut digits = itoa::Buffer::new();
+        for d in 1..=MAX_DIGITS {
+            self.values.push(b'$');
+            let len = self.history.len() + 1 + d;
+            self.values.extend_from_slice(digits.format(len).as_bytes());
+            self.values.extend_from_slice(b"\r\n");
+            self.values.extend_from_slice(self.history.as_bytes());
+            self.values.push(b':');
+            self.value_ends[d - 1] = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
         }
     }
 
-    fn build(&mut self, namespace: &str) {
-        let mut all =
-            String::with_capacity(usize::from(SLOTS) * (CKPT_PREFIX.len() + namespace.len() + 9));
-        let mut ends = Vec::with_capacity(usize::from(SLOTS));
-        for slot in 0..SLOTS {
-            put_key(&mut all, CKPT_PREFIX, namespace, slot);
-            ends.push(u32::try_from(all.len()).unwrap_or(u32::MAX));
+    /// The checkpoint key of `slot`.
+    pub(crate) fn ckpt_key(&mut self, slot: u16) -> Bytes {
+        match self.head(slot) {
+            // `SET_HEAD`, `$<len>\r\n`, the key, `\r\n`.
+            Some(head) => {
+                let rest = &head[SET_HEAD.len()..head.len() - 2];
+                let start = rest.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                Bytes::copy_from_slice(&rest[start..])
+            }
+            // Not a slot (≥ 16384): built as it is asked.
+            None => Bytes::from(ckpt_key_in(&self.namespace, slot)),
         }
-        self.all = Bytes::from(all.into_bytes());
+    }
+
+    /// Slot `slot`'s `SET` up to its value, `None` for a slot ≥ 16384.
+    fn head(&mut self, slot: u16) -> Option<&[u8]> {
+        if self.ends.is_empty() {
+            self.build();
+        }
+        self.built_head(slot)
+    }
+
+    /// [`KeyCache::head`] once built (`None` before).
+    fn built_head(&self, slot: u16) -> Option<&[u8]> {
+        let s = usize::from(slot);
+        let end = *self.ends.get(s)? as usize;
+        let start = match s.checked_sub(1) {
+            Some(p) => self.ends[p] as usize,
+            None => 0,
+        };
+        self.heads.get(start..end)
+    }
+
+    /// At least the encoded length of any [`KeyCache::put_set`] command,
+    /// for reserving room once.
+    pub(crate) fn set_len_max(&mut self) -> usize {
+        if self.ends.is_empty() {
+            self.build();
+        }
+        let value = self.value_ends[MAX_DIGITS - 1] - self.value_ends[MAX_DIGITS - 2];
+        self.head_max + value as usize + MAX_DIGITS + 2
+    }
+
+    /// Appends `SET <ckpt key of slot> <history>:<offset>` to `out`, the
+    /// same bytes as [`put_command`] of it.
+    pub(crate) fn put_set(&mut self, out: &mut BytesMut, slot: u16, offset: u64) {
+        if self.ends.is_empty() {
+            self.build();
+        }
+        let mut buf = itoa::Buffer::new();
+        let digits = buf.format(offset).as_bytes();
+        let d = digits.len();
+        let value = match d.checked_sub(2) {
+            Some(p) => self.value_ends[p] as usize..self.value_ends[d - 1] as usize,
+            None => 0..self.value_ends[0] as usize,
+        };
+        let (Some(value), Some(head)) = (self.values.get(value), self.built_head(slot)) else {
+            let value = encode(&self.history, offset);
+            let key = ckpt_key_in(&self.namespace, slot);
+            return put_command(out, &[b"SET", key.as_bytes(), value.as_bytes()]);
+        };
+        out.extend_from_slice(head);
+        out.extend_from_slice(value);
+        out.extend_from_slice(digits);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn build(&mut self) {
+        let namespace = self.namespace.as_str();
+        let key_max = CKPT_PREFIX.len() + namespace.len() + 9;
+        let mut heads = Vec::with_capacity(usize::from(SLOTS) * (SET_HEAD.len() + 6 + key_max));
+        let mut ends = Vec::with_capacity(usize::from(SLOTS));
+        let mut key = String::with_capacity(key_max);
+        let mut digits = itoa::Buffer::new();
+        let mut head_max = 0;
+        for slot in 0..SLOTS {
+            key.clear();
+            put_key(&mut key, CKPT_PREFIX, namespace, slot);
+            let start = heads.len();
+            heads.extend_from_slice(SET_HEAD);
+            heads.push(b'$');
+            heads.extend_from_slice(digits.format(key.len()).as_bytes());
+            heads.extend_from_slice(b"\r\n");
+            heads.extend_from_slice(key.as_bytes());
+            heads.extend_from_slice(b"\r\n");
+            head_max = head_max.max(heads.len() - start);
+            ends.push(u32::try_from(heads.len()).unwrap_or(u32::MAX));
+        }
+        self.heads = heads;
         self.ends = ends;
+        self.head_max = head_max;
     }
 }
 
@@ -147,15 +274,6 @@ pub fn barrier_key_in(namespace: &str, slot: u16) -> String {
 /// A checkpoint value.
 pub fn encode(history: &str, offset: u64) -> String {
     format!("{history}:{offset}")
-}
-
-/// [`encode`] into `out` (cleared first): the engine's checkpointed
-/// transactions reuse one buffer instead of a `String` each.
-pub(crate) fn encode_into(out: &mut Vec<u8>, history: &str, offset: u64) {
-    out.clear();
-    out.extend_from_slice(history.as_bytes());
-    out.push(b':');
-    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
 }
 
 /// `(history, offset)` of a checkpoint value.
@@ -415,20 +533,66 @@ mod tests {
     fn the_key_cache_gives_the_keys_it_would_build() {
         let mut cache = KeyCache::default();
         for ns in ["", "shard-1"] {
-            let mut cache_ns = KeyCache::default();
+            let mut cache_ns = KeyCache::new(ns, "h".into());
             for s in (0..SLOTS).chain([5, 0]) {
-                assert_eq!(cache_ns.ckpt_key(ns, s), ckpt_key_in(ns, s).as_bytes());
+                assert_eq!(cache_ns.ckpt_key(s), ckpt_key_in(ns, s).as_bytes());
             }
         }
-        assert_eq!(cache.ckpt_key("", 42), ckpt_key(42).as_bytes());
-        assert_eq!(cache.ckpt_key("", 42), ckpt_key(42).as_bytes());
+        assert_eq!(cache.ckpt_key(42), ckpt_key(42).as_bytes());
+        assert_eq!(cache.ckpt_key(42), ckpt_key(42).as_bytes());
+    }
+
+    /// `put_command` of the checkpoint `SET`, the reference.
+    fn set_bytes(namespace: &str, history: &str, slot: u16, offset: u64) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        let key = ckpt_key_in(namespace, slot);
+        let value = encode(history, offset);
+        put_command(&mut out, &[b"SET", key.as_bytes(), value.as_bytes()]);
+        out.to_vec()
+    }
+
+    #[test]
+    fn the_precomputed_set_is_put_commands_for_every_digit_count() {
+        let mut offsets: Vec<u64> = vec![0, u64::MAX, u64::MAX - 1];
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            offsets.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        offsets.push(p);
+        for ns in ["", "shard-1", &"n".repeat(120)] {
+            let mut cache = KeyCache::new(ns, "h".into());
+            // A history change mid-way rebuilds the value heads only.
+            for history in ["h", "0123456789abcdef0123456789abcdef", "", "h"] {
+                cache.set_history(history.into());
+                assert_eq!(cache.history(), history);
+                for slot in [0, 1, 5, 4095, 16383] {
+                    for &offset in &offsets {
+                        let mut out = BytesMut::from(&b"x"[..]);
+                        let max = cache.set_len_max();
+                        cache.put_set(&mut out, slot, offset);
+                        let want = set_bytes(ns, history, slot, offset);
+                        assert_eq!(&out[1..], &want[..], "{ns} {history} {slot} {offset}");
+                        assert!(want.len() <= max, "{ns} {history} {slot} {offset}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_precomputed_set_matches_for_every_slot() {
+        let mut cache = KeyCache::new("", "a7".into());
+        for slot in 0..SLOTS {
+            let offset = u64::from(slot) * 7_919_993;
+            let mut out = BytesMut::new();
+            cache.put_set(&mut out, slot, offset);
+            assert_eq!(&out[..], &set_bytes("", "a7", slot, offset)[..]);
+        }
     }
 
     #[test]
     fn values_round_trip() {
-        let mut buf = vec![b'x'];
-        encode_into(&mut buf, "ab:cd", 42);
-        assert_eq!(buf, encode("ab:cd", 42).as_bytes());
         assert_eq!(decode(encode("ab:cd", 42).as_bytes()), Some(("ab:cd", 42)));
         assert_eq!(decode(b"nope"), None);
         assert_eq!(decode(b"h:x"), None);

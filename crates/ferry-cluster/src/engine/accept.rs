@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use ferry_resp::put_command;
 
 use super::core::{Core, WIRE_CHUNK};
-use super::entry::{Entry, NodeState, Txn};
+use super::entry::{Entry, NodeState, Txn, TxnKey};
+use super::open::OpenGroup;
 use crate::checkpoint;
 use crate::config::Op;
 use crate::progress::Progress;
@@ -43,23 +44,14 @@ impl Core {
         }
     }
 
-    /// The checkpoint key of `slot` (in the configured namespace), built
-    /// once per slot.
-    fn ckpt_key(&mut self, slot: u16) -> Bytes {
+    /// The bytes of a transaction's key (a probe, an error message).
+    pub(super) fn key_bytes(&mut self, key: TxnKey) -> Bytes {
         let namespace = self
             .config
             .checkpoint
             .as_ref()
             .map_or("", |c| c.namespace.as_str());
-        self.ckpt_keys.ckpt_key(namespace, slot)
-    }
-
-    /// The barrier key of `slot` (in the configured namespace).
-    fn barrier_key(&self, slot: u16) -> String {
-        match &self.config.checkpoint {
-            Some(c) => c.barrier_key(slot),
-            None => checkpoint::barrier_key(slot),
-        }
+        key.bytes(&mut self.ckpt_keys, namespace)
     }
 
     /// Checkpoint mode on or off for the ops after this.
@@ -77,7 +69,7 @@ impl Core {
     /// apply; progress restarts when idle.
     pub(crate) fn new_history(&mut self, history: String) {
         self.seal(true);
-        self.history = history;
+        self.ckpt_keys.set_history(history);
         self.slot_resume.iter_mut().for_each(|c| *c = 0);
         for node in &mut self.nodes {
             node.barrier = 0;
@@ -191,11 +183,16 @@ impl Core {
             return;
         }
         let group = self.progress.add(op.offset, 1);
-        let g = self.open.entry(slot).or_default();
-        if g.ops.is_empty() {
-            g.db = db;
-        }
-        g.ops.push((op, group));
+        let spare = &mut self.spare_txns;
+        let g = self.open.get_or_open(slot, || OpenGroup {
+            db,
+            // Room for a second op without an allocation, if a committed
+            // transaction left some.
+            ops: spare.ops(),
+            bytes: 0,
+        });
+        g.ops
+            .push((op, group, u32::try_from(len).unwrap_or(u32::MAX)));
         g.bytes += len;
         self.open_bytes += len;
     }
@@ -219,15 +216,15 @@ impl Core {
         let group = self.progress.add(op.offset, copies);
         let len = ferry_resp::command_len(&op.args);
         let offset = op.offset;
-        let pair = (op, group);
+        let pair = (op, group, u32::try_from(len).unwrap_or(u32::MAX));
         for (i, slot) in targets {
-            let key = Bytes::from(self.barrier_key(slot));
+            let key = TxnKey::Barrier(slot);
             let dbs = self.db;
             let (wire, lead, extra) =
-                self.txn_wire(std::slice::from_ref(&pair), len, &key, offset, (dbs, dbs));
+                self.txn_wire(std::slice::from_ref(&pair), len, key, offset, (dbs, dbs));
             self.seq += 1;
             let parts = Txn {
-                ops: smallvec::smallvec![pair.clone()],
+                ops: vec![pair.clone()],
                 key,
                 offset,
                 lead,
@@ -318,32 +315,29 @@ impl Core {
         if self.open.is_empty() {
             return;
         }
-        let mut ready: Vec<u16> = self
-            .open
-            .keys()
-            .copied()
-            .filter(|&s| {
-                all || (self.inflight[usize::from(s)] == 0 && !self.holds.contains_key(&s))
-            })
-            .collect();
-        ready.sort_unstable();
-        for slot in ready {
-            let Some(g) = self.open.remove(&slot) else {
-                continue;
-            };
+        let mut ready = std::mem::take(&mut self.sealing);
+        let (inflight, holds) = (&self.inflight, &self.holds);
+        self.open.take_ready(
+            |s| {
+                all || (inflight[usize::from(s)] == 0
+                    && (holds.is_empty() || !holds.contains_key(&s)))
+            },
+            &mut ready,
+        );
+        for (slot, g) in ready.drain(..) {
             self.open_bytes -= g.bytes;
-            let offset = g.ops.last().map_or(0, |(o, _)| o.offset);
-            let key = self.ckpt_key(slot);
+            let offset = g.ops.last().map_or(0, |(o, _, _)| o.offset);
+            let key = TxnKey::Ckpt(slot);
             let end = if self.standalone() {
                 g.ops
                     .iter()
                     .rev()
-                    .find_map(|(o, _)| super::dbs::select_target(&o.args))
+                    .find_map(|(o, _, _)| super::dbs::select_target(&o.args))
                     .unwrap_or(g.db)
             } else {
                 g.db
             };
-            let (wire, lead, extra) = self.txn_wire(&g.ops, g.bytes, &key, offset, (g.db, end));
+            let (wire, lead, extra) = self.txn_wire(&g.ops, g.bytes, key, offset, (g.db, end));
             self.seq += 1;
             let parts = Txn {
                 ops: g.ops,
@@ -355,6 +349,7 @@ impl Core {
             let entry = Entry::txn(self.seq, Some(slot), parts, wire, &mut self.spare_txns);
             self.route(slot, entry);
         }
+        self.sealing = ready;
     }
 
     /// `MULTI, ops..., SET key <history>:<offset>, EXEC`, and the replies
@@ -363,13 +358,13 @@ impl Core {
     /// <dbs.0>], ops..., [SELECT 0], SET key …, EXEC` (`dbs`: the ops' db
     /// before and after them; each `SELECT` only when not 0). `ops_len`:
     /// the ops' encoded length. Encoded into the shared wire buffer, grown
-    /// once; the value is written into a reused buffer (no `String` per
-    /// transaction).
+    /// once; a checkpoint `SET` from its slot's precomputed start (see
+    /// [`checkpoint::KeyCache`]), a barrier's (rare) formatted.
     fn txn_wire(
         &mut self,
-        ops: &[(Op, u64)],
+        ops: &[(Op, u64, u32)],
         ops_len: usize,
-        key: &Bytes,
+        key: TxnKey,
         offset: u64,
         dbs: (u64, u64),
     ) -> (Bytes, u32, u32) {
@@ -377,9 +372,20 @@ impl Core {
         const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
         let standalone = self.standalone();
         let (before, after) = if standalone { dbs } else { (0, 0) };
-        checkpoint::encode_into(&mut self.value_buf, &self.history, offset);
-        let set: [&[u8]; 3] = [b"SET", key, &self.value_buf];
-        let set_len = ferry_resp::command_len(&set);
+        let namespace = self
+            .config
+            .checkpoint
+            .as_ref()
+            .map_or("", |c| c.namespace.as_str());
+        let (set_len, barrier) = match key {
+            TxnKey::Ckpt(_) => (self.ckpt_keys.set_len_max(), None),
+            TxnKey::Barrier(slot) => {
+                let key = checkpoint::barrier_key_in(namespace, slot);
+                let value = checkpoint::encode(self.ckpt_keys.history(), offset);
+                let len = ferry_resp::command_len(&[b"SET", key.as_bytes(), value.as_bytes()]);
+                (len, Some((key, value)))
+            }
+        };
         let selects = if before != 0 || after != 0 { 80 } else { 0 };
         let len = MULTI.len() + ops_len + set_len + EXEC.len() + selects;
         if self.wire_buf.capacity() < len {
@@ -391,14 +397,19 @@ impl Core {
         if before != 0 {
             put_command(wire, &super::dbs::select(before));
         }
-        for (o, _) in ops {
-            put_command(wire, &o.args);
+        for (o, _, len) in ops {
+            // Measured when taken: a `u32::MAX` (never exact) only costs a
+            // second measure.
+            ferry_resp::put_command_sized(wire, &o.args, *len as usize);
         }
         let tail = u32::from(after != 0);
         if after != 0 {
             put_command(wire, &super::dbs::select(0));
         }
-        ferry_resp::put_command_sized(wire, &set, set_len);
+        match barrier {
+            Some((key, value)) => put_command(wire, &[b"SET", key.as_bytes(), value.as_bytes()]),
+            None => self.ckpt_keys.put_set(wire, key.slot(), offset),
+        }
         wire.extend_from_slice(EXEC);
         (wire.split().freeze(), lead, lead + tail)
     }

@@ -22,8 +22,9 @@ use ferry_ops::{SLOTS, Topology};
 /// Small, so that an entry held for long pins little besides itself.
 pub(super) const WIRE_CHUNK: usize = 4096;
 
-use super::entry::{Hold, NodeState, OpenGroup, SpareTxns};
+use super::entry::{Hold, NodeState, SpareTxns};
 use super::events::Telemetry;
+use super::open::{OpenGroup, OpenGroups};
 use crate::checkpoint::Resume;
 use crate::config::{Op, WriterConfig};
 use crate::error::WriterError;
@@ -103,8 +104,6 @@ pub(crate) struct Core {
     /// Where plain ops are encoded: each op's wire is split off it, so
     /// small commands share one allocation of [`WIRE_CHUNK`] bytes.
     pub(super) wire_buf: BytesMut,
-    /// A checkpointed transaction's checkpoint value, written in place.
-    pub(super) value_buf: Vec<u8>,
     /// The highest op offset submitted so far.
     pub(super) last_offset: u64,
     /// Every op at or below this offset has been submitted: the applied
@@ -129,14 +128,15 @@ pub(crate) struct Core {
     pub(super) refresh: Refresh,
     /// Checkpoint mode is on.
     pub(super) txn_on: bool,
-    /// The source history written into checkpoint values.
-    pub(super) history: String,
-    /// The checkpoint key of each slot, built once.
+    /// The checkpoint `SET` of each slot, built once, and the source
+    /// history written into checkpoint values.
     pub(super) ckpt_keys: crate::checkpoint::KeyCache,
     /// Per slot: the connect-time checkpoint (0: none; `skip_applied`).
     pub(super) slot_resume: Vec<u64>,
     /// Open groups of this loop turn, per slot.
-    pub(super) open: HashMap<u16, OpenGroup, SlotHash>,
+    pub(super) open: OpenGroups,
+    /// The groups being sealed (kept for its allocation).
+    pub(super) sealing: Vec<(u16, OpenGroup)>,
     /// Boxes of committed transactions, reused by the next ones.
     pub(super) spare_txns: SpareTxns,
     /// Bytes of the open groups.
@@ -188,14 +188,13 @@ impl Core {
             },
             topology,
             txn_on: false,
-            history: String::new(),
             ckpt_keys: crate::checkpoint::KeyCache::default(),
             slot_resume: vec![0; usize::from(SLOTS)],
-            open: HashMap::default(),
+            open: OpenGroups::default(),
+            sealing: Vec::new(),
             spare_txns: SpareTxns::default(),
             open_bytes: 0,
             wire_buf: BytesMut::new(),
-            value_buf: Vec::new(),
             actions: Vec::new(),
             telemetry: Telemetry::default(),
             last_tolerated: None,
@@ -204,7 +203,7 @@ impl Core {
         };
         if let Some(c) = &core.config.checkpoint {
             core.txn_on = true;
-            core.history = c.history.clone();
+            core.ckpt_keys = crate::checkpoint::KeyCache::new(&c.namespace, c.history.clone());
         }
         core.sync_nodes();
         if core.config.skip_applied && resume.slot.len() == usize::from(SLOTS) {

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_ops::{ErrorKind, Tolerate};
-use smallvec::SmallVec;
 
+use crate::checkpoint::{self, KeyCache};
 use crate::config::Op;
 
 /// `*1\r\n$6\r\nASKING\r\n`.
@@ -57,10 +57,12 @@ pub(super) enum Body {
     Wait,
 }
 
-/// A transaction's ops and their progress groups, the first one inline:
-/// most transactions of a stream spread over many slots hold one op, and
-/// then the whole transaction is one allocation (its boxed [`TxnState`]).
-pub(super) type TxnOps = SmallVec<[(Op, u64); 1]>;
+/// A transaction's ops, their progress groups and encoded lengths (measured
+/// once, when the op is taken; `u32::MAX` past that, which only costs a
+/// second measure when encoding). A plain `Vec` (24 bytes, cheap to move
+/// between the open groups and the box) taken from and given back to
+/// [`SpareTxns`], so that a stream's transactions allocate none.
+pub(super) type TxnOps = Vec<(Op, u64, u32)>;
 
 /// The parts of a transaction.
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ pub(super) struct Txn {
     /// acknowledged on commit.
     pub(super) ops: TxnOps,
     /// The checkpoint or barrier key set inside.
-    pub(super) key: Bytes,
+    pub(super) key: TxnKey,
     /// The offset written into it.
     pub(super) offset: u64,
     /// Standalone target: `SELECT`s ferry added around the ops (the ops'
@@ -77,6 +79,35 @@ pub(super) struct Txn {
     pub(super) lead: u32,
     /// All `SELECT`s ferry added (extra replies of a full attempt).
     pub(super) extra: u32,
+}
+
+/// The key a transaction sets, named by its slot: its bytes are built
+/// only where they are needed (a probe, an error message), not kept per
+/// transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TxnKey {
+    /// The checkpoint key of this slot.
+    Ckpt(u16),
+    /// The barrier key of this slot.
+    Barrier(u16),
+}
+
+impl TxnKey {
+    /// The slot the key is for.
+    pub(super) fn slot(self) -> u16 {
+        match self {
+            TxnKey::Ckpt(slot) | TxnKey::Barrier(slot) => slot,
+        }
+    }
+
+    /// The key's bytes in `namespace` (`keys`: the checkpoint keys, the
+    /// same namespace).
+    pub(super) fn bytes(self, keys: &mut KeyCache, namespace: &str) -> Bytes {
+        match self {
+            TxnKey::Ckpt(slot) => keys.ckpt_key(slot),
+            TxnKey::Barrier(slot) => Bytes::from(checkpoint::barrier_key_in(namespace, slot)),
+        }
+    }
 }
 
 /// A transaction entry's progress on the current attempt.
@@ -181,7 +212,7 @@ impl Entry {
     pub(super) fn describe(&self) -> (String, String) {
         let args = match &self.body {
             Body::Op { .. } => Some(first_args(&self.wire)),
-            Body::Txn(t) => t.parts.ops.first().map(|(o, _)| o.args.to_vec()),
+            Body::Txn(t) => t.parts.ops.first().map(|(o, _, _)| o.args.to_vec()),
             Body::Wait => None,
         };
         match args {
@@ -195,28 +226,64 @@ impl Entry {
 /// allocates its transactions' boxes together and frees them together
 /// when their replies come, more than malloc's per-thread cache holds, so
 /// each box went the allocator's slow path twice (≈ 400 instructions per
-/// transaction; `docs/decisions.md` D81).
+/// transaction; `docs/decisions.md` D81). Also their op lists, emptied,
+/// for the next open groups (`docs/decisions.md` D87).
 #[derive(Debug, Default)]
 pub(super) struct SpareTxns {
     // The boxes themselves are what is kept: each becomes an entry's body.
     #[allow(clippy::vec_box)]
     boxes: Vec<Box<TxnState>>,
+    /// Emptied op lists, each with room for at most
+    /// [`SpareTxns::OPS_MAX`] ops.
+    ops: Vec<TxnOps>,
+    /// The room of the lists in `ops`, in ops (at most
+    /// [`SpareTxns::ROOM_MAX`]).
+    room: usize,
 }
 
 impl SpareTxns {
-    /// Most boxes kept (≈ 256 bytes each).
-    const MAX: usize = 4096;
+    /// Most boxes kept (≈ 130 bytes each): one transaction per slot is in
+    /// flight at a time, so with as many as there are slots none is
+    /// allocated once the busiest turn has been answered.
+    const MAX: usize = ferry_ops::SLOTS as usize;
+    /// Largest op list kept (in ops, ≈ 136 bytes each): a bigger one is
+    /// freed rather than pinned.
+    const OPS_MAX: usize = 16;
+    /// Most room kept in all lists together (in ops: ≈ 9 MB, 16 k lists
+    /// of 4).
+    const ROOM_MAX: usize = 64 * 1024;
+    /// The room of a new list (most transactions hold one to four ops;
+    /// growing a list costs a reallocation, ≈ 1.5 k instructions).
+    const OPS_NEW: usize = 4;
 
-    /// Keeps `entry`'s box (emptied: it pins no op arguments) if it is a
-    /// transaction and there is room; drops the rest.
+    /// Keeps `entry`'s box (emptied: it pins no op arguments) and its op
+    /// list (emptied) if it is a transaction and there is room; drops the
+    /// rest.
     pub(super) fn recycle(&mut self, entry: Entry) {
-        if let Body::Txn(mut b) = entry.body
-            && self.boxes.len() < Self::MAX
-        {
-            b.parts.ops.clear();
-            b.parts.key = Bytes::new();
+        let Body::Txn(mut b) = entry.body else {
+            return;
+        };
+        let mut ops = std::mem::take(&mut b.parts.ops);
+        let room = ops.capacity();
+        if room > 0 && room <= Self::OPS_MAX && self.room + room <= Self::ROOM_MAX {
+            ops.clear();
+            self.room += room;
+            self.ops.push(ops);
+        }
+        if self.boxes.len() < Self::MAX {
             b.queue_error = None;
             self.boxes.push(b);
+        }
+    }
+
+    /// An empty op list: a kept one if any.
+    pub(super) fn ops(&mut self) -> TxnOps {
+        match self.ops.pop() {
+            Some(ops) => {
+                self.room -= ops.capacity();
+                ops
+            }
+            None => Vec::with_capacity(Self::OPS_NEW),
         }
     }
 }
@@ -243,16 +310,6 @@ pub(super) struct Hold {
     /// ...): the oldest entry goes out alone first, the rest once it is
     /// answered (see `Core::release`).
     pub(super) pilot: bool,
-}
-
-/// Ops of one slot collected during a loop turn (checkpoint mode).
-#[derive(Debug, Default)]
-pub(super) struct OpenGroup {
-    /// Standalone target: the db its first op runs in.
-    pub(super) db: u64,
-    /// Its ops and their progress groups.
-    pub(super) ops: TxnOps,
-    pub(super) bytes: usize,
 }
 
 /// One master: its queue of entries in flight, in order.
@@ -427,8 +484,8 @@ mod tests {
             42,
         );
         let parts = || Txn {
-            ops: smallvec::smallvec![(op.clone(), 1)],
-            key: Bytes::from_static(b"ferry:ckpt"),
+            ops: vec![(op.clone(), 1, 0)],
+            key: TxnKey::Ckpt(7),
             offset: 42,
             lead: 0,
             extra: 0,
@@ -443,7 +500,7 @@ mod tests {
         let Some(kept) = spare.boxes.last() else {
             panic!("kept")
         };
-        assert!(kept.parts.ops.is_empty() && kept.parts.key.is_empty());
+        assert!(kept.parts.ops.is_empty() && kept.parts.ops.capacity() == 0);
         assert!(kept.queue_error.is_none());
         // The next transaction gets the same box, filled anew.
         let e = Entry::txn(2, Some(7), parts(), Bytes::from_static(b"w"), &mut spare);
@@ -456,6 +513,61 @@ mod tests {
         // Anything else is dropped, not kept.
         spare.recycle(Entry::wait(Bytes::from_static(b"w")));
         assert!(spare.boxes.is_empty());
+    }
+
+    #[test]
+    fn a_recycled_op_list_is_kept_emptied_unless_big() {
+        let op = Op::slot(
+            vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"k")],
+            7,
+            1,
+        );
+        let txn = |n: usize, spare: &mut SpareTxns| {
+            let mut ops = spare.ops();
+            ops.extend((0..n).map(|g| (op.clone(), g as u64, 0)));
+            let parts = Txn {
+                ops,
+                key: TxnKey::Ckpt(7),
+                offset: 1,
+                lead: 0,
+                extra: 0,
+            };
+            Entry::txn(1, Some(7), parts, Bytes::from_static(b"w"), spare)
+        };
+        let mut spare = SpareTxns::default();
+        // Kept, emptied, and handed to the next list.
+        let e = txn(3, &mut spare);
+        spare.recycle(e);
+        assert_eq!((spare.ops.len(), spare.boxes.len()), (1, 1));
+        let room = spare.room;
+        assert!(room >= 3);
+        let kept = spare.ops();
+        assert!(kept.is_empty() && kept.capacity() == room);
+        assert_eq!(spare.room, 0);
+        // None kept: a new one with a little room.
+        assert_eq!(spare.ops().capacity(), SpareTxns::OPS_NEW);
+        // Past the bound: freed, not pinned (the box is kept).
+        let e = txn(SpareTxns::OPS_MAX + 1, &mut spare);
+        spare.recycle(e);
+        assert!(spare.ops.is_empty());
+        assert_eq!((spare.room, spare.boxes.len()), (0, 1));
+        // The room kept in all lists is bounded.
+        for _ in 0..SpareTxns::ROOM_MAX {
+            let parts = Txn {
+                ops: Vec::with_capacity(SpareTxns::OPS_MAX),
+                key: TxnKey::Ckpt(7),
+                offset: 1,
+                lead: 0,
+                extra: 0,
+            };
+            let e = Entry::txn(1, Some(7), parts, Bytes::new(), &mut spare);
+            spare.recycle(e);
+        }
+        assert!(spare.room <= SpareTxns::ROOM_MAX);
+        assert_eq!(
+            spare.room,
+            spare.ops.iter().map(Vec::capacity).sum::<usize>()
+        );
     }
 
     #[test]

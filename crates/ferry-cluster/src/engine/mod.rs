@@ -77,7 +77,8 @@
 //!
 //! Structure: [`core::Core`] is the whole state machine above as plain data
 //! and functions with the time passed in (no tokio, no sockets), split by
-//! concern: `accept` (ops in, open groups, transactions), `route` (holds,
+//! concern: `accept` (ops in, transactions), `open` (the open groups of
+//! a turn, per slot), `route` (holds,
 //! error replies), `reply` (replies, probes, `WAIT`), `topology`
 //! (connections, refreshes, rerouting), `output` (what is written),
 //! `events` (log lines), `entry` (the data). It answers with
@@ -97,6 +98,7 @@ mod core;
 mod dbs;
 mod entry;
 mod events;
+mod open;
 mod output;
 mod reply;
 mod route;

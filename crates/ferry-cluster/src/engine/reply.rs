@@ -107,7 +107,7 @@ impl Core {
             return self.unexpected(i, format!("{value:?}"));
         };
         node.probes.0 = node.probes.0.saturating_sub(1);
-        let history = &self.history;
+        let history = self.ckpt_keys.history();
         let verdict = match node.queue[k].txn_state() {
             Some(t) => {
                 t.probe = None;
@@ -220,15 +220,15 @@ impl Core {
                 for (k, r) in results.iter().enumerate() {
                     if let Value::Error(message) = r {
                         let op_k = k.checked_sub(parts.lead as usize);
-                        if let Some((op, _)) = op_k.and_then(|k| parts.ops.get(k))
+                        if let Some((op, _, _)) = op_k.and_then(|k| parts.ops.get(k))
                             && op.tolerate.accepts(message)
                         {
                             self.tolerated(i, op.tolerate, op.offset, &op.args, message);
                             continue;
                         }
                         let (command, key) = match op_k.and_then(|k| parts.ops.get(k)) {
-                            Some((op, _)) => (show(op.args.first()), show(op.args.get(1))),
-                            None => ("SET".to_owned(), show(Some(&parts.key))),
+                            Some((op, _, _)) => (show(op.args.first()), show(op.args.get(1))),
+                            None => ("SET".to_owned(), show(Some(&self.key_bytes(parts.key)))),
                         };
                         self.fail(WriterError::Rejected {
                             node: self.nodes[i].addr.clone(),
@@ -301,7 +301,7 @@ impl Core {
 
     /// Acknowledges every op of a committed transaction.
     pub(super) fn committed(&mut self, txn: &Txn) {
-        for (_, g) in &txn.ops {
+        for (_, g, _) in &txn.ops {
             self.progress.ack(*g);
         }
         self.shared

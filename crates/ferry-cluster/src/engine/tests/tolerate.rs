@@ -1,7 +1,9 @@
 //! Ops that tolerate one error reply (`ferry_ops::Tolerate`): a second copy
 //! of an every-master command answered "already done" is counted and
 //! acknowledged, in plain and checkpoint mode; any other refusal, or the
-//! same one without the mark, still stops the writer.
+//! same one without the mark, still stops the writer. Also an
+//! every-master op's barrier transactions: the key each sets, and its
+//! probe after a lost reply.
 
 use bytes::Bytes;
 use ferry_ops::Tolerate;
@@ -107,4 +109,29 @@ fn other_refusals_and_unmarked_ops_still_stop_the_writer() {
             assert_eq!(h.stat(|s| &s.function_delete_absent), 0);
         }
     }
+}
+
+#[test]
+fn a_barrier_sets_its_node_key_and_is_probed_by_it_after_a_lost_reply() {
+    let mut h = Harness::new(2, Mode::Checkpoints);
+    h.submit(delete("lib", 20, Tolerate::Nothing));
+    // One transaction per master, each setting the barrier key of the
+    // first slot it serves (0 and 8192 here).
+    let keys = [
+        crate::checkpoint::barrier_key(0),
+        crate::checkpoint::barrier_key(8192),
+    ];
+    let lines = h.turn();
+    for (node, key) in keys.iter().enumerate() {
+        let set = (node, format!("SET {key} 0:20"));
+        assert!(lines.contains(&set), "{set:?} in {lines:?}");
+    }
+    h.reply(1, txn_replies(ok()));
+    // Node 0's reply is lost: its barrier key says whether it committed.
+    h.cut(0);
+    assert_eq!(h.turn_on(0), [format!("GET {}", keys[0])]);
+    h.reply(0, vec![Value::Bulk(Bytes::from_static(b"0:20"))]);
+    assert!(h.turn().is_empty());
+    assert!(h.fatal().is_none(), "{:?}", h.fatal());
+    assert_eq!(h.applied(), 20);
 }
