@@ -365,8 +365,8 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
     }
     // The name upper-cased eight bytes at a time, as packed in `PACKED`.
     let mut words = [0u64; WORDS];
-    for (w, chunk) in words.iter_mut().zip(name.chunks(8)) {
-        *w = upper(pack(chunk));
+    for (i, chunk) in name.chunks(8).enumerate() {
+        words[i] = upper(pack(chunk));
     }
     let len = name.len() as u8;
     let mut at = slot_of(&words, len);
@@ -386,7 +386,8 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
 }
 
 /// Eight-byte words of a name of at most [`MAX_NAME`] bytes.
-const WORDS: usize = MAX_NAME.div_ceil(8);
+const WORDS: usize = 3;
+const _: () = assert!(MAX_NAME <= WORDS * 8, "a name fits its words");
 
 /// Up to eight bytes as a little-endian word (zero padded).
 const fn pack(chunk: &[u8]) -> u64 {
@@ -412,16 +413,12 @@ const fn upper(w: u64) -> u64 {
     w ^ (lower >> 2)
 }
 
-/// Where a packed (upper-case) name starts its probe in [`INDEX`].
+/// Where a packed (upper-case) name starts its probe in [`INDEX`]: one
+/// multiply of its words folded together (Fibonacci hashing; the probe
+/// sorts out collisions).
 const fn slot_of(words: &[u64; WORDS], len: u8) -> usize {
-    let mut h = len as u64;
-    let mut i = 0;
-    while i < WORDS {
-        h = (h ^ words[i]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 29;
-        i += 1;
-    }
-    (h >> (64 - INDEX_BITS)) as usize
+    let folded = words[0] ^ words[1].rotate_left(21) ^ words[2].rotate_left(42) ^ len as u64;
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - INDEX_BITS)) as usize
 }
 
 /// An empty slot of the lookup index.
