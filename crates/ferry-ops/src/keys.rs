@@ -192,7 +192,7 @@ const fn r(first: usize, last: isize, step: usize) -> KeySpec {
 }
 
 /// Single key at index 1.
-const K1: KeySpec = r(1, 1, 1);
+pub(crate) const K1: KeySpec = r(1, 1, 1);
 /// Keys at 1 and 2 (source, destination).
 const K12: KeySpec = r(1, 2, 1);
 /// Every argument from 1 on is a key.
@@ -212,7 +212,7 @@ const STORE_KEYS: KeySpec = KeySpec::NumKeys {
 };
 
 /// The table, sorted by name (byte order); a test checks the order.
-static TABLE: &[(&str, KeySpec)] = &[
+const TABLE: &[(&str, KeySpec)] = &[
     ("APPEND", K1),
     ("BITFIELD", K1),
     ("BITOP", r(2, -1, 1)),
@@ -363,27 +363,62 @@ pub fn key_spec(name: &[u8]) -> KeySpec {
     if name.len() > MAX_NAME {
         return KeySpec::Unknown;
     }
-    // Upper-cased and hashed in one pass (the table's names are upper case).
-    let mut buf = [0u8; MAX_NAME];
-    let mut h = FNV_BASIS;
-    for (d, &b) in buf.iter_mut().zip(name) {
-        *d = b.to_ascii_uppercase();
-        h = fnv_step(h, *d);
+    // The name upper-cased eight bytes at a time, as packed in `PACKED`.
+    let mut words = [0u64; WORDS];
+    for (i, chunk) in name.chunks(8).enumerate() {
+        words[i] = upper(pack(chunk));
     }
-    let upper = &buf[..name.len()];
-    let index = lookup();
-    let mask = index.len() - 1;
-    let mut at = h as usize & mask;
-    // Open addressing, linear probing; the table is at most a quarter full.
+    let len = name.len() as u8;
+    let mut at = slot_of(&words, len);
+    // Open addressing, linear probing; the index is at most a quarter full.
     loop {
-        match index[at] {
+        match INDEX[at] {
             NONE => return KeySpec::Unknown,
-            i if TABLE[usize::from(i)].0.as_bytes() == upper => {
-                return TABLE[usize::from(i)].1;
+            i => {
+                let i = usize::from(i);
+                if PACKED[i] == (words, len) {
+                    return TABLE[i].1;
+                }
+                at = (at + 1) & (INDEX_LEN - 1);
             }
-            _ => at = (at + 1) & mask,
         }
     }
+}
+
+/// Eight-byte words of a name of at most [`MAX_NAME`] bytes.
+const WORDS: usize = 3;
+const _: () = assert!(MAX_NAME <= WORDS * 8, "a name fits its words");
+
+/// Up to eight bytes as a little-endian word (zero padded).
+const fn pack(chunk: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = chunk.len();
+    while i > 0 {
+        i -= 1;
+        w = (w << 8) | chunk[i] as u64;
+    }
+    w
+}
+
+/// `w` with each of its bytes `a..=z` upper-cased, all others unchanged
+/// (eight `u8::to_ascii_uppercase` at once: no carry crosses a byte, and
+/// bytes from 0x80 on are left out by the `!w` term).
+const fn upper(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = w & (0x7f * ONES);
+    // High bit set in each byte >= 'a', resp. > 'z' (of the low 7 bits).
+    let from_a = low7 + (0x80 - b'a' as u64) * ONES;
+    let past_z = low7 + (0x80 - b'z' as u64 - 1) * ONES;
+    let lower = (from_a ^ past_z) & !w & (0x80 * ONES);
+    w ^ (lower >> 2)
+}
+
+/// Where a packed (upper-case) name starts its probe in [`INDEX`]: one
+/// multiply of its words folded together (Fibonacci hashing; the probe
+/// sorts out collisions).
+const fn slot_of(words: &[u64; WORDS], len: u8) -> usize {
+    let folded = words[0] ^ words[1].rotate_left(21) ^ words[2].rotate_left(42) ^ len as u64;
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - INDEX_BITS)) as usize
 }
 
 /// An empty slot of the lookup index.
@@ -392,39 +427,55 @@ const _: () = assert!(
     TABLE.len() < NONE as usize,
     "the index holds table positions as u16"
 );
+const _: () = assert!(MAX_NAME <= u8::MAX as usize, "a name's length is a u8");
 
-/// FNV-1a's starting value.
-const FNV_BASIS: u32 = 0x811c_9dc5;
+/// Slots of [`INDEX`]: a power of two at least four times the table.
+const INDEX_LEN: usize = (TABLE.len() * 4).next_power_of_two();
+/// `INDEX_LEN == 1 << INDEX_BITS`.
+const INDEX_BITS: u32 = INDEX_LEN.trailing_zeros();
 
-/// One byte of FNV-1a.
-fn fnv_step(h: u32, b: u8) -> u32 {
-    (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-}
-
-/// FNV-1a of an (upper-case) command name, for the lookup index.
-fn name_hash(name: &[u8]) -> usize {
-    name.iter().fold(FNV_BASIS, |h, &b| fnv_step(h, b)) as usize
-}
-
-/// A hash index over [`TABLE`] (positions into it), built on first use: one
-/// hash and usually one comparison per lookup instead of a binary search's
-/// seven or eight (a stream looks up every command, some twice).
-fn lookup() -> &'static [u16] {
-    static INDEX: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
-    INDEX.get_or_init(|| {
-        let size = (TABLE.len() * 4).next_power_of_two();
-        let mut index = vec![NONE; size];
-        for (i, (name, _)) in TABLE.iter().enumerate() {
-            let mut at = name_hash(name.as_bytes()) & (size - 1);
-            while index[at] != NONE {
-                at = (at + 1) & (size - 1);
-            }
-            // `i < TABLE.len() < NONE` (checked at compile time below).
-            index[at] = i as u16;
+/// Each table name packed: its words (see [`pack`]) and its length.
+static PACKED: [([u64; WORDS], u8); TABLE.len()] = {
+    let mut packed = [([0u64; WORDS], 0u8); TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let name = TABLE[i].0.as_bytes();
+        let mut w = 0;
+        while w * 8 < name.len() {
+            let end = if name.len() < w * 8 + 8 {
+                name.len()
+            } else {
+                w * 8 + 8
+            };
+            let (_, from) = name.split_at(w * 8);
+            let (chunk, _) = from.split_at(end - w * 8);
+            packed[i].0[w] = pack(chunk);
+            w += 1;
         }
-        index
-    })
-}
+        packed[i].1 = name.len() as u8;
+        i += 1;
+    }
+    packed
+};
+
+/// A hash index over [`TABLE`] (positions into it), built at compile
+/// time: one hash of a few words and usually one comparison per lookup
+/// instead of a binary search's seven or eight (a stream looks up every
+/// command).
+static INDEX: [u16; INDEX_LEN] = {
+    let mut index = [NONE; INDEX_LEN];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let mut at = slot_of(&PACKED[i].0, PACKED[i].1);
+        while index[at] != NONE {
+            at = (at + 1) & (INDEX_LEN - 1);
+        }
+        // `i < TABLE.len() < NONE` (checked at compile time above).
+        index[at] = i as u16;
+        i += 1;
+    }
+    index
+};
 
 /// The key argument indexes and class of a command (`args[0]` is its name).
 ///
@@ -444,6 +495,13 @@ fn lookup() -> &'static [u16] {
 /// arguments for the key positions, or a bad key count.
 pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
     let name = args.first().ok_or(KeyError::Empty)?;
+    keys_by_spec(args, key_spec(name))
+}
+
+/// [`command_keys`] with the spec of `args[0]` already looked up
+/// (`spec == key_spec(&args[0])`; `args` is not empty).
+pub(crate) fn keys_by_spec(args: &[Bytes], spec: KeySpec) -> Result<Keys, KeyError> {
+    let name = &args[0];
     let missing = || KeyError::MissingArguments {
         command: name.clone(),
         got: args.len(),
@@ -454,7 +512,7 @@ pub fn command_keys(args: &[Bytes]) -> Result<Keys, KeyError> {
             indexes,
         })
     };
-    match key_spec(name) {
+    match spec {
         KeySpec::Unknown => Err(KeyError::UnknownCommand { name: name.clone() }),
         KeySpec::NoKeys(kind) => Ok(Keys {
             class: Class::NoKeys(kind),

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::keys::{Class, KeyError, Keys, NoKeysKind, command_keys};
+use crate::keys::{Class, K1, KeyError, Keys, NoKeysKind, command_keys, key_spec, keys_by_spec};
 use crate::op::Args;
 use crate::show;
 use crate::slot::key_slot;
@@ -115,6 +115,12 @@ pub enum Route {
 /// `keys` must come from `command_keys(args)`; indexes past the end of
 /// `args` are ignored.
 pub fn split(args: &[Bytes], keys: &Keys) -> Split {
+    if let [i] = keys.indexes[..]
+        && let Some(key) = args.get(i)
+    {
+        // One key: its slot, without the iterators below.
+        return Split::Single(key_slot(key));
+    }
     let name = || args.first().cloned().unwrap_or_default();
     let mut slots = keys.keys(args).map(|k| key_slot(k));
     let Some(first) = slots.next() else {
@@ -189,7 +195,15 @@ pub fn route(args: &[Bytes]) -> Result<Route, KeyError> {
 /// # Errors
 /// As [`route`].
 pub fn route_owned(args: &mut Args) -> Result<Route, KeyError> {
-    let keys = command_keys(args)?;
+    let spec = key_spec(args.first().ok_or(KeyError::Empty)?);
+    if spec == K1 && args.len() >= 2 {
+        // One key at index 1 (`SET`, `INCR`, `LPUSH`, `HSET`, ...: most of
+        // a stream): its slot, the arguments as they are (no command of
+        // this spec is split or rewritten; a test checks the table).
+        let slot = key_slot(&args[1]);
+        return Ok(Route::Slot(slot, std::mem::take(args)));
+    }
+    let keys = keys_by_spec(args, spec)?;
     if keys.class != Class::DataKeys {
         return route_keys(args, &keys);
     }
@@ -382,6 +396,26 @@ mod tests {
 
     fn slot(k: &str) -> u16 {
         key_slot(k.as_bytes())
+    }
+
+    #[test]
+    fn no_one_key_command_is_split_or_rewritten() {
+        // `route_owned`'s fast path for `K1` relies on it.
+        for (name, spec) in crate::keys::table() {
+            if *spec == K1 {
+                assert_eq!(Splittable::of(name.as_bytes()), None, "{name}");
+            }
+        }
+        let mut owned: Args = args("hset h f v").into();
+        assert_eq!(
+            route_owned(&mut owned),
+            Ok(Route::Slot(slot("h"), args("hset h f v").into()))
+        );
+        assert!(owned.is_empty());
+        let mut short: Args = args("INCR").into();
+        assert_eq!(route_owned(&mut short), route(&args("INCR")));
+        assert_eq!(short[..], args("INCR")[..]);
+        assert_eq!(route_owned(&mut Args::new()), Err(KeyError::Empty));
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Decoder {
         // The frame leaves the buffer in one piece; each argument is a
         // slice of it (one reference-count increment each).
         let frame = buf.split_to(wire_len).freeze();
-        let args = A::collect(ranges.len, ranges.iter().map(|(s, e)| frame.slice(s..e)));
+        let args = A::collect(&frame, &ranges);
         Ok(Some(Command { args, wire_len }))
     }
 
@@ -152,6 +152,13 @@ impl Decoder {
         // Each argument takes at least 6 bytes (`$0\r\n\r\n`).
         sink.begin(argc.min((buf.len() - pos) / 6 + 1).min(PREALLOC_MAX));
         for _ in 0..argc {
+            if let Some((data, end, next)) = short_bulk(buf, pos, self.max_bulk_len) {
+                sink.arg(data, end);
+                pos = next;
+                continue;
+            }
+            // Everything else (longer lengths, a frame cut short, bad
+            // input): the general path below decides.
             match buf.get(pos) {
                 None => return Ok(None),
                 Some(b'$') => {}
@@ -178,6 +185,54 @@ impl Decoder {
         }
         Ok(Some(pos))
     }
+}
+
+/// The common argument, whole in `buf` at `at`: `$` and a length of one
+/// to three digits (no leading zero) up to `max`, CRLF, the payload, CRLF.
+/// Returns `(payload start, payload end, offset after it)`; `None` for
+/// anything else, which the general path then reads (so errors and
+/// "read more" come from one place only).
+#[inline(always)]
+fn short_bulk(buf: &[u8], at: usize, max: usize) -> Option<(usize, usize, usize)> {
+    let h = buf.get(at..at.checked_add(4)?)?;
+    if h[0] != b'$' {
+        return None;
+    }
+    let digit = |b: u8| {
+        let d = b.wrapping_sub(b'0');
+        (d <= 9).then_some(usize::from(d))
+    };
+    let d1 = digit(h[1])?;
+    let (len, data) = if h[2] == b'\r' {
+        if h[3] != b'\n' {
+            return None;
+        }
+        (d1, at + 4)
+    } else if d1 == 0 {
+        return None;
+    } else {
+        let d2 = digit(h[2])?;
+        if h[3] == b'\r' {
+            if buf.get(at + 4) != Some(&b'\n') {
+                return None;
+            }
+            (d1 * 10 + d2, at + 5)
+        } else {
+            let d3 = digit(h[3])?;
+            if buf.get(at + 4..at + 6) != Some(&b"\r\n"[..]) {
+                return None;
+            }
+            (d1 * 100 + d2 * 10 + d3, at + 6)
+        }
+    };
+    if len > max {
+        return None;
+    }
+    let end = data + len;
+    if buf.get(end..end + 2) != Some(&b"\r\n"[..]) {
+        return None;
+    }
+    Some((data, end, end + 2))
 }
 
 /// Receives argument ranges from [`Decoder::scan_command`].
@@ -241,25 +296,37 @@ impl ArgSink for Collect<'_> {
 
 /// A container [`Decoder::split_into`] fills.
 trait ArgList {
-    /// The `len` arguments of `args`.
-    fn collect(len: usize, args: impl Iterator<Item = Bytes>) -> Self;
+    /// The arguments at `ranges` of `frame`.
+    fn collect(frame: &Bytes, ranges: &Ranges) -> Self;
 }
 
 impl ArgList for Vec<Bytes> {
     #[inline]
-    fn collect(len: usize, args: impl Iterator<Item = Bytes>) -> Self {
-        let mut v = Vec::with_capacity(len);
-        v.extend(args);
+    fn collect(frame: &Bytes, ranges: &Ranges) -> Self {
+        let mut v = Vec::with_capacity(ranges.len);
+        v.extend(ranges.iter().map(|(s, e)| frame.slice(s..e)));
         v
     }
 }
 
 impl ArgList for Args {
     #[inline]
-    fn collect(len: usize, args: impl Iterator<Item = Bytes>) -> Self {
-        let mut v = SmallVec::with_capacity(len);
-        v.extend(args);
-        v
+    fn collect(frame: &Bytes, ranges: &Ranges) -> Self {
+        let inline = Args::new().inline_size().min(INLINE_ARGS);
+        if ranges.len <= inline {
+            // Most commands: pushed straight into the inline array (a
+            // `SmallVec::extend` over the chained ranges cost more than
+            // the slicing).
+            let mut v = Args::new();
+            for &(s, e) in &ranges.inline[..ranges.len] {
+                v.push(frame.slice(s..e));
+            }
+            v
+        } else {
+            // A heap `Vec` of the exact size becomes the `SmallVec`'s
+            // buffer as it is.
+            Args::from_vec(<Vec<Bytes> as ArgList>::collect(frame, ranges))
+        }
     }
 }
 
@@ -419,6 +486,49 @@ mod tests {
             assert_eq!(size_of::<Args>(), 104);
             assert!(size_of::<InlineCommand>() <= 112);
         }
+    }
+
+    #[test]
+    fn the_short_bulk_path_reads_what_the_general_path_reads() {
+        let dec = Decoder::new();
+        for len in [0usize, 1, 9, 10, 99, 100, 999, 1000, 12345] {
+            let payload = vec![b'x'; len];
+            let mut wire = format!("*2\r\n$3\r\nSET\r\n${len}\r\n").into_bytes();
+            wire.extend_from_slice(&payload);
+            wire.extend_from_slice(b"\r\n");
+            let cmd = dec
+                .split_args(&mut BytesMut::from(&wire[..]))
+                .unwrap()
+                .unwrap();
+            assert_eq!((cmd.wire_len, &cmd.args[1][..]), (wire.len(), &payload[..]));
+            // Every prefix: read more.
+            for k in 0..wire.len() {
+                assert_eq!(dec.split_args(&mut BytesMut::from(&wire[..k])), Ok(None));
+            }
+        }
+        // A leading zero, a missing LF, payloads of the wrong length: the
+        // general path's errors.
+        for (wire, offset) in [
+            (&b"*1\r\n$01\r\nx\r\n"[..], 6),
+            (b"*1\r\n$1\rxx\r\n", 7),
+            (b"*1\r\n$2\r\nx\r\n\r\n", 10),
+            (b"*1\r\n$1\r\nxy\r\n", 9),
+        ] {
+            let err = dec.split_args(&mut BytesMut::from(wire)).unwrap_err();
+            assert!(
+                matches!(err, RespError::UnexpectedByte { offset: o, .. } if o == offset),
+                "{err:?}"
+            );
+        }
+        // A length past the limit is the limit's error.
+        let strict = Decoder {
+            max_bulk_len: 9,
+            ..Decoder::new()
+        };
+        assert_eq!(
+            strict.split_args(&mut BytesMut::from(&b"*1\r\n$10\r\n0123456789\r\n"[..])),
+            Err(RespError::BulkTooLong { offset: 4, max: 9 })
+        );
     }
 
     #[test]

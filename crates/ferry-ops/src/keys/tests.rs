@@ -227,3 +227,26 @@ fn keys_iterates_key_arguments() {
     let got: Vec<&[u8]> = k.keys(&a).map(|b| &b[..]).collect();
     assert_eq!(got, [&b"a"[..], b"b"]);
 }
+
+#[test]
+fn eight_bytes_upper_cased_at_once_as_one_at_a_time() {
+    for b in 0..=255u8 {
+        for pos in 0..8 {
+            // The byte among neighbours that are and are not letters.
+            for fill in [b'a', b'Z', 0x7f, 0xff, 0x00, b'{'] {
+                let mut bytes = [fill; 8];
+                bytes[pos] = b;
+                let want = bytes.map(|c| c.to_ascii_uppercase());
+                assert_eq!(upper(pack(&bytes)), pack(&want), "{b:#x} at {pos}");
+            }
+        }
+    }
+    assert_eq!(pack(b"ab"), 0x6261);
+    // Names that differ only past a word or in length.
+    assert_eq!(key_spec(b"ZREMRANGEBYSCORE"), K1);
+    assert_eq!(key_spec(b"ZREMRANGEBYSCOREX"), KeySpec::Unknown);
+    assert_eq!(key_spec(b"SET\0"), KeySpec::Unknown);
+    assert_eq!(key_spec(b"S\xc5T"), KeySpec::Unknown);
+    assert_eq!(key_spec(b"RESTORE\rASKING"), KeySpec::Unknown);
+    assert_eq!(key_spec(b"restore-asking"), K1);
+}
