@@ -19,9 +19,10 @@
 # l:<r%1000> <i>, SET s:<i%200000> <32 bytes>, one third each: keys spread
 # over every slot (the costly case for per-slot transactions).
 #
-#   benches/results/stream_<VARIANT>.md   the table
+#   benches/results/stream_<VARIANT>.md   the table (or $OUT.md), with
+#                                         ferry's CPU per million commands
 #
-# Environment: VARIANT (or the first argument), M (default 600000),
+# Environment: VARIANT (or the first argument), M (default 600000), OUT,
 # STEP_TIMEOUT, FERRY_BIN, FERRY_REDIS70, FERRY_REDIS_CLI.
 set -euo pipefail
 
@@ -136,19 +137,22 @@ for mode in $modes; do
     wait_applied "$want"
     secs="$(py "round($(now) - $t0, 2)")"
     rate="$(py "int($M / ($(now) - $t0))")"
-    log "round $round: $VARIANT=$mode: $M commands in $secs s = $rate commands/s"
-    rows+=("| $round | $mode | $M | $secs | $rate |")
+    # ferry's CPU from its start until caught up, per million commands.
+    read -r cpu_user cpu_sys < <(proc_cpu_split "$FERRY_PID")
+    cpu="$(py "f'{($cpu_user + $cpu_sys) * 1e6 / $M:.2f} ({$cpu_user * 1e6 / $M:.2f} / {$cpu_sys * 1e6 / $M:.2f})'")"
+    log "round $round: $VARIANT=$mode: $M commands in $secs s = $rate commands/s, ferry CPU-s per million $cpu"
+    rows+=("| $round | $mode | $M | $secs | $rate | $cpu |")
 done
 ckpt_keys=0
 for n in "${nodes[@]}"; do
     ckpt_keys=$((ckpt_keys + $(cli "$n" --scan --pattern '__ferry:*' | wc -l)))
 done
 mkdir -p benches/results
-out="benches/results/stream_$VARIANT.md"
+out="benches/results/${OUT:-stream_$VARIANT}.md"
 {
     echo "# Streaming with and without $VARIANT (\`benches/stream_replay.sh $VARIANT\`)"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(loadavg), Redis $server_version, commit $(git_commit);"
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load $(loadavg), Redis $server_version, commit $(git_commit); ferry $ferry_note;"
     if [[ "$VARIANT" == standalone ]]; then
         echo "source backlog replayed by a restarted \`ferry run\` (release) into one standalone Redis;"
     else
@@ -156,8 +160,8 @@ out="benches/results/stream_$VARIANT.md"
     fi
     echo "INCR/RPUSH/SET over keys spread on every slot. $ckpt_keys keys under \`__ferry:\` (on masters and replicas) at the end."
     echo
-    echo "| round | $heading | commands | seconds | commands/s |"
-    echo "|---|---|---|---|---|"
+    echo "| round | $heading | commands | seconds | commands/s | ferry CPU-s per million commands (user / system) |"
+    echo "|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
 } >"$out"
 cat "$out"
