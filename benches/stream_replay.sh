@@ -140,8 +140,9 @@ for mode in $modes; do
     # ferry's CPU from its start until caught up, per million commands.
     read -r cpu_user cpu_sys < <(proc_cpu_split "$FERRY_PID")
     cpu="$(py "f'{($cpu_user + $cpu_sys) * 1e6 / $M:.2f} ({$cpu_user * 1e6 / $M:.2f} / {$cpu_sys * 1e6 / $M:.2f})'")"
-    log "round $round: $VARIANT=$mode: $M commands in $secs s = $rate commands/s, ferry CPU-s per million $cpu"
-    rows+=("| $round | $mode | $M | $secs | $rate | $cpu |")
+    rss_mb="$(( $(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$FERRY_PID/status") / 1024 ))"
+    log "round $round: $VARIANT=$mode: $M commands in $secs s = $rate commands/s, ferry CPU-s per million $cpu, peak RSS $rss_mb MB"
+    rows+=("| $round | $mode | $M | $secs | $rate | $cpu | $rss_mb |")
 done
 ckpt_keys=0
 for n in "${nodes[@]}"; do
@@ -160,8 +161,8 @@ out="benches/results/${OUT:-stream_$VARIANT}.md"
     fi
     echo "INCR/RPUSH/SET over keys spread on every slot. $ckpt_keys keys under \`__ferry:\` (on masters and replicas) at the end."
     echo
-    echo "| round | $heading | commands | seconds | commands/s | ferry CPU-s per million commands (user / system) |"
-    echo "|---|---|---|---|---|---|"
+    echo "| round | $heading | commands | seconds | commands/s | ferry CPU-s per million commands (user / system) | ferry peak RSS MB |"
+    echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
 } >"$out"
 cat "$out"
