@@ -17,6 +17,9 @@
 #   benches/results/$OUT.md / .json (OUT defaults to streaming_lag)
 #
 # Environment: MAX_N (default 300000 per test), HALF_SECONDS (default 15),
+# HALF_RATE (the half load's commands/s; default half the measured maximum),
+# HALF_N (a fixed count for the half load instead of HALF_SECONDS' worth:
+# runs stay comparable when the machine's pace differs, e.g. under callgrind),
 # KEYS (default 100000), VERIFY (default 1), OUT, STEP_TIMEOUT, FERRY_BIN,
 # FERRY_REDIS70 / FERRY_REDIS_CLI / FERRY_REDIS_BENCHMARK.
 set -euo pipefail
@@ -103,12 +106,20 @@ tr '\r' '\n' <"$work/bench.out" | grep 'requests per second' | sed 's/^/  /' >&2
 # --- 2. half load ------------------------------------------------------------------
 read -r mt0 mt1 <"$work/max.times"
 max_rate="$(py "round(6 * $MAX_N / ($mt1 - $mt0))")"
-half_rate="$(py "round($max_rate / 2)")"
-half_count="$(py "int($half_rate * $HALF_SECONDS * 1.2)")"
+half_rate="${HALF_RATE:-$(py "round($max_rate / 2)")}"
+if [[ -n "${HALF_N:-}" ]]; then
+    # A fixed count (comparable runs whatever the machine's pace): the time
+    # bound is three times what the count takes at the rate.
+    half_count="$HALF_N"
+    half_seconds="$(py "max($HALF_SECONDS, round(3 * $HALF_N / $half_rate))")"
+else
+    half_count="$(py "int($half_rate * $HALF_SECONDS * 1.2)")"
+    half_seconds="$HALF_SECONDS"
+fi
 load_half="$(loadavg)"
-log "half load: loadgen.py at $half_rate cmd/s for $HALF_SECONDS s (max was $max_rate cmd/s; load $load_half)"
+log "half load: loadgen.py at $half_rate cmd/s for at most $half_seconds s and $half_count commands (max was $max_rate cmd/s; load $load_half)"
 run_loadgen() {
-    timeout "$step_timeout" python3 benches/tools/loadgen.py "$SRC" "$half_rate" "$HALF_SECONDS" "$half_count" "$KEYS" \
+    timeout "$step_timeout" python3 benches/tools/loadgen.py "$SRC" "$half_rate" "$half_seconds" "$half_count" "$KEYS" \
         >"$work/loadgen.out" || { cat "$work/loadgen.out" >&2; exit 1; }
 }
 sample half run_loadgen
@@ -206,7 +217,7 @@ md = [
     "",
     f"{doc['date']}, {doc['nproc']} CPUs ({cpu}), Redis {doc['redis']}, commit {doc['commit']}; ferry {doc['ferry_binary']}.",
     f"Load average: before {doc['load_average']['before']}, at max load {doc['load_average']['max']}, at half load {doc['load_average']['half']}, after {doc['load_average']['after']}.",
-    f"Command: \`benches/streaming_lag.sh\` (MAX_N=$MAX_N, HALF_SECONDS=$HALF_SECONDS, KEYS=$KEYS). Wall time {doc['wall_seconds']} s.",
+    f"Command: \`benches/streaming_lag.sh\` (MAX_N=$MAX_N, HALF_SECONDS=$HALF_SECONDS${HALF_RATE:+, HALF_RATE=$HALF_RATE}${HALF_N:+, HALF_N=$HALF_N}, KEYS=$KEYS). Wall time {doc['wall_seconds']} s.",
     "",
     "| load | commands/s on the source | seconds | lag ms p50 / p99 / max | lag bytes p50 / p99 / max | lag 0 after load stops (s) |",
     "|---|---:|---:|---:|---:|---:|",
