@@ -166,29 +166,19 @@ impl KeyCache {
         }
     }
 
-    /// The checkpoint key of `slot`.
-    pub(crate) fn ckpt_key(&mut self, slot: u16) -> Bytes {
-        match self.head(slot) {
-            // `SET_HEAD`, `$<len>\r\n`, the key, `\r\n`.
-            Some(head) => {
-                let rest = &head[SET_HEAD.len()..head.len() - 2];
-                let start = rest.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-                Bytes::copy_from_slice(&rest[start..])
-            }
-            // Not a slot (≥ 16384): built as it is asked.
-            None => Bytes::from(ckpt_key_in(&self.namespace, slot)),
-        }
+    /// The checkpoint key of `slot`, formatted (a probe or an error
+    /// message needs it, not a transaction).
+    pub(crate) fn ckpt_key(&self, slot: u16) -> Bytes {
+        Bytes::from(ckpt_key_in(&self.namespace, slot))
     }
 
-    /// Slot `slot`'s `SET` up to its value, `None` for a slot ≥ 16384.
-    fn head(&mut self, slot: u16) -> Option<&[u8]> {
-        if self.ends.is_empty() {
-            self.build();
-        }
-        self.built_head(slot)
+    /// The barrier key of `slot`, formatted.
+    pub(crate) fn barrier_key(&self, slot: u16) -> String {
+        barrier_key_in(&self.namespace, slot)
     }
 
-    /// [`KeyCache::head`] once built (`None` before).
+    /// Slot `slot`'s `SET` up to its value, `None` for a slot ≥ 16384
+    /// (and before the heads are built).
     fn built_head(&self, slot: u16) -> Option<&[u8]> {
         let s = usize::from(slot);
         let end = *self.ends.get(s)? as usize;
@@ -531,9 +521,9 @@ mod tests {
 
     #[test]
     fn the_key_cache_gives_the_keys_it_would_build() {
-        let mut cache = KeyCache::default();
+        let cache = KeyCache::default();
         for ns in ["", "shard-1"] {
-            let mut cache_ns = KeyCache::new(ns, "h".into());
+            let cache_ns = KeyCache::new(ns, "h".into());
             for s in (0..SLOTS).chain([5, 0]) {
                 assert_eq!(cache_ns.ckpt_key(s), ckpt_key_in(ns, s).as_bytes());
             }

@@ -45,13 +45,8 @@ impl Core {
     }
 
     /// The bytes of a transaction's key (a probe, an error message).
-    pub(super) fn key_bytes(&mut self, key: TxnKey) -> Bytes {
-        let namespace = self
-            .config
-            .checkpoint
-            .as_ref()
-            .map_or("", |c| c.namespace.as_str());
-        key.bytes(&mut self.ckpt_keys, namespace)
+    pub(super) fn key_bytes(&self, key: TxnKey) -> Bytes {
+        key.bytes(&self.ckpt_keys)
     }
 
     /// Checkpoint mode on or off for the ops after this.
@@ -372,15 +367,10 @@ impl Core {
         const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
         let standalone = self.standalone();
         let (before, after) = if standalone { dbs } else { (0, 0) };
-        let namespace = self
-            .config
-            .checkpoint
-            .as_ref()
-            .map_or("", |c| c.namespace.as_str());
         let (set_len, barrier) = match key {
             TxnKey::Ckpt(_) => (self.ckpt_keys.set_len_max(), None),
             TxnKey::Barrier(slot) => {
-                let key = checkpoint::barrier_key_in(namespace, slot);
+                let key = self.ckpt_keys.barrier_key(slot);
                 let value = checkpoint::encode(self.ckpt_keys.history(), offset);
                 let len = ferry_resp::command_len(&[b"SET", key.as_bytes(), value.as_bytes()]);
                 (len, Some((key, value)))

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferry_ops::{ErrorKind, Tolerate};
 
-use crate::checkpoint::{self, KeyCache};
+use crate::checkpoint::KeyCache;
 use crate::config::Op;
 
 /// `*1\r\n$6\r\nASKING\r\n`.
@@ -100,12 +100,11 @@ impl TxnKey {
         }
     }
 
-    /// The key's bytes in `namespace` (`keys`: the checkpoint keys, the
-    /// same namespace).
-    pub(super) fn bytes(self, keys: &mut KeyCache, namespace: &str) -> Bytes {
+    /// The key's bytes in the namespace of `keys`.
+    pub(super) fn bytes(self, keys: &KeyCache) -> Bytes {
         match self {
             TxnKey::Ckpt(slot) => keys.ckpt_key(slot),
-            TxnKey::Barrier(slot) => Bytes::from(checkpoint::barrier_key_in(namespace, slot)),
+            TxnKey::Barrier(slot) => Bytes::from(keys.barrier_key(slot)),
         }
     }
 }

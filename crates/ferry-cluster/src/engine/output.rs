@@ -20,11 +20,6 @@ impl Core {
     /// is answered.
     pub(super) fn write_out(&mut self) {
         let now = self.now;
-        let namespace = self
-            .config
-            .checkpoint
-            .as_ref()
-            .map_or("", |c| c.namespace.as_str());
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if !node.connected || node.sent >= node.queue.len() || node.probing() > 0 {
                 // (Nothing more until every probe is answered.)
@@ -53,7 +48,7 @@ impl Core {
                     if t.written {
                         // Written before, no final reply: did it commit?
                         // Probe this and the following ones, then wait.
-                        let key = t.parts.key.bytes(&mut self.ckpt_keys, namespace);
+                        let key = t.parts.key.bytes(&self.ckpt_keys);
                         put_command(&mut buf, &[&b"GET"[..], &key]);
                         t.probe = Some(generation);
                         probes += 1;
