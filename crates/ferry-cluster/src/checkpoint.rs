@@ -34,25 +34,33 @@ pub const CKPT_PREFIX: &str = "__ferry:ckpt:";
 /// The prefix of the per-slot barrier keys (see the module docs).
 pub const BARRIER_PREFIX: &str = "__ferry:barrier:";
 
-fn tags() -> &'static [String] {
-    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
-    TAGS.get_or_init(|| {
-        let mut tags: Vec<Option<String>> = vec![None; usize::from(SLOTS)];
+/// Per slot the number whose decimal digits are its tag: 64 KB, so that
+/// the table stays in cache where a transaction's checkpoint `SET` is
+/// built from it (a table of whole keys, 16 k × ≈ 40 bytes, missed the
+/// cache on most transactions: `docs/decisions.md` D93).
+fn tag_numbers() -> &'static [u32] {
+    static NUMBERS: OnceLock<Vec<u32>> = OnceLock::new();
+    NUMBERS.get_or_init(|| {
+        let mut numbers = vec![u32::MAX; usize::from(SLOTS)];
         let mut left = usize::from(SLOTS);
-        let mut n = 0u64;
+        let mut n = 0u32;
         let mut digits = itoa::Buffer::new();
-        while left > 0 {
-            // ≈ 10^5 candidates: a `String` only for the ones kept.
-            let tag = digits.format(n);
-            let slot = usize::from(key_slot(tag.as_bytes()));
-            if tags[slot].is_none() {
-                tags[slot] = Some(tag.to_owned());
+        // ≈ 10^5 candidates (every slot is reached below 10^6).
+        while left > 0 && n < u32::MAX {
+            let slot = usize::from(key_slot(digits.format(n).as_bytes()));
+            if numbers[slot] == u32::MAX {
+                numbers[slot] = n;
                 left -= 1;
             }
             n += 1;
         }
-        tags.into_iter().map(|t| t.unwrap_or_default()).collect()
+        numbers
     })
+}
+
+fn tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| tag_numbers().iter().map(u32::to_string).collect())
 }
 
 /// A short hash tag whose slot is `slot` (`slot` < 16384).
@@ -96,25 +104,32 @@ const SET_HEAD: &[u8] = b"*3\r\n$3\r\nSET\r\n";
 /// Most decimal digits of an offset (`u64::MAX`).
 const MAX_DIGITS: usize = 20;
 
+/// Most decimal digits of a tag number (`u32::MAX`; the table's largest
+/// has 6).
+const TAG_DIGITS: usize = 10;
+
 /// The checkpoint `SET`s of one namespace and history, precomputed: per
-/// slot the command up to its value (`*3\r\n$3\r\nSET\r\n$<key
-/// length>\r\n<key>\r\n`), built together on first use into one buffer,
-/// and per offset digit count the value up to its offset (`$<value
-/// length>\r\n<history>:`, the length counting the digits). A checkpointed
-/// transaction's `SET` is then two copies, the offset's digits and `\r\n`
-/// (no key, value or header formatted per transaction). It also holds the
+/// tag digit count the command up to the tag (`*3\r\n$3\r\nSET\r\n$<key
+/// length>\r\n<prefix><namespace>:{`), and per offset digit count the
+/// value up to its offset (`$<value length>\r\n<history>:`, the lengths
+/// counting the digits). A checkpointed transaction's `SET` is then two
+/// copies of short, hot heads, the slot's tag and the offset formatted
+/// (no key, value or header formatted per transaction, and no per-slot
+/// table bigger than the tag numbers'). It also holds the
 /// engine's current history, so that the two never differ.
 #[derive(Debug)]
 pub(crate) struct KeyCache {
     namespace: String,
     history: String,
-    /// Every slot's `SET` up to its value, back to back (empty until the
-    /// first use).
+    /// The `SET` up to the tag's first digit (`*3\r\n$3\r\nSET\r\n$<key
+    /// length>\r\n<prefix><namespace>:{`) for tags of 1 to [`TAG_DIGITS`]
+    /// digits, back to back (empty until the first use).
     heads: Vec<u8>,
-    /// Where slot `s`'s head ends in `heads` (it starts where `s - 1`'s ends).
-    ends: Vec<u32>,
-    /// The longest head.
-    head_max: usize,
+    /// Where the head for `d + 1` tag digits ends in `heads`.
+    head_ends: [u32; TAG_DIGITS],
+    /// Every slot's tag as a number ([`tag_numbers`], empty until the
+    /// first use).
+    tags: &'static [u32],
     /// The value heads for offsets of 1 to [`MAX_DIGITS`] digits, back to
     /// back.
     values: Vec<u8>,
@@ -136,8 +151,8 @@ impl KeyCache {
             namespace: namespace.to_owned(),
             history: String::new(),
             heads: Vec::new(),
-            ends: Vec::new(),
-            head_max: 0,
+            head_ends: [0; TAG_DIGITS],
+            tags: &[],
             values: Vec::new(),
             value_ends: [0; MAX_DIGITS],
         };
@@ -177,77 +192,79 @@ impl KeyCache {
         barrier_key_in(&self.namespace, slot)
     }
 
-    /// Slot `slot`'s `SET` up to its value, `None` for a slot ≥ 16384
-    /// (and before the heads are built).
-    fn built_head(&self, slot: u16) -> Option<&[u8]> {
-        let s = usize::from(slot);
-        let end = *self.ends.get(s)? as usize;
-        let start = match s.checked_sub(1) {
-            Some(p) => self.ends[p] as usize,
-            None => 0,
-        };
-        self.heads.get(start..end)
-    }
-
     /// At least the encoded length of any [`KeyCache::put_set`] command,
     /// for reserving room once.
     pub(crate) fn set_len_max(&mut self) -> usize {
-        if self.ends.is_empty() {
+        if self.tags.is_empty() {
             self.build();
         }
+        let head = self.head_ends[TAG_DIGITS - 1] - self.head_ends[TAG_DIGITS - 2];
         let value = self.value_ends[MAX_DIGITS - 1] - self.value_ends[MAX_DIGITS - 2];
-        self.head_max + value as usize + MAX_DIGITS + 2
+        head as usize + TAG_DIGITS + 3 + value as usize + MAX_DIGITS + 2
     }
 
     /// Appends `SET <ckpt key of slot> <history>:<offset>` to `out`, the
     /// same bytes as [`put_command`] of it.
     pub(crate) fn put_set(&mut self, out: &mut BytesMut, slot: u16, offset: u64) {
-        if self.ends.is_empty() {
+        if self.tags.is_empty() {
             self.build();
         }
-        let mut buf = itoa::Buffer::new();
-        let digits = buf.format(offset).as_bytes();
-        let d = digits.len();
-        let value = match d.checked_sub(2) {
-            Some(p) => self.value_ends[p] as usize..self.value_ends[d - 1] as usize,
-            None => 0..self.value_ends[0] as usize,
-        };
-        let (Some(value), Some(head)) = (self.values.get(value), self.built_head(slot)) else {
+        let mut tag_buf = itoa::Buffer::new();
+        let mut offset_buf = itoa::Buffer::new();
+        let tag = self
+            .tags
+            .get(usize::from(slot))
+            .map(|&n| tag_buf.format(n).as_bytes());
+        let digits = offset_buf.format(offset).as_bytes();
+        let head = tag.and_then(|t| span(&self.heads, &self.head_ends, t.len()));
+        let value = span(&self.values, &self.value_ends, digits.len());
+        let (Some(head), Some(tag), Some(value)) = (head, tag, value) else {
             let value = encode(&self.history, offset);
             let key = ckpt_key_in(&self.namespace, slot);
             return put_command(out, &[b"SET", key.as_bytes(), value.as_bytes()]);
         };
         out.extend_from_slice(head);
+        out.extend_from_slice(tag);
+        out.extend_from_slice(b"}\r\n");
         out.extend_from_slice(value);
         out.extend_from_slice(digits);
         out.extend_from_slice(b"\r\n");
     }
 
     fn build(&mut self) {
-        let namespace = self.namespace.as_str();
-        let key_max = CKPT_PREFIX.len() + namespace.len() + 9;
-        let mut heads = Vec::with_capacity(usize::from(SLOTS) * (SET_HEAD.len() + 6 + key_max));
-        let mut ends = Vec::with_capacity(usize::from(SLOTS));
-        let mut key = String::with_capacity(key_max);
-        let mut digits = itoa::Buffer::new();
-        let mut head_max = 0;
-        for slot in 0..SLOTS {
-            key.clear();
-            put_key(&mut key, CKPT_PREFIX, namespace, slot);
-            let start = heads.len();
-            heads.extend_from_slice(SET_HEAD);
-            heads.push(b'$');
-            heads.extend_from_slice(digits.format(key.len()).as_bytes());
-            heads.extend_from_slice(b"\r\n");
-            heads.extend_from_slice(key.as_bytes());
-            heads.extend_from_slice(b"\r\n");
-            head_max = head_max.max(heads.len() - start);
-            ends.push(u32::try_from(heads.len()).unwrap_or(u32::MAX));
+        let mut prefix = String::with_capacity(CKPT_PREFIX.len() + self.namespace.len() + 2);
+        prefix.push_str(CKPT_PREFIX);
+        if !self.namespace.is_empty() {
+            prefix.push_str(&self.namespace);
+            prefix.push(':');
         }
-        self.heads = heads;
-        self.ends = ends;
-        self.head_max = head_max;
+        prefix.push('{');
+        let mut digits = itoa::Buffer::new();
+        self.heads.clear();
+        for d in 1..=TAG_DIGITS {
+            self.heads.extend_from_slice(SET_HEAD);
+            self.heads.push(b'$');
+            // The key: prefix, `d` tag digits, `}`.
+            let key_len = prefix.len() + d + 1;
+            self.heads
+                .extend_from_slice(digits.format(key_len).as_bytes());
+            self.heads.extend_from_slice(b"\r\n");
+            self.heads.extend_from_slice(prefix.as_bytes());
+            self.head_ends[d - 1] = u32::try_from(self.heads.len()).unwrap_or(u32::MAX);
+        }
+        self.tags = tag_numbers();
     }
+}
+
+/// The `d`-th (from 1) of the heads stored back to back in `all`, `ends`
+/// saying where each ends; `None` for a `d` out of range.
+fn span<'a>(all: &'a [u8], ends: &[u32], d: usize) -> Option<&'a [u8]> {
+    let end = *ends.get(d.checked_sub(1)?)? as usize;
+    let start = match d.checked_sub(2) {
+        Some(p) => ends[p] as usize,
+        None => 0,
+    };
+    all.get(start..end)
 }
 
 /// The checkpoint key of `slot` in `namespace` (see
