@@ -68,7 +68,23 @@ pub fn run(args: &RunArgs) -> Result<()> {
         // Signals before anything is spawned.
         let sd = Shutdown::install()?;
         let status = Arc::new(Mutex::new(Status::default()));
-        let result = daemon(&cfg, args.allow_nonempty_target, &sd, &status).await;
+        // On a runtime worker, not this thread: the daemon's main loop
+        // hands every batch to tasks on the workers and back, and from
+        // `block_on`'s thread each hand-off is a wake-up of another thread
+        // (`docs/decisions.md` D94).
+        let sd = Arc::new(sd);
+        let task = tokio::spawn({
+            let (cfg, sd, status) = (cfg.clone(), sd.clone(), status.clone());
+            let allow = args.allow_nonempty_target;
+            async move { daemon(&cfg, allow, &sd, &status).await }
+        });
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the daemon task ended abnormally: {e}")));
+        let sd = match Arc::try_unwrap(sd) {
+            Ok(sd) => sd,
+            Err(_) => anyhow::bail!("the shutdown tree is still shared after the daemon ended"),
+        };
         if let Err(e) = &result {
             let msg = format!("{e:#}");
             events::StoppedOnError { error: &msg }.emit();
