@@ -16,9 +16,9 @@
 # /proc/PID/stat) and the sink's, and ferry's CPU ÷ its busiest thread's CPU
 # (/proc/PID/task: the speed-up over one core that free cores could give,
 # whatever the machine's load), per run and as the mean per binary and
-# worker count. (`ferry run` drives its main loop and applier from the main
-# thread, `block_on`; the engine, the link and the sockets run on the
-# workers.)
+# worker count. (`ferry run` runs everything as tasks on the workers: the
+# link, the main loop and applier, the engine and the sockets; until D94 the
+# main loop ran on the main thread, a third busy thread.)
 #
 #   benches/results/$OUT.md / .json   (OUT defaults to sink_scaling)
 #
@@ -160,7 +160,7 @@ scaling = {b: (rate(b, 2) / rate(b, 1) if rate(b, 1) and rate(b, 2) else None) f
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 doc = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            nproc=os.cpu_count(), cpu=cpu, redis="$server_version", commit="$(git_commit)",
-           ferry_binary="$ferry_note", base_binary="${BASE_BIN:-}", n=N, size=$SIZE, masters=$MASTERS,
+           ferry_binary="$ferry_note", base_binary="$(basename "${BASE_BIN:-}")", n=N, size=$SIZE, masters=$MASTERS,
            load_average=dict(before="$load_before", after="$load_after"),
            runs=runs, summary=summary, scaling_2_over_1=scaling)
 json.dump(doc, open("benches/results/$OUT.json", "w"), indent=2, ensure_ascii=False)
