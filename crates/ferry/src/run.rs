@@ -72,18 +72,22 @@ pub fn run(args: &RunArgs) -> Result<()> {
         // hands every batch to tasks on the workers and back, and from
         // `block_on`'s thread each hand-off is a wake-up of another thread
         // (`docs/decisions.md` D94).
-        let sd = Arc::new(sd);
         let task = tokio::spawn({
-            let (cfg, sd, status) = (cfg.clone(), sd.clone(), status.clone());
+            let (cfg, status) = (cfg.clone(), status.clone());
             let allow = args.allow_nonempty_target;
-            async move { daemon(&cfg, allow, &sd, &status).await }
+            async move {
+                let result = daemon(&cfg, allow, &sd, &status).await;
+                (result, sd)
+            }
         });
-        let result = task
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("the daemon task ended abnormally: {e}")));
-        let sd = match Arc::try_unwrap(sd) {
-            Ok(sd) => sd,
-            Err(_) => anyhow::bail!("the shutdown tree is still shared after the daemon ended"),
+        // A panic in the daemon takes its shutdown tree with it: dropping
+        // the runtime then stops the remaining tasks.
+        let (result, sd) = match task.await {
+            Ok((result, sd)) => (result, Some(sd)),
+            Err(e) => (
+                Err(anyhow::anyhow!("the daemon task ended abnormally: {e}")),
+                None,
+            ),
         };
         if let Err(e) = &result {
             let msg = format!("{e:#}");
@@ -93,7 +97,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 status_metrics::StatusMetrics::default().record(&s);
             }
         }
-        sd.finish().await;
+        if let Some(sd) = sd {
+            sd.finish().await;
+        }
         result
     })
 }
