@@ -277,6 +277,24 @@ print(f"{int(fields[11]) / tck:.3f} {int(fields[12]) / tck:.3f}")
 PY
 }
 
+# proc_ctxt PID: context switches (voluntary + involuntary) of the process's
+# live threads so far (/proc/PID/task/*/status; a thread that has exited
+# takes its count with it).
+proc_ctxt() {
+    python3 - "$1" <<'PY'
+import glob, sys
+n = 0
+for path in glob.glob(f"/proc/{sys.argv[1]}/task/*/status"):
+    try:
+        for line in open(path):
+            if "ctxt_switches:" in line:
+                n += int(line.split()[1])
+    except OSError:
+        pass
+print(n)
+PY
+}
+
 # proc_cpu PID: user + system CPU seconds the process has used so far
 # (/proc/PID/stat fields 14 and 15, in clock ticks).
 proc_cpu() {

@@ -21,7 +21,13 @@
 # HALF_N (a fixed count for the half load instead of HALF_SECONDS' worth:
 # runs stay comparable when the machine's pace differs, e.g. under callgrind),
 # KEYS (default 100000), VERIFY (default 1), OUT, STEP_TIMEOUT, FERRY_BIN,
-# FERRY_REDIS70 / FERRY_REDIS_CLI / FERRY_REDIS_BENCHMARK.
+# FERRY_REDIS70 / FERRY_REDIS_CLI / FERRY_REDIS_BENCHMARK, PERF_STAT (1: also
+# count ferry's system calls during each load with `perf stat -e
+# raw_syscalls:sys_enter`, which needs perf and the right to trace; context
+# switches are always counted, from /proc; tracing system calls adds system
+# time, so compare runs with the same setting). At moderate rates the cost per
+# command is set by hand-offs per batch (docs/decisions.md D92, D94), and
+# these counts, unlike CPU-s, are steady on a shared machine.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,7 +67,12 @@ sample() {
         >"$work/$name.samples" &
     local sp=$!
     sleep 0.5
-    local t0 t1 cpu0 cmds0 mcpu0 ck0
+    local t0 t1 cpu0 cmds0 mcpu0 ck0 cs0 perf_pid=""
+    if [[ "${PERF_STAT:-0}" == 1 ]]; then
+        perf stat -x, -e raw_syscalls:sys_enter -p "$FERRY_PID" -o "$work/$name.perf" &
+        perf_pid=$!
+    fi
+    cs0="$(proc_ctxt "$FERRY_PID")"
     cpu0="$(proc_cpu_split "$FERRY_PID")"
     ck0="$(ferry_checkpoints "$HTTP")"
     mcpu0="$(nodes_cpu)"
@@ -83,13 +94,21 @@ time.sleep(0.5)
 PY
     touch "$work/$name.stop"
     wait "$sp" || true
+    local cs1 syscalls=-1
+    cs1="$(proc_ctxt "$FERRY_PID")"
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        syscalls="$(awk -F, '/raw_syscalls/ && $1 ~ /^[0-9]+$/ {print $1}' "$work/$name.perf" 2>/dev/null | head -1)"
+        syscalls="${syscalls:--1}"
+    fi
     # CPU seconds of ferry and of the target masters from the load's start
     # until the lag was 0, and the commands the source processed meanwhile.
     # (ferry's user and system time separately after them).
     local u0 s0 u1 s1
     read -r u0 s0 <<<"$cpu0"
     read -r u1 s1 <<<"$(proc_cpu_split "$FERRY_PID")"
-    echo "$(py "$u1 + $s1 - $u0 - $s0") $(py "$(nodes_cpu) - $mcpu0") $(( $(info_field "$SRC" stats total_commands_processed) - cmds0 )) $(py "$u1 - $u0") $(py "$s1 - $s0") $(( $(ferry_checkpoints "$HTTP") - ck0 ))" \
+    echo "$(py "$u1 + $s1 - $u0 - $s0") $(py "$(nodes_cpu) - $mcpu0") $(( $(info_field "$SRC" stats total_commands_processed) - cmds0 )) $(py "$u1 - $u0") $(py "$s1 - $s0") $(( $(ferry_checkpoints "$HTTP") - ck0 )) $(( cs1 - cs0 )) $syscalls" \
         >"$work/$name.cpu"
 }
 
@@ -159,7 +178,8 @@ def stats(name):
     ms = [1000 * (r["lag_seconds"] or 0) for r in during]
     by = [r["lag_bytes"] for r in during]
     src = [r["source_offset"] for r in rows]
-    ferry_cpu, masters_cpu, commands, ferry_user, ferry_sys, txns = open(f"{work}/{name}.cpu").read().split()
+    ferry_cpu, masters_cpu, commands, ferry_user, ferry_sys, txns, ctxt, syscalls = open(f"{work}/{name}.cpu").read().split()
+    ctxt, syscalls = int(ctxt), int(syscalls)
     ferry_cpu, masters_cpu, commands = float(ferry_cpu), float(masters_cpu), int(commands)
     ferry_user, ferry_sys = float(ferry_user), float(ferry_sys)
     return dict(
@@ -169,6 +189,10 @@ def stats(name):
         ferry_system_seconds_per_million_commands=round(ferry_sys * 1e6 / max(commands, 1), 3),
         checkpointed_transactions=int(txns),
         checkpointed_transactions_per_command=round(int(txns) / max(commands, 1), 3),
+        ferry_context_switches=ctxt,
+        ferry_context_switches_per_1000_commands=round(1000 * ctxt / max(commands, 1), 2),
+        ferry_system_calls=(syscalls if syscalls >= 0 else None),
+        ferry_system_calls_per_1000_commands=(round(1000 * syscalls / max(commands, 1), 2) if syscalls >= 0 else None),
         target_masters_cpu_seconds_per_million_commands=round(masters_cpu * 1e6 / max(commands, 1), 3),
         load_seconds=round(t1 - t0, 3), samples=len(during),
         lag_ms=dict(p50=pct(ms, 50), p99=pct(ms, 99), max=max(ms) if ms else None),
@@ -224,11 +248,12 @@ md = [
     row("max: redis-benchmark -P 16 -c 50, 6 write tests", mx, max_rate),
     row(f"half: loadgen.py fixed rate (target {half_rate:,.0f}/s)", hf, lg["rate"]),
     "",
-    "| load | ferry CPU-s per million commands (user / system) | target masters CPU-s per million commands | source commands | checkpointed transactions per command |",
-    "|---|---:|---:|---:|---:|",
+    "| load | ferry CPU-s per million commands (user / system) | target masters CPU-s per million commands | source commands | checkpointed transactions per command | ferry context switches / system calls per 1000 commands |",
+    "|---|---:|---:|---:|---:|---:|",
 ] + [
     f"| {label} | {s['ferry_cpu_seconds_per_million_commands']:.2f} ({s['ferry_user_seconds_per_million_commands']:.2f} / {s['ferry_system_seconds_per_million_commands']:.2f}) "
-    f"| {s['target_masters_cpu_seconds_per_million_commands']:.2f} | {s['source_commands']:,} | {s['checkpointed_transactions_per_command']:.2f} |"
+    f"| {s['target_masters_cpu_seconds_per_million_commands']:.2f} | {s['source_commands']:,} | {s['checkpointed_transactions_per_command']:.2f} "
+    f"| {s['ferry_context_switches_per_1000_commands']:.1f} / " + (f"{s['ferry_system_calls_per_1000_commands']:.1f}" if s['ferry_system_calls_per_1000_commands'] is not None else "not counted (PERF_STAT=1)") + " |"
     for label, s in (("max", mx), ("half", hf))
 ] + [
     "",
