@@ -20,7 +20,8 @@
 # over every slot (the costly case for per-slot transactions).
 #
 #   benches/results/stream_<VARIANT>.md   the table (or $OUT.md), with
-#                                         ferry's CPU per million commands
+#                                         ferry's and the target's CPU per
+#                                         million commands
 #
 # Environment: VARIANT (or the first argument), M (default 600000), OUT,
 # STEP_TIMEOUT, FERRY_BIN, FERRY_REDIS70, FERRY_REDIS_CLI.
@@ -132,6 +133,7 @@ for mode in $modes; do
     fill_mix "$SRC" "$M" "$round"
     want="$(info_field "$SRC" replication master_repl_offset)"
     config "$(target_option "$mode")"
+    mcpu0="$(nodes_cpu)"
     t0=$(now)
     run_ferry
     wait_applied "$want"
@@ -140,9 +142,11 @@ for mode in $modes; do
     # ferry's CPU from its start until caught up, per million commands.
     read -r cpu_user cpu_sys < <(proc_cpu_split "$FERRY_PID")
     cpu="$(py "f'{($cpu_user + $cpu_sys) * 1e6 / $M:.2f} ({$cpu_user * 1e6 / $M:.2f} / {$cpu_sys * 1e6 / $M:.2f})'")"
+    # The target's CPU over the same time (masters, and replicas if any).
+    mcpu="$(py "f'{($(nodes_cpu) - $mcpu0) * 1e6 / $M:.2f}'")"
     rss_mb="$(( $(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$FERRY_PID/status") / 1024 ))"
-    log "round $round: $VARIANT=$mode: $M commands in $secs s = $rate commands/s, ferry CPU-s per million $cpu, peak RSS $rss_mb MB"
-    rows+=("| $round | $mode | $M | $secs | $rate | $cpu | $rss_mb |")
+    log "round $round: $VARIANT=$mode: $M commands in $secs s = $rate commands/s, ferry CPU-s per million $cpu, target $mcpu, peak RSS $rss_mb MB"
+    rows+=("| $round | $mode | $M | $secs | $rate | $cpu | $mcpu | $rss_mb |")
 done
 ckpt_keys=0
 for n in "${nodes[@]}"; do
@@ -161,8 +165,8 @@ out="benches/results/${OUT:-stream_$VARIANT}.md"
     fi
     echo "INCR/RPUSH/SET over keys spread on every slot. $ckpt_keys keys under \`__ferry:\` (on masters and replicas) at the end."
     echo
-    echo "| round | $heading | commands | seconds | commands/s | ferry CPU-s per million commands (user / system) | ferry peak RSS MB |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| round | $heading | commands | seconds | commands/s | ferry CPU-s per million commands (user / system) | target CPU-s per million commands | ferry peak RSS MB |"
+    echo "|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
 } >"$out"
 cat "$out"
