@@ -559,8 +559,14 @@ fn failover_case(
 ) {
     let mut cluster = cluster;
     let (src, setup, mut ferry) = start_streaming(&cluster, seed, wait_replicas);
-    let wl = workload(&src, seed, 10, 400_000);
+    // Bounded by its 10 s; the count only caps it (400 k took under 2 s
+    // in a release build, and the fault then met an idle stream).
+    let wl = workload(&src, seed, 10, 4_000_000);
     thread::sleep(Duration::from_secs(2));
+    assert!(
+        !wl.is_finished(),
+        "the workload ended before the fault: it must run through it"
+    );
     let t0 = Instant::now();
     let what = fault(&mut cluster);
     let rec = recovered(&src, &setup.http, t0, Duration::from_secs(90));

@@ -47,6 +47,13 @@ pub struct WriterConfig {
     /// (its unconfirmed transactions are probed and resent on the promoted
     /// replica). `None`: applied on the `EXEC` reply.
     pub wait_replicas: Option<Duration>,
+    /// Checkpoint mode, a cluster target without `wait_replicas`: a slot's
+    /// group whose ops are all replay-safe (`SET k v`, `SET k v PXAT t`,
+    /// `DEL`, `UNLINK`, `PEXPIREAT k t`, `EXPIREAT k t`, `PERSIST`: see
+    /// `docs/decisions.md` D96) is written as plain commands, without
+    /// `MULTI … SET <checkpoint> EXEC`. Off for two-way sync, whose other
+    /// side recognises this ferry's writes by their checkpoint key.
+    pub plain_groups: bool,
 }
 
 /// What kind of target the writer talks to.
@@ -119,6 +126,7 @@ impl Default for WriterConfig {
             tls: None,
             mode: TargetMode::Cluster,
             wait_replicas: None,
+            plain_groups: true,
         }
     }
 }

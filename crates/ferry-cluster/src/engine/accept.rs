@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_resp::put_command;
 
 use super::core::{Core, WIRE_CHUNK};
-use super::entry::{Entry, NodeState, Txn, TxnKey};
+use super::entry::{Entry, NodeState, Txn, TxnKey, TxnOps};
 use super::open::OpenGroup;
 use crate::checkpoint;
 use crate::config::Op;
@@ -112,7 +112,7 @@ impl Core {
         // Measured once for the bound and the encoding.
         let len = ferry_resp::command_len(&op.args);
         if self.pending.is_empty() && self.fits(op.slot, len) {
-            self.accept_one(op, len);
+            self.accept_one(op, len, false);
         } else {
             self.pending.push_back(vec![op]);
         }
@@ -129,17 +129,20 @@ impl Core {
     }
 
     fn accept_unit(&mut self, unit: Vec<Op>) {
+        // A source transaction of several ops stays one on the target.
+        let atomic = unit.len() > 1;
         for op in unit {
             let len = ferry_resp::command_len(&op.args);
-            self.accept_one(op, len);
+            self.accept_one(op, len, atomic);
         }
     }
 
-    /// `len`: the op's encoded length.
-    fn accept_one(&mut self, op: Op, len: usize) {
+    /// `len`: the op's encoded length; `atomic`: part of a source
+    /// transaction of several ops.
+    fn accept_one(&mut self, op: Op, len: usize, atomic: bool) {
         let before = self.note_select(&op);
         if self.txn_on {
-            self.accept_txn(op, len, before);
+            self.accept_txn(op, len, before, atomic);
         } else {
             self.align_plain(&op);
             self.accept(op, len);
@@ -167,7 +170,7 @@ impl Core {
     /// every master becomes one barrier transaction per master.
     /// `len`: the op's encoded length; `db`: a standalone target's db
     /// before `op`.
-    fn accept_txn(&mut self, op: Op, len: usize, db: u64) {
+    fn accept_txn(&mut self, op: Op, len: usize, db: u64, atomic: bool) {
         let Some(slot) = op.slot else {
             return self.accept_barrier(op);
         };
@@ -185,7 +188,9 @@ impl Core {
             // transaction left some.
             ops: spare.ops(),
             bytes: 0,
+            atomic: false,
         });
+        g.atomic |= atomic;
         g.ops
             .push((op, group, u32::try_from(len).unwrap_or(u32::MAX)));
         g.bytes += len;
@@ -319,8 +324,19 @@ impl Core {
             },
             &mut ready,
         );
+        let plain =
+            self.config.plain_groups && !self.standalone() && self.config.wait_replicas.is_none();
         for (slot, g) in ready.drain(..) {
             self.open_bytes -= g.bytes;
+            if plain
+                && !g.atomic
+                && g.ops
+                    .iter()
+                    .all(|(o, _, _)| super::plain::replay_safe(&o.args))
+            {
+                self.send_plain(slot, g.ops);
+                continue;
+            }
             let offset = g.ops.last().map_or(0, |(o, _, _)| o.offset);
             let key = TxnKey::Ckpt(slot);
             let end = if self.standalone() {
@@ -345,6 +361,26 @@ impl Core {
             self.route(slot, entry);
         }
         self.sealing = ready;
+    }
+
+    /// A sealed group of replay-safe ops (see the `plain` module) as plain
+    /// entries of `slot`, in order; each acknowledges its progress group
+    /// when answered, as outside checkpoint mode.
+    fn send_plain(&mut self, slot: u16, mut ops: TxnOps) {
+        for (op, group, len) in ops.drain(..) {
+            // Measured when taken: a `u32::MAX` (never exact) only costs a
+            // second measure.
+            let len = len as usize;
+            if self.wire_buf.capacity() < len {
+                self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
+            }
+            ferry_resp::put_command_sized(&mut self.wire_buf, &op.args, len);
+            let wire = self.wire_buf.split().freeze();
+            self.seq += 1;
+            let entry = Entry::op(self.seq, group, &op, wire);
+            self.route(slot, entry);
+        }
+        self.spare_txns.keep_ops(ops);
     }
 
     /// `MULTI, ops..., SET key <history>:<offset>, EXEC`, and the replies

@@ -262,16 +262,20 @@ impl SpareTxns {
         let Body::Txn(mut b) = entry.body else {
             return;
         };
-        let mut ops = std::mem::take(&mut b.parts.ops);
+        self.keep_ops(std::mem::take(&mut b.parts.ops));
+        if self.boxes.len() < Self::MAX {
+            b.queue_error = None;
+            self.boxes.push(b);
+        }
+    }
+
+    /// Keeps `ops` (emptied) for the next open groups if there is room.
+    pub(super) fn keep_ops(&mut self, mut ops: TxnOps) {
         let room = ops.capacity();
         if room > 0 && room <= Self::OPS_MAX && self.room + room <= Self::ROOM_MAX {
             ops.clear();
             self.room += room;
             self.ops.push(ops);
-        }
-        if self.boxes.len() < Self::MAX {
-            b.queue_error = None;
-            self.boxes.push(b);
         }
     }
 

@@ -100,6 +100,7 @@ mod entry;
 mod events;
 mod open;
 mod output;
+mod plain;
 mod reply;
 mod route;
 #[cfg(test)]

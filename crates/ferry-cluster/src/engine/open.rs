@@ -22,6 +22,9 @@ pub(super) struct OpenGroup {
     pub(super) ops: TxnOps,
     /// Their encoded length.
     pub(super) bytes: usize,
+    /// It holds a source transaction of several ops (`Cmd::Group`): it is
+    /// committed as one transaction even when its ops are replay-safe.
+    pub(super) atomic: bool,
 }
 
 /// The open groups, at most one per slot.

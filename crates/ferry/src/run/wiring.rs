@@ -253,6 +253,9 @@ async fn connect_writer(
                 .wait_replicas
                 .filter(|_| checkpoints)
                 .map(Duration::from_millis),
+            // The opposite ferry of a two-way sync recognises this one's
+            // writes by their checkpoint key (D64): every group keeps one.
+            plain_groups: cfg.mode != SyncMode::TwoWay,
             ..Default::default()
         },
     )

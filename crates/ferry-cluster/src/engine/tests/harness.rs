@@ -27,6 +27,8 @@ pub(super) enum Mode {
     Plain,
     Checkpoints,
     WaitReplicas,
+    /// Checkpoints, with replay-safe groups written without a transaction.
+    PlainGroups,
 }
 
 pub(super) struct Harness {
@@ -110,6 +112,9 @@ impl Harness {
         let config = WriterConfig {
             checkpoint: (mode != Mode::Plain).then(CheckpointConfig::default),
             wait_replicas: (mode == Mode::WaitReplicas).then_some(Duration::from_millis(100)),
+            // The transaction tests write `SET`s: they test transactions
+            // (`Mode::PlainGroups` tests the groups without one).
+            plain_groups: mode == Mode::PlainGroups,
             ..WriterConfig::default()
         };
         let shared = Arc::new(Shared::default());

@@ -3,6 +3,7 @@
 //! back what it wrote per node as command lines.
 
 mod harness;
+mod plain_groups;
 mod redirects;
 mod standalone;
 mod tolerate;
