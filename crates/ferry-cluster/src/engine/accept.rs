@@ -282,16 +282,10 @@ impl Core {
             self.progress.add(op.offset, 0);
             return;
         }
-        if self.wire_buf.capacity() < len {
-            self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
-        }
-        ferry_resp::put_command_sized(&mut self.wire_buf, &op.args, len);
-        let wire = self.wire_buf.split();
         let copies = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
         let group = self.progress.add(op.offset, copies);
-        self.seq += 1;
         let slot = op.slot;
-        let entry = Entry::op(self.seq, group, &op, wire.freeze());
+        let entry = self.op_entry(&op, group, len);
         drop(op);
         match slot {
             Some(slot) => self.route(slot, entry),
@@ -370,17 +364,22 @@ impl Core {
         for (op, group, len) in ops.drain(..) {
             // Measured when taken: a `u32::MAX` (never exact) only costs a
             // second measure.
-            let len = len as usize;
-            if self.wire_buf.capacity() < len {
-                self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
-            }
-            ferry_resp::put_command_sized(&mut self.wire_buf, &op.args, len);
-            let wire = self.wire_buf.split().freeze();
-            self.seq += 1;
-            let entry = Entry::op(self.seq, group, &op, wire);
+            let entry = self.op_entry(&op, group, len as usize);
             self.route(slot, entry);
         }
         self.spare_txns.keep_ops(ops);
+    }
+
+    /// `op` as a plain entry of progress group `group`, encoded (`len`
+    /// bytes) into the shared wire buffer, grown once if short.
+    fn op_entry(&mut self, op: &Op, group: u64, len: usize) -> Entry {
+        if self.wire_buf.capacity() < len {
+            self.wire_buf = BytesMut::with_capacity(len.max(WIRE_CHUNK));
+        }
+        ferry_resp::put_command_sized(&mut self.wire_buf, &op.args, len);
+        let wire = self.wire_buf.split().freeze();
+        self.seq += 1;
+        Entry::op(self.seq, group, op, wire)
     }
 
     /// `MULTI, ops..., SET key <history>:<offset>, EXEC`, and the replies
