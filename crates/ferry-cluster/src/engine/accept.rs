@@ -324,9 +324,9 @@ impl Core {
             self.open_bytes -= g.bytes;
             if plain
                 && !g.atomic
-                && g.ops
-                    .iter()
-                    .all(|(o, _, _)| super::plain::replay_safe(&o.args))
+                && self
+                    .plain_runs
+                    .plain(slot, g.ops.iter().map(|(o, _, _)| &o.args[..]))
             {
                 self.send_plain(slot, g.ops);
                 continue;

@@ -137,6 +137,9 @@ pub(crate) struct Core {
     pub(super) open: OpenGroups,
     /// The groups being sealed (kept for its allocation).
     pub(super) sealing: Vec<(u16, OpenGroup)>,
+    /// Per slot, the family of its plain groups since its last
+    /// transaction (see the `plain` module).
+    pub(super) plain_runs: super::plain::Runs,
     /// Boxes of committed transactions, reused by the next ones.
     pub(super) spare_txns: SpareTxns,
     /// Bytes of the open groups.
@@ -192,6 +195,7 @@ impl Core {
             slot_resume: vec![0; usize::from(SLOTS)],
             open: OpenGroups::default(),
             sealing: Vec::new(),
+            plain_runs: super::plain::Runs::new(),
             spare_txns: SpareTxns::default(),
             open_bytes: 0,
             wire_buf: BytesMut::new(),

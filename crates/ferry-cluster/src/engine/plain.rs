@@ -3,103 +3,145 @@
 //! In checkpoint mode a slot's ops of one loop turn are committed as
 //! `MULTI, ops…, SET <checkpoint>, EXEC`, so that after a crash the slot is
 //! replayed from exactly where it stopped. A group needs that only if
-//! applying it a second time could change the result: after a crash a slot
-//! is replayed, in order, from its last checkpoint, over a state that may
-//! already hold what follows it. A group made only of the assignments below
-//! ends in the same state applied once or twice, whatever the key held
-//! before (type included), so it is written as plain commands and moves no
-//! checkpoint; any other op in a later group moves the checkpoint past it
-//! (`docs/decisions.md` D96).
+//! replaying it could change the result or fail: after a crash a slot is
+//! replayed, in order, from its last checkpoint, over a state that may
+//! already hold any prefix of what follows it (`docs/decisions.md` D96,
+//! D97).
+//!
+//! The ops below are assignments: replaying a run of them from its start
+//! over the state any prefix of it left ends where the run ended, as long
+//! as no op meets a key of another type. That holds within one *family*:
 //!
 //! ```text
-//! SET k v            SET k v PXAT t      DEL k…     UNLINK k…
-//! PEXPIREAT k t      EXPIREAT k t        PERSIST k
+//! any key   DEL k…   UNLINK k…   PEXPIREAT k t   EXPIREAT k t   PERSIST k
+//! strings   SET k v              SET k v PXAT t
+//! hashes    HSET k f v [f v…]    HMSET k f v [f v…]
+//! sets      SADD k m [m…]
+//! zsets     ZADD k s m [s m…]    (no flag)
 //! ```
 //!
+//! so a slot's plain groups since its last transaction (its *run*) keep to
+//! one family besides the any-key ops; a group of another family is a
+//! transaction, which moves the checkpoint past the run (`Runs`). One
+//! order across families is safe, strings before a collection family:
+//! `SET` overwrites whatever type it meets, so replaying it early cannot
+//! fail, while `HSET k f v; SET k x` replayed over its own result meets a
+//! string. Hence a run of strings may turn into one of hashes, sets or
+//! zsets, never back.
+//!
 //! Not in it: conditional or relative forms (`SET … NX`, `GET`, `EX`,
-//! `KEEPTTL`, `PEXPIREAT … GT`), and ops on a part of a key (`HSET`,
-//! `SADD`…): replayed after a later `SET` of the same key they would meet a
-//! string (`WRONGTYPE`).
+//! `KEEPTTL`, `PEXPIREAT … GT`, `ZADD … NX`, `HSETNX`), counters and lists,
+//! and removals of a part of a key (`HDEL`, `SREM`, `ZREM`): one that
+//! empties a key deletes it, so a replayed `SADD k a; PEXPIREAT k t; SREM k
+//! a` over a later `SADD k b` leaves a TTL on `k` that the source's `k`
+//! does not have.
 //!
 //! Safe next to transactions because a slot's next group is sealed only
 //! when nothing of the slot is in flight or held (`Core::seal`): a plain
 //! entry, which is written again after a lost connection, is never in
-//! flight before a later transaction of its slot that may have committed.
+//! flight before a later transaction of its slot that may have committed,
+//! and a transaction answered is on the target with its checkpoint.
 
 use bytes::Bytes;
 
-/// `args` (a command and its arguments) is one of the assignments in the
-/// module docs.
-pub(super) fn replay_safe(args: &[Bytes]) -> bool {
-    let Some(name) = args.first() else {
-        return false;
-    };
+/// What a replay-safe op may meet (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    /// `DEL`, `UNLINK`, `PEXPIREAT`, `EXPIREAT`, `PERSIST`: any key.
+    Any,
+    /// `SET k v [PXAT t]`.
+    Strings,
+    /// `HSET`, `HMSET`.
+    Hashes,
+    /// `SADD`.
+    Sets,
+    /// `ZADD` without flags.
+    Zsets,
+}
+
+impl Family {
+    /// The family of a run that holds `self` and then `next`, if one may
+    /// (`Any` joins every family, strings may turn into a collection
+    /// family, see the module docs).
+    pub(super) fn then(self, next: Family) -> Option<Family> {
+        match (self, next) {
+            (a, Family::Any) => Some(a),
+            (Family::Any | Family::Strings, b) => Some(b),
+            (a, b) if a == b => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// The family of `args` (a command and its arguments), or `None` if it
+/// is not one of the assignments in the module docs.
+pub(super) fn family(args: &[Bytes]) -> Option<Family> {
+    let name = args.first()?;
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-    match args.len() {
-        3 if is(b"SET") || is(b"PEXPIREAT") || is(b"EXPIREAT") => true,
-        5 if is(b"SET") => args[3].eq_ignore_ascii_case(b"PXAT"),
-        2 if is(b"PERSIST") => true,
-        n if n >= 2 => is(b"DEL") || is(b"UNLINK"),
-        _ => false,
+    let n = args.len();
+    let f = match name.len() {
+        3 if is(b"SET") => match n {
+            3 => Family::Strings,
+            5 if args[3].eq_ignore_ascii_case(b"PXAT") => Family::Strings,
+            _ => return None,
+        },
+        3 if is(b"DEL") && n >= 2 => Family::Any,
+        6 if is(b"UNLINK") && n >= 2 => Family::Any,
+        9 if is(b"PEXPIREAT") && n == 3 => Family::Any,
+        8 if is(b"EXPIREAT") && n == 3 => Family::Any,
+        7 if is(b"PERSIST") && n == 2 => Family::Any,
+        4 if is(b"HSET") && n >= 4 && n % 2 == 0 => Family::Hashes,
+        5 if is(b"HMSET") && n >= 4 && n % 2 == 0 => Family::Hashes,
+        4 if is(b"SADD") && n >= 3 => Family::Sets,
+        4 if is(b"ZADD") && n >= 4 && n % 2 == 0 && !zadd_flag(&args[2]) => Family::Zsets,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// `word` is one of `ZADD`'s flags (they come before the first score, and
+/// no score is spelled like one).
+fn zadd_flag(word: &[u8]) -> bool {
+    [&b"NX"[..], b"XX", b"GT", b"LT", b"CH", b"INCR"]
+        .iter()
+        .any(|f| word.eq_ignore_ascii_case(f))
+}
+
+/// Per slot, the family of its plain groups since its last transaction
+/// (`Any` when none).
+#[derive(Debug, Clone)]
+pub(super) struct Runs {
+    runs: Vec<Family>,
+}
+
+impl Runs {
+    /// Every slot without a run.
+    pub(super) fn new() -> Runs {
+        Runs {
+            runs: vec![Family::Any; usize::from(ferry_ops::SLOTS)],
+        }
+    }
+
+    /// Decides how `slot`'s sealed group of `ops` (each a command and its
+    /// arguments) goes out: `true` plain (the run now includes it),
+    /// `false` as a transaction (the run starts again). The ops are
+    /// followed one by one from the run's family, so that a group cannot
+    /// bring a string before a collection family it comes after.
+    pub(super) fn plain<'a>(
+        &mut self,
+        slot: u16,
+        ops: impl IntoIterator<Item = &'a [Bytes]>,
+    ) -> bool {
+        let Some(run) = self.runs.get_mut(usize::from(slot)) else {
+            return false;
+        };
+        let next = ops
+            .into_iter()
+            .try_fold(*run, |acc, args| acc.then(family(args)?));
+        *run = next.unwrap_or(Family::Any);
+        next.is_some()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cmd(words: &[&str]) -> Vec<Bytes> {
-        words
-            .iter()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect()
-    }
-
-    #[test]
-    fn assignments_are_replay_safe_in_any_case() {
-        for c in [
-            &["SET", "k", "v"][..],
-            &["set", "k", "v"],
-            &["SET", "k", "v", "PXAT", "1700000000000"],
-            &["SET", "k", "v", "pxat", "1"],
-            &["DEL", "k"],
-            &["del", "a", "b"],
-            &["UNLINK", "k", "j"],
-            &["PEXPIREAT", "k", "1700000000000"],
-            &["EXPIREAT", "k", "1700000000"],
-            &["PERSIST", "k"],
-        ] {
-            assert!(replay_safe(&cmd(c)), "{c:?}");
-        }
-    }
-
-    #[test]
-    fn conditional_relative_partial_and_counting_ops_are_not() {
-        for c in [
-            &[][..],
-            &["SET"],
-            &["SET", "k"],
-            &["SET", "k", "v", "NX"],
-            &["SET", "k", "v", "GET"],
-            &["SET", "k", "v", "EX", "10"],
-            &["SET", "k", "v", "PX", "10"],
-            &["SET", "k", "v", "KEEPTTL"],
-            &["SET", "k", "v", "PXAT", "1", "XX"],
-            &["PEXPIREAT", "k", "1", "GT"],
-            &["EXPIREAT", "k"],
-            &["PERSIST"],
-            &["PERSIST", "k", "j"],
-            &["DEL"],
-            &["INCR", "k"],
-            &["APPEND", "k", "v"],
-            &["LPUSH", "k", "v"],
-            &["HSET", "k", "f", "v"],
-            &["SADD", "k", "m"],
-            &["PEXPIRE", "k", "10"],
-            &["SETNX", "k", "v"],
-            &["RENAME", "a", "b"],
-        ] {
-            assert!(!replay_safe(&cmd(c)), "{c:?}");
-        }
-    }
-}
+mod tests;

@@ -110,3 +110,63 @@ fn a_source_transaction_of_replay_safe_ops_stays_one_transaction() {
     h.submit(set(S0, "a", "3", 2));
     assert_eq!(h.turn_on(0), vec!["SET a 3"]);
 }
+
+fn op(slot: u16, words: &[&str], offset: u64) -> Op {
+    let args: Vec<Bytes> = words
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    Op::slot(args, slot, offset)
+}
+
+#[test]
+fn a_run_of_hash_writes_goes_plain_until_a_string_write_of_its_slot() {
+    // D97: `HSET h f v; SET h x` replayed over its own result would meet
+    // a string, so the `SET` after a plain `HSET` commits a checkpoint.
+    let mut h = Harness::new(2, Mode::PlainGroups);
+    h.submit(op(S0, &["HSET", "h", "f", "v"], 1));
+    h.submit(op(S0, &["DEL", "d"], 2));
+    assert_eq!(h.turn_on(0), vec!["HSET h f v", "DEL d"]);
+    h.reply(0, vec![Value::Integer(1), Value::Integer(0)]);
+    h.submit(op(S0, &["SET", "h", "x"], 3));
+    let want = vec![
+        "MULTI".to_owned(),
+        "SET h x".to_owned(),
+        format!("SET {} 0:3", ckpt_key(S0)),
+        "EXEC".to_owned(),
+    ];
+    assert_eq!(h.turn_on(0), want);
+    h.commit(0, 1);
+    assert_eq!(h.applied(), 3);
+    assert_eq!(h.stat(|s| &s.checkpoints), 1);
+    // The transaction ended the run: strings, then sets, go plain.
+    h.submit(op(S0, &["SET", "h", "y"], 4));
+    h.submit(op(S0, &["SADD", "s", "m"], 5));
+    assert_eq!(h.turn_on(0), vec!["SET h y", "SADD s m"]);
+    h.reply(0, vec![ok(), Value::Integer(1)]);
+    h.submit(op(S0, &["ZADD", "z", "1", "m"], 6));
+    let lines = h.turn_on(0);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("MULTI"),
+        "{lines:?}"
+    );
+    h.commit(0, 1);
+    assert_eq!(h.applied(), 6);
+    assert_eq!(h.stat(|s| &s.checkpoints), 2);
+}
+
+#[test]
+fn runs_are_per_slot() {
+    let mut h = Harness::new(2, Mode::PlainGroups);
+    h.submit(op(S0, &["SADD", "s", "m"], 1));
+    h.submit(op(S0B, &["ZADD", "z", "2", "m"], 2));
+    assert_eq!(h.turn_on(0), vec!["SADD s m", "ZADD z 2 m"]);
+    h.reply(0, vec![Value::Integer(1), Value::Integer(1)]);
+    h.submit(op(S0, &["SADD", "s", "n"], 3));
+    h.submit(op(S0B, &["ZADD", "z", "3", "n"], 4));
+    assert_eq!(h.turn_on(0), vec!["SADD s n", "ZADD z 3 n"]);
+    h.reply(0, vec![Value::Integer(1), Value::Integer(1)]);
+    assert_eq!(h.applied(), 4);
+    assert_eq!(h.stat(|s| &s.checkpoints), 0);
+}
