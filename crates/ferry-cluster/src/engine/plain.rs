@@ -20,14 +20,16 @@
 //! zsets     ZADD k s m [s m…]    (no flag)
 //! ```
 //!
-//! so a slot's plain groups since its last transaction (its *run*) keep to
-//! one family besides the any-key ops; a group of another family is a
-//! transaction, which moves the checkpoint past the run (`Runs`). One
-//! order across families is safe, strings before a collection family:
-//! `SET` overwrites whatever type it meets, so replaying it early cannot
-//! fail, while `HSET k f v; SET k x` replayed over its own result meets a
-//! string. Hence a run of strings may turn into one of hashes, sets or
-//! zsets, never back.
+//! A slot's plain groups since its last transaction are its *run*; `Runs`
+//! follows each key's writes in it. A key's writes may be strings, then
+//! of one collection family, never back: `SET` overwrites whatever type
+//! it meets, so replaying it early cannot fail, while `HSET k f v; SET k
+//! x` replayed over its own result meets a string (`WRONGTYPE`), and `SADD
+//! k m; DEL k; HSET k f v` meets a hash. That also holds when a restart
+//! replays from inside the run (its saved position comes after the
+//! run's start): `SET k x; DEL k; HSET k f v; SET k y` replayed from the
+//! `HSET` meets `y`. A group that would break it is a transaction, which
+//! moves the checkpoint past the run.
 //!
 //! Not in it: conditional or relative forms (`SET … NX`, `GET`, `EX`,
 //! `KEEPTTL`, `PEXPIREAT … GT`, `ZADD … NX`, `HSETNX`), counters and lists,
@@ -60,9 +62,10 @@ pub(super) enum Family {
 }
 
 impl Family {
-    /// The family of a run that holds `self` and then `next`, if one may
-    /// (`Any` joins every family, strings may turn into a collection
-    /// family, see the module docs).
+    /// What a key's writes in a run are after `self` and then `next`, if
+    /// they may go plain: `Any` adds nothing, strings may turn into a
+    /// collection family, a collection family takes only itself (see the
+    /// module docs).
     pub(super) fn then(self, next: Family) -> Option<Family> {
         match (self, next) {
             (a, Family::Any) => Some(a),
@@ -107,40 +110,92 @@ fn zadd_flag(word: &[u8]) -> bool {
         .any(|f| word.eq_ignore_ascii_case(f))
 }
 
-/// Per slot, the family of its plain groups since its last transaction
-/// (`Any` when none).
+/// Most keys of typed assignments a slot's run follows; one more ends
+/// the run (a transaction), which keeps each slot's list short.
+const RUN_KEYS: usize = 8;
+
+/// Per slot, the keys its plain groups wrote since its last transaction
+/// (its run), each with the family of its writes: a fingerprint of the
+/// key and its family. Per key, because only an op on a key can meet
+/// that key's type: `HSET k f v` then `SET j x` stays a run. Two keys with
+/// one fingerprint count as one key, which can only end a run early.
 #[derive(Debug, Clone)]
 pub(super) struct Runs {
-    runs: Vec<Family>,
+    slots: Vec<Vec<(u32, Family)>>,
 }
 
 impl Runs {
     /// Every slot without a run.
     pub(super) fn new() -> Runs {
         Runs {
-            runs: vec![Family::Any; usize::from(ferry_ops::SLOTS)],
+            slots: vec![Vec::new(); usize::from(ferry_ops::SLOTS)],
+        }
+    }
+
+    /// A table for slots `0..n` only (the model in the tests).
+    #[cfg(test)]
+    pub(super) fn with_slots(n: usize) -> Runs {
+        Runs {
+            slots: vec![Vec::new(); n],
         }
     }
 
     /// Decides how `slot`'s sealed group of `ops` (each a command and its
     /// arguments) goes out: `true` plain (the run now includes it),
-    /// `false` as a transaction (the run starts again). The ops are
-    /// followed one by one from the run's family, so that a group cannot
-    /// bring a string before a collection family it comes after.
+    /// `false` as a transaction (the run starts again). Each op is
+    /// followed from its key's state in the run, in order, so that a
+    /// group cannot bring a string after a collection family either.
     pub(super) fn plain<'a>(
         &mut self,
         slot: u16,
         ops: impl IntoIterator<Item = &'a [Bytes]>,
     ) -> bool {
-        let Some(run) = self.runs.get_mut(usize::from(slot)) else {
+        let Some(run) = self.slots.get_mut(usize::from(slot)) else {
             return false;
         };
-        let next = ops
-            .into_iter()
-            .try_fold(*run, |acc, args| acc.then(family(args)?));
-        *run = next.unwrap_or(Family::Any);
-        next.is_some()
+        let plain = ops.into_iter().all(|args| follow(run, args));
+        if !plain {
+            run.clear();
+        }
+        plain
     }
+}
+
+/// Adds `args` to `run`; `false` if it may not go plain after it.
+fn follow(run: &mut Vec<(u32, Family)>, args: &[Bytes]) -> bool {
+    let Some(f) = family(args) else {
+        return false;
+    };
+    if f == Family::Any {
+        return true;
+    }
+    // Typed assignments have one key, their first argument.
+    let Some(key) = args.get(1) else {
+        return false;
+    };
+    let print = fingerprint(key);
+    if let Some((_, have)) = run.iter_mut().find(|(p, _)| *p == print) {
+        return match have.then(f) {
+            Some(next) => {
+                *have = next;
+                true
+            }
+            None => false,
+        };
+    }
+    if run.len() < RUN_KEYS {
+        run.push((print, f));
+        return true;
+    }
+    false
+}
+
+/// FNV-1a of `key`, folded to 32 bits.
+fn fingerprint(key: &[u8]) -> u32 {
+    let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (h ^ (h >> 32)) as u32
 }
 
 #[cfg(test)]

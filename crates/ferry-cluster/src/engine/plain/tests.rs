@@ -87,16 +87,17 @@ fn conditional_relative_partial_and_counting_ops_have_none() {
 }
 
 #[test]
-fn any_joins_every_family_and_strings_may_turn_into_a_collection_family() {
+fn any_adds_nothing_and_strings_may_turn_into_a_collection_family() {
     use Family::*;
     let all = [Any, Strings, Hashes, Sets, Zsets];
     for f in all {
         assert_eq!(Any.then(f), Some(f));
         assert_eq!(f.then(Any), Some(f));
         assert_eq!(f.then(f), Some(f));
-    }
-    for f in [Strings, Hashes, Sets, Zsets] {
-        assert_eq!(Strings.then(f), Some(f));
+        assert_eq!(
+            Strings.then(f),
+            Some(f).filter(|f| *f != Any).or(Some(Strings))
+        );
     }
     for a in [Hashes, Sets, Zsets] {
         for b in all.into_iter().filter(|b| ![Any, a].contains(b)) {
@@ -110,18 +111,40 @@ fn a_slot_run_keeps_one_family_until_a_transaction() {
     let mut runs = Runs::new();
     let (hset, set) = (cmd(&["HSET", "k", "f", "v"]), cmd(&["SET", "k", "x"]));
     let del = cmd(&["DEL", "k"]);
-    assert!(runs.plain(7, [&set[..]]));
     assert!(runs.plain(7, [&hset[..], &del[..]]));
     // `HSET k f v; SET k x` replayed over its result would fail, also
     // when the group's `SET` comes before an `HSET` of its own.
     assert!(!runs.plain(7, [&set[..]]));
     assert!(runs.plain(7, [&hset[..]]));
     assert!(!runs.plain(7, [&set[..], &hset[..]]));
+    // Strings then a hash, not back: replayed from the position after
+    // `DEL`, the `HSET` would meet the second `SET`.
+    assert!(runs.plain(7, [&set[..], &del[..], &hset[..]]));
+    assert!(!runs.plain(7, [&set[..]]));
     // The transaction restarted the run; other slots have their own.
     assert!(runs.plain(7, [&set[..]]));
     assert!(runs.plain(8, [&hset[..]]));
     assert!(!runs.plain(8, [&set[..], &cmd(&["INCR", "n"])[..]]));
     assert!(runs.plain(8, [&set[..]]));
+}
+
+#[test]
+fn a_run_follows_each_key_on_its_own() {
+    let mut runs = Runs::new();
+    let hset = cmd(&["HSET", "k", "f", "v"]);
+    // Another key of the slot may be a string after `k` became a hash.
+    assert!(runs.plain(7, [&hset[..]]));
+    assert!(runs.plain(7, [&cmd(&["SET", "j", "x"])[..]]));
+    assert!(runs.plain(7, [&cmd(&["SADD", "s", "m"])[..], &hset[..]]));
+    assert!(!runs.plain(7, [&cmd(&["ZADD", "s", "1", "m"])[..]]));
+    // At most `RUN_KEYS` keys: the next one ends the run.
+    let keys: Vec<Vec<Bytes>> = (0..RUN_KEYS)
+        .map(|i| cmd(&["SADD", &format!("s{i}"), "m"]))
+        .collect();
+    assert!(runs.plain(9, keys.iter().map(Vec::as_slice)));
+    assert!(runs.plain(9, [&keys[0][..]]));
+    assert!(!runs.plain(9, [&cmd(&["SADD", "one-more", "m"])[..]]));
+    assert!(runs.plain(9, [&cmd(&["SADD", "one-more", "m"])[..]]));
 }
 
 // The model: one slot, two keys, values that fit in a byte, TTLs as
@@ -274,7 +297,7 @@ fn run_ops(ops: &[ModelOp], s: &mut State) -> Result<(), String> {
 /// last takes what is left), each plain or a transaction by [`Runs`].
 /// Returns each group's end and whether it was a transaction.
 fn seal(ops: &[ModelOp], sizes: &[usize]) -> Vec<(usize, bool)> {
-    let mut runs = Runs::new();
+    let mut runs = Runs::with_slots(1);
     let (mut at, mut groups) = (0, Vec::new());
     let mut sizes = sizes.iter().copied().cycle();
     while at < ops.len() {
@@ -374,12 +397,51 @@ fn source(candidates: &[ModelOp], setup: usize) -> (State, Vec<ModelOp>, State) 
     (start, sent, s)
 }
 
+/// The source sent `ops` over `start` and ended in `want`. Two crashes,
+/// the first at every op, the second at `second_cut`, each process
+/// grouping the ops its own way (`sizes`); each restart replays from its
+/// saved position or its checkpoint, whichever is later, the position
+/// being anywhere up to what was applied (`positions` picks it). The
+/// replays must never meet a wrong type and the target must end as the
+/// source did.
+fn replays_converge(
+    start: &State,
+    ops: &[ModelOp],
+    want: &State,
+    sizes: &[Vec<usize>; 2],
+    (second_cut, positions): (usize, (usize, usize)),
+) -> Result<(), String> {
+    let first = seal(ops, &sizes[0]);
+    for cut in 0..=ops.len() {
+        // First process: crashes at `cut`, its position at or before
+        // what it applied.
+        let (applied, ckpt) = crash(&first, cut);
+        let mut target = start.clone();
+        run_ops(&ops[..applied], &mut target)?;
+        let pos = positions.0 % (applied + 1);
+        // Second process: replays from there, crashes.
+        let from = pos.max(ckpt);
+        let rest = &ops[from..];
+        let second = seal(rest, &sizes[1]);
+        let (applied2, ckpt2) = crash(&second, second_cut.min(rest.len()));
+        run_ops(&rest[..applied2], &mut target)?;
+        let ckpt = if ckpt2 > 0 { from + ckpt2 } else { ckpt };
+        let pos = pos + positions.1 % (from + applied2 - pos + 1);
+        // Third process: replays the rest.
+        run_ops(&ops[pos.max(ckpt)..], &mut target)?;
+        if target != *want {
+            return Err(format!(
+                "ops {ops:?}, first crash at {cut}: {target:?}, source {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// Two crashes, the first at every op, each process grouping the ops
-    /// its own way: the replays never meet a wrong type and the target
-    /// ends as the source did.
+    /// [`replays_converge`] over generated ops and groupings.
     #[test]
     fn replays_after_crashes_end_where_the_source_did(
         candidates in model_ops(),
@@ -387,22 +449,41 @@ proptest! {
         sizes in [proptest::collection::vec(1usize..5, 1..6),
                   proptest::collection::vec(1usize..5, 1..6)],
         second_cut in 0usize..=48,
+        positions in (0usize..=48, 0usize..=48),
     ) {
         let (start, ops, want) = source(&candidates, setup.min(candidates.len()));
-        let first = seal(&ops, &sizes[0]);
-        for cut in 0..=ops.len() {
-            // First process: crashes at `cut`.
-            let (applied, ckpt) = crash(&first, cut);
-            let mut target = start.clone();
-            run_ops(&ops[..applied], &mut target).map_err(TestCaseError::fail)?;
-            // Second process: replays from the checkpoint, crashes.
-            let rest = &ops[ckpt..];
-            let second = seal(rest, &sizes[1]);
-            let (applied2, ckpt2) = crash(&second, second_cut.min(rest.len()));
-            run_ops(&rest[..applied2], &mut target).map_err(TestCaseError::fail)?;
-            // Third process: replays the rest from the last checkpoint.
-            run_ops(&ops[ckpt + ckpt2..], &mut target).map_err(TestCaseError::fail)?;
-            prop_assert_eq!(&target, &want, "ops {:?}, first crash at {}", ops, cut);
+        replays_converge(&start, &ops, &want, &sizes, (second_cut, positions))
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Runs the generator rarely writes, each of which a looser rule would
+/// get wrong (a removal in a family, a string after a collection family,
+/// a family change through `DEL`), through [`replays_converge`] whole and
+/// one op per group.
+#[test]
+fn known_hazards_replay_to_the_source_state() {
+    use ModelOp::*;
+    let hazards: [&[ModelOp]; 6] = [
+        &[Sadd(0, 1), Pexpireat(0, 1), Srem(0, 1), Sadd(0, 0)],
+        &[Hset(0, 1, 1), Pexpireat(0, 1), Hdel(0, 1), Hset(0, 0, 0)],
+        &[Hset(0, 1, 1), Set(0, 0)],
+        &[Sadd(0, 1), Del(0), Hset(0, 1, 1)],
+        &[Zadd(0, 1, 1), Unlink(0, 1), Set(0, 1), Sadd(1, 0)],
+        // Replayed from the position after `DEL`, `HSET` meets `SET k 1`.
+        &[Set(0, 0), Del(0), Hset(0, 1, 1), Set(0, 1)],
+    ];
+    for ops in hazards {
+        let (start, sent, want) = source(ops, 0);
+        assert_eq!(sent.len(), ops.len(), "{ops:?}: the source refused one");
+        for sizes in [[vec![ops.len()], vec![ops.len()]], [vec![1], vec![1]]] {
+            for second_cut in 0..=ops.len() {
+                for positions in (0..=ops.len()).flat_map(|a| (0..=ops.len()).map(move |b| (a, b)))
+                {
+                    replays_converge(&start, &sent, &want, &sizes, (second_cut, positions))
+                        .unwrap();
+                }
+            }
         }
     }
 }

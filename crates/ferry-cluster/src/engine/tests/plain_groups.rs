@@ -120,7 +120,7 @@ fn op(slot: u16, words: &[&str], offset: u64) -> Op {
 }
 
 #[test]
-fn a_run_of_hash_writes_goes_plain_until_a_string_write_of_its_slot() {
+fn a_run_of_hash_writes_goes_plain_until_a_string_write_of_its_key() {
     // D97: `HSET h f v; SET h x` replayed over its own result would meet
     // a string, so the `SET` after a plain `HSET` commits a checkpoint.
     let mut h = Harness::new(2, Mode::PlainGroups);
@@ -139,12 +139,13 @@ fn a_run_of_hash_writes_goes_plain_until_a_string_write_of_its_slot() {
     h.commit(0, 1);
     assert_eq!(h.applied(), 3);
     assert_eq!(h.stat(|s| &s.checkpoints), 1);
-    // The transaction ended the run: strings, then sets, go plain.
+    // The transaction ended the run: a string and a set go plain; a
+    // zset write to the set's key cannot.
     h.submit(op(S0, &["SET", "h", "y"], 4));
     h.submit(op(S0, &["SADD", "s", "m"], 5));
     assert_eq!(h.turn_on(0), vec!["SET h y", "SADD s m"]);
     h.reply(0, vec![ok(), Value::Integer(1)]);
-    h.submit(op(S0, &["ZADD", "z", "1", "m"], 6));
+    h.submit(op(S0, &["ZADD", "s", "1", "m"], 6));
     let lines = h.turn_on(0);
     assert_eq!(
         lines.first().map(String::as_str),
