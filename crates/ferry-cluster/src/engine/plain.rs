@@ -44,7 +44,11 @@
 //! flight before a later transaction of its slot that may have committed,
 //! and a transaction answered is on the target with its checkpoint.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
+
+use super::core::SlotHash;
 
 /// What a replay-safe op may meet (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,33 +114,46 @@ fn zadd_flag(word: &[u8]) -> bool {
         .any(|f| word.eq_ignore_ascii_case(f))
 }
 
-/// Most keys of typed assignments a slot's run follows; one more ends
+/// Most keys of a collection family a slot's run follows; one more ends
 /// the run (a transaction), which keeps each slot's list short.
 const RUN_KEYS: usize = 8;
 
-/// Per slot, the keys its plain groups wrote since its last transaction
-/// (its run), each with the family of its writes: a fingerprint of the
-/// key and its family. Per key, because only an op on a key can meet
-/// that key's type: `HSET k f v` then `SET j x` stays a run. Two keys with
-/// one fingerprint count as one key, which can only end a run early.
+/// Per slot, the keys its plain groups wrote with a collection family
+/// since its last transaction (its run): a fingerprint of the key and
+/// the family. Per key, because only an op on a key can meet that key's
+/// type: `HSET k f v` then `SET j x` stays a run. Two keys with one
+/// fingerprint count as one key, which can only end a run early. Only
+/// the slots with such keys have a list; a bit per slot says which, so a
+/// `SET` in a slot without one reads 2 KB of bits and nothing else.
 #[derive(Debug, Clone)]
 pub(super) struct Runs {
-    slots: Vec<Vec<(u32, Family)>>,
+    /// Bit `slot` set: `keys` has a non-empty list for `slot`.
+    listed: Vec<u64>,
+    keys: HashMap<u16, Vec<(u32, Family)>, SlotHash>,
 }
 
 impl Runs {
     /// Every slot without a run.
     pub(super) fn new() -> Runs {
         Runs {
-            slots: vec![Vec::new(); usize::from(ferry_ops::SLOTS)],
+            listed: vec![0; usize::from(ferry_ops::SLOTS) / 64],
+            keys: HashMap::default(),
         }
     }
 
-    /// A table for slots `0..n` only (the model in the tests).
-    #[cfg(test)]
-    pub(super) fn with_slots(n: usize) -> Runs {
-        Runs {
-            slots: vec![Vec::new(); n],
+    fn is_listed(&self, slot: u16) -> bool {
+        let (word, bit) = (usize::from(slot / 64), slot % 64);
+        self.listed.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    fn set_listed(&mut self, slot: u16, on: bool) {
+        let (word, bit) = (usize::from(slot / 64), slot % 64);
+        if let Some(w) = self.listed.get_mut(word) {
+            if on {
+                *w |= 1 << bit;
+            } else {
+                *w &= !(1 << bit);
+            }
         }
     }
 
@@ -150,44 +167,55 @@ impl Runs {
         slot: u16,
         ops: impl IntoIterator<Item = &'a [Bytes]>,
     ) -> bool {
-        let Some(run) = self.slots.get_mut(usize::from(slot)) else {
+        if slot >= ferry_ops::SLOTS {
             return false;
-        };
-        let plain = ops.into_iter().all(|args| follow(run, args));
-        if !plain {
-            run.clear();
+        }
+        let plain = ops.into_iter().all(|args| self.follow(slot, args));
+        if !plain && self.is_listed(slot) {
+            if let Some(run) = self.keys.get_mut(&slot) {
+                run.clear();
+            }
+            self.set_listed(slot, false);
         }
         plain
     }
-}
 
-/// Adds `args` to `run`; `false` if it may not go plain after it.
-fn follow(run: &mut Vec<(u32, Family)>, args: &[Bytes]) -> bool {
-    let Some(f) = family(args) else {
-        return false;
-    };
-    if f == Family::Any {
-        return true;
-    }
-    // Typed assignments have one key, their first argument.
-    let Some(key) = args.get(1) else {
-        return false;
-    };
-    let print = fingerprint(key);
-    if let Some((_, have)) = run.iter_mut().find(|(p, _)| *p == print) {
-        return match have.then(f) {
-            Some(next) => {
-                *have = next;
-                true
-            }
-            None => false,
+    /// Adds `args` to `slot`'s run; `false` if it may not go plain after
+    /// it. Only keys of a collection family are kept: a key not in the
+    /// run and a key written as a string so far take the same ops next
+    /// (see [`Family::then`]), so a run of strings costs no entry.
+    fn follow(&mut self, slot: u16, args: &[Bytes]) -> bool {
+        let Some(f) = family(args) else {
+            return false;
         };
-    }
-    if run.len() < RUN_KEYS {
+        if f == Family::Any || (f == Family::Strings && !self.is_listed(slot)) {
+            return true;
+        }
+        // Typed assignments have one key, their first argument.
+        let Some(key) = args.get(1) else {
+            return false;
+        };
+        let print = fingerprint(key);
+        let run = self.keys.entry(slot).or_default();
+        if let Some((_, have)) = run.iter_mut().find(|(p, _)| *p == print) {
+            return match have.then(f) {
+                Some(next) => {
+                    *have = next;
+                    true
+                }
+                None => false,
+            };
+        }
+        if f == Family::Strings {
+            return true;
+        }
+        if run.len() >= RUN_KEYS {
+            return false;
+        }
         run.push((print, f));
-        return true;
+        self.set_listed(slot, true);
+        true
     }
-    false
 }
 
 /// FNV-1a of `key`, folded to 32 bits.
