@@ -8,11 +8,7 @@ use super::harness::{Harness, Mode, S0, S0B, ckpt_key, ok, set};
 use crate::config::Op;
 
 fn incr(slot: u16, key: &str, offset: u64) -> Op {
-    Op::slot(
-        vec![Bytes::from_static(b"INCR"), Bytes::from(key.to_owned())],
-        slot,
-        offset,
-    )
+    op(slot, &["INCR", key], offset)
 }
 
 #[test]
