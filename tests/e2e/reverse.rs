@@ -12,22 +12,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{Cluster, Flavor, Server};
+use ferry_testkit::{Cluster, Flavor, Server, XorShift64};
 
 use crate::common::daemon::{Daemon, FERRY, Setup, source_offset, stat, status, wait_caught_up};
 use crate::e2e_support::{assert_same, dataset, run_expecting_exit};
-
-/// xorshift64*: a reproducible workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// A bounded load of non-idempotent writes over dbs 0–2 (so the stream
 /// carries `SELECT`s), keys under `ns`, in pipelines of 50, until `stop`
@@ -41,7 +29,7 @@ pub(crate) fn load_dbs(
     seed: u64,
 ) -> u64 {
     let mut c = server.conn();
-    let mut rng = Rng(seed);
+    let mut rng = XorShift64(seed);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < max {
@@ -410,7 +398,7 @@ pub(crate) fn load_counted(
     p: &str,
 ) -> (u64, u64) {
     let mut conns: Vec<(u16, redis::Connection)> = Vec::new();
-    let mut rng = Rng(0x1234_5678 ^ p.len() as u64 ^ u64::from(p.as_bytes()[0]));
+    let mut rng = XorShift64(0x1234_5678 ^ p.len() as u64 ^ u64::from(p.as_bytes()[0]));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let (mut incrs, mut pushes) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && incrs + pushes < max {

@@ -19,7 +19,7 @@ use ferry_ops::{
     Class, ErrorKind, KeySpec, Redirect, RedirectKind, SLOTS, Topology, command_keys, key_slot,
 };
 use ferry_resp::Value;
-use ferry_testkit::{Cluster, Flavor, Server};
+use ferry_testkit::{Cluster, Flavor, Server, XorShift64};
 
 use common::{check_against_nodes, data_path, owners_from_nodes, ports_by_slot};
 
@@ -100,27 +100,17 @@ fn text(v: &Value) -> String {
 
 // ---------------------------------------------------------------- key_slot
 
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn key(&mut self) -> Vec<u8> {
-        let len = (self.next() % 33) as usize;
-        (0..len)
-            .map(|_| match self.next() % 8 {
-                0 => b'{',
-                1 => b'}',
-                _ => self.next() as u8,
-            })
-            .collect()
-    }
+/// A random key of 0–32 bytes, braces frequent (hash tags), from a
+/// deterministic generator, so failures reproduce.
+fn random_key(rng: &mut XorShift64) -> Vec<u8> {
+    let len = (rng.next() % 33) as usize;
+    (0..len)
+        .map(|_| match rng.next() % 8 {
+            0 => b'{',
+            1 => b'}',
+            _ => rng.next() as u8,
+        })
+        .collect()
 }
 
 fn keyslot_matches(flavor: Flavor) {
@@ -156,8 +146,8 @@ fn keyslot_matches(flavor: Flavor) {
     keys.extend((0..=255u8).map(|b| vec![b]));
     keys.extend([b"\x00{\xff}".to_vec(), b"{\x00}".to_vec(), vec![0xff; 1000]]);
     keys.extend((0..1000).map(|i| format!("key:{i}").into_bytes()));
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ flavor.slug().len() as u64);
-    keys.extend((0..1500).map(|_| rng.key()));
+    let mut rng = XorShift64(0x9E37_79B9_7F4A_7C15 ^ flavor.slug().len() as u64);
+    keys.extend((0..1500).map(|_| random_key(&mut rng)));
 
     let mut pipe = redis::pipe();
     for k in &keys {

@@ -57,3 +57,4 @@ pub use proxy::{FaultProxy, ProxyStats};
 pub use sentinel::SentinelGroup;
 pub use server::{Server, ServerBuilder, TlsFiles, info_field, pid_alive};
 pub use tools::{check_rdb, run_bounded};
+pub use workload::XorShift64;

@@ -54,11 +54,28 @@ impl Default for WorkloadOptions {
     }
 }
 
+/// xorshift64*: a small deterministic generator, so that a test's
+/// workload (and its failures) reproduce from its seed. Not for anything
+/// but tests. A zero state stays zero: seed with a non-zero value.
+#[derive(Debug, Clone)]
+pub struct XorShift64(pub u64);
+
+impl XorShift64 {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
 /// A seeded random workload and its checker.
 #[derive(Debug)]
 pub struct Workload {
     opts: WorkloadOptions,
-    rng: u64,
+    rng: XorShift64,
     batches: u64,
     commands: u64,
     counters: BTreeMap<String, i64>,
@@ -77,7 +94,7 @@ impl Workload {
     pub fn new(opts: WorkloadOptions) -> Workload {
         Workload {
             opts,
-            rng: opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: XorShift64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             batches: 0,
             commands: 0,
             counters: BTreeMap::new(),
@@ -85,13 +102,7 @@ impl Workload {
     }
 
     fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next()
     }
 
     fn below(&mut self, n: u64) -> u64 {

@@ -5,19 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{Cluster, Server};
-
-/// xorshift64*: a reproducible workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+use ferry_testkit::{Cluster, Server, XorShift64};
 
 /// A bounded random load of non-idempotent writes, in pipelines of 50,
 /// until `stop` or the bounds. Returns the number of commands.
@@ -29,7 +17,7 @@ pub(super) fn load(src: &Server, stop: &AtomicBool, seconds: u64, max: u64) -> u
 /// transactions stay in one slot).
 pub(super) fn load_in(src: &Server, stop: &AtomicBool, seconds: u64, max: u64, ns: &str) -> u64 {
     let mut c = src.conn();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift64(0x9E37_79B9_7F4A_7C15);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut n = 0u64;
     let mut mixed = Mixed::default();
