@@ -48,11 +48,13 @@ pub struct WriterConfig {
     /// replica). `None`: applied on the `EXEC` reply.
     pub wait_replicas: Option<Duration>,
     /// Checkpoint mode, a cluster target without `wait_replicas`: a slot's
-    /// group whose ops are all replay-safe (`SET k v`, `SET k v PXAT t`,
-    /// `DEL`, `UNLINK`, `PEXPIREAT k t`, `EXPIREAT k t`, `PERSIST`: see
-    /// `docs/decisions.md` D96) is written as plain commands, without
-    /// `MULTI … SET <checkpoint> EXEC`. Off for two-way sync, whose other
-    /// side recognises this ferry's writes by their checkpoint key.
+    /// group whose ops are all replay-safe assignments (`SET k v [PXAT
+    /// t]`, `HSET`, `SADD`, `ZADD`, `DEL`, `UNLINK`, absolute expiries,
+    /// `PERSIST`, each key keeping its type until the slot's next
+    /// transaction: see `docs/decisions.md` D96–D98) is written as plain
+    /// commands, without `MULTI … SET <checkpoint> EXEC`. Off for two-way
+    /// sync, whose other side recognises this ferry's writes by their
+    /// checkpoint key.
     pub plain_groups: bool,
 }
 

@@ -137,8 +137,8 @@ pub(crate) struct Core {
     pub(super) open: OpenGroups,
     /// The groups being sealed (kept for its allocation).
     pub(super) sealing: Vec<(u16, OpenGroup)>,
-    /// Per slot, the family of its plain groups since its last
-    /// transaction (see the `plain` module).
+    /// Per slot, the keys its plain groups wrote since its last
+    /// transaction and their value types (see the `plain` module).
     pub(super) plain_runs: super::plain::Runs,
     /// Boxes of committed transactions, reused by the next ones.
     pub(super) spare_txns: SpareTxns,

@@ -45,10 +45,11 @@
 //! and a transaction answered is on the target with its checkpoint.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 
 use bytes::Bytes;
 
-use super::core::SlotHash;
+use super::core::{SlotHash, SlotHasher};
 
 /// What a replay-safe op may meet (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,11 +219,11 @@ impl Runs {
     }
 }
 
-/// FNV-1a of `key`, folded to 32 bits.
+/// The engine's hash of `key` ([`SlotHasher`]), folded to 32 bits.
 fn fingerprint(key: &[u8]) -> u32 {
-    let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let mut h = SlotHasher::default();
+    h.write(key);
+    let h = h.finish();
     (h ^ (h >> 32)) as u32
 }
 

@@ -212,14 +212,9 @@ impl ModelOp {
     /// an op the source would not propagate (an expiry change of a
     /// missing key) is refused too, so that it is never generated.
     fn apply(&self, s: &mut State, source: bool) -> Result<(), ()> {
-        fn entry(
-            s: &mut State,
-            k: u8,
-            new: Value,
-            fits: fn(&Value) -> bool,
-        ) -> Result<&mut Value, ()> {
-            let (v, _) = s.entry(k).or_insert((new, None));
-            if fits(v) { Ok(v) } else { Err(()) }
+        /// `k`'s value, `new` if it had none.
+        fn entry(s: &mut State, k: u8, new: Value) -> &mut Value {
+            &mut s.entry(k).or_insert((new, None)).0
         }
         match *self {
             ModelOp::Set(k, v) => drop(s.insert(k, (Value::Str(v), None))),
@@ -236,36 +231,22 @@ impl ModelOp {
                 None if source => return Err(()),
                 None => {}
             },
-            ModelOp::Hset(k, f, v) => {
-                let h = entry(s, k, Value::Hash(BTreeMap::new()), |v| {
-                    matches!(v, Value::Hash(_))
-                })?;
-                if let Value::Hash(h) = h {
-                    h.insert(f, v);
-                }
-            }
-            ModelOp::Sadd(k, m) => {
-                let set = entry(s, k, Value::Set(BTreeSet::new()), |v| {
-                    matches!(v, Value::Set(_))
-                })?;
-                if let Value::Set(set) = set {
-                    set.insert(m);
-                }
-            }
-            ModelOp::Zadd(k, score, m) => {
-                let z = entry(s, k, Value::Zset(BTreeMap::new()), |v| {
-                    matches!(v, Value::Zset(_))
-                })?;
-                if let Value::Zset(z) = z {
-                    z.insert(m, score);
-                }
-            }
-            ModelOp::Incr(k) => {
-                let n = entry(s, k, Value::Str(0), |v| matches!(v, Value::Str(_)))?;
-                if let Value::Str(n) = n {
-                    *n = n.wrapping_add(1);
-                }
-            }
+            ModelOp::Hset(k, f, v) => match entry(s, k, Value::Hash(BTreeMap::new())) {
+                Value::Hash(h) => drop(h.insert(f, v)),
+                _ => return Err(()),
+            },
+            ModelOp::Sadd(k, m) => match entry(s, k, Value::Set(BTreeSet::new())) {
+                Value::Set(set) => drop(set.insert(m)),
+                _ => return Err(()),
+            },
+            ModelOp::Zadd(k, score, m) => match entry(s, k, Value::Zset(BTreeMap::new())) {
+                Value::Zset(z) => drop(z.insert(m, score)),
+                _ => return Err(()),
+            },
+            ModelOp::Incr(k) => match entry(s, k, Value::Str(0)) {
+                Value::Str(n) => *n = n.wrapping_add(1),
+                _ => return Err(()),
+            },
             ModelOp::Hdel(k, f) => match s.get_mut(&k) {
                 Some((Value::Hash(h), _)) => {
                     h.remove(&f);

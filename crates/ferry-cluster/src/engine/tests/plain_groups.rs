@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use ferry_resp::Value;
 
-use super::harness::{Harness, Mode, S0, S0B, ckpt_key, ok, set};
+use super::harness::{Harness, Mode, S0, S0B, ckpt_key, ok, set, txn_lines};
 use crate::config::Op;
 
 fn incr(slot: u16, key: &str, offset: u64) -> Op {
@@ -125,13 +125,7 @@ fn a_run_of_hash_writes_goes_plain_until_a_string_write_of_its_key() {
     assert_eq!(h.turn_on(0), vec!["HSET h f v", "DEL d"]);
     h.reply(0, vec![Value::Integer(1), Value::Integer(0)]);
     h.submit(op(S0, &["SET", "h", "x"], 3));
-    let want = vec![
-        "MULTI".to_owned(),
-        "SET h x".to_owned(),
-        format!("SET {} 0:3", ckpt_key(S0)),
-        "EXEC".to_owned(),
-    ];
-    assert_eq!(h.turn_on(0), want);
+    assert_eq!(h.turn_on(0), txn_lines(S0, &[("h", "x")], 3));
     h.commit(0, 1);
     assert_eq!(h.applied(), 3);
     assert_eq!(h.stat(|s| &s.checkpoints), 1);
