@@ -1,18 +1,12 @@
 //! One connection to one node: a request/response mode for the handshake,
-//! then a pipelined mode for the write path.
+//! then a pipelined mode for the write path ([`pipeline`]).
 //!
 //! ```text
 //! Conn::connect(addr, auth)      TCP (bounded by a timeout), NODELAY, AUTH
 //! Conn::connect_tls(.., tls)     the same, with TLS when `tls` is given
 //! Conn::call(args)               one command, one reply (discovery, handshake)
-//! Conn::into_pipeline(tag, tx)   split the socket:
-//!     writer task: Bytes chunks from an unbounded channel -> the socket:
-//!                  big chunks as they are, small ones gathered into one
-//!                  write, flushed once the channel is momentarily empty
-//!     reader task: socket -> buffer -> every complete reply decoded, sent
-//!                  as one (tag, Replies(vec)) event per read, in order
-//!     either side failing sends (tag, Lost(error)) once; both tasks are
-//!     aborted when the Pipeline is dropped
+//! Conn::into_pipeline(tag, tx)   split the socket: writes from the caller
+//!                                or a writer task, a reader task for replies
 //! ```
 //!
 //! The pipeline does not know what it carries: matching replies to commands
@@ -22,25 +16,18 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use ferry_resp::{Reply, RespError, Value, write_command};
+use bytes::{Buf, BytesMut};
+use ferry_resp::{RespError, Value, write_command};
 use ferry_tls::{ConnectError, Stream, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
-/// Most replies in one batch handed to the engine (a read with more is
-/// handed on in several). 1024 replies are 40 KB: under glibc's 64 KB
-/// free that consolidates the whole heap (`docs/decisions.md` D81).
-const REPLIES_MAX: usize = 1024;
-/// Small chunks are gathered into one write of up to this many bytes.
-const WRITE_BUF: usize = 256 * 1024;
-/// Chunks at least this big are written as they are, not copied first.
-const WRITE_DIRECT: usize = 16 * 1024;
+
+mod pipeline;
 
 pub use ferry_ops::Auth;
+pub use pipeline::{PipeEvent, Pipeline};
 
 /// Why a connection failed. Cloneable (I/O errors are kept as text) so one
 /// failure can be reported to every waiter.
@@ -299,142 +286,5 @@ impl Conn {
                 });
             }
         }
-    }
-
-    /// Switches to pipelined mode: spawns the reader and writer tasks, which
-    /// report to `events` tagged with `tag`.
-    pub fn into_pipeline<T>(self, tag: T, events: mpsc::UnboundedSender<(T, PipeEvent)>) -> Pipeline
-    where
-        T: Clone + Send + 'static,
-    {
-        let Conn { addr, stream, rbuf } = self;
-        let (read_half, write_half) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-
-        let writer = {
-            let events = events.clone();
-            let tag = tag.clone();
-            let addr = addr.clone();
-            tokio::spawn(async move {
-                let mut out = write_half;
-                // Small chunks gathered (in order) into one write; big ones
-                // (a loop turn's writes for the node) go out without a copy.
-                let mut stage: Vec<u8> = Vec::new();
-                while let Some(chunk) = rx.recv().await {
-                    let mut next = Some(chunk);
-                    let mut result = Ok(());
-                    while let Some(chunk) = next.take() {
-                        if chunk.len() >= WRITE_DIRECT {
-                            if !stage.is_empty() {
-                                result = out.write_all(&stage).await;
-                                stage.clear();
-                            }
-                            if result.is_ok() {
-                                result = out.write_all(&chunk).await;
-                            }
-                        } else {
-                            stage.extend_from_slice(&chunk);
-                            if stage.len() >= WRITE_BUF {
-                                result = out.write_all(&stage).await;
-                                stage.clear();
-                            }
-                        }
-                        if result.is_err() {
-                            break;
-                        }
-                        next = rx.try_recv().ok();
-                    }
-                    if result.is_ok() && !stage.is_empty() {
-                        result = out.write_all(&stage).await;
-                        stage.clear();
-                    }
-                    if result.is_ok() {
-                        result = out.flush().await;
-                    }
-                    if let Err(e) = result {
-                        let _ = events.send((tag, PipeEvent::Lost(ConnError::io(&addr, &e))));
-                        return;
-                    }
-                }
-            })
-        };
-
-        let reader = tokio::spawn(async move {
-            let mut read_half = read_half;
-            let mut rbuf = rbuf;
-            loop {
-                // Bounded batches, each allocated once: `+OK` is 5 bytes,
-                // so a batch of them fits without regrowing.
-                loop {
-                    let mut replies = Vec::with_capacity((rbuf.len() / 5).min(REPLIES_MAX));
-                    match ferry_resp::decode_replies_up_to(&rbuf, &mut replies, REPLIES_MAX) {
-                        Ok(used) => rbuf.advance(used),
-                        Err(error) => {
-                            let _ = events.send((
-                                tag.clone(),
-                                PipeEvent::Lost(ConnError::Protocol { addr, error }),
-                            ));
-                            return;
-                        }
-                    }
-                    let full = replies.len() == REPLIES_MAX;
-                    if replies.is_empty() {
-                        break;
-                    }
-                    if events
-                        .send((tag.clone(), PipeEvent::Replies(replies)))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                rbuf.reserve(READ_CHUNK);
-                let lost = match read_half.read_buf(&mut rbuf).await {
-                    Ok(0) => ConnError::Closed { addr: addr.clone() },
-                    Ok(_) => continue,
-                    Err(e) => ConnError::io(&addr, &e),
-                };
-                let _ = events.send((tag, PipeEvent::Lost(lost)));
-                return;
-            }
-        });
-
-        Pipeline { tx, reader, writer }
-    }
-}
-
-/// What a pipeline reports.
-#[derive(Debug)]
-pub enum PipeEvent {
-    /// Replies, in the order the node sent them.
-    Replies(Vec<Reply>),
-    /// The connection is gone; nothing more comes from this pipeline.
-    Lost(ConnError),
-}
-
-/// A pipelined connection: send encoded commands, replies arrive as
-/// [`PipeEvent`]s. Dropping it closes the connection.
-#[derive(Debug)]
-pub struct Pipeline {
-    tx: mpsc::UnboundedSender<Bytes>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
-}
-
-impl Pipeline {
-    /// Queues encoded commands for writing; `false` if the writer is gone
-    /// (a [`PipeEvent::Lost`] is then on its way).
-    pub fn send(&self, bytes: Bytes) -> bool {
-        self.tx.send(bytes).is_ok()
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.writer.abort();
     }
 }
