@@ -331,7 +331,7 @@ pub(crate) async fn pipelined(
         return Ok(Vec::new());
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let pipe = conn.into_pipeline((), tx);
+    let mut pipe = conn.into_pipeline((), tx);
     let mut buf = BytesMut::new();
     for c in cmds {
         put_command(&mut buf, c);
@@ -340,7 +340,7 @@ pub(crate) async fn pipelined(
     let mut out = Vec::with_capacity(cmds.len());
     let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(cmds.len() as u64);
     while out.len() < cmds.len() {
-        let ev = tokio::time::timeout_at(deadline, rx.recv()).await;
+        let ev = tokio::time::timeout_at(deadline, pipe.next_event(&mut rx)).await;
         match ev {
             Ok(Some(((), PipeEvent::Replies(v)))) => out.extend(v),
             Ok(Some(((), PipeEvent::Lost(e)))) => return Err(e),

@@ -1,5 +1,5 @@
 //! One connection to one node: a request/response mode for the handshake,
-//! then a pipelined mode for the write path ([`pipeline`]).
+//! then a pipelined mode for the write path (`conn/pipeline.rs`).
 //!
 //! ```text
 //! Conn::connect(addr, auth)      TCP (bounded by a timeout), NODELAY, AUTH

@@ -8,10 +8,13 @@
 //!   otherwise (TLS, or the writer task still has bytes):
 //!       the writer task, in order: big chunks as they are, small ones
 //!       gathered into one write, flushed once its channel is empty
-//! reader task: socket -> buffer -> every complete reply decoded, sent as
-//!       one (tag, Replies(vec)) event per read, in order
-//! either side failing sends (tag, Lost(error)) once; both tasks are aborted
-//! when the Pipeline is dropped
+//! replies, decoded in order, in batches of at most REPLIES_MAX:
+//!   plain TCP: read by the caller's task in Pipeline::poll_event (the
+//!       engine polls its pipelines beside its channels)
+//!   TLS: a reader task sends them as (tag, Replies(vec)) events
+//! a failure is reported once as Lost: by poll_event, or as an event from
+//! the writer or reader task; the tasks are aborted when the Pipeline is
+//! dropped
 //! ```
 //!
 //! Order: the caller writes directly only while `queued` (chunks given to
@@ -22,12 +25,13 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_resp::Reply;
 use ferry_tls::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -51,52 +55,132 @@ pub enum PipeEvent {
     Lost(ConnError),
 }
 
-/// A pipelined connection: send encoded commands, replies arrive as
-/// [`PipeEvent`]s. Dropping it closes the connection.
+/// A pipelined connection: send encoded commands, replies arrive from
+/// [`Pipeline::poll_event`] (plain TCP) or as [`PipeEvent`]s on the
+/// events channel (TLS). Dropping it closes the connection.
 #[derive(Debug)]
-pub struct Pipeline {
+pub struct Pipeline<T> {
     tx: mpsc::UnboundedSender<Bytes>,
-    /// Plain TCP only: the socket for direct writes and the writer task's
-    /// count of chunks taken or waiting and not yet written whole.
-    direct: Option<(Arc<OwnedWriteHalf>, Arc<AtomicUsize>)>,
-    reader: JoinHandle<()>,
+    /// Plain TCP only: the socket for direct writes and reads.
+    direct: Option<Direct<T>>,
+    /// TLS only: the reader task.
+    reader: Option<JoinHandle<()>>,
     writer: JoinHandle<()>,
 }
 
-impl Pipeline {
+/// A plain-TCP pipeline's caller side.
+#[derive(Debug)]
+struct Direct<T> {
+    read: OwnedReadHalf,
+    write: Arc<OwnedWriteHalf>,
+    /// Chunks taken by or waiting for the writer task, not yet written whole.
+    queued: Arc<AtomicUsize>,
+    rbuf: BytesMut,
+    tag: T,
+    addr: String,
+    /// `Lost` was reported: nothing more comes.
+    done: bool,
+}
+
+impl<T: Clone> Pipeline<T> {
     /// Queues encoded commands for writing; `false` if the writer is gone
     /// (a [`PipeEvent::Lost`] is then on its way). On plain TCP with
     /// nothing else waiting, the bytes are written at once from the
     /// caller's task as far as the socket takes them.
     pub fn send(&self, mut bytes: Bytes) -> bool {
-        if let Some((half, queued)) = &self.direct {
-            if queued.load(Ordering::Acquire) == 0 {
+        if let Some(d) = &self.direct {
+            if d.queued.load(Ordering::Acquire) == 0 {
                 // An error is left to the writer task: it meets it again
                 // on the rest and reports the connection lost.
-                if let Ok(n) = half.try_write(&bytes) {
+                if let Ok(n) = d.write.try_write(&bytes) {
                     if n == bytes.len() {
                         return true;
                     }
                     bytes.advance(n);
                 }
             }
-            queued.fetch_add(1, Ordering::AcqRel);
+            d.queued.fetch_add(1, Ordering::AcqRel);
         }
         self.tx.send(bytes).is_ok()
     }
+
+    /// The next batch of replies read from a plain-TCP socket (at most
+    /// `REPLIES_MAX`, in order), or its loss, reported once; `Pending`
+    /// registers `cx` for the socket's readiness. A TLS pipeline is always
+    /// `Pending` here: its reader task reports on the events channel.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<(T, PipeEvent)> {
+        let Some(d) = &mut self.direct else {
+            return Poll::Pending;
+        };
+        if d.done {
+            return Poll::Pending;
+        }
+        let event = loop {
+            if !d.rbuf.is_empty() {
+                let mut replies = Vec::with_capacity((d.rbuf.len() / 5).min(REPLIES_MAX));
+                match ferry_resp::decode_replies_up_to(&d.rbuf, &mut replies, REPLIES_MAX) {
+                    Ok(used) => d.rbuf.advance(used),
+                    Err(error) => {
+                        let addr = d.addr.clone();
+                        break PipeEvent::Lost(ConnError::Protocol { addr, error });
+                    }
+                }
+                if !replies.is_empty() {
+                    return Poll::Ready((d.tag.clone(), PipeEvent::Replies(replies)));
+                }
+            }
+            d.rbuf.reserve(READ_CHUNK);
+            // `poll_read` (not `try_read`): a short read marks the socket
+            // drained, saving the next, empty read.
+            let read = std::pin::Pin::new(&mut d.read);
+            match std::task::ready!(tokio_util::io::poll_read_buf(read, cx, &mut d.rbuf)) {
+                Ok(0) => {
+                    let addr = d.addr.clone();
+                    break PipeEvent::Lost(ConnError::Closed { addr });
+                }
+                Ok(_) => {}
+                Err(e) => break PipeEvent::Lost(ConnError::io(&d.addr, &e)),
+            }
+        };
+        d.done = true;
+        Poll::Ready((d.tag.clone(), event))
+    }
 }
 
-impl Drop for Pipeline {
+impl<T: Clone + Send> Pipeline<T> {
+    /// The next event of this pipeline alone: replies or a loss from its
+    /// socket (plain TCP) or from `events` (TLS replies, a writer's loss).
+    /// `None` once `events` is closed.
+    pub async fn next_event(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<(T, PipeEvent)>,
+    ) -> Option<(T, PipeEvent)> {
+        tokio::select! {
+            biased;
+            event = events.recv() => event,
+            event = std::future::poll_fn(|cx| self.poll_event(cx)) => Some(event),
+        }
+    }
+}
+
+impl<T> Drop for Pipeline<T> {
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
         self.writer.abort();
     }
 }
 
 impl Conn {
-    /// Switches to pipelined mode: spawns the reader and writer tasks, which
-    /// report to `events` tagged with `tag`.
-    pub fn into_pipeline<T>(self, tag: T, events: mpsc::UnboundedSender<(T, PipeEvent)>) -> Pipeline
+    /// Switches to pipelined mode. Plain TCP: spawns the writer task
+    /// (replies come from [`Pipeline::poll_event`]); TLS: the writer and
+    /// the reader task, which report to `events` tagged with `tag`.
+    pub fn into_pipeline<T>(
+        self,
+        tag: T,
+        events: mpsc::UnboundedSender<(T, PipeEvent)>,
+    ) -> Pipeline<T>
     where
         T: Clone + Send + 'static,
     {
@@ -108,28 +192,40 @@ impl Conn {
                 let _ = events.send((tag, PipeEvent::Lost(ConnError::io(&addr, &e))));
             }
         };
-        let (reader, writer, direct) = match stream {
+        match stream {
             Stream::Plain(tcp) => {
-                let (read_half, write_half) = tcp.into_split();
-                let half = Arc::new(write_half);
+                let (read, write) = tcp.into_split();
+                let write = Arc::new(write);
                 let queued = Arc::new(AtomicUsize::new(0));
-                let out = Shared(half.clone());
+                let out = Shared(write.clone());
                 let writer = tokio::spawn(write_chunks(rx, out, Some(queued.clone()), lost));
-                let reader = tokio::spawn(read_replies(read_half, rbuf, tag, addr, events));
-                (reader, writer, Some((half, queued)))
+                let direct = Direct {
+                    read,
+                    write,
+                    queued,
+                    rbuf,
+                    tag,
+                    addr,
+                    done: false,
+                };
+                Pipeline {
+                    tx,
+                    direct: Some(direct),
+                    reader: None,
+                    writer,
+                }
             }
             stream @ Stream::Tls(_) => {
                 let (read_half, write_half) = tokio::io::split(stream);
                 let writer = tokio::spawn(write_chunks(rx, Owned(write_half), None, lost));
                 let reader = tokio::spawn(read_replies(read_half, rbuf, tag, addr, events));
-                (reader, writer, None)
+                Pipeline {
+                    tx,
+                    direct: None,
+                    reader: Some(reader),
+                    writer,
+                }
             }
-        };
-        Pipeline {
-            tx,
-            direct,
-            reader,
-            writer,
         }
     }
 }
@@ -227,10 +323,11 @@ async fn write_chunks(
     }
 }
 
-/// The reader task: replies decoded from the socket, handed on in order.
+/// The reader task (TLS): replies decoded from the socket, handed on in
+/// order.
 async fn read_replies<R, T>(
     mut read_half: R,
-    mut rbuf: bytes::BytesMut,
+    mut rbuf: BytesMut,
     tag: T,
     addr: String,
     events: mpsc::UnboundedSender<(T, PipeEvent)>,
@@ -277,86 +374,4 @@ async fn read_replies<R, T>(
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::BytesMut;
-    use ferry_testkit::XorShift64;
-    use tokio::net::{TcpSocket, TcpStream};
-
-    use super::*;
-
-    /// A connected pair over loopback with small socket buffers, so that
-    /// direct writes meet full buffers and hand their rest to the task.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listen = TcpSocket::new_v4().unwrap();
-        listen.set_recv_buffer_size(8 * 1024).unwrap();
-        listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = listen.listen(1).unwrap();
-        let client = TcpSocket::new_v4().unwrap();
-        client.set_send_buffer_size(8 * 1024).unwrap();
-        let (client, server) = tokio::join!(
-            client.connect(listener.local_addr().unwrap()),
-            listener.accept()
-        );
-        (client.unwrap(), server.unwrap().0)
-    }
-
-    /// Every chunk arrives whole and in order whether it went straight to
-    /// the socket or through the writer task, and both ways are taken.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn direct_and_queued_writes_keep_order() {
-        let (client, mut server) = pair().await;
-        let conn = Conn {
-            addr: "test".into(),
-            stream: Stream::Plain(client),
-            rbuf: BytesMut::new(),
-        };
-        let (events, _events_rx) = mpsc::unbounded_channel();
-        let pipe = conn.into_pipeline(0u8, events);
-        // A slow peer: reads in small pieces, pausing now and then.
-        let peer = tokio::spawn(async move {
-            let (mut got, mut buf, mut reads) = (Vec::new(), [0u8; 3000], 0u32);
-            loop {
-                let n = server.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return got;
-                }
-                got.extend_from_slice(&buf[..n]);
-                reads += 1;
-                if reads.is_multiple_of(16) {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            }
-        });
-        let (mut rng, mut want, mut queued_seen) = (XorShift64(7), Vec::new(), 0);
-        for i in 0..3000u32 {
-            // Mostly small chunks, some past WRITE_DIRECT.
-            let len = match rng.next() % 10 {
-                0 => 16 * 1024 + (rng.next() % 20_000) as usize,
-                _ => 1 + (rng.next() % 600) as usize,
-            };
-            let chunk: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j) as u8).collect();
-            want.extend_from_slice(&chunk);
-            assert!(pipe.send(Bytes::from(chunk)));
-            let (_, queued) = pipe.direct.as_ref().unwrap();
-            if queued.load(Ordering::Acquire) > 0 {
-                queued_seen += 1;
-            }
-            if i % 64 == 0 {
-                tokio::task::yield_now().await;
-            }
-        }
-        // Everything written, then close (dropping the write half sends FIN).
-        let (_, queued) = pipe.direct.as_ref().unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while queued.load(Ordering::Acquire) > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "writer task stuck");
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        drop(pipe);
-        let got = peer.await.unwrap();
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "bytes out of order");
-        assert!(queued_seen > 0, "no write went through the writer task");
-        assert!(queued_seen < 3000, "no write went straight to the socket");
-    }
-}
+mod tests;

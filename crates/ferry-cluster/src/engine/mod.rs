@@ -92,6 +92,11 @@
 //!  connect task ◀───┤     (spawned tasks report back as events)
 //!  refresh task ◀───┘
 //! ```
+//!
+//! On plain TCP the engine's own task writes a turn's bytes to each socket
+//! and reads the replies (polled beside its channels); a writer task takes
+//! only what a full socket buffer refuses, and TLS connections keep a
+//! reader and a writer task (`conn/pipeline.rs`, `docs/decisions.md` D101).
 
 mod accept;
 mod core;
@@ -157,7 +162,7 @@ enum Event {
 pub(crate) struct Engine {
     core: Core,
     /// The connection of each node, when up.
-    pipes: Vec<Option<Pipeline>>,
+    pipes: Vec<Option<Pipeline<Tag>>>,
     config: WriterConfig,
     shared: Arc<Shared>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -165,6 +170,19 @@ pub(crate) struct Engine {
     pipe_tx: mpsc::UnboundedSender<(Tag, PipeEvent)>,
     pipe_rx: mpsc::UnboundedReceiver<(Tag, PipeEvent)>,
     flushes: Vec<oneshot::Sender<Result<(), WriterError>>>,
+}
+
+/// The first plain-TCP pipeline with replies (or a loss) to report.
+fn poll_pipes(
+    pipes: &mut [Option<Pipeline<Tag>>],
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(Tag, PipeEvent)> {
+    for pipe in pipes.iter_mut().flatten() {
+        if let std::task::Poll::Ready(event) = pipe.poll_event(cx) {
+            return std::task::Poll::Ready(event);
+        }
+    }
+    std::task::Poll::Pending
 }
 
 fn now() -> std::time::Instant {
@@ -220,6 +238,9 @@ impl Engine {
             tokio::select! {
                 biased;
                 Some((tag, ev)) = self.pipe_rx.recv() => self.on_pipe(tag, ev),
+                (tag, ev) = std::future::poll_fn(|cx| poll_pipes(&mut self.pipes, cx)) => {
+                    self.on_pipe(tag, ev);
+                }
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 cmd = cmds.recv(), if accept => match cmd {
                     Some(cmd) => self.on_cmd(cmd),
@@ -231,6 +252,14 @@ impl Engine {
                 match self.pipe_rx.try_recv() {
                     Ok((tag, ev)) => self.on_pipe(tag, ev),
                     Err(_) => break,
+                }
+            }
+            // Replies already readable on the plain-TCP pipelines.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            for _ in 0..BATCH_EVENTS {
+                match poll_pipes(&mut self.pipes, &mut cx) {
+                    std::task::Poll::Ready((tag, ev)) => self.on_pipe(tag, ev),
+                    std::task::Poll::Pending => break,
                 }
             }
             self.core.retry_pending(now());
