@@ -5,9 +5,9 @@
 //! Conn::connect(addr, auth)      TCP (bounded by a timeout), NODELAY, AUTH
 //! Conn::connect_tls(.., tls)     the same, with TLS when `tls` is given
 //! Conn::call(args)               one command, one reply (discovery, handshake)
-//! Conn::into_pipeline(tag, tx)   pipelined: writes from the caller's task or
-//!                                a writer task; replies read by the caller
-//!                                (plain TCP) or a reader task (TLS)
+//! Conn::into_pipeline(tag, tx)   pipelined: writes from the caller's task
+//!                                (plain TCP) or a writer task; replies read
+//!                                by the caller
 //! ```
 //!
 //! The pipeline does not know what it carries: matching replies to commands

@@ -8,13 +8,12 @@
 //!   otherwise (TLS, or the writer task still has bytes):
 //!       the writer task, in order: big chunks as they are, small ones
 //!       gathered into one write, flushed once its channel is empty
-//! replies, decoded in order, in batches of at most REPLIES_MAX:
-//!   plain TCP: read by the caller's task in Pipeline::poll_event (the
-//!       engine polls its pipelines beside its channels)
-//!   TLS: a reader task sends them as (tag, Replies(vec)) events
+//! Pipeline::poll_event
+//!   replies read by the caller's task and decoded in order, in batches of
+//!   at most REPLIES_MAX (the engine polls its pipelines beside its
+//!   channels), plain TCP and TLS alike
 //! a failure is reported once as Lost: by poll_event, or as an event from
-//! the writer or reader task; the tasks are aborted when the Pipeline is
-//! dropped
+//! the writer task; the writer task is aborted when the Pipeline is dropped
 //! ```
 //!
 //! Order: the caller writes directly only while `queued` (chunks given to
@@ -30,7 +29,9 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_resp::Reply;
 use ferry_tls::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,30 +57,48 @@ pub enum PipeEvent {
 }
 
 /// A pipelined connection: send encoded commands, replies arrive from
-/// [`Pipeline::poll_event`] (plain TCP) or as [`PipeEvent`]s on the
-/// events channel (TLS). Dropping it closes the connection.
+/// [`Pipeline::poll_event`] (a loss of the writer task's on the events
+/// channel). Dropping it closes the connection.
 #[derive(Debug)]
 pub struct Pipeline<T> {
     tx: mpsc::UnboundedSender<Bytes>,
-    /// Plain TCP only: the socket for direct writes and reads.
-    direct: Option<Direct<T>>,
-    /// TLS only: the reader task.
-    reader: Option<JoinHandle<()>>,
-    writer: JoinHandle<()>,
-}
-
-/// A plain-TCP pipeline's caller side.
-#[derive(Debug)]
-struct Direct<T> {
-    read: OwnedReadHalf,
-    write: Arc<OwnedWriteHalf>,
-    /// Chunks taken by or waiting for the writer task, not yet written whole.
-    queued: Arc<AtomicUsize>,
+    /// Plain TCP only: the socket for direct writes.
+    direct: Option<Direct>,
+    read: ReadSide,
     rbuf: BytesMut,
     tag: T,
     addr: String,
-    /// `Lost` was reported: nothing more comes.
+    /// `Lost` was reported: nothing more comes from `read`.
     done: bool,
+    writer: JoinHandle<()>,
+}
+
+/// A plain-TCP pipeline's direct writes.
+#[derive(Debug)]
+struct Direct {
+    write: Arc<OwnedWriteHalf>,
+    /// Chunks taken by or waiting for the writer task, not yet written whole.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The read half of either kind of connection.
+#[derive(Debug)]
+enum ReadSide {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<Stream>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadSide::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
 }
 
 impl<T: Clone> Pipeline<T> {
@@ -104,52 +123,50 @@ impl<T: Clone> Pipeline<T> {
         self.tx.send(bytes).is_ok()
     }
 
-    /// The next batch of replies read from a plain-TCP socket (at most
+    /// The next batch of replies read from the socket (at most
     /// `REPLIES_MAX`, in order), or its loss, reported once; `Pending`
-    /// registers `cx` for the socket's readiness. A TLS pipeline is always
-    /// `Pending` here: its reader task reports on the events channel.
+    /// registers `cx` for the socket's readiness.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<(T, PipeEvent)> {
-        let Some(d) = &mut self.direct else {
-            return Poll::Pending;
-        };
-        if d.done {
+        if self.done {
             return Poll::Pending;
         }
         let event = loop {
-            if !d.rbuf.is_empty() {
-                let mut replies = Vec::with_capacity((d.rbuf.len() / 5).min(REPLIES_MAX));
-                match ferry_resp::decode_replies_up_to(&d.rbuf, &mut replies, REPLIES_MAX) {
-                    Ok(used) => d.rbuf.advance(used),
+            if !self.rbuf.is_empty() {
+                // Each batch allocated once: `+OK` is 5 bytes, so a batch
+                // of them fits without regrowing.
+                let mut replies = Vec::with_capacity((self.rbuf.len() / 5).min(REPLIES_MAX));
+                match ferry_resp::decode_replies_up_to(&self.rbuf, &mut replies, REPLIES_MAX) {
+                    Ok(used) => self.rbuf.advance(used),
                     Err(error) => {
-                        let addr = d.addr.clone();
+                        let addr = self.addr.clone();
                         break PipeEvent::Lost(ConnError::Protocol { addr, error });
                     }
                 }
                 if !replies.is_empty() {
-                    return Poll::Ready((d.tag.clone(), PipeEvent::Replies(replies)));
+                    return Poll::Ready((self.tag.clone(), PipeEvent::Replies(replies)));
                 }
             }
-            d.rbuf.reserve(READ_CHUNK);
+            self.rbuf.reserve(READ_CHUNK);
             // `poll_read` (not `try_read`): a short read marks the socket
             // drained, saving the next, empty read.
-            let read = std::pin::Pin::new(&mut d.read);
-            match std::task::ready!(tokio_util::io::poll_read_buf(read, cx, &mut d.rbuf)) {
+            let read = Pin::new(&mut self.read);
+            match std::task::ready!(tokio_util::io::poll_read_buf(read, cx, &mut self.rbuf)) {
                 Ok(0) => {
-                    let addr = d.addr.clone();
+                    let addr = self.addr.clone();
                     break PipeEvent::Lost(ConnError::Closed { addr });
                 }
                 Ok(_) => {}
-                Err(e) => break PipeEvent::Lost(ConnError::io(&d.addr, &e)),
+                Err(e) => break PipeEvent::Lost(ConnError::io(&self.addr, &e)),
             }
         };
-        d.done = true;
-        Poll::Ready((d.tag.clone(), event))
+        self.done = true;
+        Poll::Ready((self.tag.clone(), event))
     }
 }
 
 impl<T: Clone + Send> Pipeline<T> {
     /// The next event of this pipeline alone: replies or a loss from its
-    /// socket (plain TCP) or from `events` (TLS replies, a writer's loss).
+    /// socket, or a loss from `events` (the writer task's).
     /// `None` once `events` is closed.
     pub async fn next_event(
         &mut self,
@@ -165,17 +182,14 @@ impl<T: Clone + Send> Pipeline<T> {
 
 impl<T> Drop for Pipeline<T> {
     fn drop(&mut self) {
-        if let Some(reader) = &self.reader {
-            reader.abort();
-        }
         self.writer.abort();
     }
 }
 
 impl Conn {
-    /// Switches to pipelined mode. Plain TCP: spawns the writer task
-    /// (replies come from [`Pipeline::poll_event`]); TLS: the writer and
-    /// the reader task, which report to `events` tagged with `tag`.
+    /// Switches to pipelined mode: spawns the writer task, which reports a
+    /// loss to `events` tagged with `tag`; replies come from
+    /// [`Pipeline::poll_event`].
     pub fn into_pipeline<T>(
         self,
         tag: T,
@@ -187,45 +201,39 @@ impl Conn {
         let Conn { addr, stream, rbuf } = self;
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         let lost = {
-            let (events, tag, addr) = (events.clone(), tag.clone(), addr.clone());
+            let (tag, addr) = (tag.clone(), addr.clone());
             move |e: io::Error| {
                 let _ = events.send((tag, PipeEvent::Lost(ConnError::io(&addr, &e))));
             }
         };
-        match stream {
+        let (read, direct, writer) = match stream {
             Stream::Plain(tcp) => {
                 let (read, write) = tcp.into_split();
                 let write = Arc::new(write);
                 let queued = Arc::new(AtomicUsize::new(0));
                 let out = Shared(write.clone());
                 let writer = tokio::spawn(write_chunks(rx, out, Some(queued.clone()), lost));
-                let direct = Direct {
-                    read,
-                    write,
-                    queued,
-                    rbuf,
-                    tag,
-                    addr,
-                    done: false,
-                };
-                Pipeline {
-                    tx,
-                    direct: Some(direct),
-                    reader: None,
+                (
+                    ReadSide::Plain(read),
+                    Some(Direct { write, queued }),
                     writer,
-                }
+                )
             }
             stream @ Stream::Tls(_) => {
-                let (read_half, write_half) = tokio::io::split(stream);
-                let writer = tokio::spawn(write_chunks(rx, Owned(write_half), None, lost));
-                let reader = tokio::spawn(read_replies(read_half, rbuf, tag, addr, events));
-                Pipeline {
-                    tx,
-                    direct: None,
-                    reader: Some(reader),
-                    writer,
-                }
+                let (read, write) = tokio::io::split(stream);
+                let writer = tokio::spawn(write_chunks(rx, Owned(write), None, lost));
+                (ReadSide::Tls(read), None, writer)
             }
+        };
+        Pipeline {
+            tx,
+            direct,
+            read,
+            rbuf,
+            tag,
+            addr,
+            done: false,
+            writer,
         }
     }
 }
@@ -320,56 +328,6 @@ async fn write_chunks(
         if let Some(queued) = &queued {
             queued.fetch_sub(taken, Ordering::AcqRel);
         }
-    }
-}
-
-/// The reader task (TLS): replies decoded from the socket, handed on in
-/// order.
-async fn read_replies<R, T>(
-    mut read_half: R,
-    mut rbuf: BytesMut,
-    tag: T,
-    addr: String,
-    events: mpsc::UnboundedSender<(T, PipeEvent)>,
-) where
-    R: AsyncRead + Unpin,
-    T: Clone,
-{
-    loop {
-        // Bounded batches, each allocated once: `+OK` is 5 bytes, so a
-        // batch of them fits without regrowing.
-        loop {
-            let mut replies = Vec::with_capacity((rbuf.len() / 5).min(REPLIES_MAX));
-            match ferry_resp::decode_replies_up_to(&rbuf, &mut replies, REPLIES_MAX) {
-                Ok(used) => rbuf.advance(used),
-                Err(error) => {
-                    let _ =
-                        events.send((tag, PipeEvent::Lost(ConnError::Protocol { addr, error })));
-                    return;
-                }
-            }
-            let full = replies.len() == REPLIES_MAX;
-            if replies.is_empty() {
-                break;
-            }
-            if events
-                .send((tag.clone(), PipeEvent::Replies(replies)))
-                .is_err()
-            {
-                return;
-            }
-            if !full {
-                break;
-            }
-        }
-        rbuf.reserve(READ_CHUNK);
-        let lost = match read_half.read_buf(&mut rbuf).await {
-            Ok(0) => ConnError::Closed { addr: addr.clone() },
-            Ok(_) => continue,
-            Err(e) => ConnError::io(&addr, &e),
-        };
-        let _ = events.send((tag, PipeEvent::Lost(lost)));
-        return;
     }
 }
 

@@ -93,10 +93,10 @@
 //!  refresh task ◀───┘
 //! ```
 //!
-//! On plain TCP the engine's own task writes a turn's bytes to each socket
-//! and reads the replies (polled beside its channels); a writer task takes
-//! only what a full socket buffer refuses, and TLS connections keep a
-//! reader and a writer task (`conn/pipeline.rs`, `docs/decisions.md` D101).
+//! The engine's own task reads every node's replies (its pipelines are
+//! polled beside its channels) and, on plain TCP, writes a turn's bytes to
+//! each socket; a writer task takes only what a full socket buffer refuses
+//! (all writes on TLS) (`conn/pipeline.rs`, `docs/decisions.md` D101).
 
 mod accept;
 mod core;
@@ -172,7 +172,7 @@ pub(crate) struct Engine {
     flushes: Vec<oneshot::Sender<Result<(), WriterError>>>,
 }
 
-/// The first plain-TCP pipeline with replies (or a loss) to report.
+/// The first pipeline with replies (or a loss) to report.
 fn poll_pipes(
     pipes: &mut [Option<Pipeline<Tag>>],
     cx: &mut std::task::Context<'_>,
@@ -254,7 +254,7 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            // Replies already readable on the plain-TCP pipelines.
+            // Replies already readable.
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             for _ in 0..BATCH_EVENTS {
                 match poll_pipes(&mut self.pipes, &mut cx) {
